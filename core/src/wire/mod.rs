@@ -1,0 +1,54 @@
+//! Versioned binary codecs. Every message has a `parse` that rejects bad input with a
+//! [`WireError`] and an `emit` that writes into a caller's buffer and returns the length.
+//!
+//! Layout: [`buf`] holds the bounds-checked cursor every codec uses; one file per message
+//! family. Multi-byte integers are big-endian.
+
+pub mod buf;
+pub mod datagram;
+pub mod frame;
+pub mod handshake;
+pub mod topology;
+
+use core::fmt;
+
+/// The protocol versions this build speaks, inclusive.
+pub const PROTOCOL_VERSION_MIN: u8 = 1;
+/// The highest protocol version this build speaks.
+pub const PROTOCOL_VERSION_MAX: u8 = 1;
+
+/// Why a decoder refused its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// Input ended before the message did.
+    Truncated,
+    /// A length or count field exceeds its limit.
+    Oversized,
+    /// The magic bytes are wrong: this is not a weft message.
+    BadMagic,
+    /// A version this build does not speak.
+    UnsupportedVersion,
+    /// An unknown message or field type.
+    UnknownType,
+    /// Fields that contradict each other (length mismatch, trailing bytes, bad flag).
+    Inconsistent,
+    /// The output buffer is too small for the message.
+    BufferTooSmall,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Truncated => "message truncated",
+            Self::Oversized => "length or count over its limit",
+            Self::BadMagic => "not a weft message (bad magic)",
+            Self::UnsupportedVersion => "unsupported protocol version",
+            Self::UnknownType => "unknown message type",
+            Self::Inconsistent => "inconsistent message fields",
+            Self::BufferTooSmall => "output buffer too small",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for WireError {}
