@@ -1,1 +1,134 @@
-//! (placeholder: being written)
+//! Connection crypto: the X25519 handshake keys, HKDF-SHA256 session keys, ChaCha20-Poly1305
+//! sealing into the caller's buffer, and the sliding replay window for sleeve datagrams.
+//!
+//! What it does: turns an ephemeral key pair, the peer's public key and an optional
+//! password into four directional keys (stream and datagram, each way), and seals/opens
+//! records with a counter nonce. What it does not do: framing (see [`crate::wire::frame`]
+//! and [`crate::wire::datagram`]), deciding when a connection is up (see [`crate::conn`]),
+//! or reading the OS RNG — ephemeral secrets come from [`crate::rng::Rng`].
+//!
+//! Without a password the session is still sealed (keys from the DH alone), which stops
+//! passive eavesdroppers but not an active man in the middle; with a password both sides
+//! must know it or the first sealed record (the confirm) does not open.
+
+mod replay;
+mod session;
+
+pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
+pub use session::{DatagramOpener, DatagramSealer, KeyPair, Opener, Sealer, SessionKeys};
+
+use core::fmt;
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+
+/// Length of a symmetric key, an X25519 key and a pre-shared key.
+pub const KEY_LEN_BYTES: usize = 32;
+/// Length of the Poly1305 tag appended to every sealed record.
+pub const TAG_LEN_BYTES: usize = 16;
+/// Length of a SHA-256 transcript hash.
+pub const HASH_LEN_BYTES: usize = 32;
+/// The highest counter a sealer will use; one more and the session must be rekeyed
+/// (reconnected). Far beyond any real connection's lifetime.
+pub const COUNTER_MAX: u64 = u64::MAX - 1;
+
+/// Salt for [`password_key`]: fixed, so the same password gives the same key everywhere.
+const PASSWORD_SALT: &[u8] = b"weft password v1";
+
+/// Why a crypto operation or check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The peer's confirm record did not open: the two sides hold different passwords.
+    WrongPassword,
+    /// One side has a password and the other has none (seen from the hello flag).
+    EncryptionMismatch,
+    /// A sealed record failed authentication after the session was confirmed, or arrived
+    /// with a counter ahead of the expected one.
+    Tampered,
+    /// A record with a counter already seen (or too old for the replay window).
+    Replayed,
+    /// The peer's transcript hash differs from ours: someone altered a hello in flight.
+    Downgrade,
+    /// The two version ranges do not overlap.
+    VersionMismatch,
+    /// The peer's public key is a low-order point (the shared secret would be all zero).
+    BadPublicKey,
+    /// The sending counter is used up; the connection must be re-established.
+    CounterExhausted,
+    /// The caller's buffer cannot hold the plaintext plus the tag.
+    BufferTooSmall,
+}
+
+impl fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::WrongPassword => {
+                "wrong password: the peer's handshake does not open with ours; set the same --password on both peers"
+            }
+            Self::EncryptionMismatch => {
+                "encryption mismatch: one peer has a password and the other none; set the same --password on both"
+            }
+            Self::Tampered => "a sealed message failed authentication (tampered or corrupted)",
+            Self::Replayed => "a sealed message was replayed (counter already seen)",
+            Self::Downgrade => {
+                "handshake transcript mismatch: a hello was altered in flight (downgrade attempt?)"
+            }
+            Self::VersionMismatch => "no common protocol version with the peer; upgrade one side",
+            Self::BadPublicKey => "the peer sent an invalid (low-order) public key",
+            Self::CounterExhausted => "message counter exhausted; reconnect to rekey",
+            Self::BufferTooSmall => "buffer too small for the sealed message",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for CryptoError {}
+
+/// A 32-byte pre-shared key from a user's password: HKDF-SHA256 extract with a fixed
+/// weft salt. Call once at startup and keep the result, not the password.
+pub fn password_key(password: &[u8]) -> [u8; KEY_LEN_BYTES] {
+    let (prk, _) = Hkdf::<Sha256>::extract(Some(PASSWORD_SALT), password);
+    prk.into()
+}
+
+/// The transcript hash both sides put in their confirm: SHA-256 over the initiator's
+/// hello bytes followed by the responder's, exactly as sent on the wire.
+pub fn transcript_hash(initiator_hello: &[u8], responder_hello: &[u8]) -> [u8; HASH_LEN_BYTES] {
+    let mut h = Sha256::new();
+    h.update(initiator_hello);
+    h.update(responder_hello);
+    h.finalize().into()
+}
+
+/// The 96-bit ChaCha20-Poly1305 nonce for `counter`: 4 zero bytes then the counter
+/// big-endian. Keys are per direction, so a nonce never repeats under one key.
+fn nonce_bytes(counter: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_key_is_deterministic_and_distinguishes_passwords() {
+        let a = password_key(b"secret");
+        assert_eq!(a, password_key(b"secret"));
+        assert_ne!(a, password_key(b"secreT"));
+        assert_ne!(a, password_key(b""));
+        assert_ne!(a, [0u8; 32]);
+    }
+
+    #[test]
+    fn transcript_hash_is_order_sensitive() {
+        assert_ne!(transcript_hash(b"a", b"b"), transcript_hash(b"b", b"a"));
+        assert_eq!(transcript_hash(b"a", b"b"), transcript_hash(b"a", b"b"));
+    }
+
+    #[test]
+    fn nonce_puts_counter_in_last_eight_bytes() {
+        assert_eq!(nonce_bytes(1), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(nonce_bytes(u64::MAX)[..4], [0u8; 4]);
+    }
+}

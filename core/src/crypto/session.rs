@@ -1,0 +1,475 @@
+//! Ephemeral key pairs, session key derivation and the sealers/openers built from them.
+
+use super::{COUNTER_MAX, CryptoError, KEY_LEN_BYTES, ReplayWindow, TAG_LEN_BYTES, nonce_bytes};
+use crate::rng::Rng;
+use chacha20poly1305::aead::generic_array::GenericArray;
+use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit};
+use core::fmt;
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// HKDF salt when no password is set. Fixed and public: it only separates the two modes.
+const NO_PASSWORD_SALT: [u8; KEY_LEN_BYTES] = *b"weft no password salt v1 ......!";
+const INFO_STREAM_I2R: &[u8] = b"weft v1 stream initiator->responder";
+const INFO_STREAM_R2I: &[u8] = b"weft v1 stream responder->initiator";
+const INFO_DGRAM_I2R: &[u8] = b"weft v1 datagram initiator->responder";
+const INFO_DGRAM_R2I: &[u8] = b"weft v1 datagram responder->initiator";
+
+/// One side's ephemeral X25519 key pair, fresh for every connection.
+pub struct KeyPair {
+    secret: StaticSecret,
+    public: [u8; KEY_LEN_BYTES],
+}
+
+impl KeyPair {
+    /// A fresh key pair from 32 bytes of `rng`. Call once per connection attempt.
+    pub fn generate(rng: &mut Rng) -> Self {
+        let mut bytes = [0u8; KEY_LEN_BYTES];
+        rng.fill_bytes(&mut bytes);
+        let secret = StaticSecret::from(bytes);
+        let public = PublicKey::from(&secret).to_bytes();
+        Self { secret, public }
+    }
+
+    /// The public half, as sent in the hello.
+    pub fn public_bytes(&self) -> [u8; KEY_LEN_BYTES] {
+        self.public
+    }
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The four directional keys of one connection, ready to use.
+#[derive(Debug)]
+pub struct SessionKeys {
+    /// Seals our stream frames.
+    pub stream_sealer: Sealer,
+    /// Opens the peer's stream frames, strictly in order.
+    pub stream_opener: Opener,
+    /// Seals our sleeve datagrams to this peer.
+    pub datagram_sealer: DatagramSealer,
+    /// Opens this peer's sleeve datagrams, with a replay window.
+    pub datagram_opener: DatagramOpener,
+}
+
+impl SessionKeys {
+    /// Derives the session once the peer's hello (and its public key) arrived.
+    ///
+    /// HKDF-SHA256 with salt = `psk` (or a fixed "no password" salt) over the X25519 output;
+    /// the info strings name the direction and carry both public keys (initiator first),
+    /// so each direction and each session gets its own keys. `we_initiated` is true on the
+    /// side that opened the TCP connection. Fails with [`CryptoError::BadPublicKey`] if the
+    /// peer's key is a low-order point.
+    pub fn derive(
+        ours: &KeyPair,
+        their_public: [u8; KEY_LEN_BYTES],
+        psk: Option<&[u8; KEY_LEN_BYTES]>,
+        we_initiated: bool,
+    ) -> Result<Self, CryptoError> {
+        let shared = ours.secret.diffie_hellman(&PublicKey::from(their_public));
+        if !shared.was_contributory() {
+            return Err(CryptoError::BadPublicKey);
+        }
+        let salt: &[u8] = match psk {
+            Some(k) => k,
+            None => &NO_PASSWORD_SALT,
+        };
+        let hk = Hkdf::<Sha256>::new(Some(salt), shared.as_bytes());
+        let (init_pub, resp_pub) = if we_initiated {
+            (ours.public, their_public)
+        } else {
+            (their_public, ours.public)
+        };
+        let key = |label: &[u8]| -> Result<ChaCha20Poly1305, CryptoError> {
+            let mut okm = [0u8; KEY_LEN_BYTES];
+            hk.expand_multi_info(&[label, &init_pub, &resp_pub], &mut okm)
+                // 32 bytes is far below HKDF's 255*32 limit; map rather than unwrap anyway.
+                .map_err(|_| CryptoError::BufferTooSmall)?;
+            Ok(ChaCha20Poly1305::new(GenericArray::from_slice(&okm)))
+        };
+        let (s_out, s_in, d_out, d_in) = if we_initiated {
+            (
+                INFO_STREAM_I2R,
+                INFO_STREAM_R2I,
+                INFO_DGRAM_I2R,
+                INFO_DGRAM_R2I,
+            )
+        } else {
+            (
+                INFO_STREAM_R2I,
+                INFO_STREAM_I2R,
+                INFO_DGRAM_R2I,
+                INFO_DGRAM_I2R,
+            )
+        };
+        Ok(Self {
+            stream_sealer: Sealer::new(key(s_out)?),
+            stream_opener: Opener::new(key(s_in)?),
+            datagram_sealer: DatagramSealer(Sealer::new(key(d_out)?)),
+            datagram_opener: DatagramOpener {
+                cipher: key(d_in)?,
+                window: ReplayWindow::new(),
+            },
+        })
+    }
+}
+
+fn seal(
+    cipher: &ChaCha20Poly1305,
+    counter: u64,
+    aad: &[u8],
+    buf: &mut [u8],
+    plaintext_len: usize,
+) -> Result<usize, CryptoError> {
+    let sealed_len = plaintext_len
+        .checked_add(TAG_LEN_BYTES)
+        .ok_or(CryptoError::BufferTooSmall)?;
+    if buf.len() < sealed_len {
+        return Err(CryptoError::BufferTooSmall);
+    }
+    let (text, rest) = buf.split_at_mut(plaintext_len);
+    let nonce = nonce_bytes(counter);
+    let tag = cipher
+        .encrypt_in_place_detached(GenericArray::from_slice(&nonce), aad, text)
+        .map_err(|_| CryptoError::BufferTooSmall)?;
+    rest[..TAG_LEN_BYTES].copy_from_slice(&tag);
+    Ok(sealed_len)
+}
+
+fn open(
+    cipher: &ChaCha20Poly1305,
+    counter: u64,
+    aad: &[u8],
+    sealed: &mut [u8],
+) -> Result<usize, CryptoError> {
+    let text_len = sealed
+        .len()
+        .checked_sub(TAG_LEN_BYTES)
+        .ok_or(CryptoError::Tampered)?;
+    let (text, tag) = sealed.split_at_mut(text_len);
+    let nonce = nonce_bytes(counter);
+    cipher
+        .decrypt_in_place_detached(
+            GenericArray::from_slice(&nonce),
+            aad,
+            text,
+            GenericArray::from_slice(tag),
+        )
+        .map_err(|_| CryptoError::Tampered)?;
+    Ok(text_len)
+}
+
+/// Seals one direction's records with a counter nonce (0, 1, 2, ...).
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+    counter: u64,
+}
+
+impl Sealer {
+    fn new(cipher: ChaCha20Poly1305) -> Self {
+        Self { cipher, counter: 0 }
+    }
+
+    /// The counter the next [`seal_in_place`](Self::seal_in_place) will use; write it
+    /// into the record header (which is usually the AAD) before sealing.
+    pub fn next_counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Encrypts `buf[..plaintext_len]` in place and writes the tag right after it.
+    /// Returns the counter used and the sealed length (`plaintext_len + TAG_LEN_BYTES`).
+    /// Fails without using a counter if `buf` is too short or the counter is exhausted.
+    pub fn seal_in_place(
+        &mut self,
+        aad: &[u8],
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<(u64, usize), CryptoError> {
+        let counter = self.counter;
+        if counter > COUNTER_MAX {
+            return Err(CryptoError::CounterExhausted);
+        }
+        let sealed_len = seal(&self.cipher, counter, aad, buf, plaintext_len)?;
+        self.counter += 1;
+        Ok((counter, sealed_len))
+    }
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens one direction's stream records, which must arrive exactly in order.
+pub struct Opener {
+    cipher: ChaCha20Poly1305,
+    expected: u64,
+}
+
+impl Opener {
+    fn new(cipher: ChaCha20Poly1305) -> Self {
+        Self {
+            cipher,
+            expected: 0,
+        }
+    }
+
+    /// The counter the next record must carry.
+    pub fn expected_counter(&self) -> u64 {
+        self.expected
+    }
+
+    /// Decrypts `sealed` (ciphertext then tag) in place and returns the plaintext length;
+    /// the plaintext is `sealed[..len]`. A counter below the expected one is
+    /// [`CryptoError::Replayed`]; above it, or a bad tag, is [`CryptoError::Tampered`].
+    /// On failure the expected counter does not move.
+    pub fn open_in_place(
+        &mut self,
+        counter: u64,
+        aad: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        if counter < self.expected {
+            return Err(CryptoError::Replayed);
+        }
+        if counter > self.expected {
+            return Err(CryptoError::Tampered);
+        }
+        let len = open(&self.cipher, counter, aad, sealed)?;
+        self.expected = self.expected.saturating_add(1);
+        Ok(len)
+    }
+}
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seals sleeve datagrams to one peer; same counter rules as [`Sealer`].
+#[derive(Debug)]
+pub struct DatagramSealer(Sealer);
+
+impl DatagramSealer {
+    /// The counter the next datagram will carry; put it in the header before sealing.
+    pub fn next_counter(&self) -> u64 {
+        self.0.next_counter()
+    }
+
+    /// As [`Sealer::seal_in_place`]; `aad` is the datagram header.
+    pub fn seal_in_place(
+        &mut self,
+        aad: &[u8],
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<(u64, usize), CryptoError> {
+        self.0.seal_in_place(aad, buf, plaintext_len)
+    }
+}
+
+/// Opens one peer's sleeve datagrams in any order, each counter once.
+pub struct DatagramOpener {
+    cipher: ChaCha20Poly1305,
+    window: ReplayWindow,
+}
+
+impl DatagramOpener {
+    /// Checks the counter against the replay window, decrypts `sealed` in place and only
+    /// then records the counter. Returns the plaintext length.
+    pub fn open_in_place(
+        &mut self,
+        counter: u64,
+        aad: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        self.window.check(counter)?;
+        let len = open(&self.cipher, counter, aad, sealed)?;
+        self.window.update(counter)?;
+        Ok(len)
+    }
+}
+
+impl fmt::Debug for DatagramOpener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramOpener")
+            .field("window", &self.window.highest())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::password_key;
+
+    fn pair(psk_a: Option<[u8; 32]>, psk_b: Option<[u8; 32]>) -> (SessionKeys, SessionKeys) {
+        let mut rng = Rng::from_seed(42);
+        let a = KeyPair::generate(&mut rng);
+        let b = KeyPair::generate(&mut rng);
+        let ka = SessionKeys::derive(&a, b.public_bytes(), psk_a.as_ref(), true).unwrap();
+        let kb = SessionKeys::derive(&b, a.public_bytes(), psk_b.as_ref(), false).unwrap();
+        (ka, kb)
+    }
+
+    fn seal_msg(s: &mut Sealer, msg: &[u8]) -> (u64, [u8; 64], usize) {
+        let mut buf = [0u8; 64];
+        buf[..msg.len()].copy_from_slice(msg);
+        let (c, n) = s.seal_in_place(b"hdr", &mut buf, msg.len()).unwrap();
+        (c, buf, n)
+    }
+
+    #[test]
+    fn both_directions_roundtrip_with_equal_password() {
+        let psk = password_key(b"pw");
+        let (mut a, mut b) = pair(Some(psk), Some(psk));
+        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hello");
+        assert_eq!((c, n), (0, 5 + TAG_LEN_BYTES));
+        assert_ne!(&buf[..5], b"hello", "sealing must encrypt");
+        let len = b
+            .stream_opener
+            .open_in_place(c, b"hdr", &mut buf[..n])
+            .unwrap();
+        assert_eq!(&buf[..len], b"hello");
+        let (c, mut buf, n) = seal_msg(&mut b.stream_sealer, b"back");
+        let len = a
+            .stream_opener
+            .open_in_place(c, b"hdr", &mut buf[..n])
+            .unwrap();
+        assert_eq!(&buf[..len], b"back");
+    }
+
+    #[test]
+    fn directions_and_channels_use_different_keys() {
+        let (mut a, mut b) = pair(None, None);
+        // A record sealed by A for B must not open as B's own direction or as a datagram.
+        let (c, buf, n) = seal_msg(&mut a.stream_sealer, b"x");
+        let mut copy = buf;
+        assert_eq!(
+            a.stream_opener.open_in_place(c, b"hdr", &mut copy[..n]),
+            Err(CryptoError::Tampered)
+        );
+        let mut copy = buf;
+        assert_eq!(
+            b.datagram_opener.open_in_place(c, b"hdr", &mut copy[..n]),
+            Err(CryptoError::Tampered)
+        );
+        let mut copy = buf;
+        assert!(
+            b.stream_opener
+                .open_in_place(c, b"hdr", &mut copy[..n])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn different_passwords_do_not_open() {
+        let (mut a, mut b) = pair(Some(password_key(b"one")), Some(password_key(b"two")));
+        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hi");
+        assert_eq!(
+            b.stream_opener.open_in_place(c, b"hdr", &mut buf[..n]),
+            Err(CryptoError::Tampered)
+        );
+        assert_eq!(b.stream_opener.expected_counter(), 0);
+    }
+
+    #[test]
+    fn stream_opener_is_strictly_in_order() {
+        let (mut a, mut b) = pair(None, None);
+        let (c0, b0, n0) = seal_msg(&mut a.stream_sealer, b"zero");
+        let (c1, b1, n1) = seal_msg(&mut a.stream_sealer, b"one");
+        let mut x = b1;
+        assert_eq!(
+            b.stream_opener.open_in_place(c1, b"hdr", &mut x[..n1]),
+            Err(CryptoError::Tampered)
+        );
+        let mut x = b0;
+        b.stream_opener
+            .open_in_place(c0, b"hdr", &mut x[..n0])
+            .unwrap();
+        let mut x = b0;
+        assert_eq!(
+            b.stream_opener.open_in_place(c0, b"hdr", &mut x[..n0]),
+            Err(CryptoError::Replayed)
+        );
+        let mut x = b1;
+        // Wrong AAD fails; then the right one still opens (state untouched by failure).
+        assert_eq!(
+            b.stream_opener.open_in_place(c1, b"HDR", &mut x[..n1]),
+            Err(CryptoError::Tampered)
+        );
+        let mut x = b1;
+        b.stream_opener
+            .open_in_place(c1, b"hdr", &mut x[..n1])
+            .unwrap();
+    }
+
+    #[test]
+    fn datagrams_open_out_of_order_once() {
+        let (mut a, mut b) = pair(None, None);
+        let mut sealed = alloc::vec::Vec::new();
+        for i in 0..3u8 {
+            let mut buf = [i; 1 + TAG_LEN_BYTES];
+            let (c, n) = a.datagram_sealer.seal_in_place(b"h", &mut buf, 1).unwrap();
+            sealed.push((c, buf, n));
+        }
+        for &i in &[2usize, 0, 1] {
+            let (c, mut buf, n) = sealed[i];
+            let len = b
+                .datagram_opener
+                .open_in_place(c, b"h", &mut buf[..n])
+                .unwrap();
+            assert_eq!(buf[..len], [i as u8]);
+        }
+        let (c, mut buf, n) = sealed[1];
+        assert_eq!(
+            b.datagram_opener.open_in_place(c, b"h", &mut buf[..n]),
+            Err(CryptoError::Replayed)
+        );
+        // A forged record with a fresh counter fails and does not burn the counter.
+        let mut forged = [0u8; 1 + TAG_LEN_BYTES];
+        assert_eq!(
+            b.datagram_opener.open_in_place(7, b"h", &mut forged),
+            Err(CryptoError::Tampered)
+        );
+        assert_eq!(b.datagram_opener.window.check(7), Ok(()));
+    }
+
+    #[test]
+    fn low_order_public_key_is_refused() {
+        let mut rng = Rng::from_seed(1);
+        let a = KeyPair::generate(&mut rng);
+        assert_eq!(
+            SessionKeys::derive(&a, [0u8; 32], None, true).err(),
+            Some(CryptoError::BadPublicKey)
+        );
+    }
+
+    #[test]
+    fn short_buffers_and_short_records_are_errors() {
+        let (mut a, mut b) = pair(None, None);
+        let mut buf = [0u8; 10];
+        assert_eq!(
+            a.stream_sealer.seal_in_place(b"", &mut buf, 5),
+            Err(CryptoError::BufferTooSmall)
+        );
+        assert_eq!(a.stream_sealer.next_counter(), 0);
+        let mut short = [0u8; TAG_LEN_BYTES - 1];
+        assert_eq!(
+            b.stream_opener.open_in_place(0, b"", &mut short),
+            Err(CryptoError::Tampered)
+        );
+    }
+}
