@@ -189,10 +189,11 @@ impl Topology {
     ///
     /// Rules: for another peer, the entry with the greater [`PeerEntry::rank_cmp`] wins
     /// (higher version, then higher uid, then content), so every arrival order ends in the
-    /// same map. For our own name: entries carrying our uid are echoes of ourselves and
-    /// ignored (we are the only author of this incarnation); an entry from another
-    /// incarnation with a version at or above ours makes us jump to its version + 1, and
-    /// our own name is reported as news so the fresh entry overrides the old one.
+    /// same map. For our own name the content is never taken: an entry that differs from
+    /// ours (an older incarnation, or a restart that kept its uid) with a version at or
+    /// above ours makes us jump to its version + 1, an exact echo of our content ahead of
+    /// us makes us adopt its version; either way our name is reported as news so our
+    /// current entry overrides what others hold. Echoes at or below our version are no-ops.
     /// Entries over the limits are dropped; new peers beyond [`TOPOLOGY_PEERS_MAX`] too.
     pub fn merge(&mut self, entries: Vec<PeerEntry>) -> Vec<PeerName> {
         let mut news = Vec::new();
@@ -202,9 +203,20 @@ impl Topology {
                 continue;
             }
             if entry.name == self.ourself {
+                // Each entry about us raises our version to a floor: its own version for
+                // an exact copy of our content (an echo, maybe ahead of a restarted us
+                // that kept its uid), one past it for anything else. Taking a maximum
+                // is order-independent, unlike "skip echoes, bump on the rest".
                 let me = self.ourself_mut();
-                if entry.uid != me.uid && entry.version >= me.version {
-                    me.version = entry.version.saturating_add(1);
+                let echo =
+                    entry.uid == me.uid && entry.nickname == me.nickname && entry.conns == me.conns;
+                let floor = if echo {
+                    entry.version
+                } else {
+                    entry.version.saturating_add(1)
+                };
+                if floor > me.version {
+                    me.version = floor;
                     news.push(entry.name);
                 }
                 continue;
@@ -377,6 +389,13 @@ pub(crate) mod tests {
         // Older than us now: ignored.
         assert_eq!(t.merge(vec![entry(1, 99, 41, &[2])]), vec![]);
         assert_eq!(t.ourself().version, 42);
+        // A restart that kept its uid: others still hold v50 with other content.
+        assert_eq!(t.merge(vec![entry(1, 100, 50, &[3])]), vec![name(1)]);
+        assert_eq!(t.ourself().version, 51);
+        // An exact copy of our content ahead of us: adopt its version.
+        assert_eq!(t.merge(vec![entry(1, 100, 60, &[])]), vec![name(1)]);
+        assert_eq!(t.ourself().version, 60);
+        assert!(t.ourself().conns.is_empty());
     }
 
     #[test]
@@ -447,8 +466,10 @@ pub(crate) mod tests {
             seed in any::<u64>(),
             split in 0usize..24,
         ) {
-            // Name 0 is ourselves, uid 1, version 1: entries about us exercise the bump.
-            let me = entry(0, 1, 1, &[]);
+            // Name 0 is ourselves, uid 1, version 1, nickname "p", no conns: generated
+            // entries about us include exact echoes and other incarnations.
+            let mut me = entry(0, 1, 1, &[]);
+            me.nickname = "p".to_string();
             let mut a = Topology::new(me.clone());
             a.merge(entries.clone());
             let mut shuffled = entries.clone();
