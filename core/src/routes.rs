@@ -17,7 +17,7 @@
 
 use crate::peer::PeerName;
 use crate::topology::Topology;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 /// Marks "no index" (unreachable, or no parent) in the dense tables.
@@ -38,8 +38,12 @@ pub struct Routes {
     first_hop: Vec<u32>,
     /// The [`Topology::generation`] this was computed from.
     generation: u64,
-    /// Our children in each source's broadcast tree.
-    broadcast_cache: BTreeMap<PeerName, Vec<PeerName>>,
+    /// Per source index: where its cached children sit in `tree_arena` as
+    /// (start, len), or `(NONE, 0)` if not computed yet. Empty until the first broadcast.
+    /// An arena of `u32` rather than a map of `Vec`s keeps 1000 routers x 1000 sources lean.
+    tree_slots: Vec<(u32, u32)>,
+    /// Children (as indices) of every cached tree, back to back.
+    tree_arena: Vec<u32>,
 }
 
 impl Routes {
@@ -101,7 +105,8 @@ impl Routes {
             adj,
             first_hop: Vec::new(),
             generation: topology.generation(),
-            broadcast_cache: BTreeMap::new(),
+            tree_slots: Vec::new(),
+            tree_arena: Vec::new(),
         };
         routes.first_hop = routes.unicast_first_hops();
         routes
@@ -186,41 +191,50 @@ impl Routes {
         if topology.generation() != self.generation || self.names.len() != topology.len() {
             *self = Self::compute(topology);
         }
-        if let Some(c) = self.broadcast_cache.get(&source) {
-            return c.clone();
-        }
         let Some(s) = self.index(source) else {
             return Vec::new();
         };
-        let children = self.tree_children(s);
-        self.broadcast_cache.insert(source, children.clone());
-        children
+        if self.tree_slots.len() != self.names.len() {
+            self.tree_slots = alloc::vec![(NONE, 0); self.names.len()];
+        }
+        let (mut start, mut len) = self.tree_slots[s as usize];
+        if start == NONE {
+            start = self.tree_arena.len() as u32;
+            self.tree_children(s);
+            len = self.tree_arena.len() as u32 - start;
+            self.tree_slots[s as usize] = (start, len);
+        }
+        self.tree_arena[start as usize..(start + len) as usize]
+            .iter()
+            .map(|&c| self.names[c as usize])
+            .collect()
     }
 
-    /// The deterministic BFS from `s`; stops once we are expanded, since only then are
-    /// all our children (the neighbours we discover first) known.
-    fn tree_children(&self, s: u32) -> Vec<PeerName> {
+    /// The deterministic BFS from `s`, appending our children to `tree_arena`; stops once
+    /// we are expanded, since only then are all our children (the neighbours we discover
+    /// first) known.
+    fn tree_children(&mut self, s: u32) {
         let mut seen = alloc::vec![false; self.names.len()];
         let mut queue = VecDeque::new();
         seen[s as usize] = true;
         queue.push_back(s);
         while let Some(u) = queue.pop_front() {
             let mine = u == self.ourself;
-            let mut children = Vec::new();
-            for &v in self.neighbours(u) {
+            let lo = self.offsets[u as usize] as usize;
+            let hi = self.offsets[u as usize + 1] as usize;
+            for &v in &self.adj[lo..hi] {
                 if !seen[v as usize] {
                     seen[v as usize] = true;
                     queue.push_back(v);
                     if mine {
-                        children.push(self.names[v as usize]);
+                        self.tree_arena.push(v);
                     }
                 }
             }
             if mine {
-                return children;
+                return;
             }
         }
-        Vec::new()
     }
 }
 
@@ -322,6 +336,10 @@ mod tests {
             ..t.get(name(2)).unwrap().clone()
         };
         t.merge(vec![two]);
+        assert_eq!(r.broadcast_children(&t, name(0)), vec![name(1), name(2)]);
+        // Served from the cache, same answer; another source gets its own tree.
+        assert_eq!(r.broadcast_children(&t, name(0)), vec![name(1), name(2)]);
+        assert_eq!(r.broadcast_children(&t, name(1)), vec![name(2)]);
         assert_eq!(r.broadcast_children(&t, name(0)), vec![name(1), name(2)]);
         assert_eq!(r.next_hop(name(2)), Some(name(2)));
         assert_eq!(r.broadcast_children(&t, name(7)), vec![]);
