@@ -23,7 +23,8 @@ impl Netlink {
         if addr.addr.is_ipv6() {
             let msg = req.message_mut();
             msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         req.execute()
             .await
@@ -39,9 +40,7 @@ impl Netlink {
             .address_messages(OP, index, &target)
             .await?
             .into_iter()
-            .filter(|m| {
-                m.header.prefix_len == addr.prefix_len && address_of(m) == Some(addr.addr)
-            })
+            .filter(|m| m.header.prefix_len == addr.prefix_len && address_of(m) == Some(addr.addr))
             .collect();
         if found.is_empty() {
             return Err(Error::Kernel {
@@ -78,7 +77,12 @@ impl Netlink {
             .collect())
     }
 
-    async fn address_messages(&self, op: Op, index: u32, target: &str) -> Result<Vec<AddressMessage>> {
+    async fn address_messages(
+        &self,
+        op: Op,
+        index: u32,
+        target: &str,
+    ) -> Result<Vec<AddressMessage>> {
         self.handle
             .address()
             .get()
@@ -91,7 +95,12 @@ impl Netlink {
 
     /// Adds a route to `dest` in the main table: via gateway `via`, out of link
     /// `dev`, or both. A route with no gateway gets scope link, as `ip route` does.
-    pub async fn add_route(&self, dest: IpCidr, via: Option<IpAddr>, dev: Option<&str>) -> Result<()> {
+    pub async fn add_route(
+        &self,
+        dest: IpCidr,
+        via: Option<IpAddr>,
+        dev: Option<&str>,
+    ) -> Result<()> {
         const OP: Op = "add route";
         let target = route_target(dest, via, dev);
         let invalid = |what: &'static str| Error::InvalidArgument {

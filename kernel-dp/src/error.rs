@@ -181,7 +181,10 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
         let text = err.to_string();
-        assert!(text.starts_with("open netns /var/run/netns/nope: "), "{text}");
+        assert!(
+            text.starts_with("open netns /var/run/netns/nope: "),
+            "{text}"
+        );
         assert!(!text.contains('\n'));
         assert_eq!(err.errno(), Some(libc::ENOENT));
     }

@@ -10,10 +10,7 @@ use netlink_packet_route::link::{
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{
-    Error, Link, MacAddr, Netlink, Result,
-    error::Op,
-    netlink::check_ifname,
-    netns::NetnsFile,
+    Error, Link, MacAddr, Netlink, Result, error::Op, netlink::check_ifname, netns::NetnsFile,
 };
 
 impl Netlink {
@@ -21,13 +18,22 @@ impl Netlink {
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
         const OP: Op = "look up link";
         check_ifname(OP, name)?;
-        let mut replies = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut replies = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match replies.try_next().await {
             Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
             Ok(None) => Ok(None),
             Err(err) => {
                 let err = Error::from_rtnl(OP, name, err);
-                if err.is_not_found() { Ok(None) } else { Err(err) }
+                if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
             }
         }
     }
@@ -62,7 +68,9 @@ impl Netlink {
     pub async fn create_bridge(&self, name: &str, mtu_bytes: u32) -> Result<u32> {
         const OP: Op = "create bridge";
         check_ifname(OP, name)?;
-        let msg = LinkMessageBuilder::<LinkBridge>::new(name).mtu(mtu_bytes).build();
+        let msg = LinkMessageBuilder::<LinkBridge>::new(name)
+            .mtu(mtu_bytes)
+            .build();
         self.add_link(OP, name, msg).await?;
         self.index_of(OP, name).await
     }
@@ -117,8 +125,12 @@ impl Netlink {
     pub async fn set_mtu(&self, name: &str, mtu_bytes: u32) -> Result<()> {
         const OP: Op = "set mtu";
         let index = self.index_of(OP, name).await?;
-        self.set_link(OP, name, LinkUnspec::new_with_index(index).mtu(mtu_bytes).build())
-            .await
+        self.set_link(
+            OP,
+            name,
+            LinkUnspec::new_with_index(index).mtu(mtu_bytes).build(),
+        )
+        .await
     }
 
     /// Brings link `name` administratively up.
@@ -141,8 +153,14 @@ impl Netlink {
     pub async fn set_mac(&self, name: &str, mac: MacAddr) -> Result<()> {
         const OP: Op = "set mac";
         let index = self.index_of(OP, name).await?;
-        self.set_link(OP, name, LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build())
-            .await
+        self.set_link(
+            OP,
+            name,
+            LinkUnspec::new_with_index(index)
+                .address(mac.0.to_vec())
+                .build(),
+        )
+        .await
     }
 
     /// Enslaves link `name` to bridge `bridge` (`ip link set NAME master BRIDGE`).
@@ -151,16 +169,24 @@ impl Netlink {
         let index = self.index_of(OP, name).await?;
         let master = self.index_of(OP, bridge).await?;
         let target = format!("{name} to {bridge}");
-        self.set_link(OP, &target, LinkUnspec::new_with_index(index).controller(master).build())
-            .await
+        self.set_link(
+            OP,
+            &target,
+            LinkUnspec::new_with_index(index).controller(master).build(),
+        )
+        .await
     }
 
     /// Releases link `name` from its bridge (`ip link set NAME nomaster`).
     pub async fn set_nomaster(&self, name: &str) -> Result<()> {
         const OP: Op = "release link";
         let index = self.index_of(OP, name).await?;
-        self.set_link(OP, name, LinkUnspec::new_with_index(index).nocontroller().build())
-            .await
+        self.set_link(
+            OP,
+            name,
+            LinkUnspec::new_with_index(index).nocontroller().build(),
+        )
+        .await
     }
 
     /// Deletes link `name` (for a veth, both ends go). Errors with

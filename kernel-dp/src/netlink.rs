@@ -115,7 +115,9 @@ pub(crate) fn check_ifname(op: Op, name: &str) -> Result<()> {
         && name.len() <= IFNAME_LEN_MAX
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
     if ok {
         Ok(())
     } else {

@@ -131,7 +131,16 @@ mod tests {
         // the error must still be a clean Netns error, never a panic.
         match run_in_netns("/proc/self/ns/net", || 41 + 1) {
             Ok(v) => assert_eq!(v, 42),
-            Err(err) => assert!(matches!(err, Error::Netns { op: "setns into", .. }), "{err}"),
+            Err(err) => assert!(
+                matches!(
+                    err,
+                    Error::Netns {
+                        op: "setns into",
+                        ..
+                    }
+                ),
+                "{err}"
+            ),
         }
     }
 }

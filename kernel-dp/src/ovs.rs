@@ -45,7 +45,10 @@ pub fn genl_family_exists(name: &str) -> io::Result<bool> {
 
 fn getfamily_request(name: &str) -> io::Result<Vec<u8>> {
     if name.is_empty() || name.len() > FAMILY_NAME_LEN_MAX || name.contains('\0') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad genetlink family name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad genetlink family name",
+        ));
     }
     let nla_len = 4 + name.len() + 1;
     let nla_padded = nla_len.next_multiple_of(4);
@@ -73,7 +76,9 @@ fn parse_getfamily_reply(reply: &[u8]) -> io::Result<bool> {
     match msg_type {
         GENL_ID_CTRL => Ok(true),
         NLMSG_ERROR => {
-            let code = reply.get(NLMSG_HDR_LEN..NLMSG_HDR_LEN + 4).ok_or_else(bad)?;
+            let code = reply
+                .get(NLMSG_HDR_LEN..NLMSG_HDR_LEN + 4)
+                .ok_or_else(bad)?;
             let errno = -i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
             match errno {
                 libc::ENOENT => Ok(false),
@@ -94,7 +99,10 @@ mod tests {
     fn request_is_well_formed() {
         let req = getfamily_request(OVS_DATAPATH_FAMILY).unwrap();
         assert_eq!(req.len() % 4, 0);
-        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()) as usize, req.len());
+        assert_eq!(
+            u32::from_ne_bytes(req[0..4].try_into().unwrap()) as usize,
+            req.len()
+        );
         assert_eq!(&req[24..36], b"ovs_datapath");
         assert_eq!(req[36], 0);
         assert!(getfamily_request("").is_err());

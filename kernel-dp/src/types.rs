@@ -53,7 +53,8 @@ impl FromStr for MacAddr {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const BAD: ParseError = ParseError("MAC address must be six hex octets like 02:42:ac:11:00:02");
+        const BAD: ParseError =
+            ParseError("MAC address must be six hex octets like 02:42:ac:11:00:02");
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut out {
@@ -133,7 +134,13 @@ mod tests {
         let mac: MacAddr = "02:42:AC:11:0:2".parse().unwrap();
         assert_eq!(mac.0, [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
         assert_eq!(mac.to_string(), "02:42:ac:11:00:02");
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "0g:00:00:00:00:00", "002:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "0g:00:00:00:00:00",
+            "002:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(MacAddr::ZERO.is_zero());

@@ -14,7 +14,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
 };
 use rtnetlink::{LinkMessageBuilder, LinkVxlan};
 
@@ -132,7 +134,8 @@ impl Netlink {
         let index = self.index_of(OP, dev).await?;
         let mut msg = fdb_message(index, mac);
         if let Some(dst) = dst {
-            msg.attributes.push(NeighbourAttribute::Destination(neighbour_address(dst)));
+            msg.attributes
+                .push(NeighbourAttribute::Destination(neighbour_address(dst)));
         }
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelNeighbour(msg));
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
@@ -161,10 +164,18 @@ impl Netlink {
             .collect())
     }
 
-    async fn fdb_new(&self, op: Op, dev: &str, mac: MacAddr, dst: IpAddr, nlm_flags: u16) -> Result<()> {
+    async fn fdb_new(
+        &self,
+        op: Op,
+        dev: &str,
+        mac: MacAddr,
+        dst: IpAddr,
+        nlm_flags: u16,
+    ) -> Result<()> {
         let index = self.index_of(op, dev).await?;
         let mut msg = fdb_message(index, mac);
-        msg.attributes.push(NeighbourAttribute::Destination(neighbour_address(dst)));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(neighbour_address(dst)));
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
         req.header.flags = nlm_flags;
         let target = fdb_target(dev, mac, Some(dst));
@@ -181,7 +192,8 @@ fn fdb_message(index: u32, mac: MacAddr) -> NeighbourMessage {
     msg.header.ifindex = index;
     msg.header.state = NeighbourState::Permanent;
     msg.header.flags = NeighbourFlags::Own;
-    msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     msg
 }
 
@@ -206,8 +218,12 @@ fn fdb_entry(msg: &NeighbourMessage) -> Option<FdbEntry> {
     for attr in &msg.attributes {
         match attr {
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = MacAddr::from_slice(bytes),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                dst = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                dst = Some(IpAddr::V6(*v6))
+            }
             NeighbourAttribute::Vni(v) => vni = Some(*v),
             _ => {}
         }
@@ -239,7 +255,9 @@ mod tests {
     fn fdb_entry_parses_back_what_we_send() {
         let mut msg = fdb_message(3, "02:00:00:00:00:01".parse().unwrap());
         msg.attributes
-            .push(NeighbourAttribute::Destination(neighbour_address("192.0.2.9".parse().unwrap())));
+            .push(NeighbourAttribute::Destination(neighbour_address(
+                "192.0.2.9".parse().unwrap(),
+            )));
         let entry = fdb_entry(&msg).unwrap();
         assert_eq!(entry.mac.to_string(), "02:00:00:00:00:01");
         assert_eq!(entry.dst, Some("192.0.2.9".parse().unwrap()));
