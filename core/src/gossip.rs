@@ -27,45 +27,58 @@ pub const PENDING_NEWS_MAX: usize = 4096;
 pub const GOSSIP_FANOUT_MAX: usize = 32;
 
 /// Encodes `entries` into as few messages as fit, each at most [`GOSSIP_MSG_LEN_MAX`]
-/// bytes and [`ENTRIES_PER_MSG_MAX`] entries, in the given order. Entries that break a
-/// limit of [`crate::topology`] are skipped (they could not be decoded anyway).
-pub fn encode_entries<'e>(entries: impl IntoIterator<Item = &'e PeerEntry>) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut batch: Vec<&PeerEntry> = Vec::new();
+/// bytes and [`ENTRIES_PER_MSG_MAX`] entries, in the given order, handing each finished
+/// message to `emit` (one buffer is reused; copy out what you keep). Entries that break a
+/// limit of [`crate::topology`] are skipped (they could not be decoded anyway); returns
+/// how many were skipped.
+pub fn encode_messages(entries: &[&PeerEntry], mut emit: impl FnMut(&[u8])) -> usize {
+    let mut skipped = 0;
+    let mut buf = alloc::vec![0u8; GOSSIP_MSG_LEN_MAX];
+    let mut batch_start = 0;
+    let mut batch_count: usize = 0;
     let mut batch_len = MSG_HEADER_LEN;
-    for e in entries {
+    // Emits entries[batch_start..end] (minus the skipped ones, already excluded from the count).
+    let mut flush = |from: usize, to: usize, count: usize, buf: &mut [u8]| {
+        let mut w = Writer::new(buf);
+        if w.u16(count as u16).is_err() {
+            return;
+        }
+        for e in entries[from..to].iter().filter(|e| e.is_within_limits()) {
+            // Cannot fail: lengths were summed with `entry_len` against the buffer size.
+            if emit_entry(e, &mut w).is_err() {
+                return;
+            }
+        }
+        let n = w.len();
+        emit(&buf[..n]);
+    };
+    for (i, e) in entries.iter().enumerate() {
         if !e.is_within_limits() {
+            skipped += 1;
             continue;
         }
         let len = entry_len(e);
-        if batch.len() == ENTRIES_PER_MSG_MAX || batch_len + len > GOSSIP_MSG_LEN_MAX {
-            if let Some(msg) = encode_batch(&batch, batch_len) {
-                out.push(msg);
-            }
-            batch.clear();
+        if batch_count == ENTRIES_PER_MSG_MAX || batch_len + len > GOSSIP_MSG_LEN_MAX {
+            flush(batch_start, i, batch_count, &mut buf);
+            batch_start = i;
+            batch_count = 0;
             batch_len = MSG_HEADER_LEN;
         }
-        batch.push(e);
+        batch_count += 1;
         batch_len += len;
     }
-    if !batch.is_empty()
-        && let Some(msg) = encode_batch(&batch, batch_len)
-    {
-        out.push(msg);
+    if batch_count > 0 {
+        flush(batch_start, entries.len(), batch_count, &mut buf);
     }
-    out
+    skipped
 }
 
-/// One message for a batch already known to fit; `None` only if the length arithmetic
-/// and the encoder ever disagreed (a bug, not peer input), in which case it is dropped.
-fn encode_batch(batch: &[&PeerEntry], len: usize) -> Option<Vec<u8>> {
-    let mut buf = alloc::vec![0u8; len];
-    let mut w = Writer::new(&mut buf);
-    w.u16(batch.len() as u16).ok()?;
-    for e in batch {
-        emit_entry(e, &mut w).ok()?;
-    }
-    (w.len() == len).then_some(buf)
+/// Like [`encode_messages`], collecting the messages.
+pub fn encode_entries<'e>(entries: impl IntoIterator<Item = &'e PeerEntry>) -> Vec<Vec<u8>> {
+    let refs: Vec<&PeerEntry> = entries.into_iter().collect();
+    let mut out = Vec::new();
+    encode_messages(&refs, |m| out.push(m.to_vec()));
+    out
 }
 
 /// Every entry of `topology`, for the periodic full gossip and for a new neighbour.
@@ -225,6 +238,22 @@ mod tests {
         }
         assert_eq!(other.digest(), t.digest());
         assert!(other.iter().eq(t.iter()));
+    }
+
+    #[test]
+    fn encode_messages_skips_entries_over_limits() {
+        let t = big_topology(4, 1);
+        let mut bad = t.get(PeerName::from_u64(1)).unwrap().clone();
+        bad.nickname = "x".repeat(crate::topology::NICKNAME_LEN_MAX + 1);
+        let good: Vec<&PeerEntry> = t.iter().collect();
+        let mut refs = vec![&bad];
+        refs.extend(good.iter().copied());
+        refs.push(&bad);
+        let mut msgs = vec![];
+        assert_eq!(encode_messages(&refs, |m| msgs.push(m.to_vec())), 2);
+        assert_eq!(msgs.len(), 1);
+        let got = decode(&msgs[0]).unwrap();
+        assert_eq!(got.iter().collect::<Vec<_>>(), good);
     }
 
     #[test]
