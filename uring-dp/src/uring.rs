@@ -1,0 +1,384 @@
+//! The io_uring backend: `tap_reads_in_flight` TAP reads and `udp_recvs_in_flight` UDP
+//! `RecvMsg`s kept armed, plus a read on the stop eventfd; completions are drained in
+//! batches, handed to the handler, and what it queued goes out as `SendMsg`/`Write` SQEs in
+//! the same `io_uring_enter` that re-arms the reads.
+//!
+//! Two outboxes alternate: the handler fills one while the other's sends are in flight
+//! (their buffers must stay put until the kernel is done). Not yet used: registered
+//! buffers/files, provided buffer rings, multishot receive — the structure (slots indexed by
+//! user_data) is ready for them.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use crate::counters::CounterSnapshot;
+use crate::outbox::Outbox;
+use crate::plain::{deliver_datagrams, deliver_tap_frame};
+use crate::pump::{Handler, Pump, PumpConfig};
+use crate::sys::errno_name;
+use crate::tap::TAP_FRAME_LEN_MAX;
+use crate::udp::{MsgSlot, UDP_PAYLOAD_LEN_MAX, wire_datagrams};
+use crate::Error;
+
+const TAG_TAP_READ: u64 = 1;
+const TAG_UDP_RECV: u64 = 2;
+const TAG_STOP: u64 = 3;
+const TAG_TAP_WRITE: u64 = 4;
+const TAG_UDP_SEND: u64 = 5;
+const TAG_CANCEL: u64 = 6;
+/// Outboxes alternating between "being filled" and "in flight".
+const OUTBOXES: usize = 2;
+/// Most completion waits while cancelling at stop before giving up on stragglers.
+const CANCEL_WAITS_MAX: usize = 1000;
+
+fn ud(tag: u64, outbox: usize, idx: usize) -> u64 {
+    (tag << 56) | ((outbox as u64) << 32) | idx as u64
+}
+
+fn ud_split(ud: u64) -> (u64, usize, usize) {
+    (ud >> 56, ((ud >> 32) & 0xff_ffff) as usize, (ud & 0xffff_ffff) as usize)
+}
+
+fn sq_entries(cfg: &PumpConfig) -> u32 {
+    let n = cfg.tap_reads_in_flight
+        + cfg.udp_recvs_in_flight
+        + 2
+        + OUTBOXES * (cfg.outbox_datagrams_max + cfg.outbox_tap_frames_max);
+    (n.next_power_of_two() as u32).clamp(8, 4096)
+}
+
+/// Sets up a ring sized for `cfg` and checks the opcodes the loop uses. The error is a
+/// short reason for status lines (`EPERM`, `opcode SENDMSG unsupported`).
+pub(crate) fn probe(cfg: &PumpConfig) -> Result<IoUring, String> {
+    let sq = sq_entries(cfg);
+    let ring = IoUring::builder()
+        .setup_cqsize(sq * 2)
+        .build(sq)
+        .map_err(|e| errno_name(&e))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("IORING_REGISTER_PROBE: {}", errno_name(&e)))?;
+    for (code, name) in [
+        (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::RecvMsg::CODE, "RECVMSG"),
+        (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("opcode {name} unsupported"));
+        }
+    }
+    Ok(ring)
+}
+
+/// A UDP receive slot: the msghdr the kernel holds a pointer to, and what it points at.
+/// Lives in a boxed slice that is never resized, so its address is stable.
+struct RecvSlot {
+    msg: MsgSlot,
+    hdr: libc::msghdr,
+    buf: Box<[u8]>,
+}
+
+struct SendSlot {
+    msg: MsgSlot,
+    hdr: libc::msghdr,
+}
+
+struct OutState {
+    out: Outbox,
+    sends: Box<[SendSlot]>,
+    inflight: usize,
+}
+
+struct Loop<'p> {
+    pump: &'p Pump,
+    tap_bufs: Box<[Box<[u8]>]>,
+    recvs: Box<[RecvSlot]>,
+    outs: Box<[OutState]>,
+    stop_buf: Box<u64>,
+    /// SQEs submitted whose CQE has not been seen.
+    inflight: usize,
+}
+
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Queues an SQE, submitting first if the queue is full.
+fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: every entry we build points into memory owned by `Loop` (boxed slots and
+        // outbox arenas) that stays alive and unmoved until its CQE is reaped: slots are
+        // never freed while `inflight` > 0 (see `run`'s cancel-and-drain on exit).
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}
+
+impl Loop<'_> {
+    fn arm_tap_read(&mut self, ring: &mut IoUring, i: usize) -> io::Result<()> {
+        let buf = &mut self.tap_bufs[i];
+        let e = opcode::Read::new(
+            types::Fd(self.pump.tap.as_raw_fd()),
+            buf.as_mut_ptr(),
+            buf.len() as u32,
+        )
+        .build()
+        .user_data(ud(TAG_TAP_READ, 0, i));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    fn arm_udp_recv(&mut self, ring: &mut IoUring, i: usize) -> io::Result<()> {
+        let slot = &mut self.recvs[i];
+        slot.hdr = slot.msg.prepare_recv(&mut slot.buf);
+        let e = opcode::RecvMsg::new(types::Fd(self.pump.udp.as_raw_fd()), &raw mut slot.hdr)
+            .build()
+            .user_data(ud(TAG_UDP_RECV, 0, i));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    fn arm_stop(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.pump.stop.raw()),
+            (&raw mut *self.stop_buf).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(TAG_STOP, 0, 0));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// Turns outbox `o`'s queue into SQEs.
+    fn flush(&mut self, ring: &mut IoUring, o: usize, d: &mut CounterSnapshot) -> io::Result<()> {
+        let udp_fd = types::Fd(self.pump.udp.as_raw_fd());
+        let tap_fd = types::Fd(self.pump.tap.as_raw_fd());
+        let gso = self.pump.udp.gso_enabled();
+        let st = &mut self.outs[o];
+        d.drop_outbox_full += st.out.refused_full;
+        st.out.refused_full = 0;
+        for (k, dg) in st.out.datagrams.iter().enumerate() {
+            let t = st.out.transmit(dg);
+            if t.segment_size.is_some() && !gso {
+                // No kernel GSO: cut it here, synchronously (rare: old kernels only).
+                match self.pump.udp.send(&t) {
+                    Ok(bytes) => {
+                        d.udp_datagrams_out += wire_datagrams(&t) as u64;
+                        d.udp_bytes_out += bytes as u64;
+                    }
+                    Err(_) => d.drop_udp_send += 1,
+                }
+                continue;
+            }
+            let slot = &mut st.sends[k];
+            slot.hdr = slot.msg.prepare_send(&t);
+            let e = opcode::SendMsg::new(udp_fd, &raw const slot.hdr)
+                .build()
+                .user_data(ud(TAG_UDP_SEND, o, k));
+            push(ring, &e)?;
+            st.inflight += 1;
+            self.inflight += 1;
+        }
+        for (k, f) in st.out.frames.iter().enumerate() {
+            let frame = st.out.frame(f);
+            let e = opcode::Write::new(tap_fd, frame.as_ptr(), frame.len() as u32)
+                .build()
+                .user_data(ud(TAG_TAP_WRITE, o, k));
+            push(ring, &e)?;
+            st.inflight += 1;
+            self.inflight += 1;
+        }
+        Ok(())
+    }
+
+    /// Accounts for a finished send or write.
+    fn complete_out(&mut self, tag: u64, o: usize, k: usize, res: i32, d: &mut CounterSnapshot) {
+        let Some(st) = self.outs.get_mut(o) else {
+            return;
+        };
+        st.inflight = st.inflight.saturating_sub(1);
+        if tag == TAG_UDP_SEND {
+            match st.out.datagrams.get(k) {
+                Some(dg) if res >= 0 => {
+                    d.udp_datagrams_out += wire_datagrams(&st.out.transmit(dg)) as u64;
+                    d.udp_bytes_out += res as u64;
+                }
+                _ => d.drop_udp_send += 1,
+            }
+        } else {
+            let hdr = st.out.vnet_hdr_bytes();
+            match st.out.frames.get(k) {
+                Some(f) if res >= 0 => {
+                    d.tap_frames_out += 1;
+                    d.tap_bytes_out += (f.len - hdr) as u64;
+                }
+                _ => d.drop_tap_write += 1,
+            }
+        }
+    }
+}
+
+pub(crate) fn run<H: Handler>(
+    pump: &Pump,
+    ring: &mut IoUring,
+    handler: &mut H,
+) -> Result<(), Error> {
+    let name = pump.tap.name().to_owned();
+    let cfg = pump.config;
+    let mut lp = Loop {
+        pump,
+        tap_bufs: (0..cfg.tap_reads_in_flight.max(1))
+            .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
+            .collect(),
+        recvs: (0..cfg.udp_recvs_in_flight.max(1))
+            .map(|_| RecvSlot {
+                msg: MsgSlot::default(),
+                hdr: zeroed_msghdr(),
+                buf: vec![0u8; UDP_PAYLOAD_LEN_MAX].into_boxed_slice(),
+            })
+            .collect(),
+        outs: (0..OUTBOXES)
+            .map(|_| OutState {
+                out: pump.new_outbox(),
+                sends: (0..cfg.outbox_datagrams_max)
+                    .map(|_| SendSlot {
+                        msg: MsgSlot::default(),
+                        hdr: zeroed_msghdr(),
+                    })
+                    .collect(),
+                inflight: 0,
+            })
+            .collect(),
+        stop_buf: Box::new(0),
+        inflight: 0,
+    };
+    let res = run_loop(&mut lp, ring, handler).map_err(|e| Error::sys("io_uring_enter", &name, e));
+    cancel_and_drain(&mut lp, ring);
+    res
+}
+
+fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) -> io::Result<()> {
+    // A blocking TAP fd: with O_NONBLOCK, kernels without FMODE_NOWAIT on tun complete
+    // the read with -EAGAIN instead of arming a poll. io_uring never blocks us either way.
+    lp.pump.tap.set_nonblocking(false)?;
+    for i in 0..lp.tap_bufs.len() {
+        lp.arm_tap_read(ring, i)?;
+    }
+    for i in 0..lp.recvs.len() {
+        lp.arm_udp_recv(ring, i)?;
+    }
+    lp.arm_stop(ring)?;
+
+    let cq_cap = ring.params().cq_entries() as usize;
+    let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(cq_cap);
+    let mut inputs: Vec<(u64, i32)> = Vec::with_capacity(cq_cap);
+    let vnet = lp.pump.tap.vnet_hdr();
+    loop {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+        cqes.clear();
+        cqes.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+        lp.inflight -= cqes.len().min(lp.inflight);
+
+        let mut d = CounterSnapshot::default();
+        let mut stopping = false;
+        for &(u, res) in &cqes {
+            let (tag, o, k) = ud_split(u);
+            match tag {
+                TAG_TAP_WRITE | TAG_UDP_SEND => lp.complete_out(tag, o, k, res, &mut d),
+                TAG_STOP => {
+                    if res == 8 || lp.pump.stop.consume() {
+                        stopping = true;
+                    } else {
+                        lp.arm_stop(ring)?;
+                    }
+                }
+                TAG_TAP_READ | TAG_UDP_RECV => inputs.push((u, res)),
+                _ => {}
+            }
+        }
+        if stopping {
+            lp.pump.counters.add(&d);
+            return Ok(());
+        }
+        // An outbox whose previous sends are all done; if none, keep the inputs (their
+        // reads stay un-armed) and wait for send completions first.
+        let free = lp.outs.iter().position(|s| s.inflight == 0);
+        if let (Some(o), false) = (free, inputs.is_empty()) {
+            lp.outs[o].out.clear();
+            for &(u, res) in &inputs {
+                let (tag, _, i) = ud_split(u);
+                if tag == TAG_TAP_READ {
+                    if res > 0 {
+                        let raw = &lp.tap_bufs[i][..res as usize];
+                        deliver_tap_frame(handler, raw, vnet, &mut lp.outs[o].out, &mut d);
+                    } else if res != -libc::EAGAIN && res != -libc::EINTR {
+                        d.io_errors += 1;
+                    }
+                    lp.arm_tap_read(ring, i)?;
+                } else {
+                    if res >= 0 {
+                        let slot = &lp.recvs[i];
+                        let meta = slot.msg.finish_recv(&slot.hdr, res as usize);
+                        let buf = &slot.buf[..];
+                        deliver_datagrams(handler, &meta, buf, &mut lp.outs[o].out, &mut d);
+                    } else if res != -libc::EAGAIN && res != -libc::EINTR {
+                        d.io_errors += 1;
+                    }
+                    lp.arm_udp_recv(ring, i)?;
+                }
+            }
+            inputs.clear();
+            handler.on_batch_end(&mut lp.outs[o].out);
+            lp.flush(ring, o, &mut d)?;
+            d.batches = 1;
+        }
+        lp.pump.counters.add(&d);
+    }
+}
+
+/// Cancels everything in flight and reaps the completions, so that no SQE still points
+/// into the slots when they are freed.
+fn cancel_and_drain(lp: &mut Loop<'_>, ring: &mut IoUring) {
+    let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+        .build()
+        .user_data(ud(TAG_CANCEL, 0, 0));
+    if push(ring, &e).is_ok() {
+        lp.inflight += 1;
+    }
+    for _ in 0..CANCEL_WAITS_MAX {
+        if lp.inflight == 0 {
+            break;
+        }
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        let n = ring.completion().count();
+        lp.inflight -= n.min(lp.inflight);
+    }
+    let _ = lp.pump.tap.set_nonblocking(true);
+    if lp.inflight > 0 {
+        // Leak the buffers rather than free memory the kernel may still write to.
+        std::mem::forget(std::mem::take(&mut lp.tap_bufs));
+        std::mem::forget(std::mem::take(&mut lp.recvs));
+        std::mem::forget(std::mem::take(&mut lp.outs));
+    }
+}
