@@ -211,6 +211,24 @@ fn fdb_target(dev: &str, mac: MacAddr, dst: Option<IpAddr>) -> String {
     }
 }
 
+/// The remote address of an FDB entry. The parser decodes `NDA_DST` by the
+/// message's family, and for `AF_BRIDGE` that is neither v4 nor v6: the
+/// address arrives as raw bytes, 4 or 16 of them.
+fn ip_of(addr: &NeighbourAddress) -> Option<IpAddr> {
+    match addr {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn fdb_entry(msg: &NeighbourMessage) -> Option<FdbEntry> {
     let mut mac = None;
     let mut dst = None;
@@ -218,12 +236,7 @@ fn fdb_entry(msg: &NeighbourMessage) -> Option<FdbEntry> {
     for attr in &msg.attributes {
         match attr {
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = MacAddr::from_slice(bytes),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                dst = Some(IpAddr::V4(*v4))
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                dst = Some(IpAddr::V6(*v6))
-            }
+            NeighbourAttribute::Destination(addr) => dst = ip_of(addr),
             NeighbourAttribute::Vni(v) => vni = Some(*v),
             _ => {}
         }
@@ -262,6 +275,20 @@ mod tests {
         assert_eq!(entry.mac.to_string(), "02:00:00:00:00:01");
         assert_eq!(entry.dst, Some("192.0.2.9".parse().unwrap()));
         assert!(entry.permanent && entry.is_self);
+    }
+
+    #[test]
+    fn bridge_family_destinations_arrive_as_raw_bytes() {
+        let v4 = NeighbourAddress::Other(vec![198, 18, 0, 2]);
+        assert_eq!(ip_of(&v4), Some("198.18.0.2".parse().unwrap()));
+        let mut v6 = vec![0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 1;
+        assert_eq!(
+            ip_of(&NeighbourAddress::Other(v6)),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert_eq!(ip_of(&NeighbourAddress::Other(vec![1, 2, 3])), None);
     }
 
     #[test]
