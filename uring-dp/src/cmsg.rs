@@ -131,7 +131,9 @@ mod tests {
         let (hdr, data) = unsafe { (&*cmsg, libc::CMSG_DATA(cmsg).cast::<u16>().read_unaligned()) };
         assert_eq!(hdr.cmsg_level, SOL_UDP);
         assert_eq!(hdr.cmsg_type, UDP_SEGMENT);
-        assert_eq!(hdr.cmsg_len as usize, cmsg_len(2));
+        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+        let len = hdr.cmsg_len as usize;
+        assert_eq!(len, cmsg_len(2));
         assert_eq!(data, 1200);
         // SAFETY: same buffer, asking for the record after the only one.
         assert!(unsafe { libc::CMSG_NXTHDR(&msg, cmsg) }.is_null());
@@ -147,9 +149,15 @@ mod tests {
     fn gro_found_after_another_record() {
         let mut buf = CmsgBuf::default();
         // An unrelated 4-byte record first (IP_TOS-like), then UDP_GRO with an int.
-        let first = write_record(&mut buf.0, libc::IPPROTO_IP, libc::IP_TOS, &[1, 0, 0, 0]).unwrap();
-        let second =
-            write_record(&mut buf.0[first..], SOL_UDP, UDP_GRO, &1448i32.to_ne_bytes()).unwrap();
+        let first =
+            write_record(&mut buf.0, libc::IPPROTO_IP, libc::IP_TOS, &[1, 0, 0, 0]).unwrap();
+        let second = write_record(
+            &mut buf.0[first..],
+            SOL_UDP,
+            UDP_GRO,
+            &1448i32.to_ne_bytes(),
+        )
+        .unwrap();
         assert_eq!(decode_gro(&buf.0[..first + second]), Some(1448));
         assert_eq!(decode_gro(&buf.0[..first]), None);
         // A corrupt length must not be followed out of the buffer.

@@ -29,7 +29,9 @@ mod vnet;
 
 use std::io;
 
-pub use cmsg::{CmsgBuf, GSO_CMSG_SPACE, RECV_CMSG_SPACE, SOL_UDP, UDP_GRO, UDP_SEGMENT, decode_gro, encode_gso};
+pub use cmsg::{
+    CmsgBuf, GSO_CMSG_SPACE, RECV_CMSG_SPACE, SOL_UDP, UDP_GRO, UDP_SEGMENT, decode_gro, encode_gso,
+};
 pub use counters::{CounterSnapshot, Counters};
 pub use outbox::{
     OUTBOX_BYTES_MAX, OUTBOX_DATAGRAMS_MAX, OUTBOX_TAP_FRAMES_MAX, Outbox, OutboxError,

@@ -248,14 +248,19 @@ mod tests {
             num_buffers: 0,
         };
         out.write_tap(Some(&hdr), &[8; 2]).unwrap();
-        assert_eq!(out.frame(&out.frames[0]), &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9]);
+        assert_eq!(
+            out.frame(&out.frames[0]),
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9]
+        );
         let f = out.frame(&out.frames[1]);
         assert_eq!(VirtioNetHdr::parse(f, VnetHdrLen::MrgRxbuf), Ok(hdr));
         assert_eq!(&f[12..], &[8, 8]);
 
         let mut plain = Outbox::new(1000, 4, 4, None);
         assert_eq!(plain.write_tap(Some(&hdr), &[1]), Err(OutboxError::Invalid));
-        plain.write_tap(Some(&VirtioNetHdr::default()), &[1]).unwrap();
+        plain
+            .write_tap(Some(&VirtioNetHdr::default()), &[1])
+            .unwrap();
         assert_eq!(plain.frame(&plain.frames[0]), &[1]);
     }
 
@@ -272,9 +277,18 @@ mod tests {
         out.send_to_with(addr(), 10, None, |_| 0).unwrap();
         assert_eq!(out.datagrams_len(), 1);
         assert_eq!(out.used, 3);
-        assert_eq!(out.send_gso_to(addr(), &[0; 100], 0), Err(OutboxError::Invalid));
-        assert_eq!(out.send_gso_to(addr(), &[0; 65 * 10], 10), Err(OutboxError::Invalid));
+        assert_eq!(
+            out.send_gso_to(addr(), &[0; 100], 0),
+            Err(OutboxError::Invalid)
+        );
+        assert_eq!(
+            out.send_gso_to(addr(), &[0; 65 * 10], 10),
+            Err(OutboxError::Invalid)
+        );
         out.send_gso_to(addr(), &[0; 64 * 10], 10).unwrap();
-        assert_eq!(out.send_to(addr(), &vec![0; 70_000]), Err(OutboxError::Invalid));
+        assert_eq!(
+            out.send_to(addr(), &vec![0; 70_000]),
+            Err(OutboxError::Invalid)
+        );
     }
 }

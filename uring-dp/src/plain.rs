@@ -55,9 +55,8 @@ pub(crate) fn run<H: Handler>(pump: &mut Pump, handler: &mut H) -> Result<(), Er
 
     loop {
         // SAFETY: `events` is a live array of EVENTS_MAX entries.
-        let n = unsafe {
-            libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as i32, -1)
-        };
+        let n =
+            unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as i32, -1) };
         let n = match cvt(n) {
             Ok(n) => n as usize,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -66,11 +65,7 @@ pub(crate) fn run<H: Handler>(pump: &mut Pump, handler: &mut H) -> Result<(), Er
         let mut d = CounterSnapshot::default();
         for ev in &events[..n] {
             match ev.u64 {
-                TOKEN_STOP => {
-                    if pump.stop.consume() {
-                        return Ok(());
-                    }
-                }
+                TOKEN_STOP if pump.stop.consume() => return Ok(()),
                 TOKEN_TAP => read_tap(pump, handler, &mut tap_buf, &mut out, &mut d),
                 TOKEN_UDP => recv_udp(pump, handler, &mut recv, &mut out, &mut d),
                 _ => {}

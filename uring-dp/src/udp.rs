@@ -143,8 +143,18 @@ impl UdpSock {
             setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
                 .map_err(|e| Error::sys("IPV6_V6ONLY", &what, e))?;
         }
-        let rcvbuf = set_buf(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, opts.rcvbuf_bytes);
-        let sndbuf = set_buf(raw, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.sndbuf_bytes);
+        let rcvbuf = set_buf(
+            raw,
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            opts.rcvbuf_bytes,
+        );
+        let sndbuf = set_buf(
+            raw,
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            opts.sndbuf_bytes,
+        );
 
         let (storage, len) = sockaddr_from(&addr);
         // SAFETY: storage/len come from sockaddr_from and describe a valid sockaddr.
@@ -159,10 +169,8 @@ impl UdpSock {
         let mut local_storage = storage;
         let mut local_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: the pointers describe a live sockaddr_storage and its length.
-        cvt(unsafe {
-            libc::getsockname(raw, (&raw mut local_storage).cast(), &raw mut local_len)
-        })
-        .map_err(|e| Error::sys("getsockname", &what, e))?;
+        cvt(unsafe { libc::getsockname(raw, (&raw mut local_storage).cast(), &raw mut local_len) })
+            .map_err(|e| Error::sys("getsockname", &what, e))?;
         let local = sockaddr_to(&local_storage).unwrap_or(addr);
         Ok(Self {
             fd,
@@ -429,6 +437,8 @@ impl MsgSlot {
 
     /// Reads the result of a receive through a msghdr from [`MsgSlot::prepare_recv`].
     pub(crate) fn finish_recv(&self, msg: &libc::msghdr, len: usize) -> RecvMeta {
+        // msg_controllen is size_t on glibc, socklen_t on musl.
+        #[allow(clippy::unnecessary_cast)]
         let control_len = (msg.msg_controllen as usize).min(self.control.0.len());
         RecvMeta {
             from: sockaddr_to(&self.addr).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -516,7 +526,9 @@ impl RecvBatch {
                     msg_len: 0,
                 })
                 .collect(),
-            bufs: (0..n).map(|_| vec![0u8; buf_len].into_boxed_slice()).collect(),
+            bufs: (0..n)
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
+                .collect(),
             metas: vec![unspec; n].into_boxed_slice(),
             len: 0,
         }
@@ -654,7 +666,10 @@ mod tests {
             ..UdpOptions::default()
         };
         let b = UdpSock::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
-        assert!(a.gso_enabled() && b.gro_enabled(), "kernel without UDP GSO/GRO");
+        assert!(
+            a.gso_enabled() && b.gro_enabled(),
+            "kernel without UDP GSO/GRO"
+        );
         let data = vec![7u8; 3000];
         a.send(&Transmit {
             to: b.local_addr(),

@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
+use crate::Error;
 use crate::counters::CounterSnapshot;
 use crate::outbox::Outbox;
 use crate::plain::{deliver_datagrams, deliver_tap_frame};
@@ -20,7 +21,6 @@ use crate::pump::{Handler, Pump, PumpConfig};
 use crate::sys::errno_name;
 use crate::tap::TAP_FRAME_LEN_MAX;
 use crate::udp::{MsgSlot, UDP_PAYLOAD_LEN_MAX, wire_datagrams};
-use crate::Error;
 
 const TAG_TAP_READ: u64 = 1;
 const TAG_UDP_RECV: u64 = 2;
@@ -38,7 +38,11 @@ fn ud(tag: u64, outbox: usize, idx: usize) -> u64 {
 }
 
 fn ud_split(ud: u64) -> (u64, usize, usize) {
-    (ud >> 56, ((ud >> 32) & 0xff_ffff) as usize, (ud & 0xffff_ffff) as usize)
+    (
+        ud >> 56,
+        ((ud >> 32) & 0xff_ffff) as usize,
+        (ud & 0xffff_ffff) as usize,
+    )
 }
 
 fn sq_entries(cfg: &PumpConfig) -> u32 {

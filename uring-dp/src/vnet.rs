@@ -193,14 +193,23 @@ mod tests {
         };
         let mut buf = [0xffu8; 16];
         assert_eq!(hdr.emit(&mut buf, VnetHdrLen::MrgRxbuf), Ok(12));
-        assert_eq!(&buf[..12], &[1, 5, 0x34, 0x12, 0xef, 0xbe, 2, 1, 6, 0, 7, 0]);
+        assert_eq!(
+            &buf[..12],
+            &[1, 5, 0x34, 0x12, 0xef, 0xbe, 2, 1, 6, 0, 7, 0]
+        );
         assert_eq!(buf[12], 0xff, "emit must not write past the header");
         assert_eq!(VirtioNetHdr::parse(&buf, VnetHdrLen::MrgRxbuf), Ok(hdr));
 
         let mut buf = [0u8; 10];
         assert_eq!(hdr.emit(&mut buf, VnetHdrLen::Basic), Ok(10));
         let back = VirtioNetHdr::parse(&buf, VnetHdrLen::Basic).unwrap();
-        assert_eq!(back, VirtioNetHdr { num_buffers: 0, ..hdr });
+        assert_eq!(
+            back,
+            VirtioNetHdr {
+                num_buffers: 0,
+                ..hdr
+            }
+        );
     }
 
     #[test]
