@@ -22,8 +22,8 @@ use crate::peer::{PeerName, PeerUid};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::frame::{
-    CLOSE_REASON_PROTOCOL_ERROR, CLOSE_REASON_TIMEOUT, FRAME_HEADER_LEN, FRAME_LEN_MAX,
-    FrameHeader, GOSSIP_PAYLOAD_LEN_MAX, MESSAGE_LEN_MAX, Message,
+    CLOSE_REASON_DUPLICATE, CLOSE_REASON_NORMAL, CLOSE_REASON_PROTOCOL_ERROR, CLOSE_REASON_TIMEOUT,
+    FRAME_HEADER_LEN, FRAME_LEN_MAX, FrameHeader, GOSSIP_PAYLOAD_LEN_MAX, MESSAGE_LEN_MAX, Message,
 };
 use crate::wire::handshake::{
     HELLO_HEADER_LEN, HELLO_LEN_MAX, Hello, NICKNAME_LEN_MAX, hello_len, negotiate_version,
@@ -177,6 +177,28 @@ pub enum ConnError {
     NotEstablished,
     /// A valid message at the wrong time (e.g. gossip before confirm, a second confirm).
     UnexpectedMessage,
+    /// The driver could not open the stream (refused, unreachable, timed out).
+    ConnectFailed,
+    /// The stream was closed or reset underneath the connection.
+    StreamClosed,
+    /// A second connection to the same peer, closed by the tie-break.
+    Duplicate,
+    /// The user removed the target (`weft forget`).
+    Forgotten,
+}
+
+impl ConnError {
+    /// The `CLOSE_REASON_*` byte to send the peer when we close for this error.
+    pub fn close_reason(self) -> u8 {
+        match self {
+            Self::HeartbeatTimeout | Self::HandshakeTimeout => CLOSE_REASON_TIMEOUT,
+            Self::Duplicate => CLOSE_REASON_DUPLICATE,
+            Self::Forgotten | Self::StreamClosed | Self::ConnectFailed | Self::ClosedByPeer(_) => {
+                CLOSE_REASON_NORMAL
+            }
+            _ => CLOSE_REASON_PROTOCOL_ERROR,
+        }
+    }
 }
 
 impl fmt::Display for ConnError {
@@ -191,9 +213,27 @@ impl fmt::Display for ConnError {
             }
             Self::SelfConnection => f.write_str("connected to ourselves (same peer name)"),
             Self::QueueFull => f.write_str("send queue full"),
+            Self::ClosedByPeer(CLOSE_REASON_NORMAL) => f.write_str("closed by peer"),
+            Self::ClosedByPeer(CLOSE_REASON_PROTOCOL_ERROR) => {
+                f.write_str("closed by peer: it saw a protocol or crypto error from us")
+            }
+            Self::ClosedByPeer(CLOSE_REASON_TIMEOUT) => {
+                f.write_str("closed by peer: it heard nothing from us in time")
+            }
+            Self::ClosedByPeer(CLOSE_REASON_DUPLICATE) => {
+                f.write_str("closed by peer: it keeps another connection to us")
+            }
             Self::ClosedByPeer(r) => write!(f, "closed by peer (reason {r})"),
             Self::NotEstablished => f.write_str("connection not established"),
             Self::UnexpectedMessage => f.write_str("peer sent a message out of protocol order"),
+            Self::ConnectFailed => {
+                f.write_str("could not connect (refused, unreachable or timed out)")
+            }
+            Self::StreamClosed => f.write_str("connection closed or reset"),
+            Self::Duplicate => {
+                f.write_str("duplicate connection to the same peer (kept the other)")
+            }
+            Self::Forgotten => f.write_str("target forgotten"),
         }
     }
 }

@@ -20,6 +20,7 @@ extern crate std;
 pub mod conn;
 pub mod crypto;
 pub mod gossip;
+pub mod maker;
 pub mod peer;
 pub mod rng;
 pub mod router;

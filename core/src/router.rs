@@ -1,1 +1,821 @@
-//! (placeholder: being written)
+//! The router: the one type a host or the simulator drives.
+//!
+//! It owns the connections, the connection maker, the topology and its gossip, and the
+//! routes. Inputs arrive through `handle_*`, actions leave through `poll_*`; it never
+//! blocks, never reads a clock and never touches a socket. Streams (TCP to peers) are
+//! opened by the driver when asked with [`Event::OpenStream`]; the router then speaks its
+//! handshake and framed protocol over the bytes the driver moves.
+
+use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
+use crate::crypto;
+use crate::gossip;
+use crate::maker::{Backoff, Maker, Target, TargetKind};
+use crate::peer::{PeerName, PeerUid};
+use crate::rng::Rng;
+use crate::routes::Routes;
+use crate::time::{Duration, Instant};
+use crate::topology::{ConnInfo, PeerEntry, Topology};
+use crate::wire::frame::CHANNEL_TOPOLOGY;
+use crate::wire::topology::parse_entries;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+/// Most events queued for the driver; further events are dropped and counted.
+pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
+/// Most connections (inbound + outbound, any state) a router keeps at once.
+pub const CONNS_LEN_MAX: usize = 1024;
+/// Smallest buffer a driver may hand to [`Router::poll_transmit`].
+pub const TRANSMIT_LEN_MIN: usize = 64 * 1024;
+/// Outbound attempts started per timeout at most (bounds work per call).
+pub const DIALS_PER_TICK_MAX: usize = 64;
+/// Most bytes still flushed to a connection being closed (its queue tail and Close frame).
+pub const CLOSING_BYTES_MAX: usize = 256 * 1024;
+
+/// How a router is set up. [`Config::new`] gives defaults fit for a real deployment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our peer name.
+    pub name: PeerName,
+    /// A human name shown by status (host name by default).
+    pub nickname: String,
+    /// TCP port peers should dial to reach us (6783 by default).
+    pub listen_port: u16,
+    /// Shared password; peers must have the same one (or none on both sides).
+    pub password: Option<Vec<u8>>,
+    /// Full-state gossip to a few random neighbours this often.
+    pub gossip_interval: Duration,
+    /// News is held this long to batch it before it is sent to neighbours.
+    pub gossip_flush_delay: Duration,
+    /// Heartbeat on each connection this often.
+    pub heartbeat_interval: Duration,
+    /// A connection with no traffic for this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// A handshake not finished in this long fails.
+    pub handshake_timeout: Duration,
+    /// First retry delay after a failed attempt.
+    pub reconnect_base: Duration,
+    /// Longest retry delay.
+    pub reconnect_max: Duration,
+    /// A peer unreachable for this long is removed from the topology.
+    pub peer_gc_grace: Duration,
+    /// Most connections we dial or accept.
+    pub conn_limit: usize,
+    /// Whether to dial peers learned from gossip (Weave's discovery).
+    pub discovery: bool,
+}
+
+impl Config {
+    /// Defaults: 30 s gossip, 5 s heartbeats (dead after 20 s), backoff 1 s doubling to
+    /// 60 s, dead peers removed after 60 s, 100 connections, discovery on.
+    pub fn new(name: PeerName, listen_port: u16) -> Self {
+        Self {
+            name,
+            nickname: String::new(),
+            listen_port,
+            password: None,
+            gossip_interval: Duration::from_secs(30),
+            gossip_flush_delay: Duration::from_millis(20),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_base: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            peer_gc_grace: Duration::from_secs(60),
+            conn_limit: 100,
+            discovery: true,
+        }
+    }
+}
+
+/// Something the driver tells the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Add a target peer address (`weft connect`).
+    Connect(SocketAddr),
+    /// Remove a target and drop its connection (`weft forget`).
+    Forget(SocketAddr),
+    /// The stream asked for by [`Event::OpenStream`] is connected.
+    StreamOpened(ConnId),
+    /// The stream asked for could not be connected.
+    StreamFailed(ConnId),
+    /// The stream was closed or reset by the other side or the OS.
+    StreamClosed(ConnId),
+}
+
+/// Where a [`Transmit`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Append to this stream.
+    Stream(ConnId),
+    /// Send as one UDP datagram.
+    Datagram(SocketAddr),
+}
+
+/// Bytes the router wants sent: the first `len` bytes of the buffer given to `poll_transmit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: Destination,
+    /// How many bytes of the buffer.
+    pub len: usize,
+}
+
+/// Something the router tells the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Open a stream (TCP) to `addr` and report back with `StreamOpened`/`StreamFailed`.
+    OpenStream {
+        /// The id to report back with.
+        conn: ConnId,
+        /// Whom to dial.
+        addr: SocketAddr,
+    },
+    /// Close this stream once its queued bytes are written; no further reports needed.
+    CloseStream {
+        /// Which stream.
+        conn: ConnId,
+    },
+    /// A connection finished its handshake.
+    ConnectionUp {
+        /// Which connection.
+        conn: ConnId,
+        /// The peer at the other end.
+        peer: PeerName,
+    },
+    /// A connection failed or was closed by the router.
+    ConnectionDown {
+        /// Which connection.
+        conn: ConnId,
+        /// Its remote address.
+        addr: SocketAddr,
+        /// Why.
+        error: ConnError,
+    },
+    /// A peer left the topology (unreachable for longer than the grace period).
+    PeerRemoved(PeerName),
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Gossip messages queued to neighbours.
+    pub gossip_msgs_sent: u64,
+    /// Gossip payload bytes queued to neighbours.
+    pub gossip_bytes_sent: u64,
+    /// Gossip messages received.
+    pub gossip_msgs_received: u64,
+    /// Stream bytes handed out by `poll_transmit`.
+    pub stream_bytes_sent: u64,
+    /// Stream bytes received.
+    pub stream_bytes_received: u64,
+    /// Gossip messages that did not parse (the connection was closed).
+    pub gossip_malformed: u64,
+    /// Gossip not sent because a connection's send queue was full.
+    pub drops_queue_full: u64,
+    /// Events dropped because the driver did not drain them.
+    pub drops_events: u64,
+    /// Connections refused because the limit was reached.
+    pub drops_conn_limit: u64,
+    /// Datagrams received that this router does not handle yet or that did not parse.
+    pub drops_datagrams: u64,
+}
+
+/// One connection as status shows it.
+#[derive(Clone, Debug)]
+pub struct ConnStatus {
+    /// Its id.
+    pub id: ConnId,
+    /// Remote address of the stream.
+    pub addr: SocketAddr,
+    /// Whether we dialed it.
+    pub outbound: bool,
+    /// Handshake progress.
+    pub state: ConnState,
+    /// The peer, once known.
+    pub peer: Option<PeerName>,
+    /// The peer's nickname, once known.
+    pub nickname: Option<String>,
+    /// Whether a password protects it.
+    pub encrypted: bool,
+}
+
+struct Slot {
+    conn: Connection,
+    /// The driver has connected the stream (always true for inbound).
+    opened: bool,
+}
+
+/// The weft router: connections, topology, gossip, routes.
+pub struct Router {
+    config: Config,
+    settings: ConnSettings,
+    rng: Rng,
+    conns: BTreeMap<ConnId, Slot>,
+    by_peer: BTreeMap<PeerName, ConnId>,
+    next_conn_id: u64,
+    maker: Maker,
+    topology: Topology,
+    routes: Routes,
+    routes_dirty: bool,
+    /// Per neighbour: names whose entries it should hear about.
+    news: BTreeMap<PeerName, BTreeSet<PeerName>>,
+    flush_at: Option<Instant>,
+    next_gossip_at: Instant,
+    next_gc_at: Instant,
+    unreachable_since: BTreeMap<PeerName, Instant>,
+    events: VecDeque<Event>,
+    /// Last bytes (a Close frame) of connections being closed, sent before `CloseStream`.
+    closing: VecDeque<(ConnId, Vec<u8>)>,
+    transmit_cursor: u64,
+    stats: RouterStats,
+}
+
+impl Router {
+    /// A router with nobody connected yet. `seed` determines all its randomness
+    /// (ephemeral keys, jitter, gossip targets): hosts seed it from the OS.
+    pub fn new(config: Config, seed: u64, now: Instant) -> Self {
+        let mut rng = Rng::from_seed(seed);
+        let uid = PeerUid(rng.next_u64());
+        let settings = ConnSettings {
+            name: config.name,
+            uid,
+            nickname: config.nickname.clone(),
+            listen_port: config.listen_port,
+            psk: config.password.as_deref().map(crypto::password_key),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            handshake_timeout: config.handshake_timeout,
+        };
+        let ourself = PeerEntry {
+            name: config.name,
+            uid,
+            version: 1,
+            nickname: config.nickname.clone(),
+            conns: Vec::new(),
+        };
+        let topology = Topology::new(ourself);
+        let routes = Routes::compute(&topology);
+        let maker = Maker::new(Backoff {
+            base: config.reconnect_base,
+            max: config.reconnect_max,
+        });
+        let first_gossip = config.gossip_interval.total_micros();
+        let next_gossip_at =
+            now + Duration::from_micros(first_gossip / 2 + rng.below(first_gossip / 2 + 1));
+        Self {
+            settings,
+            rng,
+            conns: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            next_conn_id: 1,
+            maker,
+            topology,
+            routes,
+            routes_dirty: false,
+            news: BTreeMap::new(),
+            flush_at: None,
+            next_gossip_at,
+            next_gc_at: now + Duration::from_secs(1),
+            unreachable_since: BTreeMap::new(),
+            events: VecDeque::new(),
+            closing: VecDeque::new(),
+            transmit_cursor: 0,
+            stats: RouterStats::default(),
+            config,
+        }
+    }
+
+    /// Our peer name.
+    pub fn name(&self) -> PeerName {
+        self.config.name
+    }
+
+    /// This incarnation's uid.
+    pub fn uid(&self) -> PeerUid {
+        self.settings.uid
+    }
+
+    /// The configuration the router runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Call when the driver accepted a stream from `remote`; returns the id to use for it.
+    pub fn accept_stream(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
+        let id = self.alloc_conn_id();
+        if self.conns.len() >= CONNS_LEN_MAX.min(self.config.conn_limit.saturating_mul(2).max(1)) {
+            self.stats.drops_conn_limit += 1;
+            self.push_event(Event::CloseStream { conn: id });
+            return id;
+        }
+        let conn = Connection::new(id, false, remote, &self.settings, &mut self.rng, now);
+        self.conns.insert(id, Slot { conn, opened: true });
+        id
+    }
+
+    /// Call with bytes read from stream `conn`, in order, in any chunking.
+    pub fn handle_stream_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.stats.stream_bytes_received += bytes.len() as u64;
+        let Some(slot) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Err(e) = slot.conn.handle_bytes(now, bytes) {
+            self.drop_conn(now, conn, e, true);
+            return;
+        }
+        self.drain_conn_output(now, conn);
+        self.maybe_flush(now);
+    }
+
+    /// Call with a UDP datagram received on the router's port.
+    pub fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _bytes: &[u8]) {
+        // Sleeve datagrams are handled by the datapath, not the control plane.
+        self.stats.drops_datagrams += 1;
+    }
+
+    /// Call with a command from the user or a stream report from the driver.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Connect(addr) => {
+                self.maker.add(addr, TargetKind::Explicit, now);
+                self.dial_due(now);
+            }
+            Command::Forget(addr) => {
+                if let Some(c) = self.maker.forget(addr) {
+                    let outbound = self.conns.get(&c).is_some_and(|s| s.conn.outbound());
+                    if outbound {
+                        self.drop_conn(now, c, ConnError::Forgotten, true);
+                    }
+                }
+            }
+            Command::StreamOpened(c) => {
+                if let Some(slot) = self.conns.get_mut(&c) {
+                    slot.opened = true;
+                }
+            }
+            Command::StreamFailed(c) | Command::StreamClosed(c) => {
+                if self.conns.contains_key(&c) {
+                    let err = if matches!(cmd, Command::StreamFailed(_)) {
+                        ConnError::ConnectFailed
+                    } else {
+                        ConnError::StreamClosed
+                    };
+                    self.drop_conn(now, c, err, false);
+                }
+            }
+        }
+        self.maybe_flush(now);
+    }
+
+    /// Call when the instant from [`Router::poll_timeout`] has passed (early calls are harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(slot) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if !slot.opened {
+                continue;
+            }
+            if let Err(e) = slot.conn.handle_timeout(now) {
+                self.drop_conn(now, id, e, true);
+            }
+        }
+        if now >= self.next_gossip_at {
+            self.periodic_gossip();
+            let iv = self.config.gossip_interval.total_micros();
+            self.next_gossip_at =
+                now + Duration::from_micros(iv - iv / 8 + self.rng.below(iv / 4 + 1));
+        }
+        if now >= self.next_gc_at {
+            self.gc(now);
+            self.next_gc_at = now + Duration::from_secs(1);
+        }
+        self.dial_due(now);
+        self.maybe_flush(now);
+    }
+
+    /// The next bytes to send, written into `buf` (at least [`TRANSMIT_LEN_MIN`] long).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.maybe_flush(now);
+        if let Some((id, mut bytes)) = self.closing.pop_front() {
+            let len = bytes.len().min(buf.len());
+            buf[..len].copy_from_slice(&bytes[..len]);
+            bytes.drain(..len);
+            if bytes.is_empty() {
+                self.push_event(Event::CloseStream { conn: id });
+            } else {
+                self.closing.push_front((id, bytes));
+            }
+            self.stats.stream_bytes_sent += len as u64;
+            return Some(Transmit {
+                destination: Destination::Stream(id),
+                len,
+            });
+        }
+        // Round-robin over connections starting after the last one served.
+        let start = self.transmit_cursor;
+        let order = self
+            .conns
+            .range(ConnId(start + 1)..)
+            .chain(self.conns.range(..=ConnId(start)))
+            .filter(|(_, s)| s.opened)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>();
+        for id in order {
+            let slot = self.conns.get_mut(&id)?;
+            if let Some(len) = slot.conn.poll_transmit(buf) {
+                self.transmit_cursor = id.0;
+                self.stats.stream_bytes_sent += len as u64;
+                return Some(Transmit {
+                    destination: Destination::Stream(id),
+                    len,
+                });
+            }
+        }
+        None
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the router next needs [`Router::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_gossip_at.min(self.next_gc_at);
+        for slot in self.conns.values() {
+            if let Some(c) = slot.conn.poll_timeout() {
+                t = t.min(c);
+            }
+        }
+        if let Some(f) = self.flush_at {
+            t = t.min(f);
+        }
+        if let Some(d) = self.maker.next_due() {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    /// What we know of the network.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Routes over the current topology (recomputed here if the topology changed).
+    pub fn routes(&mut self) -> &mut Routes {
+        if self.routes_dirty {
+            self.routes = Routes::compute(&self.topology);
+            self.routes_dirty = false;
+        }
+        &mut self.routes
+    }
+
+    /// Next hop towards `dest`, if reachable.
+    pub fn next_hop(&mut self, dest: PeerName) -> Option<PeerName> {
+        self.routes().next_hop(dest)
+    }
+
+    /// Peers we relay a broadcast from `source` to.
+    pub fn broadcast_children(&mut self, source: PeerName) -> Vec<PeerName> {
+        self.routes();
+        self.routes.broadcast_children(&self.topology, source)
+    }
+
+    /// Connections, in id order.
+    pub fn connections(&self) -> impl Iterator<Item = ConnStatus> + '_ {
+        self.conns.values().map(|s| ConnStatus {
+            id: s.conn.id(),
+            addr: s.conn.remote_addr(),
+            outbound: s.conn.outbound(),
+            state: s.conn.state(),
+            peer: s.conn.remote().map(|r| r.name),
+            nickname: s.conn.remote().map(|r| r.nickname.clone()),
+            encrypted: s.conn.encrypted(),
+        })
+    }
+
+    /// Targets and what the maker is doing about them.
+    pub fn targets(&self) -> impl Iterator<Item = (&SocketAddr, &Target)> {
+        self.maker.iter()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// The established connection to `peer`, if any.
+    pub fn connection_to(&self, peer: PeerName) -> Option<ConnId> {
+        self.by_peer.get(&peer).copied()
+    }
+
+    // ---- internals ----
+
+    fn alloc_conn_id(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn_id);
+        self.next_conn_id += 1;
+        id
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= EVENT_QUEUE_LEN_MAX {
+            self.stats.drops_events += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    fn dial_due(&mut self, now: Instant) {
+        let room = self.config.conn_limit.saturating_sub(self.conns.len());
+        let budget = room.min(DIALS_PER_TICK_MAX);
+        if budget == 0 {
+            return;
+        }
+        let mut next = self.next_conn_id;
+        let by_peer = &self.by_peer;
+        let due = self.maker.due(
+            now,
+            budget,
+            || {
+                let id = ConnId(next);
+                next += 1;
+                id
+            },
+            |p| by_peer.get(&p).copied(),
+        );
+        self.next_conn_id = next;
+        for (id, addr) in due {
+            let conn = Connection::new(id, true, addr, &self.settings, &mut self.rng, now);
+            self.conns.insert(
+                id,
+                Slot {
+                    conn,
+                    opened: false,
+                },
+            );
+            self.push_event(Event::OpenStream { conn: id, addr });
+        }
+    }
+
+    fn drain_conn_output(&mut self, now: Instant, id: ConnId) {
+        loop {
+            let Some(slot) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Some(out) = slot.conn.poll_output() else {
+                return;
+            };
+            match out {
+                ConnOutput::Established(hello) => self.on_established(now, id, hello.name),
+                ConnOutput::Gossip { channel, payload } => {
+                    self.stats.gossip_msgs_received += 1;
+                    if channel == CHANNEL_TOPOLOGY {
+                        self.on_topology_gossip(now, id, &payload);
+                    }
+                    // Other channels (IPAM, DNS) are added by their own modules.
+                }
+            }
+        }
+    }
+
+    fn on_established(&mut self, now: Instant, id: ConnId, peer: PeerName) {
+        if let Some(&other) = self.by_peer.get(&peer) {
+            // Two connections to one peer: both ends keep the one dialed by the greater name.
+            let keep_new = self.dialer(id) > self.dialer(other)
+                || (self.dialer(id) == self.dialer(other) && id < other);
+            let loser = if keep_new { other } else { id };
+            self.drop_conn(now, loser, ConnError::Duplicate, true);
+            if !keep_new {
+                self.maker.established(other, peer);
+                return;
+            }
+        }
+        self.by_peer.insert(peer, id);
+        self.maker.established(id, peer);
+        self.push_event(Event::ConnectionUp { conn: id, peer });
+        self.update_our_conns();
+        // A new neighbour hears everything we know.
+        let all: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
+        self.news.entry(peer).or_default().extend(all);
+        self.schedule_flush(now);
+    }
+
+    fn dialer(&self, id: ConnId) -> PeerName {
+        match self.conns.get(&id) {
+            Some(s) if s.conn.outbound() => self.config.name,
+            Some(s) => s.conn.remote().map_or(PeerName::default(), |r| r.name),
+            None => PeerName::default(),
+        }
+    }
+
+    fn on_topology_gossip(&mut self, now: Instant, from: ConnId, payload: &[u8]) {
+        let entries = match parse_entries(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                self.stats.gossip_malformed += 1;
+                self.drop_conn(now, from, ConnError::Wire(e), true);
+                return;
+            }
+        };
+        let sender = self
+            .conns
+            .get(&from)
+            .and_then(|s| s.conn.remote())
+            .map(|r| r.name);
+        if self.config.discovery {
+            for entry in &entries {
+                for c in &entry.conns {
+                    if let Some(addr) = c.addr
+                        && c.peer != self.config.name
+                        && !self.by_peer.contains_key(&c.peer)
+                    {
+                        self.maker.add(addr, TargetKind::Discovered, now);
+                    }
+                }
+            }
+        }
+        let news = self.topology.merge(entries);
+        if news.is_empty() {
+            return;
+        }
+        self.routes_dirty = true;
+        for n in self.by_peer.keys() {
+            if Some(*n) != sender {
+                self.news
+                    .entry(*n)
+                    .or_default()
+                    .extend(news.iter().copied());
+            }
+        }
+        self.schedule_flush(now);
+    }
+
+    fn update_our_conns(&mut self) {
+        let conns: Vec<ConnInfo> = self
+            .by_peer
+            .iter()
+            .filter_map(|(peer, id)| {
+                let s = self.conns.get(id)?;
+                let r = s.conn.remote()?;
+                let addr = if s.conn.outbound() {
+                    s.conn.remote_addr()
+                } else {
+                    SocketAddr::new(s.conn.remote_addr().ip(), r.listen_port)
+                };
+                Some(ConnInfo {
+                    peer: *peer,
+                    addr: Some(addr),
+                    established: s.conn.state() == ConnState::Established,
+                    outbound: s.conn.outbound(),
+                })
+            })
+            .collect();
+        if self.topology.set_our_conns(conns) {
+            self.routes_dirty = true;
+            let me = self.config.name;
+            for n in self.by_peer.keys() {
+                self.news.entry(*n).or_default().insert(me);
+            }
+        }
+    }
+
+    fn schedule_flush(&mut self, now: Instant) {
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + self.config.gossip_flush_delay);
+        }
+    }
+
+    fn maybe_flush(&mut self, now: Instant) {
+        match self.flush_at {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
+        self.flush_at = None;
+        let news = core::mem::take(&mut self.news);
+        for (peer, names) in news {
+            let Some(&id) = self.by_peer.get(&peer) else {
+                continue;
+            };
+            let entries: Vec<&PeerEntry> =
+                names.iter().filter_map(|n| self.topology.get(*n)).collect();
+            let mut msgs = Vec::new();
+            gossip::encode_messages(&entries, |m| msgs.push(m.to_vec()));
+            self.send_messages(now, id, msgs);
+        }
+    }
+
+    fn periodic_gossip(&mut self) {
+        let neighbours: Vec<PeerName> = self.by_peer.keys().copied().collect();
+        if neighbours.is_empty() {
+            return;
+        }
+        let n = gossip::gossip_fanout(self.topology.len());
+        let chosen = gossip::choose_targets(&mut self.rng, &neighbours, n);
+        let everyone: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
+        for peer in chosen {
+            self.news
+                .entry(peer)
+                .or_default()
+                .extend(everyone.iter().copied());
+        }
+        // Sent at once: anti-entropy does not need batching.
+        self.flush_at = Some(Instant::ZERO);
+    }
+
+    fn send_messages(&mut self, now: Instant, id: ConnId, msgs: Vec<Vec<u8>>) {
+        for m in msgs {
+            let Some(slot) = self.conns.get_mut(&id) else {
+                return;
+            };
+            match slot.conn.send_gossip(CHANNEL_TOPOLOGY, &m) {
+                Ok(()) => {
+                    self.stats.gossip_msgs_sent += 1;
+                    self.stats.gossip_bytes_sent += m.len() as u64;
+                }
+                Err(ConnError::QueueFull) => self.stats.drops_queue_full += 1,
+                Err(e) => {
+                    self.drop_conn(now, id, e, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Removes a connection, tells the driver to close the stream (if `close_stream`) and
+    /// updates the maker, the topology and the neighbours.
+    fn drop_conn(&mut self, now: Instant, id: ConnId, error: ConnError, close_stream: bool) {
+        let Some(mut slot) = self.conns.remove(&id) else {
+            return;
+        };
+        if close_stream {
+            if slot.opened && self.closing.len() < CONNS_LEN_MAX {
+                // Tell the peer why, then close: the last bytes go out before CloseStream.
+                slot.conn.close(error.close_reason());
+                let mut last = Vec::new();
+                let mut chunk = alloc::vec![0u8; TRANSMIT_LEN_MIN];
+                while let Some(n) = slot.conn.poll_transmit(&mut chunk) {
+                    if last.len() + n > CLOSING_BYTES_MAX {
+                        break;
+                    }
+                    last.extend_from_slice(&chunk[..n]);
+                }
+                self.closing.push_back((id, last));
+            } else {
+                self.push_event(Event::CloseStream { conn: id });
+            }
+        }
+        let addr = slot.conn.remote_addr();
+        let peer = slot.conn.remote().map(|r| r.name);
+        let was_current = peer.is_some_and(|p| self.by_peer.get(&p) == Some(&id));
+        if error == ConnError::Duplicate {
+            self.maker.disconnected(id, now, self.config.reconnect_max);
+        } else {
+            self.maker.failed(id, Some(error), now, &mut self.rng);
+        }
+        self.push_event(Event::ConnectionDown {
+            conn: id,
+            addr,
+            error,
+        });
+        if let (true, Some(p)) = (was_current, peer) {
+            self.by_peer.remove(&p);
+            self.news.remove(&p);
+            // Targets that reached this peer through the dropped connection try again soon.
+            self.maker.disconnected(id, now, self.config.reconnect_base);
+            self.update_our_conns();
+            self.schedule_flush(now);
+        }
+    }
+
+    fn gc(&mut self, now: Instant) {
+        let me = self.config.name;
+        let routes = self.routes();
+        let reachable: BTreeSet<PeerName> = routes.reachable().collect();
+        let mut dead = Vec::new();
+        for e in self.topology.iter() {
+            if e.name == me || reachable.contains(&e.name) {
+                continue;
+            }
+            dead.push(e.name);
+        }
+        self.unreachable_since.retain(|p, _| dead.contains(p));
+        let mut removed = Vec::new();
+        for p in dead {
+            let since = *self.unreachable_since.entry(p).or_insert(now);
+            if now.saturating_since(since) >= self.config.peer_gc_grace {
+                removed.push(p);
+            }
+        }
+        for p in removed {
+            self.topology.remove(p);
+            self.unreachable_since.remove(&p);
+            self.maker.drop_discovered_for(p);
+            self.routes_dirty = true;
+            self.push_event(Event::PeerRemoved(p));
+        }
+    }
+}

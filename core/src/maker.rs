@@ -1,0 +1,312 @@
+//! The connection maker: which addresses the router dials, when, and how often it retries.
+//!
+//! Targets come from the user (`weft launch PEER...`, `weft connect`) or, with discovery
+//! on, from addresses other peers announce in gossip. A failed or lost target is retried
+//! with capped exponential backoff plus jitter. The maker decides; the router acts.
+
+use crate::conn::{ConnError, ConnId};
+use crate::peer::PeerName;
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+/// Most targets the maker tracks; discovered addresses beyond this are ignored.
+pub const TARGETS_LEN_MAX: usize = 4096;
+/// Backoff exponent cap: the delay stops doubling after this many failures.
+pub const BACKOFF_DOUBLINGS_MAX: u32 = 16;
+
+/// Where a target came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Given by the user: kept until forgotten.
+    Explicit,
+    /// Learned from gossip: dropped when its peer leaves the topology.
+    Discovered,
+}
+
+/// What the maker is doing about a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    /// Waiting until the instant to try (again).
+    Waiting {
+        /// When the next attempt is due.
+        next_attempt: Instant,
+    },
+    /// A connection attempt is under way.
+    Connecting(ConnId),
+    /// Connected: through our own connection or one the peer made to us.
+    Connected(ConnId),
+}
+
+/// One address the router wants to be connected to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Explicit or discovered.
+    pub kind: TargetKind,
+    /// What happens next.
+    pub state: TargetState,
+    /// Consecutive failed attempts (reset on success).
+    pub failures: u32,
+    /// The peer last found at this address.
+    pub peer: Option<PeerName>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<ConnError>,
+}
+
+impl fmt::Display for TargetState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Waiting { next_attempt } => write!(f, "waiting until {next_attempt}"),
+            Self::Connecting(c) => write!(f, "connecting ({c})"),
+            Self::Connected(c) => write!(f, "connected ({c})"),
+        }
+    }
+}
+
+/// Backoff settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub base: Duration,
+    /// Longest delay between attempts.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay after `failures` consecutive failures, with up to 25% random jitter.
+    pub fn delay(&self, failures: u32, rng: &mut Rng) -> Duration {
+        let doublings = failures.saturating_sub(1).min(BACKOFF_DOUBLINGS_MAX);
+        let raw = self.base.saturating_mul(1u64 << doublings).min(self.max);
+        let jitter = rng.below(raw.total_micros() / 4 + 1);
+        Duration::from_micros(raw.total_micros() + jitter)
+    }
+}
+
+/// The set of targets and their retry state.
+#[derive(Debug)]
+pub struct Maker {
+    targets: BTreeMap<SocketAddr, Target>,
+    backoff: Backoff,
+}
+
+impl Maker {
+    /// An empty maker.
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            targets: BTreeMap::new(),
+            backoff,
+        }
+    }
+
+    /// Adds (or promotes to explicit) a target to dial as soon as possible.
+    /// Returns false if the table is full.
+    pub fn add(&mut self, addr: SocketAddr, kind: TargetKind, now: Instant) -> bool {
+        if let Some(t) = self.targets.get_mut(&addr) {
+            if kind == TargetKind::Explicit {
+                t.kind = TargetKind::Explicit;
+                if let TargetState::Waiting { .. } = t.state {
+                    t.state = TargetState::Waiting { next_attempt: now };
+                    t.failures = 0;
+                }
+            }
+            return true;
+        }
+        if self.targets.len() >= TARGETS_LEN_MAX {
+            return false;
+        }
+        self.targets.insert(
+            addr,
+            Target {
+                kind,
+                state: TargetState::Waiting { next_attempt: now },
+                failures: 0,
+                peer: None,
+                last_error: None,
+            },
+        );
+        true
+    }
+
+    /// Removes a target; returns the connection it had under way or up, if any.
+    pub fn forget(&mut self, addr: SocketAddr) -> Option<ConnId> {
+        match self.targets.remove(&addr)?.state {
+            TargetState::Connecting(c) | TargetState::Connected(c) => Some(c),
+            TargetState::Waiting { .. } => None,
+        }
+    }
+
+    /// Targets that are due now, marked as connecting with ids from `next_id`.
+    /// `skip` says whether a peer is already connected (then the target waits quietly).
+    pub fn due(
+        &mut self,
+        now: Instant,
+        budget: usize,
+        mut next_id: impl FnMut() -> ConnId,
+        connected: impl Fn(PeerName) -> Option<ConnId>,
+    ) -> Vec<(ConnId, SocketAddr)> {
+        let mut out = Vec::new();
+        for (addr, t) in &mut self.targets {
+            if out.len() >= budget {
+                break;
+            }
+            let TargetState::Waiting { next_attempt } = t.state else {
+                continue;
+            };
+            if next_attempt > now {
+                continue;
+            }
+            if let Some(c) = t.peer.and_then(&connected) {
+                t.state = TargetState::Connected(c);
+                continue;
+            }
+            let id = next_id();
+            t.state = TargetState::Connecting(id);
+            out.push((id, *addr));
+        }
+        out
+    }
+
+    /// An attempt or connection for `conn` ended; schedule a retry with backoff.
+    pub fn failed(&mut self, conn: ConnId, error: Option<ConnError>, now: Instant, rng: &mut Rng) {
+        let backoff = self.backoff;
+        for t in self.targets.values_mut() {
+            let mine = matches!(t.state, TargetState::Connecting(c) | TargetState::Connected(c) if c == conn);
+            if mine {
+                t.failures = t.failures.saturating_add(1);
+                t.last_error = error.or(t.last_error);
+                let delay = backoff.delay(t.failures, rng);
+                t.state = TargetState::Waiting {
+                    next_attempt: now + delay,
+                };
+            }
+        }
+    }
+
+    /// `conn` reached `peer`. If it was dialed for a target, that target is now connected.
+    /// Targets known to lead to `peer` are marked connected too, so they are not dialed twice.
+    pub fn established(&mut self, conn: ConnId, peer: PeerName) {
+        for t in self.targets.values_mut() {
+            let mine = matches!(t.state, TargetState::Connecting(c) if c == conn);
+            if mine {
+                t.peer = Some(peer);
+            }
+            if mine || (t.peer == Some(peer) && matches!(t.state, TargetState::Waiting { .. })) {
+                t.state = TargetState::Connected(conn);
+                t.failures = 0;
+                t.last_error = None;
+            }
+        }
+    }
+
+    /// The connection `conn` to a peer went away (or was a losing duplicate): targets that
+    /// pointed at it wait for `delay` and then try again.
+    pub fn disconnected(&mut self, conn: ConnId, now: Instant, delay: Duration) {
+        for t in self.targets.values_mut() {
+            if matches!(t.state, TargetState::Connected(c) if c == conn) {
+                t.state = TargetState::Waiting {
+                    next_attempt: now + delay,
+                };
+            }
+        }
+    }
+
+    /// Drops discovered targets whose peer left the topology.
+    pub fn drop_discovered_for(&mut self, peer: PeerName) {
+        self.targets.retain(|_, t| {
+            !(t.kind == TargetKind::Discovered
+                && t.peer == Some(peer)
+                && matches!(t.state, TargetState::Waiting { .. }))
+        });
+    }
+
+    /// The earliest due attempt.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.targets
+            .values()
+            .filter_map(|t| match t.state {
+                TargetState::Waiting { next_attempt } => Some(next_attempt),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Whether `addr` is a target.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.targets.contains_key(&addr)
+    }
+
+    /// All targets, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (&SocketAddr, &Target)> {
+        self.targets.iter()
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// True if there are no targets.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 6783))
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        };
+        let mut rng = Rng::from_seed(3);
+        let d1 = b.delay(1, &mut rng).total_millis();
+        let d3 = b.delay(3, &mut rng).total_millis();
+        let d20 = b.delay(20, &mut rng).total_millis();
+        assert!((1000..=1250).contains(&d1), "{d1}");
+        assert!((4000..=5000).contains(&d3), "{d3}");
+        assert!((30_000..=37_500).contains(&d20), "{d20}");
+    }
+
+    #[test]
+    fn due_failed_established_cycle() {
+        let mut m = Maker::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        });
+        let mut rng = Rng::from_seed(1);
+        let t0 = Instant::from_millis(0);
+        assert!(m.add(addr(1), TargetKind::Explicit, t0));
+        let mut next = 0;
+        let mut ids = || {
+            next += 1;
+            ConnId(next)
+        };
+        let due = m.due(t0, 10, &mut ids, |_| None);
+        assert_eq!(due, alloc::vec![(ConnId(1), addr(1))]);
+        // Nothing else due while connecting.
+        assert!(m.due(t0, 10, &mut ids, |_| None).is_empty());
+        m.failed(ConnId(1), None, t0, &mut rng);
+        let wait = m.next_due().unwrap();
+        assert!(wait > t0);
+        assert!(m.due(t0, 10, &mut ids, |_| None).is_empty());
+        let due = m.due(wait, 10, &mut ids, |_| None);
+        assert_eq!(due.len(), 1);
+        m.established(due[0].0, PeerName::from_u64(9));
+        assert!(matches!(
+            m.iter().next().unwrap().1.state,
+            TargetState::Connected(_)
+        ));
+        assert_eq!(m.forget(addr(1)), Some(due[0].0));
+        assert!(m.is_empty());
+    }
+}
