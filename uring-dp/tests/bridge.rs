@@ -285,3 +285,52 @@ fn uring_required_but_refused_is_an_error() {
     });
     assert!(err.contains("EPERM"), "{err}");
 }
+
+/// Rough frames/s through the bridge for each backend: one thread floods 64-byte UDP
+/// packets from A's overlay address to B's for 2 s; prints what pump A read from its TAP
+/// and pump B wrote to its TAP. Ignored by default (a measurement, not a check):
+/// `cargo test --release -p weft-uring-dp --test bridge -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_frames_per_second() {
+    skip_unless_root!();
+    for backend in [BackendChoice::Plain, BackendChoice::Uring] {
+        let s = setup(backend, TapOptions::default(), false);
+        assert_ping_crosses(&s);
+        let before = (
+            s.a.pump.counters().snapshot(),
+            s.b.pump.counters().snapshot(),
+        );
+        let secs = 2.0;
+        let sent = s.a.ns.run(|| {
+            let sock = std::net::UdpSocket::bind("10.232.0.1:0").unwrap();
+            let deadline = Instant::now() + Duration::from_secs_f64(secs);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                for _ in 0..256 {
+                    if sock.send_to(&[0u8; 64], "10.232.0.2:9").is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let (a, b) = (
+            s.a.pump.counters().snapshot(),
+            s.b.pump.counters().snapshot(),
+        );
+        let a_in = (a.tap_frames_in - before.0.tap_frames_in) as f64 / secs;
+        let b_out = (b.tap_frames_out - before.1.tap_frames_out) as f64 / secs;
+        let batches = (a.batches - before.0.batches) as f64 / secs;
+        eprintln!(
+            "{:<10} sent {:>8.0}/s  A tap in {:>8.0}/s  B tap out {:>8.0}/s  A batches {:>8.0}/s",
+            s.a.pump.backend_name(),
+            sent as f64 / secs,
+            a_in,
+            b_out,
+            batches
+        );
+        stop_cleanly(s);
+    }
+}
