@@ -25,6 +25,7 @@ pub mod peer;
 pub mod rng;
 pub mod router;
 pub mod routes;
+pub mod sleeve;
 pub mod switch;
 pub mod time;
 pub mod topology;

@@ -7,7 +7,7 @@
 //! handshake and framed protocol over the bytes the driver moves.
 
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
-use crate::crypto;
+use crate::crypto::{self, DatagramOpener, DatagramSealer};
 use crate::gossip;
 use crate::maker::{Backoff, Maker, Target, TargetKind};
 use crate::peer::{PeerName, PeerUid};
@@ -180,6 +180,15 @@ pub struct RouterStats {
     pub drops_conn_limit: u64,
     /// Datagrams received that this router does not handle yet or that did not parse.
     pub drops_datagrams: u64,
+}
+
+/// Routes as the datapath needs them; see [`Router::forwarding_table`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardingTable {
+    /// Next hop for each reachable peer.
+    pub next_hop: BTreeMap<PeerName, PeerName>,
+    /// For each broadcast source, the peers we relay its broadcasts to.
+    pub children: BTreeMap<PeerName, Vec<PeerName>>,
 }
 
 /// One connection as status shows it.
@@ -511,6 +520,56 @@ impl Router {
     /// The established connection to `peer`, if any.
     pub fn connection_to(&self, peer: PeerName) -> Option<ConnId> {
         self.by_peer.get(&peer).copied()
+    }
+
+    /// Takes the sleeve datagram keys of the current connection to `peer`, for the
+    /// datapath (once per connection; call on [`Event::ConnectionUp`]).
+    pub fn take_datagram_keys(
+        &mut self,
+        peer: PeerName,
+    ) -> Option<(DatagramSealer, DatagramOpener)> {
+        let id = self.by_peer.get(&peer)?;
+        self.conns.get_mut(id)?.conn.take_datagram_keys()
+    }
+
+    /// Where `peer`'s sleeve datagrams go: the address of its connection with the port
+    /// it listens on.
+    pub fn peer_udp_addr(&self, peer: PeerName) -> Option<SocketAddr> {
+        let slot = self.conns.get(self.by_peer.get(&peer)?)?;
+        let port = slot.conn.remote()?.listen_port;
+        Some(SocketAddr::new(slot.conn.remote_addr().ip(), port))
+    }
+
+    /// Peers with an established connection, in name order.
+    pub fn neighbours(&self) -> impl Iterator<Item = PeerName> + '_ {
+        self.by_peer.keys().copied()
+    }
+
+    /// The datapath's view of the routes: next hop per reachable peer, and per broadcast
+    /// source (every reachable peer and ourself) the peers we relay its broadcasts to.
+    pub fn forwarding_table(&mut self) -> ForwardingTable {
+        let me = self.config.name;
+        self.routes();
+        let reachable: Vec<PeerName> = self.routes.reachable().collect();
+        let mut next_hop = BTreeMap::new();
+        let mut children = BTreeMap::new();
+        for p in reachable.iter().copied().chain(core::iter::once(me)) {
+            if p != me
+                && let Some(h) = self.routes.next_hop(p)
+            {
+                next_hop.insert(p, h);
+            }
+            let kids = self.routes.broadcast_children(&self.topology, p);
+            if !kids.is_empty() {
+                children.insert(p, kids);
+            }
+        }
+        ForwardingTable { next_hop, children }
+    }
+
+    /// Changes whenever the topology does (to know when to refresh the forwarding table).
+    pub fn topology_generation(&self) -> u64 {
+        self.topology.generation()
     }
 
     // ---- internals ----

@@ -1,0 +1,785 @@
+//! The sleeve forwarding engine: what to do with an Ethernet frame from the local bridge
+//! and with a sleeve datagram from a peer. Sans-IO like the rest of the core; the datapath
+//! thread owns one [`Sleeve`] and feeds it frames and datagrams.
+//!
+//! What it does: MAC learning, unicast to the next hop, flooding down the per-source
+//! broadcast tree, relaying for peers without a direct path, sealing per hop with the
+//! datagram keys of each connection (when a password is set), heartbeats that tell
+//! whether a peer's UDP path works, and path-MTU probes. What it does not do: decide
+//! routes (the control plane hands it next hops and broadcast children), or any I/O.
+//!
+//! Datagram payload for frames (inside the seal):
+//! `origin (6) | destination (6, all-ones = broadcast) | [len u16][frame]...`.
+//! The header's sender/receiver are the hop; origin/destination are end to end.
+
+use crate::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
+use crate::peer::PeerName;
+use crate::switch::{Forward, Mac, MacTable};
+use crate::time::{Duration, Instant};
+use crate::wire::datagram::{
+    DATAGRAM_HEADER_LEN, DATAGRAM_LEN_MAX, DatagramHeader, DatagramKind, EthFrames,
+    EthFramesWriter, Payload,
+};
+use crate::wire::{PROTOCOL_VERSION_MAX, WireError};
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+/// The destination name meaning "every peer down the broadcast tree".
+pub const BROADCAST: PeerName = PeerName::from_u64(PeerName::MASK);
+/// Bytes before the frames inside a frames payload: origin and destination.
+pub const ROUTING_PREFIX_LEN: usize = 12;
+/// Bytes a frame costs on top of itself in a datagram (sleeve header, routing prefix,
+/// length, tag), not counting IP and UDP.
+pub const SLEEVE_OVERHEAD_BYTES: usize =
+    DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2 + TAG_LEN_BYTES;
+/// Default heartbeat period per peer.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
+/// A peer not heard for this long counts as down on the sleeve.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 5000;
+/// Most peers the engine keeps state for.
+pub const SLEEVE_PEERS_MAX: usize = 4096;
+
+/// What the engine wants done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// Send these bytes as one UDP datagram.
+    Datagram {
+        /// To whom.
+        to: SocketAddr,
+        /// The datagram.
+        bytes: &'a [u8],
+    },
+    /// Write this Ethernet frame to the local bridge port.
+    Frame(&'a [u8]),
+}
+
+/// Why a datagram or frame was dropped (counted in [`SleeveStats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// Did not parse.
+    Malformed(WireError),
+    /// From a peer we have no session with.
+    UnknownPeer,
+    /// Did not open (wrong key, tampered, replayed).
+    Crypto,
+    /// Plain datagram while a password is set, or sealed without keys.
+    EncryptionMismatch,
+    /// Not addressed to us.
+    NotForUs,
+    /// No route to the destination.
+    NoRoute,
+    /// Frame too big for a datagram.
+    TooBig,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SleeveStats {
+    /// Frames taken from the bridge.
+    pub frames_from_bridge: u64,
+    /// Frames written to the bridge.
+    pub frames_to_bridge: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Frames relayed for other peers.
+    pub frames_relayed: u64,
+    /// Drops: malformed input.
+    pub drops_malformed: u64,
+    /// Drops: unknown sender.
+    pub drops_unknown_peer: u64,
+    /// Drops: failed to open.
+    pub drops_crypto: u64,
+    /// Drops: sealed/plain mismatch.
+    pub drops_encryption_mismatch: u64,
+    /// Drops: addressed elsewhere.
+    pub drops_not_for_us: u64,
+    /// Drops: no route.
+    pub drops_no_route: u64,
+    /// Drops: too big.
+    pub drops_too_big: u64,
+}
+
+impl SleeveStats {
+    fn count(&mut self, d: Drop) {
+        match d {
+            Drop::Malformed(_) => self.drops_malformed += 1,
+            Drop::UnknownPeer => self.drops_unknown_peer += 1,
+            Drop::Crypto => self.drops_crypto += 1,
+            Drop::EncryptionMismatch => self.drops_encryption_mismatch += 1,
+            Drop::NotForUs => self.drops_not_for_us += 1,
+            Drop::NoRoute => self.drops_no_route += 1,
+            Drop::TooBig => self.drops_too_big += 1,
+        }
+    }
+}
+
+/// A peer the engine can send to directly.
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    sealer: Option<DatagramSealer>,
+    opener: Option<DatagramOpener>,
+    plain_counter: u64,
+    last_heard: Option<Instant>,
+    next_heartbeat: Instant,
+    pmtu_bytes: Option<u16>,
+}
+
+/// One peer's sleeve path as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerPath {
+    /// The peer.
+    pub name: PeerName,
+    /// Where its datagrams go.
+    pub addr: SocketAddr,
+    /// Heard from within the heartbeat timeout.
+    pub up: bool,
+    /// Largest datagram known to reach it.
+    pub pmtu_bytes: Option<u16>,
+}
+
+/// The sleeve engine of one router.
+#[derive(Debug)]
+pub struct Sleeve {
+    me: PeerName,
+    encrypt: bool,
+    peers: BTreeMap<PeerName, Peer>,
+    next_hop: BTreeMap<PeerName, PeerName>,
+    children: BTreeMap<PeerName, Vec<PeerName>>,
+    macs: MacTable,
+    scratch: Vec<u8>,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    stats: SleeveStats,
+}
+
+impl Sleeve {
+    /// An engine for router `me`; `encrypt` when a password is set (then every datagram
+    /// is sealed and plain ones are refused).
+    pub fn new(me: PeerName, encrypt: bool) -> Self {
+        Self {
+            me,
+            encrypt,
+            peers: BTreeMap::new(),
+            next_hop: BTreeMap::new(),
+            children: BTreeMap::new(),
+            macs: MacTable::new(me),
+            scratch: vec![0u8; DATAGRAM_LEN_MAX],
+            heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
+            heartbeat_timeout: Duration::from_millis(HEARTBEAT_TIMEOUT_MS),
+            stats: SleeveStats::default(),
+        }
+    }
+
+    /// Call when a connection to `name` is established: its UDP address and, for an
+    /// encrypted session, the datagram keys from [`crate::router::Router::take_datagram_keys`].
+    pub fn set_peer(
+        &mut self,
+        now: Instant,
+        name: PeerName,
+        addr: SocketAddr,
+        keys: Option<(DatagramSealer, DatagramOpener)>,
+    ) {
+        if !self.peers.contains_key(&name) && self.peers.len() >= SLEEVE_PEERS_MAX {
+            return;
+        }
+        let (sealer, opener) = match keys {
+            Some((s, o)) => (Some(s), Some(o)),
+            None => (None, None),
+        };
+        self.peers.insert(
+            name,
+            Peer {
+                addr,
+                sealer,
+                opener,
+                plain_counter: 0,
+                last_heard: None,
+                next_heartbeat: now,
+                pmtu_bytes: None,
+            },
+        );
+    }
+
+    /// Call when the connection to `name` is gone.
+    pub fn remove_peer(&mut self, name: PeerName) {
+        self.peers.remove(&name);
+        self.macs.forget_peer(name);
+    }
+
+    /// Installs the control plane's routes: next hop per destination and, per broadcast
+    /// source, the peers we relay its broadcasts to.
+    pub fn set_routes(
+        &mut self,
+        next_hop: BTreeMap<PeerName, PeerName>,
+        children: BTreeMap<PeerName, Vec<PeerName>>,
+    ) {
+        self.next_hop = next_hop;
+        self.children = children;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SleeveStats {
+        self.stats
+    }
+
+    /// Each direct peer's sleeve path.
+    pub fn paths(&self, now: Instant) -> impl Iterator<Item = PeerPath> + '_ {
+        self.peers.iter().map(move |(name, p)| PeerPath {
+            name: *name,
+            addr: p.addr,
+            up: self.is_up(p, now),
+            pmtu_bytes: p.pmtu_bytes,
+        })
+    }
+
+    fn is_up(&self, p: &Peer, now: Instant) -> bool {
+        p.last_heard
+            .is_some_and(|t| now.saturating_since(t) < self.heartbeat_timeout)
+    }
+
+    /// Call with a frame read from the local bridge port.
+    pub fn handle_bridge_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        self.stats.frames_from_bridge += 1;
+        let (Some(dst), Some(src)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
+            self.stats.count(Drop::Malformed(WireError::Truncated));
+            return;
+        };
+        self.macs.learn(src, self.me, now);
+        match self.macs.decide(dst, now) {
+            Forward::Local => {}
+            Forward::Unicast(dest) => {
+                let Some(hop) = self.next_hop.get(&dest).copied() else {
+                    self.stats.count(Drop::NoRoute);
+                    return;
+                };
+                self.send_frames(hop, self.me, dest, frame, out);
+            }
+            Forward::Flood => {
+                let kids = self.children.get(&self.me).cloned().unwrap_or_default();
+                for hop in kids {
+                    self.send_frames(hop, self.me, BROADCAST, frame, out);
+                }
+            }
+        }
+    }
+
+    /// Call with a datagram received on the sleeve port. The buffer is opened in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        self.stats.datagrams_received += 1;
+        if let Err(d) = self.receive(now, from, dgram, out) {
+            self.stats.count(d);
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        _from: SocketAddr,
+        dgram: &mut [u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), Drop> {
+        let (header, _) = DatagramHeader::parse(dgram).map_err(Drop::Malformed)?;
+        if header.receiver != self.me {
+            return Err(Drop::NotForUs);
+        }
+        if header.sealed != self.encrypt {
+            return Err(Drop::EncryptionMismatch);
+        }
+        let peer = self
+            .peers
+            .get_mut(&header.sender)
+            .ok_or(Drop::UnknownPeer)?;
+        let (aad, body) = dgram.split_at_mut(DATAGRAM_HEADER_LEN);
+        let plain_len = if header.sealed {
+            let opener = peer.opener.as_mut().ok_or(Drop::EncryptionMismatch)?;
+            opener
+                .open_in_place(header.counter, aad, body)
+                .map_err(|_| Drop::Crypto)?
+        } else {
+            body.len()
+        };
+        peer.last_heard = Some(now);
+        let body = &body[..plain_len];
+        match header.kind {
+            DatagramKind::Heartbeat => Ok(()),
+            DatagramKind::PmtuProbe => {
+                let Payload::PmtuProbe { id, .. } =
+                    Payload::parse(header.kind, body).map_err(Drop::Malformed)?
+                else {
+                    return Err(Drop::Malformed(WireError::Inconsistent));
+                };
+                let size = u16::try_from(
+                    DATAGRAM_HEADER_LEN
+                        + body.len()
+                        + if header.sealed { TAG_LEN_BYTES } else { 0 },
+                )
+                .unwrap_or(u16::MAX);
+                self.send_control(header.sender, Payload::PmtuReply { id, size }, out);
+                Ok(())
+            }
+            DatagramKind::PmtuReply => {
+                if let Payload::PmtuReply { size, .. } =
+                    Payload::parse(header.kind, body).map_err(Drop::Malformed)?
+                {
+                    let p = self
+                        .peers
+                        .get_mut(&header.sender)
+                        .ok_or(Drop::UnknownPeer)?;
+                    p.pmtu_bytes = Some(p.pmtu_bytes.map_or(size, |m| m.max(size)));
+                }
+                Ok(())
+            }
+            DatagramKind::Frames => {
+                if body.len() < ROUTING_PREFIX_LEN {
+                    return Err(Drop::Malformed(WireError::Truncated));
+                }
+                let origin = name_at(body, 0);
+                let dest = name_at(body, 6);
+                let frames =
+                    EthFrames::parse(&body[ROUTING_PREFIX_LEN..]).map_err(Drop::Malformed)?;
+                if origin == self.me {
+                    return Err(Drop::NotForUs);
+                }
+                let deliver = dest == self.me || dest == BROADCAST;
+                for f in frames.iter() {
+                    if let Some(src) = mac_at(f, 6) {
+                        self.macs.learn(src, origin, now);
+                    }
+                    if deliver {
+                        self.stats.frames_to_bridge += 1;
+                        out(Output::Frame(f));
+                    }
+                }
+                // Copy the plaintext out: relaying re-seals it per hop.
+                if dest == BROADCAST {
+                    let kids = self.children.get(&origin).cloned().unwrap_or_default();
+                    if !kids.is_empty() {
+                        let plain: Vec<u8> = body.to_vec();
+                        for hop in kids {
+                            self.stats.frames_relayed += frames.len() as u64;
+                            self.send_payload(hop, DatagramKind::Frames, &plain, out);
+                        }
+                    }
+                } else if dest != self.me {
+                    let hop = self.next_hop.get(&dest).copied().ok_or(Drop::NoRoute)?;
+                    let plain: Vec<u8> = body.to_vec();
+                    self.stats.frames_relayed += frames.len() as u64;
+                    self.send_payload(hop, DatagramKind::Frames, &plain, out);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Call periodically (at [`Sleeve::poll_timeout`]): heartbeats and MTU probes.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl FnMut(Output<'_>)) {
+        let due: Vec<PeerName> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_heartbeat <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        for name in due {
+            if let Some(p) = self.peers.get_mut(&name) {
+                p.next_heartbeat = now + self.heartbeat_interval;
+                let probe = p.pmtu_bytes.is_none();
+                self.send_control(name, Payload::Heartbeat, out);
+                if probe {
+                    // One probe the size of a full-MTU frame datagram on a 1500-byte underlay.
+                    let padding_len = 1500 - 20 - 8 - DATAGRAM_HEADER_LEN - 4 - TAG_LEN_BYTES;
+                    self.send_control(name, Payload::PmtuProbe { id: 1, padding_len }, out);
+                }
+            }
+        }
+    }
+
+    /// When [`Sleeve::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| p.next_heartbeat).min()
+    }
+
+    fn send_frames(
+        &mut self,
+        hop: PeerName,
+        origin: PeerName,
+        dest: PeerName,
+        frame: &[u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        let mut body = [0u8; ROUTING_PREFIX_LEN];
+        body[..6].copy_from_slice(&origin.to_bytes());
+        body[6..].copy_from_slice(&dest.to_bytes());
+        let payload_len = ROUTING_PREFIX_LEN + 2 + frame.len();
+        if DATAGRAM_HEADER_LEN + payload_len + TAG_LEN_BYTES > self.scratch.len() {
+            self.stats.count(Drop::TooBig);
+            return;
+        }
+        let start = DATAGRAM_HEADER_LEN;
+        self.scratch[start..start + ROUTING_PREFIX_LEN].copy_from_slice(&body);
+        let mut w = EthFramesWriter::new(&mut self.scratch[start + ROUTING_PREFIX_LEN..]);
+        if let Err(e) = w.push(frame) {
+            self.stats.count(Drop::Malformed(e));
+            return;
+        }
+        self.finish(hop, DatagramKind::Frames, payload_len, out);
+    }
+
+    fn send_control(
+        &mut self,
+        to: PeerName,
+        payload: Payload<'_>,
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        let start = DATAGRAM_HEADER_LEN;
+        let end = self.scratch.len() - TAG_LEN_BYTES;
+        match payload.emit(&mut self.scratch[start..end]) {
+            Ok(len) => self.finish(to, payload.kind(), len, out),
+            Err(e) => self.stats.count(Drop::Malformed(e)),
+        }
+    }
+
+    fn send_payload(
+        &mut self,
+        hop: PeerName,
+        kind: DatagramKind,
+        plain: &[u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        let start = DATAGRAM_HEADER_LEN;
+        if start + plain.len() + TAG_LEN_BYTES > self.scratch.len() {
+            self.stats.count(Drop::TooBig);
+            return;
+        }
+        self.scratch[start..start + plain.len()].copy_from_slice(plain);
+        self.finish(hop, kind, plain.len(), out);
+    }
+
+    /// Seals (or not) the payload already in `scratch[HEADER..HEADER+len]`, writes the
+    /// header and emits the datagram to `hop`.
+    fn finish(
+        &mut self,
+        hop: PeerName,
+        kind: DatagramKind,
+        len: usize,
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        let Some(peer) = self.peers.get_mut(&hop) else {
+            self.stats.count(Drop::NoRoute);
+            return;
+        };
+        let counter = match (&peer.sealer, self.encrypt) {
+            (Some(s), true) => s.next_counter(),
+            (None, true) => {
+                self.stats.count(Drop::EncryptionMismatch);
+                return;
+            }
+            (_, false) => {
+                peer.plain_counter += 1;
+                peer.plain_counter
+            }
+        };
+        let header = DatagramHeader {
+            version: PROTOCOL_VERSION_MAX,
+            kind,
+            sealed: self.encrypt,
+            sender: self.me,
+            receiver: hop,
+            counter,
+        };
+        let (aad, body) = self.scratch.split_at_mut(DATAGRAM_HEADER_LEN);
+        if header.emit(aad).is_err() {
+            return;
+        }
+        let total = if let (true, Some(s)) = (self.encrypt, peer.sealer.as_mut()) {
+            match s.seal_in_place(aad, body, len) {
+                Ok((_, sealed)) => DATAGRAM_HEADER_LEN + sealed,
+                Err(_) => {
+                    self.stats.count(Drop::Crypto);
+                    return;
+                }
+            }
+        } else {
+            DATAGRAM_HEADER_LEN + len
+        };
+        self.stats.datagrams_sent += 1;
+        out(Output::Datagram {
+            to: peer.addr,
+            bytes: &self.scratch[..total],
+        });
+    }
+}
+
+fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
+    frame.get(at..at + 6)?.try_into().ok()
+}
+
+fn name_at(buf: &[u8], at: usize) -> PeerName {
+    let mut b = [0u8; 6];
+    b.copy_from_slice(&buf[at..at + 6]);
+    PeerName::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{KeyPair, SessionKeys};
+    use crate::rng::Rng;
+    use alloc::collections::VecDeque;
+
+    fn name(i: u64) -> PeerName {
+        PeerName::from_u64(0x10 + i)
+    }
+
+    fn addr(i: u64) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
+    }
+
+    fn keys(
+        rng: &mut Rng,
+    ) -> (
+        (DatagramSealer, DatagramOpener),
+        (DatagramSealer, DatagramOpener),
+    ) {
+        let (a, b) = (KeyPair::generate(rng), KeyPair::generate(rng));
+        let psk = [7u8; 32];
+        let ka = SessionKeys::derive(&a, b.public_bytes(), Some(&psk), true).unwrap();
+        let kb = SessionKeys::derive(&b, a.public_bytes(), Some(&psk), false).unwrap();
+        (
+            (ka.datagram_sealer, ka.datagram_opener),
+            (kb.datagram_sealer, kb.datagram_opener),
+        )
+    }
+
+    fn frame(dst: Mac, src: Mac, marker: u8) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[marker; 50]);
+        f
+    }
+
+    /// A line 0 - 1 - 2: 0 and 2 have no direct path.
+    struct Line {
+        s: Vec<Sleeve>,
+        /// Frames each engine wrote to its bridge.
+        delivered: Vec<Vec<Vec<u8>>>,
+        /// Datagrams on the wire: (to index, bytes).
+        wire: VecDeque<(usize, Vec<u8>)>,
+        /// Every datagram ever sent, for inspection.
+        seen: Vec<Vec<u8>>,
+    }
+
+    impl Line {
+        fn new(encrypt: bool) -> Self {
+            let mut rng = Rng::from_seed(5);
+            let mut s: Vec<Sleeve> = (0..3).map(|i| Sleeve::new(name(i), encrypt)).collect();
+            let now = Instant::ZERO;
+            for (a, b) in [(0u64, 1u64), (1, 2)] {
+                let (ka, kb) = keys(&mut rng);
+                let (ka, kb) = if encrypt {
+                    (Some(ka), Some(kb))
+                } else {
+                    (None, None)
+                };
+                s[a as usize].set_peer(now, name(b), addr(b), ka);
+                s[b as usize].set_peer(now, name(a), addr(a), kb);
+            }
+            let hop =
+                |pairs: &[(u64, u64)]| pairs.iter().map(|&(d, h)| (name(d), name(h))).collect();
+            s[0].set_routes(
+                hop(&[(1, 1), (2, 1)]),
+                [(name(0), alloc::vec![name(1)])].into(),
+            );
+            s[1].set_routes(
+                hop(&[(0, 0), (2, 2)]),
+                [
+                    (name(0), alloc::vec![name(2)]),
+                    (name(2), alloc::vec![name(0)]),
+                    (name(1), alloc::vec![name(0), name(2)]),
+                ]
+                .into(),
+            );
+            s[2].set_routes(
+                hop(&[(1, 1), (0, 1)]),
+                [(name(2), alloc::vec![name(1)])].into(),
+            );
+            Self {
+                s,
+                delivered: alloc::vec![Vec::new(); 3],
+                wire: VecDeque::new(),
+                seen: Vec::new(),
+            }
+        }
+
+        fn collect(&mut self, i: usize, o: Output<'_>) {
+            match o {
+                Output::Frame(f) => self.delivered[i].push(f.to_vec()),
+                Output::Datagram { to, bytes } => {
+                    let j = usize::from(match to.ip() {
+                        core::net::IpAddr::V4(v) => v.octets()[3],
+                        core::net::IpAddr::V6(_) => 0,
+                    }) - 1;
+                    self.seen.push(bytes.to_vec());
+                    self.wire.push_back((j, bytes.to_vec()));
+                }
+            }
+        }
+
+        fn bridge_in(&mut self, i: usize, f: &[u8]) {
+            let mut outs = Vec::new();
+            self.s[i].handle_bridge_frame(Instant::ZERO, f, &mut |o| outs.push(own(o)));
+            for o in outs {
+                self.collect(i, o.as_output());
+            }
+            self.settle();
+        }
+
+        fn settle(&mut self) {
+            while let Some((j, mut d)) = self.wire.pop_front() {
+                let mut outs = Vec::new();
+                self.s[j]
+                    .handle_datagram(Instant::ZERO, addr(0), &mut d, &mut |o| outs.push(own(o)));
+                for o in outs {
+                    self.collect(j, o.as_output());
+                }
+            }
+        }
+    }
+
+    enum Owned {
+        Frame(Vec<u8>),
+        Datagram(SocketAddr, Vec<u8>),
+    }
+
+    impl Owned {
+        fn as_output(&self) -> Output<'_> {
+            match self {
+                Self::Frame(f) => Output::Frame(f),
+                Self::Datagram(to, b) => Output::Datagram { to: *to, bytes: b },
+            }
+        }
+    }
+
+    fn own(o: Output<'_>) -> Owned {
+        match o {
+            Output::Frame(f) => Owned::Frame(f.to_vec()),
+            Output::Datagram { to, bytes } => Owned::Datagram(to, bytes.to_vec()),
+        }
+    }
+
+    const MAC_A: Mac = [0x02, 0, 0, 0, 0, 0xa];
+    const MAC_C: Mac = [0x02, 0, 0, 0, 0, 0xc];
+
+    #[test]
+    fn broadcast_reaches_everyone_once_and_unicast_is_relayed() {
+        for encrypt in [false, true] {
+            let mut l = Line::new(encrypt);
+            // A broadcasts (ARP-like): B and C get it once each, A never gets its own back.
+            let bc = frame([0xff; 6], MAC_A, 1);
+            l.bridge_in(0, &bc);
+            assert_eq!(l.delivered[1], alloc::vec![bc.clone()]);
+            assert_eq!(l.delivered[2], alloc::vec![bc.clone()]);
+            assert!(l.delivered[0].is_empty());
+            // C answers A by unicast: it learned MAC_A behind A, B relays it.
+            let reply = frame(MAC_A, MAC_C, 2);
+            l.bridge_in(2, &reply);
+            assert_eq!(l.delivered[0], alloc::vec![reply.clone()]);
+            assert_eq!(l.delivered[1].len(), 1, "B only relays a unicast for A");
+            assert_eq!(l.s[1].stats().frames_relayed, 2);
+            // And A now knows MAC_C is behind C: a unicast goes only to C.
+            let again = frame(MAC_C, MAC_A, 3);
+            l.bridge_in(0, &again);
+            assert_eq!(l.delivered[2].last(), Some(&again));
+            assert_eq!(l.delivered[1].len(), 1);
+            // With a password, the marker bytes never appear on the wire.
+            let leaked = l
+                .seen
+                .iter()
+                .any(|d| d.windows(20).any(|w| w.iter().all(|b| *b == 3)));
+            assert_eq!(leaked, !encrypt, "encrypt={encrypt}");
+        }
+    }
+
+    #[test]
+    fn tampered_replayed_and_garbage_datagrams_are_dropped() {
+        let mut l = Line::new(true);
+        let f = frame([0xff; 6], MAC_A, 9);
+        let mut outs = Vec::new();
+        l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
+        let Owned::Datagram(_, good) = &outs[0] else {
+            panic!()
+        };
+        let mut sink = |_: Output<'_>| {};
+        // Tampered.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut bad, &mut sink);
+        assert_eq!(l.s[1].stats().drops_crypto, 1);
+        // Good once, then replayed.
+        let mut once = good.clone();
+        l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut once, &mut sink);
+        let mut twice = good.clone();
+        l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut twice, &mut sink);
+        assert_eq!(l.s[1].stats().drops_crypto, 2);
+        assert_eq!(l.s[1].stats().frames_to_bridge, 1);
+        // Garbage and truncated.
+        for len in [0usize, 1, 5, 22, 23, 40] {
+            let mut g = alloc::vec![0x77u8; len];
+            l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut g, &mut sink);
+        }
+        let mut rng = Rng::from_seed(3);
+        for _ in 0..500 {
+            let mut g = good.clone();
+            let i = rng.below(g.len() as u64) as usize;
+            g[i] = rng.next_u64() as u8;
+            let cut = rng.below(g.len() as u64 + 1) as usize;
+            l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut g[..cut], &mut sink);
+        }
+        assert_eq!(l.s[1].stats().frames_to_bridge, 1);
+        // A plain datagram to an encrypted router is refused.
+        let mut plain = Line::new(false);
+        let mut outs = Vec::new();
+        plain.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
+        let Owned::Datagram(_, p) = &outs[0] else {
+            panic!()
+        };
+        l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut p.clone(), &mut sink);
+        assert_eq!(l.s[1].stats().drops_encryption_mismatch, 1);
+    }
+
+    #[test]
+    fn heartbeats_bring_paths_up_and_silence_takes_them_down() {
+        let mut l = Line::new(true);
+        let now = Instant::ZERO;
+        for i in 0..3 {
+            let mut outs = Vec::new();
+            l.s[i].handle_timeout(now, &mut |o| outs.push(own(o)));
+            for o in outs {
+                l.collect(i, o.as_output());
+            }
+        }
+        l.settle();
+        assert!(l.s[0].paths(now).all(|p| p.up));
+        assert!(l.s[1].paths(now).all(|p| p.up && p.pmtu_bytes.is_some()));
+        let later = now + Duration::from_millis(HEARTBEAT_TIMEOUT_MS + 1);
+        assert!(l.s[1].paths(later).all(|p| !p.up));
+    }
+}
