@@ -1,0 +1,347 @@
+//! Replays every file of the committed fuzz corpus (`fuzz/corpus/<target>/*`) through the
+//! same checks the fuzz targets run (`fuzz/src/checks.rs`, compiled in here).
+//!
+//! Naming: `valid-*` seeds must decode, `garbage-*` seeds must be rejected, anything else
+//! (files a fuzzing run added) must simply not panic. Regenerate the seeds with
+//! `WEFT_WRITE_CORPUS=1 cargo test -p weft-core --test fuzz_corpus -- --ignored`.
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../fuzz/src/checks.rs"]
+mod checks;
+
+use std::path::PathBuf;
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
+}
+
+#[test]
+fn corpus_replays_without_panic_and_seeds_decode_as_named() -> Result<(), String> {
+    for (target, check) in checks::TARGETS {
+        let dir = corpus_dir().join(target);
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (mut valid, mut garbage) = (0, 0);
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let decoded = check(&bytes);
+            if name.starts_with("valid-") {
+                valid += 1;
+                if !decoded {
+                    return Err(format!("{target}/{name}: valid seed did not decode"));
+                }
+            } else if name.starts_with("garbage-") {
+                garbage += 1;
+                if decoded {
+                    return Err(format!("{target}/{name}: garbage seed was accepted"));
+                }
+            }
+        }
+        if valid == 0 || garbage == 0 {
+            return Err(format!(
+                "{target}: corpus needs valid and garbage seeds ({valid} valid, {garbage} garbage)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the seed corpus. Ignored: run by hand after a wire format change.
+#[test]
+#[ignore]
+fn write_seed_corpus() -> Result<(), String> {
+    if std::env::var_os("WEFT_WRITE_CORPUS").is_none() {
+        return Err("set WEFT_WRITE_CORPUS=1 to overwrite fuzz/corpus".into());
+    }
+    for (target, seeds) in seeds::all() {
+        let dir = corpus_dir().join(target);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+mod seeds {
+    use weft_core::conn::{ConnId, ConnSettings, Connection};
+    use weft_core::peer::{PeerName, PeerUid};
+    use weft_core::rng::Rng;
+    use weft_core::time::Instant;
+    use weft_core::topology::{ConnInfo, PeerEntry};
+    use weft_core::wire::datagram::{DatagramHeader, DatagramKind, EthFramesWriter, Payload};
+    use weft_core::wire::frame::{CHANNEL_TOPOLOGY, CLOSE_REASON_NORMAL, Message};
+    use weft_core::wire::handshake::Hello;
+    use weft_core::wire::topology::emit_entries;
+
+    type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+    pub(super) fn all() -> Vec<(&'static str, Seeds)> {
+        vec![
+            ("hello", hello()),
+            ("frame", frame()),
+            ("message", message()),
+            ("datagram", datagram()),
+            ("topology", topology()),
+            ("conn_stream", conn_stream()),
+        ]
+    }
+
+    fn a_hello(nickname: &str, encrypted: bool, version_max: u8) -> Vec<u8> {
+        let h = Hello {
+            version_min: 1,
+            version_max,
+            name: PeerName::from_u64(0x0a0b0c0d0e0f),
+            uid: PeerUid(42),
+            nickname,
+            listen_port: 6783,
+            encrypted,
+            public_key: [7; 32],
+        };
+        let mut buf = [0u8; 512];
+        let n = h.emit(&mut buf).expect("seed hello emits");
+        buf[..n].to_vec()
+    }
+
+    fn hello() -> Seeds {
+        let mut ext = a_hello("newer", false, 9);
+        ext.extend_from_slice(b"ext");
+        let body_len = (ext.len() - 6) as u16;
+        ext[4..6].copy_from_slice(&body_len.to_be_bytes());
+        let mut bad_utf8 = a_hello("ab", false, 1);
+        let last = bad_utf8.len() - 1;
+        bad_utf8[last] = 0xff;
+        let mut oversized = a_hello("", false, 1);
+        oversized[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
+        let full = a_hello("host-1", true, 1);
+        vec![
+            ("valid-plain", a_hello("", false, 1)),
+            ("valid-encrypted-nickname", full.clone()),
+            ("valid-newer-version-extension", ext),
+            (
+                "garbage-http",
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            ),
+            ("garbage-truncated", full[..full.len() - 3].to_vec()),
+            ("garbage-oversized-body", oversized),
+            ("garbage-bad-utf8", bad_utf8),
+        ]
+    }
+
+    /// Real sealed frames from an established pair (A's side of the stream).
+    fn pair_stream() -> (Vec<u8>, Vec<u8>) {
+        let mut rng = Rng::from_seed(5);
+        let sa = ConnSettings::new(PeerName::from_u64(0x11), PeerUid(1));
+        let sb = ConnSettings::new(PeerName::from_u64(0x12), PeerUid(2));
+        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 6783));
+        let mut a = Connection::new(ConnId(1), true, addr, &sa, &mut rng, Instant::ZERO);
+        let mut b = Connection::new(ConnId(2), false, addr, &sb, &mut rng, Instant::ZERO);
+        let pull = |c: &mut Connection| {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Some(n) = c.poll_transmit(&mut buf) {
+                out.extend_from_slice(&buf[..n]);
+            }
+            out
+        };
+        let a_hello = pull(&mut a);
+        let b_hello = pull(&mut b);
+        b.handle_bytes(Instant::ZERO, &a_hello)
+            .expect("b takes a's hello");
+        a.handle_bytes(Instant::ZERO, &b_hello)
+            .expect("a takes b's hello");
+        let a_confirm = pull(&mut a);
+        let b_confirm = pull(&mut b);
+        b.handle_bytes(Instant::ZERO, &a_confirm)
+            .expect("b takes a's confirm");
+        a.handle_bytes(Instant::ZERO, &b_confirm)
+            .expect("a takes b's confirm");
+        a.send_gossip(CHANNEL_TOPOLOGY, b"seed gossip")
+            .expect("gossip queues");
+        let a_gossip = pull(&mut a);
+        let mut stream = a_hello;
+        stream.extend_from_slice(&a_confirm);
+        (stream, a_gossip)
+    }
+
+    fn frame() -> Seeds {
+        let (_, gossip) = pair_stream();
+        let mut min = vec![0, 0, 0, 16];
+        min.extend_from_slice(&[0; 8 + 16]);
+        vec![
+            ("valid-sealed-gossip", gossip.clone()),
+            ("valid-minimal", min),
+            ("garbage-truncated", gossip[..gossip.len() - 1].to_vec()),
+            (
+                "garbage-oversized",
+                vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            ),
+            (
+                "garbage-shorter-than-tag",
+                vec![0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3],
+            ),
+        ]
+    }
+
+    fn msg(m: Message<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; m.buffer_len()];
+        let n = m.emit(&mut buf).expect("seed message emits");
+        buf.truncate(n);
+        buf
+    }
+
+    fn message() -> Seeds {
+        let mut trailing = msg(Message::Heartbeat { seq: 1 });
+        trailing.push(0);
+        vec![
+            (
+                "valid-confirm",
+                msg(Message::Confirm {
+                    transcript_hash: [1; 32],
+                }),
+            ),
+            ("valid-heartbeat", msg(Message::Heartbeat { seq: 99 })),
+            (
+                "valid-gossip",
+                msg(Message::Gossip {
+                    channel: CHANNEL_TOPOLOGY,
+                    payload: b"entries",
+                }),
+            ),
+            (
+                "valid-close",
+                msg(Message::Close {
+                    reason: CLOSE_REASON_NORMAL,
+                }),
+            ),
+            ("garbage-unknown-type", vec![0x42, 0, 0]),
+            ("garbage-trailing", trailing),
+            ("garbage-empty", Vec::new()),
+        ]
+    }
+
+    fn dgram(kind: DatagramKind, sealed: bool, payload: &[u8]) -> Vec<u8> {
+        let h = DatagramHeader {
+            version: weft_core::wire::PROTOCOL_VERSION_MAX,
+            kind,
+            sealed,
+            sender: PeerName::from_u64(1),
+            receiver: PeerName::from_u64(2),
+            counter: 3,
+        };
+        let mut buf = vec![0u8; 64];
+        let n = h.emit(&mut buf).expect("seed header emits");
+        buf.truncate(n);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
+    fn payload(p: Payload<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let n = p.emit(&mut buf).expect("seed payload emits");
+        buf.truncate(n);
+        buf
+    }
+
+    fn datagram() -> Seeds {
+        let mut frames = vec![0u8; 512];
+        let mut w = EthFramesWriter::new(&mut frames);
+        w.push(&[0xff; 14]).expect("frame fits");
+        w.push(&[0x11; 60]).expect("frame fits");
+        let n = w.len();
+        frames.truncate(n);
+        let probe = payload(Payload::PmtuProbe {
+            id: 1,
+            padding_len: 64,
+        });
+        let reply = payload(Payload::PmtuReply { id: 1, size: 1400 });
+        vec![
+            ("valid-frames", dgram(DatagramKind::Frames, false, &frames)),
+            (
+                "valid-heartbeat",
+                dgram(DatagramKind::Heartbeat, false, &[]),
+            ),
+            (
+                "valid-pmtu-probe",
+                dgram(DatagramKind::PmtuProbe, false, &probe),
+            ),
+            (
+                "valid-pmtu-reply",
+                dgram(DatagramKind::PmtuReply, false, &reply),
+            ),
+            (
+                "valid-sealed",
+                dgram(DatagramKind::Frames, true, &[0x5a; 40]),
+            ),
+            ("garbage-bad-magic", b"\x00\x01\x01hello".to_vec()),
+            (
+                "garbage-frame-past-end",
+                dgram(DatagramKind::Frames, false, &[0, 99, 1, 2]),
+            ),
+            (
+                "garbage-runt-frame",
+                dgram(DatagramKind::Frames, false, &[0, 2, 1, 2]),
+            ),
+            (
+                "garbage-reply-trailing",
+                dgram(DatagramKind::PmtuReply, false, &[0; 7]),
+            ),
+        ]
+    }
+
+    fn topology() -> Seeds {
+        let entries = vec![
+            PeerEntry {
+                name: PeerName::from_u64(1),
+                uid: PeerUid(10),
+                version: 3,
+                nickname: "one".into(),
+                conns: vec![
+                    ConnInfo {
+                        peer: PeerName::from_u64(2),
+                        addr: Some(std::net::SocketAddr::from(([10, 0, 0, 2], 6783))),
+                        established: true,
+                        outbound: true,
+                    },
+                    ConnInfo {
+                        peer: PeerName::from_u64(3),
+                        addr: None,
+                        established: false,
+                        outbound: false,
+                    },
+                ],
+            },
+            PeerEntry {
+                name: PeerName::from_u64(2),
+                uid: PeerUid(20),
+                version: 1,
+                nickname: String::new(),
+                conns: Vec::new(),
+            },
+        ];
+        let mut buf = vec![0u8; 4096];
+        let n = emit_entries(&entries, &mut buf).expect("seed entries emit");
+        buf.truncate(n);
+        vec![
+            ("valid-two-entries", buf.clone()),
+            ("garbage-truncated", buf[..buf.len() - 1].to_vec()),
+            ("garbage-count-lies", vec![0xff, 0xff, 0, 0]),
+        ]
+    }
+
+    fn conn_stream() -> Seeds {
+        let (stream, _) = pair_stream();
+        let hello_len = 6 + usize::from(u16::from_be_bytes([stream[4], stream[5]]));
+        vec![
+            ("valid-hello", stream[..hello_len].to_vec()),
+            // The confirm does not open: this connection has other keys.
+            ("garbage-hello-and-foreign-confirm", stream),
+            ("garbage-http", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ]
+    }
+}

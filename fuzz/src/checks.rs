@@ -1,0 +1,141 @@
+//! One check per decoder. Each takes arbitrary bytes, must never panic on them, returns
+//! whether they decoded, and asserts what must hold for anything that does decode
+//! (re-encoding gives the same value; iterators agree with counts).
+//!
+//! Compiled twice: by the fuzz crate (`weft_fuzz::checks`) and, via `#[path]`, by
+//! `core/tests/fuzz_corpus.rs`.
+
+use weft_core::conn::{ConnId, ConnSettings, ConnState, Connection};
+use weft_core::crypto::TAG_LEN_BYTES;
+use weft_core::peer::{PeerName, PeerUid};
+use weft_core::rng::Rng;
+use weft_core::time::Instant;
+use weft_core::wire::datagram::{DATAGRAM_LEN_MAX, DatagramHeader, Payload};
+use weft_core::wire::frame::{FRAME_HEADER_LEN, Frame, FrameHeader, Message};
+use weft_core::wire::handshake::{HELLO_LEN_MAX, Hello};
+use weft_core::wire::topology::{TOPOLOGY_MSG_LEN_MAX, emit_entries, parse_entries};
+
+/// Target name (the directory under `fuzz/corpus/`) and its check.
+pub type Check = fn(&[u8]) -> bool;
+
+/// Every fuzz target, by name.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("hello", hello),
+    ("frame", frame),
+    ("message", message),
+    ("datagram", datagram),
+    ("topology", topology),
+    ("conn_stream", conn_stream),
+];
+
+/// The hello decoder: a parsed hello re-emits and re-parses to itself.
+pub fn hello(data: &[u8]) -> bool {
+    let Ok((hello, n)) = Hello::parse(data) else {
+        return false;
+    };
+    assert!(n <= data.len() && n <= HELLO_LEN_MAX);
+    let mut buf = [0u8; HELLO_LEN_MAX];
+    let m = hello.emit(&mut buf).expect("a parsed hello re-emits");
+    let (again, m2) = Hello::parse(&buf[..m]).expect("an emitted hello parses");
+    assert_eq!((again, m2), (hello, m));
+    true
+}
+
+/// The frame decoder: header and frame agree on lengths.
+pub fn frame(data: &[u8]) -> bool {
+    let Ok((f, n)) = Frame::parse(data) else {
+        return false;
+    };
+    assert_eq!(n, FRAME_HEADER_LEN + f.sealed.len());
+    assert!(f.sealed.len() >= TAG_LEN_BYTES);
+    assert_eq!(FrameHeader::parse(data), Ok(f.header));
+    let mut hdr = [0u8; FRAME_HEADER_LEN];
+    f.header.emit(&mut hdr).expect("a parsed header re-emits");
+    assert_eq!(&hdr[..], f.header_bytes);
+    true
+}
+
+/// The message decoder: a parsed message re-emits to exactly the input bytes.
+pub fn message(data: &[u8]) -> bool {
+    let Ok(msg) = Message::parse(data) else {
+        return false;
+    };
+    let mut buf = vec![0u8; msg.buffer_len()];
+    let n = msg.emit(&mut buf).expect("a parsed message re-emits");
+    assert_eq!(&buf[..n], data);
+    true
+}
+
+/// The sleeve datagram decoder (header, then the payload as plaintext when unsealed).
+pub fn datagram(data: &[u8]) -> bool {
+    let Ok((header, rest)) = DatagramHeader::parse(data) else {
+        return false;
+    };
+    let mut hdr = [0u8; 32];
+    let hl = header.emit(&mut hdr).expect("a parsed header re-emits");
+    assert_eq!(&hdr[..hl], &data[..hl]);
+    if header.sealed {
+        // Opening needs keys; the datapath checks the tag length before opening.
+        return rest.len() >= TAG_LEN_BYTES;
+    }
+    let Ok(payload) = Payload::parse(header.kind, rest) else {
+        return false;
+    };
+    assert_eq!(payload.kind(), header.kind);
+    if let Payload::Frames(frames) = payload {
+        assert_eq!(frames.iter().count(), frames.len());
+        assert!(!frames.is_empty());
+    }
+    let mut buf = vec![0u8; DATAGRAM_LEN_MAX];
+    let n = payload.emit(&mut buf).expect("a parsed payload re-emits");
+    if let Payload::PmtuProbe { .. } = payload {
+        // Padding content is ignored and re-emitted as zeros: compare id and length.
+        assert_eq!((n, &buf[..4]), (rest.len(), &rest[..4]));
+    } else {
+        assert_eq!(&buf[..n], rest);
+    }
+    true
+}
+
+/// The topology gossip decoder (owner B's codec): entries re-emit and re-parse equal.
+pub fn topology(data: &[u8]) -> bool {
+    let Ok(entries) = parse_entries(data) else {
+        return false;
+    };
+    let mut buf = vec![0u8; TOPOLOGY_MSG_LEN_MAX];
+    let n = emit_entries(&entries, &mut buf).expect("parsed entries re-emit");
+    assert_eq!(parse_entries(&buf[..n]), Ok(entries));
+    true
+}
+
+/// A connection fed arbitrary stream bytes: never panics, and an error always closes it.
+/// "Decodes" means the bytes were accepted without error.
+pub fn conn_stream(data: &[u8]) -> bool {
+    let mut rng = Rng::from_seed(1);
+    let settings = ConnSettings::new(PeerName::from_u64(0x01), PeerUid(1));
+    let addr = core::net::SocketAddr::from(([10, 0, 0, 1], 6783));
+    let mut conn = Connection::new(ConnId(1), false, addr, &settings, &mut rng, Instant::ZERO);
+    // Two halves, to exercise reassembly across calls.
+    let (a, b) = data.split_at(data.len() / 2);
+    let result = conn
+        .handle_bytes(Instant::ZERO, a)
+        .and_then(|()| conn.handle_bytes(Instant::ZERO, b));
+    while conn.poll_output().is_some() {}
+    let mut out = [0u8; 4096];
+    while conn.poll_transmit(&mut out).is_some() {}
+    match result {
+        Ok(()) => {
+            assert_ne!(
+                conn.state(),
+                ConnState::Established,
+                "no confirm without keys"
+            );
+            true
+        }
+        Err(e) => {
+            assert_eq!(conn.state(), ConnState::Closed);
+            assert_eq!(conn.error(), Some(e));
+            false
+        }
+    }
+}
