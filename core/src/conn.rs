@@ -508,10 +508,9 @@ impl Connection {
             return error;
         }
         let reason = match error {
-            ConnError::HeartbeatTimeout | ConnError::HandshakeTimeout => Some(CLOSE_REASON_TIMEOUT),
             // The peer cannot open our frames, or already left.
             ConnError::Crypto(CryptoError::WrongPassword) | ConnError::ClosedByPeer(_) => None,
-            _ => Some(CLOSE_REASON_PROTOCOL_ERROR),
+            _ => Some(error.close_reason()),
         };
         if let Some(reason) = reason {
             // Best effort: without a sealer (before the hello) there is nothing to send.

@@ -516,3 +516,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn errors_map_to_close_reasons_and_one_line_messages() {
+    use crate::wire::frame::CLOSE_REASON_DUPLICATE;
+    use alloc::string::ToString;
+    assert_eq!(
+        ConnError::HeartbeatTimeout.close_reason(),
+        CLOSE_REASON_TIMEOUT
+    );
+    assert_eq!(ConnError::Duplicate.close_reason(), CLOSE_REASON_DUPLICATE);
+    assert_eq!(
+        ConnError::Crypto(CryptoError::Replayed).close_reason(),
+        CLOSE_REASON_PROTOCOL_ERROR
+    );
+    let wrong = ConnError::Crypto(CryptoError::WrongPassword).to_string();
+    assert!(wrong.contains("password"), "{wrong}");
+    assert!(
+        !ConnError::ClosedByPeer(CLOSE_REASON_TIMEOUT)
+            .to_string()
+            .contains("reason 2")
+    );
+    assert!(ConnError::ClosedByPeer(200).to_string().contains("200"));
+    for e in [
+        ConnError::Wire(WireError::BadMagic),
+        ConnError::FrameTooLarge,
+        ConnError::SelfConnection,
+        ConnError::Crypto(CryptoError::EncryptionMismatch),
+    ] {
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn handshake_timeout_in_confirming_sends_a_timeout_close() {
+    // B never gets A's confirm: B's handshake times out and it tells A why.
+    let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
+    let a_hello = drain(&mut p.a);
+    let b_hello = drain(&mut p.b);
+    p.b.handle_bytes(p.now, &a_hello).unwrap();
+    p.a.handle_bytes(p.now, &b_hello).unwrap();
+    let _lost_confirm = drain(&mut p.a);
+    assert_eq!(p.b.state(), ConnState::Confirming);
+    let t = p.b.poll_timeout().unwrap();
+    assert_eq!(p.b.handle_timeout(t), Err(ConnError::HandshakeTimeout));
+    p.run();
+    // A first opens B's confirm (established), then B's close.
+    assert_eq!(p.a_err, Some(ConnError::ClosedByPeer(CLOSE_REASON_TIMEOUT)));
+}
