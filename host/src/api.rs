@@ -1,0 +1,377 @@
+//! The control API on the unix socket: JSON over the strict HTTP/1.1 subset of
+//! [`crate::http`], one request per connection.
+//!
+//! Routes (every error is `{"error": "one line"}` with 400/404/405/409/500):
+//!
+//! | method | path | body | reply |
+//! |---|---|---|---|
+//! | GET | `/status` | | summary object |
+//! | GET | `/status/peers` | | array of peers |
+//! | GET | `/status/connections` | | array of connections (live, and failed targets) |
+//! | GET | `/status/targets` | | array of targets |
+//! | GET | `/ps` | | array of attachments |
+//! | GET | `/metrics` | | Prometheus text |
+//! | POST | `/connect`, `/forget` | `{"peers": ["host[:port]", ...]}` | `{"peers": ["ip:port", ...]}` |
+//! | POST | `/attach` | `{"netns": PATH, "addresses": ["a/n", ...]}` | attachment |
+//! | POST | `/detach` | `{"netns": PATH, "addresses": [...]}` (empty: all) | `{"removed": "all" \| "addresses", "attachment": {...}}` |
+//! | POST | `/expose` | `{"address": "a/n"}` | `{"exposed": [...]}` |
+//! | POST | `/hide` | `{}` | `{"removed": [...]}` |
+//! | POST | `/stop` | `{"reset": bool}` (optional) | `{"stopping": true}` |
+
+use crate::cli::{Cidr, PeerAddr};
+use crate::datapath::Datapath;
+use crate::driver::{Input, Query};
+use crate::error::Error;
+use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX, HttpError};
+use crate::plumbing::{Detached, Plumbing};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+/// How long a client may take to send its request.
+pub(crate) const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
+/// Most control connections served at once; more wait in the listen backlog.
+pub(crate) const API_CONNS_MAX: usize = 64;
+/// Most peers in one connect/forget request.
+pub(crate) const PEERS_PER_REQUEST_MAX: usize = 256;
+
+/// What the API handlers share.
+pub(crate) struct Api {
+    pub(crate) inbox: mpsc::Sender<Input>,
+    pub(crate) plumbing: Mutex<Plumbing>,
+    pub(crate) datapath: Arc<Datapath>,
+    pub(crate) port: u16,
+    /// Notified when `/stop` was answered.
+    pub(crate) stop: Notify,
+    /// Set by `/stop {"reset": true}`.
+    pub(crate) reset: AtomicBool,
+}
+
+/// A reply: status, content type, body.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn json(v: &Value) -> Self {
+        let mut body = serde_json::to_vec(v).unwrap_or_default();
+        body.push(b'\n');
+        Self {
+            status: 200,
+            content_type: "application/json",
+            body,
+            allow: None,
+        }
+    }
+
+    fn error(status: u16, message: impl std::fmt::Display) -> Self {
+        // One line, always: newlines in causes would break `weft`'s one-line errors.
+        let text = message.to_string().replace('\n', " ");
+        let mut body = serde_json::to_vec(&json!({ "error": text })).unwrap_or_default();
+        body.push(b'\n');
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+            allow: None,
+        }
+    }
+}
+
+impl From<Error> for Reply {
+    fn from(e: Error) -> Self {
+        let status = match e {
+            Error::UnknownNetns { .. } | Error::Other(_) => 400,
+            _ => 500,
+        };
+        Self::error(status, e)
+    }
+}
+
+/// Serves the control socket until the process ends.
+pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(API_CONNS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let api = Arc::clone(&api);
+                tokio::spawn(async move {
+                    handle_conn(stream, &api).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<http::Request, HttpError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| HttpError::Truncated)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > HEAD_LEN_MAX + BODY_LEN_MAX {
+            return Err(HttpError::BodyTooLarge);
+        }
+        if let Some(req) = http::parse_request(&buf, n == 0)? {
+            return Ok(req);
+        }
+    }
+}
+
+async fn handle_conn(mut stream: UnixStream, api: &Api) {
+    let req = tokio::time::timeout(
+        Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
+        read_request(&mut stream),
+    )
+    .await;
+    let reply = match req {
+        Err(_) => Reply::error(400, "request not received in time"),
+        Ok(Err(HttpError::Truncated)) => return, // Nobody left to answer.
+        Ok(Err(e)) => Reply::error(e.status(), e),
+        Ok(Ok(req)) => route(api, &req).await,
+    };
+    let bytes = http::write_response(reply.status, reply.content_type, &reply.body, reply.allow);
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.shutdown().await;
+}
+
+const ROUTES: &[(&str, &str)] = &[
+    ("/status", "GET"),
+    ("/status/peers", "GET"),
+    ("/status/connections", "GET"),
+    ("/status/targets", "GET"),
+    ("/ps", "GET"),
+    ("/metrics", "GET"),
+    ("/connect", "POST"),
+    ("/forget", "POST"),
+    ("/attach", "POST"),
+    ("/detach", "POST"),
+    ("/expose", "POST"),
+    ("/hide", "POST"),
+    ("/stop", "POST"),
+];
+
+async fn route(api: &Api, req: &http::Request) -> Reply {
+    let Some(&(path, method)) = ROUTES.iter().find(|(p, _)| *p == req.path) else {
+        return Reply::error(404, format!("no such endpoint {}", req.path));
+    };
+    if req.method != method {
+        let mut r = Reply::error(405, format!("{path} takes {method}, not {}", req.method));
+        r.allow = Some(method);
+        return r;
+    }
+    let result = match path {
+        "/status" => status(api).await,
+        "/status/peers" => query(api, Query::Peers).await,
+        "/status/connections" => query(api, Query::Connections).await,
+        "/status/targets" => query(api, Query::Targets).await,
+        "/ps" => Ok(Reply::json(&json!(api.plumbing.lock().await.attachments()))),
+        "/metrics" => metrics(api).await,
+        "/connect" | "/forget" => peers(api, path, &req.body).await,
+        "/attach" => attach(api, &req.body).await,
+        "/detach" => detach(api, &req.body).await,
+        "/expose" => expose(api, &req.body).await,
+        "/hide" => hide(api).await,
+        "/stop" => stop(api, &req.body),
+        _ => Err(Reply::error(404, "no such endpoint")),
+    };
+    result.unwrap_or_else(|r| r)
+}
+
+fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Reply> {
+    let bytes = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| Reply::error(400, format!("bad request body: {e}")))
+}
+
+async fn ask(api: &Api, q: Query) -> Result<Value, Reply> {
+    let (tx, rx) = oneshot::channel();
+    api.inbox
+        .send(Input::Query(q, tx))
+        .await
+        .map_err(|_| Reply::error(503, "the router is stopping"))?;
+    rx.await
+        .map_err(|_| Reply::error(503, "the router is stopping"))
+}
+
+async fn query(api: &Api, q: Query) -> Result<Reply, Reply> {
+    Ok(Reply::json(&ask(api, q).await?))
+}
+
+async fn status(api: &Api) -> Result<Reply, Reply> {
+    let mut v = ask(api, Query::Summary).await?;
+    let p = api.plumbing.lock().await;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("bridge".into(), json!(p.bridge()));
+        obj.insert("attachments".into(), json!(p.attachments().len()));
+        obj.insert("exposed".into(), json!(p.exposed()));
+        obj.insert("datapath".into(), api.datapath.status());
+    }
+    Ok(Reply::json(&v))
+}
+
+async fn metrics(api: &Api) -> Result<Reply, Reply> {
+    let v = ask(api, Query::Metrics).await?;
+    let mut text = v.as_str().unwrap_or_default().to_owned();
+    let n = api.plumbing.lock().await.attachments().len();
+    text.push_str(&format!(
+        "# HELP weft_attachments Namespaces attached to the bridge.\n# TYPE weft_attachments gauge\nweft_attachments {n}\n"
+    ));
+    Ok(Reply {
+        status: 200,
+        content_type: "text/plain; version=0.0.4",
+        body: text.into_bytes(),
+        allow: None,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersBody {
+    peers: Vec<String>,
+}
+
+/// Resolves `host[:port]` (default: the router's port).
+pub(crate) async fn resolve(peer: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let p: PeerAddr = peer.parse()?;
+    let target = p.with_default_port(default_port);
+    let mut addrs = tokio::net::lookup_host(&target)
+        .await
+        .map_err(|e| format!("cannot resolve peer {peer}: {e}"))?
+        .collect::<Vec<_>>();
+    // Prefer IPv4 like most underlays; any is correct.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("cannot resolve peer {peer}: no addresses"))
+}
+
+async fn peers(api: &Api, path: &str, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: PeersBody = body(bytes)?;
+    if b.peers.is_empty() || b.peers.len() > PEERS_PER_REQUEST_MAX {
+        return Err(Reply::error(
+            400,
+            format!("give 1 to {PEERS_PER_REQUEST_MAX} peers"),
+        ));
+    }
+    let mut addrs = Vec::new();
+    for p in &b.peers {
+        addrs.push(
+            resolve(p, api.port)
+                .await
+                .map_err(|e| Reply::error(400, e))?,
+        );
+    }
+    let input = if path == "/connect" {
+        Input::Connect(addrs.clone())
+    } else {
+        Input::Forget(addrs.clone())
+    };
+    api.inbox
+        .send(input)
+        .await
+        .map_err(|_| Reply::error(503, "the router is stopping"))?;
+    Ok(Reply::json(&json!({
+        "peers": addrs.iter().map(ToString::to_string).collect::<Vec<_>>()
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetnsBody {
+    netns: PathBuf,
+    #[serde(default)]
+    addresses: Vec<Cidr>,
+}
+
+async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: NetnsBody = body(bytes)?;
+    if b.addresses.is_empty() {
+        return Err(Reply::error(400, "attach needs at least one ADDR/CIDR"));
+    }
+    let a = api
+        .plumbing
+        .lock()
+        .await
+        .attach(&b.netns, &b.addresses)
+        .await?;
+    tracing::info!(
+        "attached {} ({}) with {:?}",
+        a.id,
+        a.netns.display(),
+        a.addresses
+    );
+    Ok(Reply::json(&json!(a)))
+}
+
+async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: NetnsBody = body(bytes)?;
+    let d = api
+        .plumbing
+        .lock()
+        .await
+        .detach(&b.netns, &b.addresses)
+        .await?;
+    Ok(Reply::json(&match d {
+        Detached::All(a) => json!({ "removed": "all", "attachment": a }),
+        Detached::Addresses(a) => json!({ "removed": "addresses", "attachment": a }),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExposeBody {
+    address: Cidr,
+}
+
+async fn expose(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: ExposeBody = body(bytes)?;
+    let mut p = api.plumbing.lock().await;
+    p.expose(b.address).await?;
+    Ok(Reply::json(&json!({ "exposed": p.exposed() })))
+}
+
+async fn hide(api: &Api) -> Result<Reply, Reply> {
+    let removed = api.plumbing.lock().await.hide().await?;
+    Ok(Reply::json(&json!({ "removed": removed })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    #[serde(default)]
+    reset: bool,
+}
+
+fn stop(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: StopBody = body(bytes)?;
+    api.reset.store(b.reset, Ordering::Relaxed);
+    // notify_one stores a permit: the daemon stops even if it is not waiting yet.
+    api.stop.notify_one();
+    Ok(Reply::json(&json!({ "stopping": true, "reset": b.reset })))
+}

@@ -1,0 +1,470 @@
+//! The command line: every command and flag of `weft`, parsed with clap.
+//!
+//! What it does: define the arguments (with the help text users read) and the small
+//! value types they parse into (peer addresses, address/prefix pairs, peer names).
+//! What it does not do: act on them; see `main.rs` (dispatch), `client.rs` (talks to the
+//! daemon) and `daemon.rs` (runs the router).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use weft_core::peer::PeerName;
+
+/// The TCP (control) and UDP (sleeve) port, unless moved with `--port` / `WEFT_PORT`.
+pub(crate) const PORT_DEFAULT: u16 = 6783;
+/// Where the control socket lives unless moved with `--socket` / `WEFT_SOCKET`.
+pub(crate) const SOCKET_DEFAULT: &str = "/run/weft/weft.sock";
+/// Where the router keeps its peer name and attachments unless moved with `--state-dir`.
+pub(crate) const STATE_DIR_DEFAULT: &str = "/var/lib/weft";
+/// MTU of the bridge and the veths plugged into it: room for the sleeve's UDP and crypto
+/// overhead inside a 1500-byte underlay.
+pub(crate) const MTU_DEFAULT: u32 = 1376;
+
+/// weft: a container overlay network. Every host runs one router; routers find each
+/// other, gossip, and together form one virtual Ethernet switch.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options shared by all commands.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// The router's control socket (one per router; tests run several routers on one machine).
+    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = SOCKET_DEFAULT, value_name = "PATH")]
+    pub(crate) socket: PathBuf,
+    /// Directory for the router's peer name, attachments and log.
+    #[arg(long, global = true, default_value = STATE_DIR_DEFAULT, value_name = "DIR")]
+    pub(crate) state_dir: PathBuf,
+    /// Log more (debug level); also prints error causes in full.
+    #[arg(long, short, global = true)]
+    pub(crate) verbose: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the router in the background, wait until it answers, print its peer name.
+    Launch(RouterArgs),
+    /// Run the router in the foreground (for systemd and tests); same options as `launch`.
+    Router(RouterArgs),
+    /// Stop the router.
+    Stop,
+    /// Add peers to connect to (host or host:port; the router's port by default).
+    Connect {
+        /// Peers as HOST or HOST:PORT.
+        #[arg(required = true, value_name = "PEER")]
+        peers: Vec<PeerAddr>,
+    },
+    /// Stop connecting to peers added with `launch` or `connect`, and drop their connections.
+    Forget {
+        /// Peers as HOST or HOST:PORT, as they were added.
+        #[arg(required = true, value_name = "PEER")]
+        peers: Vec<PeerAddr>,
+    },
+    /// Show what the router knows.
+    Status {
+        /// Which part: peers, connections or targets (a summary when omitted).
+        #[arg(value_enum)]
+        what: Option<StatusWhat>,
+        /// Print JSON exactly as the control API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plug a network namespace into the overlay: a veth `ethwe` inside with these addresses.
+    Attach {
+        /// Addresses with prefix, e.g. 10.32.0.5/12.
+        #[arg(required = true, value_name = "ADDR/CIDR")]
+        addresses: Vec<Cidr>,
+        /// Which namespace.
+        #[command(flatten)]
+        target: NetnsTarget,
+    },
+    /// Remove addresses from an attachment, or the whole attachment when none are given.
+    Detach {
+        /// Addresses to remove (all of the attachment when omitted).
+        #[arg(value_name = "ADDR/CIDR")]
+        addresses: Vec<Cidr>,
+        /// Which namespace.
+        #[command(flatten)]
+        target: NetnsTarget,
+    },
+    /// List attachments: id, interface, MAC, addresses.
+    Ps {
+        /// Print JSON exactly as the control API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give this host an address on the overlay (on the `weft` bridge).
+    Expose {
+        /// Address with prefix, e.g. 10.32.0.1/12.
+        #[arg(value_name = "ADDR/CIDR")]
+        address: Cidr,
+    },
+    /// Remove the addresses `expose` gave this host.
+    Hide,
+    /// Stop the router and wipe its state: attachments, bridge, peer name.
+    Reset,
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options of `launch` and `router`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct RouterArgs {
+    /// Peers to connect to, as HOST or HOST:PORT.
+    #[arg(value_name = "PEER")]
+    pub(crate) peers: Vec<PeerAddr>,
+    /// Password shared by all peers; encrypts the control and sleeve traffic.
+    /// The command line wins over WEFT_PASSWORD.
+    #[arg(
+        long,
+        env = "WEFT_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub(crate) password: Option<String>,
+    /// TCP (control) and UDP (sleeve) port to listen on and to dial peers at.
+    #[arg(long, env = "WEFT_PORT", default_value_t = PORT_DEFAULT)]
+    pub(crate) port: u16,
+    /// This router's peer name (like a MAC address). Default: random, kept in the state dir.
+    #[arg(long, value_name = "aa:bb:cc:dd:ee:ff", value_parser = parse_peer_name)]
+    pub(crate) name: Option<PeerName>,
+    /// A human name shown in status. Default: the host name.
+    #[arg(long, value_name = "NICKNAME")]
+    pub(crate) nickname: Option<String>,
+    /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
+    #[arg(long)]
+    pub(crate) no_fastdp: bool,
+    /// MTU of the `weft` bridge and of attached veths.
+    #[arg(long, default_value_t = MTU_DEFAULT, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub(crate) mtu: u32,
+    /// Name of the bridge containers are plugged into.
+    #[arg(long, default_value = "weft", value_name = "IFNAME")]
+    pub(crate) bridge: String,
+}
+
+/// `--netns PATH | --pid PID`: exactly one.
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct NetnsTarget {
+    /// The namespace file, e.g. /var/run/netns/NAME.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) netns: Option<PathBuf>,
+    /// A process in the namespace (its /proc/PID/ns/net is used).
+    #[arg(long, value_name = "PID")]
+    pub(crate) pid: Option<u32>,
+}
+
+impl NetnsTarget {
+    /// The namespace file this target names.
+    pub(crate) fn path(&self) -> PathBuf {
+        match (&self.netns, self.pid) {
+            (Some(p), _) => p.clone(),
+            (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            // clap's group makes one of the two required.
+            (None, None) => PathBuf::from("/proc/self/ns/net"),
+        }
+    }
+}
+
+/// Parts of `weft status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusWhat {
+    /// Every peer in the topology and its connections.
+    Peers,
+    /// This router's connections: peer, address, direction, state, encryption.
+    Connections,
+    /// Addresses the router tries to stay connected to, and why the last attempt failed.
+    Targets,
+}
+
+impl StatusWhat {
+    /// The control API path for this part.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::Peers => "/status/peers",
+            Self::Connections => "/status/connections",
+            Self::Targets => "/status/targets",
+        }
+    }
+}
+
+fn parse_peer_name(s: &str) -> Result<PeerName, String> {
+    s.parse::<PeerName>().map_err(|e| e.to_string())
+}
+
+/// A peer as the user writes it: `host`, `host:port`, `1.2.3.4`, `[fd00::1]:6783`, `fd00::1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PeerAddr {
+    /// Host name or address (without brackets).
+    pub(crate) host: String,
+    /// The port, when given.
+    pub(crate) port: Option<u16>,
+}
+
+impl PeerAddr {
+    /// `host:port` for resolving, with `default_port` when none was given.
+    pub(crate) fn with_default_port(&self, default_port: u16) -> String {
+        let port = self.port.unwrap_or(default_port);
+        if self.host.contains(':') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.port, self.host.contains(':')) {
+            (Some(p), true) => write!(f, "[{}]:{p}", self.host),
+            (Some(p), false) => write!(f, "{}:{p}", self.host),
+            (None, _) => f.write_str(&self.host),
+        }
+    }
+}
+
+impl FromStr for PeerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("bad peer {s:?}: expected HOST or HOST:PORT, e.g. 192.168.1.2 or node-b:6783")
+        };
+        if s.is_empty() || s.len() > 255 {
+            return Err(bad());
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self {
+                host: ip.to_string(),
+                port: None,
+            });
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+            };
+            (host, port)
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
+            None => None,
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+            && !host.starts_with('-');
+        if !host_ok {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// An address with a prefix length, as put on an interface: `10.32.0.5/12`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Cidr {
+    /// The address.
+    pub(crate) addr: IpAddr,
+    /// Prefix length in bits.
+    pub(crate) prefix_len: u8,
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad address {s:?}: expected ADDRESS/PREFIX like 10.32.0.5/12");
+        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let prefix_len: u8 = len.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max {
+            return Err(format!(
+                "bad address {s:?}: prefix /{prefix_len} is longer than {max} bits"
+            ));
+        }
+        if addr.is_unspecified() || addr.is_multicast() {
+            return Err(format!("bad address {s:?}: not a unicast host address"));
+        }
+        Ok(Self { addr, prefix_len })
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("weft").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn launch_takes_peers_and_options() {
+        let cli = parse(&[
+            "launch",
+            "10.0.0.2",
+            "node-b:7000",
+            "--port",
+            "7001",
+            "--name",
+            "0a:1b:2c:3d:4e:5f",
+            "--password",
+            "pw",
+            "--no-fastdp",
+            "--socket",
+            "/tmp/w.sock",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.socket, PathBuf::from("/tmp/w.sock"));
+        let Command::Launch(r) = cli.command else {
+            panic!("not launch");
+        };
+        assert_eq!(r.port, 7001);
+        assert_eq!(r.password.as_deref(), Some("pw"));
+        assert!(r.no_fastdp);
+        assert_eq!(r.name.unwrap().to_string(), "0a:1b:2c:3d:4e:5f");
+        assert_eq!(r.peers[0].with_default_port(r.port), "10.0.0.2:7001");
+        assert_eq!(r.peers[1].with_default_port(r.port), "node-b:7000");
+        assert_eq!(r.mtu, MTU_DEFAULT);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["router", "--name", "nope"]).is_err());
+        assert!(parse(&["router", "--port", "70000"]).is_err());
+        assert!(parse(&["router", "host:0"]).is_err());
+        assert!(parse(&["router", "-bad"]).is_err());
+        assert!(parse(&["connect"]).is_err(), "connect needs a peer");
+        assert!(
+            parse(&["attach", "10.0.0.1", "--pid", "1"]).is_err(),
+            "prefix missing"
+        );
+        assert!(parse(&["attach", "10.0.0.1/33", "--pid", "1"]).is_err());
+        assert!(
+            parse(&["attach", "10.0.0.1/24"]).is_err(),
+            "needs --netns or --pid"
+        );
+        assert!(
+            parse(&["attach", "10.0.0.1/24", "--pid", "1", "--netns", "/x"]).is_err(),
+            "not both"
+        );
+        assert!(parse(&["status", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn attach_and_detach_resolve_the_namespace() {
+        let cli = parse(&["attach", "10.32.0.5/12", "fd00::5/64", "--pid", "42"]).unwrap();
+        let Command::Attach { addresses, target } = cli.command else {
+            panic!("not attach");
+        };
+        assert_eq!(addresses.len(), 2);
+        assert_eq!(addresses[1].to_string(), "fd00::5/64");
+        assert_eq!(target.path(), PathBuf::from("/proc/42/ns/net"));
+        let cli = parse(&["detach", "--netns", "/var/run/netns/a"]).unwrap();
+        let Command::Detach { addresses, target } = cli.command else {
+            panic!("not detach");
+        };
+        assert!(addresses.is_empty());
+        assert_eq!(target.path(), PathBuf::from("/var/run/netns/a"));
+    }
+
+    #[test]
+    fn status_parts_and_json() {
+        let cli = parse(&["status", "connections", "--json"]).unwrap();
+        match cli.command {
+            Command::Status { what, json } => {
+                assert_eq!(what, Some(StatusWhat::Connections));
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn peer_addresses() {
+        let p: PeerAddr = "[fd00::1]:7000".parse().unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("fd00::1", Some(7000)));
+        assert_eq!(p.with_default_port(1), "[fd00::1]:7000");
+        let p: PeerAddr = "fd00::1".parse().unwrap();
+        assert_eq!(p.with_default_port(6783), "[fd00::1]:6783");
+        for bad in [
+            "", ":80", "a:b", "a:99999", "[fd00::1", "[x]:1", "a b", "-x",
+        ] {
+            assert!(bad.parse::<PeerAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr_parse() {
+        let c: Cidr = "10.32.0.5/12".parse().unwrap();
+        assert_eq!(c.prefix_len, 12);
+        for bad in [
+            "10.32.0.5",
+            "10.32.0.5/",
+            "10.32.0.5/x",
+            "0.0.0.0/0",
+            "224.0.0.1/4",
+            "1.2.3.4/+1",
+            "::1/129",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, "\"10.32.0.5/12\"");
+        assert_eq!(serde_json::from_str::<Cidr>(&json).unwrap(), c);
+    }
+}

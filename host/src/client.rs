@@ -1,0 +1,106 @@
+//! The CLI's side of the control socket: one blocking request, one reply.
+
+use crate::error::{Error, Result};
+use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a request may take before the CLI gives up (attach can take a while on a
+/// busy host; status is instant).
+pub(crate) const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// A client for one router's control socket.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for the socket at `socket`.
+    pub(crate) fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    /// The socket path.
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// GET `path`, returning the body on 200 and the daemon's error line otherwise.
+    pub(crate) fn get(&self, path: &str) -> Result<Vec<u8>> {
+        self.request("GET", path, None)
+    }
+
+    /// POST a JSON body to `path`.
+    pub(crate) fn post(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| Error::Other(format!("encode request: {e}")))?;
+        self.request("POST", path, Some(&body))
+    }
+
+    /// GET and decode JSON.
+    pub(crate) fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let body = self.get(path)?;
+        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("reply is not JSON: {e}")))
+    }
+
+    fn protocol(&self, detail: String) -> Error {
+        Error::Protocol {
+            path: self.socket.clone(),
+            detail,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::NotRunning(self.socket.clone()),
+            ErrorKind::ConnectionRefused => Error::Refused(self.socket.clone()),
+            _ => Error::io("connect to", &self.socket)(e),
+        })?;
+        let timeout = Some(Duration::from_millis(REQUEST_TIMEOUT_MS));
+        stream
+            .set_read_timeout(timeout)
+            .map_err(Error::io("set timeout on", &self.socket))?;
+        stream
+            .set_write_timeout(timeout)
+            .map_err(Error::io("set timeout on", &self.socket))?;
+        stream
+            .write_all(&http::write_request(method, path, body))
+            .map_err(Error::io("write to", &self.socket))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let response = loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return Err(
+                        self.protocol(format!("no reply within {} s", REQUEST_TIMEOUT_MS / 1000))
+                    );
+                }
+                Err(e) => return Err(Error::io("read from", &self.socket)(e)),
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > HEAD_LEN_MAX + BODY_LEN_MAX {
+                return Err(self.protocol("reply too large".into()));
+            }
+            match http::parse_response(&buf, n == 0) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+        };
+        if response.status == 200 {
+            return Ok(response.body);
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {} from the router", response.status));
+        Err(Error::Api(message))
+    }
+}

@@ -1,0 +1,223 @@
+//! `weft router`: checks the machine, sets up the bridge, and runs the router driver,
+//! the datapath and the control API on one tokio runtime until stopped.
+
+use crate::api::{self, Api};
+use crate::cli::{GlobalArgs, RouterArgs};
+use crate::datapath::Datapath;
+use crate::driver::{self, Driver, Info, Input};
+use crate::error::{Error, Result};
+use crate::plumbing::Plumbing;
+use crate::state::StateDir;
+use std::io::Read;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Mutex, Notify, mpsc};
+use weft_core::router::{Config, Router};
+use weft_core::time::Instant;
+
+/// Longest nickname the protocol carries, in bytes.
+pub(crate) const NICKNAME_LEN_MAX: usize = 32;
+/// Time given to the control connection that asked for `/stop` to get its reply.
+const STOP_REPLY_GRACE_MS: u64 = 200;
+
+/// Reads `n` bytes from the OS RNG.
+pub(crate) fn os_random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(Error::io("read", "/dev/urandom"))?;
+    Ok(b)
+}
+
+/// The host name, cut to what the protocol carries.
+pub(crate) fn default_nickname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    truncate_nickname(raw.trim())
+}
+
+fn truncate_nickname(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > NICKNAME_LEN_MAX {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() { "weft".into() } else { out }
+}
+
+/// True when running as root (effective uid 0, read from `/proc/self/status`).
+pub(crate) fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|euid| euid == "0")
+}
+
+/// Refuses to start a second router on the same socket; removes a stale socket file.
+pub(crate) fn claim_socket(path: &Path) -> Result<()> {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => return Err(Error::AlreadyRunning(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => {
+            std::fs::remove_file(path).map_err(Error::io("remove stale socket", path))?;
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("create socket dir", dir))?;
+    }
+    Ok(())
+}
+
+/// Runs the router in the foreground until `weft stop`, SIGINT or SIGTERM.
+pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
+    if !is_root() {
+        return Err(Error::NotRoot);
+    }
+    let state_dir = StateDir::new(&global.state_dir);
+    state_dir.ensure()?;
+    let name = state_dir.peer_name(args.name, os_random::<6>)?;
+    claim_socket(&global.socket)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("start the tokio runtime: {e}")))?;
+    let result = rt.block_on(run_async(args, global, state_dir, name));
+    let _ = std::fs::remove_file(&global.socket);
+    // Dial and reader tasks may still be parked in the kernel; do not wait for them.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+async fn run_async(
+    args: &RouterArgs,
+    global: &GlobalArgs,
+    state_dir: StateDir,
+    name: weft_core::peer::PeerName,
+) -> Result<()> {
+    let datapath = Arc::new(Datapath::open(args.port, Path::new("/dev/net/tun"))?);
+    let listener = bind_tcp(args.port).await?;
+    let mut plumbing = Plumbing::open(&args.bridge, args.mtu, state_dir.clone())?;
+    plumbing.ensure_bridge().await?;
+    let adopted = plumbing.adopt().await?;
+    crate::firewall::allow_bridge(&args.bridge);
+
+    let mut config = Config::new(name, args.port);
+    config.nickname = args
+        .nickname
+        .as_deref()
+        .map(truncate_nickname)
+        .unwrap_or_else(default_nickname);
+    config.password = args.password.as_ref().map(|p| p.as_bytes().to_vec());
+    let seed = u64::from_le_bytes(os_random::<8>()?);
+    let origin = StdInstant::now();
+    let router = Router::new(config, seed, Instant::ZERO);
+
+    let mut targets = Vec::new();
+    for p in &args.peers {
+        targets.push(
+            api::resolve(&p.to_string(), args.port)
+                .await
+                .map_err(Error::Other)?,
+        );
+    }
+
+    let (inbox_tx, inbox_rx) = mpsc::channel(driver::INBOX_LEN_MAX);
+    let info = Info {
+        port: args.port,
+        encrypted: args.password.is_some(),
+        fastdp: false,
+    };
+    let driver = Driver::new(
+        router,
+        origin,
+        inbox_tx.clone(),
+        Arc::clone(&datapath),
+        info,
+    );
+    let driver_task = tokio::spawn(driver.run(inbox_rx));
+    if !targets.is_empty() {
+        let _ = inbox_tx.send(Input::Connect(targets)).await;
+    }
+    tokio::spawn(driver::accept_loop(listener, inbox_tx.clone()));
+    datapath.spawn_receiver(inbox_tx.clone(), |from, bytes| Input::Datagram {
+        from,
+        bytes,
+    });
+
+    let unix =
+        UnixListener::bind(&global.socket).map_err(Error::io("listen on", &global.socket))?;
+    let api = Arc::new(Api {
+        inbox: inbox_tx.clone(),
+        plumbing: Mutex::new(plumbing),
+        datapath,
+        port: args.port,
+        stop: Notify::new(),
+        reset: AtomicBool::new(false),
+    });
+    tokio::spawn(api::serve(unix, Arc::clone(&api)));
+    tracing::info!(
+        "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
+        args.port,
+        global.socket.display(),
+        args.bridge,
+        if args.no_fastdp { ", fastdp off" } else { "" }
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Other(format!("install SIGTERM handler: {e}")))?;
+    tokio::select! {
+        () = api.stop.notified() => {
+            tracing::info!("stop requested");
+            tokio::time::sleep(Duration::from_millis(STOP_REPLY_GRACE_MS)).await;
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = term.recv() => tracing::info!("terminated"),
+    }
+    let _ = inbox_tx.send(Input::Stop).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
+    let _ = std::fs::remove_file(&global.socket);
+    if api.reset.load(Ordering::Relaxed) {
+        api.plumbing.lock().await.reset().await?;
+        tracing::info!("reset: attachments, bridge and state removed");
+    }
+    Ok(())
+}
+
+async fn bind_tcp(port: u16) -> Result<TcpListener> {
+    let in_use = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+    match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(l) => Ok(l),
+        Err(e) if in_use(&e) => Err(Error::PortInUse { port, proto: "tcp" }),
+        Err(_) => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .map_err(|e| {
+                if in_use(&e) {
+                    Error::PortInUse { port, proto: "tcp" }
+                } else {
+                    Error::Other(format!("listen on TCP port {port}: {e}"))
+                }
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicknames_are_cut_on_char_boundaries() {
+        assert_eq!(truncate_nickname(""), "weft");
+        assert_eq!(truncate_nickname("host-a"), "host-a");
+        let long = "é".repeat(40);
+        let cut = truncate_nickname(&long);
+        assert!(cut.len() <= NICKNAME_LEN_MAX);
+        assert_eq!(cut.chars().count(), 16);
+    }
+}

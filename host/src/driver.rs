@@ -1,0 +1,700 @@
+//! The router driver: one tokio task owns the `weft_core::router::Router` and moves bytes
+//! between it and the world — TCP streams to peers, the datapath's UDP socket, the clock
+//! and the control API.
+//!
+//! Everything reaches the router through one bounded channel of [`Input`]s; the router's
+//! outputs leave through per-stream writer queues (bounded: a peer that does not read is
+//! disconnected, never buffered without limit), dial tasks and the datapath. The task
+//! never awaits anything but its inbox and its timer, so a slow peer cannot stall it.
+
+use crate::datapath::{self, Datapath};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use weft_core::conn::{ConnId, ConnState};
+use weft_core::maker::{TargetKind, TargetState};
+use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
+use weft_core::time::Instant;
+
+/// Capacity of the driver's inbox (stream bytes, accepts, API queries).
+pub(crate) const INBOX_LEN_MAX: usize = 1024;
+/// Chunks queued to one stream's writer; a peer that lets more pile up is disconnected.
+pub(crate) const WRITE_QUEUE_CHUNKS_MAX: usize = 256;
+/// Bytes read from a stream at once.
+pub(crate) const READ_CHUNK_LEN: usize = 64 * 1024;
+/// How long a dial may take.
+pub(crate) const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Transmits handled per wake-up before the driver looks at its inbox again.
+pub(crate) const TRANSMITS_PER_TURN_MAX: usize = 4096;
+/// Failed connections remembered for status.
+pub(crate) const RECENT_FAILURES_LEN_MAX: usize = 32;
+/// Dial errors remembered for status (per address).
+pub(crate) const DIAL_ERRORS_LEN_MAX: usize = 1024;
+
+/// Something for the router task.
+pub(crate) enum Input {
+    /// The listener accepted a stream.
+    Accepted(TcpStream, SocketAddr),
+    /// A dial finished.
+    Dialed {
+        conn: ConnId,
+        addr: SocketAddr,
+        result: std::io::Result<TcpStream>,
+    },
+    /// Bytes read from a stream.
+    Bytes { conn: ConnId, bytes: Vec<u8> },
+    /// A stream ended (EOF or error).
+    Closed { conn: ConnId, error: Option<String> },
+    /// A UDP datagram for the router.
+    Datagram { from: SocketAddr, bytes: Vec<u8> },
+    /// Add targets.
+    Connect(Vec<SocketAddr>),
+    /// Remove targets.
+    Forget(Vec<SocketAddr>),
+    /// A status query from the control API.
+    Query(Query, oneshot::Sender<Value>),
+    /// Nothing: wakes the task so it finishes work it left for later.
+    Wake,
+    /// Stop the router.
+    Stop,
+}
+
+/// What the control API can ask the router task.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Query {
+    /// The summary (`GET /status`).
+    Summary,
+    /// `GET /status/peers`.
+    Peers,
+    /// `GET /status/connections`.
+    Connections,
+    /// `GET /status/targets`.
+    Targets,
+    /// Prometheus text (`GET /metrics`), as a JSON string.
+    Metrics,
+}
+
+struct Stream {
+    writer: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+struct Failure {
+    addr: SocketAddr,
+    outbound: bool,
+    error: String,
+    at_unix_s: u64,
+}
+
+/// Static facts the driver reports in status.
+#[derive(Clone, Debug)]
+pub(crate) struct Info {
+    pub(crate) port: u16,
+    pub(crate) encrypted: bool,
+    pub(crate) fastdp: bool,
+}
+
+/// The router task's state.
+pub(crate) struct Driver {
+    router: Router,
+    origin: StdInstant,
+    inbox_tx: mpsc::Sender<Input>,
+    streams: HashMap<ConnId, Stream>,
+    pending_dials: HashSet<ConnId>,
+    dial_errors: HashMap<SocketAddr, String>,
+    recent_failures: VecDeque<Failure>,
+    datapath: Arc<Datapath>,
+    info: Info,
+    drops_write_queue_full: u64,
+    drops_no_stream: u64,
+    connections_accepted: u64,
+    started: SystemTime,
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Driver {
+    /// A driver for `router`, whose clock started at `origin`.
+    pub(crate) fn new(
+        router: Router,
+        origin: StdInstant,
+        inbox_tx: mpsc::Sender<Input>,
+        datapath: Arc<Datapath>,
+        info: Info,
+    ) -> Self {
+        Self {
+            router,
+            origin,
+            inbox_tx,
+            streams: HashMap::new(),
+            pending_dials: HashSet::new(),
+            dial_errors: HashMap::new(),
+            recent_failures: VecDeque::new(),
+            datapath,
+            info,
+            drops_write_queue_full: 0,
+            drops_no_stream: 0,
+            connections_accepted: 0,
+            started: SystemTime::now(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let t = self.router.poll_timeout()?;
+        let at = self.origin + StdDuration::from_micros(t.total_micros());
+        Some(tokio::time::Instant::from_std(at))
+    }
+
+    /// Runs until `Input::Stop` (or every sender is gone).
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
+        self.drive();
+        loop {
+            let deadline = self.deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                input = inbox.recv() => {
+                    let Some(input) = input else { break };
+                    if matches!(input, Input::Stop) {
+                        break;
+                    }
+                    self.handle(input);
+                }
+                () = sleep => {
+                    let now = self.now();
+                    self.router.handle_timeout(now);
+                }
+            }
+            self.drive();
+        }
+        tracing::info!("router stopping");
+        for (_, s) in self.streams.drain() {
+            s.reader.abort();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Accepted(stream, addr) => {
+                let addr = datapath::canonical(addr);
+                self.connections_accepted += 1;
+                let conn = self.router.accept_stream(now, addr);
+                self.start_stream(conn, addr, stream);
+            }
+            Input::Dialed { conn, addr, result } => {
+                if !self.pending_dials.remove(&conn) {
+                    return; // The router gave up on it meanwhile; dropping closes it.
+                }
+                match result {
+                    Ok(stream) => {
+                        self.dial_errors.remove(&addr);
+                        self.start_stream(conn, addr, stream);
+                        self.router.handle_command(now, Command::StreamOpened(conn));
+                    }
+                    Err(e) => {
+                        if self.dial_errors.len() >= DIAL_ERRORS_LEN_MAX {
+                            self.dial_errors.clear();
+                        }
+                        self.dial_errors.insert(addr, e.to_string());
+                        self.router.handle_command(now, Command::StreamFailed(conn));
+                    }
+                }
+            }
+            Input::Bytes { conn, bytes } => self.router.handle_stream_bytes(now, conn, &bytes),
+            Input::Closed { conn, error } => {
+                if self.streams.remove(&conn).is_some() {
+                    if let Some(e) = error {
+                        tracing::debug!("{conn}: stream error: {e}");
+                    }
+                    self.router.handle_command(now, Command::StreamClosed(conn));
+                }
+            }
+            Input::Datagram { from, bytes } => self.router.handle_datagram(now, from, &bytes),
+            Input::Connect(addrs) => {
+                for a in addrs {
+                    self.router.handle_command(now, Command::Connect(a));
+                }
+            }
+            Input::Forget(addrs) => {
+                for a in addrs {
+                    self.router.handle_command(now, Command::Forget(a));
+                }
+            }
+            Input::Query(q, reply) => {
+                let _ = reply.send(self.query(q));
+            }
+            Input::Wake | Input::Stop => {}
+        }
+    }
+
+    /// Moves everything the router wants done: transmits, then events.
+    fn drive(&mut self) {
+        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
+        for _ in 0..TRANSMITS_PER_TURN_MAX {
+            let now = self.now();
+            let mut progressed = false;
+            if let Some(t) = self.router.poll_transmit(now, &mut buf) {
+                progressed = true;
+                let bytes = &buf[..t.len];
+                match t.destination {
+                    Destination::Stream(conn) => self.write_stream(conn, bytes),
+                    Destination::Datagram(addr) => self.datapath.send_datagram(addr, bytes),
+                }
+            }
+            while let Some(ev) = self.router.poll_event() {
+                progressed = true;
+                self.on_event(ev);
+            }
+            if !progressed {
+                return;
+            }
+        }
+        // More work is left: come back to it after the inbox had a turn.
+        let tx = self.inbox_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Input::Wake).await;
+        });
+    }
+
+    fn write_stream(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(s) = self.streams.get(&conn) else {
+            self.drops_no_stream += 1;
+            return;
+        };
+        match s.writer.try_send(bytes.to_vec()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A stream cannot lose bytes: a peer this far behind is disconnected.
+                self.drops_write_queue_full += 1;
+                tracing::warn!(
+                    "{conn} to {}: peer is not reading (write queue full); disconnecting",
+                    s.addr
+                );
+                if let Some(s) = self.streams.remove(&conn) {
+                    s.reader.abort();
+                }
+                let now = self.now();
+                self.router.handle_command(now, Command::StreamClosed(conn));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.streams.remove(&conn);
+                let now = self.now();
+                self.router.handle_command(now, Command::StreamClosed(conn));
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::OpenStream { conn, addr } => {
+                self.pending_dials.insert(conn);
+                let tx = self.inbox_tx.clone();
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(
+                        StdDuration::from_millis(CONNECT_TIMEOUT_MS),
+                        TcpStream::connect(addr),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {} s", CONNECT_TIMEOUT_MS / 1000),
+                        )),
+                    };
+                    let _ = tx.send(Input::Dialed { conn, addr, result }).await;
+                });
+            }
+            Event::CloseStream { conn } => {
+                self.pending_dials.remove(&conn);
+                if let Some(s) = self.streams.remove(&conn) {
+                    // Dropping the writer's sender lets it flush what is queued, then shut down.
+                    s.reader.abort();
+                }
+            }
+            Event::ConnectionUp { conn, peer } => {
+                let addr = self
+                    .streams
+                    .get(&conn)
+                    .map(|s| s.addr.to_string())
+                    .unwrap_or_default();
+                tracing::info!("connection to {peer} at {addr} established ({conn})");
+            }
+            Event::ConnectionDown { conn, addr, error } => {
+                let mut reason = error.to_string();
+                if let Some(e) = self.dial_errors.get(&addr) {
+                    reason = format!("{reason}: {e}");
+                }
+                let outbound = self.pending_dials.contains(&conn)
+                    || self.router.targets().any(|(a, _)| *a == addr);
+                tracing::warn!(
+                    "connection {} {addr} down: {reason}",
+                    if outbound { "to" } else { "from" }
+                );
+                if self.recent_failures.len() >= RECENT_FAILURES_LEN_MAX {
+                    self.recent_failures.pop_front();
+                }
+                self.recent_failures.push_back(Failure {
+                    addr,
+                    outbound,
+                    error: reason,
+                    at_unix_s: unix_now_s(),
+                });
+            }
+            Event::PeerRemoved(p) => {
+                tracing::info!("peer {p} left the network (unreachable too long)")
+            }
+        }
+    }
+
+    fn start_stream(&mut self, conn: ConnId, addr: SocketAddr, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_CHUNKS_MAX);
+        let inbox = self.inbox_tx.clone();
+        tokio::spawn(async move {
+            while let Some(chunk) = wrx.recv().await {
+                if wr.write_all(&chunk).await.is_err() {
+                    return; // The reader sees the reset and reports it.
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_CHUNK_LEN];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = inbox.send(Input::Closed { conn, error: None }).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        let bytes = buf[..n].to_vec();
+                        if inbox.send(Input::Bytes { conn, bytes }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let error = Some(e.to_string());
+                        let _ = inbox.send(Input::Closed { conn, error }).await;
+                        return;
+                    }
+                }
+            }
+        });
+        self.streams.insert(
+            conn,
+            Stream {
+                writer: wtx,
+                reader,
+                addr,
+            },
+        );
+    }
+
+    fn query(&mut self, q: Query) -> Value {
+        match q {
+            Query::Summary => self.summary(),
+            Query::Peers => self.peers(),
+            Query::Connections => self.connections(),
+            Query::Targets => self.targets(),
+            Query::Metrics => Value::String(self.metrics()),
+        }
+    }
+
+    fn conn_counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut by_state: BTreeMap<&'static str, u64> = [
+            ("handshaking", 0),
+            ("confirming", 0),
+            ("established", 0),
+            ("closed", 0),
+        ]
+        .into();
+        for c in self.router.connections() {
+            *by_state.entry(state_name(c.state)).or_default() += 1;
+        }
+        by_state
+    }
+
+    fn summary(&mut self) -> Value {
+        let name = self.router.name();
+        let uid = self.router.uid();
+        let nickname = self.router.config().nickname.clone();
+        let peers = self.router.topology().len();
+        let reachable = self.router.routes().reachable().count();
+        let stats = self.router.stats();
+        json!({
+            "name": name.to_string(),
+            "nickname": nickname,
+            "uid": format!("{:016x}", uid.0),
+            "version": env!("CARGO_PKG_VERSION"),
+            "port": self.info.port,
+            "encrypted": self.info.encrypted,
+            "fastdp": self.info.fastdp,
+            "started_unix_s": self.started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "peers": peers,
+            "reachable_peers": reachable,
+            "connections": self.conn_counts(),
+            "targets": self.router.targets().count(),
+            "gossip": {
+                "msgs_sent": stats.gossip_msgs_sent,
+                "bytes_sent": stats.gossip_bytes_sent,
+                "msgs_received": stats.gossip_msgs_received,
+                "malformed": stats.gossip_malformed,
+            },
+            "recent_failures": self.recent_failures.iter().rev().map(|f| json!({
+                "address": f.addr.to_string(),
+                "outbound": f.outbound,
+                "error": f.error,
+                "at_unix_s": f.at_unix_s,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn peers(&mut self) -> Value {
+        let me = self.router.name();
+        let entries: Vec<_> = self.router.topology().iter().cloned().collect();
+        let mut out = Vec::new();
+        for e in entries {
+            let next_hop = self.router.next_hop(e.name);
+            let reachable = e.name == me || self.router.routes().is_reachable(e.name);
+            out.push(json!({
+                "name": e.name.to_string(),
+                "nickname": e.nickname,
+                "uid": format!("{:016x}", e.uid.0),
+                "version": e.version,
+                "ourself": e.name == me,
+                "reachable": reachable,
+                "next_hop": next_hop.map(|p| p.to_string()),
+                "connections": e.conns.iter().map(|c| json!({
+                    "peer": c.peer.to_string(),
+                    "address": c.addr.map(|a| a.to_string()),
+                    "established": c.established,
+                    "outbound": c.outbound,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        Value::Array(out)
+    }
+
+    fn connections(&self) -> Value {
+        let mut out: Vec<Value> = self
+            .router
+            .connections()
+            .map(|c| {
+                json!({
+                    "id": c.id.to_string(),
+                    "peer": c.peer.map(|p| p.to_string()),
+                    "nickname": c.nickname,
+                    "address": c.addr.to_string(),
+                    "outbound": c.outbound,
+                    "state": state_name(c.state),
+                    "encrypted": c.encrypted,
+                    "mode": if c.state == ConnState::Established { "sleeve" } else { "none" },
+                    "error": Value::Null,
+                })
+            })
+            .collect();
+        // Targets we are not connected to, with why the last attempt failed.
+        for (addr, t) in self.router.targets() {
+            let (TargetState::Waiting { .. }, Some(err)) = (t.state, t.last_error) else {
+                continue;
+            };
+            let mut error = err.to_string();
+            if let Some(e) = self.dial_errors.get(addr) {
+                error = format!("{error}: {e}");
+            }
+            out.push(json!({
+                "id": Value::Null,
+                "peer": t.peer.map(|p| p.to_string()),
+                "nickname": Value::Null,
+                "address": addr.to_string(),
+                "outbound": true,
+                "state": "failed",
+                "encrypted": self.info.encrypted,
+                "mode": "failed",
+                "error": error,
+            }));
+        }
+        Value::Array(out)
+    }
+
+    fn targets(&self) -> Value {
+        let now = self.now();
+        Value::Array(
+            self.router
+                .targets()
+                .map(|(addr, t)| {
+                    let (state, next_ms, conn) = match t.state {
+                        TargetState::Waiting { next_attempt } => {
+                            ("waiting", Some(next_attempt.saturating_since(now).total_millis()), None)
+                        }
+                        TargetState::Connecting(c) => ("connecting", None, Some(c.to_string())),
+                        TargetState::Connected(c) => ("connected", None, Some(c.to_string())),
+                    };
+                    let mut last_error = t.last_error.map(|e| e.to_string());
+                    if let (Some(le), Some(d)) = (last_error.as_mut(), self.dial_errors.get(addr)) {
+                        *le = format!("{le}: {d}");
+                    }
+                    json!({
+                        "address": addr.to_string(),
+                        "kind": match t.kind { TargetKind::Explicit => "explicit", TargetKind::Discovered => "discovered" },
+                        "state": state,
+                        "connection": conn,
+                        "next_attempt_in_ms": next_ms,
+                        "failures": t.failures,
+                        "peer": t.peer.map(|p| p.to_string()),
+                        "last_error": last_error,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn metrics(&mut self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let counts = self.conn_counts();
+        let _ = writeln!(out, "# HELP weft_connections Connections by state.");
+        let _ = writeln!(out, "# TYPE weft_connections gauge");
+        for (state, n) in counts {
+            let _ = writeln!(out, "weft_connections{{state=\"{state}\"}} {n}");
+        }
+        let failed = self
+            .router
+            .targets()
+            .filter(|(_, t)| {
+                matches!(t.state, TargetState::Waiting { .. }) && t.last_error.is_some()
+            })
+            .count();
+        let _ = writeln!(out, "weft_connections{{state=\"failed\"}} {failed}");
+        let peers = self.router.topology().len();
+        let reachable = self.router.routes().reachable().count();
+        let s = self.router.stats();
+        let gauges = [
+            (
+                "weft_peers",
+                "Peers in the topology (including ourself).",
+                peers as u64,
+            ),
+            (
+                "weft_peers_reachable",
+                "Peers with a route from here.",
+                reachable as u64,
+            ),
+            (
+                "weft_targets",
+                "Addresses the router keeps connecting to.",
+                self.router.targets().count() as u64,
+            ),
+            (
+                "weft_streams",
+                "Open TCP streams.",
+                self.streams.len() as u64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let counters = [
+            (
+                "weft_gossip_messages_sent_total",
+                "Gossip messages queued to neighbours.",
+                s.gossip_msgs_sent,
+            ),
+            (
+                "weft_gossip_bytes_sent_total",
+                "Gossip payload bytes queued to neighbours.",
+                s.gossip_bytes_sent,
+            ),
+            (
+                "weft_gossip_messages_received_total",
+                "Gossip messages received.",
+                s.gossip_msgs_received,
+            ),
+            (
+                "weft_stream_bytes_sent_total",
+                "Bytes written to peer streams.",
+                s.stream_bytes_sent,
+            ),
+            (
+                "weft_stream_bytes_received_total",
+                "Bytes read from peer streams.",
+                s.stream_bytes_received,
+            ),
+            (
+                "weft_connections_accepted_total",
+                "Inbound TCP connections accepted.",
+                self.connections_accepted,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(out, "# HELP weft_drops_total Things dropped, by reason.");
+        let _ = writeln!(out, "# TYPE weft_drops_total counter");
+        for (reason, v) in [
+            ("gossip_malformed", s.gossip_malformed),
+            ("send_queue_full", s.drops_queue_full),
+            ("events", s.drops_events),
+            ("conn_limit", s.drops_conn_limit),
+            ("datagrams", s.drops_datagrams),
+            ("write_queue_full", self.drops_write_queue_full),
+            ("no_stream", self.drops_no_stream),
+        ] {
+            let _ = writeln!(out, "weft_drops_total{{reason=\"{reason}\"}} {v}");
+        }
+        self.datapath.metrics(&mut out);
+        out
+    }
+}
+
+fn state_name(s: ConnState) -> &'static str {
+    match s {
+        ConnState::Handshaking => "handshaking",
+        ConnState::Confirming => "confirming",
+        ConnState::Established => "established",
+        ConnState::Closed => "closed",
+    }
+}
+
+/// Accepts streams on `listener` forever, handing them to the driver.
+pub(crate) async fn accept_loop(listener: TcpListener, inbox: mpsc::Sender<Input>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                if inbox.send(Input::Accepted(stream, addr)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Network plumbing on this host, through `weft-kernel-dp`: the `weft` bridge, the veth
+//! pairs of attached namespaces, and the addresses `expose` puts on the bridge.
+//!
+//! Every change is recorded in the state dir before the call returns, so a restarted
+//! router adopts what the last one made (and touches none of it). What this module does
+//! not do: addressing policy (IPAM), DNS, or the datapath.
+
+use crate::cli::Cidr;
+use crate::error::{Error, Result};
+use crate::state::{Attachment, Persisted, StateDir};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use weft_kernel_dp::{IpCidr, Netlink};
+
+/// Name of the interface inside an attached namespace.
+pub(crate) const CONTAINER_IFNAME: &str = "ethwe";
+/// Most attachments one router keeps.
+pub(crate) const ATTACHMENTS_LEN_MAX: usize = 4096;
+/// Most addresses on one attachment.
+pub(crate) const ADDRESSES_PER_ATTACHMENT_MAX: usize = 64;
+
+/// What `detach` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// The whole attachment (veth pair) was removed.
+    All(Attachment),
+    /// These addresses were removed; the attachment stays.
+    Addresses(Attachment),
+}
+
+/// The bridge, attachments and exposed addresses of one router.
+#[derive(Debug)]
+pub(crate) struct Plumbing {
+    nl: Netlink,
+    bridge: String,
+    mtu_bytes: u32,
+    state_dir: StateDir,
+    state: Persisted,
+}
+
+fn nl_err(e: weft_kernel_dp::Error) -> Error {
+    Error::Netlink(e.to_string())
+}
+
+fn to_ipcidr(c: Cidr) -> IpCidr {
+    IpCidr {
+        addr: c.addr,
+        prefix_len: c.prefix_len,
+    }
+}
+
+impl Plumbing {
+    /// Opens netlink in the router's namespace and loads the recorded state.
+    /// Call from inside the tokio runtime.
+    pub(crate) fn open(bridge: &str, mtu_bytes: u32, state_dir: StateDir) -> Result<Self> {
+        let state = state_dir.load()?;
+        let nl = Netlink::new().map_err(nl_err)?;
+        Ok(Self {
+            nl,
+            bridge: bridge.to_owned(),
+            mtu_bytes,
+            state_dir,
+            state,
+        })
+    }
+
+    /// The bridge name.
+    pub(crate) fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The recorded attachments.
+    pub(crate) fn attachments(&self) -> &[Attachment] {
+        &self.state.attachments
+    }
+
+    /// The exposed addresses.
+    pub(crate) fn exposed(&self) -> &[Cidr] {
+        &self.state.exposed
+    }
+
+    fn save(&self) -> Result<()> {
+        self.state_dir.save(&self.state)
+    }
+
+    /// Creates the bridge if missing (with the configured MTU) and sets it up. An existing
+    /// bridge is kept as it is, with whatever is plugged into it.
+    pub(crate) async fn ensure_bridge(&self) -> Result<()> {
+        match self.nl.link(&self.bridge).await.map_err(nl_err)? {
+            Some(link) if link.kind.as_deref() != Some("bridge") => {
+                return Err(Error::Other(format!(
+                    "interface {} exists and is a {}, not a bridge; remove it or pick another name with --bridge",
+                    self.bridge,
+                    link.kind.as_deref().unwrap_or("non-bridge link")
+                )));
+            }
+            Some(_) => {}
+            None => match self.nl.create_bridge(&self.bridge, self.mtu_bytes).await {
+                Ok(_) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(nl_err(e)),
+            },
+        }
+        self.nl.set_up(&self.bridge).await.map_err(nl_err)
+    }
+
+    /// Drops records of attachments whose veth is gone (the namespace died while we were
+    /// down); keeps the others untouched. Returns how many were adopted.
+    pub(crate) async fn adopt(&mut self) -> Result<usize> {
+        let mut kept = Vec::new();
+        for a in std::mem::take(&mut self.state.attachments) {
+            match self.nl.link(&a.host_ifname).await {
+                Ok(Some(_)) => kept.push(a),
+                Ok(None) => tracing::info!(
+                    "attachment {} ({}) is gone; forgetting it",
+                    a.id,
+                    a.netns.display()
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot check attachment {}: {e}; keeping it", a.id);
+                    kept.push(a);
+                }
+            }
+        }
+        let changed = kept.len() != self.state.attachments.len();
+        self.state.attachments = kept;
+        let n = self.state.attachments.len();
+        if changed || n > 0 {
+            self.save()?;
+        }
+        Ok(n)
+    }
+
+    /// Plugs the namespace at `netns` into the bridge with `addresses` (adding to an
+    /// existing attachment of the same namespace).
+    pub(crate) async fn attach(&mut self, netns: &Path, addresses: &[Cidr]) -> Result<Attachment> {
+        let inode = netns_inode(netns)?;
+        if let Some(i) = self.find(inode) {
+            let host_ok = self
+                .nl
+                .link(&self.state.attachments[i].host_ifname)
+                .await
+                .map_err(nl_err)?
+                .is_some();
+            if host_ok {
+                return self.add_addresses(i, netns, addresses).await;
+            }
+            self.state.attachments.remove(i);
+        }
+        if self.state.attachments.len() >= ATTACHMENTS_LEN_MAX {
+            return Err(Error::Other(format!(
+                "{ATTACHMENTS_LEN_MAX} attachments already; detach some first"
+            )));
+        }
+        let host_ifname = format!("vwe{inode:x}");
+        let peer_tmp = format!("vwp{inode:x}");
+        // A leftover pair from a crash before the state was saved: remove it.
+        for name in [&host_ifname, &peer_tmp] {
+            if self.nl.link(name).await.map_err(nl_err)?.is_some() {
+                let _ = self.nl.delete_link(name).await;
+            }
+        }
+        let inner = Netlink::in_netns(netns).map_err(|e| unknown_netns(netns, e))?;
+        if inner
+            .link(CONTAINER_IFNAME)
+            .await
+            .map_err(nl_err)?
+            .is_some()
+        {
+            return Err(Error::Other(format!(
+                "namespace {} already has an interface {CONTAINER_IFNAME} that this router did not make; remove it first",
+                netns.display()
+            )));
+        }
+        self.nl
+            .create_veth(&host_ifname, &peer_tmp, self.mtu_bytes)
+            .await
+            .map_err(nl_err)?;
+        let made = async {
+            self.nl.set_master(&host_ifname, &self.bridge).await?;
+            self.nl.set_up(&host_ifname).await?;
+            self.nl
+                .move_to_netns(&peer_tmp, netns, Some(CONTAINER_IFNAME))
+                .await?;
+            inner.set_up(CONTAINER_IFNAME).await?;
+            if inner.link("lo").await?.is_some_and(|l| !l.up) {
+                inner.set_up("lo").await?;
+            }
+            for a in addresses {
+                match inner.add_address(CONTAINER_IFNAME, to_ipcidr(*a)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_exists() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            inner.link(CONTAINER_IFNAME).await
+        }
+        .await;
+        let link = match made {
+            Ok(link) => link,
+            Err(e) => {
+                // Deleting one end removes the pair, wherever the other end is.
+                let _ = self.nl.delete_link(&host_ifname).await;
+                return Err(nl_err(e));
+            }
+        };
+        let mut addrs: Vec<Cidr> = Vec::new();
+        for a in addresses {
+            if !addrs.contains(a) {
+                addrs.push(*a);
+            }
+        }
+        let attachment = Attachment {
+            id: format!("ns-{inode}"),
+            netns: netns.to_path_buf(),
+            netns_inode: inode,
+            host_ifname,
+            ifname: CONTAINER_IFNAME.to_owned(),
+            mac: link.and_then(|l| l.mac).map(|m| m.to_string()),
+            addresses: addrs,
+        };
+        self.state.attachments.push(attachment.clone());
+        self.save()?;
+        Ok(attachment)
+    }
+
+    async fn add_addresses(
+        &mut self,
+        i: usize,
+        netns: &Path,
+        addresses: &[Cidr],
+    ) -> Result<Attachment> {
+        let have = self.state.attachments[i].addresses.len();
+        let new: Vec<Cidr> = addresses
+            .iter()
+            .filter(|a| !self.state.attachments[i].addresses.contains(a))
+            .copied()
+            .collect();
+        if have + new.len() > ADDRESSES_PER_ATTACHMENT_MAX {
+            return Err(Error::Other(format!(
+                "at most {ADDRESSES_PER_ATTACHMENT_MAX} addresses per attachment"
+            )));
+        }
+        let inner = Netlink::in_netns(netns).map_err(|e| unknown_netns(netns, e))?;
+        for a in &new {
+            match inner.add_address(CONTAINER_IFNAME, to_ipcidr(*a)).await {
+                Ok(()) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(nl_err(e)),
+            }
+            self.state.attachments[i].addresses.push(*a);
+        }
+        self.save()?;
+        Ok(self.state.attachments[i].clone())
+    }
+
+    /// Removes `addresses` from the namespace's attachment, or the whole attachment when
+    /// `addresses` is empty.
+    pub(crate) async fn detach(&mut self, netns: &Path, addresses: &[Cidr]) -> Result<Detached> {
+        let inode = netns_inode(netns)?;
+        let Some(i) = self.find(inode) else {
+            return Err(Error::Other(format!(
+                "namespace {} is not attached (see `weft ps`)",
+                netns.display()
+            )));
+        };
+        if addresses.is_empty() {
+            let a = self.state.attachments.remove(i);
+            match self.nl.delete_link(&a.host_ifname).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    self.state.attachments.insert(i, a);
+                    return Err(nl_err(e));
+                }
+            }
+            self.save()?;
+            return Ok(Detached::All(a));
+        }
+        for a in addresses {
+            if !self.state.attachments[i].addresses.contains(a) {
+                return Err(Error::Other(format!(
+                    "{a} is not an address of attachment {} (see `weft ps`)",
+                    self.state.attachments[i].id
+                )));
+            }
+        }
+        let inner = Netlink::in_netns(netns).map_err(|e| unknown_netns(netns, e))?;
+        for a in addresses {
+            match inner.del_address(CONTAINER_IFNAME, to_ipcidr(*a)).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => return Err(nl_err(e)),
+            }
+            self.state.attachments[i].addresses.retain(|x| x != a);
+        }
+        self.save()?;
+        Ok(Detached::Addresses(self.state.attachments[i].clone()))
+    }
+
+    /// Puts `address` on the bridge.
+    pub(crate) async fn expose(&mut self, address: Cidr) -> Result<()> {
+        match self.nl.add_address(&self.bridge, to_ipcidr(address)).await {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(nl_err(e)),
+        }
+        if !self.state.exposed.contains(&address) {
+            self.state.exposed.push(address);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the exposed addresses from the bridge; returns them.
+    pub(crate) async fn hide(&mut self) -> Result<Vec<Cidr>> {
+        let mut removed = Vec::new();
+        while let Some(a) = self.state.exposed.first().copied() {
+            match self.nl.del_address(&self.bridge, to_ipcidr(a)).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => {
+                    self.save()?;
+                    return Err(nl_err(e));
+                }
+            }
+            self.state.exposed.remove(0);
+            removed.push(a);
+        }
+        self.save()?;
+        Ok(removed)
+    }
+
+    /// Removes every attachment and the bridge, and wipes the state dir (`weft reset`).
+    pub(crate) async fn reset(&mut self) -> Result<()> {
+        for a in std::mem::take(&mut self.state.attachments) {
+            if let Err(e) = self.nl.delete_link(&a.host_ifname).await {
+                if !e.is_not_found() {
+                    tracing::warn!("reset: {e}");
+                }
+            }
+        }
+        self.state.exposed.clear();
+        match self.nl.delete_link(&self.bridge).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl_err(e)),
+        }
+        self.state_dir.wipe()
+    }
+
+    fn find(&self, inode: u64) -> Option<usize> {
+        self.state
+            .attachments
+            .iter()
+            .position(|a| a.netns_inode == inode)
+    }
+}
+
+fn unknown_netns(path: &Path, e: weft_kernel_dp::Error) -> Error {
+    match e {
+        weft_kernel_dp::Error::Netns { source, .. } => Error::UnknownNetns {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        },
+        other => nl_err(other),
+    }
+}
+
+/// The inode of the network namespace file at `path`; refuses paths that are not
+/// network namespace files (same filesystem as our own `/proc/self/ns/net`).
+pub(crate) fn netns_inode(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::UnknownNetns {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let ours = std::fs::metadata("/proc/self/ns/net")
+        .map_err(Error::io("stat", PathBuf::from("/proc/self/ns/net")))?;
+    if meta.dev() != ours.dev() || meta.is_dir() {
+        return Err(Error::UnknownNetns {
+            path: path.to_path_buf(),
+            reason: "not a network namespace file".into(),
+        });
+    }
+    Ok(meta.ino())
+}

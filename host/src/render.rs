@@ -1,0 +1,212 @@
+//! Human-readable output of `weft status` and `weft ps`, from the control API's JSON.
+//! Missing fields print as `-`: a newer or older router never makes the CLI fail.
+
+use crate::cli::StatusWhat;
+use serde_json::Value;
+use std::fmt::Write;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `weft status [what]`.
+pub(crate) fn status(what: Option<StatusWhat>, v: &Value) -> String {
+    match what {
+        None => summary(v),
+        Some(StatusWhat::Peers) => peers(v),
+        Some(StatusWhat::Connections) => connections(v),
+        Some(StatusWhat::Targets) => targets(v),
+    }
+}
+
+fn summary(v: &Value) -> String {
+    let mut o = String::new();
+    let c = &v["connections"];
+    let row = |o: &mut String, k: &str, val: String| {
+        let _ = writeln!(o, "{k:>16}: {val}");
+    };
+    row(&mut o, "Version", s(&v["version"]));
+    row(
+        &mut o,
+        "Name",
+        format!("{} ({})", s(&v["name"]), s(&v["nickname"])),
+    );
+    row(
+        &mut o,
+        "Encryption",
+        if v["encrypted"].as_bool() == Some(true) {
+            "enabled"
+        } else {
+            "disabled"
+        }
+        .into(),
+    );
+    row(&mut o, "Port", s(&v["port"]));
+    row(
+        &mut o,
+        "Peers",
+        format!(
+            "{} ({} reachable)",
+            s(&v["peers"]),
+            s(&v["reachable_peers"])
+        ),
+    );
+    row(
+        &mut o,
+        "Connections",
+        format!(
+            "{} established, {} handshaking, {} confirming",
+            s(&c["established"]),
+            s(&c["handshaking"]),
+            s(&c["confirming"])
+        ),
+    );
+    row(&mut o, "Targets", s(&v["targets"]));
+    row(
+        &mut o,
+        "Bridge",
+        format!("{} ({} attachments)", s(&v["bridge"]), s(&v["attachments"])),
+    );
+    row(&mut o, "Datapath", s(&v["datapath"]["mode"]));
+    if let Some(f) = v["recent_failures"].as_array().and_then(|a| a.first()) {
+        row(
+            &mut o,
+            "Last failure",
+            format!(
+                "{} {}: {}",
+                if f["outbound"].as_bool() == Some(true) {
+                    "->"
+                } else {
+                    "<-"
+                },
+                s(&f["address"]),
+                s(&f["error"])
+            ),
+        );
+    }
+    o
+}
+
+fn peers(v: &Value) -> String {
+    let mut o = String::new();
+    for p in v.as_array().into_iter().flatten() {
+        let tag = if p["ourself"].as_bool() == Some(true) {
+            "(this router)".to_owned()
+        } else if p["reachable"].as_bool() == Some(true) {
+            format!("via {}", s(&p["next_hop"]))
+        } else {
+            "unreachable".to_owned()
+        };
+        let _ = writeln!(o, "{}({}) {tag}", s(&p["name"]), s(&p["nickname"]));
+        for c in p["connections"].as_array().into_iter().flatten() {
+            let dir = if c["outbound"].as_bool() == Some(true) {
+                "->"
+            } else {
+                "<-"
+            };
+            let est = if c["established"].as_bool() == Some(true) {
+                "established"
+            } else {
+                "pending"
+            };
+            let _ = writeln!(o, "   {dir} {} {} {est}", s(&c["peer"]), s(&c["address"]));
+        }
+    }
+    o
+}
+
+fn connections(v: &Value) -> String {
+    let mut o = String::new();
+    for c in v.as_array().into_iter().flatten() {
+        let dir = if c["outbound"].as_bool() == Some(true) {
+            "->"
+        } else {
+            "<-"
+        };
+        let enc = if c["encrypted"].as_bool() == Some(true) {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        let mut line = format!(
+            "{dir} {:<24} {:<12} {:<11} {}",
+            s(&c["address"]),
+            s(&c["state"]),
+            enc,
+            s(&c["mode"])
+        );
+        if !c["peer"].is_null() {
+            let _ = write!(line, " {}({})", s(&c["peer"]), s(&c["nickname"]));
+        }
+        if !c["error"].is_null() {
+            let _ = write!(line, " {}", s(&c["error"]));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    o
+}
+
+fn targets(v: &Value) -> String {
+    let mut o = String::new();
+    for t in v.as_array().into_iter().flatten() {
+        let mut line = format!(
+            "{:<24} {:<10} {:<10}",
+            s(&t["address"]),
+            s(&t["kind"]),
+            s(&t["state"])
+        );
+        if let Some(ms) = t["next_attempt_in_ms"].as_u64() {
+            let _ = write!(line, " retry in {:.1}s", ms as f64 / 1000.0);
+        }
+        if t["failures"].as_u64().is_some_and(|n| n > 0) {
+            let _ = write!(line, " failures={}", s(&t["failures"]));
+        }
+        if !t["last_error"].is_null() {
+            let _ = write!(line, " last error: {}", s(&t["last_error"]));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    o
+}
+
+/// `weft ps`: one line per attachment: id, MAC, addresses.
+pub(crate) fn ps(v: &Value) -> String {
+    let mut o = String::new();
+    for a in v.as_array().into_iter().flatten() {
+        let addrs: Vec<String> = a["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let _ = writeln!(o, "{} {} {}", s(&a["id"]), s(&a["mac"]), addrs.join(" "));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_failed_target_with_reason() {
+        let v = json!([{ "address": "10.0.0.2:6783", "kind": "explicit", "state": "waiting",
+            "next_attempt_in_ms": 1500, "failures": 2, "last_error": "wrong password" }]);
+        let out = status(Some(StatusWhat::Targets), &v);
+        assert!(out.contains("10.0.0.2:6783"), "{out}");
+        assert!(out.contains("retry in 1.5s"), "{out}");
+        assert!(out.contains("last error: wrong password"), "{out}");
+    }
+
+    #[test]
+    fn tolerates_missing_fields() {
+        let out = status(None, &json!({}));
+        assert!(out.contains("Name: - (-)"), "{out}");
+        assert_eq!(ps(&json!("not an array")), "");
+    }
+}

@@ -1,0 +1,293 @@
+//! The state dir: what a router keeps across restarts.
+//!
+//! - `peer-name`: the router's name, picked at random on first start (or given with
+//!   `--name`), so that a restarted router is the same peer to the others.
+//! - `state.json`: attachments and exposed addresses, so that a restarted router adopts
+//!   the veths it made without touching them.
+//! - `router.log`: the log of a router started with `weft launch`.
+//!
+//! Every write is atomic: a temporary file is written and fsynced, then renamed over the
+//! old one and the directory fsynced, so a crash leaves either the old or the new file.
+
+use crate::cli::Cidr;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use weft_core::peer::PeerName;
+
+/// Format version of `state.json`; a file with another version is refused, not guessed at.
+pub(crate) const STATE_VERSION: u32 = 1;
+/// Largest `state.json` read, in bytes.
+pub(crate) const STATE_FILE_LEN_MAX: u64 = 16 * 1024 * 1024;
+
+/// One network namespace plugged into the bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Attachment {
+    /// Stable id: the namespace's inode, in hex (`ns-4026532281`).
+    pub(crate) id: String,
+    /// The namespace path it was attached by (`/var/run/netns/a`, `/proc/PID/ns/net`).
+    pub(crate) netns: PathBuf,
+    /// The namespace's inode number (identifies it when the path is a pid's).
+    pub(crate) netns_inode: u64,
+    /// The host end of the veth, enslaved to the bridge.
+    pub(crate) host_ifname: String,
+    /// The interface inside the namespace (`ethwe`).
+    pub(crate) ifname: String,
+    /// MAC of the interface inside, when known.
+    pub(crate) mac: Option<String>,
+    /// Addresses on the interface inside.
+    pub(crate) addresses: Vec<Cidr>,
+}
+
+/// Everything in `state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Persisted {
+    /// Format version ([`STATE_VERSION`]).
+    pub(crate) version: u32,
+    /// Attachments, in the order they were made.
+    pub(crate) attachments: Vec<Attachment>,
+    /// Addresses given to the host on the bridge.
+    pub(crate) exposed: Vec<Cidr>,
+}
+
+/// The state directory of one router.
+#[derive(Clone, Debug)]
+pub(crate) struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// The directory at `path` (not created until [`StateDir::ensure`]).
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Its path.
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory (mode 0700: it may hold a peer's identity).
+    pub(crate) fn ensure(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(Error::io("create state dir", &self.path))
+    }
+
+    /// The log file a launched router writes.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.path.join("router.log")
+    }
+
+    fn name_path(&self) -> PathBuf {
+        self.path.join("peer-name")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    /// The peer name: `given` if set (and then remembered), else the remembered one, else a
+    /// new random one (remembered). `random` supplies 6 random bytes.
+    pub(crate) fn peer_name(
+        &self,
+        given: Option<PeerName>,
+        random: impl FnOnce() -> Result<[u8; 6]>,
+    ) -> Result<PeerName> {
+        let path = self.name_path();
+        if let Some(name) = given {
+            write_atomic(&path, format!("{name}\n").as_bytes())?;
+            return Ok(name);
+        }
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<PeerName>().map_err(|e| {
+                Error::Other(format!(
+                    "{}: {e}; fix it, or delete it to get a new name",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = random()?;
+                // Like a MAC: locally administered, unicast.
+                bytes[0] = (bytes[0] | 0x02) & !0x01;
+                let name = PeerName::from_bytes(bytes);
+                write_atomic(&path, format!("{name}\n").as_bytes())?;
+                Ok(name)
+            }
+            Err(e) => Err(Error::io("read", path)(e)),
+        }
+    }
+
+    /// Loads `state.json`; a missing file is an empty state.
+    pub(crate) fn load(&self) -> Result<Persisted> {
+        let path = self.state_path();
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Persisted {
+                    version: STATE_VERSION,
+                    ..Persisted::default()
+                });
+            }
+            Err(e) => return Err(Error::io("open", path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(STATE_FILE_LEN_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(Error::io("read", &path))?;
+        if bytes.len() as u64 > STATE_FILE_LEN_MAX {
+            return Err(Error::Other(format!(
+                "{}: larger than {STATE_FILE_LEN_MAX} bytes",
+                path.display()
+            )));
+        }
+        let state: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Other(format!(
+                "{}: not a weft state file ({e}); move it away to start with no attachments",
+                path.display()
+            ))
+        })?;
+        if state.version != STATE_VERSION {
+            return Err(Error::Other(format!(
+                "{}: state version {} is not {STATE_VERSION}; move it away to start with no attachments",
+                path.display(),
+                state.version
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Saves `state.json` atomically.
+    pub(crate) fn save(&self, state: &Persisted) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| Error::Other(format!("encode state: {e}")))?;
+        bytes.push(b'\n');
+        write_atomic(&self.state_path(), &bytes)
+    }
+
+    /// Removes the files this module writes (not the directory, which may be shared).
+    pub(crate) fn wipe(&self) -> Result<()> {
+        for p in [self.name_path(), self.state_path(), self.log_path()] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", p)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
+/// temp file in the same directory, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        f.sync_all().map_err(Error::io("fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("fsync dir", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("weft-state-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    fn sample() -> Persisted {
+        Persisted {
+            version: STATE_VERSION,
+            attachments: vec![Attachment {
+                id: "ns-1234".into(),
+                netns: "/var/run/netns/a".into(),
+                netns_inode: 0x1234,
+                host_ifname: "vwe1234".into(),
+                ifname: "ethwe".into(),
+                mac: Some("02:00:00:00:00:01".into()),
+                addresses: vec!["10.32.0.5/12".parse().unwrap()],
+            }],
+            exposed: vec!["10.32.0.1/12".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_missing_is_empty() {
+        let dir = StateDir::new(tmpdir("rt"));
+        dir.ensure().unwrap();
+        let empty = dir.load().unwrap();
+        assert!(empty.attachments.is_empty());
+        assert_eq!(empty.version, STATE_VERSION);
+        let s = sample();
+        dir.save(&s).unwrap();
+        assert_eq!(dir.load().unwrap(), s);
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn corrupt_or_foreign_state_is_refused_with_advice() {
+        let dir = StateDir::new(tmpdir("bad"));
+        dir.ensure().unwrap();
+        fs::write(dir.path().join("state.json"), b"{\"version\": 1, \"attach").unwrap();
+        let err = dir.load().unwrap_err().to_string();
+        assert!(err.contains("move it away"), "{err}");
+        fs::write(
+            dir.path().join("state.json"),
+            b"{\"version\":9,\"attachments\":[],\"exposed\":[]}",
+        )
+        .unwrap();
+        let err = dir.load().unwrap_err().to_string();
+        assert!(err.contains("version 9"), "{err}");
+        fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn peer_name_is_created_once_and_kept() {
+        let dir = StateDir::new(tmpdir("name"));
+        dir.ensure().unwrap();
+        let first = dir.peer_name(None, || Ok([0xff, 1, 2, 3, 4, 5])).unwrap();
+        // Locally administered, unicast.
+        assert_eq!(first.to_bytes()[0], 0xfe);
+        let again = dir
+            .peer_name(None, || panic!("must not draw a new name"))
+            .unwrap();
+        assert_eq!(first, again);
+        let given: PeerName = "0a:00:00:00:00:07".parse().unwrap();
+        assert_eq!(
+            dir.peer_name(Some(given), || unreachable!()).unwrap(),
+            given
+        );
+        assert_eq!(dir.peer_name(None, || unreachable!()).unwrap(), given);
+        fs::write(dir.path().join("peer-name"), "garbage").unwrap();
+        assert!(dir.peer_name(None, || unreachable!()).is_err());
+        dir.wipe().unwrap();
+        assert!(!dir.path().join("peer-name").exists());
+        fs::remove_dir_all(dir.path()).unwrap();
+    }
+}
