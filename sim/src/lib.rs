@@ -1,1 +1,21 @@
-//! weft-sim (placeholder: being written)
+//! weft-sim: a deterministic simulator for weft routers.
+//!
+//! Many nodes, one virtual clock, one virtual network with per-link latency, jitter, loss,
+//! duplication, reordering, partitions, cut links, stalls and crash/restart — all derived
+//! from one world seed, so any run replays bit for bit. Invariants (topology agreement,
+//! loop-free unicast, exactly-once broadcast, bounded queues) are checked as it runs.
+//!
+//! Layout: [`node`] is the trait the network drives (mirroring the router's sans-IO API),
+//! [`net`] the link model, [`world`] the clock, queue and network, [`check`] the
+//! invariants, [`scenario`] meshes, convergence and random fault schedules, [`toy`] a
+//! small link-state node that tests all of the above without the real router, and
+//! [`router_node`] the adapter for `weft_core::router::Router`.
+//!
+//! What it does not do: real I/O, threads or wall-clock time.
+
+pub mod check;
+pub mod net;
+pub mod node;
+pub mod scenario;
+pub mod toy;
+pub mod world;
