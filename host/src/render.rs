@@ -50,7 +50,7 @@ fn summary(v: &Value) -> String {
         &mut o,
         "Peers",
         format!(
-            "{} ({} reachable)",
+            "{} ({} reachable from here)",
             s(&v["peers"]),
             s(&v["reachable_peers"])
         ),
