@@ -16,6 +16,7 @@
 pub mod check;
 pub mod net;
 pub mod node;
+pub mod router_node;
 pub mod scenario;
 pub mod toy;
 pub mod world;

@@ -304,3 +304,41 @@ pub fn explore_one<N: SimNode>(
 pub fn replay_command(seed: u64) -> String {
     format!("cargo run -p weft-sim --release -- explore --seeds 1 --start {seed}")
 }
+
+/// What converging a fresh random mesh measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshReport {
+    /// Peers in the mesh.
+    pub peers: usize,
+    /// Connect targets per peer.
+    pub degree: usize,
+    /// Virtual time from start to convergence.
+    pub converged_at: Instant,
+    /// Traffic up to convergence.
+    pub totals: Totals,
+    /// Deliveries simulated (whole run, including the settle window).
+    pub deliveries: u64,
+}
+
+/// Builds a random mesh of `peers` with `degree` targets each, everything dialled at time
+/// zero, and runs it to convergence.
+pub fn converge_mesh<N: SimNode>(
+    seed: u64,
+    peers: usize,
+    degree: usize,
+    net: NetConfig,
+    factory: Factory<N>,
+    timing: Timing,
+) -> Result<MeshReport, Failure> {
+    let mut w = World::new(seed, peers, net, factory);
+    let mut rng = Rng::from_seed(mix(seed ^ 0x6d65_7368));
+    random_mesh(&mut w, degree, &mut rng);
+    let c = run_to_convergence(&mut w, timing)?;
+    Ok(MeshReport {
+        peers,
+        degree,
+        converged_at: c.at,
+        totals: c.totals,
+        deliveries: w.deliveries(),
+    })
+}

@@ -18,7 +18,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use weft_core::rng::Rng;
 use weft_core::time::Instant;
 
-use crate::net::{NetConfig, PPM, fnv1a, mix};
+use crate::net::{NetConfig, PPM, content_hash, mix};
 use crate::node::{
     ConnId, Dest, EPHEMERAL_PORT_MIN, NodeCommand, NodeEvent, NodeSpec, SimNode, addr_of,
     index_of_addr, name_of,
@@ -538,7 +538,7 @@ impl<N: SimNode> World<N> {
             src as u64,
             dst as u64,
             bytes.len() as u64,
-            fnv1a(bytes),
+            content_hash(bytes),
         ];
         for f in fields {
             self.trace = mix(self.trace ^ f);

@@ -1,0 +1,223 @@
+//! [`SimNode`] for the real `weft_core::router::Router`, plus the router settings the
+//! simulator uses (faster timers than a deployment, so runs stay short in virtual time).
+
+use std::net::SocketAddr;
+
+use weft_core::conn::ConnId as RouterConnId;
+use weft_core::peer::PeerName;
+use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
+use weft_core::time::{Duration, Instant};
+
+use crate::node::{
+    ConnId, Dest, GossipStats, LISTEN_PORT, NodeCommand, NodeEvent, NodeSpec, SimNode,
+};
+use crate::scenario::Timing;
+use crate::world::Factory;
+
+/// The router knobs a simulation sets; everything else keeps `Config::new` defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterProfile {
+    /// Full-state gossip period.
+    pub gossip_interval: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is dead.
+    pub heartbeat_timeout: Duration,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// First reconnect delay.
+    pub reconnect_base: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long an unreachable peer stays in the topology.
+    pub peer_gc_grace: Duration,
+    /// Connection limit.
+    pub conn_limit: usize,
+    /// Whether routers dial peers learned from gossip.
+    pub discovery: bool,
+    /// Shared password (encrypts every connection).
+    pub password: Option<Vec<u8>>,
+}
+
+impl RouterProfile {
+    /// Fast timers for simulation: 1 s heartbeats (dead after 4 s), 5 s gossip, 10 s
+    /// handshakes (the default; longer than any simulated connect timeout), reconnect
+    /// 0.5 s doubling to 5 s, dead peers gone after 5 s, no discovery (degree stays ~D).
+    pub fn sim() -> Self {
+        Self {
+            gossip_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(4),
+            // Longer than any simulated connect timeout: see the router_timers test for
+            // what a dial outliving the handshake deadline does to the timer.
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_base: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(5),
+            peer_gc_grace: Duration::from_secs(5),
+            conn_limit: 64,
+            discovery: false,
+            password: None,
+        }
+    }
+
+    /// The router config for one node.
+    pub fn config(&self, spec: &NodeSpec) -> Config {
+        let mut c = Config::new(spec.name, LISTEN_PORT);
+        c.nickname = format!("sim{}", spec.index);
+        c.gossip_interval = self.gossip_interval;
+        c.heartbeat_interval = self.heartbeat_interval;
+        c.heartbeat_timeout = self.heartbeat_timeout;
+        c.handshake_timeout = self.handshake_timeout;
+        c.reconnect_base = self.reconnect_base;
+        c.reconnect_max = self.reconnect_max;
+        c.peer_gc_grace = self.peer_gc_grace;
+        c.conn_limit = self.conn_limit;
+        c.discovery = self.discovery;
+        c.password.clone_from(&self.password);
+        c
+    }
+
+    /// How to wait for convergence with these timers: digests must hold still past a
+    /// heartbeat timeout; give up after `deadline`.
+    pub fn timing(&self, deadline: Duration) -> Timing {
+        Timing {
+            check_interval: Duration::from_millis(250),
+            settle: self.heartbeat_timeout + self.heartbeat_interval,
+            deadline,
+        }
+    }
+
+    /// A factory building routers with this profile.
+    pub fn factory(self) -> Factory<RouterNode> {
+        Box::new(move |spec| RouterNode::new(&self, spec))
+    }
+}
+
+/// A router in the simulator.
+pub struct RouterNode {
+    router: Router,
+}
+
+impl RouterNode {
+    /// A fresh router for `spec`.
+    pub fn new(profile: &RouterProfile, spec: &NodeSpec) -> Self {
+        Self {
+            router: Router::new(profile.config(spec), spec.seed, spec.now),
+        }
+    }
+
+    /// The router itself, for test assertions.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The router itself, mutably.
+    pub fn router_mut(&mut self) -> &mut Router {
+        &mut self.router
+    }
+}
+
+impl SimNode for RouterNode {
+    const TRANSMIT_LEN_MAX: usize = TRANSMIT_LEN_MIN;
+
+    fn name(&self) -> PeerName {
+        self.router.name()
+    }
+
+    fn accept_stream(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
+        self.router.accept_stream(now, remote).0
+    }
+
+    fn handle_stream_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.router
+            .handle_stream_bytes(now, RouterConnId(conn), bytes);
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.router.handle_datagram(now, from, bytes);
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: NodeCommand) {
+        let cmd = match cmd {
+            NodeCommand::Connect(a) => Command::Connect(a),
+            NodeCommand::StreamOpened(c) => Command::StreamOpened(RouterConnId(c)),
+            NodeCommand::StreamFailed(c) => Command::StreamFailed(RouterConnId(c)),
+            NodeCommand::StreamClosed(c) => Command::StreamClosed(RouterConnId(c)),
+        };
+        self.router.handle_command(now, cmd);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.router.handle_timeout(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Dest, usize)> {
+        let t = self.router.poll_transmit(now, buf)?;
+        let dest = match t.destination {
+            Destination::Stream(c) => Dest::Stream(c.0),
+            Destination::Datagram(a) => Dest::Datagram(a),
+        };
+        Some((dest, t.len))
+    }
+
+    fn poll_event(&mut self) -> Option<NodeEvent> {
+        Some(match self.router.poll_event()? {
+            Event::OpenStream { conn, addr } => NodeEvent::OpenStream { conn: conn.0, addr },
+            Event::CloseStream { conn } => NodeEvent::CloseStream { conn: conn.0 },
+            _ => NodeEvent::Other,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.router.poll_timeout()
+    }
+
+    fn topology_len(&self) -> usize {
+        self.router.topology().len()
+    }
+
+    fn topology_digest(&self) -> u64 {
+        self.router.topology().digest()
+    }
+
+    fn topology_peers(&self) -> Vec<PeerName> {
+        self.router.topology().names().collect()
+    }
+
+    fn next_hop(&mut self, dest: PeerName) -> Option<PeerName> {
+        self.router.next_hop(dest)
+    }
+
+    fn broadcast_children(&mut self, source: PeerName) -> Vec<PeerName> {
+        self.router.broadcast_children(source)
+    }
+
+    fn gossip_stats(&self) -> Option<GossipStats> {
+        let s = self.router.stats();
+        Some(GossipStats {
+            msgs: s.gossip_msgs_sent,
+            bytes: s.gossip_bytes_sent,
+        })
+    }
+}
+
+/// The router profile an explore seed runs with: the sim profile, with discovery and a
+/// password switched on for some seeds.
+pub fn explore_profile(seed: u64) -> RouterProfile {
+    let bits = crate::net::mix(seed ^ 0x7072_6f66);
+    let mut p = RouterProfile::sim();
+    p.discovery = bits & 1 == 1;
+    if bits & 2 == 2 {
+        p.password = Some(b"sim-secret".to_vec());
+    }
+    p
+}
+
+/// Runs explore seed `seed` against real routers.
+pub fn explore_router(
+    seed: u64,
+) -> Result<crate::scenario::ExploreReport, crate::scenario::Failure> {
+    let p = explore_profile(seed);
+    let timing = p.timing(Duration::from_secs(180));
+    crate::scenario::explore_one(seed, p.factory(), timing)
+}
