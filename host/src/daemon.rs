@@ -101,10 +101,17 @@ async fn run_async(
     state_dir: StateDir,
     name: weft_core::peer::PeerName,
 ) -> Result<()> {
-    let datapath = Arc::new(Datapath::open(args.port, Path::new("/dev/net/tun"))?);
     let listener = bind_tcp(args.port).await?;
     let mut plumbing = Plumbing::open(&args.bridge, args.mtu, state_dir.clone())?;
     plumbing.ensure_bridge().await?;
+    let datapath = Arc::new(Datapath::open(
+        args.port,
+        Path::new("/dev/net/tun"),
+        name,
+        args.password.is_some(),
+    )?);
+    plumbing.add_port(crate::datapath::TAP_NAME).await?;
+    datapath.spawn_ticker();
     let adopted = plumbing.adopt().await?;
     crate::firewall::allow_bridge(&args.bridge);
 
@@ -146,10 +153,6 @@ async fn run_async(
         let _ = inbox_tx.send(Input::Connect(targets)).await;
     }
     tokio::spawn(driver::accept_loop(listener, inbox_tx.clone()));
-    datapath.spawn_receiver(inbox_tx.clone(), |from, bytes| Input::Datagram {
-        from,
-        bytes,
-    });
 
     let unix =
         UnixListener::bind(&global.socket).map_err(Error::io("listen on", &global.socket))?;
@@ -182,6 +185,7 @@ async fn run_async(
     }
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
+    api.datapath.stop();
     let _ = std::fs::remove_file(&global.socket);
     if api.reset.load(Ordering::Relaxed) {
         api.plumbing.lock().await.reset().await?;

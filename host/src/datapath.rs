@@ -1,183 +1,406 @@
-//! The seam for the sleeve datapath: the UDP port the router shares with the per-packet
-//! engine, and (later) the TAP port on the bridge pumped by `weft-uring-dp`.
+//! The sleeve datapath of one router: a TAP port on the bridge and the UDP port, pumped by
+//! a `weft_uring_dp::Pump` thread whose handler runs the core's sans-IO
+//! [`weft_core::sleeve::Sleeve`] engine.
 //!
-//! What it does now: own the UDP socket on the router's port, hand received datagrams
-//! to the router (`Router::handle_datagram`) and send the datagrams the router asks for
-//! (`Destination::Datagram`), counting what it drops. It checks `/dev/net/tun` at start,
-//! because the sleeve needs it.
+//! What it does: moves Ethernet frames between the local bridge and peers (unicast by
+//! learned MAC, broadcast down the per-source trees, relayed for peers without a direct
+//! path, sealed per hop when a password is set), heartbeats each peer's UDP path, and
+//! reports counters and path state. The control plane (the router task) tells it about
+//! peers and routes through a bounded channel and wakes the pump; the per-packet path
+//! never takes a lock or waits for the control plane.
 //!
-//! What it does not do yet: move Ethernet frames. The per-packet engine lives in
-//! `weft-core` (written by the lead) and is wired in here: a `weft_uring_dp::Pump` thread
-//! owns the TAP (`weft_uring_dp::Tap`, enslaved to the bridge) and the UDP socket
-//! (`weft_uring_dp::UdpSock` bound to the same port, replacing the tokio socket below);
-//! its `Handler` calls the core engine for each frame/datagram and forwards control
-//! datagrams to the router through the same channel `spawn_receiver` uses. `status()` and
-//! `metrics()` are where the pump's `CounterSnapshot` shows up.
+//! What it does not do: decide routes (the router does), or carry the control protocol
+//! (TCP). The sleeve uses IPv4 on the underlay.
 
 use crate::error::{Error, Result};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant as StdInstant;
+use weft_core::crypto::{DatagramOpener, DatagramSealer};
+use weft_core::peer::PeerName;
+use weft_core::router::ForwardingTable;
+use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
+use weft_core::time::Instant;
+use weft_uring_dp::{
+    BackendChoice, CounterSnapshot, Counters, Handler, Outbox, Pump, PumpConfig, PumpThread, Tap,
+    TapFrame, TapOptions, UdpOptions, UdpSock, WakeHandle,
+};
 
-/// Largest datagram read from the underlay, in bytes.
-pub(crate) const DATAGRAM_LEN_MAX: usize = 65_535;
+/// Name of the sleeve's TAP port on the bridge.
+pub(crate) const TAP_NAME: &str = "weft-sleeve";
+/// Attempts to open a TAP still held by a dying router (100 ms apart).
+pub(crate) const TAP_BUSY_RETRIES: u32 = 30;
+/// Control updates queued for the pump thread at most.
+pub(crate) const CTRL_QUEUE_LEN_MAX: usize = 1024;
+/// How often the pump runs its timers (heartbeats) and publishes status, in ms.
+pub(crate) const TICK_INTERVAL_MS: u64 = 250;
 
-/// Counters of the control part of the datapath.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Datagrams received and handed to the router.
-    pub(crate) datagrams_in: AtomicU64,
-    /// Datagrams sent for the router.
-    pub(crate) datagrams_out: AtomicU64,
-    /// Datagrams not sent: the socket buffer was full.
-    pub(crate) drops_send_full: AtomicU64,
-    /// Datagrams not sent: another send error (unreachable, ...).
-    pub(crate) drops_send_error: AtomicU64,
-    /// Datagrams received but dropped because the router was busy.
-    pub(crate) drops_recv_busy: AtomicU64,
+/// A control update for the pump thread.
+enum Ctrl {
+    Peer {
+        name: PeerName,
+        addr: SocketAddr,
+        keys: Option<Box<(DatagramSealer, DatagramOpener)>>,
+    },
+    RemovePeer(PeerName),
+    Routes(ForwardingTable),
+}
+
+/// What the pump thread publishes for status.
+#[derive(Debug, Default, Clone)]
+struct Published {
+    stats: SleeveStats,
+    paths: Vec<PeerPath>,
+}
+
+struct SleeveHandler {
+    sleeve: Sleeve,
+    ctrl: Receiver<Ctrl>,
+    origin: StdInstant,
+    published: Arc<Mutex<Published>>,
+    scratch: Vec<u8>,
+}
+
+impl SleeveHandler {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+fn emit(out: &mut Outbox, o: Output<'_>) {
+    // A full outbox drops (counted by the pump); the sleeve is best effort like Ethernet.
+    let _ = match o {
+        Output::Datagram { to, bytes } => out.send_to(to, bytes),
+        Output::Frame(f) => out.write_tap(None, f),
+    };
+}
+
+impl Handler for SleeveHandler {
+    fn on_tap_frame(&mut self, frame: TapFrame<'_>, out: &mut Outbox) {
+        let now = self.now();
+        self.sleeve
+            .handle_bridge_frame(now, frame.eth, &mut |o| emit(out, o));
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let now = self.now();
+        // The engine opens in place; the pump's receive buffer is shared, so copy once.
+        self.scratch.clear();
+        self.scratch.extend_from_slice(data);
+        let from = canonical(from);
+        self.sleeve
+            .handle_datagram(now, from, &mut self.scratch, &mut |o| emit(out, o));
+    }
+
+    fn on_wake(&mut self, out: &mut Outbox) {
+        let now = self.now();
+        while let Ok(c) = self.ctrl.try_recv() {
+            match c {
+                Ctrl::Peer { name, addr, keys } => {
+                    self.sleeve.set_peer(now, name, addr, keys.map(|k| *k));
+                }
+                Ctrl::RemovePeer(name) => self.sleeve.remove_peer(name),
+                Ctrl::Routes(t) => self.sleeve.set_routes(t.next_hop, t.children),
+            }
+        }
+        self.sleeve.handle_timeout(now, &mut |o| emit(out, o));
+        if let Ok(mut p) = self.published.lock() {
+            p.stats = self.sleeve.stats();
+            p.paths = self.sleeve.paths(now).collect();
+        }
+    }
 }
 
 /// The datapath of one router.
-#[derive(Debug)]
 pub(crate) struct Datapath {
-    udp: Arc<UdpSocket>,
+    pump: Mutex<Option<PumpThread<SleeveHandler>>>,
+    ctrl: SyncSender<Ctrl>,
+    wake: WakeHandle,
     counters: Arc<Counters>,
-    mode: &'static str,
+    published: Arc<Mutex<Published>>,
+    backend: String,
+    port: u16,
+    /// Peers the pump was told about (control-plane view).
+    peers: Mutex<BTreeMap<PeerName, SocketAddr>>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("backend", &self.backend)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Datapath {
-    /// Binds UDP `port` (IPv6 any, which also takes IPv4) and checks that the sleeve can
-    /// run. Call from inside the tokio runtime.
-    pub(crate) fn open(port: u16, tun_path: &Path) -> Result<Self> {
+    /// Opens the TAP and binds UDP `port`, then starts the pump thread. The TAP still has
+    /// to be put on the bridge ([`TAP_NAME`], see `Plumbing::add_port`).
+    pub(crate) fn open(port: u16, tun_path: &Path, me: PeerName, encrypt: bool) -> Result<Self> {
         if !tun_path.exists() {
             return Err(Error::NoTun);
         }
-        let std_sock = bind_dual_stack(port)?;
-        let udp = UdpSocket::from_std(std_sock)
-            .map_err(|e| Error::Other(format!("register UDP socket: {e}")))?;
+        // A router killed a moment ago may still hold the TAP (EBUSY): give it a moment.
+        let mut tries = 0;
+        let tap = loop {
+            match Tap::open(TAP_NAME, &TapOptions::default()) {
+                Ok(t) => break t,
+                Err(e) if tries < TAP_BUSY_RETRIES && e.to_string().contains("busy") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(Error::Other(format!(
+                        "open TAP {TAP_NAME}: {e} (is another weft router running in this network namespace?)"
+                    )));
+                }
+            }
+        };
+        let udp = UdpSock::bind(
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            &UdpOptions::default(),
+        )
+        .map_err(|e| {
+            let s = e.to_string();
+            if s.contains("in use") {
+                Error::PortInUse { port, proto: "udp" }
+            } else {
+                Error::Other(format!("bind UDP port {port}: {s}"))
+            }
+        })?;
+        let pump = Pump::new(
+            tap,
+            udp,
+            PumpConfig {
+                backend: BackendChoice::Auto,
+                ..PumpConfig::default()
+            },
+        )
+        .map_err(|e| Error::Other(format!("start the sleeve datapath: {e}")))?;
+        let backend = pump.backend_name();
+        let wake = pump.wake_handle();
+        let counters = pump.counters();
+        let (ctrl, ctrl_rx) = sync_channel(CTRL_QUEUE_LEN_MAX);
+        let published = Arc::new(Mutex::new(Published::default()));
+        let handler = SleeveHandler {
+            sleeve: Sleeve::new(me, encrypt),
+            ctrl: ctrl_rx,
+            origin: StdInstant::now(),
+            published: Arc::clone(&published),
+            scratch: Vec::with_capacity(65_536),
+        };
+        let thread = pump
+            .spawn(handler)
+            .map_err(|e| Error::Other(format!("start the sleeve datapath thread: {e}")))?;
+        tracing::info!("sleeve datapath on UDP {port} with the {backend} backend");
         Ok(Self {
-            udp: Arc::new(udp),
-            counters: Arc::new(Counters::default()),
-            mode: "sleeve",
+            pump: Mutex::new(Some(thread)),
+            ctrl,
+            wake,
+            counters,
+            published,
+            backend,
+            port,
+            peers: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Sends one datagram for the router; never waits: a full buffer drops and counts.
-    pub(crate) fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) {
-        let to = match (to, self.udp.local_addr()) {
-            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+    fn send(&self, c: Ctrl) {
+        match self.ctrl.try_send(c) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("datapath control queue full; update dropped")
             }
-            _ => to,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        self.wake.wake();
+    }
+
+    /// Starts the timer that runs the pump's heartbeats and status. Call inside tokio.
+    pub(crate) fn spawn_ticker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(std::time::Duration::from_millis(TICK_INTERVAL_MS));
+            loop {
+                iv.tick().await;
+                wake.wake();
+            }
+        })
+    }
+
+    /// A connection to `name` is up: its datagrams go to `addr`, sealed with `keys`.
+    pub(crate) fn set_peer(
+        &self,
+        name: PeerName,
+        addr: SocketAddr,
+        keys: Option<(DatagramSealer, DatagramOpener)>,
+    ) {
+        if let Ok(mut p) = self.peers.lock() {
+            p.insert(name, addr);
+        }
+        self.send(Ctrl::Peer {
+            name,
+            addr,
+            keys: keys.map(Box::new),
+        });
+    }
+
+    /// Keeps only the peers in `live` (connections that went away are removed).
+    pub(crate) fn retain_peers(&self, live: &[PeerName]) {
+        let gone: Vec<PeerName> = match self.peers.lock() {
+            Ok(mut p) => {
+                let gone = p.keys().filter(|n| !live.contains(n)).copied().collect();
+                p.retain(|n, _| live.contains(n));
+                gone
+            }
+            Err(_) => Vec::new(),
         };
-        match self.udp.try_send_to(bytes, to) {
-            Ok(_) => {
-                self.counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.counters
-                    .drops_send_full
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.counters
-                    .drops_send_error
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        for n in gone {
+            self.send(Ctrl::RemovePeer(n));
         }
     }
 
-    /// Starts the task that reads datagrams and passes them on with `wrap`; a full
-    /// channel drops the datagram (UDP may be lost anyway) and counts it.
-    pub(crate) fn spawn_receiver<T: Send + 'static>(
-        &self,
-        tx: mpsc::Sender<T>,
-        wrap: impl Fn(SocketAddr, Vec<u8>) -> T + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let udp = Arc::clone(&self.udp);
-        let counters = Arc::clone(&self.counters);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; DATAGRAM_LEN_MAX];
-            loop {
-                let (n, from) = match udp.recv_from(&mut buf).await {
-                    Ok(x) => x,
-                    // ICMP errors surface here on Linux; they are not fatal.
-                    Err(_) => continue,
-                };
-                let from = canonical(from);
-                match tx.try_send(wrap(from, buf[..n].to_vec())) {
-                    Ok(()) => {
-                        counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counters.drops_recv_busy.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-        })
+    /// Whether the pump was told about `name`.
+    pub(crate) fn knows_peer(&self, name: PeerName) -> bool {
+        self.peers.lock().is_ok_and(|p| p.contains_key(&name))
+    }
+
+    /// New routes from the control plane.
+    pub(crate) fn set_routes(&self, table: ForwardingTable) {
+        self.send(Ctrl::Routes(table));
+    }
+
+    /// The sleeve path to `name` as last published by the pump: `Some(up)` if known.
+    pub(crate) fn path_up(&self, name: PeerName) -> Option<bool> {
+        let p = self.published.lock().ok()?;
+        p.paths.iter().find(|x| x.name == name).map(|x| x.up)
+    }
+
+    /// Datagrams the control plane wants sent (the router sends none today).
+    pub(crate) fn send_datagram(&self, _to: SocketAddr, _bytes: &[u8]) {}
+
+    /// Stops the pump thread.
+    pub(crate) fn stop(&self) {
+        if let Ok(mut p) = self.pump.lock()
+            && let Some(t) = p.take()
+        {
+            let _ = t.stop();
+        }
+    }
+
+    fn snapshot(&self) -> (CounterSnapshot, Published) {
+        let p = self.published.lock().map(|p| p.clone()).unwrap_or_default();
+        (self.counters.snapshot(), p)
     }
 
     /// What `weft status` shows about the datapath.
     pub(crate) fn status(&self) -> serde_json::Value {
-        let c = &self.counters;
+        let (c, p) = self.snapshot();
+        let s = p.stats;
         serde_json::json!({
-            "mode": self.mode,
-            "forwarding": false,
-            "note": "the per-packet sleeve engine is not wired in yet; only control datagrams flow",
-            "udp_port": self.udp.local_addr().map(|a| a.port()).unwrap_or(0),
-            "datagrams_in": c.datagrams_in.load(Ordering::Relaxed),
-            "datagrams_out": c.datagrams_out.load(Ordering::Relaxed),
-            "drops": {
-                "send_buffer_full": c.drops_send_full.load(Ordering::Relaxed),
-                "send_error": c.drops_send_error.load(Ordering::Relaxed),
-                "recv_router_busy": c.drops_recv_busy.load(Ordering::Relaxed),
-            },
+            "mode": "sleeve",
+            "forwarding": true,
+            "backend": self.backend,
+            "udp_port": self.port,
+            "frames_from_bridge": s.frames_from_bridge,
+            "frames_to_bridge": s.frames_to_bridge,
+            "frames_relayed": s.frames_relayed,
+            "datagrams_in": c.udp_datagrams_in,
+            "datagrams_out": c.udp_datagrams_out,
+            "bytes_in": c.udp_bytes_in,
+            "bytes_out": c.udp_bytes_out,
+            "paths": p.paths.iter().map(|x| serde_json::json!({
+                "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
+                "pmtu_bytes": x.pmtu_bytes,
+            })).collect::<Vec<_>>(),
+            "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
         })
     }
 
     /// Prometheus lines for the datapath counters.
     pub(crate) fn metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        let c = &self.counters;
+        let (c, p) = self.snapshot();
+        let s = p.stats;
         let _ = writeln!(
             out,
-            "# HELP weft_datapath_datagrams_total UDP datagrams on the router's port."
+            "# HELP weft_datapath_frames_total Ethernet frames moved by the sleeve."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_frames_total counter");
+        for (dir, v) in [
+            ("from_bridge", s.frames_from_bridge),
+            ("to_bridge", s.frames_to_bridge),
+            ("relayed", s.frames_relayed),
+        ] {
+            let _ = writeln!(out, "weft_datapath_frames_total{{direction=\"{dir}\"}} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_datagrams_total UDP datagrams on the sleeve port."
         );
         let _ = writeln!(out, "# TYPE weft_datapath_datagrams_total counter");
         let _ = writeln!(
             out,
             "weft_datapath_datagrams_total{{direction=\"in\"}} {}",
-            c.datagrams_in.load(Ordering::Relaxed)
+            c.udp_datagrams_in
         );
         let _ = writeln!(
             out,
             "weft_datapath_datagrams_total{{direction=\"out\"}} {}",
-            c.datagrams_out.load(Ordering::Relaxed)
+            c.udp_datagrams_out
         );
         let _ = writeln!(
             out,
-            "# HELP weft_datapath_drops_total Datagrams the datapath dropped, by reason."
+            "# HELP weft_datapath_bytes_total UDP payload bytes on the sleeve port."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "weft_datapath_bytes_total{{direction=\"in\"}} {}",
+            c.udp_bytes_in
+        );
+        let _ = writeln!(
+            out,
+            "weft_datapath_bytes_total{{direction=\"out\"}} {}",
+            c.udp_bytes_out
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_drops_total Frames or datagrams the datapath dropped, by reason."
         );
         let _ = writeln!(out, "# TYPE weft_datapath_drops_total counter");
-        for (reason, v) in [
-            ("send_buffer_full", &c.drops_send_full),
-            ("send_error", &c.drops_send_error),
-            ("recv_router_busy", &c.drops_recv_busy),
-        ] {
-            let _ = writeln!(
-                out,
-                "weft_datapath_drops_total{{reason=\"{reason}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
+        for (reason, v) in drops(&c, &s) {
+            let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
         }
     }
 }
 
-/// IPv4-mapped IPv6 sources (from the dual-stack socket) shown as plain IPv4.
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn drops(c: &CounterSnapshot, s: &SleeveStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("malformed", s.drops_malformed),
+        ("unknown_peer", s.drops_unknown_peer),
+        ("crypto", s.drops_crypto),
+        ("encryption_mismatch", s.drops_encryption_mismatch),
+        ("not_for_us", s.drops_not_for_us),
+        ("no_route", s.drops_no_route),
+        ("too_big", s.drops_too_big),
+        ("outbox_full", c.drop_outbox_full),
+        ("tap_write", c.drop_tap_write),
+        ("udp_send", c.drop_udp_send),
+        ("udp_truncated", c.drop_udp_truncated),
+    ]
+}
+
+/// IPv4-mapped IPv6 addresses shown as plain IPv4.
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
@@ -186,27 +409,4 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
         },
         v4 => v4,
     }
-}
-
-fn bind_dual_stack(port: u16) -> Result<std::net::UdpSocket> {
-    let any6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-    let sock = match std::net::UdpSocket::bind(any6) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(Error::PortInUse { port, proto: "udp" });
-        }
-        // No IPv6 in this namespace: IPv4 only.
-        Err(_) => {
-            std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AddrInUse {
-                    Error::PortInUse { port, proto: "udp" }
-                } else {
-                    Error::Other(format!("bind UDP port {port}: {e}"))
-                }
-            })?
-        }
-    };
-    sock.set_nonblocking(true)
-        .map_err(|e| Error::Other(format!("UDP port {port}: {e}")))?;
-    Ok(sock)
 }

@@ -51,8 +51,6 @@ pub(crate) enum Input {
     Bytes { conn: ConnId, bytes: Vec<u8> },
     /// A stream ended (EOF or error).
     Closed { conn: ConnId, error: Option<String> },
-    /// A UDP datagram for the router.
-    Datagram { from: SocketAddr, bytes: Vec<u8> },
     /// Add targets.
     Connect(Vec<SocketAddr>),
     /// Remove targets.
@@ -112,6 +110,7 @@ pub(crate) struct Driver {
     recent_failures: VecDeque<Failure>,
     datapath: Arc<Datapath>,
     info: Info,
+    routes_generation: Option<u64>,
     drops_write_queue_full: u64,
     drops_no_stream: u64,
     connections_accepted: u64,
@@ -143,6 +142,7 @@ impl Driver {
             recent_failures: VecDeque::new(),
             datapath,
             info,
+            routes_generation: None,
             drops_write_queue_full: 0,
             drops_no_stream: 0,
             connections_accepted: 0,
@@ -229,7 +229,6 @@ impl Driver {
                     self.router.handle_command(now, Command::StreamClosed(conn));
                 }
             }
-            Input::Datagram { from, bytes } => self.router.handle_datagram(now, from, &bytes),
             Input::Connect(addrs) => {
                 for a in addrs {
                     self.router.handle_command(now, Command::Connect(a));
@@ -247,8 +246,34 @@ impl Driver {
         }
     }
 
+    /// Keeps the datapath's peers and routes in step with the router.
+    fn sync_datapath(&mut self) {
+        let live: Vec<_> = self.router.neighbours().collect();
+        self.datapath.retain_peers(&live);
+        for p in &live {
+            if !self.datapath.knows_peer(*p)
+                && let Some(addr) = self.router.peer_udp_addr(*p)
+            {
+                let keys = self.router.take_datagram_keys(*p);
+                let keys = if self.info.encrypted { keys } else { None };
+                self.datapath.set_peer(*p, datapath::canonical(addr), keys);
+                self.routes_generation = None;
+            }
+        }
+        let generation = self.router.topology_generation();
+        if self.routes_generation != Some(generation) {
+            self.routes_generation = Some(generation);
+            self.datapath.set_routes(self.router.forwarding_table());
+        }
+    }
+
     /// Moves everything the router wants done: transmits, then events.
     fn drive(&mut self) {
+        self.drive_router();
+        self.sync_datapath();
+    }
+
+    fn drive_router(&mut self) {
         let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
         for _ in 0..TRANSMITS_PER_TURN_MAX {
             let now = self.now();
@@ -361,6 +386,8 @@ impl Driver {
                     at_unix_s: unix_now_s(),
                 });
             }
+            // Answers to IPAM requests; the host does not ask any yet.
+            Event::Ipam(_) => {}
             Event::PeerRemoved(p) => {
                 tracing::info!("peer {p} left the network (unreachable too long)")
             }
@@ -510,7 +537,11 @@ impl Driver {
                     "outbound": c.outbound,
                     "state": state_name(c.state),
                     "encrypted": c.encrypted,
-                    "mode": if c.state == ConnState::Established { "sleeve" } else { "none" },
+                    "mode": match (c.state, c.peer.and_then(|p| self.datapath.path_up(p))) {
+                        (ConnState::Established, Some(true)) => "sleeve",
+                        (ConnState::Established, _) => "sleeve: no heartbeat on UDP yet",
+                        _ => "none",
+                    },
                     "error": Value::Null,
                 })
             })

@@ -104,6 +104,20 @@ impl Plumbing {
         self.nl.set_up(&self.bridge).await.map_err(nl_err)
     }
 
+    /// Puts the existing link `name` (the sleeve's TAP) on the bridge with the overlay MTU,
+    /// and sets it up.
+    pub(crate) async fn add_port(&self, name: &str) -> Result<()> {
+        self.nl
+            .set_mtu(name, self.mtu_bytes)
+            .await
+            .map_err(nl_err)?;
+        self.nl
+            .set_master(name, &self.bridge)
+            .await
+            .map_err(nl_err)?;
+        self.nl.set_up(name).await.map_err(nl_err)
+    }
+
     /// Drops records of attachments whose veth is gone (the namespace died while we were
     /// down); keeps the others untouched. Returns how many were adopted.
     pub(crate) async fn adopt(&mut self) -> Result<usize> {

@@ -1,104 +1,23 @@
 //! End to end: real `weft` routers in network namespaces joined by an underlay bridge.
 //! Needs root and `ip`; skipped with a printed reason otherwise.
 
-use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+mod common;
 
-struct Router {
-    ns: Ns,
-    socket: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-}
+use common::{Opts, Router, WEFT};
 
-impl Router {
-    fn start(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Self {
-        let dir = std::env::temp_dir().join(format!("weft-e2e-{}", ns.name()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self::restart(net, ns, password, peers)
-    }
-
-    /// Starts a router keeping the state dir of an earlier one in the same namespace.
-    fn restart(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Self {
-        let dir = std::env::temp_dir().join(format!("weft-e2e-{}", ns.name()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("weft.sock");
-        let state = dir.join("state");
-        let (s, st) = (socket.display().to_string(), state.display().to_string());
-        let mut args = vec![
-            WEFT,
-            "router",
-            "--socket",
-            &s,
-            "--state-dir",
-            &st,
-            "--password",
-            password,
-        ];
-        args.extend(peers.iter().map(String::as_str));
-        let spawned = net.spawn(ns, &args).unwrap();
-        let r = Self {
-            ns: ns.clone(),
-            socket,
-            state,
-            log: spawned.log,
-        };
-        r.wait_until(Duration::from_secs(10), "router answers", |r| {
-            r.try_json(&["status"]).is_some()
-        });
-        r
-    }
-
-    fn try_json(&self, args: &[&str]) -> Option<Value> {
-        let out = Command::new(WEFT)
-            .args(args)
-            .args(["--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())?
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        self.try_json(args)
-            .unwrap_or_else(|| panic!("weft {args:?} failed; log:\n{}", self.log_text()))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_until(&self, limit: Duration, what: &str, mut ok: impl FnMut(&Self) -> bool) {
-        let start = Instant::now();
-        while !ok(self) {
-            assert!(
-                start.elapsed() < limit,
-                "{} in {}: timed out waiting for: {what}; log:\n{}",
-                self.socket.display(),
-                self.ns.name(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn name(&self) -> String {
-        self.json(&["status"])["name"].as_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        // Idempotent: a restarted router shares the directory with its predecessor.
-        let _ = std::fs::remove_dir_all(self.state.parent().unwrap());
-    }
+fn start(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Router {
+    Router::start(
+        net,
+        ns,
+        &Opts {
+            password: Some(password),
+            peers: peers.to_vec(),
+            ..Opts::default()
+        },
+    )
 }
 
 fn established_to(r: &Router, peer: &str) -> bool {
@@ -119,8 +38,8 @@ fn two_routers_connect_and_show_each_other() {
     let hb = net.add_host("b").unwrap();
     let ip_a = net.underlay_attach(&ha).unwrap();
     net.underlay_attach(&hb).unwrap();
-    let a = Router::start(&mut net, &ha, "secret", &[]);
-    let b = Router::start(&mut net, &hb, "secret", &[ip_a.to_string()]);
+    let a = start(&mut net, &ha, "secret", &[]);
+    let b = start(&mut net, &hb, "secret", &[ip_a.to_string()]);
     let (name_a, name_b) = (a.name(), b.name());
     assert_ne!(name_a, name_b);
     b.wait_until(Duration::from_secs(15), "b established to a", |b| {
@@ -155,8 +74,8 @@ fn wrong_password_shows_no_connection_and_the_reason() {
     let hb = net.add_host("b").unwrap();
     let ip_a = net.underlay_attach(&ha).unwrap();
     net.underlay_attach(&hb).unwrap();
-    let a = Router::start(&mut net, &ha, "right", &[]);
-    let b = Router::start(&mut net, &hb, "wrong", &[ip_a.to_string()]);
+    let a = start(&mut net, &ha, "right", &[]);
+    let b = start(&mut net, &hb, "wrong", &[ip_a.to_string()]);
     let target = format!("{ip_a}:6783");
     b.wait_until(
         Duration::from_secs(15),
@@ -204,7 +123,7 @@ fn attach_survives_router_restart_and_detach_removes_it() {
     let mut net = TestNet::new().unwrap();
     let ha = net.add_host("a").unwrap();
     let ca = net.add_ns("c").unwrap();
-    let a = Router::start(&mut net, &ha, "pw", &[]);
+    let a = start(&mut net, &ha, "pw", &[]);
     let weft = |args: &[&str]| {
         let mut full: Vec<&str> = vec![WEFT];
         full.extend(args);
@@ -222,19 +141,31 @@ fn attach_survives_router_restart_and_detach_removes_it() {
         "10.32.0.5".parse::<std::net::IpAddr>().unwrap(),
         Duration::from_secs(5)
     ));
-    let before = ha
-        .run(&["ip", "-o", "link", "show", "master", "weft"])
-        .unwrap();
+    // The container's veth (not the sleeve's TAP, which lives and dies with the router).
+    let veths = || {
+        ha.run(&["ip", "-o", "link", "show", "master", "weft"])
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("weft-sleeve"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = veths();
     // Restart: the attachment is adopted, not recreated.
     let pid = net.pids()[0];
     assert!(net.kill(pid));
-    let a = Router::restart(&mut net, &ha, "pw", &[]);
+    let a = Router::restart(
+        &mut net,
+        &ha,
+        &Opts {
+            password: Some("pw"),
+            ..Opts::default()
+        },
+    );
     let ps = a.json(&["ps"]);
     assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
     assert_eq!(ps[0]["addresses"][0], "10.32.0.5/12");
-    let after = ha
-        .run(&["ip", "-o", "link", "show", "master", "weft"])
-        .unwrap();
+    let after = veths();
     assert_eq!(before, after);
     let s = a.socket.display().to_string();
     ha.run(&[WEFT, "detach", "--netns", &ns_path, "--socket", &s])

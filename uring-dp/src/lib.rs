@@ -38,6 +38,7 @@ pub use outbox::{
 };
 pub use pump::{
     BACKEND_ENV, BackendChoice, BackendKind, Handler, Pump, PumpConfig, PumpThread, StopHandle,
+    WakeHandle,
 };
 pub use tap::{IFNAME_LEN_MAX, TAP_FRAME_LEN_MAX, Tap, TapFrame, TapOffloads, TapOptions};
 pub use udp::{

@@ -16,6 +16,7 @@ use crate::{Error, udp};
 const TOKEN_TAP: u64 = 0;
 const TOKEN_UDP: u64 = 1;
 const TOKEN_STOP: u64 = 2;
+const TOKEN_WAKE: u64 = 3;
 const EVENTS_MAX: usize = 4;
 
 fn epoll_add(ep: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
@@ -39,6 +40,7 @@ pub(crate) fn run<H: Handler>(pump: &mut Pump, handler: &mut H) -> Result<(), Er
         (pump.tap.as_raw_fd(), TOKEN_TAP),
         (pump.udp.as_raw_fd(), TOKEN_UDP),
         (pump.stop.raw(), TOKEN_STOP),
+        (pump.wake.raw(), TOKEN_WAKE),
     ] {
         epoll_add(ep.as_raw_fd(), fd, token).map_err(|e| Error::sys("epoll_ctl", &name, e))?;
     }
@@ -68,6 +70,7 @@ pub(crate) fn run<H: Handler>(pump: &mut Pump, handler: &mut H) -> Result<(), Er
                 TOKEN_STOP if pump.stop.consume() => return Ok(()),
                 TOKEN_TAP => read_tap(pump, handler, &mut tap_buf, &mut out, &mut d),
                 TOKEN_UDP => recv_udp(pump, handler, &mut recv, &mut out, &mut d),
+                TOKEN_WAKE if pump.wake.consume() => handler.on_wake(&mut out),
                 _ => {}
             }
         }

@@ -34,6 +34,24 @@ pub trait Handler {
     fn on_batch_end(&mut self, out: &mut Outbox) {
         let _ = out;
     }
+
+    /// Called on the pump thread after [`WakeHandle::wake`] (from any thread): the place
+    /// to apply queued control updates and to run timers (heartbeats).
+    fn on_wake(&mut self, out: &mut Outbox) {
+        let _ = out;
+    }
+}
+
+/// Wakes a pump from any thread so that it calls [`Handler::on_wake`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WakeHandle(Arc<EventFd>);
+
+impl WakeHandle {
+    /// Makes the pump call [`Handler::on_wake`] soon (wakes coalesce).
+    pub fn wake(&self) {
+        // An eventfd write only fails on counter overflow, which needs 2^64 wakes.
+        let _ = self.0.signal();
+    }
 }
 
 /// Which backend to use.
@@ -126,6 +144,7 @@ pub struct Pump {
     pub(crate) config: PumpConfig,
     pub(crate) counters: Arc<Counters>,
     pub(crate) stop: Arc<EventFd>,
+    pub(crate) wake: Arc<EventFd>,
     ring: Option<IoUring>,
     kind: BackendKind,
 }
@@ -183,12 +202,14 @@ impl Pump {
             },
         };
         let stop = EventFd::new().map_err(|e| Error::sys("eventfd", tap.name(), e))?;
+        let wake = EventFd::new().map_err(|e| Error::sys("eventfd", tap.name(), e))?;
         Ok(Self {
             tap,
             udp,
             config,
             counters: Arc::new(Counters::default()),
             stop: Arc::new(stop),
+            wake: Arc::new(wake),
             ring,
             kind,
         })
@@ -213,6 +234,11 @@ impl Pump {
     /// A handle that stops [`Pump::run`].
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(Arc::clone(&self.stop))
+    }
+
+    /// A handle that makes the pump call [`Handler::on_wake`].
+    pub fn wake_handle(&self) -> WakeHandle {
+        WakeHandle(Arc::clone(&self.wake))
     }
 
     /// The TAP.

@@ -28,6 +28,7 @@ const TAG_STOP: u64 = 3;
 const TAG_TAP_WRITE: u64 = 4;
 const TAG_UDP_SEND: u64 = 5;
 const TAG_CANCEL: u64 = 6;
+const TAG_WAKE: u64 = 7;
 /// Outboxes alternating between "being filled" and "in flight".
 const OUTBOXES: usize = 2;
 /// Most completion waits while cancelling at stop before giving up on stragglers.
@@ -104,6 +105,7 @@ struct Loop<'p> {
     recvs: Box<[RecvSlot]>,
     outs: Box<[OutState]>,
     stop_buf: Box<u64>,
+    wake_buf: Box<u64>,
     /// SQEs submitted whose CQE has not been seen.
     inflight: usize,
 }
@@ -160,6 +162,19 @@ impl Loop<'_> {
         )
         .build()
         .user_data(ud(TAG_STOP, 0, 0));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    fn arm_wake(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.pump.wake.raw()),
+            (&raw mut *self.wake_buf).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(TAG_WAKE, 0, 0));
         push(ring, &e)?;
         self.inflight += 1;
         Ok(())
@@ -266,6 +281,7 @@ pub(crate) fn run<H: Handler>(
             })
             .collect(),
         stop_buf: Box::new(0),
+        wake_buf: Box::new(0),
         inflight: 0,
     };
     let res = run_loop(&mut lp, ring, handler).map_err(|e| Error::sys("io_uring_enter", &name, e));
@@ -284,6 +300,7 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
         lp.arm_udp_recv(ring, i)?;
     }
     lp.arm_stop(ring)?;
+    lp.arm_wake(ring)?;
 
     let cq_cap = ring.params().cq_entries() as usize;
     let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(cq_cap);
@@ -313,7 +330,7 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                         lp.arm_stop(ring)?;
                     }
                 }
-                TAG_TAP_READ | TAG_UDP_RECV => inputs.push((u, res)),
+                TAG_TAP_READ | TAG_UDP_RECV | TAG_WAKE => inputs.push((u, res)),
                 _ => {}
             }
         }
@@ -328,7 +345,10 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
             lp.outs[o].out.clear();
             for &(u, res) in &inputs {
                 let (tag, _, i) = ud_split(u);
-                if tag == TAG_TAP_READ {
+                if tag == TAG_WAKE {
+                    handler.on_wake(&mut lp.outs[o].out);
+                    lp.arm_wake(ring)?;
+                } else if tag == TAG_TAP_READ {
                     if res > 0 {
                         let raw = &lp.tap_bufs[i][..res as usize];
                         deliver_tap_frame(handler, raw, vnet, &mut lp.outs[o].out, &mut d);

@@ -1,0 +1,177 @@
+//! Shared pieces of the end-to-end tests: a `weft router` started inside a test host
+//! namespace, driven through its CLI, and "containers" (namespaces) attached to it.
+//! Everything lives in namespaces made by `TestNet`, which tears them down on drop.
+#![allow(dead_code, unreachable_pub)]
+
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use weft_kernel_dp::testnet::{Ns, TestNet};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+pub struct Router {
+    pub ns: Ns,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub pid: u32,
+}
+
+/// Options for starting a router.
+#[derive(Clone, Default)]
+pub struct Opts<'a> {
+    pub password: Option<&'a str>,
+    pub peers: Vec<String>,
+    pub extra: Vec<&'a str>,
+}
+
+impl Router {
+    pub fn start(net: &mut TestNet, ns: &Ns, opts: &Opts<'_>) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-e2e-{}", ns.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self::restart(net, ns, opts)
+    }
+
+    /// Starts a router keeping the state dir of an earlier one in the same namespace.
+    pub fn restart(net: &mut TestNet, ns: &Ns, opts: &Opts<'_>) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-e2e-{}", ns.name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("weft.sock");
+        let state = dir.join("state");
+        let (s, st) = (socket.display().to_string(), state.display().to_string());
+        let mut args = vec![WEFT, "router", "--socket", &s, "--state-dir", &st];
+        if let Some(p) = opts.password {
+            args.extend(["--password", p]);
+        }
+        args.extend(opts.extra.iter().copied());
+        args.extend(opts.peers.iter().map(String::as_str));
+        let spawned = net.spawn(ns, &args).unwrap();
+        let r = Self {
+            ns: ns.clone(),
+            socket,
+            state,
+            log: spawned.log,
+            pid: spawned.pid,
+        };
+        r.wait_until(Duration::from_secs(10), "router answers", |r| {
+            r.try_json(&["status"]).is_some()
+        });
+        r
+    }
+
+    /// Runs `weft ARGS --socket S` inside the router's namespace.
+    pub fn weft(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut full: Vec<&str> = vec![WEFT];
+        full.extend(args);
+        let s = self.socket.display().to_string();
+        full.extend(["--socket", &s]);
+        self.ns.run(&full)
+    }
+
+    pub fn try_json(&self, args: &[&str]) -> Option<Value> {
+        let out = Command::new(WEFT)
+            .args(args)
+            .args(["--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        self.try_json(args)
+            .unwrap_or_else(|| panic!("weft {args:?} failed; log:\n{}", self.log_text()))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_until(&self, limit: Duration, what: &str, mut ok: impl FnMut(&Self) -> bool) {
+        let start = Instant::now();
+        while !ok(self) {
+            assert!(
+                start.elapsed() < limit,
+                "{} in {}: timed out waiting for: {what}; log:\n{}",
+                self.socket.display(),
+                self.ns.name(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.json(&["status"])["name"].as_str().unwrap().to_owned()
+    }
+
+    /// Established connections' peer names.
+    pub fn established(&self) -> Vec<String> {
+        self.try_json(&["status", "connections"])
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["state"] == "established")
+            .filter_map(|c| c["peer"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Attaches namespace `c` with `cidr`.
+    pub fn attach(&self, c: &Ns, cidr: &str) {
+        let p = c.path().display().to_string();
+        let out = self.weft(&["attach", cidr, "--netns", &p]);
+        assert!(
+            out.is_ok(),
+            "attach {cidr}: {out:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn detach(&self, c: &Ns, cidr: &str) {
+        let p = c.path().display().to_string();
+        let out = self.weft(&["detach", cidr, "--netns", &p]);
+        assert!(out.is_ok(), "detach {cidr}: {out:?}");
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.state.parent().unwrap());
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Waits until `from` can ping `to`.
+pub fn ping_until(from: &Ns, to: &str, limit: Duration) -> bool {
+    from.ping_until(ip(to), limit)
+}
+
+/// Waits until `ok` holds or `limit` passes.
+pub fn eventually(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A bridge inside its own namespace joining hosts' extra interfaces: to build shapes
+/// other than the harness's single underlay (lines, squares).
+pub fn link(net: &TestNet, a: &Ns, b: &Ns, a_ip: &str, b_ip: &str, a_if: &str, b_if: &str) {
+    net.veth(a, a_if, b, b_if).unwrap();
+    net.addr(a, a_if, ip(a_ip), 24).unwrap();
+    net.addr(b, b_if, ip(b_ip), 24).unwrap();
+}
