@@ -9,18 +9,23 @@
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
 use crate::crypto::{self, DatagramOpener, DatagramSealer};
 use crate::gossip;
+use crate::ipam::{Ipam, IpamConfig, IpamEvent};
 use crate::maker::{Backoff, Maker, Target, TargetKind};
 use crate::peer::{PeerName, PeerUid};
 use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
 use crate::topology::{ConnInfo, PeerEntry, Topology};
-use crate::wire::frame::CHANNEL_TOPOLOGY;
+use crate::wire::frame::{CHANNEL_IPAM, CHANNEL_TOPOLOGY};
 use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+
+// IPAM glue: lives in ipam/, is a child of this module so it reaches the router's fields.
+#[path = "ipam/glue.rs"]
+mod ipam_glue;
 
 /// Most events queued for the driver; further events are dropped and counted.
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
@@ -64,6 +69,8 @@ pub struct Config {
     pub conn_limit: usize,
     /// Whether to dial peers learned from gossip (Weave's discovery).
     pub discovery: bool,
+    /// Address management: range, default subnet, `--ipalloc-init`, reclaim.
+    pub ipam: IpamConfig,
 }
 
 impl Config {
@@ -85,6 +92,7 @@ impl Config {
             peer_gc_grace: Duration::from_secs(60),
             conn_limit: 100,
             discovery: true,
+            ipam: IpamConfig::default(),
         }
     }
 }
@@ -155,6 +163,8 @@ pub enum Event {
     },
     /// A peer left the topology (unreachable for longer than the grace period).
     PeerRemoved(PeerName),
+    /// An answer to an IPAM request, or an IPAM notice (see [`crate::ipam`]).
+    Ipam(IpamEvent),
 }
 
 /// Counters for status and metrics.
@@ -239,6 +249,7 @@ pub struct Router {
     closing: VecDeque<(ConnId, Vec<u8>)>,
     transmit_cursor: u64,
     stats: RouterStats,
+    ipam: Ipam,
 }
 
 impl Router {
@@ -273,7 +284,15 @@ impl Router {
         let first_gossip = config.gossip_interval.total_micros();
         let next_gossip_at =
             now + Duration::from_micros(first_gossip / 2 + rng.below(first_gossip / 2 + 1));
+        let ipam = Ipam::new(
+            config.ipam,
+            config.name,
+            uid.0 ^ ipam_glue::IPAM_SEED_SALT,
+            config.gossip_interval,
+            now,
+        );
         Self {
+            ipam,
             settings,
             rng,
             conns: BTreeMap::new(),
@@ -385,9 +404,8 @@ impl Router {
             let Some(slot) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if !slot.opened {
-                continue;
-            }
+            // Dials still under way count too: a dial that outlives the handshake
+            // timeout fails here (and the driver is told to drop it).
             if let Err(e) = slot.conn.handle_timeout(now) {
                 self.drop_conn(now, id, e, true);
             }
@@ -402,6 +420,7 @@ impl Router {
             self.gc(now);
             self.next_gc_at = now + Duration::from_secs(1);
         }
+        self.ipam_timeout(now);
         self.dial_due(now);
         self.maybe_flush(now);
     }
@@ -466,6 +485,7 @@ impl Router {
         if let Some(d) = self.maker.next_due() {
             t = t.min(d);
         }
+        t = t.min(self.ipam.poll_timeout());
         Some(t)
     }
 
@@ -634,6 +654,8 @@ impl Router {
                     self.stats.gossip_msgs_received += 1;
                     if channel == CHANNEL_TOPOLOGY {
                         self.on_topology_gossip(now, id, &payload);
+                    } else if channel == CHANNEL_IPAM {
+                        self.on_ipam_gossip(now, id, &payload);
                     }
                     // Other channels (IPAM, DNS) are added by their own modules.
                 }
@@ -656,6 +678,7 @@ impl Router {
         self.by_peer.insert(peer, id);
         self.maker.established(id, peer);
         self.push_event(Event::ConnectionUp { conn: id, peer });
+        self.ipam.on_neighbour(peer);
         self.update_our_conns();
         // A new neighbour hears everything we know.
         let all: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
@@ -749,6 +772,7 @@ impl Router {
     }
 
     fn maybe_flush(&mut self, now: Instant) {
+        self.ipam_pump(now);
         match self.flush_at {
             Some(t) if t <= now => {}
             _ => return,
