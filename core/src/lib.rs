@@ -20,6 +20,7 @@ extern crate std;
 
 pub mod conn;
 pub mod crypto;
+pub mod fastdp;
 pub mod gossip;
 pub mod ipam;
 pub mod maker;

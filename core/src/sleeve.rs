@@ -13,6 +13,7 @@
 //! The header's sender/receiver are the hop; origin/destination are end to end.
 
 use crate::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
+use crate::fastdp::HEARTBEAT_ETHERTYPE;
 use crate::peer::PeerName;
 use crate::switch::{Forward, Mac, MacTable};
 use crate::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use crate::wire::datagram::{
     EthFramesWriter, Payload,
 };
 use crate::wire::{PROTOCOL_VERSION_MAX, WireError};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -87,6 +88,9 @@ pub struct SleeveStats {
     pub datagrams_received: u64,
     /// Frames relayed for other peers.
     pub frames_relayed: u64,
+    /// Frames from the bridge left to the kernel's fast path (copies the bridge also
+    /// handed to the VXLAN port).
+    pub frames_left_to_kernel: u64,
     /// Drops: malformed input.
     pub drops_malformed: u64,
     /// Drops: unknown sender.
@@ -151,6 +155,8 @@ pub struct Sleeve {
     next_hop: BTreeMap<PeerName, PeerName>,
     children: BTreeMap<PeerName, Vec<PeerName>>,
     macs: MacTable,
+    /// Direct peers the kernel's fast path carries; see [`Sleeve::set_fast_peers`].
+    fast: BTreeSet<PeerName>,
     scratch: Vec<u8>,
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
@@ -168,6 +174,7 @@ impl Sleeve {
             next_hop: BTreeMap::new(),
             children: BTreeMap::new(),
             macs: MacTable::new(me),
+            fast: BTreeSet::new(),
             scratch: vec![0u8; DATAGRAM_LEN_MAX],
             heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
             heartbeat_timeout: Duration::from_millis(HEARTBEAT_TIMEOUT_MS),
@@ -222,6 +229,24 @@ impl Sleeve {
         self.children = children;
     }
 
+    /// The direct peers the kernel's fast path (VXLAN) now carries. Frames from the local
+    /// bridge to them are left to the kernel (the bridge hands them to the VXLAN port
+    /// too); frames they originate are delivered by the kernel, so the sleeve only relays
+    /// them. Relaying for others and multi-hop traffic stay on the sleeve.
+    pub fn set_fast_peers(&mut self, fast: BTreeSet<PeerName>) {
+        for p in fast.difference(&self.fast) {
+            self.macs.forget_peer(*p);
+        }
+        self.fast = fast;
+    }
+
+    /// True if `child` relays our broadcasts further (some peer is reached through it).
+    fn has_subtree(&self, child: PeerName) -> bool {
+        self.next_hop
+            .iter()
+            .any(|(d, h)| *h == child && *d != child)
+    }
+
     /// Counters.
     pub fn stats(&self) -> SleeveStats {
         self.stats
@@ -254,9 +279,16 @@ impl Sleeve {
             self.stats.count(Drop::Malformed(WireError::Truncated));
             return;
         };
+        if frame.get(12..14) == Some(&HEARTBEAT_ETHERTYPE.to_be_bytes()[..]) {
+            // Fast-path heartbeats prove the kernel path; carrying them would lie.
+            return;
+        }
         self.macs.learn(src, self.me, now);
         match self.macs.decide(dst, now) {
             Forward::Local => {}
+            Forward::Unicast(dest) if self.fast.contains(&dest) => {
+                self.stats.frames_left_to_kernel += 1;
+            }
             Forward::Unicast(dest) => {
                 let Some(hop) = self.next_hop.get(&dest).copied() else {
                     self.stats.count(Drop::NoRoute);
@@ -267,6 +299,10 @@ impl Sleeve {
             Forward::Flood => {
                 let kids = self.children.get(&self.me).cloned().unwrap_or_default();
                 for hop in kids {
+                    if self.fast.contains(&hop) && !self.has_subtree(hop) {
+                        self.stats.frames_left_to_kernel += 1;
+                        continue;
+                    }
                     self.send_frames(hop, self.me, BROADCAST, frame, out);
                 }
             }
@@ -356,7 +392,9 @@ impl Sleeve {
                 if origin == self.me {
                     return Err(Drop::NotForUs);
                 }
-                let deliver = dest == self.me || dest == BROADCAST;
+                // What a fast-path peer originates, the kernel delivers; we only relay it.
+                let deliver =
+                    (dest == self.me || dest == BROADCAST) && !self.fast.contains(&origin);
                 for f in frames.iter() {
                     if let Some(src) = mac_at(f, 6) {
                         self.macs.learn(src, origin, now);
@@ -715,6 +753,34 @@ mod tests {
                 .any(|d| d.windows(20).any(|w| w.iter().all(|b| *b == 3)));
             assert_eq!(leaked, !encrypt, "encrypt={encrypt}");
         }
+    }
+
+    #[test]
+    fn fast_peers_are_left_to_the_kernel_but_still_relay() {
+        let mut l = Line::new(false);
+        l.s[0].set_fast_peers([name(1)].into());
+        l.s[1].set_fast_peers([name(0)].into());
+        // A broadcast from 0: 1 is fast but relays to 2, so it gets a sleeve copy it does
+        // not deliver (the kernel did), and 2 gets it once.
+        let bc = frame([0xff; 6], MAC_A, 1);
+        l.bridge_in(0, &bc);
+        assert!(
+            l.delivered[1].is_empty(),
+            "the kernel delivers 0's frames at 1"
+        );
+        assert_eq!(l.delivered[2], alloc::vec![bc.clone()]);
+        // A unicast from 0 to a MAC behind 1 is left to the kernel.
+        const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+        l.s[0].macs.learn(MAC_B, name(1), Instant::ZERO);
+        let before = l.seen.len();
+        l.bridge_in(0, &frame(MAC_B, MAC_A, 2));
+        assert_eq!(l.seen.len(), before, "nothing on the sleeve");
+        assert_eq!(l.s[0].stats().frames_left_to_kernel, 1);
+        // Fast-path heartbeats are never carried by the sleeve.
+        let mut hb = frame([0xff; 6], MAC_A, 3);
+        hb[12..14].copy_from_slice(&HEARTBEAT_ETHERTYPE.to_be_bytes());
+        l.bridge_in(2, &hb);
+        assert_eq!(l.seen.len(), before);
     }
 
     #[test]
