@@ -482,7 +482,10 @@ impl Router {
         if let Some(f) = self.flush_at {
             t = t.min(f);
         }
-        if let Some(d) = self.maker.next_due() {
+        // Overdue targets only matter while there is room to dial them.
+        if self.conns.len() < self.config.conn_limit
+            && let Some(d) = self.maker.next_due()
+        {
             t = t.min(d);
         }
         t = t.min(self.ipam.poll_timeout());

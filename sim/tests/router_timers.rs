@@ -10,9 +10,6 @@ use weft_sim::router_node::RouterProfile;
 use weft_sim::world::World;
 
 #[test]
-#[ignore = "open router bug: Router::poll_timeout includes the handshake deadline of a dial \
-            not yet opened, which handle_timeout skips, so the host busy-loops; \
-            run with --ignored, and drop this line once core/src/router.rs is fixed"]
 fn hanging_dial_past_the_handshake_timeout_does_not_livelock_the_timer() {
     let mut net = NetConfig::lan();
     let mut profile = RouterProfile::sim();
@@ -31,9 +28,6 @@ fn hanging_dial_past_the_handshake_timeout_does_not_livelock_the_timer() {
 /// the router ask to be woken at a past instant forever (`dial_due` returns at once when
 /// there is no room, yet `poll_timeout` still reports the maker's overdue target).
 #[test]
-#[ignore = "open router bug: with conns.len() >= conn_limit, Router::poll_timeout returns \\
-            the maker's overdue target which dial_due never consumes, so the host busy-loops; \\
-            run with --ignored, and drop this line once core/src/router.rs is fixed"]
 fn targets_beyond_the_connection_limit_do_not_livelock_the_timer() {
     let mut profile = RouterProfile::sim();
     profile.conn_limit = 1;
