@@ -148,6 +148,23 @@ async fn run_async(
         Arc::clone(&datapath),
         info,
     );
+    let disabled = if args.no_fastdp {
+        Some("fast path off (--no-fastdp)")
+    } else if args.password.is_some() {
+        Some("encrypted (the kernel path cannot encrypt here)")
+    } else {
+        None
+    };
+    let fastdp = crate::fastdp::start(
+        name,
+        args.port,
+        &args.bridge,
+        disabled,
+        Arc::clone(&datapath),
+    )
+    .await;
+    let mut driver = driver;
+    driver.set_fastdp(Arc::new(fastdp));
     let driver_task = tokio::spawn(driver.run(inbox_rx));
     if !targets.is_empty() {
         let _ = inbox_tx.send(Input::Connect(targets)).await;

@@ -13,7 +13,7 @@
 //! (TCP). The sleeve uses IPv4 on the underlay.
 
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -47,6 +47,7 @@ enum Ctrl {
     },
     RemovePeer(PeerName),
     Routes(ForwardingTable),
+    Fast(BTreeSet<PeerName>),
 }
 
 /// What the pump thread publishes for status.
@@ -104,6 +105,7 @@ impl Handler for SleeveHandler {
                 }
                 Ctrl::RemovePeer(name) => self.sleeve.remove_peer(name),
                 Ctrl::Routes(t) => self.sleeve.set_routes(t.next_hop, t.children),
+                Ctrl::Fast(f) => self.sleeve.set_fast_peers(f),
             }
         }
         self.sleeve.handle_timeout(now, &mut |o| emit(out, o));
@@ -273,6 +275,11 @@ impl Datapath {
         self.send(Ctrl::Routes(table));
     }
 
+    /// The direct peers the kernel fast path carries now.
+    pub(crate) fn set_fast_peers(&self, fast: BTreeSet<PeerName>) {
+        self.send(Ctrl::Fast(fast));
+    }
+
     /// The sleeve path to `name` as last published by the pump: `Some(up)` if known.
     pub(crate) fn path_up(&self, name: PeerName) -> Option<bool> {
         let p = self.published.lock().ok()?;
@@ -308,6 +315,7 @@ impl Datapath {
             "frames_from_bridge": s.frames_from_bridge,
             "frames_to_bridge": s.frames_to_bridge,
             "frames_relayed": s.frames_relayed,
+            "frames_left_to_kernel": s.frames_left_to_kernel,
             "datagrams_in": c.udp_datagrams_in,
             "datagrams_out": c.udp_datagrams_out,
             "bytes_in": c.udp_bytes_in,

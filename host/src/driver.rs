@@ -8,6 +8,7 @@
 //! never awaits anything but its inbox and its timer, so a slow peer cannot stall it.
 
 use crate::datapath::{self, Datapath};
+use crate::fastdp::FastDp;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -111,6 +112,7 @@ pub(crate) struct Driver {
     datapath: Arc<Datapath>,
     info: Info,
     routes_generation: Option<u64>,
+    fastdp: Arc<FastDp>,
     drops_write_queue_full: u64,
     drops_no_stream: u64,
     connections_accepted: u64,
@@ -143,6 +145,7 @@ impl Driver {
             datapath,
             info,
             routes_generation: None,
+            fastdp: Arc::new(FastDp::Off("fast path not set up".to_owned())),
             drops_write_queue_full: 0,
             drops_no_stream: 0,
             connections_accepted: 0,
@@ -246,9 +249,35 @@ impl Driver {
         }
     }
 
+    /// A connection's datapath mode for status: `fastdp`, `sleeve` or `sleeve: why`.
+    fn mode(&self, state: ConnState, peer: Option<weft_core::peer::PeerName>) -> String {
+        let (ConnState::Established, Some(p)) = (state, peer) else {
+            return "none".to_owned();
+        };
+        let fast = self.fastdp.mode(p);
+        if fast == "fastdp" {
+            return fast;
+        }
+        match self.datapath.path_up(p) {
+            Some(true) => fast,
+            _ => format!("{fast}; no sleeve heartbeat on UDP {} yet", self.info.port),
+        }
+    }
+
+    /// Uses `fastdp` for the fast path (replacing "off").
+    pub(crate) fn set_fastdp(&mut self, fastdp: Arc<FastDp>) {
+        self.info.fastdp = fastdp.is_on();
+        self.fastdp = fastdp;
+    }
+
     /// Keeps the datapath's peers and routes in step with the router.
     fn sync_datapath(&mut self) {
         let live: Vec<_> = self.router.neighbours().collect();
+        let addrs = live
+            .iter()
+            .filter_map(|p| Some((*p, datapath::canonical(self.router.peer_udp_addr(*p)?).ip())))
+            .collect();
+        self.fastdp.set_peers(addrs);
         self.datapath.retain_peers(&live);
         for p in &live {
             if !self.datapath.knows_peer(*p)
@@ -537,11 +566,7 @@ impl Driver {
                     "outbound": c.outbound,
                     "state": state_name(c.state),
                     "encrypted": c.encrypted,
-                    "mode": match (c.state, c.peer.and_then(|p| self.datapath.path_up(p))) {
-                        (ConnState::Established, Some(true)) => "sleeve",
-                        (ConnState::Established, _) => "sleeve: no heartbeat on UDP yet",
-                        _ => "none",
-                    },
+                    "mode": self.mode(c.state, c.peer),
                     "error": Value::Null,
                 })
             })

@@ -13,6 +13,7 @@ mod daemon;
 mod datapath;
 mod driver;
 mod error;
+mod fastdp;
 mod firewall;
 mod http;
 mod plumbing;

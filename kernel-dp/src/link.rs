@@ -5,9 +5,9 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{
     Error, Link, MacAddr, Netlink, Result, error::Op, netlink::check_ifname, netns::NetnsFile,
@@ -209,6 +209,36 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::from_rtnl(op, name, e))
+    }
+
+    /// Marks bridge port `name` isolated (or not): isolated ports exchange frames only
+    /// with non-isolated ones (`ip link set NAME type bridge_slave isolated on`).
+    pub async fn set_port_isolated(&self, name: &str, isolated: bool) -> Result<()> {
+        const OP: Op = "set bridge port isolation";
+        let index = self.index_of(OP, name).await?;
+        let msg = LinkBridgePort::new(index)
+            .append_info_data(InfoBridgePort::Isolated(isolated))
+            .build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::from_rtnl(OP, name, e))
+    }
+
+    /// Forgets the MAC addresses the bridge learned on port `name`
+    /// (`ip link set NAME type bridge_slave fdb_flush`).
+    pub async fn flush_port_fdb(&self, name: &str) -> Result<()> {
+        const OP: Op = "flush bridge port fdb";
+        let index = self.index_of(OP, name).await?;
+        let msg = LinkBridgePort::new(index).fdb_flush().build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::from_rtnl(OP, name, e))
     }
 
     async fn set_link(&self, op: Op, target: &str, msg: LinkMessage) -> Result<()> {

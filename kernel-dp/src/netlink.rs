@@ -87,7 +87,7 @@ impl Netlink {
     pub(crate) async fn request_ack(
         &self,
         op: Op,
-        target: &dyn std::fmt::Display,
+        target: &(dyn std::fmt::Display + Sync),
         msg: NetlinkMessage<RouteNetlinkMessage>,
     ) -> Result<()> {
         let mut handle = self.handle.clone();

@@ -1,0 +1,242 @@
+//! End to end through the kernel fast datapath (VXLAN): real routers in test-host
+//! namespaces, containers attached, real packets. Needs root; skips with a printed reason
+//! otherwise. Each test builds and tears down its own namespaces.
+
+mod common;
+
+use common::{Opts, Router, eventually, ip};
+use serde_json::Value;
+use std::time::Duration;
+use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn modes(r: &Router) -> Vec<String> {
+    r.try_json(&["status", "connections"])
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["state"] == "established")
+        .filter_map(|c| c["mode"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn all_fast(r: &Router, n: usize) -> bool {
+    let m = modes(r);
+    m.len() == n && m.iter().all(|x| x == "fastdp")
+}
+
+fn datapath(r: &Router) -> Value {
+    r.json(&["status"])["datapath"].clone()
+}
+
+/// Two hosts on one underlay, a container on each, both routers started.
+fn pair(net: &mut TestNet, extra_b: &[&'static str]) -> (Ns, Ns, Router, Router, Ns, Ns) {
+    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
+    let ip_a = net.underlay_attach(&ha).unwrap();
+    net.underlay_attach(&hb).unwrap();
+    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
+    let a = Router::start(net, &ha, &Opts::default());
+    let b = Router::start(
+        net,
+        &hb,
+        &Opts {
+            peers: vec![ip_a.to_string()],
+            extra: extra_b.to_vec(),
+            ..Opts::default()
+        },
+    );
+    a.attach(&ca, "10.32.1.1/12");
+    b.attach(&cb, "10.32.2.1/12");
+    (ha, hb, a, b, ca, cb)
+}
+
+#[test]
+fn fast_path_carries_traffic_without_userspace() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let (ha, _hb, a, b, ca, cb) = pair(&mut net, &[]);
+    assert!(
+        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
+        "modes a={:?} b={:?}\n{}",
+        modes(&a),
+        modes(&b),
+        a.log_text()
+    );
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), SETTLE),
+        "no ping over the fast path"
+    );
+    assert!(
+        ha.run(&["ip", "-d", "link", "show", "weft-vxlan"])
+            .unwrap()
+            .contains("dstport 6784")
+    );
+    // 20 MB over TCP: the sleeve must carry (almost) none of it.
+    let before = datapath(&a);
+    let recv = std::thread::spawn({
+        let cb = cb.clone();
+        move || {
+            cb.run(&[
+                "sh",
+                "-c",
+                "timeout 30 socat -u TCP-LISTEN:5002,reuseaddr OPEN:/dev/null",
+            ])
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ca.run(&[
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/zero | timeout 30 socat -u STDIN TCP:10.32.2.1:5002,retry=10",
+    ])
+    .unwrap();
+    recv.join().unwrap().unwrap();
+    let after = datapath(&a);
+    let moved = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    // 20 MB is ~14,000 frames; the sleeve may see a handful (ARP before learning).
+    assert!(
+        moved("frames_from_bridge") < 50,
+        "sleeve saw {} frames: {after}",
+        moved("frames_from_bridge")
+    );
+    assert!(moved("frames_to_bridge") < 50, "{after}");
+}
+
+#[test]
+fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let (_ha, hb, a, b, ca, _cb) = pair(&mut net, &[]);
+    assert!(
+        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
+        "never fast"
+    );
+    // Drop VXLAN (UDP 6784) leaving b.
+    hb.run(&["nft", "add table inet wtest"]).unwrap();
+    hb.run(&[
+        "nft",
+        "add chain inet wtest out { type filter hook output priority 0 ; }",
+    ])
+    .unwrap();
+    hb.run(&["nft", "add rule inet wtest out udp dport 6784 drop"])
+        .unwrap();
+    let sleeve = |r: &Router| {
+        let m = modes(r);
+        m.len() == 1 && m[0].starts_with("sleeve")
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || sleeve(&a) && sleeve(&b)),
+        "no fallback: a={:?} b={:?}",
+        modes(&a),
+        modes(&b)
+    );
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), Duration::from_secs(10)),
+        "no traffic on the sleeve"
+    );
+    hb.run(&["nft", "delete table inet wtest"]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || all_fast(&a, 1)
+            && all_fast(&b, 1)),
+        "not back: a={:?} b={:?}",
+        modes(&a),
+        modes(&b)
+    );
+    assert!(ca.ping_until(ip("10.32.2.1"), Duration::from_secs(10)));
+}
+
+#[test]
+fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let hosts: Vec<Ns> = ["a", "b", "c"]
+        .iter()
+        .map(|n| net.add_host(n).unwrap())
+        .collect();
+    let ips: Vec<String> = hosts
+        .iter()
+        .map(|h| net.underlay_attach(h).unwrap().to_string())
+        .collect();
+    let cs: Vec<Ns> = ["ca", "cb", "cc"]
+        .iter()
+        .map(|n| net.add_ns(n).unwrap())
+        .collect();
+    let a = Router::start(&mut net, &hosts[0], &Opts::default());
+    let b = Router::start(
+        &mut net,
+        &hosts[1],
+        &Opts {
+            peers: vec![ips[0].clone()],
+            ..Opts::default()
+        },
+    );
+    let c = Router::start(
+        &mut net,
+        &hosts[2],
+        &Opts {
+            peers: vec![ips[0].clone(), ips[1].clone()],
+            extra: vec!["--no-fastdp"],
+            ..Opts::default()
+        },
+    );
+    let rs = [&a, &b, &c];
+    for (i, r) in rs.iter().enumerate() {
+        r.attach(&cs[i], &format!("10.32.0.{}/12", i + 10));
+        cs[i]
+            .set_sysctl("net.ipv4.icmp_echo_ignore_broadcasts", "0")
+            .unwrap();
+    }
+    assert!(eventually(SETTLE, || a.established().len() == 2
+        && c.established().len() == 2));
+    // a-b fast, anything with c on the sleeve, saying why.
+    assert!(
+        eventually(SETTLE, || modes(&a)
+            .iter()
+            .filter(|m| *m == "fastdp")
+            .count()
+            == 1),
+        "{:?}",
+        modes(&a)
+    );
+    assert!(
+        modes(&c).iter().all(|m| m.contains("--no-fastdp")),
+        "{:?}",
+        modes(&c)
+    );
+    for (i, from) in cs.iter().enumerate() {
+        for j in 0..3 {
+            if i != j {
+                let to = format!("10.32.0.{}", j + 10);
+                assert!(from.ping_until(ip(&to), SETTLE), "{i} cannot reach {to}");
+            }
+        }
+    }
+    // A broadcast ping from a's container is answered by both others (fast + sleeve).
+    let out = cs[0]
+        .exec(&[
+            "ping",
+            "-b",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "10.47.255.255",
+        ])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for other in ["10.32.0.11", "10.32.0.12"] {
+        assert!(
+            text.contains(other),
+            "no broadcast reply from {other}:\n{text}"
+        );
+    }
+}
