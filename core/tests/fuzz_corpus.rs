@@ -89,6 +89,7 @@ mod seeds {
             ("datagram", datagram()),
             ("topology", topology()),
             ("conn_stream", conn_stream()),
+            ("ipam", ipam()),
         ]
     }
 
@@ -342,6 +343,88 @@ mod seeds {
             // The confirm does not open: this connection has other keys.
             ("garbage-hello-and-foreign-confirm", stream),
             ("garbage-http", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ]
+    }
+
+    fn ipam() -> Seeds {
+        use weft_core::ipam::wire::{IpamMsg, Outcome, Route};
+        use weft_core::ipam::{Entry, RingId};
+        let id = RingId {
+            seeder: PeerName::from_u64(1),
+            nonce: 7,
+        };
+        let base = u32::from(std::net::Ipv4Addr::new(10, 32, 0, 0));
+        let entries = vec![
+            (
+                base,
+                Entry {
+                    owner: PeerName::from_u64(1),
+                    version: 2,
+                    free: 500,
+                },
+            ),
+            (
+                base + 512,
+                Entry {
+                    owner: PeerName::from_u64(2),
+                    version: 1,
+                    free: 511,
+                },
+            ),
+        ];
+        let enc = |m: IpamMsg| m.to_vec().expect("seed message emits");
+        let ring = enc(IpamMsg::Ring {
+            id,
+            range: "10.32.0.0/22".parse().expect("range"),
+            full: true,
+            entries: entries.clone(),
+        });
+        let route = Route {
+            src: PeerName::from_u64(2),
+            dst: PeerName::from_u64(1),
+            ttl: 5,
+        };
+        let mut unordered = ring.clone();
+        let (a, b) = unordered[24..].split_at_mut(22);
+        a.swap_with_slice(&mut b[..22]);
+        let mut host_bits = ring.clone();
+        host_bits[19] = 1;
+        let mut bad_version = ring.clone();
+        bad_version[0] = 9;
+        vec![
+            ("valid-full-ring", ring.clone()),
+            (
+                "valid-proposal",
+                enc(IpamMsg::Proposal {
+                    quorum: 3,
+                    names: vec![PeerName::from_u64(1), PeerName::from_u64(2)],
+                }),
+            ),
+            (
+                "valid-donate-request",
+                enc(IpamMsg::DonateRequest {
+                    route,
+                    ask: 1,
+                    subnet: "10.32.2.0/24".parse().expect("subnet"),
+                    addr: Some(base + 600),
+                }),
+            ),
+            (
+                "valid-donate-reply",
+                enc(IpamMsg::DonateReply {
+                    route,
+                    ask: 1,
+                    outcome: Outcome::Donated,
+                    id,
+                    entries,
+                }),
+            ),
+            ("valid-ring-pull", enc(IpamMsg::RingPull)),
+            ("garbage-truncated", ring[..ring.len() - 1].to_vec()),
+            ("garbage-unordered-tokens", unordered),
+            ("garbage-range-host-bits", host_bits),
+            ("garbage-bad-version", bad_version),
+            ("garbage-unknown-kind", vec![1, 0x42]),
         ]
     }
 }

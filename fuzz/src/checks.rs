@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("datagram", datagram),
     ("topology", topology),
     ("conn_stream", conn_stream),
+    ("ipam", ipam),
 ];
 
 /// The hello decoder: a parsed hello re-emits and re-parses to itself.
@@ -138,4 +139,32 @@ pub fn conn_stream(data: &[u8]) -> bool {
             false
         }
     }
+}
+
+/// The IPAM gossip decoder (`weft_core::ipam::wire`): a parsed message re-emits to exactly
+/// its input bytes, and an IPAM fed the bytes as gossip (and as a state file) never panics
+/// and keeps its ring invariant.
+pub fn ipam(data: &[u8]) -> bool {
+    use weft_core::ipam::wire::IpamMsg;
+    use weft_core::ipam::{InitMode, Ipam, IpamConfig};
+    let mut config = IpamConfig::default();
+    config.range = "10.32.0.0/22".parse().expect("a valid range");
+    config.default_subnet = config.range;
+    // An observer has no ring: a full ring in `data` is adopted, then merged again.
+    config.init = InitMode::Observer;
+    let me = PeerName::from_u64(0x0a0b0c0d0e0f);
+    let gossip = weft_core::time::Duration::from_secs(5);
+    let mut ipam = Ipam::new(config, me, 1, gossip, Instant::ZERO);
+    for _ in 0..2 {
+        let _ = ipam.handle_message(Instant::ZERO, PeerName::from_u64(2), data);
+        assert_eq!(ipam.ring().check(), Ok(()));
+    }
+    while ipam.poll_output().is_some() {}
+    let _ = Ipam::import(config, me, 1, gossip, Instant::ZERO, data);
+    let Ok(msg) = IpamMsg::parse(data) else {
+        return false;
+    };
+    let bytes = msg.to_vec().expect("a parsed message re-emits");
+    assert_eq!(bytes, data);
+    true
 }

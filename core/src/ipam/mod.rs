@@ -21,12 +21,13 @@
 //! space is donated only after the donor's shrunk share is.
 //!
 //! Layout: [`space`] address arithmetic, [`ring`] the CRDT, [`wire`] the gossip codec,
-//! [`alloc`] the allocator, [`requests`] pending requests and donations, [`consensus`]
+//! [`alloc`] the allocator, [`requests`] pending requests, [`donate`] donations, [`consensus`]
 //! seeding, [`persist`] export/import. The router glue is `router/ipam` (a child of
 //! `router.rs`, in `ipam/glue.rs`).
 
 pub mod alloc;
 pub mod consensus;
+pub mod donate;
 pub mod persist;
 pub mod requests;
 pub mod ring;

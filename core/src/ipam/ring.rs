@@ -72,8 +72,6 @@ pub enum RingError {
     Full,
     /// The span asked for is not wholly inside one span owned by the caller.
     NotOwner,
-    /// A free count larger than its span.
-    BadFree,
 }
 
 impl fmt::Display for RingError {
@@ -84,7 +82,6 @@ impl fmt::Display for RingError {
             Self::OutOfRange => "ring entry outside the address range",
             Self::Full => "the address ring has too many spans",
             Self::NotOwner => "span not owned by this peer",
-            Self::BadFree => "free count larger than its span",
         })
     }
 }
@@ -349,8 +346,8 @@ impl Ring {
     }
 
     /// Checks the invariants: with an id, at least one entry, one at the range's start,
-    /// every token inside the range, at most [`RING_ENTRIES_MAX`] entries and every free
-    /// count within its span. Without an id, no entries. (Exactly one owner per address
+    /// every token inside the range, at most [`RING_ENTRIES_MAX`] entries. Free counts are
+    /// hints from their owners (a peer may send any) and are not checked. Without an id, no entries. (Exactly one owner per address
     /// follows: each address belongs to the span of the greatest token at or below it.)
     pub fn check(&self) -> Result<(), RingError> {
         if self.id.is_none() {
@@ -370,9 +367,6 @@ impl Ring {
         for s in self.spans() {
             if !self.range.contains(s.start) {
                 return Err(RingError::OutOfRange);
-            }
-            if u64::from(s.entry.free) > s.end - u64::from(s.start) {
-                return Err(RingError::BadFree);
             }
         }
         Ok(())
