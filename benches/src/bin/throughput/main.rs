@@ -1,0 +1,324 @@
+//! Throughput benchmark: weft against the overlays a user would pick instead, in one run
+//! on one machine, as ratios.
+//!
+//! ```text
+//! cargo build --release -p weft
+//! cargo run -p weft-benches --release --bin throughput -- [--quick] [--only NAME,...] [--weft PATH] [--json PATH]
+//! ```
+//!
+//! Needs root. Every row builds a fresh testbed: two "host" network namespaces joined by
+//! one veth (198.18.0.1 and .2, MTU 1500, ip_forward off) and one "container" namespace per
+//! host, and tears it down (processes killed by recorded pid, namespaces deleted) before
+//! the next row, also when the row fails. Traffic stays between these namespaces.
+//!
+//! Rows (`--only` names):
+//! - `veth`: host to host on the underlay veth, the reference.
+//! - `vxlan`: hand-built kernel path, container veth -> bridge -> VXLAN (static FDB and
+//!   flood entries) -> other host; the comparator of the sleeve and of fastdp.
+//! - `sleeve`, `sleeve-enc`: `weft router --no-fastdp` on both hosts, without and with
+//!   `--password`; containers attached with `weft attach`.
+//! - `fastdp`: `weft router` (fast datapath allowed); reported as "fastdp not available:
+//!   <mode>" when `weft status connections --json` shows no fastdp connection after 20 s.
+//! - `nebula`: the Debian package, lighthouse-less static host map, default cipher, one
+//!   nebula per host namespace (tun there), tun MTU = weft's overlay MTU.
+//! - `boringtun`: userspace WireGuard, only when `BORINGTUN_BIN` names the `boringtun-cli`
+//!   binary (keys and peers are set over its UAPI socket; no `wg` tool needed).
+//!
+//! Overlay rows use MTU 1376 (weft's default) so each moves the same payload per packet.
+//! Per row: iperf3 TCP with 1 and 2 streams (median of 3 runs x 5 s; `--quick`: 1 x 2 s),
+//! ping RTT (median of 20; `--quick`: 10), daemon CPU from /proc/PID/stat utime+stime
+//! deltas (weft routers / nebulas / boringtuns of both hosts, summed, % of one core), path
+//! CPU = daemons + iperf3's own client and server CPU figures, Gbit/s per busy core (Gbit
+//! moved per CPU-second), and weft's VmRSS: router a idle with 3 peers (two more routers
+//! in spoke namespaces dial it) and the highest of routers a and b during the runs.
+//! Softirq work the kernel does outside these processes' time is not counted.
+//!
+//! The `weft` binary: `--weft PATH`, else `$WEFT_BIN`, else the `weft` beside this binary
+//! (same target dir, so `cargo build --release -p weft` first), else
+//! `<workspace>/target/release/weft`. The table goes to stdout, progress to stderr, and
+//! the JSON to `<workspace>/target/bench-throughput.json` (or `--json PATH`).
+//! Absolute numbers on a shared machine are noise; ratios within one run are the result.
+
+mod measure;
+mod report;
+mod scenarios;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use measure::Plan;
+use report::{Measured, Row};
+use scenarios::{Ctx, Outcome, Stop, WeftMode};
+
+const USAGE: &str = "usage: throughput [--quick] [--only NAME,...] [--weft PATH] [--json PATH]\n\
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun";
+
+type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
+
+/// (name, label, comparator, function), in run order.
+const ROWS: [(&str, &str, Option<&str>, Scenario); 7] = [
+    ("veth", "1 veth (reference)", None, scenarios::veth),
+    (
+        "vxlan",
+        "2 kernel VXLAN (bridge+VXLAN)",
+        None,
+        scenarios::vxlan,
+    ),
+    ("sleeve", "3 weft sleeve plain", Some("vxlan"), |c, m| {
+        scenarios::weft(c, m, WeftMode::Sleeve)
+    }),
+    (
+        "sleeve-enc",
+        "4 weft sleeve encrypted",
+        Some("nebula"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncrypted),
+    ),
+    ("fastdp", "5 weft fastdp", Some("vxlan"), |c, m| {
+        scenarios::weft(c, m, WeftMode::Fastdp)
+    }),
+    ("nebula", "6 Nebula", None, scenarios::nebula),
+    (
+        "boringtun",
+        "7 boringtun",
+        Some("nebula"),
+        scenarios::boringtun,
+    ),
+];
+
+struct Args {
+    quick: bool,
+    only: Option<Vec<String>>,
+    weft: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        only: None,
+        weft: None,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--only" => {
+                let names: Vec<String> = val("--only")?
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = names.iter().find(|n| !ROWS.iter().any(|r| r.0 == *n)) {
+                    return Err(format!("unknown row {bad:?}"));
+                }
+                a.only = Some(names);
+            }
+            "--weft" => a.weft = Some(val("--weft")?.into()),
+            "--json" => a.json = Some(val("--json")?.into()),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn locate_weft(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    let candidates = flag
+        .into_iter()
+        .chain(std::env::var_os("WEFT_BIN").map(PathBuf::from))
+        .chain(
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("weft"))),
+        )
+        .chain([workspace().join("target/release/weft")]);
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(format!(
+        "no weft binary (run `cargo build --release -p weft`; tried {})",
+        tried.join(", ")
+    ))
+}
+
+/// On SIGINT or SIGTERM, `Drop` does not run: a watcher thread then does what it would,
+/// for this process's namespaces only (`wt<pid>...`, made by `TestNet`): kills the
+/// processes inside them (all started by this run), deletes them and the scratch dirs,
+/// and exits.
+fn on_signal_tear_down() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!(
+                "no signal watcher ({err}): an interrupted run leaves namespaces to the next run's sweep"
+            );
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        eprintln!("interrupted: tearing down");
+        let mine = format!("wt{}", std::process::id());
+        let ours = |n: &str| {
+            n.strip_prefix(&mine)
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_lowercase()))
+        };
+        let list = Command::new("ip").args(["netns", "list"]).output();
+        let names: Vec<String> = list
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| ours(n))
+            .map(str::to_owned)
+            .collect();
+        for ns in names.iter().rev() {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if pid.parse::<u32>().is_ok() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for d in dir.flatten() {
+                let n = d.file_name().to_string_lossy().into_owned();
+                let n = n.strip_prefix("weft-testnet-").unwrap_or(&n);
+                if ours(n) {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
+            }
+        }
+        std::process::exit(130);
+    });
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(err) => {
+            if !err.is_empty() {
+                eprintln!("{err}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(why) = weft_kernel_dp::testnet::require_root() {
+        eprintln!("throughput: cannot build test networks: {why}");
+        return ExitCode::FAILURE;
+    }
+    let plan = if args.quick {
+        Plan {
+            runs: 1,
+            secs: 2,
+            pings: 10,
+        }
+    } else {
+        Plan {
+            runs: 3,
+            secs: 5,
+            pings: 20,
+        }
+    };
+    on_signal_tear_down();
+    let weft = locate_weft(args.weft);
+    let weft_desc = match &weft {
+        Ok(p) => {
+            let age = std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or_else(String::new, |d| format!(" (built {} s ago)", d.as_secs()));
+            format!("{}{age}", p.display())
+        }
+        Err(err) => err.clone(),
+    };
+    eprintln!("weft binary: {weft_desc}");
+    let ctx = Ctx { plan, weft };
+    let mut rows = Vec::new();
+    for (name, label, comparator, run) in ROWS {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == name))
+        {
+            continue;
+        }
+        eprintln!("== {label} ==");
+        let start = Instant::now();
+        let mut m = Measured::default();
+        let stop = match catch_unwind(AssertUnwindSafe(|| run(&ctx, &mut m))) {
+            Ok(Ok(())) => None,
+            Ok(Err(s)) => Some(s),
+            Err(p) => Some(Stop::Failed(format!(
+                "panicked: {}",
+                p.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            ))),
+        };
+        if let Some(s) = &stop {
+            eprintln!("    {s:?}");
+        }
+        rows.push(Row {
+            name,
+            label,
+            comparator,
+            m,
+            stop,
+            wall_s: start.elapsed().as_secs_f64(),
+        });
+    }
+    report::print_table(&rows, plan);
+    let path = args
+        .json
+        .unwrap_or_else(|| workspace().join("target/bench-throughput.json"));
+    let json = report::to_json(&rows, plan, &weft_desc);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&json).unwrap_or_default(),
+            )
+        });
+    match written {
+        Ok(()) => println!("JSON: {}", path.display()),
+        Err(err) => eprintln!("cannot write {}: {err}", path.display()),
+    }
+    ExitCode::SUCCESS
+}

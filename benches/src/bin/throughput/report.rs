@@ -1,0 +1,310 @@
+//! The table and its JSON twin: absolute numbers, ratios against veth and against each
+//! row's comparator.
+
+use serde_json::{Value, json};
+
+use crate::measure::{Plan, Series};
+use crate::scenarios::Stop;
+
+/// What a scenario measured (possibly partly, when it failed half way).
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    pub(crate) rtt_ms: Option<f64>,
+    pub(crate) one: Option<Series>,
+    pub(crate) two: Option<Series>,
+    /// VmRSS of the weft router on host a, idle, and how many peers it had then.
+    pub(crate) rss_idle_kib: Option<u64>,
+    pub(crate) rss_idle_peers: Option<usize>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) name: &'static str,
+    pub(crate) label: &'static str,
+    /// The row this one is compared with, by name.
+    pub(crate) comparator: Option<&'static str>,
+    pub(crate) m: Measured,
+    pub(crate) stop: Option<Stop>,
+    pub(crate) wall_s: f64,
+}
+
+impl Row {
+    fn ok(&self) -> bool {
+        self.stop.is_none()
+    }
+
+    fn status(&self) -> String {
+        match &self.stop {
+            None => "ok".into(),
+            Some(Stop::Failed(s)) => format!("error: {s}"),
+            Some(Stop::Unavailable(s) | Stop::Skipped(s)) => s.clone(),
+        }
+    }
+
+    fn t1(&self) -> Option<f64> {
+        self.m.one.as_ref()?.median_gbps()
+    }
+
+    fn t2(&self) -> Option<f64> {
+        self.m.two.as_ref()?.median_gbps()
+    }
+
+    /// The series CPU figures are reported from: 1 stream.
+    fn cpu_series(&self) -> Option<&Series> {
+        self.m.one.as_ref()
+    }
+
+    fn rss_load_kib(&self) -> Option<u64> {
+        [self.m.one.as_ref(), self.m.two.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(Series::rss_max_kib)
+            .max()
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn f(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
+}
+
+fn x(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}x"))
+}
+
+fn mib(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+}
+
+fn find<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.name == name)
+}
+
+/// Added RTT over veth, microseconds.
+fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
+    let veth = find(rows, "veth")?.m.rtt_ms?;
+    Some((r.m.rtt_ms? - veth) * 1000.0)
+}
+
+/// The comparisons the brief asks for: (row, comparator, label).
+const PAIRS: [(&str, &str, &str); 4] = [
+    ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
+    ("sleeve", "vxlan", "weft sleeve plain / kernel VXLAN"),
+    ("fastdp", "vxlan", "weft fastdp / hand-built bridge+VXLAN"),
+    ("sleeve", "nebula", "weft sleeve plain / Nebula"),
+];
+
+pub(crate) fn print_table(rows: &[Row], plan: Plan) {
+    let veth = find(rows, "veth");
+    println!();
+    println!(
+        "weft throughput benchmark: iperf3 TCP, median of {} run(s) x {} s; ping median of {}; CPU and per-core figures from the 1-stream runs",
+        plan.runs, plan.secs, plan.pings
+    );
+    let head = [
+        "scenario",
+        "1 str Gb/s",
+        "2 str Gb/s",
+        "RTT ms",
+        "+RTT us",
+        "1str/veth",
+        "2str/veth",
+        "vs",
+        "1str/vs",
+        "2str/vs",
+        "daemon CPU%",
+        "Gb/s/dmn core",
+        "path CPU%",
+        "Gb/s/path core",
+        "RSS idle MiB",
+        "RSS load MiB",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![head.iter().map(|s| (*s).to_owned()).collect()];
+    let mut errors = Vec::new();
+    for r in rows {
+        let cmp = r.comparator.and_then(|c| find(rows, c));
+        let cs = r.cpu_series();
+        let idle = match (r.m.rss_idle_kib, r.m.rss_idle_peers) {
+            (Some(k), Some(p)) => format!("{} ({p} peers)", mib(Some(k))),
+            (k, _) => mib(k),
+        };
+        let mut line = vec![
+            r.label.to_owned(),
+            f(r.t1(), 3),
+            f(r.t2(), 3),
+            f(r.m.rtt_ms, 3),
+            f(added_rtt_us(rows, r), 0),
+            x(ratio(r.t1(), veth.and_then(Row::t1))),
+            x(ratio(r.t2(), veth.and_then(Row::t2))),
+            r.comparator.unwrap_or("-").to_owned(),
+            x(ratio(r.t1(), cmp.and_then(Row::t1))),
+            x(ratio(r.t2(), cmp.and_then(Row::t2))),
+            f(cs.and_then(Series::daemon_cpu_pct), 0),
+            f(cs.and_then(Series::gbps_per_daemon_core), 2),
+            f(cs.and_then(Series::path_cpu_pct), 0),
+            f(cs.and_then(Series::gbps_per_path_core), 2),
+            idle,
+            mib(r.rss_load_kib()),
+        ];
+        if !r.ok() {
+            let status = r.status();
+            let first = status.lines().next().unwrap_or_default().to_owned();
+            // Rows without numbers show their status in place of them.
+            if r.t1().is_none() {
+                line.truncate(1);
+                line.push(first);
+            }
+            errors.push((r.label, status));
+        }
+        lines.push(line);
+    }
+    let cols = head.len();
+    let mut width = vec![0usize; cols];
+    for l in &lines {
+        if l.len() == cols {
+            for (w, c) in width.iter_mut().zip(l) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    width[0] = lines
+        .iter()
+        .map(|l| l[0].chars().count())
+        .max()
+        .unwrap_or(0);
+    for (i, l) in lines.iter().enumerate() {
+        let cells: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                if l.len() == cols {
+                    format!("{c:>w$}", w = width[j])
+                } else if j == 0 {
+                    format!("{c:<w$}", w = width[0])
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+        if i == 0 {
+            let sep: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+            println!("|-{}-|", sep.join("-|-"));
+        }
+    }
+    println!();
+    println!("Comparisons (same run):");
+    for c in comparisons(rows) {
+        println!("  {}", c["text"].as_str().unwrap_or_default());
+    }
+    if !errors.is_empty() {
+        println!();
+        println!("Rows without (complete) numbers:");
+        for (label, s) in errors {
+            println!("  {label}: {s}");
+        }
+    }
+    println!();
+    println!("Notes:");
+    for r in rows {
+        for n in &r.m.notes {
+            println!("  {}: {n}", r.label);
+        }
+    }
+}
+
+fn comparisons(rows: &[Row]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (a, b, label) in PAIRS {
+        let (Some(ra), Some(rb)) = (find(rows, a), find(rows, b)) else {
+            continue;
+        };
+        if ra.t1().is_none() {
+            out.push(json!({
+                "pair": [a, b],
+                "text": format!("{label}: n/a ({a}: {})", ra.status().lines().next().unwrap_or_default()),
+            }));
+            continue;
+        }
+        let t1 = ratio(ra.t1(), rb.t1());
+        let t2 = ratio(ra.t2(), rb.t2());
+        let (add_a, add_b) = (added_rtt_us(rows, ra), added_rtt_us(rows, rb));
+        let per_core = ratio(
+            ra.cpu_series().and_then(Series::gbps_per_path_core),
+            rb.cpu_series().and_then(Series::gbps_per_path_core),
+        );
+        out.push(json!({
+            "pair": [a, b],
+            "throughput_1_stream_ratio": t1,
+            "throughput_2_streams_ratio": t2,
+            "added_rtt_us": [add_a, add_b],
+            "gbps_per_path_core_ratio": per_core,
+            "text": format!(
+                "{label}: 1 stream {}, 2 streams {}, added RTT {} us vs {} us, Gbit/s per path core {}",
+                x(t1), x(t2), f(add_a, 0), f(add_b, 0), x(per_core)
+            ),
+        }));
+    }
+    out
+}
+
+fn series_json(s: Option<&Series>) -> Value {
+    let Some(s) = s else {
+        return Value::Null;
+    };
+    json!({
+        "streams": s.streams,
+        "runs_gbps": s.runs.iter().map(|r| r.gbps).collect::<Vec<_>>(),
+        "median_gbps": s.median_gbps(),
+        "daemon_cpu_pct": s.daemon_cpu_pct(),
+        "gbps_per_daemon_core": s.gbps_per_daemon_core(),
+        "path_cpu_pct": s.path_cpu_pct(),
+        "gbps_per_path_core": s.gbps_per_path_core(),
+        "daemon_rss_max_kib": s.rss_max_kib(),
+    })
+}
+
+pub(crate) fn to_json(rows: &[Row], plan: Plan, weft: &str) -> Value {
+    let veth = find(rows, "veth");
+    json!({
+        "benchmark": "throughput",
+        "plan": { "runs": plan.runs, "secs": plan.secs, "pings": plan.pings },
+        "weft_binary": weft,
+        "rows": rows.iter().map(|r| {
+            let cmp = r.comparator.and_then(|c| find(rows, c));
+            json!({
+                "name": r.name,
+                "label": r.label,
+                "status": r.status(),
+                "ok": r.ok(),
+                "wall_s": r.wall_s,
+                "rtt_ms": r.m.rtt_ms,
+                "added_rtt_us": added_rtt_us(rows, r),
+                "one_stream": series_json(r.m.one.as_ref()),
+                "two_streams": series_json(r.m.two.as_ref()),
+                "vs_veth": {
+                    "one_stream": ratio(r.t1(), veth.and_then(Row::t1)),
+                    "two_streams": ratio(r.t2(), veth.and_then(Row::t2)),
+                },
+                "comparator": r.comparator,
+                "vs_comparator": {
+                    "one_stream": ratio(r.t1(), cmp.and_then(Row::t1)),
+                    "two_streams": ratio(r.t2(), cmp.and_then(Row::t2)),
+                },
+                "rss_idle_kib": r.m.rss_idle_kib,
+                "rss_idle_peers": r.m.rss_idle_peers,
+                "rss_load_kib": r.rss_load_kib(),
+                "notes": r.m.notes,
+            })
+        }).collect::<Vec<_>>(),
+        "comparisons": comparisons(rows),
+    })
+}

@@ -1,0 +1,600 @@
+//! The rows: each builds its own testbed, measures, and tears everything down when the
+//! testbed drops (also when it fails half way).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_kernel_dp::testnet::{Ns, TestNet};
+
+use crate::measure::{
+    HOST_A, HOST_B, OVERLAY_MTU, Plan, Res, Testbed, alive, e, eventually, iperf_series,
+    iperf_server, log_tail, ping_median_ms, rss_kib,
+};
+use crate::report::Measured;
+
+/// Why a row has no (complete) numbers.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    Failed(String),
+    /// Measured nothing by design, e.g. fastdp not negotiated.
+    Unavailable(String),
+    Skipped(String),
+}
+
+impl From<String> for Stop {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
+}
+
+pub(crate) type Outcome = Result<(), Stop>;
+
+/// What every scenario gets.
+pub(crate) struct Ctx {
+    pub(crate) plan: Plan,
+    /// The `weft` binary, or why there is none.
+    pub(crate) weft: Result<PathBuf, String>,
+}
+
+/// RTT, then iperf3 with 1 and 2 streams from `client` to `server_ip` (served in `server`).
+fn measure(
+    net: &mut TestNet,
+    client: &Ns,
+    server: &Ns,
+    server_ip: Ipv4Addr,
+    plan: Plan,
+    daemons: &[u32],
+    m: &mut Measured,
+) -> Res<()> {
+    eprintln!("    ping x{} ...", plan.pings);
+    m.rtt_ms = Some(ping_median_ms(client, server_ip, plan.pings)?);
+    iperf_server(net, server)?;
+    m.one = Some(iperf_series(client, server_ip, 1, plan, daemons)?);
+    m.two = Some(iperf_series(client, server_ip, 2, plan, daemons)?);
+    if let Some(dead) = daemons.iter().find(|&&p| !alive(p)) {
+        return Err(format!("daemon pid {dead} died during the run"));
+    }
+    Ok(())
+}
+
+/// Row 1, host to host over the underlay veth: the reference.
+pub(crate) fn veth(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let mut tb = Testbed::new("veth")?;
+    m.notes
+        .push("host ns to host ns on the underlay veth, MTU 1500".into());
+    measure(&mut tb.net, &tb.ha, &tb.hb, HOST_B, ctx.plan, &[], m)?;
+    Ok(())
+}
+
+const VX_BRIDGE: &str = "br-vx";
+const VX_DEV: &str = "vx0";
+const VX_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 40, 0, 1), Ipv4Addr::new(10, 40, 0, 2)];
+const VX_MACS: [&str; 2] = ["02:00:0a:28:00:01", "02:00:0a:28:00:02"];
+
+/// Row 2, the hand-built kernel path: per host a bridge, the container's veth on it, and a
+/// VXLAN port with static FDB entries (flood + the remote container's MAC) to the other
+/// host. What the fast datapath is meant to match.
+pub(crate) fn vxlan(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let mut tb = Testbed::new("vxlan")?;
+    let sides = [
+        (tb.ha.clone(), tb.ca.clone(), HOST_A, HOST_B, 0usize),
+        (tb.hb.clone(), tb.cb.clone(), HOST_B, HOST_A, 1usize),
+    ];
+    for (h, c, local, remote, i) in &sides {
+        let (local, remote) = (local.to_string(), remote.to_string());
+        let mtu = OVERLAY_MTU.to_string();
+        let run = |ns: &Ns, args: &[&str]| ns.run(args).map(drop).map_err(e);
+        run(h, &["ip", "link", "add", VX_BRIDGE, "type", "bridge"])?;
+        run(h, &["ip", "link", "set", VX_BRIDGE, "up"])?;
+        run(
+            h,
+            &[
+                "ip",
+                "link",
+                "add",
+                VX_DEV,
+                "type",
+                "vxlan",
+                "id",
+                "42",
+                "local",
+                &local,
+                "dev",
+                "eth0",
+                "dstport",
+                "4789",
+                "nolearning",
+            ],
+        )?;
+        run(h, &["ip", "link", "set", VX_DEV, "master", VX_BRIDGE])?;
+        run(h, &["ip", "link", "set", VX_DEV, "up"])?;
+        tb.net.veth(c, "eth0", h, "vc0").map_err(e)?;
+        run(
+            c,
+            &[
+                "ip",
+                "link",
+                "set",
+                "eth0",
+                "address",
+                VX_MACS[*i],
+                "mtu",
+                &mtu,
+            ],
+        )?;
+        run(
+            h,
+            &["ip", "link", "set", "vc0", "mtu", &mtu, "master", VX_BRIDGE],
+        )?;
+        tb.net.addr(c, "eth0", VX_IPS[*i].into(), 24).map_err(e)?;
+        run(
+            h,
+            &[
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                VX_DEV,
+                "dst",
+                &remote,
+            ],
+        )?;
+        run(
+            h,
+            &[
+                "bridge",
+                "fdb",
+                "add",
+                VX_MACS[1 - *i],
+                "dev",
+                VX_DEV,
+                "dst",
+                &remote,
+                "self",
+                "permanent",
+            ],
+        )?;
+    }
+    if !tb.ca.ping_until(VX_IPS[1], Duration::from_secs(5)) {
+        return Err(Stop::Failed(
+            "container a cannot ping container b over VXLAN".into(),
+        ));
+    }
+    m.notes.push(format!(
+        "container ns to container ns: veth -> bridge -> vxlan (UDP 4789, static FDB), MTU {OVERLAY_MTU}"
+    ));
+    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
+    measure(&mut tb.net, &ca, &cb, VX_IPS[1], ctx.plan, &[], m)?;
+    Ok(())
+}
+
+/// Which weft row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeftMode {
+    Sleeve,
+    SleeveEncrypted,
+    Fastdp,
+}
+
+struct Router {
+    pid: u32,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+const WEFT_PASSWORD: &str = "weft-bench-password";
+const WEFT_C: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 32, 1, 1), Ipv4Addr::new(10, 32, 2, 1)];
+
+fn start_router(
+    tb: &mut Testbed,
+    weft: &Path,
+    ns: &Ns,
+    tag: &str,
+    opts: &[&str],
+    peer: Option<Ipv4Addr>,
+) -> Res<Router> {
+    let dir = tb.dir.join(format!("weft-{tag}"));
+    fs::create_dir_all(&dir).map_err(e)?;
+    let socket = dir.join("weft.sock");
+    let state = dir.join("state");
+    let (s, st) = (socket.display().to_string(), state.display().to_string());
+    let w = weft.display().to_string();
+    let peer = peer.map(|p| p.to_string());
+    let mut args = vec![w.as_str(), "router", "--socket", &s, "--state-dir", &st];
+    args.extend(opts);
+    args.extend(peer.as_deref());
+    let sp = tb.net.spawn(ns, &args).map_err(e)?;
+    let r = Router {
+        pid: sp.pid,
+        socket,
+        log: sp.log,
+    };
+    if !eventually(Duration::from_secs(15), || {
+        weft_json(weft, &r.socket, &["status"]).is_some() || !alive(r.pid)
+    }) || !alive(r.pid)
+    {
+        return Err(format!(
+            "weft router {tag} did not come up; log:\n{}",
+            log_tail(&r.log, 20)
+        ));
+    }
+    Ok(r)
+}
+
+fn weft_json(weft: &Path, socket: &Path, args: &[&str]) -> Option<Value> {
+    let out = Command::new(weft)
+        .args(args)
+        .args(["--json", "--socket"])
+        .arg(socket)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
+fn connections(weft: &Path, r: &Router) -> Vec<Value> {
+    weft_json(weft, &r.socket, &["status", "connections"])
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The modes of `r`'s established connections, e.g. "sleeve".
+fn modes(weft: &Path, r: &Router) -> Vec<String> {
+    connections(weft, r)
+        .iter()
+        .filter(|c| c["state"] == "established")
+        .map(|c| c["mode"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+fn attach(weft: &Path, r: &Router, ns: &Ns, c: &Ns, cidr: &str) -> Res<()> {
+    let (w, s, p) = (
+        weft.display().to_string(),
+        r.socket.display().to_string(),
+        c.path().display().to_string(),
+    );
+    ns.run(&[&w, "attach", cidr, "--netns", &p, "--socket", &s])
+        .map(drop)
+        .map_err(|err| format!("weft attach {cidr}: {err}"))
+}
+
+/// Rows 3-5, weft: routers in both hosts (a accepts, b dials a), containers attached with
+/// `weft attach`. Two further routers in spoke namespaces dial a, so that a has 3 peers
+/// when its idle RSS is read.
+pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
+    let weft = ctx.weft.clone().map_err(Stop::Failed)?;
+    let tag = match mode {
+        WeftMode::Sleeve => "sleeve",
+        WeftMode::SleeveEncrypted => "sleeve-enc",
+        WeftMode::Fastdp => "fastdp",
+    };
+    let mut tb = Testbed::new(tag)?;
+    let mut opts: Vec<&str> = Vec::new();
+    if mode == WeftMode::SleeveEncrypted {
+        opts.extend(["--password", WEFT_PASSWORD]);
+    }
+    if mode != WeftMode::Fastdp {
+        opts.push("--no-fastdp");
+    }
+    let (ha, hb, ca, cb) = (tb.ha.clone(), tb.hb.clone(), tb.ca.clone(), tb.cb.clone());
+    let a = start_router(&mut tb, &weft, &ha, "a", &opts, None)?;
+    let b = start_router(&mut tb, &weft, &hb, "b", &opts, Some(HOST_A))?;
+    let logs = |why: String| {
+        format!(
+            "{why}; a connections: {:?}; a log:\n{}\nb log:\n{}",
+            modes(&weft, &a),
+            log_tail(&a.log, 8),
+            log_tail(&b.log, 8)
+        )
+    };
+    attach(&weft, &a, &ha, &ca, &format!("{}/12", WEFT_C[0]))?;
+    attach(&weft, &b, &hb, &cb, &format!("{}/12", WEFT_C[1]))?;
+    if !ca.ping_until(WEFT_C[1], Duration::from_secs(20)) {
+        return Err(Stop::Failed(logs(
+            "container on a cannot ping container on b after 20 s".into(),
+        )));
+    }
+    if mode == WeftMode::Fastdp {
+        let mut seen = Vec::new();
+        let up = eventually(Duration::from_secs(20), || {
+            seen = modes(&weft, &a);
+            seen.iter().any(|m| m == "fastdp")
+        });
+        if !up {
+            let shown = if seen.is_empty() {
+                "no established connection".to_owned()
+            } else {
+                seen.join(", ")
+            };
+            return Err(Stop::Unavailable(format!("fastdp not available: {shown}")));
+        }
+    }
+    let st = weft_json(&weft, &a.socket, &["status"]).unwrap_or_default();
+    let mtu = ca
+        .run(&["cat", "/sys/class/net/ethwe/mtu"])
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    m.notes.push(format!(
+        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, fastdp={}",
+        modes(&weft, &a),
+        st["encrypted"],
+        st["fastdp"]
+    ));
+    if mode == WeftMode::SleeveEncrypted && st["encrypted"] != true {
+        return Err(Stop::Failed(format!(
+            "router a does not report encrypted=true: {st}"
+        )));
+    }
+    // Two more peers for the idle RSS reading; not fatal when they fail.
+    let mut extra = Vec::new();
+    for n in 1..=2u8 {
+        let spoke = tb.spoke(n).and_then(|(h, a_ip)| {
+            start_router(&mut tb, &weft, &h, &format!("s{n}"), &opts, Some(a_ip))
+        });
+        match spoke {
+            Ok(r) => extra.push(r),
+            Err(err) => m.notes.push(format!("spoke router {n}: {err}")),
+        }
+    }
+    let mut peers = 0;
+    eventually(Duration::from_secs(15), || {
+        peers = modes(&weft, &a).len();
+        peers >= 3
+    });
+    thread::sleep(Duration::from_secs(2));
+    m.rss_idle_kib = rss_kib(a.pid);
+    m.rss_idle_peers = Some(peers);
+    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
+    measure(
+        &mut tb.net,
+        &ca,
+        &cb,
+        WEFT_C[1],
+        ctx.plan,
+        &[a.pid, b.pid],
+        m,
+    )
+    .map_err(logs)?;
+    let st = weft_json(&weft, &a.socket, &["status"]).unwrap_or_default();
+    if let Some(dp) = st.get("datapath") {
+        m.notes.push(format!("a datapath after the run: {dp}"));
+    }
+    Ok(())
+}
+
+const NEBULA_IPS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(192, 168, 100, 1),
+    Ipv4Addr::new(192, 168, 100, 2),
+];
+const NEBULA_PORT: u16 = 4242;
+
+fn cmd(args: &[&str]) -> Res<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(e)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Row 6, Nebula (Debian package), lighthouse-less with a static host map, default cipher,
+/// tun MTU set to weft's overlay MTU, one nebula per host namespace (its tun there).
+pub(crate) fn nebula(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let mut tb = Testbed::new("nebula")?;
+    let d = tb.dir.join("nebula");
+    fs::create_dir_all(&d).map_err(e)?;
+    let p = |f: &str| d.join(f).display().to_string();
+    cmd(&[
+        "nebula-cert",
+        "ca",
+        "-name",
+        "weft-bench",
+        "-out-crt",
+        &p("ca.crt"),
+        "-out-key",
+        &p("ca.key"),
+    ])?;
+    let mut pids = Vec::new();
+    let mut logs = Vec::new();
+    let hosts = [
+        (tb.ha.clone(), "a", HOST_B, 0usize),
+        (tb.hb.clone(), "b", HOST_A, 1usize),
+    ];
+    for (ns, name, remote_ul, i) in &hosts {
+        cmd(&[
+            "nebula-cert",
+            "sign",
+            "-name",
+            name,
+            "-ip",
+            &format!("{}/24", NEBULA_IPS[*i]),
+            "-ca-crt",
+            &p("ca.crt"),
+            "-ca-key",
+            &p("ca.key"),
+            "-out-crt",
+            &p(&format!("{name}.crt")),
+            "-out-key",
+            &p(&format!("{name}.key")),
+        ])?;
+        let config = format!(
+            "pki:\n  ca: {ca}\n  cert: {crt}\n  key: {key}\n\
+             static_host_map:\n  \"{peer}\": [\"{remote_ul}:{NEBULA_PORT}\"]\n\
+             lighthouse:\n  am_lighthouse: false\n  interval: 60\n  hosts: []\n\
+             listen:\n  host: 0.0.0.0\n  port: {NEBULA_PORT}\n\
+             punchy:\n  punch: false\n\
+             tun:\n  disabled: false\n  dev: nebula1\n  mtu: {OVERLAY_MTU}\n\
+             logging:\n  level: info\n  format: text\n\
+             firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n\
+             \x20 inbound:\n    - port: any\n      proto: any\n      host: any\n",
+            ca = p("ca.crt"),
+            crt = p(&format!("{name}.crt")),
+            key = p(&format!("{name}.key")),
+            peer = NEBULA_IPS[1 - *i],
+        );
+        let cfg = p(&format!("{name}.yml"));
+        fs::write(&cfg, config).map_err(e)?;
+        let sp = tb.net.spawn(ns, &["nebula", "-config", &cfg]).map_err(e)?;
+        pids.push(sp.pid);
+        logs.push(sp.log);
+    }
+    let tails = || {
+        logs.iter()
+            .map(|l| log_tail(l, 8))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    if !tb.ha.ping_until(NEBULA_IPS[1], Duration::from_secs(20)) {
+        return Err(Stop::Failed(format!(
+            "nebula a cannot ping nebula b after 20 s; logs:\n{}",
+            tails()
+        )));
+    }
+    m.notes.push(format!(
+        "host ns to host ns over nebula tun (MTU {OVERLAY_MTU}), UDP {NEBULA_PORT}, default cipher"
+    ));
+    let (ha, hb) = (tb.ha.clone(), tb.hb.clone());
+    measure(&mut tb.net, &ha, &hb, NEBULA_IPS[1], ctx.plan, &pids, m)
+        .map_err(|err| format!("{err}; logs:\n{}", tails()))?;
+    Ok(())
+}
+
+const WG_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 50, 0, 1), Ipv4Addr::new(10, 50, 0, 2)];
+const WG_PORT: u16 = 51820;
+
+/// Removes boringtun's UAPI sockets (global paths) on drop.
+struct SockGuard(Vec<PathBuf>);
+
+impl Drop for SockGuard {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn keypair() -> Res<([u8; 32], [u8; 32])> {
+    let mut sk = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut sk))
+        .map_err(e)?;
+    let secret = x25519_dalek::StaticSecret::from(sk);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    Ok((secret.to_bytes(), public.to_bytes()))
+}
+
+fn uapi_set(sock: &Path, body: &str) -> Res<()> {
+    let mut s = UnixStream::connect(sock).map_err(|err| format!("{}: {err}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(e)?;
+    s.write_all(format!("set=1\n{body}\n").as_bytes())
+        .map_err(e)?;
+    let mut reply = String::new();
+    let mut buf = [0u8; 256];
+    while !reply.contains("\n\n") {
+        let n = s.read(&mut buf).map_err(e)?;
+        if n == 0 {
+            break;
+        }
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    if reply.contains("errno=0") {
+        Ok(())
+    } else {
+        Err(format!("boringtun UAPI set: {}", reply.trim()))
+    }
+}
+
+/// Row 7, boringtun (userspace WireGuard), when `BORINGTUN_BIN` names its CLI binary.
+pub(crate) fn boringtun(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let Some(bin) = std::env::var_os("BORINGTUN_BIN") else {
+        return Err(Stop::Skipped("skipped: BORINGTUN_BIN not set".into()));
+    };
+    let bin = bin.to_string_lossy().into_owned();
+    let mut tb = Testbed::new("boringtun")?;
+    let keys = [keypair()?, keypair()?];
+    // UAPI sockets live in /var/run/wireguard/<if>.sock for every namespace: unique names.
+    let ifs = [0, 1].map(|i| format!("wgb{}{}", std::process::id() % 100_000, i));
+    let socks: Vec<PathBuf> = ifs
+        .iter()
+        .map(|n| Path::new("/var/run/wireguard").join(format!("{n}.sock")))
+        .collect();
+    let _guard = SockGuard(socks.clone());
+    let hosts = [(tb.ha.clone(), HOST_B), (tb.hb.clone(), HOST_A)];
+    let mut pids = Vec::new();
+    let mut logs = Vec::new();
+    for (i, (ns, remote)) in hosts.iter().enumerate() {
+        let sp = tb
+            .net
+            .spawn(
+                ns,
+                &[&bin, "--foreground", "--disable-drop-privileges", &ifs[i]],
+            )
+            .map_err(e)?;
+        pids.push(sp.pid);
+        logs.push(sp.log.clone());
+        if !eventually(Duration::from_secs(5), || socks[i].exists()) {
+            return Err(Stop::Failed(format!(
+                "boringtun {} made no UAPI socket; log:\n{}",
+                ifs[i],
+                log_tail(&sp.log, 10)
+            )));
+        }
+        uapi_set(
+            &socks[i],
+            &format!(
+                "private_key={}\nlisten_port={WG_PORT}\nreplace_peers=true\npublic_key={}\nendpoint={remote}:{WG_PORT}\nallowed_ip={}/32\n",
+                hex(&keys[i].0),
+                hex(&keys[1 - i].1),
+                WG_IPS[1 - i]
+            ),
+        )?;
+        let run = |args: &[&str]| ns.run(args).map(drop).map_err(e);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", WG_IPS[i]),
+            "dev",
+            &ifs[i],
+        ])?;
+        run(&[
+            "ip",
+            "link",
+            "set",
+            &ifs[i],
+            "mtu",
+            &OVERLAY_MTU.to_string(),
+            "up",
+        ])?;
+    }
+    if !tb.ha.ping_until(WG_IPS[1], Duration::from_secs(15)) {
+        return Err(Stop::Failed(format!(
+            "boringtun a cannot ping b; log a:\n{}",
+            log_tail(&logs[0], 10)
+        )));
+    }
+    m.notes.push(format!(
+        "host ns to host ns over boringtun ({bin}), MTU {OVERLAY_MTU}"
+    ));
+    let (ha, hb) = (tb.ha.clone(), tb.hb.clone());
+    measure(&mut tb.net, &ha, &hb, WG_IPS[1], ctx.plan, &pids, m)?;
+    Ok(())
+}
