@@ -197,6 +197,7 @@ impl Plumbing {
                 .move_to_netns(&peer_tmp, netns, Some(CONTAINER_IFNAME))
                 .await?;
             inner.set_up(CONTAINER_IFNAME).await?;
+            configure_arp_cache(netns);
             if inner.link("lo").await?.is_some_and(|l| !l.up) {
                 inner.set_up("lo").await?;
             }
@@ -368,6 +369,32 @@ impl Plumbing {
             .attachments
             .iter()
             .position(|a| a.netns_inode == inode)
+    }
+}
+
+/// ARP cache timers of the container's interface, as Weave sets them: an address that
+/// moved to another host (`detach` here, `attach` there) is re-resolved within seconds
+/// instead of after the kernel's default 15-45 s reachable time plus probes.
+/// Best effort: a namespace that refuses still works, just slower after a move.
+const ARP_CACHE_SYSCTLS: [(&str, &str); 3] = [
+    ("base_reachable_time_ms", "5000"),
+    ("delay_first_probe_time", "2"),
+    ("ucast_solicit", "1"),
+];
+
+fn configure_arp_cache(netns: &Path) {
+    let done = weft_kernel_dp::run_in_netns(netns, || {
+        for (key, value) in ARP_CACHE_SYSCTLS {
+            let path = format!("/proc/sys/net/ipv4/neigh/{CONTAINER_IFNAME}/{key}");
+            std::fs::write(path, value)?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::debug!(
+            "ARP cache timers on {CONTAINER_IFNAME} in {}: {done:?}",
+            netns.display()
+        );
     }
 }
 

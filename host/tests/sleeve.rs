@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{Opts, Router, eventually, ip};
+use common::{Opts, Router, eventually, ip, link, mac_of};
+use std::path::PathBuf;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{TestNet, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -20,15 +21,8 @@ fn two_hosts_containers_ping_and_move_50_mb_intact() {
     let ip_a = net.underlay_attach(&ha).unwrap();
     net.underlay_attach(&hb).unwrap();
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
-    let a = Router::start(&mut net, &ha, &Opts::default());
-    let b = Router::start(
-        &mut net,
-        &hb,
-        &Opts {
-            peers: vec![ip_a.to_string()],
-            ..Opts::default()
-        },
-    );
+    let a = Router::start(&mut net, &ha, &Opts::sleeve());
+    let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));
     a.attach(&ca, "10.32.1.1/12");
     b.attach(&cb, "10.32.2.1/12");
     assert!(
@@ -92,6 +86,283 @@ fn two_hosts_containers_ping_and_move_50_mb_intact() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["mode"] == "sleeve")
+            .any(|c| {
+                c["mode"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("sleeve") && !m.contains("heartbeat"))
+            })
     }));
+}
+
+/// Three hosts on the shared underlay, all sleeve only: `a` listens, `b` and `c` dial it.
+/// Returns the routers once each reaches the other two.
+fn star(net: &mut TestNet) -> [Router; 3] {
+    let hosts: Vec<Ns> = ["a", "b", "c"]
+        .iter()
+        .map(|n| net.add_host(n).unwrap())
+        .collect();
+    let ip_a = net.underlay_attach(&hosts[0]).unwrap();
+    net.underlay_attach(&hosts[1]).unwrap();
+    net.underlay_attach(&hosts[2]).unwrap();
+    let a = Router::start(net, &hosts[0], &Opts::sleeve());
+    let b = Router::start(net, &hosts[1], &Opts::sleeve_to(&[ip_a]));
+    let c = Router::start(net, &hosts[2], &Opts::sleeve_to(&[ip_a]));
+    for r in [&a, &b, &c] {
+        r.wait_until(SETTLE, "all three peers reachable", |r| {
+            r.json(&["status"])["reachable_peers"].as_u64() >= Some(2)
+        });
+    }
+    [a, b, c]
+}
+
+#[test]
+fn line_a_b_c_ends_talk_through_b_which_relays() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let ha = net.add_host("a").unwrap();
+    let hb = net.add_host("b").unwrap();
+    let hc = net.add_host("c").unwrap();
+    // Two separate underlay links; b does not forward IP (ip_forward=0 in every host).
+    link(&net, &ha, &hb, "198.18.1.1", "198.18.1.2", "eth0", "eab");
+    link(&net, &hb, &hc, "198.18.2.2", "198.18.2.3", "ebc", "eth0");
+    assert!(
+        !ha.ping(ip("198.18.2.3"), 1),
+        "a reaches c on the underlay: the test is broken"
+    );
+    let b = Router::start(&mut net, &hb, &Opts::sleeve());
+    let a = Router::start(&mut net, &ha, &Opts::sleeve_to(&["198.18.1.2"]));
+    let c = Router::start(&mut net, &hc, &Opts::sleeve_to(&["198.18.2.2"]));
+    let (name_b, name_c) = (b.name(), c.name());
+    a.wait_until(SETTLE, "a routes to c via b", |a| {
+        a.next_hop_to(&name_c).as_deref() == Some(name_b.as_str())
+    });
+    let (ca, cc) = (net.add_ns("ca").unwrap(), net.add_ns("cc").unwrap());
+    a.attach(&ca, "10.32.1.1/12");
+    c.attach(&cc, "10.32.3.1/12");
+    assert!(
+        ca.ping_until(ip("10.32.3.1"), SETTLE),
+        "a's container cannot reach c's; a:\n{}\nb:\n{}\nc:\n{}",
+        a.log_text(),
+        b.log_text(),
+        c.log_text()
+    );
+    assert!(cc.ping(ip("10.32.1.1"), 3));
+    // Full-size frames too (1376-byte overlay MTU: 1348 bytes of ICMP payload).
+    let big = ca.exec(&[
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1348",
+        "10.32.3.1",
+    ]);
+    assert!(big.as_ref().is_ok_and(|o| o.status.success()), "{big:?}");
+    // b carried them: its sleeve relayed frames it was neither origin nor destination of.
+    let relayed = b.counter("frames_relayed");
+    assert!(relayed >= 6, "b relayed {relayed} frames: {}", b.datapath());
+    // And a and c have no direct connection (there is no path for one).
+    assert!(
+        a.connections_to(&name_c)
+            .iter()
+            .all(|c| c["state"] != "established")
+    );
+}
+
+#[test]
+fn broadcast_and_multicast_reach_containers_on_every_other_host() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let [a, b, c] = star(&mut net);
+    let cs: Vec<Ns> = ["ca", "cb", "cc"]
+        .iter()
+        .map(|n| net.add_ns(n).unwrap())
+        .collect();
+    a.attach(&cs[0], "10.32.1.1/12");
+    b.attach(&cs[1], "10.32.2.1/12");
+    c.attach(&cs[2], "10.32.3.1/12");
+    for c in &cs {
+        c.set_sysctl("net/ipv4/icmp_echo_ignore_broadcasts", "0")
+            .unwrap();
+        c.run(&["ip", "route", "add", "224.0.0.0/4", "dev", "ethwe"])
+            .unwrap();
+    }
+    // Before the broadcast: the overlay works at all (and every bridge port is up).
+    for to in ["10.32.2.1", "10.32.3.1"] {
+        assert!(cs[0].ping_until(ip(to), SETTLE), "ca cannot reach {to}");
+    }
+    // Broadcast: one echo request to 10.47.255.255, answered from both other hosts.
+    let out = cs[0]
+        .exec(&["ping", "-n", "-b", "-w", "3", "-i", "0.5", "10.47.255.255"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for from in ["10.32.2.1", "10.32.3.1"] {
+        assert!(
+            text.contains(&format!("from {from}:")),
+            "no broadcast reply from {from}:\n{text}"
+        );
+    }
+    // Multicast: a UDP datagram to a group the containers on b and c joined.
+    let files: Vec<PathBuf> = cs[1..]
+        .iter()
+        .map(|c| std::env::temp_dir().join(format!("weft-e2e-{}.mcast", c.name())))
+        .collect();
+    for (c, f) in cs[1..].iter().zip(&files) {
+        let _ = std::fs::remove_file(f);
+        let own = if c == &cs[1] {
+            "10.32.2.1"
+        } else {
+            "10.32.3.1"
+        };
+        let recv = format!("UDP4-RECV:5007,reuseaddr,ip-add-membership=239.7.7.7:{own}");
+        let sink = format!("OPEN:{},creat,append", f.display());
+        net.spawn(c, &["socat", "-u", &recv, &sink]).unwrap();
+    }
+    let marker = format!("weft-mcast-{}", std::process::id());
+    let got = |f: &PathBuf| std::fs::read_to_string(f).is_ok_and(|s| s.contains(&marker));
+    let arrived = eventually(Duration::from_secs(15), || {
+        let _ = cs[0].run(&[
+            "sh",
+            "-c",
+            &format!(
+                "echo {marker} | socat -u - UDP4-DATAGRAM:239.7.7.7:5007,ip-multicast-if=10.32.1.1"
+            ),
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        files.iter().all(got)
+    });
+    let sizes: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).ok())
+        .collect();
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    assert!(
+        arrived,
+        "multicast did not reach both groups' members: {sizes:?}"
+    );
+    // The sleeve on a flooded them (broadcast and multicast go down a's tree).
+    assert!(a.counter("frames_from_bridge") > 0);
+    assert!(b.counter("frames_to_bridge") > 0 && c.counter("frames_to_bridge") > 0);
+}
+
+#[test]
+fn restarted_router_keeps_its_containers_and_traffic_resumes() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
+    let ip_a = net.underlay_attach(&ha).unwrap();
+    net.underlay_attach(&hb).unwrap();
+    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
+    let a = Router::start(&mut net, &ha, &Opts::sleeve());
+    let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));
+    a.attach(&ca, "10.32.1.1/12");
+    b.attach(&cb, "10.32.2.1/12");
+    assert!(cb.ping_until(ip("10.32.1.1"), SETTLE));
+    let name = a.name();
+    let iface = |c: &Ns| {
+        (
+            mac_of(c, "ethwe"),
+            c.run(&["cat", "/sys/class/net/ethwe/ifindex"]).unwrap(),
+            c.run(&["ip", "-o", "-4", "addr", "show", "ethwe"]).unwrap(),
+        )
+    };
+    let before = iface(&ca);
+    assert!(before.2.contains("10.32.1.1/12"), "{before:?}");
+    // kill -9: nothing is cleaned up by the router itself.
+    assert!(net.kill(a.pid));
+    assert!(!a.alive());
+    assert_eq!(
+        iface(&ca),
+        before,
+        "the container's interface changed while a was down"
+    );
+    let a2 = Router::restart(&mut net, &ha, &Opts::sleeve());
+    assert_eq!(a2.name(), name, "the peer name is kept in the state dir");
+    let ps = a2.json(&["ps"]);
+    assert_eq!(ps.as_array().map(Vec::len), Some(1), "{ps}");
+    assert_eq!(ps[0]["addresses"][0], "10.32.1.1/12", "{ps}");
+    assert_eq!(ps[0]["mac"].as_str(), Some(before.0.as_str()), "{ps}");
+    assert!(
+        cb.ping_until(ip("10.32.1.1"), Duration::from_secs(30)),
+        "traffic did not resume after the restart; a:\n{}\nb:\n{}",
+        a2.log_text(),
+        b.log_text()
+    );
+    assert!(ca.ping(ip("10.32.2.1"), 3));
+    assert_eq!(
+        iface(&ca),
+        before,
+        "the restart recreated the container's interface"
+    );
+}
+
+#[test]
+fn an_address_moved_to_another_host_is_reached_there() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let [a, b, c] = star(&mut net);
+    let (ca, cc) = (net.add_ns("ca").unwrap(), net.add_ns("cc").unwrap());
+    let moved = net.add_ns("cm").unwrap();
+    a.attach(&ca, "10.32.1.1/12");
+    c.attach(&cc, "10.32.3.1/12");
+    assert!(cc.ping_until(ip("10.32.1.1"), SETTLE));
+    let old_mac = mac_of(&ca, "ethwe");
+    // The address leaves a's container and comes up in a container on b.
+    a.detach(&ca, "10.32.1.1/12");
+    assert!(
+        !cc.ping(ip("10.32.1.1"), 1),
+        "the address is still answered on a"
+    );
+    b.attach(&moved, "10.32.1.1/12");
+    let new_mac = mac_of(&moved, "ethwe");
+    assert_ne!(old_mac, new_mac);
+    // The pinging container still maps the address to the old MAC; weft sets its ARP
+    // timers so it re-resolves in seconds (the kernel's defaults take 23-53 s).
+    let t = std::time::Instant::now();
+    assert!(
+        cc.ping_until(ip("10.32.1.1"), Duration::from_secs(20)),
+        "the moved address is not reached on b; neigh: {:?}",
+        cc.run(&["ip", "neigh"])
+    );
+    eprintln!("moved address reached after {:?}", t.elapsed());
+    let neigh = cc.run(&["ip", "neigh", "show", "10.32.1.1"]).unwrap();
+    assert!(neigh.contains(&new_mac), "{neigh} (new MAC {new_mac})");
+    assert!(moved.ping(ip("10.32.3.1"), 3));
+    // Now the MAC itself moves (a container restored elsewhere with its interface's
+    // address): back to a, same IP, same MAC. c's ARP entry stays right; only the
+    // sleeves' MAC tables, which place that MAC behind b, must learn it behind a.
+    b.detach(&moved, "");
+    let back = net.add_ns("cback").unwrap();
+    a.attach(&back, "10.32.1.1/12");
+    for args in [
+        &["ip", "link", "set", "ethwe", "down"][..],
+        &["ip", "link", "set", "ethwe", "address", &new_mac],
+        &["ip", "link", "set", "ethwe", "up"],
+    ] {
+        back.run(args).unwrap();
+    }
+    assert!(
+        back.ping_until(ip("10.32.3.1"), SETTLE),
+        "the MAC that moved from b to a is not reached there"
+    );
+    assert!(cc.ping(ip("10.32.1.1"), 3));
+    let neigh = cc.run(&["ip", "neigh", "show", "10.32.1.1"]).unwrap();
+    assert!(neigh.contains(&new_mac), "{neigh}");
 }

@@ -132,9 +132,14 @@ impl Router {
         );
     }
 
+    /// Detaches `cidr` from `c`, or the whole attachment when `cidr` is empty.
     pub fn detach(&self, c: &Ns, cidr: &str) {
         let p = c.path().display().to_string();
-        let out = self.weft(&["detach", cidr, "--netns", &p]);
+        let mut args = vec!["detach", "--netns", &p];
+        if !cidr.is_empty() {
+            args.push(cidr);
+        }
+        let out = self.weft(&args);
         assert!(out.is_ok(), "detach {cidr}: {out:?}");
     }
 }
@@ -174,4 +179,122 @@ pub fn link(net: &TestNet, a: &Ns, b: &Ns, a_ip: &str, b_ip: &str, a_if: &str, b
     net.veth(a, a_if, b, b_if).unwrap();
     net.addr(a, a_if, ip(a_ip), 24).unwrap();
     net.addr(b, b_if, ip(b_ip), 24).unwrap();
+}
+
+impl Opts<'static> {
+    /// Sleeve only (`--no-fastdp`): for tests about the userspace datapath.
+    pub fn sleeve() -> Self {
+        Self {
+            extra: vec!["--no-fastdp"],
+            ..Self::default()
+        }
+    }
+
+    /// Sleeve only, dialling `peers`.
+    pub fn sleeve_to(peers: &[impl ToString]) -> Self {
+        Self {
+            peers: peers.iter().map(ToString::to_string).collect(),
+            ..Self::sleeve()
+        }
+    }
+}
+
+impl Router {
+    /// The process is still running (not gone, not a zombie).
+    pub fn alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+                Some(after != 'Z' && after != 'X')
+            })
+            .unwrap_or(false)
+    }
+
+    /// `status`'s `datapath` object.
+    pub fn datapath(&self) -> Value {
+        self.json(&["status"])["datapath"].clone()
+    }
+
+    /// A datapath counter from `status`.
+    pub fn counter(&self, key: &str) -> u64 {
+        self.datapath()[key].as_u64().unwrap_or(0)
+    }
+
+    /// The next hop towards peer `name`, as `status peers` shows it.
+    pub fn next_hop_to(&self, name: &str) -> Option<String> {
+        self.try_json(&["status", "peers"])?
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)?["next_hop"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Target addresses (`status targets`).
+    pub fn targets(&self) -> Vec<String> {
+        self.try_json(&["status", "targets"])
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["address"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Connections (any state) to peer `name`, as `status connections` shows them.
+    pub fn connections_to(&self, name: &str) -> Vec<Value> {
+        self.try_json(&["status", "connections"])
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["peer"] == name)
+            .collect()
+    }
+}
+
+/// A packet capture running in a test namespace (`tcpdump -U -w`, so every packet is on
+/// disk as soon as it is seen and a SIGKILL loses nothing).
+pub struct Capture {
+    pub pid: u32,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `iface` in `ns` (only `filter`-matching packets, e.g. "udp").
+    pub fn start(net: &mut TestNet, ns: &Ns, iface: &str, filter: &str) -> Self {
+        let file = std::env::temp_dir().join(format!("weft-e2e-{}-{iface}.pcap", ns.name()));
+        let _ = std::fs::remove_file(&file);
+        let f = file.display().to_string();
+        let mut args = vec!["tcpdump", "-n", "-U", "-s", "0", "-i", iface, "-w", &f];
+        args.extend(filter.split_whitespace());
+        let pid = net.spawn(ns, &args).unwrap().pid;
+        // tcpdump creates the file once it listens.
+        assert!(
+            eventually(Duration::from_secs(10), || file.exists()),
+            "tcpdump did not start in {}",
+            ns.name()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        Self { pid, file }
+    }
+
+    /// Stops the capture and returns the pcap bytes.
+    pub fn stop(self, net: &mut TestNet) -> Vec<u8> {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(net.kill(self.pid));
+        let bytes = std::fs::read(&self.file).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.file);
+        bytes
+    }
+}
+
+/// `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The MAC of `ifname` inside `ns`.
+pub fn mac_of(ns: &Ns, ifname: &str) -> String {
+    let out = ns.run(&["cat", &format!("/sys/class/net/{ifname}/address")]);
+    out.unwrap().trim().to_owned()
 }
