@@ -3,8 +3,8 @@
 //! What it does: wire codecs (handshake, connection frames, gossip, sleeve datagrams),
 //! crypto (X25519 handshake, HKDF session keys, ChaCha20-Poly1305 framing, replay window),
 //! topology and its gossip, unicast routes and per-source broadcast trees, MAC learning,
-//! the connection maker, address management ([`ipam`]), and [`router::Router`], the one
-//! type a host or the simulator drives.
+//! the connection maker, address management ([`ipam`]), container names ([`dns`]), and
+//! [`router::Router`], the one type a host or the simulator drives.
 //!
 //! What it does not do: read a clock, touch a socket or file, spawn a thread or ask the OS
 //! for randomness. Time comes in as [`time::Instant`], bytes as slices, randomness from the
@@ -20,6 +20,7 @@ extern crate std;
 
 pub mod conn;
 pub mod crypto;
+pub mod dns;
 pub mod fastdp;
 pub mod gossip;
 pub mod ipam;

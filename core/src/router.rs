@@ -8,6 +8,7 @@
 
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
 use crate::crypto::{self, DatagramOpener, DatagramSealer};
+use crate::dns::Dns;
 use crate::gossip;
 use crate::ipam::{Ipam, IpamConfig, IpamEvent};
 use crate::maker::{Backoff, Maker, Target, TargetKind};
@@ -16,7 +17,7 @@ use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
 use crate::topology::{ConnInfo, PeerEntry, Topology};
-use crate::wire::frame::{CHANNEL_IPAM, CHANNEL_TOPOLOGY};
+use crate::wire::frame::{CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_TOPOLOGY};
 use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -26,6 +27,9 @@ use core::net::SocketAddr;
 // IPAM glue: lives in ipam/, is a child of this module so it reaches the router's fields.
 #[path = "ipam/glue.rs"]
 mod ipam_glue;
+// DNS glue: likewise, in dns/glue.rs.
+#[path = "dns/glue.rs"]
+mod dns_glue;
 
 /// Most events queued for the driver; further events are dropped and counted.
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
@@ -250,6 +254,7 @@ pub struct Router {
     transmit_cursor: u64,
     stats: RouterStats,
     ipam: Ipam,
+    dns: Dns,
 }
 
 impl Router {
@@ -293,6 +298,7 @@ impl Router {
         );
         Self {
             ipam,
+            dns: Dns::new(config.name, config.gossip_interval, now),
             settings,
             rng,
             conns: BTreeMap::new(),
@@ -421,6 +427,7 @@ impl Router {
             self.next_gc_at = now + Duration::from_secs(1);
         }
         self.ipam_timeout(now);
+        self.dns_timeout(now);
         self.dial_due(now);
         self.maybe_flush(now);
     }
@@ -489,6 +496,7 @@ impl Router {
             t = t.min(d);
         }
         t = t.min(self.ipam.poll_timeout());
+        t = t.min(self.dns.poll_timeout());
         Some(t)
     }
 
@@ -659,6 +667,8 @@ impl Router {
                         self.on_topology_gossip(now, id, &payload);
                     } else if channel == CHANNEL_IPAM {
                         self.on_ipam_gossip(now, id, &payload);
+                    } else if channel == CHANNEL_DNS {
+                        self.on_dns_gossip(now, id, &payload);
                     }
                     // Other channels (IPAM, DNS) are added by their own modules.
                 }
@@ -682,6 +692,7 @@ impl Router {
         self.maker.established(id, peer);
         self.push_event(Event::ConnectionUp { conn: id, peer });
         self.ipam.on_neighbour(peer);
+        self.dns_on_neighbour(peer);
         self.update_our_conns();
         // A new neighbour hears everything we know.
         let all: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
@@ -776,6 +787,7 @@ impl Router {
 
     fn maybe_flush(&mut self, now: Instant) {
         self.ipam_pump(now);
+        self.dns_pump(now);
         match self.flush_at {
             Some(t) if t <= now => {}
             _ => return,
@@ -902,6 +914,7 @@ impl Router {
             self.maker.drop_discovered_for(p);
             self.routes_dirty = true;
             self.push_event(Event::PeerRemoved(p));
+            self.dns_peer_removed(now, p);
         }
     }
 }

@@ -90,6 +90,7 @@ mod seeds {
             ("topology", topology()),
             ("conn_stream", conn_stream()),
             ("ipam", ipam()),
+            ("dns", dns()),
         ]
     }
 
@@ -425,6 +426,45 @@ mod seeds {
             ("garbage-range-host-bits", host_bits),
             ("garbage-bad-version", bad_version),
             ("garbage-unknown-kind", vec![1, 0x42]),
+        ]
+    }
+    fn dns() -> Seeds {
+        use weft_core::dns::wire;
+        use weft_core::dns::{Container, DnsName, Record, RecordKey};
+        let rec = |name: &str, last: u8, owner: u64, tombstone: bool| Record {
+            key: RecordKey {
+                name: DnsName::new(name).expect("seed name"),
+                addr: std::net::Ipv4Addr::new(10, 32, 0, last),
+                owner: PeerName::from_u64(owner),
+                container: Container::new("ns-4026532281").expect("seed container"),
+            },
+            version: 3,
+            tombstone,
+        };
+        let a = rec("web.weave.local", 2, 1, false);
+        let b = rec("web.weave.local", 3, 2, false);
+        let t = rec("db.weave.local", 9, 1, true);
+        let enc = |r: &[&Record]| wire::to_vec(r).expect("seed message emits");
+        let two = enc(&[&a, &b]);
+        let mut unordered = enc(&[&a]);
+        unordered.extend_from_slice(&enc(&[&a])[4..]);
+        unordered[3] = 2;
+        let mut bad_flags = enc(&[&a]);
+        bad_flags[4 + 14] = 0x80;
+        let mut upper = enc(&[&a]);
+        let last = upper.len() - 1;
+        upper[last] = b'L';
+        let mut bad_version = two.clone();
+        bad_version[0] = 9;
+        vec![
+            ("valid-two-records", two.clone()),
+            ("valid-tombstone", enc(&[&t])),
+            ("valid-empty", enc(&[])),
+            ("garbage-truncated", two[..two.len() - 3].to_vec()),
+            ("garbage-duplicate-key", unordered),
+            ("garbage-unknown-flag", bad_flags),
+            ("garbage-uppercase-name", upper),
+            ("garbage-bad-version", bad_version),
         ]
     }
 }

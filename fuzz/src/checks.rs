@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("topology", topology),
     ("conn_stream", conn_stream),
     ("ipam", ipam),
+    ("dns", dns),
 ];
 
 /// The hello decoder: a parsed hello re-emits and re-parses to itself.
@@ -166,5 +167,36 @@ pub fn ipam(data: &[u8]) -> bool {
     };
     let bytes = msg.to_vec().expect("a parsed message re-emits");
     assert_eq!(bytes, data);
+    true
+}
+
+/// The DNS gossip decoder (`weft_core::dns::wire`): a parsed message re-emits to exactly
+/// its input bytes, and a record set fed the bytes as gossip never panics and ends up
+/// holding, for every record of the message, that record or a newer state of it.
+pub fn dns(data: &[u8]) -> bool {
+    use weft_core::dns::{Dns, wire};
+    let me = PeerName::from_u64(0x0a0b0c0d0e0f);
+    let gossip = weft_core::time::Duration::from_secs(5);
+    let mut d = Dns::new(me, gossip, Instant::ZERO);
+    for _ in 0..2 {
+        let _ = d.handle_message(Instant::ZERO, PeerName::from_u64(2), data, |_| true);
+    }
+    while d.poll_output().is_some() {}
+    let Ok(recs) = wire::parse(data) else {
+        return false;
+    };
+    let held: Vec<_> = d.records().collect();
+    for r in &recs {
+        let h = held
+            .iter()
+            .find(|h| h.key == r.key)
+            .expect("a merged record is held");
+        assert!(h.rank() >= r.rank() || r.key.owner == me);
+    }
+    let refs: Vec<_> = recs.iter().collect();
+    assert_eq!(
+        wire::to_vec(&refs).expect("a parsed message re-emits"),
+        data
+    );
     true
 }
