@@ -6,7 +6,7 @@ use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
 
 mod common;
 
-use common::{Opts, Router, WEFT};
+use common::{Capture, Opts, Router, WEFT};
 
 fn start(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Router {
     Router::start(
@@ -175,4 +175,196 @@ fn attach_survives_router_restart_and_detach_removes_it() {
         "ethwe still there"
     );
     assert_eq!(a.json(&["ps"]).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn connect_and_forget_at_run_time_change_connections_and_targets() {
+    if require_root().is_some() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let (ha, hb, hc) = (
+        net.add_host("a").unwrap(),
+        net.add_host("b").unwrap(),
+        net.add_host("c").unwrap(),
+    );
+    net.underlay_attach(&ha).unwrap();
+    let ip_b = net.underlay_attach(&hb).unwrap();
+    // c runs no router: dialling it is refused.
+    let ip_c = net.underlay_attach(&hc).unwrap();
+    let a = Router::start(&mut net, &ha, &Opts::sleeve());
+    let b = Router::start(&mut net, &hb, &Opts::sleeve());
+    let (name_a, name_b) = (a.name(), b.name());
+    assert!(a.established().is_empty() && a.targets().is_empty());
+    // connect: a target, then a connection both sides show.
+    a.weft(&["connect", &ip_b.to_string()]).unwrap();
+    let target_b = format!("{ip_b}:6783");
+    assert_eq!(a.targets(), vec![target_b.clone()]);
+    a.wait_until(Duration::from_secs(15), "a established to b", |a| {
+        a.established() == vec![name_b.clone()]
+    });
+    b.wait_until(Duration::from_secs(15), "b established to a", |b| {
+        b.established() == vec![name_a.clone()]
+    });
+    let text = a.weft(&["status", "connections"]).unwrap();
+    assert!(
+        text.contains(&target_b) && text.contains("established"),
+        "{text}"
+    );
+    // A peer that refuses shows as a failed connection with the reason.
+    let target_c = format!("{ip_c}:6783");
+    a.weft(&["connect", &ip_c.to_string()]).unwrap();
+    a.wait_until(Duration::from_secs(15), "the refused target shows", |a| {
+        a.json(&["status", "connections"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["address"] == target_c.as_str()
+                    && c["state"] == "failed"
+                    && c["error"].as_str().is_some_and(|e| e.contains("refused"))
+            })
+    });
+    assert_eq!(a.targets().len(), 2);
+    // forget: the target goes, the connection goes, on both sides, and stays gone.
+    a.weft(&["forget", &ip_b.to_string(), &ip_c.to_string()])
+        .unwrap();
+    assert!(a.targets().is_empty(), "{:?}", a.targets());
+    for r in [&a, &b] {
+        r.wait_until(Duration::from_secs(10), "the connection is dropped", |r| {
+            r.established().is_empty()
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for r in [&a, &b] {
+        assert!(
+            r.established().is_empty(),
+            "{} reconnected after forget: {}",
+            r.ns.name(),
+            r.json(&["status", "connections"])
+        );
+    }
+    let conns = a.json(&["status", "connections"]);
+    assert!(
+        !conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["address"] == target_c.as_str()),
+        "forgotten target still listed: {conns}"
+    );
+    // And connect brings it back.
+    a.weft(&["connect", &ip_b.to_string()]).unwrap();
+    b.wait_until(Duration::from_secs(15), "b established to a again", |b| {
+        b.established() == vec![name_a.clone()]
+    });
+}
+
+/// Two hosts with `password` (or none); a container on each; 200 kB of a marker string
+/// sent over TCP between the containers while the underlay bridge is captured.
+/// Returns whether the marker appears anywhere in the capture.
+fn marker_on_underlay(password: Option<&str>) -> bool {
+    let mut net = TestNet::new().unwrap();
+    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
+    let ip_a = net.underlay_attach(&ha).unwrap();
+    net.underlay_attach(&hb).unwrap();
+    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
+    // Whatever datapath the routers pick by default: the user's configuration.
+    let a = Router::start(
+        &mut net,
+        &ha,
+        &Opts {
+            password,
+            ..Opts::default()
+        },
+    );
+    let b = Router::start(
+        &mut net,
+        &hb,
+        &Opts {
+            password,
+            peers: vec![ip_a.to_string()],
+            ..Opts::default()
+        },
+    );
+    a.attach(&ca, "10.32.1.1/12");
+    b.attach(&cb, "10.32.2.1/12");
+    assert!(
+        ca.ping_until(
+            "10.32.2.1".parse::<std::net::IpAddr>().unwrap(),
+            Duration::from_secs(20)
+        ),
+        "no overlay path; a:\n{}\nb:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let encrypted = b
+        .json(&["status", "connections"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["state"] == "established" && c["encrypted"] == true);
+    assert_eq!(encrypted, password.is_some());
+    let ul = net.underlay_ns().unwrap().clone();
+    let cap = Capture::start(&mut net, &ul, "br0", "");
+    let marker = format!("weft-plaintext-marker-{}", std::process::id());
+    let got = std::env::temp_dir().join(format!("weft-e2e-{}.marker", cb.name()));
+    let g = got.display().to_string();
+    let listen = net
+        .spawn(
+            &cb,
+            &[
+                "socat",
+                "-u",
+                "TCP-LISTEN:5002,reuseaddr",
+                &format!("OPEN:{g},creat,trunc"),
+            ],
+        )
+        .unwrap();
+    let sent = ca.run(&[
+        "sh",
+        "-c",
+        &format!(
+            "yes {marker} | head -c 200000 | timeout 30 socat -u - TCP:10.32.2.1:5002,retry=20"
+        ),
+    ]);
+    assert!(sent.is_ok(), "{sent:?}");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            std::fs::metadata(&got).is_ok_and(|m| m.len() == 200_000)
+        }),
+        "the marker did not arrive over the overlay"
+    );
+    net.kill(listen.pid);
+    let _ = std::fs::remove_file(&got);
+    let pcap = cap.stop(&mut net);
+    assert!(
+        pcap.len() > 200_000,
+        "the capture missed the transfer ({} bytes)",
+        pcap.len()
+    );
+    common::contains(&pcap, marker.as_bytes())
+}
+
+#[test]
+fn with_a_password_container_bytes_never_appear_on_the_underlay() {
+    if require_root().is_some() {
+        return;
+    }
+    assert!(
+        !marker_on_underlay(Some("s3cret")),
+        "plaintext container bytes on the underlay with a password set"
+    );
+}
+
+#[test]
+fn without_a_password_container_bytes_do_appear_on_the_underlay() {
+    // The control for the test above: the capture does see plaintext when there is some.
+    if require_root().is_some() {
+        return;
+    }
+    assert!(
+        marker_on_underlay(None),
+        "the capture cannot see plaintext at all"
+    );
 }
