@@ -166,14 +166,17 @@ impl Series {
         self.runs.iter().map(|r| r.gbit).sum()
     }
 
-    /// Gbit moved per daemon CPU-second (= Gbit/s per busy daemon core).
+    /// Gbit moved per daemon CPU-second (= Gbit/s per busy daemon core); None when the
+    /// daemons were all but idle.
     pub(crate) fn gbps_per_daemon_core(&self) -> Option<f64> {
         let cpu: f64 = self
             .runs
             .iter()
             .map(|r| r.daemon_cpu_s)
             .sum::<Option<f64>>()?;
-        (cpu > 0.0).then(|| self.gbit() / cpu)
+        // Under 2% of a core the daemons are not in the data path (fastdp): the quotient
+        // would only measure clock-tick rounding.
+        (self.daemon_cpu_pct()? >= 2.0).then(|| self.gbit() / cpu)
     }
 
     /// Gbit/s per busy core of the whole path (iperf3 both ends + daemons).
