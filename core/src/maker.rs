@@ -205,7 +205,8 @@ impl Maker {
     /// pointed at it wait for `delay` and then try again.
     pub fn disconnected(&mut self, conn: ConnId, now: Instant, delay: Duration) {
         for t in self.targets.values_mut() {
-            if matches!(t.state, TargetState::Connected(c) if c == conn) {
+            if matches!(t.state, TargetState::Connecting(c) | TargetState::Connected(c) if c == conn)
+            {
                 t.state = TargetState::Waiting {
                     next_attempt: now + delay,
                 };

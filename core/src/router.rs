@@ -682,6 +682,8 @@ impl Router {
             let keep_new = self.dialer(id) > self.dialer(other)
                 || (self.dialer(id) == self.dialer(other) && id < other);
             let loser = if keep_new { other } else { id };
+            // Whatever target dialed the loser now knows its peer (and that it is connected).
+            self.maker.established(loser, peer);
             self.drop_conn(now, loser, ConnError::Duplicate, true);
             if !keep_new {
                 self.maker.established(other, peer);
@@ -869,8 +871,20 @@ impl Router {
         let addr = slot.conn.remote_addr();
         let peer = slot.conn.remote().map(|r| r.name);
         let was_current = peer.is_some_and(|p| self.by_peer.get(&p) == Some(&id));
-        if error == ConnError::Duplicate {
+        let duplicate = matches!(
+            error,
+            ConnError::Duplicate
+                | ConnError::ClosedByPeer(crate::wire::frame::CLOSE_REASON_DUPLICATE)
+        );
+        if duplicate {
+            // Not a failure: the peer is (or is about to be) connected another way.
             self.maker.disconnected(id, now, self.config.reconnect_max);
+            if let Some(p) = peer
+                && let Some(&other) = self.by_peer.get(&p)
+                && other != id
+            {
+                self.maker.established(other, p);
+            }
         } else {
             self.maker.failed(id, Some(error), now, &mut self.rng);
         }

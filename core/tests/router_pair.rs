@@ -220,6 +220,17 @@ fn simultaneous_dials_leave_exactly_one_connection() {
     assert_eq!(net.established_peers(1).len(), 1);
     assert_eq!(net.routers[0].connections().count(), 1);
     assert_eq!(net.routers[1].connections().count(), 1);
+    // Both targets count as connected (one through the other side's dial), with no error.
+    for r in &net.routers {
+        for (addr, t) in r.targets() {
+            assert!(
+                matches!(t.state, weft_core::maker::TargetState::Connected(_)),
+                "{addr}: {:?}",
+                t.state
+            );
+            assert_eq!(t.last_error, None, "{addr}");
+        }
+    }
 }
 
 #[test]
