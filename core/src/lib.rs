@@ -29,6 +29,7 @@ pub mod peer;
 pub mod rng;
 pub mod router;
 pub mod routes;
+pub mod segment;
 pub mod sleeve;
 pub mod switch;
 pub mod time;

@@ -15,6 +15,7 @@
 use crate::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
 use crate::fastdp::HEARTBEAT_ETHERTYPE;
 use crate::peer::PeerName;
+use crate::segment::{Offload, Segmenter};
 use crate::switch::{Forward, Mac, MacTable};
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::{
@@ -41,6 +42,10 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 5000;
 /// Most peers the engine keeps state for.
 pub const SLEEVE_PEERS_MAX: usize = 4096;
+/// Most datagrams in one GSO batch (the kernel's `UDP_MAX_SEGMENTS`).
+pub const GSO_BATCH_SEGMENTS_MAX: usize = 64;
+/// Most bytes in one GSO batch (one UDP payload over IPv4).
+pub const GSO_BATCH_LEN_MAX: usize = 65_507;
 
 /// What the engine wants done.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,8 +54,11 @@ pub enum Output<'a> {
     Datagram {
         /// To whom.
         to: SocketAddr,
-        /// The datagram.
+        /// The datagram, or with `segment_size` several back to back.
         bytes: &'a [u8],
+        /// `Some(n)`: `bytes` are datagrams of `n` bytes each (the last may be shorter),
+        /// to send as one UDP GSO batch (or cut and sent one by one).
+        segment_size: Option<u16>,
     },
     /// Write this Ethernet frame to the local bridge port.
     Frame(&'a [u8]),
@@ -267,11 +275,24 @@ impl Sleeve {
             .is_some_and(|t| now.saturating_since(t) < self.heartbeat_timeout)
     }
 
-    /// Call with a frame read from the local bridge port.
+    /// Call with a frame read from the local bridge port (fully checksummed, no GSO).
     pub fn handle_bridge_frame(
         &mut self,
         now: Instant,
         frame: &[u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        self.handle_bridge_offload_frame(now, frame, &Offload::default(), out);
+    }
+
+    /// Call with a frame read from a bridge port with offloads: `off` says whether it is
+    /// a TSO/USO super-frame or has a partial checksum. Such frames are cut into real
+    /// segments ([`crate::segment`]), one datagram each, sent to a peer as GSO batches.
+    pub fn handle_bridge_offload_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        off: &Offload,
         out: &mut impl FnMut(Output<'_>),
     ) {
         self.stats.frames_from_bridge += 1;
@@ -294,7 +315,7 @@ impl Sleeve {
                     self.stats.count(Drop::NoRoute);
                     return;
                 };
-                self.send_frames(hop, self.me, dest, frame, out);
+                self.send_frames(hop, self.me, dest, frame, off, out);
             }
             Forward::Flood => {
                 let kids = self.children.get(&self.me).cloned().unwrap_or_default();
@@ -303,7 +324,7 @@ impl Sleeve {
                         self.stats.frames_left_to_kernel += 1;
                         continue;
                     }
-                    self.send_frames(hop, self.me, BROADCAST, frame, out);
+                    self.send_frames(hop, self.me, BROADCAST, frame, off, out);
                 }
             }
         }
@@ -458,8 +479,13 @@ impl Sleeve {
         origin: PeerName,
         dest: PeerName,
         frame: &[u8],
+        off: &Offload,
         out: &mut impl FnMut(Output<'_>),
     ) {
+        if off.gso != crate::segment::Gso::None || off.csum.is_some() {
+            self.send_segments(hop, origin, dest, frame, off, out);
+            return;
+        }
         let mut body = [0u8; ROUTING_PREFIX_LEN];
         body[..6].copy_from_slice(&origin.to_bytes());
         body[6..].copy_from_slice(&dest.to_bytes());
@@ -476,6 +502,90 @@ impl Sleeve {
             return;
         }
         self.finish(hop, DatagramKind::Frames, payload_len, out);
+    }
+
+    /// Cuts `frame` into segments, one sealed datagram each, and emits them to `hop` in
+    /// GSO batches: every datagram of a batch is `stride` bytes but the super-frame's last.
+    fn send_segments(
+        &mut self,
+        hop: PeerName,
+        origin: PeerName,
+        dest: PeerName,
+        frame: &[u8],
+        off: &Offload,
+        out: &mut impl FnMut(Output<'_>),
+    ) {
+        let mut seg = match Segmenter::new(frame, off, usize::from(u16::MAX)) {
+            Ok(s) => s,
+            Err(_) => {
+                self.stats.count(Drop::Malformed(WireError::Inconsistent));
+                return;
+            }
+        };
+        let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
+        let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
+        let seg_max = seg.segment_len_max();
+        let stride = lead + seg_max + tag;
+        if stride > GSO_BATCH_LEN_MAX || seg_max > usize::from(u16::MAX) {
+            self.stats.count(Drop::TooBig);
+            return;
+        }
+        let per_batch = (GSO_BATCH_LEN_MAX / stride).clamp(1, GSO_BATCH_SEGMENTS_MAX);
+        let (me, encrypt) = (self.me, self.encrypt);
+        let Some(peer) = self.peers.get_mut(&hop) else {
+            self.stats.count(Drop::NoRoute);
+            return;
+        };
+        let mut prefix = [0u8; ROUTING_PREFIX_LEN];
+        prefix[..6].copy_from_slice(&origin.to_bytes());
+        prefix[6..].copy_from_slice(&dest.to_bytes());
+        let mut done = false;
+        while !done {
+            let (mut used, mut n) = (0usize, 0usize);
+            while n < per_batch {
+                let d = &mut self.scratch[used..used + stride];
+                let Some(len) = seg.next_into(&mut d[lead..lead + seg_max]) else {
+                    done = true;
+                    break;
+                };
+                let h = DATAGRAM_HEADER_LEN;
+                d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
+                // len <= seg_max <= u16::MAX, checked above.
+                d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
+                match seal_datagram(
+                    peer,
+                    me,
+                    encrypt,
+                    hop,
+                    DatagramKind::Frames,
+                    d,
+                    lead - h + len,
+                ) {
+                    Ok(total) => {
+                        used += total;
+                        n += 1;
+                        self.stats.datagrams_sent += 1;
+                        if total < stride {
+                            done = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.count(e);
+                        return;
+                    }
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            out(Output::Datagram {
+                to: peer.addr,
+                bytes: &self.scratch[..used],
+                // stride <= GSO_BATCH_LEN_MAX < u16::MAX.
+                segment_size: (n > 1).then_some(stride as u16),
+            });
+        }
     }
 
     fn send_control(
@@ -521,45 +631,63 @@ impl Sleeve {
             self.stats.count(Drop::NoRoute);
             return;
         };
-        let counter = match (&peer.sealer, self.encrypt) {
-            (Some(s), true) => s.next_counter(),
-            (None, true) => {
-                self.stats.count(Drop::EncryptionMismatch);
-                return;
-            }
-            (_, false) => {
-                peer.plain_counter += 1;
-                peer.plain_counter
-            }
-        };
-        let header = DatagramHeader {
-            version: PROTOCOL_VERSION_MAX,
+        match seal_datagram(
+            peer,
+            self.me,
+            self.encrypt,
+            hop,
             kind,
-            sealed: self.encrypt,
-            sender: self.me,
-            receiver: hop,
-            counter,
-        };
-        let (aad, body) = self.scratch.split_at_mut(DATAGRAM_HEADER_LEN);
-        if header.emit(aad).is_err() {
-            return;
-        }
-        let total = if let (true, Some(s)) = (self.encrypt, peer.sealer.as_mut()) {
-            match s.seal_in_place(aad, body, len) {
-                Ok((_, sealed)) => DATAGRAM_HEADER_LEN + sealed,
-                Err(_) => {
-                    self.stats.count(Drop::Crypto);
-                    return;
-                }
+            &mut self.scratch,
+            len,
+        ) {
+            Ok(total) => {
+                self.stats.datagrams_sent += 1;
+                out(Output::Datagram {
+                    to: peer.addr,
+                    bytes: &self.scratch[..total],
+                    segment_size: None,
+                });
             }
-        } else {
-            DATAGRAM_HEADER_LEN + len
-        };
-        self.stats.datagrams_sent += 1;
-        out(Output::Datagram {
-            to: peer.addr,
-            bytes: &self.scratch[..total],
-        });
+            Err(e) => self.stats.count(e),
+        }
+    }
+}
+
+/// Writes the header into `buf[..DATAGRAM_HEADER_LEN]` and seals (or not) the `len`
+/// payload bytes after it; returns the datagram's length.
+fn seal_datagram(
+    peer: &mut Peer,
+    me: PeerName,
+    encrypt: bool,
+    hop: PeerName,
+    kind: DatagramKind,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, Drop> {
+    let counter = match (&peer.sealer, encrypt) {
+        (Some(s), true) => s.next_counter(),
+        (None, true) => return Err(Drop::EncryptionMismatch),
+        (_, false) => {
+            peer.plain_counter += 1;
+            peer.plain_counter
+        }
+    };
+    let header = DatagramHeader {
+        version: PROTOCOL_VERSION_MAX,
+        kind,
+        sealed: encrypt,
+        sender: me,
+        receiver: hop,
+        counter,
+    };
+    let (aad, body) = buf.split_at_mut(DATAGRAM_HEADER_LEN);
+    header.emit(aad).map_err(Drop::Malformed)?;
+    match (encrypt, peer.sealer.as_mut()) {
+        (true, Some(s)) => match s.seal_in_place(aad, body, len) {
+            Ok((_, sealed)) => Ok(DATAGRAM_HEADER_LEN + sealed),
+            Err(_) => Err(Drop::Crypto),
+        },
+        _ => Ok(DATAGRAM_HEADER_LEN + len),
     }
 }
 
@@ -669,13 +797,20 @@ mod tests {
         fn collect(&mut self, i: usize, o: Output<'_>) {
             match o {
                 Output::Frame(f) => self.delivered[i].push(f.to_vec()),
-                Output::Datagram { to, bytes } => {
+                Output::Datagram {
+                    to,
+                    bytes,
+                    segment_size,
+                } => {
                     let j = usize::from(match to.ip() {
                         core::net::IpAddr::V4(v) => v.octets()[3],
                         core::net::IpAddr::V6(_) => 0,
                     }) - 1;
-                    self.seen.push(bytes.to_vec());
-                    self.wire.push_back((j, bytes.to_vec()));
+                    let step = segment_size.map_or(bytes.len(), usize::from);
+                    for d in bytes.chunks(step.max(1)) {
+                        self.seen.push(d.to_vec());
+                        self.wire.push_back((j, d.to_vec()));
+                    }
                 }
             }
         }
@@ -703,14 +838,18 @@ mod tests {
 
     enum Owned {
         Frame(Vec<u8>),
-        Datagram(SocketAddr, Vec<u8>),
+        Datagram(SocketAddr, Vec<u8>, Option<u16>),
     }
 
     impl Owned {
         fn as_output(&self) -> Output<'_> {
             match self {
                 Self::Frame(f) => Output::Frame(f),
-                Self::Datagram(to, b) => Output::Datagram { to: *to, bytes: b },
+                Self::Datagram(to, b, n) => Output::Datagram {
+                    to: *to,
+                    bytes: b,
+                    segment_size: *n,
+                },
             }
         }
     }
@@ -718,7 +857,11 @@ mod tests {
     fn own(o: Output<'_>) -> Owned {
         match o {
             Output::Frame(f) => Owned::Frame(f.to_vec()),
-            Output::Datagram { to, bytes } => Owned::Datagram(to, bytes.to_vec()),
+            Output::Datagram {
+                to,
+                bytes,
+                segment_size,
+            } => Owned::Datagram(to, bytes.to_vec(), segment_size),
         }
     }
 
@@ -756,6 +899,60 @@ mod tests {
     }
 
     #[test]
+    fn tso_super_frames_cross_as_gso_batches_of_sealed_segments() {
+        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+        use crate::segment::{Coalescer, Gso};
+        for encrypt in [false, true] {
+            let mut l = Line::new(encrypt);
+            // Teach 0 that MAC_C is behind 2 (two hops: 1 relays).
+            l.bridge_in(2, &frame([0xff; 6], MAC_C, 1));
+            let data = payload(40_000, 9);
+            let mut f = build(false, true, &data, 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_C);
+            f[6..12].copy_from_slice(&MAC_A);
+            let original = f.clone();
+            let off = Offload {
+                gso: Gso::TcpV4,
+                gso_size: 1300,
+                csum: Some(partial(&mut f)),
+                ..Offload::default()
+            };
+            let mut outs = Vec::new();
+            l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
+            // 31 segments of ~1400 bytes: one GSO batch of equal datagrams.
+            let sizes: Vec<Option<u16>> = outs
+                .iter()
+                .map(|o| match o {
+                    Owned::Datagram(_, _, n) => *n,
+                    Owned::Frame(_) => panic!("no local delivery"),
+                })
+                .collect();
+            assert_eq!(sizes.len(), 1, "{sizes:?}");
+            let seg = usize::from(sizes[0].unwrap());
+            let Owned::Datagram(_, b, _) = &outs[0] else {
+                panic!()
+            };
+            assert_eq!(b.len().div_ceil(seg), 40_000usize.div_ceil(1300));
+            for o in outs {
+                l.collect(0, o.as_output());
+            }
+            l.settle();
+            let got = &l.delivered[2][..];
+            assert_eq!(got.len(), 31);
+            let mut c = Coalescer::new();
+            let mut merged = Vec::new();
+            for s in got {
+                c.push(s, &mut |o, b| merged.push((*o, b.to_vec())));
+            }
+            c.flush(&mut |o, b| merged.push((*o, b.to_vec())));
+            assert_eq!(merged.len(), 1);
+            let (o, mut sf) = merged.pop().unwrap();
+            crate::segment::complete_csum(&mut sf, o.csum.unwrap());
+            assert_eq!(sf, original, "encrypt={encrypt}");
+        }
+    }
+
+    #[test]
     fn fast_peers_are_left_to_the_kernel_but_still_relay() {
         let mut l = Line::new(false);
         l.s[0].set_fast_peers([name(1)].into());
@@ -789,7 +986,7 @@ mod tests {
         let f = frame([0xff; 6], MAC_A, 9);
         let mut outs = Vec::new();
         l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
-        let Owned::Datagram(_, good) = &outs[0] else {
+        let Owned::Datagram(_, good, _) = &outs[0] else {
             panic!()
         };
         let mut sink = |_: Output<'_>| {};
@@ -824,7 +1021,7 @@ mod tests {
         let mut plain = Line::new(false);
         let mut outs = Vec::new();
         plain.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
-        let Owned::Datagram(_, p) = &outs[0] else {
+        let Owned::Datagram(_, p, _) = &outs[0] else {
             panic!()
         };
         l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut p.clone(), &mut sink);
