@@ -23,6 +23,11 @@ use weft_core::maker::{TargetKind, TargetState};
 use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::Instant;
 
+// DNS glue: lives in dns/, is a child of this module so it reaches the router.
+#[path = "dns/glue.rs"]
+mod dns_glue;
+pub(crate) use dns_glue::DnsRequest;
+
 /// Capacity of the driver's inbox (stream bytes, accepts, API queries).
 pub(crate) const INBOX_LEN_MAX: usize = 1024;
 /// Chunks queued to one stream's writer; a peer that lets more pile up is disconnected.
@@ -58,6 +63,8 @@ pub(crate) enum Input {
     Forget(Vec<SocketAddr>),
     /// A status query from the control API.
     Query(Query, oneshot::Sender<Value>),
+    /// A naming command (`dns-add`, `dns-remove`, `dns-lookup`, attach/detach names).
+    Dns(DnsRequest, oneshot::Sender<Result<Value, String>>),
     /// Nothing: wakes the task so it finishes work it left for later.
     Wake,
     /// Stop the router.
@@ -77,6 +84,8 @@ pub(crate) enum Query {
     Targets,
     /// Prometheus text (`GET /metrics`), as a JSON string.
     Metrics,
+    /// `GET /status/dns`.
+    Dns,
 }
 
 struct Stream {
@@ -117,6 +126,7 @@ pub(crate) struct Driver {
     drops_no_stream: u64,
     connections_accepted: u64,
     started: SystemTime,
+    dns: dns_glue::DnsState,
 }
 
 fn unix_now_s() -> u64 {
@@ -150,6 +160,7 @@ impl Driver {
             drops_no_stream: 0,
             connections_accepted: 0,
             started: SystemTime::now(),
+            dns: dns_glue::DnsState::default(),
         }
     }
 
@@ -245,6 +256,9 @@ impl Driver {
             Input::Query(q, reply) => {
                 let _ = reply.send(self.query(q));
             }
+            Input::Dns(req, reply) => {
+                let _ = reply.send(self.dns_request(req));
+            }
             Input::Wake | Input::Stop => {}
         }
     }
@@ -300,6 +314,7 @@ impl Driver {
     fn drive(&mut self) {
         self.drive_router();
         self.sync_datapath();
+        self.sync_dns();
     }
 
     fn drive_router(&mut self) {
@@ -475,6 +490,7 @@ impl Driver {
             Query::Connections => self.connections(),
             Query::Targets => self.targets(),
             Query::Metrics => Value::String(self.metrics()),
+            Query::Dns => self.dns_status(),
         }
     }
 
@@ -644,6 +660,25 @@ impl Driver {
             })
             .count();
         let _ = writeln!(out, "weft_connections{{state=\"failed\"}} {failed}");
+        // Established connections by datapath mode (the reason after "sleeve:" dropped).
+        let mut by_mode: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let established: Vec<_> = self
+            .router
+            .connections()
+            .filter(|c| c.state == ConnState::Established)
+            .map(|c| (c.state, c.peer))
+            .collect();
+        for (state, peer) in established {
+            let m = self.mode(state, peer);
+            let key = if m == "fastdp" { "fastdp" } else { "sleeve" };
+            *by_mode.entry(key).or_default() += 1;
+        }
+        let _ = writeln!(out, "# HELP weft_connections_by_mode Established connections by datapath mode.");
+        let _ = writeln!(out, "# TYPE weft_connections_by_mode gauge");
+        for key in ["fastdp", "sleeve"] {
+            let n = by_mode.get(key).copied().unwrap_or(0);
+            let _ = writeln!(out, "weft_connections_by_mode{{mode=\"{key}\"}} {n}");
+        }
         let peers = self.router.topology().len();
         let reachable = self.router.routes().reachable().count();
         let s = self.router.stats();

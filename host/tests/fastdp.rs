@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Opts, Router, eventually, ip};
+use common::{Opts, Router, eventually, ip, metrics};
 use serde_json::Value;
 use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
@@ -68,6 +68,11 @@ fn fast_path_carries_traffic_without_userspace() {
     assert!(
         ca.ping_until(ip("10.32.2.1"), SETTLE),
         "no ping over the fast path"
+    );
+    let m = metrics(&a);
+    assert!(
+        m.contains("weft_connections_by_mode{mode=\"fastdp\"} 1"),
+        "{m}"
     );
     assert!(
         ha.run(&["ip", "-d", "link", "show", "weft-vxlan"])

@@ -257,6 +257,8 @@ impl Router {
 pub struct Capture {
     pub pid: u32,
     pub file: PathBuf,
+    /// tcpdump's own output.
+    pub log: PathBuf,
 }
 
 impl Capture {
@@ -267,7 +269,8 @@ impl Capture {
         let f = file.display().to_string();
         let mut args = vec!["tcpdump", "-n", "-U", "-s", "0", "-i", iface, "-w", &f];
         args.extend(filter.split_whitespace());
-        let pid = net.spawn(ns, &args).unwrap().pid;
+        let spawned = net.spawn(ns, &args).unwrap();
+        let (pid, log) = (spawned.pid, spawned.log);
         // tcpdump creates the file once it listens.
         assert!(
             eventually(Duration::from_secs(10), || file.exists()),
@@ -275,7 +278,7 @@ impl Capture {
             ns.name()
         );
         std::thread::sleep(Duration::from_millis(300));
-        Self { pid, file }
+        Self { pid, file, log }
     }
 
     /// Stops the capture and returns the pcap bytes.
@@ -297,4 +300,15 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub fn mac_of(ns: &Ns, ifname: &str) -> String {
     let out = ns.run(&["cat", &format!("/sys/class/net/{ifname}/address")]);
     out.unwrap().trim().to_owned()
+}
+
+/// `GET /metrics` from a router's control socket (Prometheus text).
+pub fn metrics(r: &Router) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&r.socket).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
