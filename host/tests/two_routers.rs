@@ -337,11 +337,13 @@ fn marker_on_underlay(password: Option<&str>) -> bool {
     );
     net.kill(listen.pid);
     let _ = std::fs::remove_file(&got);
+    let tcpdump_log = cap.log.clone();
     let pcap = cap.stop(&mut net);
     assert!(
         pcap.len() > 200_000,
-        "the capture missed the transfer ({} bytes)",
-        pcap.len()
+        "the capture missed the transfer ({} bytes); tcpdump: {}",
+        pcap.len(),
+        std::fs::read_to_string(&tcpdump_log).unwrap_or_default()
     );
     common::contains(&pcap, marker.as_bytes())
 }

@@ -267,7 +267,20 @@ impl Capture {
         let file = std::env::temp_dir().join(format!("weft-e2e-{}-{iface}.pcap", ns.name()));
         let _ = std::fs::remove_file(&file);
         let f = file.display().to_string();
-        let mut args = vec!["tcpdump", "-n", "-U", "-s", "0", "-i", iface, "-w", &f];
+        // --immediate-mode: the kernel hands over each packet at once (not a ring block
+        // later), -U: tcpdump writes it at once; a SIGKILL then loses nothing seen.
+        let mut args = vec![
+            "tcpdump",
+            "-n",
+            "--immediate-mode",
+            "-U",
+            "-s",
+            "0",
+            "-i",
+            iface,
+            "-w",
+            &f,
+        ];
         args.extend(filter.split_whitespace());
         let spawned = net.spawn(ns, &args).unwrap();
         let (pid, log) = (spawned.pid, spawned.log);
@@ -283,7 +296,17 @@ impl Capture {
 
     /// Stops the capture and returns the pcap bytes.
     pub fn stop(self, net: &mut TestNet) -> Vec<u8> {
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the file stops growing: tcpdump has written what it saw.
+        let size = || std::fs::metadata(&self.file).map_or(0, |m| m.len());
+        let mut last = size();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = size();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         assert!(net.kill(self.pid));
         let bytes = std::fs::read(&self.file).unwrap_or_default();
         let _ = std::fs::remove_file(&self.file);
