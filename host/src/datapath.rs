@@ -22,11 +22,15 @@ use std::time::Instant as StdInstant;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
+use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum};
 use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
 use weft_core::time::Instant;
 use weft_uring_dp::{
     BackendChoice, CounterSnapshot, Counters, Handler, Outbox, Pump, PumpConfig, PumpThread, Tap,
-    TapFrame, TapOptions, UdpOptions, UdpSock, WakeHandle,
+    TapFrame, TapOptions, UdpOptions, UdpSock, VIRTIO_NET_HDR_F_DATA_VALID,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
+    VnetHdrLen, WakeHandle,
 };
 
 /// Name of the sleeve's TAP port on the bridge.
@@ -62,7 +66,8 @@ struct SleeveHandler {
     ctrl: Receiver<Ctrl>,
     origin: StdInstant,
     published: Arc<Mutex<Published>>,
-    scratch: Vec<u8>,
+    /// Merges received TCP segments into super-frames (TAP with virtio_net_hdr only).
+    coalescer: Option<Coalescer>,
 }
 
 impl SleeveHandler {
@@ -71,29 +76,103 @@ impl SleeveHandler {
     }
 }
 
-fn emit(out: &mut Outbox, o: Output<'_>) {
+/// What a TAP's virtio_net_hdr asks of a frame, in the core's terms. `None`: a GSO type
+/// the sleeve does not cut (legacy UFO), which is dropped.
+fn offload_of(h: &VirtioNetHdr) -> Option<Offload> {
+    let gso = match h.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
+        VIRTIO_NET_HDR_GSO_NONE => Gso::None,
+        VIRTIO_NET_HDR_GSO_TCPV4 => Gso::TcpV4,
+        VIRTIO_NET_HDR_GSO_TCPV6 => Gso::TcpV6,
+        VIRTIO_NET_HDR_GSO_UDP_L4 => Gso::Udp,
+        _ => return None,
+    };
+    Some(Offload {
+        gso,
+        gso_size: h.gso_size,
+        hdr_len: h.hdr_len,
+        csum: (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0).then_some(PartialCsum {
+            start: h.csum_start,
+            offset: h.csum_offset,
+        }),
+        data_valid: h.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0,
+        ecn: h.gso_type & VIRTIO_NET_HDR_GSO_ECN != 0,
+    })
+}
+
+/// The virtio_net_hdr that tells the kernel what `o` says about a frame we write.
+fn vnet_of(o: &Offload) -> VirtioNetHdr {
+    let gso_type = match o.gso {
+        Gso::None => VIRTIO_NET_HDR_GSO_NONE,
+        Gso::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
+        Gso::TcpV6 => VIRTIO_NET_HDR_GSO_TCPV6,
+        Gso::Udp => VIRTIO_NET_HDR_GSO_UDP_L4,
+    };
+    let (flags, csum_start, csum_offset) = match o.csum {
+        Some(c) => (VIRTIO_NET_HDR_F_NEEDS_CSUM, c.start, c.offset),
+        None if o.data_valid => (VIRTIO_NET_HDR_F_DATA_VALID, 0, 0),
+        None => (0, 0, 0),
+    };
+    VirtioNetHdr {
+        flags,
+        gso_type,
+        hdr_len: o.hdr_len,
+        gso_size: o.gso_size,
+        csum_start,
+        csum_offset,
+        num_buffers: 0,
+    }
+}
+
+fn emit(out: &mut Outbox, coalescer: &mut Option<Coalescer>, o: Output<'_>) {
     // A full outbox drops (counted by the pump); the sleeve is best effort like Ethernet.
     let _ = match o {
-        Output::Datagram { to, bytes } => out.send_to(to, bytes),
-        Output::Frame(f) => out.write_tap(None, f),
+        Output::Datagram {
+            to,
+            bytes,
+            segment_size,
+        } => out.send_to_with(to, bytes.len(), segment_size, |b| {
+            b.copy_from_slice(bytes);
+            bytes.len()
+        }),
+        Output::Frame(f) => match coalescer {
+            Some(c) => {
+                c.push(f, &mut |o, frame| {
+                    let _ = out.write_tap(Some(&vnet_of(o)), frame);
+                });
+                Ok(())
+            }
+            None => out.write_tap(None, f),
+        },
     };
 }
 
 impl Handler for SleeveHandler {
     fn on_tap_frame(&mut self, frame: TapFrame<'_>, out: &mut Outbox) {
         let now = self.now();
+        let off = match frame.vnet.as_ref().map(offload_of) {
+            None => Offload::default(),
+            Some(Some(o)) => o,
+            Some(None) => return,
+        };
+        let coalescer = &mut self.coalescer;
         self.sleeve
-            .handle_bridge_frame(now, frame.eth, &mut |o| emit(out, o));
+            .handle_bridge_offload_frame(now, frame.eth, &off, &mut |o| emit(out, coalescer, o));
     }
 
-    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+    fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], out: &mut Outbox) {
         let now = self.now();
-        // The engine opens in place; the pump's receive buffer is shared, so copy once.
-        self.scratch.clear();
-        self.scratch.extend_from_slice(data);
         let from = canonical(from);
+        let coalescer = &mut self.coalescer;
         self.sleeve
-            .handle_datagram(now, from, &mut self.scratch, &mut |o| emit(out, o));
+            .handle_datagram(now, from, data, &mut |o| emit(out, coalescer, o));
+    }
+
+    fn on_batch_end(&mut self, out: &mut Outbox) {
+        if let Some(c) = &mut self.coalescer {
+            c.flush(&mut |o, frame| {
+                let _ = out.write_tap(Some(&vnet_of(o)), frame);
+            });
+        }
     }
 
     fn on_wake(&mut self, out: &mut Outbox) {
@@ -108,7 +187,9 @@ impl Handler for SleeveHandler {
                 Ctrl::Fast(f) => self.sleeve.set_fast_peers(f),
             }
         }
-        self.sleeve.handle_timeout(now, &mut |o| emit(out, o));
+        let coalescer = &mut self.coalescer;
+        self.sleeve
+            .handle_timeout(now, &mut |o| emit(out, coalescer, o));
         if let Ok(mut p) = self.published.lock() {
             p.stats = self.sleeve.stats();
             p.paths = self.sleeve.paths(now).collect();
@@ -148,7 +229,7 @@ impl Datapath {
         // A router killed a moment ago may still hold the TAP (EBUSY): give it a moment.
         let mut tries = 0;
         let tap = loop {
-            match Tap::open(TAP_NAME, &TapOptions::default()) {
+            match open_tap() {
                 Ok(t) => break t,
                 Err(e) if tries < TAP_BUSY_RETRIES && e.to_string().contains("busy") => {
                     tries += 1;
@@ -182,6 +263,7 @@ impl Datapath {
             },
         )
         .map_err(|e| Error::Other(format!("start the sleeve datapath: {e}")))?;
+        let tap_vnet = pump.tap().vnet_hdr().is_some();
         let backend = pump.backend_name();
         let wake = pump.wake_handle();
         let counters = pump.counters();
@@ -192,7 +274,7 @@ impl Datapath {
             ctrl: ctrl_rx,
             origin: StdInstant::now(),
             published: Arc::clone(&published),
-            scratch: Vec::with_capacity(65_536),
+            coalescer: tap_vnet.then(Coalescer::new),
         };
         let thread = pump
             .spawn(handler)
@@ -406,6 +488,23 @@ fn drops(c: &CounterSnapshot, s: &SleeveStats) -> Vec<(&'static str, u64)> {
         ("udp_send", c.drop_udp_send),
         ("udp_truncated", c.drop_udp_truncated),
     ]
+}
+
+/// Opens the sleeve TAP with virtio_net_hdr and TSO/USO offloads (one read is then up to
+/// a 64 KiB super-frame), or without them where the kernel refuses (one MTU frame a read).
+fn open_tap() -> std::result::Result<Tap, weft_uring_dp::Error> {
+    let with = TapOptions {
+        vnet_hdr: Some(VnetHdrLen::Basic),
+        offload: true,
+    };
+    match Tap::open(TAP_NAME, &with) {
+        Ok(t) => Ok(t),
+        Err(e) if e.to_string().contains("busy") => Err(e),
+        Err(e) => {
+            tracing::warn!("sleeve TAP without offloads ({e}): one frame per read");
+            Tap::open(TAP_NAME, &TapOptions::default())
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 addresses shown as plain IPv4.

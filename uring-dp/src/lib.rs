@@ -34,7 +34,8 @@ pub use cmsg::{
 };
 pub use counters::{CounterSnapshot, Counters};
 pub use outbox::{
-    OUTBOX_BYTES_MAX, OUTBOX_DATAGRAMS_MAX, OUTBOX_TAP_FRAMES_MAX, Outbox, OutboxError,
+    OUTBOX_BYTES_MAX, OUTBOX_DATAGRAMS_MAX, OUTBOX_INPUT_ROOM_BYTES, OUTBOX_TAP_FRAMES_MAX, Outbox,
+    OutboxError,
 };
 pub use pump::{
     BACKEND_ENV, BackendChoice, BackendKind, Handler, Pump, PumpConfig, PumpThread, StopHandle,

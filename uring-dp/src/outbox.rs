@@ -7,12 +7,15 @@ use std::net::SocketAddr;
 use crate::udp::{GSO_SEGMENTS_MAX, Transmit, UDP_PAYLOAD_LEN_MAX};
 use crate::vnet::{VirtioNetHdr, VnetHdrLen};
 
-/// Default room for queued bytes (payloads + headers).
-pub const OUTBOX_BYTES_MAX: usize = 1 << 20;
-/// Default most datagrams per outbox.
-pub const OUTBOX_DATAGRAMS_MAX: usize = 64;
+/// Default room for queued bytes (payloads + headers): a batch of 64 KiB TAP super-frames
+/// (each ~70 KiB once cut and sealed) and of 64 KiB GRO receives fits.
+pub const OUTBOX_BYTES_MAX: usize = 4 << 20;
+/// Default most datagrams (or GSO batches) per outbox.
+pub const OUTBOX_DATAGRAMS_MAX: usize = 256;
 /// Default most TAP frames per outbox.
-pub const OUTBOX_TAP_FRAMES_MAX: usize = 64;
+pub const OUTBOX_TAP_FRAMES_MAX: usize = 256;
+/// Room a handler may need for one input: a 64 KiB super-frame cut, sealed and framed.
+pub const OUTBOX_INPUT_ROOM_BYTES: usize = 96 << 10;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +173,19 @@ impl Outbox {
             len: hdr_len + frame.len(),
         });
         Ok(())
+    }
+
+    /// Bytes still free in this batch.
+    pub fn room_bytes(&self) -> usize {
+        self.arena.len() - self.used
+    }
+
+    /// True when another input (up to a 64 KiB super-frame) surely fits: the pumps stop
+    /// reading for this batch when it is false, rather than drop what they read.
+    pub fn has_room_for_input(&self) -> bool {
+        self.room_bytes() >= OUTBOX_INPUT_ROOM_BYTES
+            && self.datagrams.len() + 4 <= self.datagrams_max
+            && self.frames.len() + 4 <= self.frames_max
     }
 
     /// True when nothing is queued.

@@ -90,6 +90,9 @@ fn read_tap<H: Handler>(
 ) {
     let vnet = pump.tap.vnet_hdr();
     for _ in 0..pump.config.batch_max.max(1) {
+        if !out.has_room_for_input() {
+            break;
+        }
         match pump.tap.read_frame(buf) {
             Ok(len) => deliver_tap_frame(handler, &buf[..len], vnet, out, d),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -124,7 +127,7 @@ pub(crate) fn deliver_tap_frame<H: Handler>(
 pub(crate) fn deliver_datagrams<H: Handler>(
     handler: &mut H,
     meta: &udp::RecvMeta,
-    buf: &[u8],
+    buf: &mut [u8],
     out: &mut Outbox,
     d: &mut CounterSnapshot,
 ) {
@@ -132,7 +135,7 @@ pub(crate) fn deliver_datagrams<H: Handler>(
         d.drop_udp_truncated += 1;
         return;
     }
-    for seg in meta.segments(buf) {
+    for seg in meta.segments_mut(buf) {
         d.udp_datagrams_in += 1;
         d.udp_bytes_in += seg.len() as u64;
         handler.on_datagram(meta.from, seg, out);
@@ -148,10 +151,13 @@ fn recv_udp<H: Handler>(
 ) {
     // One recvmmsg of up to batch_max, and a second only if the first came back full.
     for _ in 0..2 {
+        if !out.has_room_for_input() {
+            break;
+        }
         match pump.udp.recv_batch(recv) {
             Ok(got) => {
                 for i in 0..got {
-                    if let Some((meta, buf)) = recv.get(i) {
+                    if let Some((meta, buf)) = recv.get_mut(i) {
                         deliver_datagrams(handler, &meta, buf, out, d);
                     }
                 }

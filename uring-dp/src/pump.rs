@@ -26,8 +26,9 @@ pub trait Handler {
     fn on_tap_frame(&mut self, frame: TapFrame<'_>, out: &mut Outbox);
 
     /// A datagram arrived from `from` (one segment of a GRO run at a time). Queue what it
-    /// turns into (usually a TAP frame) in `out`.
-    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], out: &mut Outbox);
+    /// turns into (usually a TAP frame) in `out`. The bytes are the pump's receive buffer,
+    /// lent mutably so that they can be decrypted in place; they are reused after return.
+    fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], out: &mut Outbox);
 
     /// Called after each batch of inputs, just before `out` is flushed: the place to emit
     /// what was held back for coalescing (e.g. one GSO send for many frames).

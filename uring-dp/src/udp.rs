@@ -82,6 +82,19 @@ pub struct RecvMeta {
 
 impl RecvMeta {
     /// Iterates over the datagrams of a (possibly GRO-coalesced) receive buffer.
+    pub fn segments_mut<'a>(
+        &self,
+        buf: &'a mut [u8],
+    ) -> impl Iterator<Item = &'a mut [u8]> + use<'a> {
+        let len = self.len.min(buf.len());
+        let step = match self.segment_size {
+            Some(n) if n > 0 => usize::from(n),
+            _ => len.max(1),
+        };
+        buf[..len].chunks_mut(step)
+    }
+
+    /// Iterates over the datagrams of a (possibly GRO-coalesced) receive buffer.
     pub fn segments<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + use<'a> {
         let data = &buf[..self.len.min(buf.len())];
         let step = match self.segment_size {
@@ -547,6 +560,16 @@ impl RecvBatch {
     /// True when the last receive got nothing.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The `i`th message of the last receive: its metadata and buffer (cut it with
+    /// [`RecvMeta::segments`]).
+    pub fn get_mut(&mut self, i: usize) -> Option<(RecvMeta, &mut [u8])> {
+        (i < self.len).then(|| {
+            let meta = self.metas[i];
+            let len = meta.len.min(self.bufs[i].len());
+            (meta, &mut self.bufs[i][..len])
+        })
     }
 
     /// The `i`th message of the last receive: its metadata and buffer (cut it with

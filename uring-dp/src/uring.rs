@@ -358,9 +358,9 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                     lp.arm_tap_read(ring, i)?;
                 } else {
                     if res >= 0 {
-                        let slot = &lp.recvs[i];
+                        let slot = &mut lp.recvs[i];
                         let meta = slot.msg.finish_recv(&slot.hdr, res as usize);
-                        let buf = &slot.buf[..];
+                        let buf = &mut slot.buf[..];
                         deliver_datagrams(handler, &meta, buf, &mut lp.outs[o].out, &mut d);
                     } else if res != -libc::EAGAIN && res != -libc::EINTR {
                         d.io_errors += 1;

@@ -44,7 +44,7 @@ impl Handler for Bridge {
         });
     }
 
-    fn on_datagram(&mut self, _from: SocketAddr, data: &[u8], out: &mut Outbox) {
+    fn on_datagram(&mut self, _from: SocketAddr, data: &mut [u8], out: &mut Outbox) {
         match self.vnet {
             None => {
                 let _ = out.write_tap(None, data);
