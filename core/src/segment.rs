@@ -392,6 +392,12 @@ impl<'a> Segmenter<'a> {
     }
 }
 
+/// Whether the L4 checksum of an IPv4/IPv6 TCP/UDP frame verifies; `None` for anything
+/// else (not IP, fragments, extension headers, inconsistent lengths).
+pub fn l4_csum_verifies(frame: &[u8]) -> Option<bool> {
+    Layout::parse(frame).map(|at| at.l4_csum_ok(frame))
+}
+
 /// Completes a partial checksum in place (what the NIC would do for `NEEDS_CSUM`).
 pub fn complete_csum(frame: &mut [u8], c: PartialCsum) {
     let start = usize::from(c.start);

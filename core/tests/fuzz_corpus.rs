@@ -91,6 +91,7 @@ mod seeds {
             ("conn_stream", conn_stream()),
             ("ipam", ipam()),
             ("dns", dns()),
+            ("segment", segment()),
         ]
     }
 
@@ -465,6 +466,57 @@ mod seeds {
             ("garbage-unknown-flag", bad_flags),
             ("garbage-uppercase-name", upper),
             ("garbage-bad-version", bad_version),
+        ]
+    }
+
+    /// An Ethernet + IPv4 + TCP (or UDP) frame with `payload` bytes, behind an 8-byte
+    /// offload request (see `checks::segment`).
+    fn offload_seed(gso: u8, tcp: bool, payload: usize, gso_size: u16) -> Vec<u8> {
+        let l4_hdr = if tcp { 20 } else { 8 };
+        let ip_len = 20 + l4_hdr + payload;
+        let mut f = vec![0u8; 14 + ip_len];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = if tcp { 6 } else { 17 };
+        f[26..30].copy_from_slice(&[10, 32, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 32, 0, 2]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+        if tcp {
+            f[38..42].copy_from_slice(&1u32.to_be_bytes());
+            f[46] = 5 << 4;
+            f[47] = 0x18;
+        } else {
+            f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        }
+        for (i, b) in f[34 + l4_hdr..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let csum_offset: u16 = if tcp { 16 } else { 6 };
+        let mut seed = vec![gso, 1];
+        seed.extend_from_slice(&gso_size.to_be_bytes());
+        seed.extend_from_slice(&34u16.to_be_bytes());
+        seed.extend_from_slice(&csum_offset.to_be_bytes());
+        seed.extend_from_slice(&f);
+        seed
+    }
+
+    fn segment() -> Seeds {
+        let tso = offload_seed(1, true, 5000, 1400);
+        let mut v6_claimed = tso.clone();
+        v6_claimed[0] = 2;
+        vec![
+            ("valid-tso-v4", tso.clone()),
+            ("valid-uso-v4", offload_seed(3, false, 3000, 1000)),
+            ("valid-tso-one-segment", offload_seed(1, true, 100, 1400)),
+            ("garbage-no-gso", offload_seed(0, true, 100, 0)),
+            ("garbage-v6-claimed-for-v4", v6_claimed),
+            ("garbage-truncated", tso[..60].to_vec()),
+            ("garbage-zero-mss", offload_seed(1, true, 5000, 0)),
+            ("garbage-short", vec![1, 0, 5]),
         ]
     }
 }

@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("conn_stream", conn_stream),
     ("ipam", ipam),
     ("dns", dns),
+    ("segment", segment),
 ];
 
 /// The hello decoder: a parsed hello re-emits and re-parses to itself.
@@ -198,5 +199,53 @@ pub fn dns(data: &[u8]) -> bool {
         wire::to_vec(&refs).expect("a parsed message re-emits"),
         data
     );
+    true
+}
+
+/// Super-frame segmentation and coalescing (`weft_core::segment`). Input: 8 bytes of
+/// offload request (gso type 0-3, csum flag, gso_size u16, csum start u16, csum offset
+/// u16, big-endian) then the frame. Never panics; when a GSO request is accepted, every
+/// segment is a whole IP packet whose L4 checksum verifies, no longer than the frame, and
+/// TCP segments coalesce back into a single frame.
+pub fn segment(data: &[u8]) -> bool {
+    use weft_core::segment::{
+        Coalescer, Gso, Offload, PartialCsum, SUPER_FRAME_LEN_MAX, l4_csum_verifies,
+    };
+    let Some((req, frame)) = data.split_first_chunk::<8>() else {
+        return false;
+    };
+    let gso = [Gso::None, Gso::TcpV4, Gso::TcpV6, Gso::Udp][usize::from(req[0] % 4)];
+    let off = Offload {
+        gso,
+        gso_size: u16::from_be_bytes([req[2], req[3]]),
+        csum: (req[1] & 1 != 0).then_some(PartialCsum {
+            start: u16::from_be_bytes([req[4], req[5]]),
+            offset: u16::from_be_bytes([req[6], req[7]]),
+        }),
+        ..Offload::default()
+    };
+    let mut scratch = vec![0u8; SUPER_FRAME_LEN_MAX];
+    let mut segs: Vec<Vec<u8>> = Vec::new();
+    let res =
+        weft_core::segment::segment(frame, &off, 1500, &mut scratch, |s| segs.push(s.to_vec()));
+    let mut c = Coalescer::new();
+    let mut out = 0usize;
+    for s in &segs {
+        c.push(s, &mut |_, f| out += usize::from(!f.is_empty()));
+    }
+    c.flush(&mut |_, f| out += usize::from(!f.is_empty()));
+    if res.is_err() || gso == Gso::None {
+        return false;
+    }
+    for s in &segs {
+        assert!(
+            s.len() <= frame.len(),
+            "a segment is never longer than its frame"
+        );
+        assert_eq!(l4_csum_verifies(s), Some(true), "every segment verifies");
+    }
+    if gso != Gso::Udp {
+        assert_eq!(out, 1, "TCP segments coalesce back into one frame");
+    }
     true
 }
