@@ -17,10 +17,27 @@
 //! | POST | `/expose` | `{"address": "a/n"}` | `{"exposed": [...]}` |
 //! | POST | `/hide` | `{}` | `{"removed": [...]}` |
 //! | POST | `/stop` | `{"reset": bool}` (optional) | `{"stopping": true}` |
+//! | GET | `/status/dns` | | domain, listen addresses, upstreams, records, counters |
+//! | POST | `/dns/add` | `{"name": N, "addresses": ["ip", ...], "container": ID?}` | `{"name", "added"}` |
+//! | POST | `/dns/remove` | `{"name": N?, "addresses": [...], "container": ID?}` | `{"removed": n}` |
+//! | POST | `/dns/lookup` | `{"name": N}` | `{"name", "addresses": [...]}` |
+//! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
+//! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
+//! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
+//!
+//! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
+//! `"addresses"` (claimed in IPAM when inside the range); with neither it allocates one
+//! address of the default subnet, waiting up to `--ipalloc-timeout` (409 with one line on
+//! failure), and replies `"given"`: the addresses this call put on the interface.
+//!
+//! `/attach` also takes `"name"` (registered for the attachment's IPv4 addresses and
+//! removed on detach) and `/expose` `"fqdn"` (the host's name; the DNS server also
+//! listens on every exposed IPv4 address).
 
 use crate::cli::{Cidr, PeerAddr};
 use crate::datapath::Datapath;
-use crate::driver::{Input, Query};
+use crate::dns::DnsServer;
+use crate::driver::{DnsRequest, Input, Query};
 use crate::error::Error;
 use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX, HttpError};
 use crate::plumbing::{Detached, Plumbing};
@@ -52,6 +69,8 @@ pub(crate) struct Api {
     pub(crate) stop: Notify,
     /// Set by `/stop {"reset": true}`.
     pub(crate) reset: AtomicBool,
+    /// The DNS server (`None` with `--no-dns`).
+    pub(crate) dns: Option<Arc<DnsServer>>,
 }
 
 /// A reply: status, content type, body.
@@ -170,6 +189,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("/expose", "POST"),
     ("/hide", "POST"),
     ("/stop", "POST"),
+    ("/status/dns", "GET"),
+    ("/dns/add", "POST"),
+    ("/dns/remove", "POST"),
+    ("/dns/lookup", "POST"),
+    ("/dns/args", "GET"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Reply {
@@ -194,6 +218,9 @@ async fn route(api: &Api, req: &http::Request) -> Reply {
         "/expose" => expose(api, &req.body).await,
         "/hide" => hide(api).await,
         "/stop" => stop(api, &req.body),
+        "/status/dns" => query(api, Query::Dns).await,
+        "/dns/add" | "/dns/remove" | "/dns/lookup" => dns(api, path, &req.body).await,
+        "/dns/args" => Ok(Reply::json(&dns_args(api))),
         _ => Err(Reply::error(404, "no such endpoint")),
     };
     result.unwrap_or_else(|r| r)
@@ -307,6 +334,9 @@ struct NetnsBody {
     netns: PathBuf,
     #[serde(default)]
     addresses: Vec<Cidr>,
+    /// `attach --name`: register the attachment's IPv4 addresses under this name.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
@@ -326,7 +356,18 @@ async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         a.netns.display(),
         a.addresses
     );
-    Ok(Reply::json(&json!(a)))
+    let mut v = json!(a);
+    if let Some(name) = b.name {
+        let req = DnsRequest::Add {
+            name,
+            addrs: ipv4s(&a.addresses),
+            container: Some(a.id.clone()),
+        };
+        let r = ask_dns(api, req).await?;
+        v["dns_name"] = r["name"].clone();
+    }
+    v["dns"] = dns_args(api);
+    Ok(Reply::json(&v))
 }
 
 async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
@@ -337,6 +378,19 @@ async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         .await
         .detach(&b.netns, &b.addresses)
         .await?;
+    let (container, addrs) = match &d {
+        Detached::All(a) => (a.id.clone(), Vec::new()),
+        Detached::Addresses(a) => (a.id.clone(), ipv4s(&b.addresses)),
+    };
+    // Only v4 addresses carry records; a v6-only detach removes none.
+    if matches!(d, Detached::All(_)) || !addrs.is_empty() {
+        let req = DnsRequest::Remove {
+            name: None,
+            addrs,
+            container: Some(container),
+        };
+        ask_dns(api, req).await?;
+    }
     Ok(Reply::json(&match d {
         Detached::All(a) => json!({ "removed": "all", "attachment": a }),
         Detached::Addresses(a) => json!({ "removed": "addresses", "attachment": a }),
@@ -347,17 +401,45 @@ async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
 #[serde(deny_unknown_fields)]
 struct ExposeBody {
     address: Cidr,
+    /// `expose -h FQDN`: the host's DNS name.
+    #[serde(default)]
+    fqdn: Option<String>,
 }
 
 async fn expose(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
     let b: ExposeBody = body(bytes)?;
     let mut p = api.plumbing.lock().await;
     p.expose(b.address).await?;
-    Ok(Reply::json(&json!({ "exposed": p.exposed() })))
+    let exposed = json!({ "exposed": p.exposed() });
+    drop(p);
+    if let (Some(server), std::net::IpAddr::V4(_)) = (&api.dns, b.address.addr) {
+        let at = SocketAddr::new(b.address.addr, crate::dns::DNS_PORT);
+        server.listen(at).await.map_err(|e| Reply::error(500, e))?;
+    }
+    if let Some(name) = b.fqdn {
+        let req = DnsRequest::Add {
+            name,
+            addrs: ipv4s(&[b.address]),
+            container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
+        };
+        ask_dns(api, req).await?;
+    }
+    Ok(Reply::json(&exposed))
 }
 
 async fn hide(api: &Api) -> Result<Reply, Reply> {
     let removed = api.plumbing.lock().await.hide().await?;
+    if let Some(server) = &api.dns {
+        for a in &removed {
+            server.unlisten(a.addr);
+        }
+    }
+    let req = DnsRequest::Remove {
+        name: None,
+        addrs: Vec::new(),
+        container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
+    };
+    ask_dns(api, req).await?;
     Ok(Reply::json(&json!({ "removed": removed })))
 }
 
@@ -374,4 +456,82 @@ fn stop(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
     // notify_one stores a permit: the daemon stops even if it is not waiting yet.
     api.stop.notify_one();
     Ok(Reply::json(&json!({ "stopping": true, "reset": b.reset })))
+}
+
+fn ipv4s(addrs: &[Cidr]) -> Vec<std::net::Ipv4Addr> {
+    addrs
+        .iter()
+        .filter_map(|c| match c.addr {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+async fn ask_dns(api: &Api, req: DnsRequest) -> Result<Value, Reply> {
+    let (tx, rx) = oneshot::channel();
+    api.inbox
+        .send(Input::Dns(req, tx))
+        .await
+        .map_err(|_| Reply::error(503, "the router is stopping"))?;
+    rx.await
+        .map_err(|_| Reply::error(503, "the router is stopping"))?
+        .map_err(|e| Reply::error(400, e))
+}
+
+/// Where containers should send their queries: `weft dns-args`, and part of `/attach`.
+fn dns_args(api: &Api) -> Value {
+    match &api.dns {
+        Some(s) => json!({
+            "server": s.server_ip().map(|ip| ip.to_string()),
+            "domain": format!("{}.", s.domain()),
+        }),
+        None => json!({ "server": Value::Null, "domain": Value::Null }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    addresses: Vec<std::net::Ipv4Addr>,
+    #[serde(default)]
+    container: Option<String>,
+}
+
+/// Most addresses in one naming request.
+pub(crate) const DNS_ADDRESSES_PER_REQUEST_MAX: usize = 256;
+
+async fn dns(api: &Api, path: &str, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: DnsBody = body(bytes)?;
+    if b.addresses.len() > DNS_ADDRESSES_PER_REQUEST_MAX {
+        return Err(Reply::error(
+            400,
+            format!("at most {DNS_ADDRESSES_PER_REQUEST_MAX} addresses per request"),
+        ));
+    }
+    let need_name = || Reply::error(400, "give a NAME");
+    let req = match path {
+        "/dns/add" => {
+            if b.addresses.is_empty() {
+                return Err(Reply::error(400, "dns-add needs at least one IPv4 address"));
+            }
+            DnsRequest::Add {
+                name: b.name.ok_or_else(need_name)?,
+                addrs: b.addresses,
+                container: b.container,
+            }
+        }
+        "/dns/remove" => DnsRequest::Remove {
+            name: b.name,
+            addrs: b.addresses,
+            container: b.container,
+        },
+        _ => DnsRequest::Lookup {
+            name: b.name.ok_or_else(need_name)?,
+        },
+    };
+    Ok(Reply::json(&ask_dns(api, req).await?))
 }

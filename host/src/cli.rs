@@ -87,6 +87,14 @@ pub(crate) enum Command {
         /// Which namespace.
         #[command(flatten)]
         target: NetnsTarget,
+        /// Register the IPv4 addresses in weftDNS under this name (`web` means
+        /// `web.weave.local.`); removed again on detach.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Point the namespace's resolver at weftDNS: writes /etc/netns/NAME/resolv.conf
+        /// (for `--netns /var/run/netns/NAME`) or /proc/PID/root/etc/resolv.conf (`--pid`).
+        #[arg(long)]
+        dns: bool,
     },
     /// Remove addresses from an attachment, or the whole attachment when none are given.
     Detach {
@@ -103,12 +111,46 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Give this host an address on the overlay (on the `weft` bridge).
+    /// Give this host an address on the overlay (on the `weft` bridge); weftDNS listens on
+    /// it (port 53).
+    #[command(disable_help_flag = true)]
     Expose {
         /// Address with prefix, e.g. 10.32.0.1/12.
         #[arg(value_name = "ADDR/CIDR")]
         address: Cidr,
+        /// Register the host in weftDNS under this name.
+        #[arg(short = 'h', long = "fqdn", value_name = "FQDN")]
+        fqdn: Option<String>,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
+    /// Add weftDNS records: `IP... NAME` (a bare NAME gets the domain appended).
+    DnsAdd {
+        /// One or more IPv4 addresses, then the name.
+        #[arg(required = true, num_args = 2.., value_name = "IP... NAME")]
+        args: Vec<String>,
+        /// The container the records belong to (default: none, `weft:extern`).
+        #[arg(long, value_name = "ID")]
+        container: Option<String>,
+    },
+    /// Remove weftDNS records this router added: `[IP...] [NAME]` (at least one).
+    DnsRemove {
+        /// Addresses and/or the name.
+        #[arg(required = true, value_name = "[IP...] [NAME]")]
+        args: Vec<String>,
+        /// Only records of this container.
+        #[arg(long, value_name = "ID")]
+        container: Option<String>,
+    },
+    /// Print the addresses weftDNS answers for NAME, one per line.
+    DnsLookup {
+        /// The name (a bare NAME gets the domain appended).
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Print `--dns=IP --dns-search=DOMAIN` for a container engine's run command.
+    DnsArgs,
     /// Remove the addresses `expose` gave this host.
     Hide,
     /// Stop the router and wipe its state: attachments, bridge, peer name.
@@ -154,6 +196,20 @@ pub(crate) struct RouterArgs {
     /// Name of the bridge containers are plugged into.
     #[arg(long, default_value = "weft", value_name = "IFNAME")]
     pub(crate) bridge: String,
+    /// Do not run weftDNS (records are still replicated for the other peers).
+    #[arg(long)]
+    pub(crate) no_dns: bool,
+    /// The domain weftDNS answers for.
+    #[arg(long, default_value = crate::dns::DOMAIN_DEFAULT, value_name = "DOMAIN")]
+    pub(crate) dns_domain: String,
+    /// Where weftDNS forwards other names (repeatable); default: the nameservers of the
+    /// host's /etc/resolv.conf.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::dns::upstream::parse_upstream)]
+    pub(crate) dns_upstream: Vec<std::net::SocketAddr>,
+    /// Also answer DNS on this address (repeatable; port 53 by default). weftDNS always
+    /// listens on the addresses `weft expose` gives the host.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::dns::upstream::parse_upstream)]
+    pub(crate) dns_listen_address: Vec<std::net::SocketAddr>,
 }
 
 /// `--netns PATH | --pid PID`: exactly one.
@@ -189,6 +245,8 @@ pub(crate) enum StatusWhat {
     Connections,
     /// Addresses the router tries to stay connected to, and why the last attempt failed.
     Targets,
+    /// weftDNS: domain, listen addresses, upstreams, records, counters.
+    Dns,
 }
 
 impl StatusWhat {
@@ -198,6 +256,7 @@ impl StatusWhat {
             Self::Peers => "/status/peers",
             Self::Connections => "/status/connections",
             Self::Targets => "/status/targets",
+            Self::Dns => "/status/dns",
         }
     }
 }
@@ -408,7 +467,10 @@ mod tests {
     #[test]
     fn attach_and_detach_resolve_the_namespace() {
         let cli = parse(&["attach", "10.32.0.5/12", "fd00::5/64", "--pid", "42"]).unwrap();
-        let Command::Attach { addresses, target } = cli.command else {
+        let Command::Attach {
+            addresses, target, ..
+        } = cli.command
+        else {
             panic!("not attach");
         };
         assert_eq!(addresses.len(), 2);

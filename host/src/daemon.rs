@@ -165,6 +165,10 @@ async fn run_async(
     .await;
     let mut driver = driver;
     driver.set_fastdp(Arc::new(fastdp));
+    let dns = start_dns(args, plumbing.exposed()).await?;
+    if let Some(server) = &dns {
+        driver.set_dns(Arc::clone(server));
+    }
     let driver_task = tokio::spawn(driver.run(inbox_rx));
     if !targets.is_empty() {
         let _ = inbox_tx.send(Input::Connect(targets)).await;
@@ -180,6 +184,7 @@ async fn run_async(
         port: args.port,
         stop: Notify::new(),
         reset: AtomicBool::new(false),
+        dns,
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api)));
     tracing::info!(
@@ -203,12 +208,52 @@ async fn run_async(
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();
+    if let Some(server) = &api.dns {
+        server.stop();
+    }
     let _ = std::fs::remove_file(&global.socket);
     if api.reset.load(Ordering::Relaxed) {
         api.plumbing.lock().await.reset().await?;
         tracing::info!("reset: attachments, bridge and state removed");
     }
     Ok(())
+}
+
+/// Starts weftDNS (unless `--no-dns`) on the exposed IPv4 addresses and
+/// `--dns-listen-address`es, forwarding to `--dns-upstream` or resolv.conf's servers.
+async fn start_dns(
+    args: &RouterArgs,
+    exposed: &[crate::cli::Cidr],
+) -> Result<Option<Arc<crate::dns::DnsServer>>> {
+    use crate::dns::{DNS_PORT, DnsServer, canonical_domain, upstream};
+    if args.no_dns {
+        return Ok(None);
+    }
+    let domain = canonical_domain(&args.dns_domain).map_err(Error::Other)?;
+    let upstreams = if args.dns_upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        upstream::parse_resolv_conf(&text)
+    } else {
+        args.dns_upstream.clone()
+    };
+    if upstreams.is_empty() {
+        tracing::warn!(
+            "DNS: no upstream servers (none in /etc/resolv.conf, no --dns-upstream): names outside {domain} get SERVFAIL"
+        );
+    }
+    let server = DnsServer::new(domain, upstreams);
+    for a in exposed {
+        if a.addr.is_ipv4() {
+            server
+                .listen(SocketAddr::new(a.addr, DNS_PORT))
+                .await
+                .map_err(Error::Other)?;
+        }
+    }
+    for a in &args.dns_listen_address {
+        server.listen(*a).await.map_err(Error::Other)?;
+    }
+    Ok(Some(server))
 }
 
 async fn bind_tcp(port: u16) -> Result<TcpListener> {

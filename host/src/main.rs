@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod daemon;
 mod datapath;
+mod dns;
 mod driver;
 mod error;
 mod fastdp;
@@ -126,12 +127,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Attach { addresses, target } => {
+        Command::Attach {
+            addresses,
+            target,
+            name,
+            dns,
+        } => {
             let netns = target.path();
             plumbing::netns_inode(&netns)?;
-            let body = json!({ "netns": netns, "addresses": addresses });
+            let body = json!({ "netns": netns, "addresses": addresses, "name": name });
             let reply = client.post("/attach", &body)?;
             let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+            if dns {
+                dns::cmd::write_resolv_conf(&netns, &v["dns"])?;
+            }
             let addrs: Vec<&str> = v["addresses"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -142,10 +151,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Detach { addresses, target } => {
             let body = json!({ "netns": target.path(), "addresses": addresses });
             client.post("/detach", &body)?;
+            if addresses.is_empty() {
+                dns::cmd::remove_resolv_conf(&target.path());
+            }
             Ok(())
         }
-        Command::Expose { address } => {
-            client.post("/expose", &json!({ "address": address }))?;
+        Command::Expose { address, fqdn, .. } => {
+            client.post("/expose", &json!({ "address": address, "fqdn": fqdn }))?;
             println!("{address}");
             Ok(())
         }
@@ -155,6 +167,13 @@ fn run(cli: Cli) -> Result<()> {
             for a in v["removed"].as_array().into_iter().flatten() {
                 println!("{}", a.as_str().unwrap_or_default());
             }
+            Ok(())
+        }
+        Command::DnsAdd { args, container } => dns::cmd::add(&client, &args, container),
+        Command::DnsRemove { args, container } => dns::cmd::remove(&client, &args, container),
+        Command::DnsLookup { name } => dns::cmd::lookup(&client, &name),
+        Command::DnsArgs => {
+            println!("{}", dns::cmd::args_line(&client.get_json("/dns/args")?)?);
             Ok(())
         }
         Command::Completions { shell } => {
@@ -186,6 +205,16 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     }
     v.extend(["--mtu".into(), args.mtu.to_string()]);
     v.extend(["--bridge".into(), args.bridge.clone()]);
+    if args.no_dns {
+        v.push("--no-dns".into());
+    }
+    v.extend(["--dns-domain".into(), args.dns_domain.clone()]);
+    for u in &args.dns_upstream {
+        v.extend(["--dns-upstream".into(), u.to_string()]);
+    }
+    for l in &args.dns_listen_address {
+        v.extend(["--dns-listen-address".into(), l.to_string()]);
+    }
     v.extend(["--socket".into(), g.socket.display().to_string()]);
     v.extend(["--state-dir".into(), g.state_dir.display().to_string()]);
     if g.verbose {

@@ -20,6 +20,7 @@ pub(crate) fn status(what: Option<StatusWhat>, v: &Value) -> String {
         Some(StatusWhat::Peers) => peers(v),
         Some(StatusWhat::Connections) => connections(v),
         Some(StatusWhat::Targets) => targets(v),
+        Some(StatusWhat::Dns) => crate::dns::cmd::render_status(v),
     }
 }
 
