@@ -194,6 +194,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/dns/remove", "POST"),
     ("/dns/lookup", "POST"),
     ("/dns/args", "GET"),
+    ("/status/ipam", "GET"),
+    ("/ipam/rmpeer", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Reply {
@@ -221,6 +223,11 @@ async fn route(api: &Api, req: &http::Request) -> Reply {
         "/status/dns" => query(api, Query::Dns).await,
         "/dns/add" | "/dns/remove" | "/dns/lookup" => dns(api, path, &req.body).await,
         "/dns/args" => Ok(Reply::json(&dns_args(api))),
+        "/status/ipam" => crate::ipam::status(api)
+            .await
+            .map(|v| Reply::json(&v))
+            .map_err(|e| Reply::error(503, e)),
+        "/ipam/rmpeer" => rmpeer(api, &req.body).await,
         _ => Err(Reply::error(404, "no such endpoint")),
     };
     result.unwrap_or_else(|r| r)
@@ -337,19 +344,34 @@ struct NetnsBody {
     /// `attach --name`: register the attachment's IPv4 addresses under this name.
     #[serde(default)]
     name: Option<String>,
+    /// `attach net:default | net:CIDR`: subnets to allocate an address in (attach only;
+    /// with no `addresses` either, one address of the default subnet).
+    #[serde(default)]
+    allocate: Vec<crate::ipam::NetSpec>,
 }
 
 async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
     let b: NetnsBody = body(bytes)?;
-    if b.addresses.is_empty() {
-        return Err(Reply::error(400, "attach needs at least one ADDR/CIDR"));
-    }
-    let a = api
+    // IPAM first (claims, allocations; waits for the answers), then the veth.
+    let container = crate::ipam::container_id(&b.netns)?;
+    let given = crate::ipam::resolve(api, &container, &b.addresses, &b.allocate)
+        .await
+        .map_err(|e| Reply::error(409, e))?;
+    let made = api
         .plumbing
         .lock()
         .await
-        .attach(&b.netns, &b.addresses)
-        .await?;
+        .attach(&b.netns, &given.addrs)
+        .await;
+    let a = match made {
+        Ok(a) => a,
+        Err(e) => {
+            if !given.fresh.is_empty() {
+                let _ = crate::ipam::free(api, &container, Some(given.fresh)).await;
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         "attached {} ({}) with {:?}",
         a.id,
@@ -367,6 +389,7 @@ async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         v["dns_name"] = r["name"].clone();
     }
     v["dns"] = dns_args(api);
+    v["given"] = json!(given.addrs);
     Ok(Reply::json(&v))
 }
 
@@ -382,6 +405,14 @@ async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         Detached::All(a) => (a.id.clone(), Vec::new()),
         Detached::Addresses(a) => (a.id.clone(), ipv4s(&b.addresses)),
     };
+    // The addresses go back to IPAM once they are off the interface.
+    let to_free = match &d {
+        Detached::All(_) => None,
+        Detached::Addresses(_) => Some(crate::ipam::ipv4s(&b.addresses)),
+    };
+    crate::ipam::free(api, &container, to_free)
+        .await
+        .map_err(|e| Reply::error(503, e))?;
     // Only v4 addresses carry records; a v6-only detach removes none.
     if matches!(d, Detached::All(_)) || !addrs.is_empty() {
         let req = DnsRequest::Remove {
@@ -395,6 +426,20 @@ async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         Detached::All(a) => json!({ "removed": "all", "attachment": a }),
         Detached::Addresses(a) => json!({ "removed": "addresses", "attachment": a }),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RmpeerBody {
+    peer: String,
+}
+
+async fn rmpeer(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
+    let b: RmpeerBody = body(bytes)?;
+    let v = crate::ipam::rmpeer(api, &b.peer)
+        .await
+        .map_err(|e| Reply::error(409, e))?;
+    Ok(Reply::json(&v))
 }
 
 #[derive(Deserialize)]

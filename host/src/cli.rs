@@ -79,11 +79,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Plug a network namespace into the overlay: a veth `ethwe` inside with these addresses.
+    /// Plug a network namespace into the overlay: a veth `ethwe` inside with these
+    /// addresses; prints the addresses given.
     Attach {
-        /// Addresses with prefix, e.g. 10.32.0.5/12.
-        #[arg(required = true, value_name = "ADDR/CIDR")]
-        addresses: Vec<Cidr>,
+        /// Addresses with prefix (10.32.0.5/12; claimed when inside --ipalloc-range),
+        /// `net:default` or `net:CIDR` (allocate one there). None: one from the default subnet.
+        #[arg(value_name = "ADDR/CIDR | net:default | net:CIDR")]
+        addresses: Vec<crate::ipam::AttachAddr>,
         /// Which namespace.
         #[command(flatten)]
         target: NetnsTarget,
@@ -153,6 +155,12 @@ pub(crate) enum Command {
     DnsArgs,
     /// Remove the addresses `expose` gave this host.
     Hide,
+    /// Take over the address space of a peer that is gone for good (run on one peer only).
+    Rmpeer {
+        /// Its peer name (aa:bb:cc:dd:ee:ff, see `weft status ipam`) or nickname.
+        #[arg(value_name = "PEER")]
+        peer: String,
+    },
     /// Stop the router and wipe its state: attachments, bridge, peer name.
     Reset,
     /// Print a shell completion script to stdout.
@@ -210,6 +218,22 @@ pub(crate) struct RouterArgs {
     /// listens on the addresses `weft expose` gives the host.
     #[arg(long, value_name = "IP[:PORT]", value_parser = crate::dns::upstream::parse_upstream)]
     pub(crate) dns_listen_address: Vec<std::net::SocketAddr>,
+    /// The range container addresses are allocated from.
+    #[arg(long, value_name = "CIDR", value_parser = crate::ipam::parse_block)]
+    pub(crate) ipalloc_range: Option<weft_core::ipam::Cidr>,
+    /// How the range is first split: `consensus=N` (N = number of initial peers; default:
+    /// the peers given here plus one) or `observer` (never seeds, takes space from others).
+    #[arg(long, value_name = "consensus=N | observer", value_parser = crate::ipam::parse_init)]
+    pub(crate) ipalloc_init: Option<weft_core::ipam::InitMode>,
+    /// Where `attach` without an address allocates (default: the whole range).
+    #[arg(long, value_name = "CIDR", value_parser = crate::ipam::parse_block)]
+    pub(crate) ipalloc_default_subnet: Option<weft_core::ipam::Cidr>,
+    /// Take over the space of a peer unreachable this long (e.g. 10m; off by default).
+    #[arg(long, value_name = "DURATION", value_parser = crate::ipam::parse_duration)]
+    pub(crate) ipalloc_reclaim_after: Option<std::time::Duration>,
+    /// How long `attach` waits for an address before it fails (at most 80s).
+    #[arg(long, value_name = "DURATION", default_value = crate::ipam::REQUEST_TIMEOUT_DEFAULT, value_parser = crate::ipam::parse_timeout)]
+    pub(crate) ipalloc_timeout: std::time::Duration,
 }
 
 /// `--netns PATH | --pid PID`: exactly one.
@@ -247,6 +271,8 @@ pub(crate) enum StatusWhat {
     Targets,
     /// weftDNS: domain, listen addresses, upstreams, records, counters.
     Dns,
+    /// Address management: each peer's share of the range, free space, unreachable owners.
+    Ipam,
 }
 
 impl StatusWhat {
@@ -257,6 +283,7 @@ impl StatusWhat {
             Self::Connections => "/status/connections",
             Self::Targets => "/status/targets",
             Self::Dns => "/status/dns",
+            Self::Ipam => "/status/ipam",
         }
     }
 }

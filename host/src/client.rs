@@ -7,9 +7,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a request may take before the CLI gives up (attach can take a while on a
-/// busy host; status is instant).
-pub(crate) const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// How long a request may take before the CLI gives up (attach waits for an address up
+/// to --ipalloc-timeout, at most 80 s; status is instant).
+pub(crate) const REQUEST_TIMEOUT_MS: u64 = 90_000;
 
 /// A client for one router's control socket.
 #[derive(Clone, Debug)]

@@ -122,9 +122,18 @@ async fn run_async(
         .map(truncate_nickname)
         .unwrap_or_else(default_nickname);
     config.password = args.password.as_ref().map(|p| p.as_bytes().to_vec());
+    config.ipam = crate::ipam::config(
+        args.ipalloc_range,
+        args.ipalloc_default_subnet,
+        args.ipalloc_init,
+        args.ipalloc_reclaim_after,
+        args.ipalloc_timeout,
+        args.peers.len(),
+    )?;
     let seed = u64::from_le_bytes(os_random::<8>()?);
     let origin = StdInstant::now();
-    let router = Router::new(config, seed, Instant::ZERO);
+    let mut router = Router::new(config, seed, Instant::ZERO);
+    let ipam_restored = crate::ipam::restore(&mut router, &state_dir)?;
 
     let mut targets = Vec::new();
     for p in &args.peers {
@@ -165,6 +174,13 @@ async fn run_async(
     .await;
     let mut driver = driver;
     driver.set_fastdp(Arc::new(fastdp));
+    driver.set_ipam_persist(crate::ipam::state_path(&state_dir), ipam_restored);
+    let live: Vec<String> = plumbing
+        .attachments()
+        .iter()
+        .map(|a| a.id.clone())
+        .collect();
+    driver.ipam_forget_gone(&live);
     let dns = start_dns(args, plumbing.exposed()).await?;
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));

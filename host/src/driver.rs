@@ -28,6 +28,11 @@ use weft_core::time::Instant;
 mod dns_glue;
 pub(crate) use dns_glue::DnsRequest;
 
+// IPAM glue: lives in ipam/, is a child of this module so it reaches the router.
+#[path = "ipam/glue.rs"]
+mod ipam_glue;
+pub(crate) use ipam_glue::IpamRequest;
+
 /// Capacity of the driver's inbox (stream bytes, accepts, API queries).
 pub(crate) const INBOX_LEN_MAX: usize = 1024;
 /// Chunks queued to one stream's writer; a peer that lets more pile up is disconnected.
@@ -65,6 +70,8 @@ pub(crate) enum Input {
     Query(Query, oneshot::Sender<Value>),
     /// A naming command (`dns-add`, `dns-remove`, `dns-lookup`, attach/detach names).
     Dns(DnsRequest, oneshot::Sender<Result<Value, String>>),
+    /// An address command (attach/detach addresses, rmpeer, status ipam).
+    Ipam(IpamRequest, oneshot::Sender<Result<Value, String>>),
     /// Nothing: wakes the task so it finishes work it left for later.
     Wake,
     /// Stop the router.
@@ -127,6 +134,7 @@ pub(crate) struct Driver {
     connections_accepted: u64,
     started: SystemTime,
     dns: dns_glue::DnsState,
+    ipam: ipam_glue::IpamState,
 }
 
 fn unix_now_s() -> u64 {
@@ -161,6 +169,7 @@ impl Driver {
             connections_accepted: 0,
             started: SystemTime::now(),
             dns: dns_glue::DnsState::default(),
+            ipam: ipam_glue::IpamState::default(),
         }
     }
 
@@ -259,6 +268,11 @@ impl Driver {
             Input::Dns(req, reply) => {
                 let _ = reply.send(self.dns_request(req));
             }
+            Input::Ipam(req, reply) => {
+                let r = self.ipam_request(req);
+                self.ipam_persist();
+                let _ = reply.send(r);
+            }
             Input::Wake | Input::Stop => {}
         }
     }
@@ -322,6 +336,8 @@ impl Driver {
         for _ in 0..TRANSMITS_PER_TURN_MAX {
             let now = self.now();
             let mut progressed = false;
+            // IPAM state others may learn of is on disk before anything leaves.
+            self.ipam_persist();
             if let Some(t) = self.router.poll_transmit(now, &mut buf) {
                 progressed = true;
                 let bytes = &buf[..t.len];
@@ -430,8 +446,7 @@ impl Driver {
                     at_unix_s: unix_now_s(),
                 });
             }
-            // Answers to IPAM requests; the host does not ask any yet.
-            Event::Ipam(_) => {}
+            Event::Ipam(e) => self.ipam_on_event(e),
             Event::PeerRemoved(p) => {
                 tracing::info!("peer {p} left the network (unreachable too long)")
             }

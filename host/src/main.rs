@@ -17,6 +17,7 @@ mod error;
 mod fastdp;
 mod firewall;
 mod http;
+mod ipam;
 mod plumbing;
 mod render;
 mod state;
@@ -135,13 +136,25 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let netns = target.path();
             plumbing::netns_inode(&netns)?;
-            let body = json!({ "netns": netns, "addresses": addresses, "name": name });
+            let (addresses, allocate) = ipam::split(&addresses);
+            let body = json!({
+                "netns": netns,
+                "addresses": addresses,
+                "allocate": allocate,
+                "name": name,
+            });
             let reply = client.post("/attach", &body)?;
             let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
             if dns {
                 dns::cmd::write_resolv_conf(&netns, &v["dns"])?;
             }
-            let addrs: Vec<&str> = v["addresses"]
+            // The addresses this call gave (all of the attachment's from an older router).
+            let given = if v["given"].is_array() {
+                &v["given"]
+            } else {
+                &v["addresses"]
+            };
+            let addrs: Vec<&str> = given
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
@@ -174,6 +187,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::DnsLookup { name } => dns::cmd::lookup(&client, &name),
         Command::DnsArgs => {
             println!("{}", dns::cmd::args_line(&client.get_json("/dns/args")?)?);
+            Ok(())
+        }
+        Command::Rmpeer { peer } => {
+            let reply = client.post("/ipam/rmpeer", &json!({ "peer": peer }))?;
+            let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+            println!(
+                "{} addresses taken over from {}",
+                v["addresses"].as_u64().unwrap_or(0),
+                v["peer"].as_str().unwrap_or(&peer)
+            );
             Ok(())
         }
         Command::Completions { shell } => {
@@ -215,6 +238,25 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     for l in &args.dns_listen_address {
         v.extend(["--dns-listen-address".into(), l.to_string()]);
     }
+    if let Some(r) = args.ipalloc_range {
+        v.extend(["--ipalloc-range".into(), r.to_string()]);
+    }
+    if let Some(i) = args.ipalloc_init {
+        v.extend(["--ipalloc-init".into(), ipam::init_text(i)]);
+    }
+    if let Some(d) = args.ipalloc_default_subnet {
+        v.extend(["--ipalloc-default-subnet".into(), d.to_string()]);
+    }
+    if let Some(d) = args.ipalloc_reclaim_after {
+        v.extend([
+            "--ipalloc-reclaim-after".into(),
+            format!("{}ms", d.as_millis()),
+        ]);
+    }
+    v.extend([
+        "--ipalloc-timeout".into(),
+        format!("{}ms", args.ipalloc_timeout.as_millis()),
+    ]);
     v.extend(["--socket".into(), g.socket.display().to_string()]);
     v.extend(["--state-dir".into(), g.state_dir.display().to_string()]);
     if g.verbose {

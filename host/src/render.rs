@@ -21,6 +21,7 @@ pub(crate) fn status(what: Option<StatusWhat>, v: &Value) -> String {
         Some(StatusWhat::Connections) => connections(v),
         Some(StatusWhat::Targets) => targets(v),
         Some(StatusWhat::Dns) => crate::dns::cmd::render_status(v),
+        Some(StatusWhat::Ipam) => crate::ipam::render_status(v),
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `state.json`: attachments and exposed addresses, so that a restarted router adopts
 //!   the veths it made without touching them.
 //! - `router.log`: the log of a router started with `weft launch`.
+//! - `ipam.state`: the address ring and the addresses given out (`crate::ipam`), written
+//!   before anything that depends on it leaves the router.
 //!
 //! Every write is atomic: a temporary file is written and fsynced, then renamed over the
 //! old one and the directory fsynced, so a crash leaves either the old or the new file.
@@ -83,6 +85,11 @@ impl StateDir {
     /// The log file a launched router writes.
     pub(crate) fn log_path(&self) -> PathBuf {
         self.path.join("router.log")
+    }
+
+    /// A file of this router in the directory (e.g. the IPAM state).
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
     }
 
     fn name_path(&self) -> PathBuf {
@@ -173,7 +180,12 @@ impl StateDir {
 
     /// Removes the files this module writes (not the directory, which may be shared).
     pub(crate) fn wipe(&self) -> Result<()> {
-        for p in [self.name_path(), self.state_path(), self.log_path()] {
+        for p in [
+            self.name_path(),
+            self.state_path(),
+            self.log_path(),
+            self.file(crate::ipam::STATE_FILE),
+        ] {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,0 +1,429 @@
+//! The router task's IPAM part: a child module of `driver` (declared there with a
+//! `#[path]` to this file) so it reaches the router. It runs the control API's address
+//! requests against the core, collects the answers of one attach (a *group* of requests)
+//! and persists the IPAM export whenever it changed: before the router's next transmit
+//! and before any answer leaves for a client.
+
+use super::Driver;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use tokio::sync::oneshot;
+use weft_core::ipam::{Cidr, ContainerId, InitMode, IpamError, IpamEvent, RequestId};
+use weft_core::peer::PeerName;
+
+/// The final answer of an attach: `{"allocated": [...], "fresh": [...]}` or the error.
+pub(crate) type Answer = oneshot::Sender<Result<Value, String>>;
+
+/// An address command for the router task.
+#[derive(Debug)]
+pub(crate) enum IpamRequest {
+    /// Claim `claims` (inside the range; others are ignored) and allocate one address in
+    /// each of `subnets` (`None`: the default subnet) for `container`. The reply says
+    /// `{"group": id, "timeout_ms": n}`; the addresses come on `answer`.
+    Attach {
+        container: String,
+        claims: Vec<Cidr>,
+        subnets: Vec<Option<Cidr>>,
+        answer: Answer,
+    },
+    /// The client stopped waiting for `group`: cancel what is pending, free what it got.
+    Abandon { group: u64 },
+    /// Free `addrs` of `container`, or all of its addresses.
+    Free {
+        container: String,
+        addrs: Option<Vec<Ipv4Addr>>,
+    },
+    /// Take over a dead peer's space (name or nickname).
+    Rmpeer { peer: String },
+    /// `weft status ipam`.
+    Status,
+}
+
+/// One attach's requests, until every one is answered.
+struct Group {
+    container: ContainerId,
+    /// Addresses the container held before (not freed if the attach fails).
+    prior: Vec<Ipv4Addr>,
+    pending: Vec<RequestId>,
+    allocated: Vec<Cidr>,
+    error: Option<String>,
+    answer: Option<Answer>,
+}
+
+/// What the driver keeps for IPAM.
+#[derive(Default)]
+pub(crate) struct IpamState {
+    /// Where the export is written (`None`: not persisted, e.g. unit tests).
+    path: Option<PathBuf>,
+    /// The generation on disk.
+    persisted: Option<u64>,
+    next_group: u64,
+    groups: HashMap<u64, Group>,
+    /// Request -> (group, what it asked for, for error messages).
+    requests: HashMap<RequestId, (u64, String)>,
+}
+
+impl Driver {
+    /// Persists the IPAM state at `path` from now on; `on_disk` says whether the current
+    /// state came from there (restored), so it need not be written again.
+    pub(crate) fn set_ipam_persist(&mut self, path: PathBuf, on_disk: bool) {
+        self.ipam.path = Some(path);
+        self.ipam.persisted = on_disk.then(|| self.router.ipam_generation());
+    }
+
+    /// Frees the addresses of attachments (`ns-*` containers) that are gone: their
+    /// namespace died while the router was down, or the attach never finished.
+    pub(crate) fn ipam_forget_gone(&mut self, live: &[String]) {
+        let now = self.now();
+        let gone: Vec<ContainerId> = {
+            let mut v: Vec<ContainerId> = self
+                .router
+                .ipam()
+                .allocations()
+                .map(|(_, c)| c.clone())
+                .filter(|c| c.as_str().starts_with("ns-") && !live.iter().any(|l| l == c.as_str()))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for c in gone {
+            let n = self.router.ipam_free(now, &c, None);
+            tracing::info!("freed {n} addresses of {c}: its attachment is gone");
+        }
+        self.ipam_persist();
+    }
+
+    /// Writes the IPAM export if it changed since the last write. A router that cannot
+    /// persist must not go on (it could hand out an address twice after a restart).
+    pub(super) fn ipam_persist(&mut self) {
+        let Some(path) = &self.ipam.path else {
+            return;
+        };
+        let generation = self.router.ipam_generation();
+        if self.ipam.persisted == Some(generation) {
+            return;
+        }
+        let bytes = self.router.ipam_export();
+        if let Err(e) = crate::state::write_atomic(path, &bytes) {
+            tracing::error!("cannot persist the IPAM state: {e}; stopping the router");
+            std::process::exit(1);
+        }
+        self.ipam.persisted = Some(generation);
+    }
+
+    /// Runs one address command.
+    pub(super) fn ipam_request(&mut self, req: IpamRequest) -> Result<Value, String> {
+        let now = self.now();
+        match req {
+            IpamRequest::Attach {
+                container,
+                claims,
+                subnets,
+                answer,
+            } => {
+                let id = ContainerId::new(&container).map_err(|e| e.to_string())?;
+                let prior = self
+                    .router
+                    .ipam()
+                    .addresses_of(&id)
+                    .iter()
+                    .map(|c| c.addr)
+                    .collect();
+                let group = self.ipam.next_group;
+                self.ipam.next_group += 1;
+                self.ipam.groups.insert(
+                    group,
+                    Group {
+                        container: id.clone(),
+                        prior,
+                        pending: Vec::new(),
+                        allocated: Vec::new(),
+                        error: None,
+                        answer: Some(answer),
+                    },
+                );
+                let range = self.router.config().ipam.range;
+                let mut error = None;
+                for c in claims {
+                    if !range.contains(c.addr.to_bits()) {
+                        continue; // Outside the range: the user's business, as in Weave.
+                    }
+                    match self.router.ipam_claim(now, &id, c) {
+                        Ok(r) => self.ipam_track(group, r, c.to_string()),
+                        Err(e) => {
+                            error = Some(self.ipam_error_text(&c.to_string(), e));
+                            break;
+                        }
+                    }
+                }
+                for s in subnets {
+                    if error.is_some() {
+                        break;
+                    }
+                    let what = match s {
+                        Some(c) => format!("net:{c}"),
+                        None => {
+                            format!("net:default ({})", self.router.config().ipam.default_subnet)
+                        }
+                    };
+                    match self.router.ipam_allocate(now, &id, s) {
+                        Ok(r) => self.ipam_track(group, r, what),
+                        Err(e) => error = Some(self.ipam_error_text(&what, e)),
+                    }
+                }
+                if let Some(e) = error {
+                    self.ipam_fail_group(group, e);
+                }
+                self.ipam_maybe_finish(group);
+                let timeout_ms = self.router.config().ipam.request_timeout.total_millis();
+                Ok(json!({ "group": group, "timeout_ms": timeout_ms }))
+            }
+            IpamRequest::Abandon { group } => {
+                let error = self.ipam_no_answer_text();
+                if self.ipam.groups.contains_key(&group) {
+                    self.ipam_fail_group(group, error.clone());
+                    self.ipam_maybe_finish(group);
+                }
+                Ok(json!({ "error": error }))
+            }
+            IpamRequest::Free { container, addrs } => {
+                let Ok(id) = ContainerId::new(&container) else {
+                    return Ok(json!({ "freed": 0 }));
+                };
+                let freed = match addrs {
+                    None => self.router.ipam_free(now, &id, None),
+                    Some(list) => list
+                        .into_iter()
+                        .map(|a| self.router.ipam_free(now, &id, Some(a)))
+                        .sum(),
+                };
+                Ok(json!({ "freed": freed }))
+            }
+            IpamRequest::Rmpeer { peer } => {
+                let name = self.ipam_peer_by_name(&peer)?;
+                let moved = self
+                    .router
+                    .ipam_rmpeer(now, name)
+                    .map_err(|e| format!("rmpeer {peer}: {e}"))?;
+                tracing::info!("rmpeer {name}: {moved} addresses taken over");
+                Ok(json!({ "peer": name.to_string(), "addresses": moved }))
+            }
+            IpamRequest::Status => Ok(self.ipam_status_json()),
+        }
+    }
+
+    fn ipam_track(&mut self, group: u64, r: RequestId, what: String) {
+        self.ipam.requests.insert(r, (group, what));
+        if let Some(g) = self.ipam.groups.get_mut(&group) {
+            g.pending.push(r);
+        }
+    }
+
+    /// Marks `group` failed (first error wins) and cancels what it still waits for.
+    fn ipam_fail_group(&mut self, group: u64, error: String) {
+        let now = self.now();
+        let Some(g) = self.ipam.groups.get_mut(&group) else {
+            return;
+        };
+        g.error.get_or_insert(error);
+        let pending = g.pending.clone();
+        for r in pending {
+            self.router.ipam_cancel(now, r);
+        }
+    }
+
+    /// Answers `group` once nothing of it is pending; a failed group frees what it got.
+    fn ipam_maybe_finish(&mut self, group: u64) {
+        if self
+            .ipam
+            .groups
+            .get(&group)
+            .is_none_or(|g| !g.pending.is_empty())
+        {
+            return;
+        }
+        let Some(mut g) = self.ipam.groups.remove(&group) else {
+            return;
+        };
+        let fresh: Vec<Ipv4Addr> = g
+            .allocated
+            .iter()
+            .map(|c| c.addr)
+            .filter(|a| !g.prior.contains(a))
+            .collect();
+        let result = match g.error.take() {
+            Some(e) => {
+                let now = self.now();
+                for a in &fresh {
+                    self.router.ipam_free(now, &g.container, Some(*a));
+                }
+                Err(e)
+            }
+            None => Ok(json!({
+                "allocated": g.allocated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "fresh": fresh.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        };
+        // What the client is told must be on disk first.
+        self.ipam_persist();
+        if let Some(answer) = g.answer.take() {
+            let _ = answer.send(result);
+        }
+    }
+
+    /// An [`IpamEvent`] from the router.
+    pub(super) fn ipam_on_event(&mut self, ev: IpamEvent) {
+        match ev {
+            IpamEvent::Allocated { request, addr } => {
+                let Some((group, _)) = self.ipam.requests.remove(&request) else {
+                    return;
+                };
+                if let Some(g) = self.ipam.groups.get_mut(&group) {
+                    g.pending.retain(|r| *r != request);
+                    g.allocated.push(addr);
+                }
+                self.ipam_maybe_finish(group);
+            }
+            IpamEvent::Failed { request, error } => {
+                let Some((group, what)) = self.ipam.requests.remove(&request) else {
+                    return;
+                };
+                if let Some(g) = self.ipam.groups.get_mut(&group) {
+                    g.pending.retain(|r| *r != request);
+                }
+                if error != IpamError::Cancelled {
+                    let text = self.ipam_error_text(&what, error);
+                    self.ipam_fail_group(group, text);
+                }
+                self.ipam_maybe_finish(group);
+            }
+            IpamEvent::Lost { addr } => {
+                tracing::warn!(
+                    "address {addr} was taken over by another peer (rmpeer or reclaim of this router elsewhere); its container may clash"
+                );
+            }
+            IpamEvent::RingReady => {
+                tracing::info!("IPAM ring ready: addresses can be allocated");
+            }
+        }
+    }
+
+    /// One line for a failed request for `what`.
+    fn ipam_error_text(&mut self, what: &str, e: IpamError) -> String {
+        let range = self.router.config().ipam.range;
+        match e {
+            IpamError::NoRing => self.ipam_no_answer_text(),
+            IpamError::OutsideRange => {
+                format!("{what}: not inside the allocation range {range} (see --ipalloc-range)")
+            }
+            IpamError::RangeFull => format!(
+                "{what}: no free address left (range exhausted; detach some containers, or rmpeer dead peers)"
+            ),
+            other => format!("{what}: {other}"),
+        }
+    }
+
+    /// Why a request got no answer in time: no ring yet (and what it waits for), or the
+    /// core's timeout text.
+    fn ipam_no_answer_text(&mut self) -> String {
+        let st = self.router.ipam_status();
+        if st.ring.is_some() {
+            return IpamError::Timeout.to_string();
+        }
+        match st.init {
+            InitMode::Consensus { quorum } => format!(
+                "no address ring yet: --ipalloc-init consensus={quorum} waits for {quorum} peers, heard of {} so far; start and connect the other initial peers (see weft status ipam)",
+                st.consensus_heard
+            ),
+            InitMode::Observer => "no address ring yet: this router is an observer (--ipalloc-init observer) and waits for a ring from a connected peer".to_owned(),
+        }
+    }
+
+    /// A peer by name (`aa:bb:..`) or by nickname (unique among known peers).
+    fn ipam_peer_by_name(&self, s: &str) -> Result<PeerName, String> {
+        if let Ok(n) = s.parse::<PeerName>() {
+            return Ok(n);
+        }
+        let found: Vec<PeerName> = self
+            .router
+            .topology()
+            .iter()
+            .filter(|e| e.nickname == s)
+            .map(|e| e.name)
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!(
+                "no peer named {s:?}: give its peer name (aa:bb:cc:dd:ee:ff) as weft status ipam shows it"
+            )),
+            _ => Err(format!(
+                "nickname {s:?} is not unique: give the peer name (aa:bb:cc:dd:ee:ff)"
+            )),
+        }
+    }
+
+    fn ipam_status_json(&mut self) -> Value {
+        let st = self.router.ipam_status();
+        let me = self.router.name();
+        let waiting_for = match (st.ring, st.init) {
+            (Some(_), _) => Value::Null,
+            (None, InitMode::Consensus { quorum }) => json!(format!(
+                "{quorum} peers in consensus, heard of {}",
+                st.consensus_heard
+            )),
+            (None, InitMode::Observer) => json!("a ring from a peer (observer)"),
+        };
+        let quorum = match st.init {
+            InitMode::Consensus { quorum } => json!(quorum),
+            InitMode::Observer => Value::Null,
+        };
+        let peers: Vec<Value> = st
+            .peers
+            .iter()
+            .map(|p| {
+                let nickname = self
+                    .router
+                    .topology()
+                    .get(p.peer)
+                    .map(|e| e.nickname.clone());
+                json!({
+                    "peer": p.peer.to_string(),
+                    "nickname": nickname,
+                    "ourself": p.peer == me,
+                    "addresses": p.addresses,
+                    "free": p.free,
+                    "reachable": p.reachable,
+                })
+            })
+            .collect();
+        let s = st.stats;
+        json!({
+            "range": st.range.to_string(),
+            "default_subnet": st.default_subnet.to_string(),
+            "init": crate::ipam::init_text(st.init),
+            "quorum": quorum,
+            "ring": st.ring.map(|r| format!("{}/{:016x}", r.seeder, r.nonce)),
+            "consensus_heard": st.consensus_heard,
+            "waiting_for": waiting_for,
+            "reclaim_after_ms": self.router.config().ipam.reclaim_after.map(|d| d.total_millis()),
+            "peers": peers,
+            "unreachable": st.peers.iter().filter(|p| !p.reachable).map(|p| p.peer.to_string()).collect::<Vec<_>>(),
+            "allocations": st.allocations,
+            "pending": st.pending,
+            "stats": {
+                "malformed": s.malformed,
+                "ring_conflicts": s.ring_conflicts,
+                "range_mismatches": s.range_mismatches,
+                "donations_given": s.donations_given,
+                "donations_received": s.donations_received,
+                "addresses_reclaimed": s.addresses_reclaimed,
+                "allocations_lost": s.allocations_lost,
+                "drops_queue_full": s.drops_queue_full,
+                "drops_unrouted": s.drops_unrouted,
+            },
+        })
+    }
+}
