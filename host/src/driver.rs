@@ -688,7 +688,10 @@ impl Driver {
             let key = if m == "fastdp" { "fastdp" } else { "sleeve" };
             *by_mode.entry(key).or_default() += 1;
         }
-        let _ = writeln!(out, "# HELP weft_connections_by_mode Established connections by datapath mode.");
+        let _ = writeln!(
+            out,
+            "# HELP weft_connections_by_mode Established connections by datapath mode."
+        );
         let _ = writeln!(out, "# TYPE weft_connections_by_mode gauge");
         for key in ["fastdp", "sleeve"] {
             let n = by_mode.get(key).copied().unwrap_or(0);
