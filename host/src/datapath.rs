@@ -258,7 +258,8 @@ impl Datapath {
             tap,
             udp,
             PumpConfig {
-                backend: BackendChoice::Auto,
+                // Measured: plain is faster than io_uring here (see PreferPlain).
+                backend: BackendChoice::PreferPlain,
                 ..PumpConfig::default()
             },
         )
