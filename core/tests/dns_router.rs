@@ -2,26 +2,14 @@
 //! advanced by hand). Records reach neighbours at once, flood over two hops, reach a late
 //! joiner in full, and go when removed or when their owner dies.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
-use weft_core::conn::ConnId;
+mod common;
+
+use common::Net;
+use std::net::Ipv4Addr;
 use weft_core::dns::{Container, DnsName, Filter};
 use weft_core::peer::PeerName;
-use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
-use weft_core::time::{Duration, Instant};
-
-struct Net {
-    routers: Vec<Router>,
-    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
-    inflight: VecDeque<(usize, ConnId, Vec<u8>)>,
-    dead: BTreeSet<usize>,
-    removed: Vec<(usize, PeerName)>,
-    now: Instant,
-}
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
-}
+use weft_core::router::{Config, Event};
+use weft_core::time::Duration;
 
 fn name(s: &str) -> DnsName {
     DnsName::new(s).unwrap()
@@ -40,90 +28,7 @@ fn config(i: usize) -> Config {
 
 impl Net {
     fn new(n: usize) -> Self {
-        let routers = (0..n)
-            .map(|i| Router::new(config(i), 7 + i as u64, Instant::ZERO))
-            .collect();
-        Self {
-            routers,
-            links: BTreeMap::new(),
-            inflight: VecDeque::new(),
-            dead: BTreeSet::new(),
-            removed: Vec::new(),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
-        for i in 0..self.routers.len() {
-            if self.dead.contains(&i) {
-                continue;
-            }
-            while let Some(ev) = self.routers[i].poll_event() {
-                moved = true;
-                match ev {
-                    Event::OpenStream { conn, addr: a } => {
-                        let j = usize::from(match a.ip() {
-                            std::net::IpAddr::V4(v4) => v4.octets()[3],
-                            std::net::IpAddr::V6(_) => unreachable!(),
-                        }) - 1;
-                        if self.dead.contains(&j) {
-                            self.routers[i].handle_command(self.now, Command::StreamFailed(conn));
-                            continue;
-                        }
-                        let from = SocketAddr::from(([10, 0, 0, i as u8 + 1], 40000));
-                        let theirs = self.routers[j].accept_stream(self.now, from);
-                        self.links.insert((i, conn), (j, theirs));
-                        self.links.insert((j, theirs), (i, conn));
-                        self.routers[i].handle_command(self.now, Command::StreamOpened(conn));
-                    }
-                    Event::CloseStream { conn } => {
-                        if let Some((j, theirs)) = self.links.remove(&(i, conn)) {
-                            self.links.remove(&(j, theirs));
-                            self.routers[j].handle_command(self.now, Command::StreamClosed(theirs));
-                        }
-                    }
-                    Event::PeerRemoved(p) => self.removed.push((i, p)),
-                    _ => {}
-                }
-            }
-            while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
-                moved = true;
-                let Destination::Stream(conn) = t.destination else {
-                    panic!("no datagrams expected");
-                };
-                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
-                    self.inflight.push_back((j, theirs, buf[..t.len].to_vec()));
-                }
-            }
-        }
-        while let Some((j, conn, bytes)) = self.inflight.pop_front() {
-            if self.dead.contains(&j) {
-                continue;
-            }
-            moved = true;
-            self.routers[j].handle_stream_bytes(self.now, conn, &bytes);
-        }
-        moved
-    }
-
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            while self.pump() {}
-            self.now += Duration::from_millis(10);
-            for (i, r) in self.routers.iter_mut().enumerate() {
-                if !self.dead.contains(&i) && r.poll_timeout().is_some_and(|t| t <= self.now) {
-                    r.handle_timeout(self.now);
-                }
-            }
-        }
-        while self.pump() {}
-    }
-
-    fn connect(&mut self, i: usize, j: usize) {
-        self.routers[i].handle_command(self.now, Command::Connect(addr(j)));
+        Self::from_configs((0..n).map(config), 7)
     }
 
     fn add(&mut self, i: usize, n: &str, a: &str, container: &str) {
@@ -138,20 +43,15 @@ impl Net {
         self.routers[i].dns_lookup(&name(n))
     }
 
-    /// The process dies: its streams close (the kernel resets them) and it says nothing more.
-    fn kill(&mut self, k: usize) {
-        self.dead.insert(k);
-        let ends: Vec<(usize, ConnId)> = self
-            .links
+    /// `PeerRemoved` events, with the router that gave them.
+    fn removed(&self) -> Vec<(usize, PeerName)> {
+        self.events
             .iter()
-            .filter(|((i, _), _)| *i == k)
-            .map(|(_, theirs)| *theirs)
-            .collect();
-        for (j, conn) in ends {
-            self.links.remove(&(j, conn));
-            self.routers[j].handle_command(self.now, Command::StreamClosed(conn));
-        }
-        self.links.retain(|(i, _), _| *i != k);
+            .filter_map(|(i, e)| match e {
+                Event::PeerRemoved(p) => Some((*i, *p)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -238,7 +138,8 @@ fn dead_peer_unanswered_at_once_and_dropped_after_gc() {
     // Default peer GC grace: 60 s after it became unreachable, the records are gone.
     net.run(Duration::from_secs(62));
     let dead = PeerName::from_u64(0x102);
-    assert!(net.removed.contains(&(0, dead)), "{:?}", net.removed);
+    let removed = net.removed();
+    assert!(removed.contains(&(0, dead)), "{removed:?}");
     for i in 0..2 {
         assert_eq!(
             net.routers[i]

@@ -2,25 +2,13 @@
 //! are byte pipes, time advanced by hand). Consensus seeding over real connections,
 //! allocation answers as events, a donation routed over two hops, rmpeer, persistence.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use weft_core::conn::ConnId;
+mod common;
+
+use common::{Net, addr};
 use weft_core::ipam::{Cidr, ContainerId, InitMode, IpamError, IpamEvent, RequestId};
 use weft_core::peer::PeerName;
-use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
+use weft_core::router::{Command, Config, Event, Router};
 use weft_core::time::{Duration, Instant};
-
-struct Net {
-    routers: Vec<Router>,
-    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
-    inflight: VecDeque<(usize, ConnId, Vec<u8>)>,
-    ipam_events: Vec<(usize, IpamEvent)>,
-    now: Instant,
-}
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
-}
 
 fn config(i: usize, range: &str, quorum: u16) -> Config {
     let mut c = Config::new(PeerName::from_u64(0x100 + i as u64), 6783);
@@ -34,81 +22,17 @@ fn config(i: usize, range: &str, quorum: u16) -> Config {
 
 impl Net {
     fn new(n: usize, range: &str, quorum: u16) -> Self {
-        let routers = (0..n)
-            .map(|i| Router::new(config(i, range, quorum), 42 + i as u64, Instant::ZERO))
-            .collect();
-        Self {
-            routers,
-            links: BTreeMap::new(),
-            inflight: VecDeque::new(),
-            ipam_events: Vec::new(),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
-        for i in 0..self.routers.len() {
-            while let Some(ev) = self.routers[i].poll_event() {
-                moved = true;
-                match ev {
-                    Event::OpenStream { conn, addr: a } => {
-                        let j = usize::from(match a.ip() {
-                            std::net::IpAddr::V4(v4) => v4.octets()[3],
-                            std::net::IpAddr::V6(_) => unreachable!(),
-                        }) - 1;
-                        let from = SocketAddr::from(([10, 0, 0, i as u8 + 1], 40000));
-                        let theirs = self.routers[j].accept_stream(self.now, from);
-                        self.links.insert((i, conn), (j, theirs));
-                        self.links.insert((j, theirs), (i, conn));
-                        self.routers[i].handle_command(self.now, Command::StreamOpened(conn));
-                    }
-                    Event::CloseStream { conn } => {
-                        if let Some((j, theirs)) = self.links.remove(&(i, conn)) {
-                            self.links.remove(&(j, theirs));
-                            self.routers[j].handle_command(self.now, Command::StreamClosed(theirs));
-                        }
-                    }
-                    Event::Ipam(e) => self.ipam_events.push((i, e)),
-                    _ => {}
-                }
-            }
-            while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
-                moved = true;
-                let Destination::Stream(conn) = t.destination else {
-                    panic!("no datagrams expected");
-                };
-                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
-                    self.inflight.push_back((j, theirs, buf[..t.len].to_vec()));
-                }
-            }
-        }
-        while let Some((j, conn, bytes)) = self.inflight.pop_front() {
-            moved = true;
-            self.routers[j].handle_stream_bytes(self.now, conn, &bytes);
-        }
-        moved
-    }
-
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            while self.pump() {}
-            self.now += Duration::from_millis(10);
-            for r in &mut self.routers {
-                if r.poll_timeout().is_some_and(|t| t <= self.now) {
-                    r.handle_timeout(self.now);
-                }
-            }
-        }
-        while self.pump() {}
+        Self::from_configs((0..n).map(|i| config(i, range, quorum)), 42)
     }
 
     fn answer(&self, i: usize, req: RequestId) -> Option<Result<Cidr, IpamError>> {
-        self.ipam_events.iter().find_map(|(p, e)| match *e {
-            IpamEvent::Allocated { request, addr } if *p == i && request == req => Some(Ok(addr)),
-            IpamEvent::Failed { request, error } if *p == i && request == req => Some(Err(error)),
+        self.events.iter().find_map(|(p, e)| match *e {
+            Event::Ipam(IpamEvent::Allocated { request, addr }) if *p == i && request == req => {
+                Some(Ok(addr))
+            }
+            Event::Ipam(IpamEvent::Failed { request, error }) if *p == i && request == req => {
+                Some(Err(error))
+            }
             _ => None,
         })
     }

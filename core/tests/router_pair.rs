@@ -2,130 +2,25 @@
 //! time is advanced by hand. Exercises the router as a whole: maker, handshake, gossip,
 //! routes, duplicate-connection tie-break, forget, password checks.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use weft_core::conn::{ConnError, ConnId};
+mod common;
+
+use common::{Net, addr};
+use weft_core::conn::ConnError;
 use weft_core::crypto::CryptoError;
 use weft_core::peer::PeerName;
-use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
+use weft_core::router::{Command, Config, Event};
 use weft_core::time::{Duration, Instant};
-
-struct Net {
-    routers: Vec<Router>,
-    /// (router, conn) -> (other router, other conn)
-    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
-    /// Pending bytes per destination.
-    inflight: VecDeque<(usize, ConnId, Vec<u8>)>,
-    events: Vec<(usize, Event)>,
-    now: Instant,
-    /// Pairs of routers that cannot reach each other.
-    blocked: Vec<(usize, usize)>,
-}
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
-}
 
 impl Net {
     fn new(passwords: &[Option<&str>]) -> Self {
-        let routers = passwords
-            .iter()
-            .enumerate()
-            .map(|(i, pw)| {
-                let mut c = Config::new(PeerName::from_u64(0x100 + i as u64), 6783);
-                c.nickname = format!("r{i}");
-                c.password = pw.map(|p| p.as_bytes().to_vec());
-                c.gossip_interval = Duration::from_secs(5);
-                Router::new(c, 42 + i as u64, Instant::ZERO)
-            })
-            .collect();
-        Self {
-            routers,
-            links: BTreeMap::new(),
-            inflight: VecDeque::new(),
-            events: Vec::new(),
-            now: Instant::ZERO,
-            blocked: Vec::new(),
-        }
-    }
-
-    fn index_of(&self, a: SocketAddr) -> usize {
-        usize::from(match a.ip() {
-            std::net::IpAddr::V4(v4) => v4.octets()[3],
-            std::net::IpAddr::V6(_) => unreachable!(),
-        }) - 1
-    }
-
-    /// Moves everything that can move right now; returns whether anything did.
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
-        for i in 0..self.routers.len() {
-            while let Some(ev) = self.routers[i].poll_event() {
-                moved = true;
-                match ev {
-                    Event::OpenStream { conn, addr } => {
-                        let j = self.index_of(addr);
-                        let blocked = self
-                            .blocked
-                            .iter()
-                            .any(|&(a, b)| (a, b) == (i, j) || (b, a) == (i, j));
-                        if blocked {
-                            self.routers[i].handle_command(self.now, Command::StreamFailed(conn));
-                        } else {
-                            let theirs = self.routers[j].accept_stream(self.now, addr_from(i));
-                            self.links.insert((i, conn), (j, theirs));
-                            self.links.insert((j, theirs), (i, conn));
-                            self.routers[i].handle_command(self.now, Command::StreamOpened(conn));
-                        }
-                    }
-                    Event::CloseStream { conn } => {
-                        if let Some((j, theirs)) = self.links.remove(&(i, conn)) {
-                            self.links.remove(&(j, theirs));
-                            // Deliver what is in flight first, then the close.
-                            self.deliver_all();
-                            self.routers[j].handle_command(self.now, Command::StreamClosed(theirs));
-                        }
-                    }
-                    other => self.events.push((i, other)),
-                }
-            }
-            while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
-                moved = true;
-                let Destination::Stream(conn) = t.destination else {
-                    panic!("no datagrams expected");
-                };
-                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
-                    self.inflight.push_back((j, theirs, buf[..t.len].to_vec()));
-                }
-            }
-        }
-        moved |= self.deliver_all();
-        moved
-    }
-
-    fn deliver_all(&mut self) -> bool {
-        let mut moved = false;
-        while let Some((j, conn, bytes)) = self.inflight.pop_front() {
-            moved = true;
-            self.routers[j].handle_stream_bytes(self.now, conn, &bytes);
-        }
-        moved
-    }
-
-    /// Runs for `d` of virtual time in 10 ms steps.
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            while self.pump() {}
-            self.now += Duration::from_millis(10);
-            for r in &mut self.routers {
-                if r.poll_timeout().is_some_and(|t| t <= self.now) {
-                    r.handle_timeout(self.now);
-                }
-            }
-        }
-        while self.pump() {}
+        let configs = passwords.iter().enumerate().map(|(i, pw)| {
+            let mut c = Config::new(PeerName::from_u64(0x100 + i as u64), 6783);
+            c.nickname = format!("r{i}");
+            c.password = pw.map(|p| p.as_bytes().to_vec());
+            c.gossip_interval = Duration::from_secs(5);
+            c
+        });
+        Self::from_configs(configs, 42)
     }
 
     fn established_peers(&self, i: usize) -> Vec<PeerName> {
@@ -135,10 +30,6 @@ impl Net {
             .filter_map(|c| c.peer)
             .collect()
     }
-}
-
-fn addr_from(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i as u8 + 1], 40000))
 }
 
 #[test]
