@@ -35,7 +35,8 @@ use weft_uring_dp::{
 
 /// Name of the sleeve's TAP port on the bridge.
 pub(crate) const TAP_NAME: &str = "weft-sleeve";
-/// Attempts to open a TAP still held by a dying router (100 ms apart).
+/// Attempts to open the TAP or bind the UDP port while a router killed a moment ago
+/// still holds them (100 ms apart).
 pub(crate) const TAP_BUSY_RETRIES: u32 = 30;
 /// Control updates queued for the pump thread at most.
 pub(crate) const CTRL_QUEUE_LEN_MAX: usize = 1024;
@@ -242,18 +243,25 @@ impl Datapath {
                 }
             }
         };
-        let udp = UdpSock::bind(
-            SocketAddr::from(([0, 0, 0, 0], port)),
-            &UdpOptions::default(),
-        )
-        .map_err(|e| {
-            let s = e.to_string();
-            if s.contains("in use") {
-                Error::PortInUse { port, proto: "udp" }
-            } else {
-                Error::Other(format!("bind UDP port {port}: {s}"))
+        // Likewise the port: a killed router's io_uring is torn down after it exits, and
+        // holds the socket until then.
+        let mut tries = 0;
+        let udp = loop {
+            match UdpSock::bind(
+                SocketAddr::from(([0, 0, 0, 0], port)),
+                &UdpOptions::default(),
+            ) {
+                Ok(u) => break u,
+                Err(e) if tries < TAP_BUSY_RETRIES && e.to_string().contains("in use") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) if e.to_string().contains("in use") => {
+                    return Err(Error::PortInUse { port, proto: "udp" });
+                }
+                Err(e) => return Err(Error::Other(format!("bind UDP port {port}: {e}"))),
             }
-        })?;
+        };
         let pump = Pump::new(
             tap,
             udp,
