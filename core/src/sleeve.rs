@@ -347,7 +347,7 @@ impl Sleeve {
     fn receive(
         &mut self,
         now: Instant,
-        _from: SocketAddr,
+        from: SocketAddr,
         dgram: &mut [u8],
         out: &mut impl FnMut(Output<'_>),
     ) -> Result<(), Drop> {
@@ -369,6 +369,10 @@ impl Sleeve {
                 .open_in_place(header.counter, aad, body)
                 .map_err(|_| Drop::Crypto)?
         } else {
+            // Without a seal, the only proof of the sender is where it came from.
+            if from.ip() != peer.addr.ip() {
+                return Err(Drop::UnknownPeer);
+            }
             body.len()
         };
         peer.last_heard = Some(now);
@@ -747,7 +751,7 @@ mod tests {
         /// Frames each engine wrote to its bridge.
         delivered: Vec<Vec<Vec<u8>>>,
         /// Datagrams on the wire: (to index, bytes).
-        wire: VecDeque<(usize, Vec<u8>)>,
+        wire: VecDeque<(usize, Vec<u8>, usize)>,
         /// Every datagram ever sent, for inspection.
         seen: Vec<Vec<u8>>,
     }
@@ -809,7 +813,7 @@ mod tests {
                     let step = segment_size.map_or(bytes.len(), usize::from);
                     for d in bytes.chunks(step.max(1)) {
                         self.seen.push(d.to_vec());
-                        self.wire.push_back((j, d.to_vec()));
+                        self.wire.push_back((j, d.to_vec(), i));
                     }
                 }
             }
@@ -825,10 +829,11 @@ mod tests {
         }
 
         fn settle(&mut self) {
-            while let Some((j, mut d)) = self.wire.pop_front() {
+            while let Some((j, mut d, from)) = self.wire.pop_front() {
                 let mut outs = Vec::new();
-                self.s[j]
-                    .handle_datagram(Instant::ZERO, addr(0), &mut d, &mut |o| outs.push(own(o)));
+                self.s[j].handle_datagram(Instant::ZERO, addr(from as u64), &mut d, &mut |o| {
+                    outs.push(own(o))
+                });
                 for o in outs {
                     self.collect(j, o.as_output());
                 }
@@ -950,6 +955,24 @@ mod tests {
             crate::segment::complete_csum(&mut sf, o.csum.unwrap());
             assert_eq!(sf, original, "encrypt={encrypt}");
         }
+    }
+
+    #[test]
+    fn plain_datagrams_from_elsewhere_than_the_peer_are_dropped() {
+        let mut l = Line::new(false);
+        let f = frame([0xff; 6], MAC_A, 4);
+        let mut outs = Vec::new();
+        l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
+        let Owned::Datagram(_, good, _) = &outs[0] else {
+            panic!()
+        };
+        let mut sink = |_: Output<'_>| {};
+        // The same bytes from an address that is not peer 0's: refused.
+        l.s[1].handle_datagram(Instant::ZERO, addr(7), &mut good.clone(), &mut sink);
+        assert_eq!(l.s[1].stats().drops_unknown_peer, 1);
+        assert_eq!(l.s[1].stats().frames_to_bridge, 0);
+        l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut good.clone(), &mut sink);
+        assert_eq!(l.s[1].stats().frames_to_bridge, 1);
     }
 
     #[test]
