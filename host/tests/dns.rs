@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Opts, Router, eventually};
+use common::{Opts, Router, eventually, test_net, underlay_hosts};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use std::collections::BTreeSet;
@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 use weft_kernel_dp::run_in_netns;
-use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+use weft_kernel_dp::testnet::Ns;
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -90,17 +90,10 @@ impl Drop for EtcNetnsGuard {
 
 #[test]
 fn three_hosts_one_name_balanced_detach_hot_swap_and_dead_router() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let hosts: Vec<Ns> = ["a", "b", "c"]
-        .iter()
-        .map(|n| net.add_host(n).unwrap())
-        .collect();
-    let ip_a = net.underlay_attach(&hosts[0]).unwrap();
-    net.underlay_attach(&hosts[1]).unwrap();
-    net.underlay_attach(&hosts[2]).unwrap();
+    };
+    let (hosts, [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "c"]);
     // No upstream is ever reached in this test: point it at a namespace-local blackhole.
     let opts = |peers: Vec<String>| Opts {
         peers,
@@ -209,10 +202,9 @@ fn three_hosts_one_name_balanced_detach_hot_swap_and_dead_router() {
 
 #[test]
 fn upstream_forwarding_resolv_conf_cli_tcp_and_garbage() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let host = net.add_host("a").unwrap();
     let up = net.add_ns("up").unwrap();
     net.underlay_attach(&host).unwrap();

@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{Opts, Router, ip, link};
+use common::{Opts, Router, ip, link, test_net};
 use std::time::{Duration, Instant};
-use weft_kernel_dp::testnet::{TestNet, require_root};
 
 #[test]
 fn square_traffic_moves_to_the_other_path_when_the_relay_dies() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let [ha, hb, hc, hd] = ["a", "b", "c", "d"].map(|n| net.add_host(n).unwrap());
     link(&net, &ha, &hb, "198.18.1.1", "198.18.1.2", "eab", "eba");
     link(&net, &hb, &hd, "198.18.2.2", "198.18.2.4", "ebd", "edb");

@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{Opts, Router, eventually, ip, metrics};
+use common::{
+    Opts, Router, eventually, ip, metrics, test_net, two_hosts_with_containers, underlay_hosts,
+};
 use serde_json::Value;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -32,31 +34,18 @@ fn datapath(r: &Router) -> Value {
 
 /// Two hosts on one underlay, a container on each, both routers started.
 fn pair(net: &mut TestNet, extra_b: &[&'static str]) -> (Ns, Ns, Router, Router, Ns, Ns) {
-    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
-    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
-    let a = Router::start(net, &ha, &Opts::default());
-    let b = Router::start(
-        net,
-        &hb,
-        &Opts {
-            peers: vec![ip_a.to_string()],
-            extra: extra_b.to_vec(),
-            ..Opts::default()
-        },
-    );
-    a.attach(&ca, "10.32.1.1/12");
-    b.attach(&cb, "10.32.2.1/12");
-    (ha, hb, a, b, ca, cb)
+    let b_opts = Opts {
+        extra: extra_b.to_vec(),
+        ..Opts::default()
+    };
+    two_hosts_with_containers(net, &Opts::default(), &b_opts)
 }
 
 #[test]
 fn fast_path_carries_traffic_without_userspace() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let (ha, _hb, a, b, ca, cb) = pair(&mut net, &[]);
     assert!(
         eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
@@ -133,10 +122,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let (_ha, hb, a, b, ca, _cb) = pair(&mut net, &[]);
     assert!(
         eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
@@ -178,18 +166,11 @@ fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
 
 #[test]
 fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let hosts: Vec<Ns> = ["a", "b", "c"]
-        .iter()
-        .map(|n| net.add_host(n).unwrap())
-        .collect();
-    let ips: Vec<String> = hosts
-        .iter()
-        .map(|h| net.underlay_attach(h).unwrap().to_string())
-        .collect();
+    };
+    let (hosts, ips) = underlay_hosts(&mut net, ["a", "b", "c"]);
+    let ips = ips.map(|ip| ip.to_string());
     let cs: Vec<Ns> = ["ca", "cb", "cc"]
         .iter()
         .map(|n| net.add_ns(n).unwrap())

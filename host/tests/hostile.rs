@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Opts, Router, ip};
+use common::{Opts, Router, ip, underlay_hosts};
 use std::path::Path;
 use std::time::Duration;
 use weft_kernel_dp::testnet::{TestNet, require_root};
@@ -28,14 +28,7 @@ fn garbage_on_port_6783_leaves_the_router_up_and_carrying_traffic() {
     }
     assert!(Path::new(SCRIPT).exists(), "{SCRIPT} missing");
     let mut net = TestNet::new().unwrap();
-    let (ha, hb, hx) = (
-        net.add_host("a").unwrap(),
-        net.add_host("b").unwrap(),
-        net.add_host("x").unwrap(),
-    );
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
-    net.underlay_attach(&hx).unwrap();
+    let ([ha, hb, hx], [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "x"]);
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
     let a = Router::start(&mut net, &ha, &Opts::sleeve());
     let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));

@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{Opts, Router};
+use common::{Opts, Router, test_net, underlay_hosts, wait_reachable};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SETTLE: Duration = Duration::from_secs(20);
 const PER_HOST: usize = 15;
@@ -55,33 +55,23 @@ fn ps(r: &Router) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Three hosts on the underlay, `a` dialled by `b` and `c`, all with `consensus=3`.
-fn three(net: &mut TestNet, extra: &[&'static str]) -> (Vec<Ns>, Vec<Router>, String) {
-    let hosts: Vec<Ns> = ["a", "b", "c"]
-        .iter()
-        .map(|n| net.add_host(n).unwrap())
-        .collect();
-    let ip_a = net.underlay_attach(&hosts[0]).unwrap().to_string();
-    net.underlay_attach(&hosts[1]).unwrap();
-    net.underlay_attach(&hosts[2]).unwrap();
+fn three(net: &mut TestNet, extra: &[&'static str]) -> ([Ns; 3], Vec<Router>, String) {
+    let (hosts, [ip_a, ..]) = underlay_hosts(net, ["a", "b", "c"]);
+    let ip_a = ip_a.to_string();
     let mut flags = vec!["--ipalloc-init", "consensus=3"];
     flags.extend_from_slice(extra);
     let a = Router::start(net, &hosts[0], &opts(&[], &flags));
     let b = Router::start(net, &hosts[1], &opts(std::slice::from_ref(&ip_a), &flags));
     let c = Router::start(net, &hosts[2], &opts(std::slice::from_ref(&ip_a), &flags));
-    for r in [&a, &b, &c] {
-        r.wait_until(SETTLE, "all three peers reachable", |r| {
-            r.json(&["status"])["reachable_peers"].as_u64() >= Some(2)
-        });
-    }
+    wait_reachable(&[&a, &b, &c], 2, SETTLE);
     (hosts, vec![a, b, c], ip_a)
 }
 
 #[test]
 fn three_hosts_allocate_45_distinct_pingable_addresses_and_a_restart_keeps_them() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let (hosts, mut routers, ip_a) = three(&mut net, &[]);
     let containers: Vec<Vec<Ns>> = (0..3)
         .map(|h| {
@@ -208,10 +198,9 @@ fn three_hosts_allocate_45_distinct_pingable_addresses_and_a_restart_keeps_them(
 
 #[test]
 fn rmpeer_hands_a_dead_peers_space_to_this_router() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let (_hosts, routers, _) = three(&mut net, &["--ipalloc-timeout", "4s"]);
     let [a, _b, c] = [&routers[0], &routers[1], &routers[2]];
     let name_c = c.name();
@@ -272,10 +261,9 @@ fn rmpeer_hands_a_dead_peers_space_to_this_router() {
 
 #[test]
 fn no_quorum_full_range_and_bad_subnets_are_one_line_errors() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let (h1, h2) = (net.add_host("q").unwrap(), net.add_host("f").unwrap());
     // Waits for 2 peers and never hears of a second one.
     let q = Router::start(

@@ -4,27 +4,23 @@
 
 mod common;
 
-use common::{Opts, Router, eventually, ip, link, mac_of};
+use common::{
+    Opts, Router, eventually, ip, link, mac_of, test_net, two_hosts_with_containers,
+    underlay_hosts, wait_reachable,
+};
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
 #[test]
 fn two_hosts_containers_ping_and_move_50_mb_intact() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
-    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
-    let a = Router::start(&mut net, &ha, &Opts::sleeve());
-    let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));
-    a.attach(&ca, "10.32.1.1/12");
-    b.attach(&cb, "10.32.2.1/12");
+    };
+    let (ha, _hb, a, b, ca, cb) =
+        two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
     assert!(
         ca.ping_until(ip("10.32.2.1"), SETTLE),
         "container on a cannot reach b; a:\n{}\nb:\n{}",
@@ -97,30 +93,19 @@ fn two_hosts_containers_ping_and_move_50_mb_intact() {
 /// Three hosts on the shared underlay, all sleeve only: `a` listens, `b` and `c` dial it.
 /// Returns the routers once each reaches the other two.
 fn star(net: &mut TestNet) -> [Router; 3] {
-    let hosts: Vec<Ns> = ["a", "b", "c"]
-        .iter()
-        .map(|n| net.add_host(n).unwrap())
-        .collect();
-    let ip_a = net.underlay_attach(&hosts[0]).unwrap();
-    net.underlay_attach(&hosts[1]).unwrap();
-    net.underlay_attach(&hosts[2]).unwrap();
-    let a = Router::start(net, &hosts[0], &Opts::sleeve());
-    let b = Router::start(net, &hosts[1], &Opts::sleeve_to(&[ip_a]));
-    let c = Router::start(net, &hosts[2], &Opts::sleeve_to(&[ip_a]));
-    for r in [&a, &b, &c] {
-        r.wait_until(SETTLE, "all three peers reachable", |r| {
-            r.json(&["status"])["reachable_peers"].as_u64() >= Some(2)
-        });
-    }
+    let ([ha, hb, hc], [ip_a, ..]) = underlay_hosts(net, ["a", "b", "c"]);
+    let a = Router::start(net, &ha, &Opts::sleeve());
+    let b = Router::start(net, &hb, &Opts::sleeve_to(&[ip_a]));
+    let c = Router::start(net, &hc, &Opts::sleeve_to(&[ip_a]));
+    wait_reachable(&[&a, &b, &c], 2, SETTLE);
     [a, b, c]
 }
 
 #[test]
 fn line_a_b_c_ends_talk_through_b_which_relays() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let ha = net.add_host("a").unwrap();
     let hb = net.add_host("b").unwrap();
     let hc = net.add_host("c").unwrap();
@@ -180,10 +165,9 @@ fn line_a_b_c_ends_talk_through_b_which_relays() {
 
 #[test]
 fn broadcast_and_multicast_reach_containers_on_every_other_host() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let [a, b, c] = star(&mut net);
     let cs: Vec<Ns> = ["ca", "cb", "cc"]
         .iter()
@@ -260,18 +244,11 @@ fn broadcast_and_multicast_reach_containers_on_every_other_host() {
 
 #[test]
 fn restarted_router_keeps_its_containers_and_traffic_resumes() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
-    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
-    let a = Router::start(&mut net, &ha, &Opts::sleeve());
-    let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));
-    a.attach(&ca, "10.32.1.1/12");
-    b.attach(&cb, "10.32.2.1/12");
+    };
+    let (ha, _hb, a, b, ca, cb) =
+        two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
     assert!(cb.ping_until(ip("10.32.1.1"), SETTLE));
     let name = a.name();
     let iface = |c: &Ns| {
@@ -313,10 +290,9 @@ fn restarted_router_keeps_its_containers_and_traffic_resumes() {
 
 #[test]
 fn an_address_moved_to_another_host_is_reached_there() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let [a, b, c] = star(&mut net);
     let (ca, cc) = (net.add_ns("ca").unwrap(), net.add_ns("cc").unwrap());
     let moved = net.add_ns("cm").unwrap();

@@ -6,7 +6,7 @@ use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
 
 mod common;
 
-use common::{Capture, Opts, Router, WEFT};
+use common::{Capture, Opts, Router, WEFT, test_net, underlay_hosts};
 
 fn start(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Router {
     Router::start(
@@ -30,14 +30,10 @@ fn established_to(r: &Router, peer: &str) -> bool {
 
 #[test]
 fn two_routers_connect_and_show_each_other() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let ha = net.add_host("a").unwrap();
-    let hb = net.add_host("b").unwrap();
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
+    };
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
     let a = start(&mut net, &ha, "secret", &[]);
     let b = start(&mut net, &hb, "secret", &[ip_a.to_string()]);
     let (name_a, name_b) = (a.name(), b.name());
@@ -66,14 +62,10 @@ fn two_routers_connect_and_show_each_other() {
 
 #[test]
 fn wrong_password_shows_no_connection_and_the_reason() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let ha = net.add_host("a").unwrap();
-    let hb = net.add_host("b").unwrap();
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
+    };
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
     let a = start(&mut net, &ha, "right", &[]);
     let b = start(&mut net, &hb, "wrong", &[ip_a.to_string()]);
     let target = format!("{ip_a}:6783");
@@ -117,10 +109,9 @@ fn wrong_password_shows_no_connection_and_the_reason() {
 
 #[test]
 fn attach_survives_router_restart_and_detach_removes_it() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let ha = net.add_host("a").unwrap();
     let ca = net.add_ns("c").unwrap();
     let a = start(&mut net, &ha, "pw", &[]);
@@ -179,19 +170,11 @@ fn attach_survives_router_restart_and_detach_removes_it() {
 
 #[test]
 fn connect_and_forget_at_run_time_change_connections_and_targets() {
-    if require_root().is_some() {
+    let Some(mut net) = test_net() else {
         return;
-    }
-    let mut net = TestNet::new().unwrap();
-    let (ha, hb, hc) = (
-        net.add_host("a").unwrap(),
-        net.add_host("b").unwrap(),
-        net.add_host("c").unwrap(),
-    );
-    net.underlay_attach(&ha).unwrap();
-    let ip_b = net.underlay_attach(&hb).unwrap();
+    };
     // c runs no router: dialling it is refused.
-    let ip_c = net.underlay_attach(&hc).unwrap();
+    let ([ha, hb, _hc], [_, ip_b, ip_c]) = underlay_hosts(&mut net, ["a", "b", "c"]);
     let a = Router::start(&mut net, &ha, &Opts::sleeve());
     let b = Router::start(&mut net, &hb, &Opts::sleeve());
     let (name_a, name_b) = (a.name(), b.name());
@@ -265,9 +248,7 @@ fn connect_and_forget_at_run_time_change_connections_and_targets() {
 /// Returns whether the marker appears anywhere in the capture.
 fn marker_on_underlay(password: Option<&str>) -> bool {
     let mut net = TestNet::new().unwrap();
-    let (ha, hb) = (net.add_host("a").unwrap(), net.add_host("b").unwrap());
-    let ip_a = net.underlay_attach(&ha).unwrap();
-    net.underlay_attach(&hb).unwrap();
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
     // Whatever datapath the routers pick by default: the user's configuration.
     let a = Router::start(

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use serde_json::Value;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -334,4 +334,60 @@ pub fn metrics(r: &Router) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// A fresh `TestNet`, or `None` (after printing why) where the end-to-end tests cannot run.
+pub fn test_net() -> Option<TestNet> {
+    if weft_kernel_dp::testnet::require_root().is_some() {
+        return None;
+    }
+    Some(TestNet::new().unwrap())
+}
+
+/// Test hosts named `names`, each attached to the shared underlay in that order, with
+/// their underlay addresses.
+pub fn underlay_hosts<const N: usize>(
+    net: &mut TestNet,
+    names: [&str; N],
+) -> ([Ns; N], [Ipv4Addr; N]) {
+    let hosts = names.map(|n| net.add_host(n).unwrap());
+    let ips = hosts.each_ref().map(|h| net.underlay_attach(h).unwrap());
+    (hosts, ips)
+}
+
+/// Two hosts `a` and `b` on the underlay, containers `ca` and `cb`, a router on each
+/// (`b`'s dialling `a` besides its own `peers`), `ca` attached as 10.32.1.1/12 and `cb`
+/// as 10.32.2.1/12. Returns `(ha, hb, a, b, ca, cb)`.
+pub fn two_hosts_with_containers(
+    net: &mut TestNet,
+    a_opts: &Opts<'_>,
+    b_opts: &Opts<'_>,
+) -> (Ns, Ns, Router, Router, Ns, Ns) {
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(net, ["a", "b"]);
+    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
+    let a = Router::start(net, &ha, a_opts);
+    let mut b_opts = b_opts.clone();
+    b_opts.peers.push(ip_a.to_string());
+    let b = Router::start(net, &hb, &b_opts);
+    a.attach(&ca, "10.32.1.1/12");
+    b.attach(&cb, "10.32.2.1/12");
+    (ha, hb, a, b, ca, cb)
+}
+
+impl Router {
+    /// `status`'s count of reachable peers.
+    pub fn reachable_peers(&self) -> u64 {
+        self.json(&["status"])["reachable_peers"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+/// Waits until each of `routers` reaches `n` other peers.
+pub fn wait_reachable(routers: &[&Router], n: u64, limit: Duration) {
+    for r in routers {
+        r.wait_until(limit, &format!("{n} peers reachable"), |r| {
+            r.reachable_peers() >= n
+        });
+    }
 }
