@@ -8,8 +8,12 @@
 //! moment during a change). What it does not do: program the kernel (the host does, from
 //! the set), or send frames (the caller writes them to its heartbeat port).
 //!
+//! It also carries each router's local container MACs, so that peers program one FDB
+//! entry per remote container MAC (unicast goes to the one peer behind it, not to all).
+//!
 //! Frame: Ethernet to the peer's heartbeat MAC ([`heartbeat_mac`]), ethertype
-//! [`HEARTBEAT_ETHERTYPE`], payload `magic (8) | sender (6) | receiver (6) | flags (1) | seq (8)`.
+//! [`HEARTBEAT_ETHERTYPE`], payload `magic (8) | sender (6) | receiver (6) | flags (1) |
+//! seq (8) | mac count (2) | MACs (6 each)`, padded to the Ethernet minimum.
 
 use crate::peer::PeerName;
 use crate::switch::Mac;
@@ -17,14 +21,19 @@ use crate::time::{Duration, Instant};
 use crate::wire::WireError;
 use crate::wire::buf::{Reader, Writer};
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Ethertype of heartbeat frames (IEEE 802 local experimental). The sleeve never carries it.
 pub const HEARTBEAT_ETHERTYPE: u16 = 0x88b5;
 /// Magic at the start of the payload.
 pub const HEARTBEAT_MAGIC: [u8; 8] = *b"weftfdp1";
-/// Length of a heartbeat frame (Ethernet header + payload, padded to the Ethernet minimum).
+/// Shortest heartbeat frame (the Ethernet minimum; shorter payloads are padded).
 pub const HEARTBEAT_FRAME_LEN: usize = 60;
+/// Most local MACs one heartbeat announces (keeps the frame under 1400 bytes).
+pub const HEARTBEAT_MACS_MAX: usize = 220;
+/// Longest heartbeat frame.
+pub const HEARTBEAT_FRAME_LEN_MAX: usize = 14 + PAYLOAD_LEN + 2 + 6 * HEARTBEAT_MACS_MAX;
 /// Heartbeat period per peer.
 pub const FASTDP_HEARTBEAT_INTERVAL_MS: u64 = 1000;
 /// A peer not heard on the fast path for this long falls back to the sleeve.
@@ -42,7 +51,7 @@ pub fn heartbeat_mac(name: PeerName) -> Mac {
 }
 
 /// A parsed heartbeat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     /// Who sent it.
     pub sender: PeerName,
@@ -52,11 +61,16 @@ pub struct Heartbeat {
     pub hears_you: bool,
     /// Sender's sequence number.
     pub seq: u64,
+    /// The sender's local container MACs (at most [`HEARTBEAT_MACS_MAX`]).
+    pub macs: Vec<Mac>,
 }
 
 impl Heartbeat {
     /// Writes the whole Ethernet frame into `buf`; returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        if self.macs.len() > HEARTBEAT_MACS_MAX {
+            return Err(WireError::Oversized);
+        }
         if buf.len() < HEARTBEAT_FRAME_LEN {
             return Err(WireError::BufferTooSmall);
         }
@@ -69,9 +83,15 @@ impl Heartbeat {
         w.peer_name(self.receiver)?;
         w.u8(if self.hears_you { FLAG_HEARS_YOU } else { 0 })?;
         w.u64(self.seq)?;
+        w.u16(self.macs.len() as u16)?;
+        for m in &self.macs {
+            w.bytes(m)?;
+        }
         let len = w.len();
-        buf[len..HEARTBEAT_FRAME_LEN].fill(0);
-        Ok(HEARTBEAT_FRAME_LEN)
+        if len < HEARTBEAT_FRAME_LEN {
+            buf[len..HEARTBEAT_FRAME_LEN].fill(0);
+        }
+        Ok(len.max(HEARTBEAT_FRAME_LEN))
     }
 
     /// Parses an Ethernet frame; `Err(UnknownType)` for frames that are not heartbeats.
@@ -92,13 +112,26 @@ impl Heartbeat {
             return Err(WireError::Inconsistent);
         }
         let seq = r.u64()?;
+        let count = usize::from(r.u16()?);
+        if count > HEARTBEAT_MACS_MAX {
+            return Err(WireError::Oversized);
+        }
+        let mut macs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let m: Mac = r.array()?;
+            if m[0] & 1 != 0 {
+                // A group address is never a container's.
+                return Err(WireError::Inconsistent);
+            }
+            macs.push(m);
+        }
         // Ethernet padding may follow; it is ignored.
-        let _ = PAYLOAD_LEN;
         Ok(Self {
             sender,
             receiver,
             hears_you: flags & FLAG_HEARS_YOU != 0,
             seq,
+            macs,
         })
     }
 }
@@ -121,11 +154,12 @@ impl fmt::Display for SleeveReason {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct PeerState {
     last_heard: Option<Instant>,
     hears_us: bool,
     next_send: Instant,
+    macs: BTreeSet<Mac>,
 }
 
 /// Heartbeat bookkeeping for every direct peer.
@@ -136,6 +170,7 @@ pub struct FastPaths {
     timeout: Duration,
     seq: u64,
     peers: BTreeMap<PeerName, PeerState>,
+    local_macs: Vec<Mac>,
 }
 
 impl FastPaths {
@@ -156,6 +191,7 @@ impl FastPaths {
             timeout,
             seq: 0,
             peers: BTreeMap::new(),
+            local_macs: Vec::new(),
         }
     }
 
@@ -168,6 +204,7 @@ impl FastPaths {
                 last_heard: None,
                 hears_us: false,
                 next_send: now,
+                macs: BTreeSet::new(),
             });
         }
     }
@@ -185,7 +222,26 @@ impl FastPaths {
         };
         st.last_heard = Some(now);
         st.hears_us = hb.hears_you;
+        st.macs = hb.macs.into_iter().collect();
         true
+    }
+
+    /// Our local container MACs, announced in every heartbeat (the first
+    /// [`HEARTBEAT_MACS_MAX`]; the rest reach peers by flooding).
+    pub fn set_local_macs(&mut self, macs: impl IntoIterator<Item = Mac>) {
+        self.local_macs = macs
+            .into_iter()
+            .filter(|m| m[0] & 1 == 0)
+            .take(HEARTBEAT_MACS_MAX)
+            .collect();
+    }
+
+    /// The container MACs `peer` announced in its last heartbeat.
+    pub fn peer_macs(&self, peer: PeerName) -> impl Iterator<Item = Mac> + '_ {
+        self.peers
+            .get(&peer)
+            .into_iter()
+            .flat_map(|s| s.macs.iter().copied())
     }
 
     fn hears(&self, st: &PeerState, now: Instant) -> bool {
@@ -195,21 +251,23 @@ impl FastPaths {
 
     /// Writes the heartbeats that are due, one frame per `emit` call.
     pub fn poll_heartbeats(&mut self, now: Instant, mut emit: impl FnMut(PeerName, &[u8])) {
-        let mut buf = [0u8; HEARTBEAT_FRAME_LEN];
-        let names: alloc::vec::Vec<PeerName> = self.peers.keys().copied().collect();
+        let mut buf = [0u8; HEARTBEAT_FRAME_LEN_MAX];
+        let names: Vec<PeerName> = self.peers.keys().copied().collect();
         for p in names {
-            let Some(st) = self.peers.get(&p).copied() else {
+            let Some(st) = self.peers.get(&p) else {
                 continue;
             };
             if st.next_send > now {
                 continue;
             }
+            let hears_you = self.hears(st, now);
             self.seq += 1;
             let hb = Heartbeat {
                 sender: self.me,
                 receiver: p,
-                hears_you: self.hears(&st, now),
+                hears_you,
                 seq: self.seq,
+                macs: self.local_macs.clone(),
             };
             if let Ok(n) = hb.emit(&mut buf) {
                 emit(p, &buf[..n]);
@@ -248,7 +306,6 @@ impl FastPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec::Vec;
 
     fn n(i: u64) -> PeerName {
         PeerName::from_u64(0xaa00 + i)
@@ -261,17 +318,43 @@ mod tests {
             receiver: n(2),
             hears_you: true,
             seq: 9,
+            macs: Vec::new(),
         };
         let mut buf = [0u8; 64];
         let len = hb.emit(&mut buf).unwrap();
-        assert_eq!(Heartbeat::parse(&buf[..len]), Ok(hb));
+        assert_eq!(Heartbeat::parse(&buf[..len]), Ok(hb.clone()));
+        // With MACs: round trip, and a group MAC or an oversized count is refused.
+        let mut big = [0u8; HEARTBEAT_FRAME_LEN_MAX];
+        let with = Heartbeat {
+            macs: alloc::vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            ..hb.clone()
+        };
+        let n_with = with.emit(&mut big).unwrap();
+        assert_eq!(Heartbeat::parse(&big[..n_with]), Ok(with));
+        let mut group = big;
+        group[14 + 29 + 2] = 0x01;
+        assert_eq!(
+            Heartbeat::parse(&group[..n_with]),
+            Err(WireError::Inconsistent)
+        );
+        let mut count = big;
+        count[14 + 29] = 0xff;
+        assert_eq!(
+            Heartbeat::parse(&count[..n_with]),
+            Err(WireError::Oversized)
+        );
+        let too_many = Heartbeat {
+            macs: alloc::vec![[2, 0, 0, 0, 0, 1]; HEARTBEAT_MACS_MAX + 1],
+            ..hb.clone()
+        };
+        assert_eq!(too_many.emit(&mut big), Err(WireError::Oversized));
         assert_eq!(&buf[..6], &heartbeat_mac(n(2)));
         assert_eq!(
             heartbeat_mac(n(2))[0] & 0x03,
             0x02,
             "unicast, locally administered"
         );
-        for cut in 0..35 {
+        for cut in 0..45 {
             assert!(Heartbeat::parse(&buf[..cut]).is_err(), "{cut}");
         }
         let mut other = buf;
@@ -316,6 +399,16 @@ mod tests {
         }
         assert!(a.fast_set(t).contains(&n(2)));
         assert!(b.fast_set(t).contains(&n(1)));
+        // Local MACs travel with the heartbeats.
+        b.set_local_macs([[2, 0, 0, 0, 0, 0xb], [1, 0, 0, 0, 0, 0xc]]);
+        exchange(&mut a, &mut b, t, true, true);
+        t += Duration::from_millis(FASTDP_HEARTBEAT_INTERVAL_MS);
+        let macs: Vec<Mac> = a.peer_macs(n(2)).collect();
+        assert_eq!(
+            macs,
+            alloc::vec![[2, 0, 0, 0, 0, 0xb]],
+            "group MACs are never announced"
+        );
         // Cut a -> b: b stops hearing a, then a learns b no longer hears it.
         for _ in 0..8 {
             exchange(&mut a, &mut b, t, false, true);
@@ -336,6 +429,7 @@ mod tests {
             receiver: n(1),
             hears_you: true,
             seq: 1,
+            macs: Vec::new(),
         };
         let len = stray.emit(&mut buf).unwrap();
         assert!(!a.handle_frame(t, &buf[..len]));

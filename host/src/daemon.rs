@@ -170,6 +170,7 @@ async fn run_async(
         &args.bridge,
         disabled,
         Arc::clone(&datapath),
+        state_dir.clone(),
     )
     .await;
     let mut driver = driver;

@@ -14,6 +14,7 @@
 //! Not used when a password is set (this kernel has no ESP crypto) or with `--no-fastdp`.
 
 use crate::datapath::{self, Datapath};
+use crate::state::StateDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ pub(crate) const HEARTBEAT_TAP_NAME: &str = "weft-fdp";
 pub(crate) const VNI: u32 = 0x7765;
 /// How often heartbeats are sent and the kernel state reconciled, in ms.
 pub(crate) const TICK_INTERVAL_MS: u64 = 200;
+/// Our container MACs are re-read from the state dir every this many ticks.
+pub(crate) const LOCAL_MACS_EVERY_TICKS: u64 = 5;
 /// Heartbeat frames queued from the reader thread at most.
 pub(crate) const FRAMES_QUEUE_LEN_MAX: usize = 1024;
 
@@ -89,6 +92,7 @@ pub(crate) async fn start(
     bridge: &str,
     disabled: Option<&str>,
     datapath: Arc<Datapath>,
+    state_dir: StateDir,
 ) -> FastDp {
     if let Some(why) = disabled {
         return FastDp::Off(why.to_owned());
@@ -102,7 +106,15 @@ pub(crate) async fn start(
         Ok((nl, tap)) => {
             let (tx, rx) = watch::channel(BTreeMap::new());
             let modes: Modes = Arc::default();
-            tokio::spawn(run(me, nl, tap, rx, Arc::clone(&modes), datapath));
+            tokio::spawn(run(
+                me,
+                nl,
+                tap,
+                rx,
+                Arc::clone(&modes),
+                datapath,
+                state_dir,
+            ));
             tracing::info!(
                 "fast datapath: {VXLAN_NAME} on UDP {}",
                 port.wrapping_add(1)
@@ -181,6 +193,7 @@ async fn run(
     mut peers_rx: watch::Receiver<BTreeMap<PeerName, IpAddr>>,
     modes: Modes,
     datapath: Arc<Datapath>,
+    state_dir: StateDir,
 ) {
     let origin = StdInstant::now();
     let now =
@@ -191,10 +204,24 @@ async fn run(
     // What the kernel has now.
     let mut unicast: BTreeMap<PeerName, IpAddr> = BTreeMap::new();
     let mut flood: BTreeMap<PeerName, IpAddr> = BTreeMap::new();
+    let mut container_macs: BTreeMap<[u8; 6], IpAddr> = BTreeMap::new();
+    let mut ticks: u64 = 0;
     let mut iv = tokio::time::interval(std::time::Duration::from_millis(TICK_INTERVAL_MS));
     loop {
         iv.tick().await;
         let t = now();
+        ticks += 1;
+        if ticks % LOCAL_MACS_EVERY_TICKS == 1 {
+            // Our containers' MACs, from the attachments the state dir records.
+            if let Ok(state) = state_dir.load() {
+                let macs = state
+                    .attachments
+                    .iter()
+                    .filter_map(|a| a.mac.as_deref()?.parse::<MacAddr>().ok())
+                    .map(|m| m.0);
+                paths.set_local_macs(macs);
+            }
+        }
         while let Ok(f) = frx.try_recv() {
             paths.handle_frame(t, &f);
         }
@@ -260,6 +287,32 @@ async fn run(
                     tracing::info!("peer {p}: fastdp");
                 }
                 Err(e) => tracing::warn!("fast path: program flood entry for {p}: {e}"),
+            }
+        }
+        // One entry per container MAC behind a fast peer, so unicast goes to that peer only.
+        let mut want: BTreeMap<[u8; 6], IpAddr> = BTreeMap::new();
+        for (p, ip) in &flood {
+            for m in paths.peer_macs(*p) {
+                want.insert(m, *ip);
+            }
+        }
+        let stale: Vec<[u8; 6]> = container_macs
+            .keys()
+            .filter(|m| !want.contains_key(*m))
+            .copied()
+            .collect();
+        for m in stale {
+            let _ = nl.fdb_del(VXLAN_NAME, MacAddr(m), None).await;
+            container_macs.remove(&m);
+        }
+        for (m, ip) in want {
+            if container_macs.get(&m) != Some(&ip) {
+                match nl.fdb_add(VXLAN_NAME, MacAddr(m), ip).await {
+                    Ok(()) => {
+                        container_macs.insert(m, ip);
+                    }
+                    Err(e) => tracing::warn!("fast path: program container MAC entry: {e}"),
+                }
             }
         }
         if changed {

@@ -46,7 +46,7 @@ fn fast_path_carries_traffic_without_userspace() {
     let Some(mut net) = test_net() else {
         return;
     };
-    let (ha, _hb, a, b, ca, cb) = pair(&mut net, &[]);
+    let (ha, hb, a, b, ca, cb) = pair(&mut net, &[]);
     assert!(
         eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
         "modes a={:?} b={:?}\n{}",
@@ -67,6 +67,35 @@ fn fast_path_carries_traffic_without_userspace() {
         ha.run(&["ip", "-d", "link", "show", "weft-vxlan"])
             .unwrap()
             .contains("dstport 6784")
+    );
+    // b's container MAC, announced in b's heartbeats, has its own FDB entry on a's VXLAN
+    // device pointing at b (not only the flood entry).
+    let link = cb.run(&["ip", "-o", "link", "show", "ethwe"]).unwrap();
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let b_ip = hb.run(&["ip", "-4", "-o", "addr", "show", "eth0"]).unwrap();
+    let b_ip = b_ip
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            ha.run(&["bridge", "fdb", "show", "dev", "weft-vxlan"])
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with(&mac) && l.contains(&format!("dst {b_ip}")))
+        }),
+        "no FDB entry {mac} -> {b_ip}:\n{}",
+        ha.run(&["bridge", "fdb", "show", "dev", "weft-vxlan"])
+            .unwrap()
     );
     // A 5 s iperf3 between the containers: the routers' datapath counters and CPU must
     // show they carried none of it.
@@ -246,4 +275,12 @@ fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
             "no broadcast reply from {other}:\n{text}"
         );
     }
+    // Multicast too: b's container over the fast path, c's over the sleeve.
+    let got = common::multicast_reaches(
+        &mut net,
+        &cs[0],
+        "10.32.0.10",
+        &[(&cs[1], "10.32.0.11"), (&cs[2], "10.32.0.12")],
+    );
+    assert!(got.is_ok(), "multicast did not reach both members: {got:?}");
 }

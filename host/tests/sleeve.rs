@@ -5,10 +5,9 @@
 mod common;
 
 use common::{
-    Opts, Router, eventually, ip, link, mac_of, test_net, two_hosts_with_containers,
-    underlay_hosts, wait_reachable,
+    Opts, Router, eventually, ip, link, mac_of, multicast_reaches, test_net,
+    two_hosts_with_containers, underlay_hosts, wait_reachable,
 };
-use std::path::PathBuf;
 use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
@@ -198,44 +197,15 @@ fn broadcast_and_multicast_reach_containers_on_every_other_host() {
         );
     }
     // Multicast: a UDP datagram to a group the containers on b and c joined.
-    let files: Vec<PathBuf> = cs[1..]
-        .iter()
-        .map(|c| std::env::temp_dir().join(format!("weft-e2e-{}.mcast", c.name())))
-        .collect();
-    for (c, f) in cs[1..].iter().zip(&files) {
-        let _ = std::fs::remove_file(f);
-        let own = if c == &cs[1] {
-            "10.32.2.1"
-        } else {
-            "10.32.3.1"
-        };
-        let recv = format!("UDP4-RECV:5007,reuseaddr,ip-add-membership=239.7.7.7:{own}");
-        let sink = format!("OPEN:{},creat,append", f.display());
-        net.spawn(c, &["socat", "-u", &recv, &sink]).unwrap();
-    }
-    let marker = format!("weft-mcast-{}", std::process::id());
-    let got = |f: &PathBuf| std::fs::read_to_string(f).is_ok_and(|s| s.contains(&marker));
-    let arrived = eventually(Duration::from_secs(15), || {
-        let _ = cs[0].run(&[
-            "sh",
-            "-c",
-            &format!(
-                "echo {marker} | socat -u - UDP4-DATAGRAM:239.7.7.7:5007,ip-multicast-if=10.32.1.1"
-            ),
-        ]);
-        std::thread::sleep(Duration::from_millis(300));
-        files.iter().all(got)
-    });
-    let sizes: Vec<_> = files
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).ok())
-        .collect();
-    for f in &files {
-        let _ = std::fs::remove_file(f);
-    }
+    let got = multicast_reaches(
+        &mut net,
+        &cs[0],
+        "10.32.1.1",
+        &[(&cs[1], "10.32.2.1"), (&cs[2], "10.32.3.1")],
+    );
     assert!(
-        arrived,
-        "multicast did not reach both groups' members: {sizes:?}"
+        got.is_ok(),
+        "multicast did not reach both groups' members: {got:?}"
     );
     // The sleeve on a flooded them (broadcast and multicast go down a's tree).
     assert!(a.counter("frames_from_bridge") > 0);

@@ -391,3 +391,42 @@ pub fn wait_reachable(routers: &[&Router], n: u64, limit: Duration) {
         });
     }
 }
+
+/// Sends UDP datagrams to group 239.7.7.7 from `sender` (overlay address `sender_ip`)
+/// until every receiver (a namespace and its overlay address, which joins the group) got
+/// one, or 15 s pass. Returns what each receiver's sink file holds, for the message.
+pub fn multicast_reaches(
+    net: &mut TestNet,
+    sender: &Ns,
+    sender_ip: &str,
+    receivers: &[(&Ns, &str)],
+) -> Result<(), Vec<Option<u64>>> {
+    let files: Vec<PathBuf> = receivers
+        .iter()
+        .map(|(c, _)| std::env::temp_dir().join(format!("weft-e2e-{}.mcast", c.name())))
+        .collect();
+    for ((c, own), f) in receivers.iter().zip(&files) {
+        let _ = std::fs::remove_file(f);
+        let recv = format!("UDP4-RECV:5007,reuseaddr,ip-add-membership=239.7.7.7:{own}");
+        let sink = format!("OPEN:{},creat,append", f.display());
+        net.spawn(c, &["socat", "-u", &recv, &sink]).unwrap();
+    }
+    let marker = format!("weft-mcast-{}", std::process::id());
+    let got = |f: &PathBuf| std::fs::read_to_string(f).is_ok_and(|s| s.contains(&marker));
+    let send = format!(
+        "echo {marker} | socat -u - UDP4-DATAGRAM:239.7.7.7:5007,ip-multicast-if={sender_ip}"
+    );
+    let arrived = eventually(Duration::from_secs(15), || {
+        let _ = sender.run(&["sh", "-c", &send]);
+        std::thread::sleep(Duration::from_millis(300));
+        files.iter().all(got)
+    });
+    let sizes: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).ok())
+        .collect();
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    if arrived { Ok(()) } else { Err(sizes) }
+}
