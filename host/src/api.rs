@@ -387,6 +387,8 @@ async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         };
         let r = ask_dns(api, req).await?;
         v["dns_name"] = r["name"].clone();
+        let kept = r["name"].as_str().map(str::to_owned);
+        api.plumbing.lock().await.set_dns_name(&a.id, kept)?;
     }
     v["dns"] = dns_args(api);
     v["given"] = json!(given.addrs);
@@ -511,6 +513,30 @@ fn ipv4s(addrs: &[Cidr]) -> Vec<std::net::Ipv4Addr> {
             std::net::IpAddr::V6(_) => None,
         })
         .collect()
+}
+
+/// Registers again the names of adopted attachments (after a router restart the records
+/// of the previous run are gone: only the owner can bring them back).
+pub(crate) async fn restore_names(api: &Api) {
+    let named: Vec<(String, String, Vec<Cidr>)> = api
+        .plumbing
+        .lock()
+        .await
+        .attachments()
+        .iter()
+        .filter_map(|a| Some((a.id.clone(), a.dns_name.clone()?, a.addresses.clone())))
+        .collect();
+    for (id, name, addrs) in named {
+        let req = DnsRequest::Add {
+            name: name.clone(),
+            addrs: ipv4s(&addrs),
+            container: Some(id),
+        };
+        if let Err(e) = ask_dns(api, req).await {
+            let why = String::from_utf8_lossy(&e.body).trim().to_owned();
+            tracing::warn!("could not register {name} again: {why}");
+        }
+    }
 }
 
 async fn ask_dns(api: &Api, req: DnsRequest) -> Result<Value, Reply> {

@@ -204,6 +204,7 @@ async fn run_async(
         dns,
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api)));
+    api::restore_names(&api).await;
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
         args.port,

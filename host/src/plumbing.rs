@@ -79,6 +79,15 @@ impl Plumbing {
         &self.state.exposed
     }
 
+    /// Records the DNS name of attachment `id` (so a restarted router registers it again).
+    pub(crate) fn set_dns_name(&mut self, id: &str, name: Option<String>) -> Result<()> {
+        if let Some(a) = self.state.attachments.iter_mut().find(|a| a.id == id) {
+            a.dns_name = name;
+            self.save()?;
+        }
+        Ok(())
+    }
+
     fn save(&self) -> Result<()> {
         self.state_dir.save(&self.state)
     }
@@ -233,6 +242,7 @@ impl Plumbing {
             ifname: CONTAINER_IFNAME.to_owned(),
             mac: link.and_then(|l| l.mac).map(|m| m.to_string()),
             addresses: addrs,
+            dns_name: None,
         };
         self.state.attachments.push(attachment.clone());
         self.save()?;

@@ -41,6 +41,9 @@ pub(crate) struct Attachment {
     pub(crate) mac: Option<String>,
     /// Addresses on the interface inside.
     pub(crate) addresses: Vec<Cidr>,
+    /// The DNS name given with `attach --name`, registered again after a router restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dns_name: Option<String>,
 }
 
 /// Everything in `state.json`.
@@ -238,6 +241,7 @@ mod tests {
                 ifname: "ethwe".into(),
                 mac: Some("02:00:00:00:00:01".into()),
                 addresses: vec!["10.32.0.5/12".parse().unwrap()],
+                dns_name: Some("web.weave.local".into()),
             }],
             exposed: vec!["10.32.0.1/12".parse().unwrap()],
         }

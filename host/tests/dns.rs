@@ -195,6 +195,19 @@ fn three_hosts_one_name_balanced_detach_hot_swap_and_dead_router() {
         a_records(&cs[0], servers[0], "web.weave.local."),
         a.json(&["status", "dns"])
     );
+    // Restart c's router on the same state dir: it registers its container's name again.
+    let c = Router::restart(&mut net, &hosts[2], &opts(vec![ip_a.to_string()]));
+    assert!(
+        eventually(Duration::from_secs(30), || a_records(
+            &cs[0],
+            servers[0],
+            "web.weave.local."
+        )
+        .is_some_and(|v| set(&v) == ips(&[addrs[0], addrs[2], "10.32.1.4"]))),
+        "restarted router's container not answered again: {:?}; c:\n{}",
+        a_records(&cs[0], servers[0], "web.weave.local."),
+        c.log_text()
+    );
     let st = a.json(&["status", "dns"]);
     assert_eq!(st["domain"], "weave.local.");
     assert!(st["answered"].as_u64() > Some(20), "{st}");
