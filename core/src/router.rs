@@ -828,20 +828,61 @@ impl Router {
 
     fn send_messages(&mut self, now: Instant, id: ConnId, msgs: Vec<Vec<u8>>) {
         for m in msgs {
-            let Some(slot) = self.conns.get_mut(&id) else {
+            if !self.send_gossip(now, id, CHANNEL_TOPOLOGY, &m) {
                 return;
-            };
-            match slot.conn.send_gossip(CHANNEL_TOPOLOGY, &m) {
-                Ok(()) => {
-                    self.stats.gossip_msgs_sent += 1;
-                    self.stats.gossip_bytes_sent += m.len() as u64;
-                }
-                Err(ConnError::QueueFull) => self.stats.drops_queue_full += 1,
-                Err(e) => {
-                    self.drop_conn(now, id, e, true);
-                    return;
-                }
             }
+        }
+    }
+
+    /// Queues one gossip message on `channel` to connection `id`, counting it (or the drop
+    /// when the connection's queue is full). False if the connection is gone or failed.
+    fn send_gossip(&mut self, now: Instant, id: ConnId, channel: u8, m: &[u8]) -> bool {
+        let Some(slot) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        match slot.conn.send_gossip(channel, m) {
+            Ok(()) => {
+                self.stats.gossip_msgs_sent += 1;
+                self.stats.gossip_bytes_sent += m.len() as u64;
+                true
+            }
+            Err(ConnError::QueueFull) => {
+                self.stats.drops_queue_full += 1;
+                true
+            }
+            Err(e) => {
+                self.drop_conn(now, id, e, true);
+                false
+            }
+        }
+    }
+
+    /// Gossip on `channel` to every neighbour but `except`.
+    fn gossip_neighbours(&mut self, now: Instant, channel: u8, except: Option<PeerName>, m: &[u8]) {
+        let ids: Vec<ConnId> = self
+            .by_peer
+            .iter()
+            .filter(|(p, _)| Some(**p) != except)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in ids {
+            self.send_gossip(now, id, channel, m);
+        }
+    }
+
+    /// Gossip on `channel` to about 2·log2(N) random neighbours (anti-entropy).
+    fn gossip_random(&mut self, now: Instant, channel: u8, m: &[u8]) {
+        let neighbours: Vec<PeerName> = self.by_peer.keys().copied().collect();
+        let n = gossip::gossip_fanout(self.topology.len());
+        for p in gossip::choose_targets(&mut self.rng, &neighbours, n) {
+            self.gossip_one(now, channel, p, m);
+        }
+    }
+
+    /// Gossip on `channel` to neighbour `peer`, if connected.
+    fn gossip_one(&mut self, now: Instant, channel: u8, peer: PeerName, m: &[u8]) {
+        if let Some(&id) = self.by_peer.get(&peer) {
+            self.send_gossip(now, id, channel, m);
         }
     }
 

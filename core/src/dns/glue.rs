@@ -17,7 +17,6 @@
 use super::Router;
 use crate::conn::{ConnError, ConnId};
 use crate::dns::{Container, Dns, DnsError, DnsName, DnsStatus, Filter, Output, RecordKey};
-use crate::gossip;
 use crate::peer::PeerName;
 use crate::time::Instant;
 use crate::wire::frame::CHANNEL_DNS;
@@ -149,45 +148,11 @@ impl Router {
         while let Some(out) = self.dns.poll_output() {
             match out {
                 Output::Neighbours { except, msg } => {
-                    let ids: Vec<ConnId> = self
-                        .by_peer
-                        .iter()
-                        .filter(|(p, _)| Some(**p) != except)
-                        .map(|(_, id)| *id)
-                        .collect();
-                    for id in ids {
-                        self.send_dns(now, id, &msg);
-                    }
+                    self.gossip_neighbours(now, CHANNEL_DNS, except, &msg);
                 }
-                Output::Random(msg) => {
-                    let neighbours: Vec<PeerName> = self.by_peer.keys().copied().collect();
-                    let n = gossip::gossip_fanout(self.topology.len());
-                    for p in gossip::choose_targets(&mut self.rng, &neighbours, n) {
-                        if let Some(&id) = self.by_peer.get(&p) {
-                            self.send_dns(now, id, &msg);
-                        }
-                    }
-                }
-                Output::Neighbour(p, msg) => {
-                    if let Some(&id) = self.by_peer.get(&p) {
-                        self.send_dns(now, id, &msg);
-                    }
-                }
+                Output::Random(msg) => self.gossip_random(now, CHANNEL_DNS, &msg),
+                Output::Neighbour(p, msg) => self.gossip_one(now, CHANNEL_DNS, p, &msg),
             }
-        }
-    }
-
-    fn send_dns(&mut self, now: Instant, id: ConnId, m: &[u8]) {
-        let Some(slot) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match slot.conn.send_gossip(CHANNEL_DNS, m) {
-            Ok(()) => {
-                self.stats.gossip_msgs_sent += 1;
-                self.stats.gossip_bytes_sent += m.len() as u64;
-            }
-            Err(ConnError::QueueFull) => self.stats.drops_queue_full += 1,
-            Err(e) => self.drop_conn(now, id, e, true),
         }
     }
 }

@@ -17,7 +17,6 @@
 
 use super::{Event, Router};
 use crate::conn::{ConnError, ConnId};
-use crate::gossip;
 use crate::ipam::persist::PersistError;
 use crate::ipam::{Cidr, ContainerId, Ipam, IpamError, IpamStatus, Output, PeerView, RequestId};
 use crate::peer::PeerName;
@@ -163,26 +162,9 @@ impl Router {
         }
         while let Some(out) = self.ipam.poll_output() {
             match out {
-                Output::Neighbours(m) => {
-                    let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
-                    for id in ids {
-                        self.send_ipam(now, id, &m);
-                    }
-                }
-                Output::Random(m) => {
-                    let neighbours: Vec<PeerName> = self.by_peer.keys().copied().collect();
-                    let n = gossip::gossip_fanout(self.topology.len());
-                    for p in gossip::choose_targets(&mut self.rng, &neighbours, n) {
-                        if let Some(&id) = self.by_peer.get(&p) {
-                            self.send_ipam(now, id, &m);
-                        }
-                    }
-                }
-                Output::Neighbour(p, m) => {
-                    if let Some(&id) = self.by_peer.get(&p) {
-                        self.send_ipam(now, id, &m);
-                    }
-                }
+                Output::Neighbours(m) => self.gossip_neighbours(now, CHANNEL_IPAM, None, &m),
+                Output::Random(m) => self.gossip_random(now, CHANNEL_IPAM, &m),
+                Output::Neighbour(p, m) => self.gossip_one(now, CHANNEL_IPAM, p, &m),
                 Output::Unicast(p, m) => {
                     let hop = if self.by_peer.contains_key(&p) {
                         Some(p)
@@ -190,25 +172,13 @@ impl Router {
                         self.next_hop(p)
                     };
                     match hop.and_then(|h| self.by_peer.get(&h).copied()) {
-                        Some(id) => self.send_ipam(now, id, &m),
+                        Some(id) => {
+                            self.send_gossip(now, id, CHANNEL_IPAM, &m);
+                        }
                         None => self.ipam.count_unrouted(),
                     }
                 }
             }
-        }
-    }
-
-    fn send_ipam(&mut self, now: Instant, id: ConnId, m: &[u8]) {
-        let Some(slot) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match slot.conn.send_gossip(CHANNEL_IPAM, m) {
-            Ok(()) => {
-                self.stats.gossip_msgs_sent += 1;
-                self.stats.gossip_bytes_sent += m.len() as u64;
-            }
-            Err(ConnError::QueueFull) => self.stats.drops_queue_full += 1,
-            Err(e) => self.drop_conn(now, id, e, true),
         }
     }
 }
