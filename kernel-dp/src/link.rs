@@ -214,31 +214,34 @@ impl Netlink {
     /// Marks bridge port `name` isolated (or not): isolated ports exchange frames only
     /// with non-isolated ones (`ip link set NAME type bridge_slave isolated on`).
     pub async fn set_port_isolated(&self, name: &str, isolated: bool) -> Result<()> {
-        const OP: Op = "set bridge port isolation";
-        let index = self.index_of(OP, name).await?;
-        let msg = LinkBridgePort::new(index)
-            .append_info_data(InfoBridgePort::Isolated(isolated))
-            .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(OP, name, e))
+        self.set_bridge_port("set bridge port isolation", name, |p| {
+            p.append_info_data(InfoBridgePort::Isolated(isolated))
+        })
+        .await
     }
 
     /// Forgets the MAC addresses the bridge learned on port `name`
     /// (`ip link set NAME type bridge_slave fdb_flush`).
     pub async fn flush_port_fdb(&self, name: &str) -> Result<()> {
-        const OP: Op = "flush bridge port fdb";
-        let index = self.index_of(OP, name).await?;
-        let msg = LinkBridgePort::new(index).fdb_flush().build();
+        self.set_bridge_port("flush bridge port fdb", name, |p| p.fdb_flush())
+            .await
+    }
+
+    /// Sends one bridge-port setting for link `name`, built by `build`.
+    async fn set_bridge_port(
+        &self,
+        op: Op,
+        name: &str,
+        build: impl FnOnce(LinkMessageBuilder<LinkBridgePort>) -> LinkMessageBuilder<LinkBridgePort>,
+    ) -> Result<()> {
+        let index = self.index_of(op, name).await?;
+        let msg = build(LinkBridgePort::new(index)).build();
         self.handle
             .link()
             .set_port(msg)
             .execute()
             .await
-            .map_err(|e| Error::from_rtnl(OP, name, e))
+            .map_err(|e| Error::from_rtnl(op, name, e))
     }
 
     async fn set_link(&self, op: Op, target: &str, msg: LinkMessage) -> Result<()> {
