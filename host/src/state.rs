@@ -137,26 +137,12 @@ impl StateDir {
     /// Loads `state.json`; a missing file is an empty state.
     pub(crate) fn load(&self) -> Result<Persisted> {
         let path = self.state_path();
-        let file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Persisted {
-                    version: STATE_VERSION,
-                    ..Persisted::default()
-                });
-            }
-            Err(e) => return Err(Error::io("open", path)(e)),
+        let Some(bytes) = read_bounded(&path, STATE_FILE_LEN_MAX)? else {
+            return Ok(Persisted {
+                version: STATE_VERSION,
+                ..Persisted::default()
+            });
         };
-        let mut bytes = Vec::new();
-        file.take(STATE_FILE_LEN_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(Error::io("read", &path))?;
-        if bytes.len() as u64 > STATE_FILE_LEN_MAX {
-            return Err(Error::Other(format!(
-                "{}: larger than {STATE_FILE_LEN_MAX} bytes",
-                path.display()
-            )));
-        }
         let state: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Other(format!(
                 "{}: not a weft state file ({e}); move it away to start with no attachments",
@@ -201,6 +187,26 @@ impl StateDir {
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
 /// temp file in the same directory, fsync, rename, fsync the directory.
+/// Reads a state file of at most `len_max` bytes; `None` if it does not exist.
+pub(crate) fn read_bounded(path: &Path, len_max: u64) -> Result<Option<Vec<u8>>> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path)(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(len_max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("read", path))?;
+    if bytes.len() as u64 > len_max {
+        return Err(Error::Other(format!(
+            "{}: larger than {len_max} bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");

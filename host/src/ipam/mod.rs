@@ -158,23 +158,10 @@ pub(crate) fn state_path(dir: &StateDir) -> std::path::PathBuf {
 /// Loads the persisted IPAM state into a freshly made router; a missing file is a first
 /// start.
 pub(crate) fn restore(router: &mut Router, dir: &StateDir) -> Result<bool> {
-    use std::io::Read;
     let path = state_path(dir);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("open", path)(e)),
+    let Some(bytes) = crate::state::read_bounded(&path, STATE_FILE_LEN_MAX)? else {
+        return Ok(false);
     };
-    let mut bytes = Vec::new();
-    file.take(STATE_FILE_LEN_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Error::io("read", &path))?;
-    if bytes.len() as u64 > STATE_FILE_LEN_MAX {
-        return Err(Error::Other(format!(
-            "{}: larger than {STATE_FILE_LEN_MAX} bytes",
-            path.display()
-        )));
-    }
     router.ipam_restore(Instant::ZERO, &bytes).map_err(|e| {
         Error::Other(format!(
             "{}: {e}; start with the flags it was written with, or `weft reset` to start over",
