@@ -14,7 +14,7 @@ done
 
 echo "==> building weft (release) and installing it to /usr/local/bin/weft"
 cargo build -q --release -p weft
-install -m 0755 target/release/weft /usr/local/bin/weft
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/weft" /usr/local/bin/weft
 
 P="wdemo$$"
 DIR=$(mktemp -d /tmp/weft-demo.XXXXXX)
@@ -82,7 +82,7 @@ for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PIDS=()
 start_routers "--password demo-secret"
 sleep 3
-inns "$P-cc" ping -c 3 -i 0.3 10.32.0.1
+inns "$P-cc" ping -c 3 -i 0.3 10.32.0.1 || { tail -n 20 "$DIR"/*.log; weft status connections --socket "$DIR/c.sock"; exit 1; }
 echo; echo "--- weft status connections (host c)"
 weft status connections --socket "$DIR/c.sock"
 echo; echo "--- weft ps (host c)"

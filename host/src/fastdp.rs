@@ -95,6 +95,18 @@ pub(crate) async fn start(
     state_dir: StateDir,
 ) -> FastDp {
     if let Some(why) = disabled {
+        // A VXLAN device left by an earlier run with the fast path would still carry
+        // (unencrypted) traffic around the sleeve: remove it.
+        if let Ok(nl) = Netlink::new()
+            && let Ok(Some(_)) = nl.link(VXLAN_NAME).await
+        {
+            match nl.delete_link(VXLAN_NAME).await {
+                Ok(()) => tracing::info!("removed {VXLAN_NAME} left by an earlier run ({why})"),
+                Err(e) => {
+                    tracing::warn!("could not remove {VXLAN_NAME} left by an earlier run: {e}")
+                }
+            }
+        }
         return FastDp::Off(why.to_owned());
     }
     if !weft_kernel_dp::ovs_datapath_available() {

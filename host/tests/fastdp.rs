@@ -284,3 +284,58 @@ fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
     );
     assert!(got.is_ok(), "multicast did not reach both members: {got:?}");
 }
+
+#[test]
+fn restarting_with_a_password_removes_the_fast_path_and_traffic_stays_encrypted() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (ha, hb, a, b, ca, _cb) = pair(&mut net, &[]);
+    assert!(
+        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
+        "never fast"
+    );
+    let ip_a = ha.run(&["ip", "-4", "-o", "addr", "show", "eth0"]).unwrap();
+    let ip_a = ip_a
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Restart both with a password: the kernel path (which cannot encrypt) must go.
+    assert!(net.kill(a.pid) && net.kill(b.pid));
+    let pw = Opts {
+        password: Some("s3cret"),
+        ..Opts::default()
+    };
+    let a = Router::restart(&mut net, &ha, &pw);
+    let b = Router::restart(
+        &mut net,
+        &hb,
+        &Opts {
+            peers: vec![ip_a],
+            ..pw.clone()
+        },
+    );
+    for h in [&ha, &hb] {
+        assert!(
+            h.run(&["ip", "link", "show", "weft-vxlan"]).is_err(),
+            "a VXLAN device from the unencrypted run is still there"
+        );
+    }
+    assert!(
+        eventually(SETTLE, || {
+            let m = modes(&a);
+            m.len() == 1 && m[0].starts_with("sleeve: encrypted")
+        }),
+        "{:?}",
+        modes(&a)
+    );
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), SETTLE),
+        "no traffic after the restart:\n{}",
+        b.log_text()
+    );
+}
