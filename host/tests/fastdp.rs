@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Opts, Router, eventually, ip, metrics, test_net, two_hosts_with_containers, underlay_hosts,
+    Opts, Router, eventually, ip, ipv4_of, mac_of, metrics, test_net, two_hosts_with_containers,
+    underlay_hosts,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -70,22 +71,8 @@ fn fast_path_carries_traffic_without_userspace() {
     );
     // b's container MAC, announced in b's heartbeats, has its own FDB entry on a's VXLAN
     // device pointing at b (not only the flood entry).
-    let link = cb.run(&["ip", "-o", "link", "show", "ethwe"]).unwrap();
-    let mac = link
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let b_ip = hb.run(&["ip", "-4", "-o", "addr", "show", "eth0"]).unwrap();
-    let b_ip = b_ip
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let mac = mac_of(&cb, "ethwe");
+    let b_ip = ipv4_of(&hb, "eth0");
     assert!(
         eventually(Duration::from_secs(10), || {
             ha.run(&["bridge", "fdb", "show", "dev", "weft-vxlan"])
@@ -295,15 +282,7 @@ fn restarting_with_a_password_removes_the_fast_path_and_traffic_stays_encrypted(
         eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
         "never fast"
     );
-    let ip_a = ha.run(&["ip", "-4", "-o", "addr", "show", "eth0"]).unwrap();
-    let ip_a = ip_a
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let ip_a = ipv4_of(&ha, "eth0");
     // Restart both with a password: the kernel path (which cannot encrypt) must go.
     assert!(net.kill(a.pid) && net.kill(b.pid));
     let pw = Opts {

@@ -325,6 +325,13 @@ pub fn mac_of(ns: &Ns, ifname: &str) -> String {
     out.unwrap().trim().to_owned()
 }
 
+/// The first IPv4 address on `ifname` in `ns` (without the prefix length).
+pub fn ipv4_of(ns: &Ns, ifname: &str) -> String {
+    let out = ns.run(&["ip", "-4", "-o", "addr", "show", ifname]).unwrap();
+    let cidr = out.split_whitespace().nth(3).unwrap_or_default();
+    cidr.split('/').next().unwrap_or_default().to_owned()
+}
+
 /// `GET /metrics` from a router's control socket (Prometheus text).
 pub fn metrics(r: &Router) -> String {
     use std::io::{Read, Write};
