@@ -11,6 +11,7 @@
 //! passive eavesdroppers but not an active man in the middle; with a password both sides
 //! must know it or the first sealed record (the confirm) does not open.
 
+mod aead;
 mod replay;
 mod session;
 

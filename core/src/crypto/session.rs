@@ -1,9 +1,8 @@
 //! Ephemeral key pairs, session key derivation and the sealers/openers built from them.
 
+use super::aead::Cipher;
 use super::{COUNTER_MAX, CryptoError, KEY_LEN_BYTES, ReplayWindow, TAG_LEN_BYTES, nonce_bytes};
 use crate::rng::Rng;
-use chacha20poly1305::aead::generic_array::GenericArray;
-use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit};
 use core::fmt;
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -87,12 +86,12 @@ impl SessionKeys {
         } else {
             (their_public, ours.public)
         };
-        let key = |label: &[u8]| -> Result<ChaCha20Poly1305, CryptoError> {
+        let key = |label: &[u8]| -> Result<Cipher, CryptoError> {
             let mut okm = [0u8; KEY_LEN_BYTES];
             hk.expand_multi_info(&[label, &init_pub, &resp_pub], &mut okm)
                 // 32 bytes is far below HKDF's 255*32 limit; map rather than unwrap anyway.
                 .map_err(|_| CryptoError::BufferTooSmall)?;
-            Ok(ChaCha20Poly1305::new(GenericArray::from_slice(&okm)))
+            Ok(Cipher::new(&okm))
         };
         let (s_out, s_in, d_out, d_in) = if we_initiated {
             (
@@ -122,7 +121,7 @@ impl SessionKeys {
 }
 
 fn seal(
-    cipher: &ChaCha20Poly1305,
+    cipher: &Cipher,
     counter: u64,
     aad: &[u8],
     buf: &mut [u8],
@@ -136,15 +135,13 @@ fn seal(
     }
     let (text, rest) = buf.split_at_mut(plaintext_len);
     let nonce = nonce_bytes(counter);
-    let tag = cipher
-        .encrypt_in_place_detached(GenericArray::from_slice(&nonce), aad, text)
-        .map_err(|_| CryptoError::BufferTooSmall)?;
+    let tag = cipher.seal_detached(&nonce, aad, text)?;
     rest[..TAG_LEN_BYTES].copy_from_slice(&tag);
     Ok(sealed_len)
 }
 
 fn open(
-    cipher: &ChaCha20Poly1305,
+    cipher: &Cipher,
     counter: u64,
     aad: &[u8],
     sealed: &mut [u8],
@@ -155,25 +152,20 @@ fn open(
         .ok_or(CryptoError::Tampered)?;
     let (text, tag) = sealed.split_at_mut(text_len);
     let nonce = nonce_bytes(counter);
-    cipher
-        .decrypt_in_place_detached(
-            GenericArray::from_slice(&nonce),
-            aad,
-            text,
-            GenericArray::from_slice(tag),
-        )
-        .map_err(|_| CryptoError::Tampered)?;
+    let mut tag_bytes = [0u8; TAG_LEN_BYTES];
+    tag_bytes.copy_from_slice(tag);
+    cipher.open_detached(&nonce, aad, text, &tag_bytes)?;
     Ok(text_len)
 }
 
 /// Seals one direction's records with a counter nonce (0, 1, 2, ...).
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
     counter: u64,
 }
 
 impl Sealer {
-    fn new(cipher: ChaCha20Poly1305) -> Self {
+    fn new(cipher: Cipher) -> Self {
         Self { cipher, counter: 0 }
     }
 
@@ -212,12 +204,12 @@ impl fmt::Debug for Sealer {
 
 /// Opens one direction's stream records, which must arrive exactly in order.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
     expected: u64,
 }
 
 impl Opener {
-    fn new(cipher: ChaCha20Poly1305) -> Self {
+    fn new(cipher: Cipher) -> Self {
         Self {
             cipher,
             expected: 0,
@@ -282,7 +274,7 @@ impl DatagramSealer {
 
 /// Opens one peer's sleeve datagrams in any order, each counter once.
 pub struct DatagramOpener {
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
     window: ReplayWindow,
 }
 
