@@ -266,8 +266,11 @@ impl Datapath {
             tap,
             udp,
             PumpConfig {
-                // Measured: plain is faster than io_uring here (see PreferPlain).
-                backend: BackendChoice::PreferPlain,
+                // io_uring (one issuer, deferred task work, multishot receive over
+                // provided buffers) where the kernel allows it, else plain; compared by
+                // `benches --bin throughput` (rows sleeve vs sleeve-uring).
+                // WEFT_DATAPATH_BACKEND=plain|uring overrides.
+                backend: BackendChoice::Auto,
                 ..PumpConfig::default()
             },
         )

@@ -15,11 +15,29 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 #[test]
 fn two_hosts_containers_ping_and_move_50_mb_intact() {
+    // The default backend: io_uring wherever the kernel allows it (this machine does).
+    move_50_mb(&Opts::sleeve(), "io_uring");
+}
+
+#[test]
+fn the_plain_syscall_backend_moves_50_mb_intact_too_encrypted() {
+    let opts = Opts {
+        password: Some("plain backend secret"),
+        env: vec!["WEFT_DATAPATH_BACKEND=plain"],
+        ..Opts::sleeve()
+    };
+    move_50_mb(&opts, "plain");
+}
+
+/// Two hosts with `opts`, a container on each: ping both ways, then 50 MB over TCP
+/// checksummed at both ends; router a's datapath must report `backend`.
+fn move_50_mb(opts: &Opts<'_>, backend: &str) {
     let Some(mut net) = test_net() else {
         return;
     };
-    let (ha, _hb, a, b, ca, cb) =
-        two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
+    let (ha, _hb, a, b, ca, cb) = two_hosts_with_containers(&mut net, opts, opts);
+    let shown = a.json(&["status"])["datapath"]["backend"].clone();
+    assert_eq!(shown, backend, "router a's datapath backend");
     assert!(
         ca.ping_until(ip("10.32.2.1"), SETTLE),
         "container on a cannot reach b; a:\n{}\nb:\n{}",

@@ -16,6 +16,7 @@
 
 #![allow(unsafe_code)]
 
+mod bufring;
 mod cmsg;
 mod counters;
 mod outbox;

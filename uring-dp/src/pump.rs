@@ -65,9 +65,8 @@ pub enum BackendChoice {
     Uring,
     /// Plain syscalls. Ignores [`BACKEND_ENV`].
     Plain,
-    /// Plain syscalls unless [`BACKEND_ENV`] says `uring`. The sleeve's default: with TSO
-    /// super-frames and GSO/GRO batches there are few syscalls per byte left to save, and
-    /// the io_uring loop measured 10-20% slower (TAP reads are punted to io-wq workers).
+    /// Plain syscalls unless [`BACKEND_ENV`] says `uring`: for callers that measured the
+    /// plain loop faster for their traffic.
     PreferPlain,
 }
 
@@ -151,6 +150,8 @@ pub struct Pump {
     pub(crate) stop: Arc<EventFd>,
     pub(crate) wake: Arc<EventFd>,
     ring: Option<IoUring>,
+    /// The ring was created disabled and waits for its issuer thread to enable it.
+    ring_disabled: bool,
     kind: BackendKind,
 }
 
@@ -191,7 +192,7 @@ impl Pump {
         };
         let (ring, kind) = match choice {
             BackendChoice::Plain => (
-                None,
+                None::<(IoUring, bool)>,
                 BackendKind::Plain {
                     uring_refused: None,
                 },
@@ -219,7 +220,8 @@ impl Pump {
             counters: Arc::new(Counters::default()),
             stop: Arc::new(stop),
             wake: Arc::new(wake),
-            ring,
+            ring_disabled: ring.as_ref().is_some_and(|r| r.1),
+            ring: ring.map(|r| r.0),
             kind,
         })
     }
@@ -274,6 +276,12 @@ impl Pump {
     pub fn run<H: Handler>(&mut self, handler: &mut H) -> Result<(), Error> {
         match self.ring.take() {
             Some(mut ring) => {
+                if self.ring_disabled {
+                    uring::enable_on_this_thread(&ring).map_err(|e| {
+                        Error::sys("IORING_REGISTER_ENABLE_RINGS", self.tap.name(), e)
+                    })?;
+                    self.ring_disabled = false;
+                }
                 let res = uring::run(self, &mut ring, handler);
                 self.ring = Some(ring);
                 res

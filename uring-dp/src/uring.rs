@@ -3,17 +3,21 @@
 //! batches, handed to the handler, and what it queued goes out as `SendMsg`/`Write` SQEs in
 //! the same `io_uring_enter` that re-arms the reads.
 //!
+//! UDP is received by one multishot `RecvMsg` over a ring of provided buffers
+//! ([`BufRing`]): the kernel fills a free buffer per datagram or GRO run and the SQE stays
+//! armed as long as buffers come back, which they do at the end of every batch. Kernels
+//! without it (< 6.0) get `udp_recvs_in_flight` one-shot `RecvMsg`s instead.
+//!
 //! Two outboxes alternate: the handler fills one while the other's sends are in flight
-//! (their buffers must stay put until the kernel is done). Not yet used: registered
-//! buffers/files, provided buffer rings, multishot receive — the structure (slots indexed by
-//! user_data) is ready for them.
+//! (their buffers must stay put until the kernel is done).
 
 use std::io;
 use std::os::fd::AsRawFd;
 
-use io_uring::{IoUring, opcode, squeue, types};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::Error;
+use crate::bufring::{self, BufRing};
 use crate::counters::CounterSnapshot;
 use crate::outbox::Outbox;
 use crate::plain::{deliver_datagrams, deliver_tap_frame};
@@ -29,6 +33,9 @@ const TAG_TAP_WRITE: u64 = 4;
 const TAG_UDP_SEND: u64 = 5;
 const TAG_CANCEL: u64 = 6;
 const TAG_WAKE: u64 = 7;
+const TAG_UDP_MULTI: u64 = 8;
+/// Provided buffers for the multishot receive (each holds one GRO run of up to 64 KiB).
+const MULTI_BUFS: u16 = 32;
 /// Outboxes alternating between "being filled" and "in flight".
 const OUTBOXES: usize = 2;
 /// Most completion waits while cancelling at stop before giving up on stragglers.
@@ -56,12 +63,30 @@ fn sq_entries(cfg: &PumpConfig) -> u32 {
 
 /// Sets up a ring sized for `cfg` and checks the opcodes the loop uses. The error is a
 /// short reason for status lines (`EPERM`, `opcode SENDMSG unsupported`).
-pub(crate) fn probe(cfg: &PumpConfig) -> Result<IoUring, String> {
+///
+/// The ring is set up for one issuer with deferred task work (completions are run only
+/// when the pump thread enters the kernel to wait, not by interrupting it), created
+/// disabled so that the pump thread, not the thread that probed, becomes its issuer (see
+/// [`enable_on_this_thread`]). Kernels before 6.1 refuse those flags; then a plain ring.
+pub(crate) fn probe(cfg: &PumpConfig) -> Result<(IoUring, bool), String> {
     let sq = sq_entries(cfg);
-    let ring = IoUring::builder()
+    let (ring, disabled) = match IoUring::builder()
         .setup_cqsize(sq * 2)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_r_disabled()
         .build(sq)
-        .map_err(|e| errno_name(&e))?;
+    {
+        Ok(ring) => (ring, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let ring = IoUring::builder()
+                .setup_cqsize(sq * 2)
+                .build(sq)
+                .map_err(|e| errno_name(&e))?;
+            (ring, false)
+        }
+        Err(e) => return Err(errno_name(&e)),
+    };
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
@@ -77,7 +102,12 @@ pub(crate) fn probe(cfg: &PumpConfig) -> Result<IoUring, String> {
             return Err(format!("opcode {name} unsupported"));
         }
     }
-    Ok(ring)
+    Ok((ring, disabled))
+}
+
+/// Makes the calling thread the issuer of a ring that [`probe`] created disabled.
+pub(crate) fn enable_on_this_thread(ring: &IoUring) -> io::Result<()> {
+    ring.submitter().register_enable_rings()
 }
 
 /// A UDP receive slot: the msghdr the kernel holds a pointer to, and what it points at.
@@ -103,6 +133,8 @@ struct Loop<'p> {
     pump: &'p Pump,
     tap_bufs: Box<[Box<[u8]>]>,
     recvs: Box<[RecvSlot]>,
+    /// The multishot receive's buffers, when the kernel took them.
+    multi: Option<BufRing>,
     outs: Box<[OutState]>,
     stop_buf: Box<u64>,
     wake_buf: Box<u64>,
@@ -151,6 +183,35 @@ impl Loop<'_> {
             .user_data(ud(TAG_UDP_RECV, 0, i));
         push(ring, &e)?;
         self.inflight += 1;
+        Ok(())
+    }
+
+    fn arm_udp_multi(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        let Some(br) = self.multi.as_ref() else {
+            return Ok(());
+        };
+        let e = opcode::RecvMsgMulti::new(
+            types::Fd(self.pump.udp.as_raw_fd()),
+            &raw const *br.hdr,
+            bufring::GROUP,
+        )
+        .build()
+        .user_data(ud(TAG_UDP_MULTI, 0, 0));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// The kernel refused multishot receive: switch to one-shot slots for good.
+    fn fall_back_to_slots(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        if let Some(mut br) = self.multi.take() {
+            br.unregister(ring);
+        }
+        let n = self.pump.config.udp_recvs_in_flight.max(1);
+        self.recvs = (0..n).map(|_| RecvSlot::new()).collect();
+        for i in 0..n {
+            self.arm_udp_recv(ring, i)?;
+        }
         Ok(())
     }
 
@@ -249,6 +310,21 @@ impl Loop<'_> {
     }
 }
 
+impl RecvSlot {
+    fn new() -> Self {
+        Self {
+            msg: MsgSlot::default(),
+            hdr: zeroed_msghdr(),
+            buf: vec![0u8; UDP_PAYLOAD_LEN_MAX].into_boxed_slice(),
+        }
+    }
+}
+
+/// True when a completion ends its SQE (a multishot receive's do not, unless the last).
+fn retires(user_data: u64, flags: u32) -> bool {
+    ud_split(user_data).0 != TAG_UDP_MULTI || !cqueue::more(flags)
+}
+
 pub(crate) fn run<H: Handler>(
     pump: &Pump,
     ring: &mut IoUring,
@@ -261,13 +337,8 @@ pub(crate) fn run<H: Handler>(
         tap_bufs: (0..cfg.tap_reads_in_flight.max(1))
             .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
             .collect(),
-        recvs: (0..cfg.udp_recvs_in_flight.max(1))
-            .map(|_| RecvSlot {
-                msg: MsgSlot::default(),
-                hdr: zeroed_msghdr(),
-                buf: vec![0u8; UDP_PAYLOAD_LEN_MAX].into_boxed_slice(),
-            })
-            .collect(),
+        recvs: Box::new([]),
+        multi: None,
         outs: (0..OUTBOXES)
             .map(|_| OutState {
                 out: pump.new_outbox(),
@@ -284,6 +355,14 @@ pub(crate) fn run<H: Handler>(
         wake_buf: Box::new(0),
         inflight: 0,
     };
+    match BufRing::register(ring, MULTI_BUFS) {
+        Ok(br) => lp.multi = Some(br),
+        Err(_) => {
+            lp.recvs = (0..cfg.udp_recvs_in_flight.max(1))
+                .map(|_| RecvSlot::new())
+                .collect();
+        }
+    }
     let res = run_loop(&mut lp, ring, handler).map_err(|e| Error::sys("io_uring_enter", &name, e));
     cancel_and_drain(&mut lp, ring);
     res
@@ -299,12 +378,13 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
     for i in 0..lp.recvs.len() {
         lp.arm_udp_recv(ring, i)?;
     }
+    lp.arm_udp_multi(ring)?;
     lp.arm_stop(ring)?;
     lp.arm_wake(ring)?;
 
     let cq_cap = ring.params().cq_entries() as usize;
-    let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(cq_cap);
-    let mut inputs: Vec<(u64, i32)> = Vec::with_capacity(cq_cap);
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(cq_cap);
+    let mut inputs: Vec<(u64, i32, u32)> = Vec::with_capacity(cq_cap);
     let vnet = lp.pump.tap.vnet_hdr();
     loop {
         match ring.submit_and_wait(1) {
@@ -314,12 +394,16 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
             Err(e) => return Err(e),
         }
         cqes.clear();
-        cqes.extend(ring.completion().map(|c| (c.user_data(), c.result())));
-        lp.inflight -= cqes.len().min(lp.inflight);
+        cqes.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let retired = cqes.iter().filter(|c| retires(c.0, c.2)).count();
+        lp.inflight -= retired.min(lp.inflight);
 
         let mut d = CounterSnapshot::default();
         let mut stopping = false;
-        for &(u, res) in &cqes {
+        for &(u, res, flags) in &cqes {
             let (tag, o, k) = ud_split(u);
             match tag {
                 TAG_TAP_WRITE | TAG_UDP_SEND => lp.complete_out(tag, o, k, res, &mut d),
@@ -330,7 +414,9 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                         lp.arm_stop(ring)?;
                     }
                 }
-                TAG_TAP_READ | TAG_UDP_RECV | TAG_WAKE => inputs.push((u, res)),
+                TAG_TAP_READ | TAG_UDP_RECV | TAG_WAKE | TAG_UDP_MULTI => {
+                    inputs.push((u, res, flags))
+                }
                 _ => {}
             }
         }
@@ -343,9 +429,38 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
         let free = lp.outs.iter().position(|s| s.inflight == 0);
         if let (Some(o), false) = (free, inputs.is_empty()) {
             lp.outs[o].out.clear();
-            for &(u, res) in &inputs {
+            let mut rearm_multi = false;
+            for &(u, res, flags) in &inputs {
                 let (tag, _, i) = ud_split(u);
-                if tag == TAG_WAKE {
+                if tag == TAG_UDP_MULTI {
+                    rearm_multi |= !cqueue::more(flags);
+                    let bid = cqueue::buffer_select(flags);
+                    match (res, bid, lp.multi.as_mut()) {
+                        (r, Some(bid), Some(br)) if r >= 0 => {
+                            match br.completed(bid, r as usize) {
+                                Some((meta, buf)) => deliver_datagrams(
+                                    handler,
+                                    &meta,
+                                    buf,
+                                    &mut lp.outs[o].out,
+                                    &mut d,
+                                ),
+                                None => d.io_errors += 1,
+                            }
+                            br.give_back(bid);
+                        }
+                        // Out of buffers: they are given back below and the receive re-armed.
+                        (r, _, _) if r == -libc::ENOBUFS => {}
+                        (r, _, Some(_)) if r == -libc::EINVAL => {
+                            rearm_multi = false;
+                            lp.fall_back_to_slots(ring)?;
+                        }
+                        (r, _, _) if r < 0 && r != -libc::EAGAIN && r != -libc::EINTR => {
+                            d.io_errors += 1
+                        }
+                        _ => {}
+                    }
+                } else if tag == TAG_WAKE {
                     handler.on_wake(&mut lp.outs[o].out);
                     lp.arm_wake(ring)?;
                 } else if tag == TAG_TAP_READ {
@@ -369,6 +484,12 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                 }
             }
             inputs.clear();
+            if let Some(br) = lp.multi.as_mut() {
+                br.publish();
+            }
+            if rearm_multi {
+                lp.arm_udp_multi(ring)?;
+            }
             handler.on_batch_end(&mut lp.outs[o].out);
             lp.flush(ring, o, &mut d)?;
             d.batches = 1;
@@ -395,14 +516,23 @@ fn cancel_and_drain(lp: &mut Loop<'_>, ring: &mut IoUring) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
-        let n = ring.completion().count();
+        let n = ring
+            .completion()
+            .filter(|c| retires(c.user_data(), c.flags()))
+            .count();
         lp.inflight -= n.min(lp.inflight);
+    }
+    if lp.inflight == 0
+        && let Some(br) = lp.multi.as_mut()
+    {
+        br.unregister(ring);
     }
     let _ = lp.pump.tap.set_nonblocking(true);
     if lp.inflight > 0 {
         // Leak the buffers rather than free memory the kernel may still write to.
         std::mem::forget(std::mem::take(&mut lp.tap_bufs));
         std::mem::forget(std::mem::take(&mut lp.recvs));
+        std::mem::forget(lp.multi.take());
         std::mem::forget(std::mem::take(&mut lp.outs));
     }
 }

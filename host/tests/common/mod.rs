@@ -26,6 +26,8 @@ pub struct Opts<'a> {
     pub password: Option<&'a str>,
     pub peers: Vec<String>,
     pub extra: Vec<&'a str>,
+    /// `KEY=value` environment for the router process (e.g. the datapath backend).
+    pub env: Vec<&'a str>,
 }
 
 impl Router {
@@ -42,7 +44,9 @@ impl Router {
         let socket = dir.join("weft.sock");
         let state = dir.join("state");
         let (s, st) = (socket.display().to_string(), state.display().to_string());
-        let mut args = vec![WEFT, "router", "--socket", &s, "--state-dir", &st];
+        let mut args = vec!["env"];
+        args.extend(opts.env.iter().copied());
+        args.extend([WEFT, "router", "--socket", &s, "--state-dir", &st]);
         if let Some(p) = opts.password {
             args.extend(["--password", p]);
         }

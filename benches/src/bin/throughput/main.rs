@@ -17,6 +17,8 @@
 //!   flood entries) -> other host; the comparator of the sleeve and of fastdp.
 //! - `sleeve`, `sleeve-enc`: `weft router --no-fastdp` on both hosts, without and with
 //!   `--password`; containers attached with `weft attach`.
+//! - `sleeve-uring`, `sleeve-enc-uring`: the same two with the io_uring backend forced
+//!   (`WEFT_DATAPATH_BACKEND=uring`; the sleeve rows force `plain`), compared with them.
 //! - `fastdp`: `weft router` (fast datapath allowed); reported as "fastdp not available:
 //!   <mode>" when `weft status connections --json` shows no fastdp connection after 20 s.
 //! - `nebula`: the Debian package, lighthouse-less static host map, default cipher, one
@@ -53,12 +55,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-uring, sleeve-enc-uring";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 7] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 9] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -84,6 +86,18 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 7] = [
         "7 boringtun",
         Some("nebula"),
         scenarios::boringtun,
+    ),
+    (
+        "sleeve-uring",
+        "8 weft sleeve plain, io_uring",
+        Some("sleeve"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveUring),
+    ),
+    (
+        "sleeve-enc-uring",
+        "9 weft sleeve encrypted, io_uring",
+        Some("sleeve-enc"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedUring),
     ),
 ];
 

@@ -182,6 +182,24 @@ pub(crate) enum WeftMode {
     Sleeve,
     SleeveEncrypted,
     Fastdp,
+    /// The sleeve rows again with the io_uring backend forced (`WEFT_DATAPATH_BACKEND`).
+    SleeveUring,
+    SleeveEncryptedUring,
+}
+
+impl WeftMode {
+    fn encrypted(self) -> bool {
+        matches!(self, Self::SleeveEncrypted | Self::SleeveEncryptedUring)
+    }
+
+    /// The datapath backend the routers are told to use; `None`: their default.
+    fn backend(self) -> Option<&'static str> {
+        match self {
+            Self::SleeveUring | Self::SleeveEncryptedUring => Some("uring"),
+            Self::Sleeve | Self::SleeveEncrypted => Some("plain"),
+            Self::Fastdp => None,
+        }
+    }
 }
 
 struct Router {
@@ -208,7 +226,11 @@ fn start_router(
     let (s, st) = (socket.display().to_string(), state.display().to_string());
     let w = weft.display().to_string();
     let peer = peer.map(|p| p.to_string());
-    let mut args = vec![w.as_str(), "router", "--socket", &s, "--state-dir", &st];
+    let mut args = vec!["env"];
+    // `KEY=value` entries at the front of `opts` are environment for the router.
+    let (env, opts): (Vec<&str>, Vec<&str>) = opts.iter().partition(|o| o.contains('='));
+    args.extend(env);
+    args.extend([w.as_str(), "router", "--socket", &s, "--state-dir", &st]);
     args.extend(opts);
     args.extend(peer.as_deref());
     let sp = tb.net.spawn(ns, &args).map_err(e)?;
@@ -276,10 +298,17 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         WeftMode::Sleeve => "sleeve",
         WeftMode::SleeveEncrypted => "sleeve-enc",
         WeftMode::Fastdp => "fastdp",
+        WeftMode::SleeveUring => "sleeve-uring",
+        WeftMode::SleeveEncryptedUring => "sleeve-enc-uring",
     };
     let mut tb = Testbed::new(tag)?;
     let mut opts: Vec<&str> = Vec::new();
-    if mode == WeftMode::SleeveEncrypted {
+    match mode.backend() {
+        Some("uring") => opts.push("WEFT_DATAPATH_BACKEND=uring"),
+        Some(_) => opts.push("WEFT_DATAPATH_BACKEND=plain"),
+        None => {}
+    }
+    if mode.encrypted() {
         opts.extend(["--password", WEFT_PASSWORD]);
     }
     if mode != WeftMode::Fastdp {
@@ -329,7 +358,20 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         st["encrypted"],
         st["fastdp"]
     ));
-    if mode == WeftMode::SleeveEncrypted && st["encrypted"] != true {
+    if let Some(want) = mode.backend() {
+        let got = st["datapath"]["backend"].as_str().unwrap_or("?").to_owned();
+        let ok = if want == "uring" {
+            got == "io_uring"
+        } else {
+            got.starts_with("plain")
+        };
+        if !ok {
+            return Err(Stop::Failed(format!(
+                "router a runs the {got} backend, not {want}"
+            )));
+        }
+    }
+    if mode.encrypted() && st["encrypted"] != true {
         return Err(Stop::Failed(format!(
             "router a does not report encrypted=true: {st}"
         )));
