@@ -40,6 +40,10 @@ pub enum Forward {
 struct Slot {
     peer: PeerName,
     last_seen: Instant,
+    /// The time this MAC is filed under in `by_age` (<= `last_seen`): refreshing an entry
+    /// only moves `last_seen`, so that learning, which runs for every frame, touches one
+    /// map; the age index catches up when its entry comes first (expiry, eviction).
+    indexed: Instant,
 }
 
 /// The bounded, aging MAC table.
@@ -49,7 +53,7 @@ pub struct MacTable {
     len_max: usize,
     age: Duration,
     by_mac: BTreeMap<Mac, Slot>,
-    /// (last seen, mac) for every entry: the first element is the stalest.
+    /// (indexed, mac) for every entry; the first is the stalest once caught up.
     by_age: BTreeSet<(Instant, Mac)>,
     evictions: u64,
     moves: u64,
@@ -94,19 +98,15 @@ impl MacTable {
                 self.moves += 1;
                 slot.peer = peer;
             }
-            if slot.last_seen != now {
-                self.by_age.remove(&(slot.last_seen, mac));
-                // Time is monotonic; never move an entry backwards.
-                slot.last_seen = slot.last_seen.max(now);
-                self.by_age.insert((slot.last_seen, mac));
-            }
+            // Time is monotonic; never move an entry backwards.
+            slot.last_seen = slot.last_seen.max(now);
             return;
         }
         if self.by_mac.len() >= self.len_max {
             self.expire(now);
         }
         if self.by_mac.len() >= self.len_max
-            && let Some((_, old)) = self.by_age.pop_first()
+            && let Some(old) = self.pop_stalest()
         {
             self.by_mac.remove(&old);
             self.evictions += 1;
@@ -116,9 +116,27 @@ impl MacTable {
             Slot {
                 peer,
                 last_seen: now,
+                indexed: now,
             },
         );
         self.by_age.insert((now, mac));
+    }
+
+    /// Takes the first entry of the age index, re-filing entries refreshed since they
+    /// were indexed until the first one is exact; returns that MAC (still in `by_mac`).
+    fn pop_stalest(&mut self) -> Option<Mac> {
+        while let Some((at, mac)) = self.by_age.pop_first() {
+            match self.by_mac.get_mut(&mac) {
+                Some(slot) if slot.indexed == at && slot.last_seen != at => {
+                    slot.indexed = slot.last_seen;
+                    self.by_age.insert((slot.last_seen, mac));
+                }
+                Some(slot) if slot.indexed == at => return Some(mac),
+                // Not the entry's current filing (cannot happen; drop the stray).
+                _ => {}
+            }
+        }
+        None
     }
 
     /// The peer `mac` was last seen behind, unless it aged out.
@@ -149,7 +167,7 @@ impl MacTable {
         self.by_mac.retain(|mac, s| {
             let keep = s.peer != peer;
             if !keep {
-                by_age.remove(&(s.last_seen, *mac));
+                by_age.remove(&(s.indexed, *mac));
             }
             keep
         });
@@ -159,18 +177,28 @@ impl MacTable {
     /// Drops entries older than the age limit; call from the router's timer. Returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        while let Some(&(seen, mac)) = self.by_age.first() {
+        while let Some(&(seen, _)) = self.by_age.first() {
             if now.saturating_since(seen) <= self.age {
                 break;
             }
-            self.by_age.pop_first();
+            // The first filing is stale; the entry itself may have been refreshed since.
+            let Some(mac) = self.pop_stalest() else {
+                break;
+            };
+            let last_seen = self.by_mac.get(&mac).map_or(seen, |s| s.last_seen);
+            if now.saturating_since(last_seen) <= self.age {
+                // Refreshed after all (pop_stalest only returns exact filings): keep it.
+                self.by_age.insert((last_seen, mac));
+                break;
+            }
             self.by_mac.remove(&mac);
             n += 1;
         }
         n
     }
 
-    /// When the stalest entry will age out, for the router's timer.
+    /// When the stalest entry may age out, for the router's timer (possibly early: an
+    /// entry refreshed since it was indexed; the timer then only catches the index up).
     pub fn next_expiry(&self) -> Option<Instant> {
         self.by_age
             .first()
@@ -273,6 +301,53 @@ mod tests {
         m.learn(mac(3), P2, t(16));
         assert_eq!(m.evictions(), 0);
         assert_eq!(m.lookup(mac(2), t(16)), Some(P2));
+    }
+
+    proptest::proptest! {
+        /// The lazily re-indexed table behaves exactly like a naive one: same lookups,
+        /// same size, same evictions, whatever the order of learning, expiry and loss.
+        #[test]
+        fn matches_a_naive_table(ops in proptest::collection::vec((0u8..4, 0u8..8, 0u64..40, 0u8..3), 1..200)) {
+            let (cap, age) = (4usize, Duration::from_millis(50));
+            let mut m = MacTable::with_limits(ME, cap, age);
+            let mut naive: BTreeMap<Mac, (PeerName, u64)> = Default::default();
+            let mut now = 0u64;
+            let peers = [P2, P3];
+            for (op, n, dt, p) in ops {
+                now += dt;
+                let peer = peers[usize::from(p % 2)];
+                match op {
+                    0 | 1 => {
+                        m.learn(mac(n), peer, t(now));
+                        if let Some(e) = naive.get_mut(&mac(n)) {
+                            *e = (peer, now);
+                        } else {
+                            if naive.len() >= cap {
+                                naive.retain(|_, e| now - e.1 <= 50);
+                            }
+                            if naive.len() >= cap {
+                                let stalest = *naive.iter().min_by_key(|(k, e)| (e.1, **k)).unwrap().0;
+                                naive.remove(&stalest);
+                            }
+                            naive.insert(mac(n), (peer, now));
+                        }
+                    }
+                    2 => {
+                        m.expire(t(now));
+                        naive.retain(|_, e| now - e.1 <= 50);
+                    }
+                    _ => {
+                        m.forget_peer(peer);
+                        naive.retain(|_, e| e.0 != peer);
+                    }
+                }
+                proptest::prop_assert_eq!(m.len(), naive.len());
+                for k in 0..8 {
+                    let want = naive.get(&mac(k)).filter(|e| now - e.1 <= 50).map(|e| e.0);
+                    proptest::prop_assert_eq!(m.lookup(mac(k), t(now)), want);
+                }
+            }
+        }
     }
 
     #[test]
