@@ -60,9 +60,48 @@ pub enum Output<'a> {
         /// to send as one UDP GSO batch (or cut and sent one by one).
         segment_size: Option<u16>,
     },
+    /// Build a GSO batch of datagrams straight into the caller's send buffer (no copy):
+    /// call `build` with a buffer of `len_max` bytes; it returns how many it filled, as
+    /// datagrams of `segment_size` bytes each (the last may be shorter). Not calling it
+    /// (no room) drops the batch.
+    DatagramsInPlace {
+        /// To whom.
+        to: SocketAddr,
+        /// Room the batch may need.
+        len_max: usize,
+        /// Bytes per datagram, for UDP GSO.
+        segment_size: u16,
+        /// Writes the batch.
+        build: Build<'a>,
+    },
     /// Write this Ethernet frame to the local bridge port.
     Frame(&'a [u8]),
 }
+
+/// The writer of an [`Output::DatagramsInPlace`] batch.
+pub struct Build<'a>(pub &'a mut dyn FnMut(&mut [u8]) -> usize);
+
+impl Build<'_> {
+    /// Writes the batch into `buf` and returns the bytes used.
+    pub fn fill(&mut self, buf: &mut [u8]) -> usize {
+        (self.0)(buf)
+    }
+}
+
+impl core::fmt::Debug for Build<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Build(..)")
+    }
+}
+
+impl PartialEq for Build<'_> {
+    /// Two writers are equal only if they are the same closure.
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::addr_eq(&raw const *self.0, &raw const *other.0)
+    }
+}
+
+impl Eq for Build<'_> {}
 
 /// Why a datagram or frame was dropped (counted in [`SleeveStats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -543,52 +582,66 @@ impl Sleeve {
         let mut prefix = [0u8; ROUTING_PREFIX_LEN];
         prefix[..6].copy_from_slice(&origin.to_bytes());
         prefix[6..].copy_from_slice(&dest.to_bytes());
+        let to = peer.addr;
         let mut done = false;
         while !done {
-            let (mut used, mut n) = (0usize, 0usize);
-            while n < per_batch {
-                let d = &mut self.scratch[used..used + stride];
-                let Some(len) = seg.next_into(&mut d[lead..lead + seg_max]) else {
-                    done = true;
-                    break;
-                };
-                let h = DATAGRAM_HEADER_LEN;
-                d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
-                // len <= seg_max <= u16::MAX, checked above.
-                d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
-                match seal_datagram(
-                    peer,
-                    me,
-                    encrypt,
-                    hop,
-                    DatagramKind::Frames,
-                    d,
-                    lead - h + len,
-                ) {
-                    Ok(total) => {
-                        used += total;
-                        n += 1;
-                        self.stats.datagrams_sent += 1;
-                        if total < stride {
+            let mut sent = 0usize;
+            let mut failed = None;
+            // Segments are cut, framed and sealed directly in the caller's send buffer.
+            let mut build = |buf: &mut [u8]| -> usize {
+                let mut used = 0usize;
+                while sent < per_batch && used + stride <= buf.len() {
+                    let d = &mut buf[used..used + stride];
+                    let Some(len) = seg.next_into(&mut d[lead..lead + seg_max]) else {
+                        done = true;
+                        break;
+                    };
+                    let h = DATAGRAM_HEADER_LEN;
+                    d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
+                    // len <= seg_max <= u16::MAX, checked above.
+                    d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
+                    match seal_datagram(
+                        peer,
+                        me,
+                        encrypt,
+                        hop,
+                        DatagramKind::Frames,
+                        d,
+                        lead - h + len,
+                    ) {
+                        Ok(total) => {
+                            used += total;
+                            sent += 1;
+                            if total < stride {
+                                done = true;
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
                             done = true;
                             break;
                         }
                     }
-                    Err(e) => {
-                        self.stats.count(e);
-                        return;
-                    }
                 }
+                used
+            };
+            out(Output::DatagramsInPlace {
+                to,
+                len_max: per_batch * stride,
+                // stride <= GSO_BATCH_LEN_MAX < u16::MAX.
+                segment_size: stride as u16,
+                build: Build(&mut build),
+            });
+            self.stats.datagrams_sent += sent as u64;
+            if let Some(e) = failed {
+                self.stats.count(e);
+                return;
             }
-            if n == 0 {
+            if sent == 0 {
+                // Nothing left, or no room to build in: the rest of the frame is dropped.
                 break;
             }
-            out(Output::Datagram {
-                to: peer.addr,
-                bytes: &self.scratch[..used],
-                // stride <= GSO_BATCH_LEN_MAX < u16::MAX.
-                segment_size: (n > 1).then_some(stride as u16),
-            });
         }
     }
 
@@ -801,6 +854,7 @@ mod tests {
         fn collect(&mut self, i: usize, o: Output<'_>) {
             match o {
                 Output::Frame(f) => self.delivered[i].push(f.to_vec()),
+                Output::DatagramsInPlace { .. } => unreachable!("tests collect owned outputs"),
                 Output::Datagram {
                     to,
                     bytes,
@@ -867,6 +921,17 @@ mod tests {
                 bytes,
                 segment_size,
             } => Owned::Datagram(to, bytes.to_vec(), segment_size),
+            Output::DatagramsInPlace {
+                to,
+                len_max,
+                segment_size,
+                mut build,
+            } => {
+                let mut b = alloc::vec![0u8; len_max];
+                let used = build.fill(&mut b);
+                b.truncate(used);
+                Owned::Datagram(to, b, Some(segment_size))
+            }
         }
     }
 

@@ -135,6 +135,12 @@ fn emit(out: &mut Outbox, coalescer: &mut Option<Coalescer>, o: Output<'_>) {
             b.copy_from_slice(bytes);
             bytes.len()
         }),
+        Output::DatagramsInPlace {
+            to,
+            len_max,
+            segment_size,
+            mut build,
+        } => out.send_to_with(to, len_max, Some(segment_size), |b| build.fill(b)),
         Output::Frame(f) => match coalescer {
             Some(c) => {
                 c.push(f, &mut |o, frame| {
