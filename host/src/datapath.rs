@@ -292,7 +292,11 @@ impl Datapath {
             ctrl: ctrl_rx,
             origin: StdInstant::now(),
             published: Arc::clone(&published),
-            coalescer: tap_vnet.then(Coalescer::new),
+            // With a password every delivered frame was opened from a sealed datagram.
+            coalescer: tap_vnet.then(|| match encrypt {
+                true => Coalescer::for_authenticated_frames(),
+                false => Coalescer::new(),
+            }),
         };
         let thread = pump
             .spawn(handler)

@@ -264,6 +264,34 @@ fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
 }
 
 #[test]
+fn authenticated_frames_merge_without_reverifying_checksums() {
+    let a = |seq, len| build(false, true, &payload(len, 1), seq, FLAG_ACK);
+    let mut odd = a(3000, 1000);
+    let last = odd.len() - 1;
+    odd[last] ^= 0x55;
+    let inputs = [a(1000, 1000), a(2000, 1000), odd];
+    let run = |mut c: Coalescer| {
+        let mut got: Vec<(Gso, usize)> = Vec::new();
+        for f in &inputs {
+            c.push(f, &mut |o, b| got.push((o.gso, b.len())));
+        }
+        c.flush(&mut |o, b| got.push((o.gso, b.len())));
+        got
+    };
+    let hdr = 14 + 20 + 32;
+    // Verifying: the third segment's checksum fails and it stays apart.
+    assert_eq!(
+        run(Coalescer::new()),
+        vec![(Gso::TcpV4, hdr + 2000), (Gso::None, hdr + 1000)]
+    );
+    // Authenticated on the way (its bytes are what the sender checksummed): one run.
+    assert_eq!(
+        run(Coalescer::for_authenticated_frames()),
+        vec![(Gso::TcpV4, hdr + 3000)]
+    );
+}
+
+#[test]
 fn bad_offload_requests_are_refused_not_panicked_on() {
     let f = build(false, true, &payload(3000, 2), 1, FLAG_ACK);
     let mut scratch = vec![0u8; 4096];
