@@ -40,6 +40,8 @@
 //! `<workspace>/target/release/weft`. The table goes to stdout, progress to stderr, and
 //! the JSON to `<workspace>/target/bench-throughput.json` (or `--json PATH`).
 //! Absolute numbers on a shared machine are noise; ratios within one run are the result.
+//! `--rounds N` repeats the whole pass N times and ends with each comparison's median
+//! per-round ratio and range: on a shared 2-core box one pass moves by +-20 %.
 
 mod measure;
 mod report;
@@ -54,7 +56,7 @@ use measure::Plan;
 use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
-const USAGE: &str = "usage: throughput [--quick] [--only NAME,...] [--weft PATH] [--json PATH]\n\
+const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--only NAME,...] [--weft PATH] [--json PATH]\n\
      names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-uring, sleeve-enc-uring";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
@@ -103,6 +105,7 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 9] = [
 
 struct Args {
     quick: bool,
+    rounds: usize,
     only: Option<Vec<String>>,
     weft: Option<PathBuf>,
     json: Option<PathBuf>,
@@ -111,6 +114,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         quick: false,
+        rounds: 1,
         only: None,
         weft: None,
         json: None,
@@ -120,6 +124,12 @@ fn parse() -> Result<Args, String> {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--quick" => a.quick = true,
+            "--rounds" => {
+                a.rounds = match val("--rounds")?.parse() {
+                    Ok(n) if (1..=20).contains(&n) => n,
+                    _ => return Err("--rounds takes a number from 1 to 20".into()),
+                };
+            }
             "--only" => {
                 let names: Vec<String> = val("--only")?
                     .split(',')
@@ -238,6 +248,42 @@ fn on_signal_tear_down() {
     });
 }
 
+/// One pass over the selected rows, in table order.
+fn run_rows(ctx: &Ctx, only: Option<&[String]>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, label, comparator, run) in ROWS {
+        if only.is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        eprintln!("== {label} ==");
+        let start = Instant::now();
+        let mut m = Measured::default();
+        let stop = match catch_unwind(AssertUnwindSafe(|| run(ctx, &mut m))) {
+            Ok(Ok(())) => None,
+            Ok(Err(s)) => Some(s),
+            Err(p) => Some(Stop::Failed(format!(
+                "panicked: {}",
+                p.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            ))),
+        };
+        if let Some(s) = &stop {
+            eprintln!("    {s:?}");
+        }
+        rows.push(Row {
+            name,
+            label,
+            comparator,
+            m,
+            stop,
+            wall_s: start.elapsed().as_secs_f64(),
+        });
+    }
+    rows
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
@@ -281,46 +327,31 @@ fn main() -> ExitCode {
     };
     eprintln!("weft binary: {weft_desc}");
     let ctx = Ctx { plan, weft };
-    let mut rows = Vec::new();
-    for (name, label, comparator, run) in ROWS {
-        if args
-            .only
-            .as_ref()
-            .is_some_and(|o| !o.iter().any(|n| n == name))
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("#### round {round} of {}", args.rounds);
+        }
+        rounds.push(run_rows(&ctx, args.only.as_deref()));
+        if round < args.rounds
+            && let Some(last) = rounds.last()
         {
-            continue;
+            report::print_table(last, plan);
         }
-        eprintln!("== {label} ==");
-        let start = Instant::now();
-        let mut m = Measured::default();
-        let stop = match catch_unwind(AssertUnwindSafe(|| run(&ctx, &mut m))) {
-            Ok(Ok(())) => None,
-            Ok(Err(s)) => Some(s),
-            Err(p) => Some(Stop::Failed(format!(
-                "panicked: {}",
-                p.downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("?")
-            ))),
-        };
-        if let Some(s) = &stop {
-            eprintln!("    {s:?}");
-        }
-        rows.push(Row {
-            name,
-            label,
-            comparator,
-            m,
-            stop,
-            wall_s: start.elapsed().as_secs_f64(),
-        });
     }
+    let rows = rounds.pop().unwrap_or_default();
     report::print_table(&rows, plan);
+    rounds.push(rows);
+    let across = (args.rounds > 1).then(|| report::print_rounds(&rounds));
+    let rows = rounds.pop().unwrap_or_default();
     let path = args
         .json
         .unwrap_or_else(|| workspace().join("target/bench-throughput.json"));
-    let json = report::to_json(&rows, plan, &weft_desc);
+    let mut json = report::to_json(&rows, plan, &weft_desc);
+    if let Some(a) = across {
+        json["rounds"] = serde_json::json!(args.rounds);
+        json["comparisons_over_rounds"] = a;
+    }
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)

@@ -318,3 +318,79 @@ pub(crate) fn to_json(rows: &[Row], plan: Plan, weft: &str) -> Value {
         "comparisons": comparisons(rows),
     })
 }
+
+/// The comparisons of several rounds (each a full pass over the rows): per pair and
+/// figure the median of the per-round ratios and their range, printed and as JSON. On a
+/// shared machine a figure moves by tens of percent between minutes; the rounds put each
+/// pair's two rows a few minutes apart, again and again.
+pub(crate) fn print_rounds(rounds: &[Vec<Row>]) -> Value {
+    let per_round: Vec<Vec<Value>> = rounds.iter().map(|r| comparisons(r)).collect();
+    println!();
+    println!(
+        "Comparisons over {} rounds: median of the per-round ratios [min - max]",
+        rounds.len()
+    );
+    let mut out = Vec::new();
+    for (a, b, label) in PAIRS {
+        let pick = |key: &str| -> Vec<f64> {
+            per_round
+                .iter()
+                .filter_map(|cs| {
+                    cs.iter()
+                        .find(|c| c["pair"] == json!([a, b]))
+                        .and_then(|c| c[key].as_f64())
+                })
+                .collect()
+        };
+        let (t1, t2) = (
+            pick("throughput_1_stream_ratio"),
+            pick("throughput_2_streams_ratio"),
+        );
+        if t1.is_empty() {
+            continue;
+        }
+        let show = |v: &[f64]| match summary(v) {
+            Some((med, lo, hi)) => format!("{med:.2}x [{lo:.2} - {hi:.2}]"),
+            None => "-".into(),
+        };
+        println!("  {label}: 1 stream {}, 2 streams {}", show(&t1), show(&t2));
+        out.push(json!({
+            "pair": [a, b],
+            "rounds": t1.len(),
+            "throughput_1_stream_ratios": t1,
+            "throughput_2_streams_ratios": t2,
+            "throughput_1_stream_median": summary(&t1).map(|s| s.0),
+            "throughput_2_streams_median": summary(&t2).map(|s| s.0),
+        }));
+    }
+    Value::Array(out)
+}
+
+/// (median, min, max) of `v`.
+fn summary(v: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return None;
+    }
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let med = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((med, s[0], s[n - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn summary_is_median_and_range() {
+        assert_eq!(summary(&[]), None);
+        assert_eq!(summary(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(summary(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(summary(&[f64::NAN, 1.0]), Some((1.0, 1.0, 1.0)));
+    }
+}
