@@ -1,8 +1,9 @@
-//! A provided-buffer ring for io_uring's multishot `RecvMsg`: the kernel picks a free
-//! buffer for every datagram (or GRO run) it completes, so one armed SQE receives for as
-//! long as buffers are handed back, with no per-receive submission.
+//! A provided-buffer ring for io_uring's multishot `RecvMsg` and `ReadMulti`: the kernel
+//! picks a free buffer for every datagram (or GRO run, or TAP frame) it completes, so one
+//! armed SQE receives for as long as buffers are handed back, with no per-receive
+//! submission and no herd of armed reads woken for one frame.
 //!
-//! Layout of a buffer after a completion (see `io_uring_recvmsg_out`): a 16-byte header,
+//! Layout of a `RecvMsg` buffer after a completion (see `io_uring_recvmsg_out`): a 16-byte header,
 //! the source address (a fixed `NAME_LEN` field), the control messages (a fixed
 //! `RECV_CMSG_SPACE` field) and then the payload.
 
@@ -21,11 +22,15 @@ use crate::udp::{RecvMeta, UDP_PAYLOAD_LEN_MAX};
 const OUT_HDR_LEN: usize = 16;
 /// Room for the source address: IPv4 and IPv6 both fit a `sockaddr_in6`.
 const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
-/// Bytes of one buffer: header, name, control, and the largest (GRO) payload.
-pub(crate) const BUF_LEN: usize = OUT_HDR_LEN + NAME_LEN + RECV_CMSG_SPACE + UDP_PAYLOAD_LEN_MAX;
+/// Bytes of one multishot `RecvMsg` buffer: header, name, control, and the largest (GRO)
+/// payload.
+pub(crate) const RECVMSG_BUF_LEN: usize =
+    OUT_HDR_LEN + NAME_LEN + RECV_CMSG_SPACE + UDP_PAYLOAD_LEN_MAX;
 const _: () = assert!(NAME_LEN >= size_of::<libc::sockaddr_in>());
-/// The buffer group id the pump's ring uses (one group per ring).
-pub(crate) const GROUP: u16 = 0;
+/// The buffer group of the UDP receive.
+pub(crate) const GROUP_UDP: u16 = 0;
+/// The buffer group of the TAP reads.
+pub(crate) const GROUP_TAP: u16 = 1;
 
 /// The ring of buffer descriptors shared with the kernel plus the buffers themselves.
 pub(crate) struct BufRing {
@@ -33,6 +38,8 @@ pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     ring_bytes: usize,
     entries: u16,
+    group: u16,
+    buf_len: usize,
     /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
     tail: u16,
     bufs: Box<[u8]>,
@@ -46,9 +53,15 @@ pub(crate) struct BufRing {
 unsafe impl Send for BufRing {}
 
 impl BufRing {
-    /// Maps and registers a ring of `entries` (a power of two) buffers on `ring` and hands
-    /// all buffers to the kernel. Fails on kernels without provided-buffer rings (< 5.19).
-    pub(crate) fn register(uring: &IoUring, entries: u16) -> io::Result<Self> {
+    /// Maps and registers a ring of `entries` (a power of two) buffers of `buf_len` bytes
+    /// as buffer group `group` on `uring` and hands all buffers to the kernel. Fails on
+    /// kernels without provided-buffer rings (< 5.19).
+    pub(crate) fn register(
+        uring: &IoUring,
+        entries: u16,
+        group: u16,
+        buf_len: usize,
+    ) -> io::Result<Self> {
         if !entries.is_power_of_two() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -75,8 +88,10 @@ impl BufRing {
             ring: p.cast(),
             ring_bytes,
             entries,
+            group,
+            buf_len,
             tail: 0,
-            bufs: vec![0u8; usize::from(entries) * BUF_LEN].into_boxed_slice(),
+            bufs: vec![0u8; usize::from(entries) * buf_len].into_boxed_slice(),
             hdr,
             registered: false,
         };
@@ -85,7 +100,7 @@ impl BufRing {
         unsafe {
             uring
                 .submitter()
-                .register_buf_ring_with_flags(p as u64, entries, GROUP, 0)?
+                .register_buf_ring_with_flags(p as u64, entries, group, 0)?
         };
         me.registered = true;
         for bid in 0..entries {
@@ -101,11 +116,11 @@ impl BufRing {
             return;
         };
         let mask = self.entries - 1;
-        let addr = self.bufs[i * BUF_LEN..].as_mut_ptr() as u64;
+        let addr = self.bufs[i * self.buf_len..].as_mut_ptr() as u64;
         // SAFETY: the slot index is masked into the `entries`-long mapped array.
         let e = unsafe { &mut *self.ring.add(usize::from(self.tail & mask)) };
         e.set_addr(addr);
-        e.set_len(BUF_LEN as u32);
+        e.set_len(self.buf_len as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -125,8 +140,8 @@ impl BufRing {
         if bid >= self.entries {
             return None;
         }
-        let start = usize::from(bid) * BUF_LEN;
-        let buf = &mut self.bufs[start..start + BUF_LEN.min(len)];
+        let start = usize::from(bid) * self.buf_len;
+        let buf = &mut self.bufs[start..start + self.buf_len.min(len)];
         let (name, control, payload_len, truncated) = {
             let out = RecvMsgOut::parse(buf, &self.hdr).ok()?;
             (
@@ -147,9 +162,23 @@ impl BufRing {
         Some((meta, payload))
     }
 
+    /// The `len` bytes a plain (read) completion put into buffer `bid`.
+    pub(crate) fn filled(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        if bid >= self.entries || len > self.buf_len {
+            return None;
+        }
+        let start = usize::from(bid) * self.buf_len;
+        self.bufs.get_mut(start..start + len)
+    }
+
+    /// The buffer group the kernel knows this ring as.
+    pub(crate) fn group(&self) -> u16 {
+        self.group
+    }
+
     /// Takes the ring back from the kernel; call once nothing is in flight.
     pub(crate) fn unregister(&mut self, uring: &IoUring) {
-        if self.registered && uring.submitter().unregister_buf_ring(GROUP).is_ok() {
+        if self.registered && uring.submitter().unregister_buf_ring(self.group).is_ok() {
             self.registered = false;
         }
     }
@@ -204,14 +233,20 @@ mod tests {
                 return;
             }
         };
-        let mut br = match BufRing::register(&uring, 2) {
+        let mut br = match BufRing::register(&uring, 2, GROUP_UDP, RECVMSG_BUF_LEN) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("skipped: provided-buffer rings refused here: {e}");
                 return;
             }
         };
-        assert!(BufRing::register(&uring, 3).is_err(), "not a power of two");
+        assert!(
+            BufRing::register(&uring, 3, GROUP_TAP, 64).is_err(),
+            "not a power of two"
+        );
+        assert!(br.filled(0, RECVMSG_BUF_LEN + 1).is_none());
+        assert!(br.filled(2, 1).is_none());
+        assert_eq!(br.filled(1, 10).map(|b| b.len()), Some(10));
         // A buffer id the ring does not have, and a length shorter than the fixed fields.
         assert!(br.completed(2, 100).is_none());
         assert!(br.completed(0, OUT_HDR_LEN - 1).is_none());

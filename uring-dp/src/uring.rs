@@ -1,12 +1,12 @@
-//! The io_uring backend: `tap_reads_in_flight` TAP reads and `udp_recvs_in_flight` UDP
-//! `RecvMsg`s kept armed, plus a read on the stop eventfd; completions are drained in
-//! batches, handed to the handler, and what it queued goes out as `SendMsg`/`Write` SQEs in
-//! the same `io_uring_enter` that re-arms the reads.
-//!
-//! UDP is received by one multishot `RecvMsg` over a ring of provided buffers
-//! ([`BufRing`]): the kernel fills a free buffer per datagram or GRO run and the SQE stays
-//! armed as long as buffers come back, which they do at the end of every batch. Kernels
-//! without it (< 6.0) get `udp_recvs_in_flight` one-shot `RecvMsg`s instead.
+//! The io_uring backend. The TAP is read by one multishot `ReadMulti` (6.7+) and UDP is
+//! received by one multishot `RecvMsg` (6.0+), each over its own ring of provided buffers
+//! ([`BufRing`]): the kernel fills a free buffer per frame, datagram or GRO run, and the
+//! SQE stays armed as long as buffers come back, which they do at the end of every batch.
+//! One armed read per source also means one wake-up per frame, not a herd of armed reads
+//! retried for it. Older kernels get `tap_reads_in_flight` one-shot reads and
+//! `udp_recvs_in_flight` one-shot `RecvMsg`s instead. Completions are drained in batches,
+//! handed to the handler, and what it queued goes out as `SendMsg`/`Write` SQEs in the same
+//! `io_uring_enter` that re-arms what needs it.
 //!
 //! Two outboxes alternate: the handler fills one while the other's sends are in flight
 //! (their buffers must stay put until the kernel is done).
@@ -34,8 +34,11 @@ const TAG_UDP_SEND: u64 = 5;
 const TAG_CANCEL: u64 = 6;
 const TAG_WAKE: u64 = 7;
 const TAG_UDP_MULTI: u64 = 8;
+const TAG_TAP_MULTI: u64 = 9;
 /// Provided buffers for the multishot receive (each holds one GRO run of up to 64 KiB).
 const MULTI_BUFS: u16 = 32;
+/// Provided buffers for the multishot TAP read (each holds one super-frame).
+const TAP_MULTI_BUFS: u16 = 16;
 /// Outboxes alternating between "being filled" and "in flight".
 const OUTBOXES: usize = 2;
 /// Most completion waits while cancelling at stop before giving up on stragglers.
@@ -135,6 +138,9 @@ struct Loop<'p> {
     recvs: Box<[RecvSlot]>,
     /// The multishot receive's buffers, when the kernel took them.
     multi: Option<BufRing>,
+    /// The multishot TAP read's buffers, when the kernel took them (6.7+); else
+    /// `tap_bufs` with one-shot reads.
+    tap_multi: Option<BufRing>,
     outs: Box<[OutState]>,
     stop_buf: Box<u64>,
     wake_buf: Box<u64>,
@@ -193,12 +199,39 @@ impl Loop<'_> {
         let e = opcode::RecvMsgMulti::new(
             types::Fd(self.pump.udp.as_raw_fd()),
             &raw const *br.hdr,
-            bufring::GROUP,
+            br.group(),
         )
         .build()
         .user_data(ud(TAG_UDP_MULTI, 0, 0));
         push(ring, &e)?;
         self.inflight += 1;
+        Ok(())
+    }
+
+    fn arm_tap_multi(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        let Some(br) = self.tap_multi.as_ref() else {
+            return Ok(());
+        };
+        let e = opcode::ReadMulti::new(types::Fd(self.pump.tap.as_raw_fd()), 0, br.group())
+            .build()
+            .user_data(ud(TAG_TAP_MULTI, 0, 0));
+        push(ring, &e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// The kernel refused the multishot TAP read: switch to one-shot reads for good.
+    fn fall_back_to_tap_reads(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        if let Some(mut br) = self.tap_multi.take() {
+            br.unregister(ring);
+        }
+        let n = self.pump.config.tap_reads_in_flight.max(1);
+        self.tap_bufs = (0..n)
+            .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
+            .collect();
+        for i in 0..n {
+            self.arm_tap_read(ring, i)?;
+        }
         Ok(())
     }
 
@@ -322,7 +355,8 @@ impl RecvSlot {
 
 /// True when a completion ends its SQE (a multishot receive's do not, unless the last).
 fn retires(user_data: u64, flags: u32) -> bool {
-    ud_split(user_data).0 != TAG_UDP_MULTI || !cqueue::more(flags)
+    let tag = ud_split(user_data).0;
+    (tag != TAG_UDP_MULTI && tag != TAG_TAP_MULTI) || !cqueue::more(flags)
 }
 
 pub(crate) fn run<H: Handler>(
@@ -334,11 +368,10 @@ pub(crate) fn run<H: Handler>(
     let cfg = pump.config;
     let mut lp = Loop {
         pump,
-        tap_bufs: (0..cfg.tap_reads_in_flight.max(1))
-            .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
-            .collect(),
+        tap_bufs: Box::new([]),
         recvs: Box::new([]),
         multi: None,
+        tap_multi: None,
         outs: (0..OUTBOXES)
             .map(|_| OutState {
                 out: pump.new_outbox(),
@@ -355,7 +388,23 @@ pub(crate) fn run<H: Handler>(
         wake_buf: Box::new(0),
         inflight: 0,
     };
-    match BufRing::register(ring, MULTI_BUFS) {
+    match BufRing::register(ring, TAP_MULTI_BUFS, bufring::GROUP_TAP, TAP_FRAME_LEN_MAX) {
+        Ok(br) if tap_read_multishot_supported(ring) => lp.tap_multi = Some(br),
+        other => {
+            if let Ok(mut br) = other {
+                br.unregister(ring);
+            }
+            lp.tap_bufs = (0..cfg.tap_reads_in_flight.max(1))
+                .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
+                .collect();
+        }
+    }
+    match BufRing::register(
+        ring,
+        MULTI_BUFS,
+        bufring::GROUP_UDP,
+        bufring::RECVMSG_BUF_LEN,
+    ) {
         Ok(br) => lp.multi = Some(br),
         Err(_) => {
             lp.recvs = (0..cfg.udp_recvs_in_flight.max(1))
@@ -366,6 +415,13 @@ pub(crate) fn run<H: Handler>(
     let res = run_loop(&mut lp, ring, handler).map_err(|e| Error::sys("io_uring_enter", &name, e));
     cancel_and_drain(&mut lp, ring);
     res
+}
+
+/// Whether the kernel knows `IORING_OP_READ_MULTISHOT` (6.7+).
+fn tap_read_multishot_supported(ring: &IoUring) -> bool {
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(opcode::ReadMulti::CODE)
 }
 
 fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) -> io::Result<()> {
@@ -379,6 +435,7 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
         lp.arm_udp_recv(ring, i)?;
     }
     lp.arm_udp_multi(ring)?;
+    lp.arm_tap_multi(ring)?;
     lp.arm_stop(ring)?;
     lp.arm_wake(ring)?;
 
@@ -414,7 +471,7 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                         lp.arm_stop(ring)?;
                     }
                 }
-                TAG_TAP_READ | TAG_UDP_RECV | TAG_WAKE | TAG_UDP_MULTI => {
+                TAG_TAP_READ | TAG_UDP_RECV | TAG_WAKE | TAG_UDP_MULTI | TAG_TAP_MULTI => {
                     inputs.push((u, res, flags))
                 }
                 _ => {}
@@ -430,6 +487,7 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
         if let (Some(o), false) = (free, inputs.is_empty()) {
             lp.outs[o].out.clear();
             let mut rearm_multi = false;
+            let mut rearm_tap = false;
             for &(u, res, flags) in &inputs {
                 let (tag, _, i) = ud_split(u);
                 if tag == TAG_UDP_MULTI {
@@ -454,6 +512,38 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
                         (r, _, Some(_)) if r == -libc::EINVAL => {
                             rearm_multi = false;
                             lp.fall_back_to_slots(ring)?;
+                        }
+                        (r, _, _) if r < 0 && r != -libc::EAGAIN && r != -libc::EINTR => {
+                            d.io_errors += 1
+                        }
+                        _ => {}
+                    }
+                } else if tag == TAG_TAP_MULTI {
+                    rearm_tap |= !cqueue::more(flags);
+                    let bid = cqueue::buffer_select(flags);
+                    match (res, bid, lp.tap_multi.as_mut()) {
+                        (r, Some(bid), Some(br)) if r > 0 => {
+                            match br.filled(bid, r as usize) {
+                                Some(raw) => deliver_tap_frame(
+                                    handler,
+                                    raw,
+                                    vnet,
+                                    &mut lp.outs[o].out,
+                                    &mut d,
+                                ),
+                                None => d.io_errors += 1,
+                            }
+                            br.give_back(bid);
+                        }
+                        (_, Some(bid), Some(br)) => br.give_back(bid),
+                        (r, _, _) if r == -libc::ENOBUFS => {}
+                        (r, _, Some(_))
+                            if r == -libc::EINVAL
+                                || r == -libc::EBADFD
+                                || r == -libc::EOPNOTSUPP =>
+                        {
+                            rearm_tap = false;
+                            lp.fall_back_to_tap_reads(ring)?;
                         }
                         (r, _, _) if r < 0 && r != -libc::EAGAIN && r != -libc::EINTR => {
                             d.io_errors += 1
@@ -487,8 +577,14 @@ fn run_loop<H: Handler>(lp: &mut Loop<'_>, ring: &mut IoUring, handler: &mut H) 
             if let Some(br) = lp.multi.as_mut() {
                 br.publish();
             }
+            if let Some(br) = lp.tap_multi.as_mut() {
+                br.publish();
+            }
             if rearm_multi {
                 lp.arm_udp_multi(ring)?;
+            }
+            if rearm_tap {
+                lp.arm_tap_multi(ring)?;
             }
             handler.on_batch_end(&mut lp.outs[o].out);
             lp.flush(ring, o, &mut d)?;
@@ -522,10 +618,13 @@ fn cancel_and_drain(lp: &mut Loop<'_>, ring: &mut IoUring) {
             .count();
         lp.inflight -= n.min(lp.inflight);
     }
-    if lp.inflight == 0
-        && let Some(br) = lp.multi.as_mut()
-    {
-        br.unregister(ring);
+    if lp.inflight == 0 {
+        for br in [lp.multi.as_mut(), lp.tap_multi.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            br.unregister(ring);
+        }
     }
     let _ = lp.pump.tap.set_nonblocking(true);
     if lp.inflight > 0 {
@@ -533,6 +632,7 @@ fn cancel_and_drain(lp: &mut Loop<'_>, ring: &mut IoUring) {
         std::mem::forget(std::mem::take(&mut lp.tap_bufs));
         std::mem::forget(std::mem::take(&mut lp.recvs));
         std::mem::forget(lp.multi.take());
+        std::mem::forget(lp.tap_multi.take());
         std::mem::forget(std::mem::take(&mut lp.outs));
     }
 }
