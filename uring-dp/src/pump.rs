@@ -107,6 +107,10 @@ pub struct PumpConfig {
     pub tap_reads_in_flight: usize,
     /// io_uring: UDP receives kept armed.
     pub udp_recvs_in_flight: usize,
+    /// io_uring: read the TAP and the socket with multishot requests over provided
+    /// buffers where the kernel has them (the default); off: the one-shot reads above,
+    /// as on older kernels (tests keep that path working).
+    pub uring_multishot: bool,
     /// Outbox byte room per batch.
     pub outbox_bytes_max: usize,
     /// Outbox datagrams per batch.
@@ -122,6 +126,7 @@ impl Default for PumpConfig {
             batch_max: 32,
             tap_reads_in_flight: 16,
             udp_recvs_in_flight: 16,
+            uring_multishot: true,
             outbox_bytes_max: OUTBOX_BYTES_MAX,
             outbox_datagrams_max: OUTBOX_DATAGRAMS_MAX,
             outbox_tap_frames_max: OUTBOX_TAP_FRAMES_MAX,

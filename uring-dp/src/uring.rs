@@ -388,7 +388,11 @@ pub(crate) fn run<H: Handler>(
         wake_buf: Box::new(0),
         inflight: 0,
     };
-    match BufRing::register(ring, TAP_MULTI_BUFS, bufring::GROUP_TAP, TAP_FRAME_LEN_MAX) {
+    let tap_ring = match cfg.uring_multishot {
+        true => BufRing::register(ring, TAP_MULTI_BUFS, bufring::GROUP_TAP, TAP_FRAME_LEN_MAX),
+        false => Err(io::Error::from(io::ErrorKind::Unsupported)),
+    };
+    match tap_ring {
         Ok(br) if tap_read_multishot_supported(ring) => lp.tap_multi = Some(br),
         other => {
             if let Ok(mut br) = other {
@@ -399,12 +403,16 @@ pub(crate) fn run<H: Handler>(
                 .collect();
         }
     }
-    match BufRing::register(
-        ring,
-        MULTI_BUFS,
-        bufring::GROUP_UDP,
-        bufring::RECVMSG_BUF_LEN,
-    ) {
+    let udp_ring = match cfg.uring_multishot {
+        true => BufRing::register(
+            ring,
+            MULTI_BUFS,
+            bufring::GROUP_UDP,
+            bufring::RECVMSG_BUF_LEN,
+        ),
+        false => Err(io::Error::from(io::ErrorKind::Unsupported)),
+    };
+    match udp_ring {
         Ok(br) => lp.multi = Some(br),
         Err(_) => {
             lp.recvs = (0..cfg.udp_recvs_in_flight.max(1))

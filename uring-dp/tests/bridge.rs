@@ -185,6 +185,23 @@ fn uring_backend_bridges_ping() {
 }
 
 #[test]
+fn uring_one_shot_reads_as_on_older_kernels_bridge_ping() {
+    skip_unless_root!();
+    let (na, nb) = underlay();
+    let config = PumpConfig {
+        backend: BackendChoice::Uring,
+        uring_multishot: false,
+        ..PumpConfig::default()
+    };
+    let a = side(na, "wtapa", 1, 2, TapOptions::default(), config, false);
+    let b = side(nb, "wtapb", 2, 1, TapOptions::default(), config, false);
+    let s = Setup { a, b };
+    assert_eq!(s.a.pump.backend_name(), "io_uring");
+    assert_ping_crosses(&s);
+    stop_cleanly(s);
+}
+
+#[test]
 fn both_backends_bridge_with_vnet_hdr_and_offloads() {
     skip_unless_root!();
     let opts = TapOptions {
