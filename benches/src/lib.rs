@@ -1,3 +1,46 @@
 //! weft benchmarks. `src/bin/converge.rs`: simulator convergence time and gossip cost per
-//! peer for 10, 100 and 1000 routers (10,000 with `--huge`). Throughput benchmarks against
-//! other overlays live beside it as they land.
+//! peer for 10, 100 and 1000 routers (10,000 with `--huge`); `throughput` (iperf3 through
+//! weft's datapaths and other overlays) and `dnsqps` (weftDNS against dnsmasq) beside it.
+//! This library holds what the binaries share.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (this crate's parent folder).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The `weft` binary to benchmark: `flag` (which must exist), else `$WEFT_BIN`, else the
+/// `weft` beside the running benchmark, else `<workspace>/target/release/weft`; the error
+/// lists what was tried.
+pub fn locate_weft(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(f) = flag {
+        // Asked for by name: that binary or an error, never a silent stand-in.
+        return match f.is_file() {
+            true => Ok(f),
+            false => Err(format!("--weft {}: no such file", f.display())),
+        };
+    }
+    let mut tried = Vec::new();
+    let candidates = std::env::var_os("WEFT_BIN")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("weft"))),
+        )
+        .chain([workspace().join("target/release/weft")]);
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(format!(
+        "no weft binary (run `cargo build --release -p weft`; tried {})",
+        tried.join(", ")
+    ))
+}

@@ -19,7 +19,7 @@
 //! `<workspace>/target/release/weft`.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weft_kernel_dp::run_in_netns;
 use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
@@ -60,25 +60,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn locate_weft(flag: Option<PathBuf>) -> Result<PathBuf, String> {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let candidates = flag
-        .into_iter()
-        .chain(std::env::var_os("WEFT_BIN").map(PathBuf::from))
-        .chain(
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("weft"))),
-        )
-        .chain([ws.join("target/release/weft")]);
-    candidates
-        .into_iter()
-        .find(|c| c.is_file())
-        .ok_or_else(|| "no weft binary (run `cargo build --release -p weft`)".to_owned())
 }
 
 fn addr_of(name: usize, k: usize) -> String {
@@ -151,7 +132,7 @@ fn load(ns: &Ns, secs: u64, inflight: usize) -> Result<f64, String> {
 }
 
 fn run(a: &Args) -> Result<(), String> {
-    let weft = locate_weft(a.weft.clone())?;
+    let weft = weft_benches::locate_weft(a.weft.clone())?;
     let mut net = TestNet::new().map_err(|e| e.to_string())?;
     let srv = net.add_host("srv").map_err(|e| e.to_string())?;
     let dm = net.add_ns("dm").map_err(|e| e.to_string())?;

@@ -48,7 +48,7 @@ mod report;
 mod scenarios;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -148,35 +148,6 @@ fn parse() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn locate_weft(flag: Option<PathBuf>) -> Result<PathBuf, String> {
-    let mut tried = Vec::new();
-    let candidates = flag
-        .into_iter()
-        .chain(std::env::var_os("WEFT_BIN").map(PathBuf::from))
-        .chain(
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("weft"))),
-        )
-        .chain([workspace().join("target/release/weft")]);
-    for c in candidates {
-        if c.is_file() {
-            return Ok(c);
-        }
-        tried.push(c.display().to_string());
-    }
-    Err(format!(
-        "no weft binary (run `cargo build --release -p weft`; tried {})",
-        tried.join(", ")
-    ))
 }
 
 /// On SIGINT or SIGTERM, `Drop` does not run: a watcher thread then does what it would,
@@ -313,7 +284,7 @@ fn main() -> ExitCode {
         }
     };
     on_signal_tear_down();
-    let weft = locate_weft(args.weft);
+    let weft = weft_benches::locate_weft(args.weft);
     let weft_desc = match &weft {
         Ok(p) => {
             let age = std::fs::metadata(p)
@@ -346,7 +317,7 @@ fn main() -> ExitCode {
     let rows = rounds.pop().unwrap_or_default();
     let path = args
         .json
-        .unwrap_or_else(|| workspace().join("target/bench-throughput.json"));
+        .unwrap_or_else(|| weft_benches::workspace().join("target/bench-throughput.json"));
     let mut json = report::to_json(&rows, plan, &weft_desc);
     if let Some(a) = across {
         json["rounds"] = serde_json::json!(args.rounds);
