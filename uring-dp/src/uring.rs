@@ -167,6 +167,13 @@ fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
 }
 
 impl Loop<'_> {
+    /// Queues one SQE whose completion the loop will reap.
+    fn submit(&mut self, ring: &mut IoUring, e: &squeue::Entry) -> io::Result<()> {
+        push(ring, e)?;
+        self.inflight += 1;
+        Ok(())
+    }
+
     fn arm_tap_read(&mut self, ring: &mut IoUring, i: usize) -> io::Result<()> {
         let buf = &mut self.tap_bufs[i];
         let e = opcode::Read::new(
@@ -176,9 +183,7 @@ impl Loop<'_> {
         )
         .build()
         .user_data(ud(TAG_TAP_READ, 0, i));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     fn arm_udp_recv(&mut self, ring: &mut IoUring, i: usize) -> io::Result<()> {
@@ -187,9 +192,7 @@ impl Loop<'_> {
         let e = opcode::RecvMsg::new(types::Fd(self.pump.udp.as_raw_fd()), &raw mut slot.hdr)
             .build()
             .user_data(ud(TAG_UDP_RECV, 0, i));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     fn arm_udp_multi(&mut self, ring: &mut IoUring) -> io::Result<()> {
@@ -203,9 +206,7 @@ impl Loop<'_> {
         )
         .build()
         .user_data(ud(TAG_UDP_MULTI, 0, 0));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     fn arm_tap_multi(&mut self, ring: &mut IoUring) -> io::Result<()> {
@@ -215,9 +216,7 @@ impl Loop<'_> {
         let e = opcode::ReadMulti::new(types::Fd(self.pump.tap.as_raw_fd()), 0, br.group())
             .build()
             .user_data(ud(TAG_TAP_MULTI, 0, 0));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     /// The kernel refused the multishot TAP read: switch to one-shot reads for good.
@@ -225,11 +224,8 @@ impl Loop<'_> {
         if let Some(mut br) = self.tap_multi.take() {
             br.unregister(ring);
         }
-        let n = self.pump.config.tap_reads_in_flight.max(1);
-        self.tap_bufs = (0..n)
-            .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
-            .collect();
-        for i in 0..n {
+        self.tap_bufs = tap_read_bufs(&self.pump.config);
+        for i in 0..self.tap_bufs.len() {
             self.arm_tap_read(ring, i)?;
         }
         Ok(())
@@ -240,9 +236,8 @@ impl Loop<'_> {
         if let Some(mut br) = self.multi.take() {
             br.unregister(ring);
         }
-        let n = self.pump.config.udp_recvs_in_flight.max(1);
-        self.recvs = (0..n).map(|_| RecvSlot::new()).collect();
-        for i in 0..n {
+        self.recvs = recv_slots(&self.pump.config);
+        for i in 0..self.recvs.len() {
             self.arm_udp_recv(ring, i)?;
         }
         Ok(())
@@ -256,9 +251,7 @@ impl Loop<'_> {
         )
         .build()
         .user_data(ud(TAG_STOP, 0, 0));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     fn arm_wake(&mut self, ring: &mut IoUring) -> io::Result<()> {
@@ -269,9 +262,7 @@ impl Loop<'_> {
         )
         .build()
         .user_data(ud(TAG_WAKE, 0, 0));
-        push(ring, &e)?;
-        self.inflight += 1;
-        Ok(())
+        self.submit(ring, &e)
     }
 
     /// Turns outbox `o`'s queue into SQEs.
@@ -353,6 +344,20 @@ impl RecvSlot {
     }
 }
 
+/// Buffers for the one-shot TAP reads (kernels without multishot read).
+fn tap_read_bufs(cfg: &PumpConfig) -> Box<[Box<[u8]>]> {
+    (0..cfg.tap_reads_in_flight.max(1))
+        .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
+        .collect()
+}
+
+/// Slots for the one-shot UDP receives (kernels without multishot recvmsg).
+fn recv_slots(cfg: &PumpConfig) -> Box<[RecvSlot]> {
+    (0..cfg.udp_recvs_in_flight.max(1))
+        .map(|_| RecvSlot::new())
+        .collect()
+}
+
 /// True when a completion ends its SQE (a multishot receive's do not, unless the last).
 fn retires(user_data: u64, flags: u32) -> bool {
     let tag = ud_split(user_data).0;
@@ -398,9 +403,7 @@ pub(crate) fn run<H: Handler>(
             if let Ok(mut br) = other {
                 br.unregister(ring);
             }
-            lp.tap_bufs = (0..cfg.tap_reads_in_flight.max(1))
-                .map(|_| vec![0u8; TAP_FRAME_LEN_MAX].into_boxed_slice())
-                .collect();
+            lp.tap_bufs = tap_read_bufs(&cfg);
         }
     }
     let udp_ring = match cfg.uring_multishot {
@@ -415,9 +418,7 @@ pub(crate) fn run<H: Handler>(
     match udp_ring {
         Ok(br) => lp.multi = Some(br),
         Err(_) => {
-            lp.recvs = (0..cfg.udp_recvs_in_flight.max(1))
-                .map(|_| RecvSlot::new())
-                .collect();
+            lp.recvs = recv_slots(&cfg);
         }
     }
     let res = run_loop(&mut lp, ring, handler).map_err(|e| Error::sys("io_uring_enter", &name, e));
