@@ -23,10 +23,12 @@ use crate::wire::datagram::{
     EthFramesWriter, Payload,
 };
 use crate::wire::{PROTOCOL_VERSION_MAX, WireError};
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The destination name meaning "every peer down the broadcast tree".
 pub const BROADCAST: PeerName = PeerName::from_u64(PeerName::MASK);
@@ -102,6 +104,41 @@ impl PartialEq for Build<'_> {
 }
 
 impl Eq for Build<'_> {}
+
+/// Shares out the independent pieces of one batch (sealing or opening its datagrams),
+/// perhaps among several threads. The host provides it ([`Sleeve::set_spread`]); without
+/// one the engine does the pieces in turn.
+pub trait Spread: Send + core::fmt::Debug {
+    /// Calls `work(i, piece)` exactly once for each `piece` of `buf.chunks_mut(piece_len)`,
+    /// `i` its index, and returns only when every call has returned.
+    fn spread(
+        &mut self,
+        buf: &mut [u8],
+        piece_len: usize,
+        work: &(dyn Fn(usize, &mut [u8]) + Sync),
+    );
+}
+
+/// Fewest datagrams in a batch worth sharing out: below it one thread does them.
+pub const SPREAD_PIECES_MIN: usize = 4;
+
+/// Runs `work` over `buf`'s pieces: through `spread` when there is one and the batch is
+/// big enough, else in turn.
+fn spread_pieces(
+    spread: &mut Option<Box<dyn Spread>>,
+    buf: &mut [u8],
+    piece_len: usize,
+    work: &(dyn Fn(usize, &mut [u8]) + Sync),
+) {
+    match spread {
+        Some(s) if buf.len() >= SPREAD_PIECES_MIN * piece_len => s.spread(buf, piece_len, work),
+        _ => {
+            for (i, piece) in buf.chunks_mut(piece_len).enumerate() {
+                work(i, piece);
+            }
+        }
+    }
+}
 
 /// Why a datagram or frame was dropped (counted in [`SleeveStats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +245,8 @@ pub struct Sleeve {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     stats: SleeveStats,
+    /// Shares sealing and opening of a batch among threads (host-provided).
+    spread: Option<Box<dyn Spread>>,
 }
 
 impl Sleeve {
@@ -226,7 +265,15 @@ impl Sleeve {
             heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
             heartbeat_timeout: Duration::from_millis(HEARTBEAT_TIMEOUT_MS),
             stats: SleeveStats::default(),
+            spread: None,
         }
+    }
+
+    /// Lets `spread` share out the sealing of each GSO batch sent and the opening of each
+    /// GRO batch received ([`Sleeve::handle_datagrams`]), e.g. to helper threads, so that
+    /// encryption does not hold the whole datapath to one core.
+    pub fn set_spread(&mut self, spread: Box<dyn Spread>) {
+        self.spread = Some(spread);
     }
 
     /// Call when a connection to `name` is established: its UDP address and, for an
@@ -383,13 +430,86 @@ impl Sleeve {
         }
     }
 
-    fn receive(
+    /// Handles a GRO batch: the datagrams of `buf`, each `segment_len` bytes but the last,
+    /// all from `from`. Same outcome as [`Sleeve::handle_datagram`] on each in turn, but
+    /// sealed ones are opened together, shared out by the [`Spread`] when there is one.
+    pub fn handle_datagrams(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        dgram: &mut [u8],
+        buf: &mut [u8],
+        segment_len: usize,
         out: &mut impl FnMut(Output<'_>),
-    ) -> Result<(), Drop> {
+    ) {
+        let segment_len = segment_len.max(1);
+        let n = buf.len().div_ceil(segment_len);
+        if !self.encrypt || self.spread.is_none() || !(SPREAD_PIECES_MIN..=64).contains(&n) {
+            for d in buf.chunks_mut(segment_len) {
+                self.handle_datagram(now, from, d, out);
+            }
+            return;
+        }
+        // 1. Which datagrams a sender's opener may open: the sender of the first that
+        //    passes the header and replay checks (a GRO batch has one source).
+        let mut sender = None;
+        let mut todo = 0u64;
+        for (i, d) in buf.chunks(segment_len).enumerate() {
+            let Ok(header) = self.check_header(from, d) else {
+                continue;
+            };
+            if sender.is_some_and(|s| s != header.sender) {
+                continue;
+            }
+            let ok = self
+                .peers
+                .get(&header.sender)
+                .and_then(|p| p.opener.as_ref())
+                .is_some_and(|o| o.check(header.counter).is_ok());
+            if ok {
+                sender = Some(header.sender);
+                todo |= 1 << i;
+            }
+        }
+        // 2. Open them together; lens[i] is the plaintext length, or FAILED.
+        const FAILED: usize = usize::MAX;
+        let lens: [AtomicUsize; 64] = core::array::from_fn(|_| AtomicUsize::new(FAILED));
+        if let Some(opener) = sender
+            .and_then(|s| self.peers.get(&s))
+            .and_then(|p| p.opener.as_ref())
+        {
+            spread_pieces(&mut self.spread, buf, segment_len, &|i, d| {
+                if todo & (1 << i) == 0 {
+                    return;
+                }
+                let Ok((header, _)) = DatagramHeader::parse(d) else {
+                    return;
+                };
+                let (aad, body) = d.split_at_mut(DATAGRAM_HEADER_LEN);
+                if let Ok(len) = opener.open_unrecorded(header.counter, aad, body) {
+                    lens[i].store(len, Ordering::Relaxed);
+                }
+            });
+        }
+        // 3. In arrival order: record each counter, then act on the plaintext.
+        for (i, d) in buf.chunks_mut(segment_len).enumerate() {
+            if todo & (1 << i) == 0 {
+                self.handle_datagram(now, from, d, out);
+                continue;
+            }
+            self.stats.datagrams_received += 1;
+            let r = match lens[i].load(Ordering::Relaxed) {
+                FAILED => Err(Drop::Crypto),
+                len => self.accept_opened(now, d, len, out),
+            };
+            if let Err(e) = r {
+                self.stats.count(e);
+            }
+        }
+    }
+
+    /// The checks on a datagram's header before opening it: parses, for us, sealed as we
+    /// seal, from a peer we know (for a plain one: from that peer's address).
+    fn check_header(&self, from: SocketAddr, dgram: &[u8]) -> Result<DatagramHeader, Drop> {
         let (header, _) = DatagramHeader::parse(dgram).map_err(Drop::Malformed)?;
         if header.receiver != self.me {
             return Err(Drop::NotForUs);
@@ -397,6 +517,42 @@ impl Sleeve {
         if header.sealed != self.encrypt {
             return Err(Drop::EncryptionMismatch);
         }
+        let peer = self.peers.get(&header.sender).ok_or(Drop::UnknownPeer)?;
+        // Without a seal, the only proof of the sender is where it came from.
+        if !header.sealed && from.ip() != peer.addr.ip() {
+            return Err(Drop::UnknownPeer);
+        }
+        Ok(header)
+    }
+
+    /// A datagram opened by [`Sleeve::handle_datagrams`] (plaintext `len` bytes after its
+    /// header): records its counter (refusing a replay) and acts on it.
+    fn accept_opened(
+        &mut self,
+        now: Instant,
+        dgram: &mut [u8],
+        len: usize,
+        out: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), Drop> {
+        let (header, _) = DatagramHeader::parse(dgram).map_err(Drop::Malformed)?;
+        let opener = self
+            .peers
+            .get_mut(&header.sender)
+            .and_then(|p| p.opener.as_mut())
+            .ok_or(Drop::UnknownPeer)?;
+        opener.record(header.counter).map_err(|_| Drop::Crypto)?;
+        let body = &dgram[DATAGRAM_HEADER_LEN..DATAGRAM_HEADER_LEN + len];
+        self.accept(now, header, body, out)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), Drop> {
+        let header = self.check_header(from, dgram)?;
         let peer = self
             .peers
             .get_mut(&header.sender)
@@ -408,14 +564,22 @@ impl Sleeve {
                 .open_in_place(header.counter, aad, body)
                 .map_err(|_| Drop::Crypto)?
         } else {
-            // Without a seal, the only proof of the sender is where it came from.
-            if from.ip() != peer.addr.ip() {
-                return Err(Drop::UnknownPeer);
-            }
             body.len()
         };
-        peer.last_heard = Some(now);
-        let body = &body[..plain_len];
+        self.accept(now, header, &body[..plain_len], out)
+    }
+
+    /// Acts on an authenticated datagram's plaintext `body`.
+    fn accept(
+        &mut self,
+        now: Instant,
+        header: DatagramHeader,
+        body: &[u8],
+        out: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), Drop> {
+        if let Some(peer) = self.peers.get_mut(&header.sender) {
+            peer.last_heard = Some(now);
+        }
         match header.kind {
             DatagramKind::Heartbeat => Ok(()),
             DatagramKind::PmtuProbe => {
@@ -579,6 +743,7 @@ impl Sleeve {
             self.stats.count(Drop::NoRoute);
             return;
         };
+        let spread = &mut self.spread;
         let mut prefix = [0u8; ROUTING_PREFIX_LEN];
         prefix[..6].copy_from_slice(&origin.to_bytes());
         prefix[6..].copy_from_slice(&dest.to_bytes());
@@ -587,9 +752,11 @@ impl Sleeve {
         while !done {
             let mut sent = 0usize;
             let mut failed = None;
-            // Segments are cut, framed and sealed directly in the caller's send buffer.
+            // Segments are cut and framed directly in the caller's send buffer, then the
+            // batch is sealed (shared out among threads when the host provides them).
             let mut build = |buf: &mut [u8]| -> usize {
                 let mut used = 0usize;
+                let mut first_counter = None;
                 while sent < per_batch && used + stride <= buf.len() {
                     let d = &mut buf[used..used + stride];
                     let Some(len) = seg.next_into(&mut d[lead..lead + seg_max]) else {
@@ -600,7 +767,7 @@ impl Sleeve {
                     d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
                     // len <= seg_max <= u16::MAX, checked above.
                     d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
-                    match seal_datagram(
+                    match frame_datagram(
                         peer,
                         me,
                         encrypt,
@@ -609,7 +776,8 @@ impl Sleeve {
                         d,
                         lead - h + len,
                     ) {
-                        Ok(total) => {
+                        Ok((counter, total)) => {
+                            first_counter.get_or_insert(counter);
                             used += total;
                             sent += 1;
                             if total < stride {
@@ -622,6 +790,25 @@ impl Sleeve {
                             done = true;
                             break;
                         }
+                    }
+                }
+                if let (true, Some(first), Some(sealer)) =
+                    (encrypt, first_counter, peer.sealer.as_ref())
+                {
+                    // Datagram i of the batch carries counter first + i (taken in turn above).
+                    let bad = AtomicBool::new(false);
+                    spread_pieces(spread, &mut buf[..used], stride, &|i, d| {
+                        let (aad, body) = d.split_at_mut(DATAGRAM_HEADER_LEN);
+                        let len = body.len().saturating_sub(TAG_LEN_BYTES);
+                        if sealer.seal_at(first + i as u64, aad, body, len).is_err() {
+                            bad.store(true, Ordering::Relaxed);
+                        }
+                    });
+                    if bad.load(Ordering::Relaxed) {
+                        // Unreachable with the lengths above; never send unsealed bytes.
+                        failed = Some(Drop::Crypto);
+                        sent = 0;
+                        return 0;
                     }
                 }
                 used
@@ -721,8 +908,34 @@ fn seal_datagram(
     buf: &mut [u8],
     len: usize,
 ) -> Result<usize, Drop> {
-    let counter = match (&peer.sealer, encrypt) {
-        (Some(s), true) => s.next_counter(),
+    let (counter, total) = frame_datagram(peer, me, encrypt, hop, kind, buf, len)?;
+    if let (true, Some(s)) = (encrypt, peer.sealer.as_ref()) {
+        let (aad, body) = buf.split_at_mut(DATAGRAM_HEADER_LEN);
+        s.seal_at(counter, aad, body, len)
+            .map_err(|_| Drop::Crypto)?;
+    }
+    Ok(total)
+}
+
+/// Writes the header (taking the datagram's counter) into `buf[..DATAGRAM_HEADER_LEN]`
+/// for `len` payload bytes after it, leaving them to be sealed with that counter when
+/// `encrypt`. Returns the counter and the datagram's length once sealed.
+fn frame_datagram(
+    peer: &mut Peer,
+    me: PeerName,
+    encrypt: bool,
+    hop: PeerName,
+    kind: DatagramKind,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<(u64, usize), Drop> {
+    let tag = if encrypt { TAG_LEN_BYTES } else { 0 };
+    let total = DATAGRAM_HEADER_LEN + len + tag;
+    if buf.len() < total {
+        return Err(Drop::TooBig);
+    }
+    let counter = match (&mut peer.sealer, encrypt) {
+        (Some(s), true) => s.reserve(1).map_err(|_| Drop::Crypto)?,
         (None, true) => return Err(Drop::EncryptionMismatch),
         (_, false) => {
             peer.plain_counter += 1;
@@ -737,15 +950,10 @@ fn seal_datagram(
         receiver: hop,
         counter,
     };
-    let (aad, body) = buf.split_at_mut(DATAGRAM_HEADER_LEN);
-    header.emit(aad).map_err(Drop::Malformed)?;
-    match (encrypt, peer.sealer.as_mut()) {
-        (true, Some(s)) => match s.seal_in_place(aad, body, len) {
-            Ok((_, sealed)) => Ok(DATAGRAM_HEADER_LEN + sealed),
-            Err(_) => Err(Drop::Crypto),
-        },
-        _ => Ok(DATAGRAM_HEADER_LEN + len),
-    }
+    header
+        .emit(&mut buf[..DATAGRAM_HEADER_LEN])
+        .map_err(Drop::Malformed)?;
+    Ok((counter, total))
 }
 
 fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
@@ -895,6 +1103,7 @@ mod tests {
         }
     }
 
+    #[derive(Debug)]
     enum Owned {
         Frame(Vec<u8>),
         Datagram(SocketAddr, Vec<u8>, Option<u16>),
@@ -1020,6 +1229,92 @@ mod tests {
             crate::segment::complete_csum(&mut sf, o.csum.unwrap());
             assert_eq!(sf, original, "encrypt={encrypt}");
         }
+    }
+
+    /// A [`Spread`] that does the pieces last to first and counts them.
+    #[derive(Debug)]
+    struct Backwards(alloc::sync::Arc<AtomicUsize>);
+
+    impl Spread for Backwards {
+        fn spread(
+            &mut self,
+            buf: &mut [u8],
+            piece_len: usize,
+            work: &(dyn Fn(usize, &mut [u8]) + Sync),
+        ) {
+            let pieces: Vec<&mut [u8]> = buf.chunks_mut(piece_len).collect();
+            for (i, p) in pieces.into_iter().enumerate().rev() {
+                work(i, p);
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
+        use crate::segment::Gso;
+        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+        const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+        // (frames delivered by 1, its stats, pieces the spreads ran) per setting.
+        let run = |spread: bool, encrypt: bool| {
+            let mut l = Line::new(encrypt);
+            let pieces = alloc::sync::Arc::new(AtomicUsize::new(0));
+            if spread {
+                for s in &mut l.s {
+                    s.set_spread(Box::new(Backwards(pieces.clone())));
+                }
+            }
+            l.bridge_in(1, &frame([0xff; 6], MAC_B, 1));
+            let mut f = build(false, true, &payload(20_000, 3), 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_B);
+            f[6..12].copy_from_slice(&MAC_A);
+            let off = Offload {
+                gso: Gso::TcpV4,
+                gso_size: 1000,
+                csum: Some(partial(&mut f)),
+                ..Offload::default()
+            };
+            let mut outs = Vec::new();
+            l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
+            let [Owned::Datagram(_, mut batch, Some(seg))] = <[Owned; 1]>::try_from(outs).unwrap()
+            else {
+                panic!("one GSO batch")
+            };
+            let seg = usize::from(seg);
+            assert_eq!(batch.len().div_ceil(seg), 20, "20 segments of 1000 bytes");
+            // The wire mangles it: segment 3 is tampered with, segment 5 comes twice
+            // (replacing 6, so the batch keeps its shape).
+            batch[3 * seg + DATAGRAM_HEADER_LEN + 40] ^= 1;
+            let five = batch[5 * seg..6 * seg].to_vec();
+            batch[6 * seg..7 * seg].copy_from_slice(&five);
+            let mut got = Vec::new();
+            l.s[1].handle_datagrams(Instant::ZERO, addr(0), &mut batch, seg, &mut |o| {
+                if let Output::Frame(f) = o {
+                    got.push(f.to_vec());
+                }
+            });
+            (got, l.s[1].stats(), pieces.load(Ordering::Relaxed))
+        };
+        let (plain_one, plain_stats, _) = run(false, false);
+        assert_eq!(
+            plain_one.len(),
+            20,
+            "plain: no seal to find the tampering, no counter to refuse the replay"
+        );
+        assert_eq!(plain_stats.drops_crypto, 0);
+        let (one, one_stats, none) = run(false, true);
+        let (spread, spread_stats, pieces) = run(true, true);
+        assert_eq!(none, 0);
+        assert_eq!(pieces, 20 + 20, "sealed and opened through the spread");
+        assert_eq!(
+            one.len(),
+            18,
+            "the tampered segment and the replay are dropped"
+        );
+        assert_eq!(spread, one, "same frames, same order");
+        assert_eq!(spread_stats, one_stats);
+        assert_eq!(spread_stats.drops_crypto, 2);
+        assert_eq!(spread_stats.datagrams_received, 20);
     }
 
     #[test]

@@ -195,6 +195,11 @@ pub(crate) struct RouterArgs {
     /// A human name shown in status. Default: the host name.
     #[arg(long, value_name = "NICKNAME")]
     pub(crate) nickname: Option<String>,
+    /// Threads that seal and open sleeve datagrams when a password is set: the datapath
+    /// thread plus helpers that share each batch with it (1: no helpers).
+    /// Default: the CPUs this process may run on, at most 4.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub(crate) crypto_threads: Option<u16>,
     /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
     #[arg(long)]
     pub(crate) no_fastdp: bool,
@@ -422,6 +427,12 @@ impl<'de> serde::Deserialize<'de> for Cidr {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Crypto threads when `--crypto-threads` is not given: the CPUs this process may run
+/// on, at most 4 (more rarely pays: the pump thread feeds them).
+pub(crate) fn crypto_threads_default() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 #[cfg(test)]

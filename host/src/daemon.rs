@@ -109,6 +109,8 @@ async fn run_async(
         Path::new("/dev/net/tun"),
         name,
         args.password.is_some(),
+        args.crypto_threads
+            .map_or_else(crate::cli::crypto_threads_default, usize::from),
     )?);
     plumbing.add_port(crate::datapath::TAP_NAME).await?;
     datapath.spawn_ticker();

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
@@ -23,14 +24,14 @@ use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum};
-use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
+use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats, Spread};
 use weft_core::time::Instant;
 use weft_uring_dp::{
-    BackendChoice, CounterSnapshot, Counters, Handler, Outbox, Pump, PumpConfig, PumpThread, Tap,
-    TapFrame, TapOptions, UdpOptions, UdpSock, VIRTIO_NET_HDR_F_DATA_VALID,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
-    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
-    VnetHdrLen, WakeHandle,
+    BackendChoice, CREW_HELPERS_MAX, CounterSnapshot, Counters, Crew, Handler, Outbox, Pump,
+    PumpConfig, PumpThread, Tap, TapFrame, TapOptions, UdpOptions, UdpSock,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr, VnetHdrLen, WakeHandle,
 };
 
 /// Name of the sleeve's TAP port on the bridge.
@@ -53,6 +54,21 @@ enum Ctrl {
     RemovePeer(PeerName),
     Routes(ForwardingTable),
     Fast(BTreeSet<PeerName>),
+}
+
+/// The sealing helper threads, lent to the core engine to share out each batch.
+#[derive(Debug)]
+struct CrewSpread(Crew);
+
+impl Spread for CrewSpread {
+    fn spread(
+        &mut self,
+        buf: &mut [u8],
+        piece_len: usize,
+        work: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) {
+        self.0.run(buf, piece_len, work);
+    }
 }
 
 /// What the pump thread publishes for status.
@@ -174,6 +190,22 @@ impl Handler for SleeveHandler {
             .handle_datagram(now, from, data, &mut |o| emit(out, coalescer, o));
     }
 
+    fn on_datagrams(
+        &mut self,
+        from: SocketAddr,
+        data: &mut [u8],
+        segment_len: usize,
+        out: &mut Outbox,
+    ) {
+        let now = self.now();
+        let from = canonical(from);
+        let coalescer = &mut self.coalescer;
+        self.sleeve
+            .handle_datagrams(now, from, data, segment_len, &mut |o| {
+                emit(out, coalescer, o)
+            });
+    }
+
     fn on_batch_end(&mut self, out: &mut Outbox) {
         if let Some(c) = &mut self.coalescer {
             c.flush(&mut |o, frame| {
@@ -212,6 +244,10 @@ pub(crate) struct Datapath {
     counters: Arc<Counters>,
     published: Arc<Mutex<Published>>,
     backend: String,
+    /// Threads that seal and open (0 without a password).
+    crypto_threads: usize,
+    /// Datagrams sealed or opened by the helper threads, when there are any.
+    crypto_helped: Option<Arc<AtomicU64>>,
     port: u16,
     /// Peers the pump was told about (control-plane view).
     peers: Mutex<BTreeMap<PeerName, SocketAddr>>,
@@ -229,7 +265,16 @@ impl std::fmt::Debug for Datapath {
 impl Datapath {
     /// Opens the TAP and binds UDP `port`, then starts the pump thread. The TAP still has
     /// to be put on the bridge ([`TAP_NAME`], see `Plumbing::add_port`).
-    pub(crate) fn open(port: u16, tun_path: &Path, me: PeerName, encrypt: bool) -> Result<Self> {
+    ///
+    /// With `encrypt`, `crypto_threads` threads seal and open datagrams: the pump thread and
+    /// `crypto_threads - 1` helpers that share each batch with it.
+    pub(crate) fn open(
+        port: u16,
+        tun_path: &Path,
+        me: PeerName,
+        encrypt: bool,
+        crypto_threads: usize,
+    ) -> Result<Self> {
         if !tun_path.exists() {
             return Err(Error::NoTun);
         }
@@ -287,8 +332,24 @@ impl Datapath {
         let counters = pump.counters();
         let (ctrl, ctrl_rx) = sync_channel(CTRL_QUEUE_LEN_MAX);
         let published = Arc::new(Mutex::new(Published::default()));
+        let mut sleeve = Sleeve::new(me, encrypt);
+        let helpers = match encrypt {
+            true => crypto_threads.saturating_sub(1).min(CREW_HELPERS_MAX),
+            false => 0,
+        };
+        let crew = match helpers {
+            0 => None,
+            n => Some(
+                Crew::new(n, "weft-seal")
+                    .map_err(|e| Error::Other(format!("start the sealing helper threads: {e}")))?,
+            ),
+        };
+        let crypto_helped = crew.as_ref().map(|c| c.helped_counter());
+        if let Some(c) = crew {
+            sleeve.set_spread(Box::new(CrewSpread(c)));
+        }
         let handler = SleeveHandler {
-            sleeve: Sleeve::new(me, encrypt),
+            sleeve,
             ctrl: ctrl_rx,
             origin: StdInstant::now(),
             published: Arc::clone(&published),
@@ -301,7 +362,13 @@ impl Datapath {
         let thread = pump
             .spawn(handler)
             .map_err(|e| Error::Other(format!("start the sleeve datapath thread: {e}")))?;
-        tracing::info!("sleeve datapath on UDP {port} with the {backend} backend");
+        let crypto_threads = if encrypt { 1 + helpers } else { 0 };
+        match crypto_threads {
+            0 => tracing::info!("sleeve datapath on UDP {port} with the {backend} backend"),
+            n => tracing::info!(
+                "sleeve datapath on UDP {port} with the {backend} backend, sealing on {n} thread(s)"
+            ),
+        }
         Ok(Self {
             pump: Mutex::new(Some(thread)),
             ctrl,
@@ -309,6 +376,8 @@ impl Datapath {
             counters,
             published,
             backend,
+            crypto_threads,
+            crypto_helped,
             port,
             peers: Mutex::new(BTreeMap::new()),
         })
@@ -415,6 +484,11 @@ impl Datapath {
             "mode": "sleeve",
             "forwarding": true,
             "backend": self.backend,
+            "crypto_threads": self.crypto_threads,
+            "datagrams_crypted_by_helpers": self
+                .crypto_helped
+                .as_ref()
+                .map_or(0, |h| h.load(Ordering::Relaxed)),
             "udp_port": self.port,
             "frames_from_bridge": s.frames_from_bridge,
             "frames_to_bridge": s.frames_to_bridge,
@@ -487,6 +561,24 @@ impl Datapath {
         for (reason, v) in drops(&c, &s) {
             let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_crypto_threads Threads that seal and open sleeve datagrams (0: no password)."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_crypto_threads gauge");
+        let _ = writeln!(out, "weft_datapath_crypto_threads {}", self.crypto_threads);
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_helper_crypted_total Datagrams sealed or opened by the helper threads rather than the datapath thread."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_helper_crypted_total counter");
+        let _ = writeln!(
+            out,
+            "weft_datapath_helper_crypted_total {}",
+            self.crypto_helped
+                .as_ref()
+                .map_or(0, |h| h.load(Ordering::Relaxed))
+        );
     }
 }
 

@@ -74,6 +74,14 @@ fn summary(v: &Value) -> String {
         format!("{} ({} attachments)", s(&v["bridge"]), s(&v["attachments"])),
     );
     row(&mut o, "Datapath", s(&v["datapath"]["mode"]));
+    if let Some(b) = v["datapath"]["backend"].as_str() {
+        let sealing = match v["datapath"]["crypto_threads"].as_u64().unwrap_or(0) {
+            0 => "not encrypted".to_owned(),
+            1 => "sealing on 1 thread".to_owned(),
+            n => format!("sealing on {n} threads"),
+        };
+        row(&mut o, "Sleeve", format!("{b} backend, {sealing}"));
+    }
     if let Some(f) = v["recent_failures"].as_array().and_then(|a| a.first()) {
         row(
             &mut o,

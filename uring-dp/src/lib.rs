@@ -19,6 +19,7 @@
 mod bufring;
 mod cmsg;
 mod counters;
+mod crew;
 mod outbox;
 mod plain;
 mod pump;
@@ -34,6 +35,7 @@ pub use cmsg::{
     CmsgBuf, GSO_CMSG_SPACE, RECV_CMSG_SPACE, SOL_UDP, UDP_GRO, UDP_SEGMENT, decode_gro, encode_gso,
 };
 pub use counters::{CounterSnapshot, Counters};
+pub use crew::{CREW_HELPERS_MAX, Crew};
 pub use outbox::{
     OUTBOX_BYTES_MAX, OUTBOX_DATAGRAMS_MAX, OUTBOX_INPUT_ROOM_BYTES, OUTBOX_TAP_FRAMES_MAX, Outbox,
     OutboxError,

@@ -135,11 +135,15 @@ pub(crate) fn deliver_datagrams<H: Handler>(
         d.drop_udp_truncated += 1;
         return;
     }
-    for seg in meta.segments_mut(buf) {
-        d.udp_datagrams_in += 1;
-        d.udp_bytes_in += seg.len() as u64;
-        handler.on_datagram(meta.from, seg, out);
-    }
+    let len = meta.len.min(buf.len());
+    let data = &mut buf[..len];
+    let segment_len = match meta.segment_size {
+        Some(n) if n > 0 => usize::from(n),
+        _ => len.max(1),
+    };
+    d.udp_datagrams_in += data.len().div_ceil(segment_len) as u64;
+    d.udp_bytes_in += data.len() as u64;
+    handler.on_datagrams(meta.from, data, segment_len, out);
 }
 
 fn recv_udp<H: Handler>(

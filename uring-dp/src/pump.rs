@@ -30,6 +30,22 @@ pub trait Handler {
     /// lent mutably so that they can be decrypted in place; they are reused after return.
     fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], out: &mut Outbox);
 
+    /// A GRO batch arrived from `from`: datagrams of `segment_len` bytes each back to
+    /// back in `data` (the last may be shorter). By default each goes to
+    /// [`Handler::on_datagram`] in turn; a handler may take them together (e.g. to open
+    /// them on several threads).
+    fn on_datagrams(
+        &mut self,
+        from: SocketAddr,
+        data: &mut [u8],
+        segment_len: usize,
+        out: &mut Outbox,
+    ) {
+        for d in data.chunks_mut(segment_len.max(1)) {
+            self.on_datagram(from, d, out);
+        }
+    }
+
     /// Called after each batch of inputs, just before `out` is flushed: the place to emit
     /// what was held back for coalescing (e.g. one GSO send for many frames).
     fn on_batch_end(&mut self, out: &mut Outbox) {

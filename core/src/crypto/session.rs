@@ -270,6 +270,35 @@ impl DatagramSealer {
     ) -> Result<(u64, usize), CryptoError> {
         self.0.seal_in_place(aad, buf, plaintext_len)
     }
+
+    /// Takes the next `n` counters at once (returns the first) for datagrams sealed with
+    /// [`seal_at`](Self::seal_at), so that one batch can be sealed on several threads.
+    /// Fails, taking none, if they would run past the last counter.
+    pub fn reserve(&mut self, n: u64) -> Result<u64, CryptoError> {
+        let first = self.0.counter;
+        // The last counter taken is end - 1, at most COUNTER_MAX (= u64::MAX - 1) exactly
+        // when the sum does not overflow.
+        let end = first.checked_add(n).ok_or(CryptoError::CounterExhausted)?;
+        self.0.counter = end;
+        Ok(first)
+    }
+
+    /// Seals like [`seal_in_place`](Self::seal_in_place) with a counter taken by
+    /// [`reserve`](Self::reserve) (each used once); returns the sealed length. Takes
+    /// `&self`: the datagrams of one batch may be sealed in parallel.
+    pub fn seal_at(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, CryptoError> {
+        if counter >= self.0.counter {
+            // Not reserved: sealing it could reuse a nonce later.
+            return Err(CryptoError::CounterExhausted);
+        }
+        seal(&self.0.cipher, counter, aad, buf, plaintext_len)
+    }
 }
 
 /// Opens one peer's sleeve datagrams in any order, each counter once.
@@ -291,6 +320,29 @@ impl DatagramOpener {
         let len = open(&self.cipher, counter, aad, sealed)?;
         self.window.update(counter)?;
         Ok(len)
+    }
+
+    /// The replay check alone: `Ok` if `counter` may still be accepted.
+    pub fn check(&self, counter: u64) -> Result<(), CryptoError> {
+        self.window.check(counter)
+    }
+
+    /// Decrypts `sealed` in place without recording the counter (`&self`: the datagrams
+    /// of one batch may be opened in parallel). Call [`check`](Self::check) before and
+    /// [`record`](Self::record) after, in arrival order, before using the plaintext.
+    pub fn open_unrecorded(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        open(&self.cipher, counter, aad, sealed)
+    }
+
+    /// Records an authenticated counter; [`CryptoError::Replayed`] if it was already
+    /// (e.g. the same datagram twice in one batch).
+    pub fn record(&mut self, counter: u64) -> Result<(), CryptoError> {
+        self.window.update(counter)
     }
 }
 
@@ -321,6 +373,57 @@ mod tests {
         buf[..msg.len()].copy_from_slice(msg);
         let (c, n) = s.seal_in_place(b"hdr", &mut buf, msg.len()).unwrap();
         (c, buf, n)
+    }
+
+    #[test]
+    fn reserved_counters_seal_out_of_order_and_open_each_once() {
+        let (mut a, mut b) = pair(None, None);
+        let s = &mut a.datagram_sealer;
+        assert_eq!(s.reserve(3), Ok(0));
+        assert_eq!(s.next_counter(), 3);
+        let mut bufs = [[0u8; 32]; 3];
+        // Sealed in any order (as helper threads do), each with its own counter.
+        for i in [2usize, 0, 1] {
+            bufs[i][..4].copy_from_slice(b"data");
+            assert_eq!(
+                s.seal_at(i as u64, b"hdr", &mut bufs[i], 4),
+                Ok(4 + TAG_LEN_BYTES)
+            );
+        }
+        let mut spare = [0u8; 32];
+        assert_eq!(
+            s.seal_at(3, b"hdr", &mut spare, 4),
+            Err(CryptoError::CounterExhausted),
+            "a counter not reserved must not be used"
+        );
+        let o = &mut b.datagram_opener;
+        for i in [1usize, 2, 0] {
+            let mut copy = bufs[i];
+            let len = o
+                .open_unrecorded(i as u64, b"hdr", &mut copy[..4 + TAG_LEN_BYTES])
+                .unwrap();
+            assert_eq!(&copy[..len], b"data");
+            assert_eq!(o.check(i as u64), Ok(()));
+            assert_eq!(o.record(i as u64), Ok(()));
+            assert_eq!(o.record(i as u64), Err(CryptoError::Replayed));
+        }
+        let mut c = bufs[0];
+        assert_eq!(
+            o.open_in_place(0, b"hdr", &mut c[..4 + TAG_LEN_BYTES]),
+            Err(CryptoError::Replayed)
+        );
+        // Reserving past the last counter takes nothing.
+        let mut near_end = DatagramSealer(Sealer {
+            cipher: key_for_test(),
+            counter: COUNTER_MAX - 1,
+        });
+        assert_eq!(near_end.reserve(3), Err(CryptoError::CounterExhausted));
+        assert_eq!(near_end.reserve(2), Ok(COUNTER_MAX - 1));
+        assert_eq!(near_end.reserve(1), Err(CryptoError::CounterExhausted));
+    }
+
+    fn key_for_test() -> Cipher {
+        Cipher::new(&[9u8; KEY_LEN_BYTES])
     }
 
     #[test]
