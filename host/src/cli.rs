@@ -197,7 +197,7 @@ pub(crate) struct RouterArgs {
     pub(crate) nickname: Option<String>,
     /// Threads that seal and open sleeve datagrams when a password is set: the datapath
     /// thread plus helpers that share each batch with it (1: no helpers).
-    /// Default: the CPUs this process may run on, at most 4.
+    /// Default: half the CPUs this process may run on, at least 1, at most 4.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     pub(crate) crypto_threads: Option<u16>,
     /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
@@ -429,10 +429,12 @@ impl<'de> serde::Deserialize<'de> for Cidr {
     }
 }
 
-/// Crypto threads when `--crypto-threads` is not given: the CPUs this process may run
-/// on, at most 4 (more rarely pays: the pump thread feeds them).
+/// Crypto threads when `--crypto-threads` is not given: half the CPUs this process may
+/// run on, at least 1 and at most 4. The rest is left to the containers that make the
+/// traffic and the kernel that carries it: on a 2-core host busy with both, a helper
+/// thread cost ~10 % (`benches --bin throughput`, row sleeve-enc-2t).
 pub(crate) fn crypto_threads_default() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
 }
 
 #[cfg(test)]

@@ -16,9 +16,13 @@
 //! - `vxlan`: hand-built kernel path, container veth -> bridge -> VXLAN (static FDB and
 //!   flood entries) -> other host; the comparator of the sleeve and of fastdp.
 //! - `sleeve`, `sleeve-enc`: `weft router --no-fastdp` on both hosts, without and with
-//!   `--password`; containers attached with `weft attach`.
-//! - `sleeve-uring`, `sleeve-enc-uring`: the same two with the io_uring backend forced
-//!   (`WEFT_DATAPATH_BACKEND=uring`; the sleeve rows force `plain`), compared with them.
+//!   `--password`, as users get it (io_uring backend where the kernel has it, crypto
+//!   threads = CPUs up to 4); containers attached with `weft attach`.
+//! - `sleeve-plain`, `sleeve-enc-plain`: the same two on the plain-syscall backend
+//!   (`WEFT_DATAPATH_BACKEND=plain`), compared with them.
+//! - `sleeve-enc-2t`: `sleeve-enc` with `--crypto-threads 2` (one helper thread shares
+//!   each batch's sealing and opening with the datapath thread; the default is half the
+//!   CPUs, so 1 on a 2-core box), compared with it.
 //! - `fastdp`: `weft router` (fast datapath allowed); reported as "fastdp not available:
 //!   <mode>" when `weft status connections --json` shows no fastdp connection after 20 s.
 //! - `nebula`: the Debian package, lighthouse-less static host map, default cipher, one
@@ -57,12 +61,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-uring, sleeve-enc-uring";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 9] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 10] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -90,16 +94,22 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 9] = [
         scenarios::boringtun,
     ),
     (
-        "sleeve-uring",
-        "8 weft sleeve plain, io_uring",
+        "sleeve-plain",
+        "8 weft sleeve plain, plain backend",
         Some("sleeve"),
-        |c, m| scenarios::weft(c, m, WeftMode::SleeveUring),
+        |c, m| scenarios::weft(c, m, WeftMode::SleevePlainBackend),
     ),
     (
-        "sleeve-enc-uring",
-        "9 weft sleeve encrypted, io_uring",
+        "sleeve-enc-plain",
+        "9 weft sleeve encrypted, plain backend",
         Some("sleeve-enc"),
-        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedUring),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedPlainBackend),
+    ),
+    (
+        "sleeve-enc-2t",
+        "10 weft sleeve encrypted, 2 crypto threads",
+        Some("sleeve-enc"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedTwoThreads),
     ),
 ];
 

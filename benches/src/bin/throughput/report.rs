@@ -95,20 +95,25 @@ fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
 }
 
 /// The comparisons the brief asks for: (row, comparator, label).
-const PAIRS: [(&str, &str, &str); 6] = [
+const PAIRS: [(&str, &str, &str); 7] = [
     ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
     ("sleeve", "vxlan", "weft sleeve plain / kernel VXLAN"),
     ("fastdp", "vxlan", "weft fastdp / hand-built bridge+VXLAN"),
     ("sleeve", "nebula", "weft sleeve plain / Nebula"),
     (
-        "sleeve-uring",
         "sleeve",
-        "weft sleeve io_uring / plain backend",
+        "sleeve-plain",
+        "weft sleeve io_uring (default) / plain backend",
     ),
     (
-        "sleeve-enc-uring",
         "sleeve-enc",
-        "weft sleeve encrypted io_uring / plain backend",
+        "sleeve-enc-plain",
+        "weft sleeve encrypted io_uring (default) / plain backend",
+    ),
+    (
+        "sleeve-enc-2t",
+        "sleeve-enc",
+        "weft sleeve encrypted, 2 crypto threads / default (half the CPUs)",
     ),
 ];
 

@@ -179,25 +179,35 @@ pub(crate) fn vxlan(ctx: &Ctx, m: &mut Measured) -> Outcome {
 /// Which weft row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WeftMode {
+    /// The sleeve as users get it (default backend and crypto threads).
     Sleeve,
     SleeveEncrypted,
     Fastdp,
-    /// The sleeve rows again with the io_uring backend forced (`WEFT_DATAPATH_BACKEND`).
-    SleeveUring,
-    SleeveEncryptedUring,
+    /// The sleeve rows on the plain-syscall backend (`WEFT_DATAPATH_BACKEND=plain`).
+    SleevePlainBackend,
+    SleeveEncryptedPlainBackend,
+    /// Encrypted with `--crypto-threads 2`: one helper thread.
+    SleeveEncryptedTwoThreads,
 }
 
 impl WeftMode {
     fn encrypted(self) -> bool {
-        matches!(self, Self::SleeveEncrypted | Self::SleeveEncryptedUring)
+        matches!(
+            self,
+            Self::SleeveEncrypted
+                | Self::SleeveEncryptedPlainBackend
+                | Self::SleeveEncryptedTwoThreads
+        )
     }
 
-    /// The datapath backend the routers are told to use; `None`: their default.
-    fn backend(self) -> Option<&'static str> {
+    /// Environment and flags for both routers beyond the password and `--no-fastdp`.
+    fn extra(self) -> &'static [&'static str] {
         match self {
-            Self::SleeveUring | Self::SleeveEncryptedUring => Some("uring"),
-            Self::Sleeve | Self::SleeveEncrypted => Some("plain"),
-            Self::Fastdp => None,
+            Self::SleevePlainBackend | Self::SleeveEncryptedPlainBackend => {
+                &["WEFT_DATAPATH_BACKEND=plain"]
+            }
+            Self::SleeveEncryptedTwoThreads => &["--crypto-threads", "2"],
+            Self::Sleeve | Self::SleeveEncrypted | Self::Fastdp => &[],
         }
     }
 }
@@ -298,16 +308,12 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         WeftMode::Sleeve => "sleeve",
         WeftMode::SleeveEncrypted => "sleeve-enc",
         WeftMode::Fastdp => "fastdp",
-        WeftMode::SleeveUring => "sleeve-uring",
-        WeftMode::SleeveEncryptedUring => "sleeve-enc-uring",
+        WeftMode::SleevePlainBackend => "sleeve-plain",
+        WeftMode::SleeveEncryptedPlainBackend => "sleeve-enc-plain",
+        WeftMode::SleeveEncryptedTwoThreads => "sleeve-enc-2t",
     };
     let mut tb = Testbed::new(tag)?;
-    let mut opts: Vec<&str> = Vec::new();
-    match mode.backend() {
-        Some("uring") => opts.push("WEFT_DATAPATH_BACKEND=uring"),
-        Some(_) => opts.push("WEFT_DATAPATH_BACKEND=plain"),
-        None => {}
-    }
+    let mut opts: Vec<&str> = mode.extra().to_vec();
     if mode.encrypted() {
         opts.extend(["--password", WEFT_PASSWORD]);
     }
@@ -353,23 +359,24 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
     m.notes.push(format!(
-        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, fastdp={}",
+        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, fastdp={}, backend {}, crypto threads {}",
         modes(&weft, &a),
         st["encrypted"],
-        st["fastdp"]
+        st["fastdp"],
+        st["datapath"]["backend"],
+        st["datapath"]["crypto_threads"]
     ));
-    if let Some(want) = mode.backend() {
-        let got = st["datapath"]["backend"].as_str().unwrap_or("?").to_owned();
-        let ok = if want == "uring" {
-            got == "io_uring"
-        } else {
-            got.starts_with("plain")
-        };
-        if !ok {
-            return Err(Stop::Failed(format!(
-                "router a runs the {got} backend, not {want}"
-            )));
-        }
+    let backend = st["datapath"]["backend"].as_str().unwrap_or("?").to_owned();
+    if mode.extra().contains(&"WEFT_DATAPATH_BACKEND=plain") && !backend.starts_with("plain") {
+        return Err(Stop::Failed(format!(
+            "router a runs the {backend} backend, not plain"
+        )));
+    }
+    let threads = st["datapath"]["crypto_threads"].as_u64();
+    if mode == WeftMode::SleeveEncryptedTwoThreads && threads != Some(2) {
+        return Err(Stop::Failed(format!(
+            "router a seals on {threads:?} threads, not 2"
+        )));
     }
     if mode.encrypted() && st["encrypted"] != true {
         return Err(Stop::Failed(format!(
