@@ -24,7 +24,7 @@ use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum};
-use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats, Spread};
+use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
 use weft_core::time::Instant;
 use weft_uring_dp::{
     BackendChoice, CREW_HELPERS_MAX, CounterSnapshot, Counters, Crew, Handler, Outbox, Pump,
@@ -54,21 +54,6 @@ enum Ctrl {
     RemovePeer(PeerName),
     Routes(ForwardingTable),
     Fast(BTreeSet<PeerName>),
-}
-
-/// The sealing helper threads, lent to the core engine to share out each batch.
-#[derive(Debug)]
-struct CrewSpread(Crew);
-
-impl Spread for CrewSpread {
-    fn spread(
-        &mut self,
-        buf: &mut [u8],
-        piece_len: usize,
-        work: &(dyn Fn(usize, &mut [u8]) + Sync),
-    ) {
-        self.0.run(buf, piece_len, work);
-    }
 }
 
 /// What the pump thread publishes for status.
@@ -346,7 +331,7 @@ impl Datapath {
         };
         let crypto_helped = crew.as_ref().map(|c| c.helped_counter());
         if let Some(c) = crew {
-            sleeve.set_spread(Box::new(CrewSpread(c)));
+            sleeve.set_spread(Box::new(c));
         }
         let handler = SleeveHandler {
             sleeve,

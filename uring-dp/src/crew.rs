@@ -210,6 +210,18 @@ impl Crew {
     }
 }
 
+/// The core sleeve engine shares out each batch's sealing and opening through a crew.
+impl weft_core::sleeve::Spread for Crew {
+    fn spread(
+        &mut self,
+        buf: &mut [u8],
+        piece_len: usize,
+        work: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) {
+        self.run(buf, piece_len, work);
+    }
+}
+
 fn noop(_: usize, _: &mut [u8]) {}
 
 fn helper(s: &Shared) {
