@@ -546,25 +546,32 @@ impl Datapath {
         for (reason, v) in drops(&c, &s) {
             let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
         }
-        let _ = writeln!(
+        metric(
             out,
-            "# HELP weft_datapath_crypto_threads Threads that seal and open sleeve datagrams (0: no password)."
+            "weft_datapath_crypto_threads",
+            "gauge",
+            "Threads that seal and open sleeve datagrams (0: no password).",
+            self.crypto_threads as u64,
         );
-        let _ = writeln!(out, "# TYPE weft_datapath_crypto_threads gauge");
-        let _ = writeln!(out, "weft_datapath_crypto_threads {}", self.crypto_threads);
-        let _ = writeln!(
+        metric(
             out,
-            "# HELP weft_datapath_helper_crypted_total Datagrams sealed or opened by the helper threads rather than the datapath thread."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_helper_crypted_total counter");
-        let _ = writeln!(
-            out,
-            "weft_datapath_helper_crypted_total {}",
+            "weft_datapath_helper_crypted_total",
+            "counter",
+            "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
             self.crypto_helped
                 .as_ref()
-                .map_or(0, |h| h.load(Ordering::Relaxed))
+                .map_or(0, |h| h.load(Ordering::Relaxed)),
         );
     }
+}
+
+/// One unlabelled metric with its HELP and TYPE lines.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
 }
 
 impl Drop for Datapath {

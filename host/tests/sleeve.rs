@@ -71,17 +71,14 @@ fn move_50_mb(opts: &Opts<'_>, backend: &str, check: impl FnOnce(&Router, &Route
     );
     assert!(cb.ping(ip("10.32.1.1"), 3));
     // 50 MB over TCP, checksummed at both ends.
-    let data = "/tmp/weft-e2e-50mb";
+    // Named after this test's namespaces: tests of this process run side by side.
+    let src = format!("/tmp/weft-e2e-50mb.{}", ha.name());
     ha.run(&[
         "sh",
         "-c",
-        &format!(
-            "head -c 50000000 /dev/urandom > {data}.{}",
-            std::process::id()
-        ),
+        &format!("head -c 50000000 /dev/urandom > {src}"),
     ])
     .unwrap();
-    let src = format!("{data}.{}", std::process::id());
     let dst = format!("{src}.out");
     let recv = std::thread::spawn({
         let cb = cb.clone();
