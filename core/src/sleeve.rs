@@ -1317,6 +1317,80 @@ mod tests {
         assert_eq!(spread_stats.datagrams_received, 20);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Whatever the wire did to a GRO batch (bytes flipped, datagrams repeated or cut
+        /// short, a wrong segment size), taking it as one batch through a spread gives the
+        /// same frames, in the same order, and the same counters as one at a time.
+        #[test]
+        fn a_mangled_batch_acts_as_its_datagrams_one_at_a_time(
+            encrypt in proptest::bool::ANY,
+            payload_len in 1usize..30_000,
+            flips in proptest::collection::vec((0usize..64, 0usize..1500, 1u8..=255), 0..4),
+            repeats in proptest::collection::vec((0usize..64, 0usize..64), 0..4),
+            cut in 0usize..2000,
+            seg_skew in proptest::prop_oneof![3 => proptest::strategy::Just(0i32), 1 => -3i32..=3],
+        ) {
+            use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+            use crate::segment::Gso;
+            const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+            let mut lines = [Line::new(encrypt), Line::new(encrypt)];
+            lines[1].s[1].set_spread(Box::new(Backwards(alloc::sync::Arc::new(AtomicUsize::new(0)))));
+            for l in &mut lines {
+                l.bridge_in(1, &frame([0xff; 6], MAC_B, 1));
+            }
+            let mut f = build(false, true, &payload(payload_len, 3), 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_B);
+            f[6..12].copy_from_slice(&MAC_A);
+            let off = Offload {
+                gso: Gso::TcpV4,
+                gso_size: 1000,
+                csum: Some(partial(&mut f)),
+                ..Offload::default()
+            };
+            let mut outs = Vec::new();
+            lines[0].s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
+            let Some(Owned::Datagram(_, mut batch, Some(seg))) = outs.into_iter().next() else {
+                panic!("one GSO batch")
+            };
+            let seg = usize::from(seg);
+            let n = batch.len().div_ceil(seg);
+            for (i, at, x) in flips {
+                let k = (i % n) * seg + at;
+                if k < batch.len() {
+                    batch[k] ^= x;
+                }
+            }
+            for (dst, src) in repeats {
+                let (d, s) = (dst % n, src % n);
+                if d + 1 < n && s + 1 < n {
+                    let copy = batch[s * seg..(s + 1) * seg].to_vec();
+                    batch[d * seg..(d + 1) * seg].copy_from_slice(&copy);
+                }
+            }
+            batch.truncate(batch.len().saturating_sub(cut).max(1));
+            let step = usize::try_from(seg as i32 + seg_skew).unwrap_or(1).max(1);
+            let mut got: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+            let [one, spread] = &mut lines;
+            let mut b1 = batch.clone();
+            for d in b1.chunks_mut(step) {
+                one.s[1].handle_datagram(Instant::ZERO, addr(0), d, &mut |o| {
+                    if let Output::Frame(f) = o {
+                        got[0].push(f.to_vec());
+                    }
+                });
+            }
+            let mut b2 = batch;
+            spread.s[1].handle_datagrams(Instant::ZERO, addr(0), &mut b2, step, &mut |o| {
+                if let Output::Frame(f) = o {
+                    got[1].push(f.to_vec());
+                }
+            });
+            proptest::prop_assert_eq!(&got[0], &got[1]);
+            proptest::prop_assert_eq!(one.s[1].stats(), spread.s[1].stats());
+        }
+    }
+
     #[test]
     fn plain_datagrams_from_elsewhere_than_the_peer_are_dropped() {
         let mut l = Line::new(false);
