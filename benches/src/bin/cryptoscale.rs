@@ -10,7 +10,9 @@
 //! as the daemon builds it. Once with `--crypto-threads 1` (the datapath thread alone),
 //! once with T (default 2) — the same `Crew` of helper threads the daemon lends its
 //! engine — alternating per round. Prints Gbit/s of TCP payload for each and the
-//! median ratio. It shows what a second core buys when it is free; the end-to-end
+//! median ratio, with the cores each setting kept busy (process CPU time per second)
+//! and the machine's steal time, which on a VM says how free the second core really was.
+//! It shows what a second core buys when it is free; the end-to-end
 //! `throughput` bench (row `sleeve-enc-2t`) shows it when the containers and the other
 //! router compete for it.
 
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         args.rounds, args.secs
     );
     let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cores = Vec::new();
     for round in 1..=args.rounds {
         let r1 = match run(1, args.secs) {
             Ok(r) => r,
@@ -102,22 +105,28 @@ fn main() -> ExitCode {
             }
         };
         println!(
-            "  round {round}: 1 thread {:.2} Gbit/s, {} threads {:.2} Gbit/s ({:.0} % of datagrams by helpers): {:.2}x",
+            "  round {round}: 1 thread {:.2} Gbit/s on {:.2} cores; {} threads {:.2} Gbit/s on {:.2} cores, {:.0} % of datagrams by helpers: {:.2}x (steal {:.0} % / {:.0} %)",
             r1.gbps,
+            r1.cores,
             args.threads,
             rn.gbps,
+            rn.cores,
             rn.helper_share * 100.0,
-            rn.gbps / r1.gbps
+            rn.gbps / r1.gbps,
+            r1.steal_pct,
+            rn.steal_pct
         );
+        cores.push(rn.cores);
         ratios.push(rn.gbps / r1.gbps);
         one.push(r1.gbps);
         many.push(rn.gbps);
     }
     println!(
-        "median: 1 thread {:.2} Gbit/s, {} threads {:.2} Gbit/s; {} threads / 1: {:.2}x [{:.2} - {:.2}]",
+        "median: 1 thread {:.2} Gbit/s, {} threads {:.2} Gbit/s on {:.2} cores; {} threads / 1: {:.2}x [{:.2} - {:.2}]",
         median(&mut one),
         args.threads,
         median(&mut many),
+        median(&mut cores),
         args.threads,
         median(&mut ratios),
         ratios.iter().copied().fold(f64::INFINITY, f64::min),
@@ -135,6 +144,39 @@ struct Result1 {
     gbps: f64,
     /// Of the datagrams sealed and opened, the share the helpers did.
     helper_share: f64,
+    /// CPU time of the whole process per wall second: how many cores it kept busy.
+    cores: f64,
+    /// The machine's steal time over the run, % of all CPUs' time (a VM's host took it).
+    steal_pct: f64,
+}
+
+/// This process's user + system CPU seconds (all threads), from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks are 100 per second on Linux (USER_HZ).
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// (steal, total) jiffies of all CPUs, from /proc/stat.
+fn steal_and_total() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (v.get(7).copied().unwrap_or(0.0), v.iter().take(8).sum())
 }
 
 fn name(i: u64) -> PeerName {
@@ -246,6 +288,7 @@ fn run(threads: usize, secs: f64) -> Result<Result1, String> {
     let mut buf = vec![0u8; 1 << 17];
     let (mut frames_out, mut batches) = (0u64, 0u64);
     let now = Instant::ZERO;
+    let (cpu0, (steal0, total0)) = (cpu_secs(), steal_and_total());
     let start = StdInstant::now();
     let limit = Duration::from_secs_f64(secs);
     while start.elapsed() < limit {
@@ -276,6 +319,9 @@ fn run(threads: usize, secs: f64) -> Result<Result1, String> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cores = (cpu_secs() - cpu0) / elapsed;
+    let (steal1, total1) = steal_and_total();
+    let steal_pct = 100.0 * (steal1 - steal0) / (total1 - total0).max(1.0);
     let segments = SUPER_PAYLOAD.div_ceil(usize::from(MSS)) as u64;
     let sent = b.stats().frames_to_bridge;
     if sent == 0 || frames_out != sent || batches == 0 {
@@ -291,5 +337,7 @@ fn run(threads: usize, secs: f64) -> Result<Result1, String> {
     Ok(Result1 {
         gbps: payload_bits / elapsed / 1e9,
         helper_share: helped as f64 / (2 * sent) as f64,
+        cores,
+        steal_pct,
     })
 }
