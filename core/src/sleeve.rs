@@ -1231,6 +1231,36 @@ mod tests {
         }
     }
 
+    const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+
+    impl Line {
+        /// Teaches 0 that MAC_B is behind 1, then has 0 cut a TCP super-frame with
+        /// `payload_len` bytes for MAC_B into 1000-byte segments; returns the one GSO batch
+        /// it sends to 1 and its segment size.
+        fn batch_for_b(&mut self, payload_len: usize) -> (Vec<u8>, usize) {
+            use crate::segment::Gso;
+            use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+            self.bridge_in(1, &frame([0xff; 6], MAC_B, 1));
+            let mut f = build(false, true, &payload(payload_len, 3), 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_B);
+            f[6..12].copy_from_slice(&MAC_A);
+            let off = Offload {
+                gso: Gso::TcpV4,
+                gso_size: 1000,
+                csum: Some(partial(&mut f)),
+                ..Offload::default()
+            };
+            let mut outs = Vec::new();
+            self.s[0]
+                .handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
+            let [Owned::Datagram(_, batch, Some(seg))] = <[Owned; 1]>::try_from(outs).unwrap()
+            else {
+                panic!("one GSO batch")
+            };
+            (batch, usize::from(seg))
+        }
+    }
+
     /// A [`Spread`] that does the pieces last to first and counts them.
     #[derive(Debug)]
     struct Backwards(alloc::sync::Arc<AtomicUsize>);
@@ -1252,9 +1282,6 @@ mod tests {
 
     #[test]
     fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
-        use crate::segment::Gso;
-        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
-        const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
         // (frames delivered by 1, its stats, pieces the spreads ran) per setting.
         let run = |spread: bool, encrypt: bool| {
             let mut l = Line::new(encrypt);
@@ -1264,23 +1291,7 @@ mod tests {
                     s.set_spread(Box::new(Backwards(pieces.clone())));
                 }
             }
-            l.bridge_in(1, &frame([0xff; 6], MAC_B, 1));
-            let mut f = build(false, true, &payload(20_000, 3), 7, FLAG_ACK);
-            f[..6].copy_from_slice(&MAC_B);
-            f[6..12].copy_from_slice(&MAC_A);
-            let off = Offload {
-                gso: Gso::TcpV4,
-                gso_size: 1000,
-                csum: Some(partial(&mut f)),
-                ..Offload::default()
-            };
-            let mut outs = Vec::new();
-            l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
-            let [Owned::Datagram(_, mut batch, Some(seg))] = <[Owned; 1]>::try_from(outs).unwrap()
-            else {
-                panic!("one GSO batch")
-            };
-            let seg = usize::from(seg);
+            let (mut batch, seg) = l.batch_for_b(20_000);
             assert_eq!(batch.len().div_ceil(seg), 20, "20 segments of 1000 bytes");
             // The wire mangles it: segment 3 is tampered with, segment 5 comes twice
             // (replacing 6, so the batch keeps its shape).
@@ -1331,29 +1342,10 @@ mod tests {
             cut in 0usize..2000,
             seg_skew in proptest::prop_oneof![3 => proptest::strategy::Just(0i32), 1 => -3i32..=3],
         ) {
-            use crate::segment::tests::{FLAG_ACK, build, partial, payload};
-            use crate::segment::Gso;
-            const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];
             let mut lines = [Line::new(encrypt), Line::new(encrypt)];
             lines[1].s[1].set_spread(Box::new(Backwards(alloc::sync::Arc::new(AtomicUsize::new(0)))));
-            for l in &mut lines {
-                l.bridge_in(1, &frame([0xff; 6], MAC_B, 1));
-            }
-            let mut f = build(false, true, &payload(payload_len, 3), 7, FLAG_ACK);
-            f[..6].copy_from_slice(&MAC_B);
-            f[6..12].copy_from_slice(&MAC_A);
-            let off = Offload {
-                gso: Gso::TcpV4,
-                gso_size: 1000,
-                csum: Some(partial(&mut f)),
-                ..Offload::default()
-            };
-            let mut outs = Vec::new();
-            lines[0].s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
-            let Some(Owned::Datagram(_, mut batch, Some(seg))) = outs.into_iter().next() else {
-                panic!("one GSO batch")
-            };
-            let seg = usize::from(seg);
+            let (mut batch, seg) = lines[0].batch_for_b(payload_len);
+            lines[1].bridge_in(1, &frame([0xff; 6], MAC_B, 1));
             let n = batch.len().div_ceil(seg);
             for (i, at, x) in flips {
                 let k = (i % n) * seg + at;
