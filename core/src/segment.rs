@@ -231,11 +231,39 @@ impl Layout {
     }
 
     fn csum_offset(&self) -> usize {
-        usize::from(if self.tcp {
-            TCP_CSUM_OFFSET
-        } else {
-            UDP_CSUM_OFFSET
-        })
+        usize::from(self.csum_at().offset)
+    }
+
+    /// Where this frame's L4 checksum is summed from and stored.
+    pub(crate) fn csum_at(&self) -> PartialCsum {
+        PartialCsum {
+            start: self.l4 as u16,
+            offset: if self.tcp {
+                TCP_CSUM_OFFSET
+            } else {
+                UDP_CSUM_OFFSET
+            },
+        }
+    }
+
+    /// Stores the pseudo-header sum (for the L4 length up to `ip_end`) in the L4 checksum
+    /// field: the partial checksum that offload hardware, or the receiving kernel,
+    /// completes.
+    pub(crate) fn fill_l4_pseudo(&self, frame: &mut [u8]) {
+        let at = self.l4 + self.csum_offset();
+        let pseudo = csum_fold(self.pseudo(frame, self.ip_end - self.l4));
+        frame[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+    }
+
+    /// Completes a partial L4 checksum in place: the field holds the pseudo-header sum.
+    /// Only the IP packet is summed, not Ethernet padding after it.
+    pub(crate) fn complete_l4_csum(&self, frame: &mut [u8]) {
+        let at = self.l4 + self.csum_offset();
+        let mut c = !csum_fold(csum_partial(&frame[self.l4..self.ip_end]));
+        if c == 0 && !self.tcp {
+            c = 0xffff;
+        }
+        frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Computes and stores the full L4 checksum of `frame` (which ends at `ip_end`).
@@ -257,6 +285,32 @@ impl Layout {
         let sum = self.pseudo(frame, l4_len) + csum_partial(&frame[self.l4..self.ip_end]);
         csum_fold(sum) == 0xffff
     }
+}
+
+/// Writes the IPv4 header checksum of the header at `ip` (`ihl` bytes).
+pub(crate) fn fill_ipv4_header_csum(ip: &mut [u8], ihl: usize) {
+    ip[10..12].fill(0);
+    let c = !csum_fold(csum_partial(&ip[..ihl]));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Completes the partial L4 checksum of an IPv4/IPv6 TCP/UDP frame whose checksum field
+/// holds the pseudo-header sum (as frames from a `FramesCsumPartial` datagram do), for a
+/// port that takes no offload hints. False (frame untouched) if the frame is not one.
+pub fn complete_l4_csum(frame: &mut [u8]) -> bool {
+    match Layout::parse(frame) {
+        Some(at) => {
+            at.complete_l4_csum(frame);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Where the partial L4 checksum of an IPv4/IPv6 TCP/UDP frame is (`None` for other
+/// frames): the offload hint a frame from a `FramesCsumPartial` datagram is written with.
+pub fn l4_csum_at(frame: &[u8]) -> Option<PartialCsum> {
+    Layout::parse(frame).map(|at| at.csum_at())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -281,6 +335,11 @@ pub struct Segmenter<'a> {
     plan: Plan,
     count: usize,
     next: usize,
+    /// The frame's partial checksum is where parsing its headers finds it, so segments
+    /// may leave it partial for the receiver ([`Segmenter::leave_csum_partial`]).
+    partial_ok: bool,
+    /// Segments keep a partial L4 checksum instead of a full one.
+    partial: bool,
 }
 
 impl<'a> Segmenter<'a> {
@@ -294,11 +353,15 @@ impl<'a> Segmenter<'a> {
                     return Err(SegmentError::Malformed);
                 }
             }
+            let partial_ok =
+                off.csum.is_some() && Layout::parse(frame).map(|at| at.csum_at()) == off.csum;
             return Ok(Self {
                 frame,
                 plan: Plan::Whole(off.csum),
                 count: 1,
                 next: 0,
+                partial_ok,
+                partial: false,
             });
         }
         let at = Layout::parse(frame).ok_or(SegmentError::Unsupported)?;
@@ -336,6 +399,8 @@ impl<'a> Segmenter<'a> {
         };
         Ok(Self {
             frame,
+            partial_ok: off.csum == Some(at.csum_at()),
+            partial: false,
             plan: Plan::Split {
                 at,
                 mss,
@@ -346,6 +411,22 @@ impl<'a> Segmenter<'a> {
             count,
             next: 0,
         })
+    }
+
+    /// Leaves the L4 checksum of every segment partial (the field holds the pseudo-header
+    /// sum for the segment's length) when the frame's own is partial and where its headers
+    /// say; else segments keep full checksums. Saves summing every payload byte when the
+    /// receiver hands segments to a kernel that completes or skips the sum anyway. See
+    /// [`Segmenter::leaves_csum_partial`].
+    pub fn leave_csum_partial(mut self) -> Self {
+        self.partial = self.partial_ok;
+        self
+    }
+
+    /// Whether the segments carry partial L4 checksums (only after
+    /// [`Segmenter::leave_csum_partial`], and only for frames that allow it).
+    pub fn leaves_csum_partial(&self) -> bool {
+        self.partial
     }
 
     /// How many segments the frame becomes.
@@ -374,7 +455,7 @@ impl<'a> Segmenter<'a> {
             Plan::Whole(csum) => {
                 let f = self.frame;
                 buf[..f.len()].copy_from_slice(f);
-                if let Some(c) = csum {
+                if let (Some(c), false) = (csum, self.partial) {
                     complete_csum(&mut buf[..f.len()], c);
                 }
                 Some(f.len())
@@ -386,7 +467,18 @@ impl<'a> Segmenter<'a> {
                 ident,
                 seq,
             } => Some(write_segment(
-                self.frame, buf, at, mss, ecn, ident, seq, i, self.count,
+                self.frame,
+                buf,
+                at,
+                Cut {
+                    mss,
+                    ecn,
+                    ident,
+                    seq,
+                    partial: self.partial,
+                },
+                i,
+                self.count,
             )),
         }
     }
@@ -413,18 +505,31 @@ pub fn complete_csum(frame: &mut [u8], c: PartialCsum) {
     frame[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_segment(
-    frame: &[u8],
-    buf: &mut [u8],
-    at: Layout,
+/// How a super-frame is cut (fixed for all its segments).
+#[derive(Clone, Copy)]
+struct Cut {
     mss: usize,
     ecn: bool,
     ident: u16,
     seq: u32,
+    partial: bool,
+}
+
+fn write_segment(
+    frame: &[u8],
+    buf: &mut [u8],
+    at: Layout,
+    cut: Cut,
     i: usize,
     count: usize,
 ) -> usize {
+    let Cut {
+        mss,
+        ecn,
+        ident,
+        seq,
+        partial,
+    } = cut;
     let start = at.hdr_end + i * mss;
     let plen = mss.min(at.ip_end - start);
     let len = at.hdr_end + plen;
@@ -439,7 +544,7 @@ fn write_segment(
         let mut ip = Ipv4Packet::new_unchecked(&mut seg[at.l3..]);
         ip.set_total_len((len - at.l3) as u16);
         ip.set_ident(ident.wrapping_add(i as u16));
-        ip.fill_checksum();
+        fill_ipv4_header_csum(&mut seg[at.l3..], at.l4 - at.l3);
     }
     let last = i + 1 == count;
     if at.tcp {
@@ -457,7 +562,11 @@ fn write_segment(
         u.set_len(l4_len as u16);
     }
     let seg_at = Layout { ip_end: len, ..at };
-    seg_at.fill_l4_csum(seg);
+    if partial {
+        seg_at.fill_l4_pseudo(seg);
+    } else {
+        seg_at.fill_l4_csum(seg);
+    }
     len
 }
 

@@ -78,6 +78,11 @@ pub enum Output<'a> {
     },
     /// Write this Ethernet frame to the local bridge port.
     Frame(&'a [u8]),
+    /// Write this Ethernet frame to the local bridge port; if it is an IPv4/IPv6 TCP or
+    /// UDP frame, its L4 checksum field holds only the pseudo-header sum: write it with a
+    /// partial-checksum hint (`NEEDS_CSUM` at [`crate::segment::l4_csum_at`]) or complete
+    /// it first ([`crate::segment::complete_l4_csum`]).
+    FrameCsumPartial(&'a [u8]),
 }
 
 /// The writer of an [`Output::DatagramsInPlace`] batch.
@@ -609,7 +614,8 @@ impl Sleeve {
                 }
                 Ok(())
             }
-            DatagramKind::Frames => {
+            DatagramKind::Frames | DatagramKind::FramesCsumPartial => {
+                let partial = header.kind == DatagramKind::FramesCsumPartial;
                 if body.len() < ROUTING_PREFIX_LEN {
                     return Err(Drop::Malformed(WireError::Truncated));
                 }
@@ -629,7 +635,10 @@ impl Sleeve {
                     }
                     if deliver {
                         self.stats.frames_to_bridge += 1;
-                        out(Output::Frame(f));
+                        out(match partial {
+                            true => Output::FrameCsumPartial(f),
+                            false => Output::Frame(f),
+                        });
                     }
                 }
                 // Copy the plaintext out: relaying re-seals it per hop.
@@ -639,14 +648,14 @@ impl Sleeve {
                         let plain: Vec<u8> = body.to_vec();
                         for hop in kids {
                             self.stats.frames_relayed += frames.len() as u64;
-                            self.send_payload(hop, DatagramKind::Frames, &plain, out);
+                            self.send_payload(hop, header.kind, &plain, out);
                         }
                     }
                 } else if dest != self.me {
                     let hop = self.next_hop.get(&dest).copied().ok_or(Drop::NoRoute)?;
                     let plain: Vec<u8> = body.to_vec();
                     self.stats.frames_relayed += frames.len() as u64;
-                    self.send_payload(hop, DatagramKind::Frames, &plain, out);
+                    self.send_payload(hop, header.kind, &plain, out);
                 }
                 Ok(())
             }
@@ -723,7 +732,7 @@ impl Sleeve {
         out: &mut impl FnMut(Output<'_>),
     ) {
         let mut seg = match Segmenter::new(frame, off, usize::from(u16::MAX)) {
-            Ok(s) => s,
+            Ok(s) => s.leave_csum_partial(),
             Err(_) => {
                 self.stats.count(Drop::Malformed(WireError::Inconsistent));
                 return;
@@ -738,6 +747,10 @@ impl Sleeve {
             return;
         }
         let per_batch = (GSO_BATCH_LEN_MAX / stride).clamp(1, GSO_BATCH_SEGMENTS_MAX);
+        let kind = match seg.leaves_csum_partial() {
+            true => DatagramKind::FramesCsumPartial,
+            false => DatagramKind::Frames,
+        };
         let (me, encrypt) = (self.me, self.encrypt);
         let Some(peer) = self.peers.get_mut(&hop) else {
             self.stats.count(Drop::NoRoute);
@@ -767,15 +780,7 @@ impl Sleeve {
                     d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
                     // len <= seg_max <= u16::MAX, checked above.
                     d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
-                    match frame_datagram(
-                        peer,
-                        me,
-                        encrypt,
-                        hop,
-                        DatagramKind::Frames,
-                        d,
-                        lead - h + len,
-                    ) {
+                    match frame_datagram(peer, me, encrypt, hop, kind, d, lead - h + len) {
                         Ok((counter, total)) => {
                             first_counter.get_or_insert(counter);
                             used += total;
@@ -1009,8 +1014,11 @@ mod tests {
     /// A line 0 - 1 - 2: 0 and 2 have no direct path.
     struct Line {
         s: Vec<Sleeve>,
-        /// Frames each engine wrote to its bridge.
+        /// Frames each engine wrote to its bridge (partial checksums completed, as the
+        /// kernel would).
         delivered: Vec<Vec<Vec<u8>>>,
+        /// How many of those came with a partial checksum.
+        partial: Vec<usize>,
         /// Datagrams on the wire: (to index, bytes).
         wire: VecDeque<(usize, Vec<u8>, usize)>,
         /// Every datagram ever sent, for inspection.
@@ -1054,6 +1062,7 @@ mod tests {
             Self {
                 s,
                 delivered: alloc::vec![Vec::new(); 3],
+                partial: alloc::vec![0; 3],
                 wire: VecDeque::new(),
                 seen: Vec::new(),
             }
@@ -1061,7 +1070,10 @@ mod tests {
 
         fn collect(&mut self, i: usize, o: Output<'_>) {
             match o {
-                Output::Frame(f) => self.delivered[i].push(f.to_vec()),
+                Output::Frame(_) | Output::FrameCsumPartial(_) => {
+                    self.partial[i] += usize::from(matches!(o, Output::FrameCsumPartial(_)));
+                    self.delivered[i].extend(frame_of(o));
+                }
                 Output::DatagramsInPlace { .. } => unreachable!("tests collect owned outputs"),
                 Output::Datagram {
                     to,
@@ -1103,9 +1115,24 @@ mod tests {
         }
     }
 
+    /// The frame an output writes to the bridge, its partial checksum completed (what the
+    /// kernel does with the hint); `None` for datagrams.
+    fn frame_of(o: Output<'_>) -> Option<Vec<u8>> {
+        match o {
+            Output::Frame(f) => Some(f.to_vec()),
+            Output::FrameCsumPartial(f) => {
+                let mut f = f.to_vec();
+                crate::segment::complete_l4_csum(&mut f);
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
     #[derive(Debug)]
     enum Owned {
         Frame(Vec<u8>),
+        FrameCsumPartial(Vec<u8>),
         Datagram(SocketAddr, Vec<u8>, Option<u16>),
     }
 
@@ -1113,6 +1140,7 @@ mod tests {
         fn as_output(&self) -> Output<'_> {
             match self {
                 Self::Frame(f) => Output::Frame(f),
+                Self::FrameCsumPartial(f) => Output::FrameCsumPartial(f),
                 Self::Datagram(to, b, n) => Output::Datagram {
                     to: *to,
                     bytes: b,
@@ -1125,6 +1153,7 @@ mod tests {
     fn own(o: Output<'_>) -> Owned {
         match o {
             Output::Frame(f) => Owned::Frame(f.to_vec()),
+            Output::FrameCsumPartial(f) => Owned::FrameCsumPartial(f.to_vec()),
             Output::Datagram {
                 to,
                 bytes,
@@ -1196,6 +1225,7 @@ mod tests {
                 csum: Some(partial(&mut f)),
                 ..Offload::default()
             };
+            l.seen.clear();
             let mut outs = Vec::new();
             l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
             // 31 segments of ~1400 bytes: one GSO batch of equal datagrams.
@@ -1203,7 +1233,7 @@ mod tests {
                 .iter()
                 .map(|o| match o {
                     Owned::Datagram(_, _, n) => *n,
-                    Owned::Frame(_) => panic!("no local delivery"),
+                    _ => panic!("no local delivery"),
                 })
                 .collect();
             assert_eq!(sizes.len(), 1, "{sizes:?}");
@@ -1218,6 +1248,12 @@ mod tests {
             l.settle();
             let got = &l.delivered[2][..];
             assert_eq!(got.len(), 31);
+            // The checksum was left to offload: segments went partial, in datagrams that
+            // say so over both hops, and 2 was told to have them finished.
+            assert_eq!(l.partial[2], 31, "encrypt={encrypt}");
+            let kinds: BTreeSet<u8> = l.seen.iter().map(|d| d[2] & 0x7f).collect();
+            assert!(kinds.contains(&5), "{kinds:?}");
+            assert!(!kinds.contains(&1), "{kinds:?}");
             let mut c = Coalescer::new();
             let mut merged = Vec::new();
             for s in got {
@@ -1300,9 +1336,7 @@ mod tests {
             batch[6 * seg..7 * seg].copy_from_slice(&five);
             let mut got = Vec::new();
             l.s[1].handle_datagrams(Instant::ZERO, addr(0), &mut batch, seg, &mut |o| {
-                if let Output::Frame(f) = o {
-                    got.push(f.to_vec());
-                }
+                got.extend(frame_of(o));
             });
             (got, l.s[1].stats(), pieces.load(Ordering::Relaxed))
         };
@@ -1367,16 +1401,12 @@ mod tests {
             let mut b1 = batch.clone();
             for d in b1.chunks_mut(step) {
                 one.s[1].handle_datagram(Instant::ZERO, addr(0), d, &mut |o| {
-                    if let Output::Frame(f) = o {
-                        got[0].push(f.to_vec());
-                    }
+                    got[0].extend(frame_of(o));
                 });
             }
             let mut b2 = batch;
             spread.s[1].handle_datagrams(Instant::ZERO, addr(0), &mut b2, step, &mut |o| {
-                if let Output::Frame(f) = o {
-                    got[1].push(f.to_vec());
-                }
+                got[1].extend(frame_of(o));
             });
             proptest::prop_assert_eq!(&got[0], &got[1]);
             proptest::prop_assert_eq!(one.s[1].stats(), spread.s[1].stats());

@@ -23,7 +23,7 @@ use std::time::Instant as StdInstant;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
-use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum};
+use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum, complete_l4_csum};
 use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
 use weft_core::time::Instant;
 use weft_uring_dp::{
@@ -150,6 +150,19 @@ fn emit(out: &mut Outbox, coalescer: &mut Option<Coalescer>, o: Output<'_>) {
                 Ok(())
             }
             None => out.write_tap(None, f),
+        },
+        Output::FrameCsumPartial(f) => match coalescer {
+            Some(c) => {
+                c.push_csum_partial(f, &mut |o, frame| {
+                    let _ = out.write_tap(Some(&vnet_of(o)), frame);
+                });
+                Ok(())
+            }
+            // A TAP without offload hints gets the checksum finished here.
+            None => out.write_tap_with(None, f.len(), |b| {
+                b.copy_from_slice(f);
+                complete_l4_csum(b);
+            }),
         },
     };
 }
@@ -483,6 +496,9 @@ impl Datapath {
             "datagrams_out": c.udp_datagrams_out,
             "bytes_in": c.udp_bytes_in,
             "bytes_out": c.udp_bytes_out,
+            "tap_reads": c.tap_frames_in,
+            "tap_writes": c.tap_frames_out,
+            "batches": c.batches,
             "paths": p.paths.iter().map(|x| serde_json::json!({
                 "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
                 "pmtu_bytes": x.pmtu_bytes,
@@ -537,6 +553,21 @@ impl Datapath {
             out,
             "weft_datapath_bytes_total{{direction=\"out\"}} {}",
             c.udp_bytes_out
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_tap_io_total Reads and writes on the TAP (a TSO or coalesced super-frame is one)."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_tap_io_total counter");
+        for (op, v) in [("read", c.tap_frames_in), ("write", c.tap_frames_out)] {
+            let _ = writeln!(out, "weft_datapath_tap_io_total{{op=\"{op}\"}} {v}");
+        }
+        metric(
+            out,
+            "weft_datapath_batches_total",
+            "counter",
+            "Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).",
+            c.batches,
         );
         let _ = writeln!(
             out,

@@ -152,6 +152,17 @@ impl Outbox {
         vnet: Option<&VirtioNetHdr>,
         frame: &[u8],
     ) -> Result<(), OutboxError> {
+        self.write_tap_with(vnet, frame.len(), |b| b.copy_from_slice(frame))
+    }
+
+    /// [`Outbox::write_tap`] for a frame of `len` bytes that `fill` writes in place (to
+    /// finish it on the way without a copy of its own).
+    pub fn write_tap_with(
+        &mut self,
+        vnet: Option<&VirtioNetHdr>,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), OutboxError> {
         let hdr = match (self.vnet_hdr, vnet) {
             (None, Some(h)) if h.is_gso() || h.needs_csum() => return Err(OutboxError::Invalid),
             (None, _) => None,
@@ -162,15 +173,15 @@ impl Outbox {
             return Err(OutboxError::Full);
         }
         let hdr_len = hdr.map_or(0, |(len, _)| len.bytes());
-        let off = self.reserve(hdr_len + frame.len())?;
-        if let Some((len, h)) = hdr {
-            // The arena slice is exactly hdr_len + frame.len() long, so this cannot fail.
-            let _ = h.emit(&mut self.arena[off..off + hdr_len], len);
+        let off = self.reserve(hdr_len + len)?;
+        if let Some((kind, h)) = hdr {
+            // The arena slice is exactly hdr_len + len long, so this cannot fail.
+            let _ = h.emit(&mut self.arena[off..off + hdr_len], kind);
         }
-        self.arena[off + hdr_len..off + hdr_len + frame.len()].copy_from_slice(frame);
+        fill(&mut self.arena[off + hdr_len..off + hdr_len + len]);
         self.frames.push(OutFrame {
             off,
-            len: hdr_len + frame.len(),
+            len: hdr_len + len,
         });
         Ok(())
     }

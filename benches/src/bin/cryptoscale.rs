@@ -309,7 +309,7 @@ fn run(threads: usize, secs: f64) -> Result<Result1, String> {
                         &mut buf[..used],
                         usize::from(segment_size),
                         &mut |o| {
-                            if let Output::Frame(_) = o {
+                            if let Output::Frame(_) | Output::FrameCsumPartial(_) = o {
                                 frames_out += 1;
                             }
                         },

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use super::{Gso, Layout, Offload, PartialCsum, SEGMENTS_MAX, SUPER_FRAME_LEN_MAX};
-use super::{TCP_CSUM_OFFSET, csum_fold};
+use super::{TCP_CSUM_OFFSET, csum_fold, fill_ipv4_header_csum};
 
 /// TCP flags byte (offset 13): FIN, SYN, RST, PSH, ACK, URG, ECE, CWR.
 const TCP_FLAGS_AT: usize = 13;
@@ -25,6 +25,8 @@ struct Pending {
     gso_size: usize,
     next_seq: u32,
     segs: usize,
+    /// The first segment's L4 checksum is partial (pseudo-header sum only).
+    partial: bool,
 }
 
 /// Merges TCP segments into super-frames. Feed it frames in arrival order with
@@ -78,14 +80,29 @@ impl Coalescer {
     /// super-frame when `frame` does not extend it, and `frame` itself when it cannot
     /// start one. Order between frames is kept.
     pub fn push(&mut self, frame: &[u8], emit: &mut impl FnMut(&Offload, &[u8])) {
+        self.push_frame(frame, false, emit);
+    }
+
+    /// [`Coalescer::push`] for a frame whose TCP/UDP checksum field holds only the
+    /// pseudo-header sum (from a datagram whose integrity was checked on the way): it is
+    /// merged without verifying, and passed on alone with a partial-checksum hint.
+    pub fn push_csum_partial(&mut self, frame: &[u8], emit: &mut impl FnMut(&Offload, &[u8])) {
+        self.push_frame(frame, true, emit);
+    }
+
+    fn push_frame(&mut self, frame: &[u8], partial: bool, emit: &mut impl FnMut(&Offload, &[u8])) {
         let Some(at) = Layout::parse(frame).filter(|a| a.tcp) else {
             self.flush(emit);
-            emit(&Offload::default(), frame);
+            let off = match partial {
+                true => super::l4_csum_at(frame).map_or_else(Offload::default, csum_hint),
+                false => Offload::default(),
+            };
+            emit(&off, frame);
             return;
         };
         // Only segments whose checksum verifies are merged: the super-frame's is recomputed,
         // which must not turn a corrupt segment into a good one.
-        if self.verify && !at.l4_csum_ok(frame) {
+        if !partial && self.verify && !at.l4_csum_ok(frame) {
             self.flush(emit);
             emit(&Offload::default(), frame);
             return;
@@ -119,7 +136,11 @@ impl Coalescer {
         }
         self.flush(emit);
         if !plain || payload == 0 || flags & FLAG_PSH != 0 {
-            emit(&valid(), &frame[..at.ip_end]);
+            let off = match partial {
+                true => csum_hint(at.csum_at()),
+                false => valid(),
+            };
+            emit(&off, &frame[..at.ip_end]);
             return;
         }
         let seq = TcpPacket::new_unchecked(&frame[at.l4..]).seq_number().0 as u32;
@@ -130,6 +151,7 @@ impl Coalescer {
             gso_size: payload,
             next_seq: seq.wrapping_add(payload as u32),
             segs: 1,
+            partial,
         });
     }
 
@@ -173,7 +195,11 @@ impl Coalescer {
         };
         let frame = &mut self.buf[..self.len];
         if p.segs == 1 {
-            emit(&valid(), frame);
+            let off = match p.partial {
+                true => csum_hint(at.csum_at()),
+                false => valid(),
+            };
+            emit(&off, frame);
             return;
         }
         let l4_len = at.ip_end - at.l4;
@@ -182,7 +208,7 @@ impl Coalescer {
         } else {
             let mut ip = Ipv4Packet::new_unchecked(&mut frame[at.l3..]);
             ip.set_total_len((at.ip_end - at.l3) as u16);
-            ip.fill_checksum();
+            fill_ipv4_header_csum(&mut frame[at.l3..], at.l4 - at.l3);
         }
         // Partial checksum: the field holds the pseudo-header sum, the kernel (or nobody,
         // for local delivery) finishes it.
@@ -201,6 +227,14 @@ impl Coalescer {
             ecn: false,
         };
         emit(&off, frame);
+    }
+}
+
+/// A frame whose L4 checksum field holds the pseudo-header sum: the kernel completes it.
+fn csum_hint(c: PartialCsum) -> Offload {
+    Offload {
+        csum: Some(c),
+        ..Offload::default()
     }
 }
 

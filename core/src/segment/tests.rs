@@ -217,6 +217,151 @@ fn uso_and_plain_partial_checksums_are_completed() {
     }
 }
 
+/// Cuts `frame` leaving checksums partial; returns the segments and whether it did.
+fn cut_partial(frame: &[u8], off: &Offload) -> (Vec<Vec<u8>>, bool) {
+    let mut seg = Segmenter::new(frame, off, usize::MAX)
+        .unwrap()
+        .leave_csum_partial();
+    let mut buf = vec![0u8; seg.segment_len_max()];
+    let mut segs = Vec::new();
+    while let Some(n) = seg.next_into(&mut buf) {
+        segs.push(buf[..n].to_vec());
+    }
+    (segs, seg.leaves_csum_partial())
+}
+
+#[test]
+fn segments_left_partial_are_the_full_ones_once_the_kernel_completes_them() {
+    for (v6, tcp) in [(false, true), (true, true), (false, false), (true, false)] {
+        let mut f = build(v6, tcp, &payload(9_000, 4), 77, FLAG_ACK | FLAG_PSH);
+        let c = partial(&mut f);
+        let off = Offload {
+            gso: gso_of(v6, tcp),
+            gso_size: 1300,
+            csum: Some(c),
+            ..Offload::default()
+        };
+        let full = cut(&f, &off);
+        let (mut left, did) = cut_partial(&f, &off);
+        assert!(did, "v6={v6} tcp={tcp}");
+        assert_eq!(left.len(), full.len());
+        for (i, (l, g)) in left.iter_mut().zip(&full).enumerate() {
+            let at = Layout::parse(l).unwrap();
+            assert!(!at.l4_csum_ok(l), "segment {i} not summed");
+            assert_eq!(l4_csum_at(l), Some(at.csum_at()));
+            assert!(complete_l4_csum(l));
+            assert_eq!(&*l, g, "v6={v6} tcp={tcp} segment {i}");
+        }
+        // No GSO, NEEDS_CSUM where the headers say: passed on partial, as it came.
+        let mut small = build(v6, tcp, &payload(300, 2), 5, FLAG_ACK);
+        let good = small.clone();
+        let c = partial(&mut small);
+        let off = Offload {
+            csum: Some(c),
+            ..Offload::default()
+        };
+        let (mut left, did) = cut_partial(&small, &off);
+        assert!(did);
+        assert_eq!(left, vec![small.clone()]);
+        assert!(complete_l4_csum(&mut left[0]));
+        assert_eq!(left[0], good);
+    }
+}
+
+#[test]
+fn checksums_the_receiver_could_not_find_are_completed_by_the_sender() {
+    let mut f = build(false, true, &payload(4_000, 4), 77, FLAG_ACK);
+    let c = partial(&mut f);
+    // No partial checksum, or one not where the headers say: full checksums.
+    for csum in [
+        None,
+        Some(PartialCsum {
+            start: c.start,
+            offset: UDP_CSUM_OFFSET,
+        }),
+    ] {
+        let mut g = f.clone();
+        if csum.is_none() {
+            Layout::parse(&g).unwrap().fill_l4_csum(&mut g);
+        }
+        let off = Offload {
+            gso: Gso::TcpV4,
+            gso_size: 1000,
+            csum,
+            ..Offload::default()
+        };
+        let (segs, did) = cut_partial(&g, &off);
+        assert!(!did, "{csum:?}");
+        if csum.is_none() {
+            for s in &segs {
+                assert!(Layout::parse(s).unwrap().l4_csum_ok(s));
+            }
+        }
+    }
+    // A non-IP frame with a partial checksum (say, at an odd place): completed.
+    let mut odd = vec![0u8; 60];
+    odd[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    let off = Offload {
+        csum: Some(PartialCsum {
+            start: 14,
+            offset: 4,
+        }),
+        ..Offload::default()
+    };
+    assert!(!cut_partial(&odd, &off).1);
+    assert!(!complete_l4_csum(&mut odd), "not TCP/UDP: left alone");
+}
+
+#[test]
+fn partial_segments_merge_unverified_and_pass_alone_with_a_hint() {
+    let mut f = build(false, true, &payload(5_000, 6), 1000, FLAG_ACK);
+    let c = partial(&mut f);
+    let off = Offload {
+        gso: Gso::TcpV4,
+        gso_size: 1000,
+        csum: Some(c),
+        ..Offload::default()
+    };
+    let (segs, _) = cut_partial(&f, &off);
+    assert_eq!(segs.len(), 5);
+    let mut c = Coalescer::new();
+    let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
+    for s in &segs {
+        c.push_csum_partial(s, &mut |o, b| got.push((*o, b.to_vec())));
+    }
+    c.flush(&mut |o, b| got.push((*o, b.to_vec())));
+    assert_eq!(got.len(), 1, "merged although no checksum verifies");
+    let (o, mut sf) = got.pop().unwrap();
+    complete_csum(&mut sf, o.csum.unwrap());
+    let mut whole = f.clone();
+    complete_csum(&mut whole, o.csum.unwrap());
+    assert_eq!(sf, whole);
+    // Alone (a pure ACK, a UDP frame): written with the hint, not vouched for.
+    let mut ack = build(false, true, &[], 9, FLAG_ACK);
+    partial(&mut ack);
+    let mut udp = build(true, false, &payload(100, 1), 0, 0);
+    partial(&mut udp);
+    let mut arp = vec![0xffu8; 42];
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    for (frame, hint) in [(&ack, true), (&udp, true), (&arp, false)] {
+        let mut got: Vec<Offload> = Vec::new();
+        c.push_csum_partial(frame, &mut |o, _| got.push(*o));
+        c.flush(&mut |o, _| got.push(*o));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].csum.is_some(), hint);
+        assert!(!got[0].data_valid);
+        if hint {
+            assert_eq!(got[0].csum, l4_csum_at(frame));
+        }
+    }
+    // A lone full-length partial segment, then the flush: the hint too.
+    let mut got: Vec<Offload> = Vec::new();
+    c.push_csum_partial(&segs[0], &mut |o, _| got.push(*o));
+    c.flush(&mut |o, _| got.push(*o));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].csum, l4_csum_at(&segs[0]));
+}
+
 #[test]
 fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
     let a = |seq, len, flags| build(false, true, &payload(len, 1), seq, flags);

@@ -36,6 +36,7 @@ const KIND_FRAMES: u8 = 1;
 const KIND_HEARTBEAT: u8 = 2;
 const KIND_PMTU_PROBE: u8 = 3;
 const KIND_PMTU_REPLY: u8 = 4;
+const KIND_FRAMES_CSUM_PARTIAL: u8 = 5;
 const PMTU_PROBE_FIXED_LEN: usize = 4;
 
 /// What a datagram carries.
@@ -43,6 +44,14 @@ const PMTU_PROBE_FIXED_LEN: usize = 4;
 pub enum DatagramKind {
     /// One or more Ethernet frames.
     Frames,
+    /// Ethernet frames as in [`DatagramKind::Frames`], whose TCP and UDP frames carry a
+    /// partial L4 checksum: the field holds only the pseudo-header sum, as for checksum
+    /// offload (segments cut from a super-frame whose checksum the sending kernel left to
+    /// "hardware"). The datagram's own UDP checksum, or its AEAD tag when sealed, covers
+    /// the bytes on the way; the receiver hands such frames to its kernel as needing a
+    /// checksum (which local delivery skips) or completes it. Receivers that predate it
+    /// refuse the kind rather than deliver frames with unfinished checksums.
+    FramesCsumPartial,
     /// Liveness of the UDP path; empty payload.
     Heartbeat,
     /// A padded probe of the path MTU.
@@ -55,6 +64,7 @@ impl DatagramKind {
     fn to_u8(self) -> u8 {
         match self {
             Self::Frames => KIND_FRAMES,
+            Self::FramesCsumPartial => KIND_FRAMES_CSUM_PARTIAL,
             Self::Heartbeat => KIND_HEARTBEAT,
             Self::PmtuProbe => KIND_PMTU_PROBE,
             Self::PmtuReply => KIND_PMTU_REPLY,
@@ -64,6 +74,7 @@ impl DatagramKind {
     fn from_u8(v: u8) -> Result<Self, WireError> {
         Ok(match v {
             KIND_FRAMES => Self::Frames,
+            KIND_FRAMES_CSUM_PARTIAL => Self::FramesCsumPartial,
             KIND_HEARTBEAT => Self::Heartbeat,
             KIND_PMTU_PROBE => Self::PmtuProbe,
             KIND_PMTU_REPLY => Self::PmtuReply,
@@ -159,14 +170,17 @@ pub enum Payload<'a> {
 
 impl<'a> Payload<'a> {
     /// Parses the plaintext payload of a datagram of `kind`; trailing or missing bytes,
-    /// too many frames or a frame of impossible length are errors.
+    /// too many frames or a frame of impossible length are errors. Both frame kinds give
+    /// [`Payload::Frames`].
     pub fn parse(kind: DatagramKind, buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() > DATAGRAM_LEN_MAX {
             return Err(WireError::Oversized);
         }
         let mut r = Reader::new(buf);
         let payload = match kind {
-            DatagramKind::Frames => Self::Frames(EthFrames::parse(buf)?),
+            DatagramKind::Frames | DatagramKind::FramesCsumPartial => {
+                Self::Frames(EthFrames::parse(buf)?)
+            }
             DatagramKind::Heartbeat => Self::Heartbeat,
             DatagramKind::PmtuProbe => {
                 let id = r.u32()?;
@@ -186,7 +200,7 @@ impl<'a> Payload<'a> {
         Ok(payload)
     }
 
-    /// The kind a header must carry for this payload.
+    /// The kind a header must carry for this payload (frames: with full checksums).
     pub fn kind(&self) -> DatagramKind {
         match self {
             Self::Frames(_) => DatagramKind::Frames,
@@ -393,6 +407,32 @@ mod tests {
         assert_eq!(frames.len(), 2);
         let got: Vec<&[u8]> = frames.iter().collect();
         assert_eq!(got, [&a[..], &b[..]]);
+    }
+
+    #[test]
+    fn partial_checksum_frames_are_their_own_kind_with_the_same_payload() {
+        let a = [3u8; 60];
+        let mut d = frames_datagram(&[&a]);
+        d[2] = 5;
+        for sealed in [false, true] {
+            let mut buf = d.clone();
+            header(DatagramKind::FramesCsumPartial, sealed)
+                .emit(&mut buf)
+                .unwrap();
+            assert_eq!(buf[2] & 0x7f, 5);
+            let (hdr, rest) = DatagramHeader::parse(&buf).unwrap();
+            assert_eq!(hdr, header(DatagramKind::FramesCsumPartial, sealed));
+            let Payload::Frames(frames) = Payload::parse(hdr.kind, rest).unwrap() else {
+                panic!("not frames");
+            };
+            assert_eq!(frames.iter().collect::<Vec<_>>(), [&a[..]]);
+        }
+        // The next kind up is still unknown.
+        d[2] = 6;
+        assert_eq!(
+            DatagramHeader::parse(&d).err(),
+            Some(WireError::UnknownType)
+        );
     }
 
     #[test]
