@@ -16,6 +16,9 @@ pub const OUTBOX_DATAGRAMS_MAX: usize = 256;
 pub const OUTBOX_TAP_FRAMES_MAX: usize = 256;
 /// Room a handler may need for one input: a 64 KiB super-frame cut, sealed and framed.
 pub const OUTBOX_INPUT_ROOM_BYTES: usize = 96 << 10;
+/// Most bytes in one GSO send that the outbox builds by joining datagrams (one UDP
+/// payload over IPv4).
+const JOINED_GSO_BYTES_MAX: usize = 65_535 - 20 - 8;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +114,11 @@ impl Outbox {
 
     /// Queues a datagram encoded in place: `fill` gets `len_max` bytes and returns how many
     /// it used (0 cancels). The zero-copy path for the framing/crypto layer.
+    ///
+    /// A single datagram (no `segment_size`) to the same address as the one queued just
+    /// before it, as long as it and not shorter (a shorter one ends the run), joins it as
+    /// one GSO send: the same datagrams in the same order on the wire, one send instead of
+    /// one per datagram (and one receive, with GRO, on the other side).
     pub fn send_to_with(
         &mut self,
         to: SocketAddr,
@@ -133,14 +141,23 @@ impl Outbox {
         let off = self.reserve(len_max)?;
         let len = fill(&mut self.arena[off..off + len_max]).min(len_max);
         self.used = off + len;
-        if len > 0 {
-            self.datagrams.push(OutDatagram {
-                to,
-                off,
-                len,
-                segment_size,
-            });
+        if len == 0 {
+            return Ok(());
         }
+        if segment_size.is_none()
+            && let Some(last) = self.datagrams.last_mut()
+            && let Some(seg) = joined_segment(last, to, off, len)
+        {
+            last.len += len;
+            last.segment_size = Some(seg);
+            return Ok(());
+        }
+        self.datagrams.push(OutDatagram {
+            to,
+            off,
+            len,
+            segment_size,
+        });
         Ok(())
     }
 
@@ -238,6 +255,22 @@ impl Outbox {
     }
 }
 
+/// The segment size `last` has once a single datagram of `len` bytes at `off`, to `to`,
+/// joins it as one GSO send; `None` if it cannot: another address, not right behind it in
+/// the arena, longer than its segments, after a short last segment, or over the limits.
+fn joined_segment(last: &OutDatagram, to: SocketAddr, off: usize, len: usize) -> Option<u16> {
+    let seg = match last.segment_size {
+        Some(s) => usize::from(s),
+        None => last.len,
+    };
+    let open = seg > 0 && last.len % seg == 0;
+    let fits = last.len + len <= JOINED_GSO_BYTES_MAX
+        && (last.len + len).div_ceil(seg) <= GSO_SEGMENTS_MAX;
+    (last.to == to && last.off + last.len == off && open && len <= seg && fits)
+        .then(|| u16::try_from(seg).ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,11 +279,80 @@ mod tests {
         "192.0.2.1:6783".parse().unwrap()
     }
 
+    fn other() -> SocketAddr {
+        "192.0.2.2:6783".parse().unwrap()
+    }
+
+    /// (to, segment size, the datagrams it stands for) per queued send.
+    fn sends(out: &Outbox) -> Vec<(SocketAddr, Option<u16>, Vec<Vec<u8>>)> {
+        out.datagrams
+            .iter()
+            .map(|d| {
+                let t = out.transmit(d);
+                let step = t.segment_size.map_or(t.data.len(), usize::from);
+                (
+                    d.to,
+                    d.segment_size,
+                    t.data.chunks(step).map(<[u8]>::to_vec).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn datagrams_to_one_peer_join_into_gso_sends_in_order() {
+        let mut out = Outbox::new(1 << 20, 256, 4, None);
+        let d = |b: u8, n: usize| vec![b; n];
+        out.send_to(addr(), &d(1, 100)).unwrap();
+        out.send_to(addr(), &d(2, 100)).unwrap();
+        out.send_to(addr(), &d(3, 60)).unwrap(); // shorter: joins, ends the run
+        out.send_to(addr(), &d(4, 60)).unwrap(); // after a short one: a new send
+        out.send_to(addr(), &d(5, 100)).unwrap(); // longer than the run's: new send
+        out.send_to(other(), &d(6, 100)).unwrap(); // another peer
+        out.send_to(addr(), &d(7, 100)).unwrap(); // back: a new send, order kept
+        out.write_tap(None, &[0; 20]).unwrap();
+        out.send_to(addr(), &d(8, 100)).unwrap(); // not contiguous: a new send
+        // An in-place GSO batch takes single datagrams its size after it.
+        out.send_gso_to(other(), &[9; 300], 100).unwrap();
+        out.send_to(other(), &d(10, 100)).unwrap();
+        assert_eq!(
+            sends(&out),
+            vec![
+                (addr(), Some(100), vec![d(1, 100), d(2, 100), d(3, 60)]),
+                (addr(), None, vec![d(4, 60)]),
+                (addr(), None, vec![d(5, 100)]),
+                (other(), None, vec![d(6, 100)]),
+                (addr(), None, vec![d(7, 100)]),
+                (addr(), None, vec![d(8, 100)]),
+                (
+                    other(),
+                    Some(100),
+                    vec![d(9, 100), d(9, 100), d(9, 100), d(10, 100)]
+                ),
+            ]
+        );
+        // Runs stop at the GSO limits: 64 segments, one IPv4 UDP payload.
+        let mut out = Outbox::new(1 << 20, 256, 4, None);
+        for i in 0..70u8 {
+            out.send_to(addr(), &d(i, 10)).unwrap();
+        }
+        let runs: Vec<usize> = sends(&out).iter().map(|s| s.2.len()).collect();
+        assert_eq!(runs, vec![64, 6]);
+        let mut out = Outbox::new(1 << 20, 256, 4, None);
+        for i in 0..50u8 {
+            out.send_to(addr(), &d(i, 1400)).unwrap();
+        }
+        let runs: Vec<usize> = sends(&out).iter().map(|s| s.2.len()).collect();
+        assert_eq!(runs, vec![46, 4]);
+        let flat: Vec<Vec<u8>> = sends(&out).into_iter().flat_map(|s| s.2).collect();
+        assert_eq!(flat, (0..50u8).map(|i| d(i, 1400)).collect::<Vec<_>>());
+    }
+
     #[test]
     fn bounded_by_entries_and_bytes() {
         let mut out = Outbox::new(100, 2, 1, None);
         out.send_to(addr(), &[1; 40]).unwrap();
-        out.send_to(addr(), &[2; 40]).unwrap();
+        out.send_to(other(), &[2; 40]).unwrap();
         assert_eq!(out.send_to(addr(), &[3; 1]), Err(OutboxError::Full));
         out.write_tap(None, &[4; 20]).unwrap();
         assert_eq!(out.write_tap(None, &[5; 1]), Err(OutboxError::Full));
