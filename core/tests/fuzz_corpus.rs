@@ -266,6 +266,10 @@ mod seeds {
         vec![
             ("valid-frames", dgram(DatagramKind::Frames, false, &frames)),
             (
+                "valid-frames-csum-partial",
+                dgram(DatagramKind::FramesCsumPartial, false, &frames),
+            ),
+            (
                 "valid-heartbeat",
                 dgram(DatagramKind::Heartbeat, false, &[]),
             ),
@@ -282,6 +286,11 @@ mod seeds {
                 dgram(DatagramKind::Frames, true, &[0x5a; 40]),
             ),
             ("garbage-bad-magic", b"\x00\x01\x01hello".to_vec()),
+            ("garbage-kind-unknown", {
+                let mut d = dgram(DatagramKind::Frames, false, &frames);
+                d[2] = 6;
+                d
+            }),
             (
                 "garbage-frame-past-end",
                 dgram(DatagramKind::Frames, false, &[0, 99, 1, 2]),

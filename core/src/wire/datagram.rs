@@ -61,6 +61,11 @@ pub enum DatagramKind {
 }
 
 impl DatagramKind {
+    /// True for the kinds whose payload is [`Payload::Frames`].
+    pub fn carries_frames(self) -> bool {
+        matches!(self, Self::Frames | Self::FramesCsumPartial)
+    }
+
     fn to_u8(self) -> u8 {
         match self {
             Self::Frames => KIND_FRAMES,
