@@ -231,6 +231,12 @@ impl Outbox {
         self.frames.len()
     }
 
+    /// The TAP frames queued so far, each with its virtio_net_hdr in front (if the TAP
+    /// takes one), in order.
+    pub fn tap_frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.frames.iter().map(|f| self.frame(f))
+    }
+
     pub(crate) fn vnet_hdr_bytes(&self) -> usize {
         self.vnet_hdr.map_or(0, VnetHdrLen::bytes)
     }
