@@ -48,6 +48,9 @@ pub const SLEEVE_PEERS_MAX: usize = 4096;
 pub const GSO_BATCH_SEGMENTS_MAX: usize = 64;
 /// Most bytes in one GSO batch (one UDP payload over IPv4).
 pub const GSO_BATCH_LEN_MAX: usize = 65_507;
+/// Smallest link MTU segments are cut to fit (IPv6's minimum); below it the kernel
+/// fragments.
+pub const LINK_MTU_MIN: u16 = 1280;
 
 /// What the engine wants done.
 #[derive(Debug, PartialEq, Eq)]
@@ -220,6 +223,9 @@ struct Peer {
     last_heard: Option<Instant>,
     next_heartbeat: Instant,
     pmtu_bytes: Option<u16>,
+    /// IP MTU of the underlay route to the peer, when the host knows it: segments are cut
+    /// so that each datagram fits it whole.
+    link_mtu: Option<u16>,
 }
 
 /// One peer's sleeve path as status shows it.
@@ -233,6 +239,8 @@ pub struct PeerPath {
     pub up: bool,
     /// Largest datagram known to reach it.
     pub pmtu_bytes: Option<u16>,
+    /// IP MTU of the underlay route to it, which segments are cut to fit.
+    pub link_mtu_bytes: Option<u16>,
 }
 
 /// The sleeve engine of one router.
@@ -307,8 +315,20 @@ impl Sleeve {
                 last_heard: None,
                 next_heartbeat: now,
                 pmtu_bytes: None,
+                link_mtu: None,
             },
         );
+    }
+
+    /// Tells the engine the IP MTU of the underlay route to `name` (the host asks its
+    /// kernel): segments of super-frames for that peer are then cut small enough that each
+    /// datagram fits, instead of leaving them to IP fragmentation (or to GSO refusing
+    /// them). `None` forgets it. Ignored for an unknown peer or an MTU too small to be
+    /// worth cutting for (the kernel fragments then).
+    pub fn set_link_mtu(&mut self, name: PeerName, mtu: Option<u16>) {
+        if let Some(p) = self.peers.get_mut(&name) {
+            p.link_mtu = mtu.filter(|&m| m >= LINK_MTU_MIN);
+        }
     }
 
     /// Call when the connection to `name` is gone.
@@ -358,6 +378,7 @@ impl Sleeve {
             addr: p.addr,
             up: self.is_up(p, now),
             pmtu_bytes: p.pmtu_bytes,
+            link_mtu_bytes: p.link_mtu,
         })
     }
 
@@ -689,6 +710,25 @@ impl Sleeve {
         self.peers.values().map(|p| p.next_heartbeat).min()
     }
 
+    /// For a TCP frame whose datagram would not fit the link MTU to `hop`: the TSO request
+    /// that cuts it into segments that do.
+    fn tcp_cut_for_link(&self, hop: PeerName, frame: &[u8]) -> Option<Offload> {
+        let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
+        let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
+        let mss = mss_to_fit(self.peers.get(&hop)?, frame, lead + tag)?;
+        let at = crate::segment::Layout::parse(frame)?;
+        (at.tcp && at.ip_end - at.hdr_end > mss).then(|| Offload {
+            gso: if at.v6 {
+                crate::segment::Gso::TcpV6
+            } else {
+                crate::segment::Gso::TcpV4
+            },
+            gso_size: u16::try_from(mss).unwrap_or(u16::MAX),
+            hdr_len: at.hdr_end as u16,
+            ..Offload::default()
+        })
+    }
+
     fn send_frames(
         &mut self,
         hop: PeerName,
@@ -698,7 +738,10 @@ impl Sleeve {
         off: &Offload,
         out: &mut impl FnMut(Output<'_>),
     ) {
-        if off.gso != crate::segment::Gso::None || off.csum.is_some() {
+        if off.gso != crate::segment::Gso::None
+            || off.csum.is_some()
+            || self.tcp_cut_for_link(hop, frame).is_some()
+        {
             self.send_segments(hop, origin, dest, frame, off, out);
             return;
         }
@@ -731,15 +774,33 @@ impl Sleeve {
         off: &Offload,
         out: &mut impl FnMut(Output<'_>),
     ) {
-        let mut seg = match Segmenter::new(frame, off, usize::from(u16::MAX)) {
+        let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
+        let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
+        let mss_max = self
+            .peers
+            .get(&hop)
+            .and_then(|p| mss_to_fit(p, frame, lead + tag))
+            .unwrap_or(usize::from(u16::MAX));
+        // A TCP frame the kernel did not ask to cut but too big for the link is cut all the
+        // same (TSO-style: real segments), rather than left to IP fragmentation.
+        let cut_anyway;
+        let off = match self.tcp_cut_for_link(hop, frame) {
+            Some(o) if off.gso == crate::segment::Gso::None => {
+                cut_anyway = Offload {
+                    csum: off.csum,
+                    ..o
+                };
+                &cut_anyway
+            }
+            _ => off,
+        };
+        let mut seg = match Segmenter::new(frame, off, mss_max) {
             Ok(s) => s.leave_csum_partial(),
             Err(_) => {
                 self.stats.count(Drop::Malformed(WireError::Inconsistent));
                 return;
             }
         };
-        let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
-        let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
         let seg_max = seg.segment_len_max();
         let stride = lead + seg_max + tag;
         if stride > GSO_BATCH_LEN_MAX || seg_max > usize::from(u16::MAX) {
@@ -959,6 +1020,16 @@ fn frame_datagram(
         .emit(&mut buf[..DATAGRAM_HEADER_LEN])
         .map_err(Drop::Malformed)?;
     Ok((counter, total))
+}
+
+/// The L4 payload per segment that makes each datagram of `frame`'s segments fit the
+/// link MTU to `p` (`overhead`: datagram bytes besides the segment), or `None` when there
+/// is no MTU to fit or the frame is not TCP/UDP over IP.
+fn mss_to_fit(p: &Peer, frame: &[u8], overhead: usize) -> Option<usize> {
+    let ip_udp = if p.addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
+    let room = usize::from(p.link_mtu?).checked_sub(ip_udp + overhead)?;
+    let headers = crate::segment::Layout::parse(frame)?.hdr_end;
+    room.checked_sub(headers).filter(|&mss| mss > 0)
 }
 
 fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
@@ -1265,6 +1336,96 @@ mod tests {
             crate::segment::complete_csum(&mut sf, o.csum.unwrap());
             assert_eq!(sf, original, "encrypt={encrypt}");
         }
+    }
+
+    #[test]
+    fn segments_are_cut_to_fit_the_link_mtu_to_the_next_hop() {
+        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+        use crate::segment::{Coalescer, Gso};
+        for encrypt in [false, true] {
+            let mut l = Line::new(encrypt);
+            l.bridge_in(2, &frame([0xff; 6], MAC_C, 1));
+            // 0's underlay to 1 carries 1280-byte IP packets; 2 is no direct peer of 0.
+            l.s[0].set_link_mtu(name(1), Some(1280));
+            l.s[0].set_link_mtu(name(2), Some(1300));
+            let mut f = build(false, true, &payload(20_000, 4), 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_C);
+            f[6..12].copy_from_slice(&MAC_A);
+            let original = f.clone();
+            let off = Offload {
+                gso: Gso::TcpV4,
+                gso_size: 1300,
+                csum: Some(partial(&mut f)),
+                ..Offload::default()
+            };
+            let mut outs = Vec::new();
+            l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
+            assert_eq!(outs.len(), 1);
+            let Some(Owned::Datagram(_, b, Some(seg))) = outs.first() else {
+                panic!("{outs:?}")
+            };
+            let seg = usize::from(*seg);
+            assert!(seg + 28 <= 1280, "stride {seg}");
+            assert!(seg + 28 > 1280 - 16, "as big as fits: {seg}");
+            assert!(b.len().div_ceil(seg) > 20_000usize.div_ceil(1300));
+            let path = l.s[0].paths(Instant::ZERO).find(|p| p.name == name(1));
+            assert_eq!(path.unwrap().link_mtu_bytes, Some(1280));
+            assert!(l.s[0].paths(Instant::ZERO).all(|p| p.name != name(2)));
+            for o in outs {
+                l.collect(0, o.as_output());
+            }
+            l.settle();
+            let mut c = Coalescer::new();
+            let mut merged = Vec::new();
+            for s in &l.delivered[2] {
+                c.push(s, &mut |o, b| merged.push((*o, b.to_vec())));
+            }
+            c.flush(&mut |o, b| merged.push((*o, b.to_vec())));
+            assert_eq!(merged.len(), 1);
+            let (o, mut sf) = merged.pop().unwrap();
+            crate::segment::complete_csum(&mut sf, o.csum.unwrap());
+            assert_eq!(sf, original, "encrypt={encrypt}");
+        }
+        // Whole frames: TCP too big for the link is cut all the same; UDP is left whole.
+        for tcp in [true, false] {
+            let mut l = Line::new(false);
+            l.bridge_in(1, &frame([0xff; 6], MAC_C, 1));
+            l.s[0].set_link_mtu(name(1), Some(1280));
+            let mut f = build(false, tcp, &payload(1300, 8), 7, FLAG_ACK);
+            f[..6].copy_from_slice(&MAC_C);
+            f[6..12].copy_from_slice(&MAC_A);
+            let mut outs = Vec::new();
+            l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
+            let sizes: Vec<usize> = outs
+                .iter()
+                .map(|o| match o {
+                    Owned::Datagram(_, b, n) => b.len().div_ceil(n.map_or(b.len(), usize::from)),
+                    _ => panic!("no local delivery"),
+                })
+                .collect();
+            assert_eq!(sizes, vec![if tcp { 2 } else { 1 }], "tcp={tcp}");
+            for o in outs {
+                l.collect(0, o.as_output());
+            }
+            l.settle();
+            let got = &l.delivered[1];
+            let lens: Vec<usize> = got.iter().map(Vec::len).collect();
+            if tcp {
+                assert_eq!(lens.len(), 2, "{lens:?}");
+                let joined: Vec<u8> = got.iter().flat_map(|g| g[66..].to_vec()).collect();
+                assert_eq!(joined, f[66..].to_vec());
+            } else {
+                assert_eq!(got, &vec![f.clone()]);
+            }
+            for g in got {
+                assert_eq!(crate::segment::l4_csum_verifies(g), Some(true));
+            }
+        }
+        // Too small to cut for: forgotten, the kernel fragments.
+        let mut l = Line::new(false);
+        l.s[0].set_link_mtu(name(1), Some(576));
+        let path = l.s[0].paths(Instant::ZERO).find(|p| p.name == name(1));
+        assert_eq!(path.unwrap().link_mtu_bytes, None);
     }
 
     const MAC_B: Mac = [0x02, 0, 0, 0, 0, 0xb];

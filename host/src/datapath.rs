@@ -25,7 +25,7 @@ use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum, complete_l4_csum};
 use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
-use weft_core::time::Instant;
+use weft_core::time::{Duration, Instant};
 use weft_uring_dp::{
     BackendChoice, CREW_HELPERS_MAX, CounterSnapshot, Counters, Crew, Handler, Outbox, Pump,
     PumpConfig, PumpThread, Tap, TapFrame, TapOptions, UdpOptions, UdpSock,
@@ -70,11 +70,24 @@ struct SleeveHandler {
     published: Arc<Mutex<Published>>,
     /// Merges received TCP segments into super-frames (TAP with virtio_net_hdr only).
     coalescer: Option<Coalescer>,
+    /// When the link MTUs to the peers are next asked again (they may change under us).
+    next_mtu_check: Instant,
 }
+
+/// How often the datapath asks the kernel again for the route MTU to each peer.
+const LINK_MTU_RECHECK: Duration = Duration::from_secs(10);
 
 impl SleeveHandler {
     fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Tells the sleeve the IP MTU of the underlay route to `name` at `addr`, as the
+    /// kernel knows it: segments for that peer are cut to fit.
+    fn learn_link_mtu(&mut self, name: PeerName, addr: SocketAddr) {
+        let mtu = weft_uring_dp::route_mtu(addr).ok();
+        let mtu = mtu.map(|m| u16::try_from(m).unwrap_or(u16::MAX));
+        self.sleeve.set_link_mtu(name, mtu);
     }
 }
 
@@ -218,10 +231,19 @@ impl Handler for SleeveHandler {
             match c {
                 Ctrl::Peer { name, addr, keys } => {
                     self.sleeve.set_peer(now, name, addr, keys.map(|k| *k));
+                    self.learn_link_mtu(name, addr);
                 }
                 Ctrl::RemovePeer(name) => self.sleeve.remove_peer(name),
                 Ctrl::Routes(t) => self.sleeve.set_routes(t.next_hop, t.children),
                 Ctrl::Fast(f) => self.sleeve.set_fast_peers(f),
+            }
+        }
+        if now >= self.next_mtu_check {
+            self.next_mtu_check = now + LINK_MTU_RECHECK;
+            let peers: Vec<(PeerName, SocketAddr)> =
+                self.sleeve.paths(now).map(|p| (p.name, p.addr)).collect();
+            for (name, addr) in peers {
+                self.learn_link_mtu(name, addr);
             }
         }
         let coalescer = &mut self.coalescer;
@@ -356,6 +378,7 @@ impl Datapath {
                 true => Coalescer::for_authenticated_frames(),
                 false => Coalescer::new(),
             }),
+            next_mtu_check: Instant::ZERO,
         };
         let thread = pump
             .spawn(handler)
@@ -499,9 +522,10 @@ impl Datapath {
             "tap_reads": c.tap_frames_in,
             "tap_writes": c.tap_frames_out,
             "batches": c.batches,
+            "gso_sends_cut": c.udp_gso_cut,
             "paths": p.paths.iter().map(|x| serde_json::json!({
                 "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
-                "pmtu_bytes": x.pmtu_bytes,
+                "pmtu_bytes": x.pmtu_bytes, "link_mtu_bytes": x.link_mtu_bytes,
             })).collect::<Vec<_>>(),
             "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
         })
@@ -562,6 +586,13 @@ impl Datapath {
         for (op, v) in [("read", c.tap_frames_in), ("write", c.tap_frames_out)] {
             let _ = writeln!(out, "weft_datapath_tap_io_total{{op=\"{op}\"}} {v}");
         }
+        metric(
+            out,
+            "weft_datapath_gso_sends_cut_total",
+            "counter",
+            "GSO sends the kernel refused (datagrams over the underlay's path MTU: lower --mtu) and that went one datagram at a time.",
+            c.udp_gso_cut,
+        );
         metric(
             out,
             "weft_datapath_batches_total",

@@ -216,6 +216,51 @@ fn line_a_b_c_ends_talk_through_b_which_relays() {
 }
 
 #[test]
+fn tcp_crosses_an_underlay_with_a_small_mtu_cut_to_fit_not_fragmented() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let ha = net.add_host("a").unwrap();
+    let hb = net.add_host("b").unwrap();
+    // 1400-byte underlay (a tunnel, a cloud VPC): full overlay frames (1376 bytes) do not
+    // fit a datagram to the peer.
+    link(&net, &ha, &hb, "198.18.1.1", "198.18.1.2", "eth0", "eth0");
+    for h in [&ha, &hb] {
+        h.run(&["ip", "link", "set", "eth0", "mtu", "1400"])
+            .unwrap();
+    }
+    let b = Router::start(&mut net, &hb, &Opts::sleeve());
+    let a = Router::start(&mut net, &ha, &Opts::sleeve_to(&["198.18.1.2"]));
+    let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
+    a.attach(&ca, "10.32.1.1/12");
+    b.attach(&cb, "10.32.2.1/12");
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), SETTLE),
+        "a's container cannot reach b's; a:\n{}\nb:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let path = &a.json(&["status"])["datapath"]["paths"][0];
+    assert_eq!(path["link_mtu_bytes"], 1400, "{path}");
+    tcp_arrives_intact(&ha, &ca, &cb, "10.32.2.1", 5_000_000);
+    // The segments were cut to fit: no IP fragments on the underlay, no GSO send refused.
+    let frags = ha
+        .run(&[
+            "sh",
+            "-c",
+            "nstat -asz IpFragCreates | awk '/IpFragCreates/ {print $2}'",
+        ])
+        .unwrap();
+    let dp = &a.json(&["status"])["datapath"];
+    assert!(dp["datagrams_out"].as_u64().unwrap() > 3_000, "{dp}");
+    assert!(
+        frags.trim().parse::<u64>().unwrap() < 100,
+        "a fragmented {frags} packets; {dp}"
+    );
+    assert_eq!(dp["gso_sends_cut"], 0, "{dp}");
+}
+
+#[test]
 fn broadcast_and_multicast_reach_containers_on_every_other_host() {
     let Some(mut net) = test_net() else {
         return;

@@ -66,6 +66,9 @@ counters! {
     drop_udp_truncated,
     /// Drops: the kernel refused a send.
     drop_udp_send,
+    /// GSO sends the kernel refused (segments over the path MTU) and that went again one
+    /// datagram at a time.
+    udp_gso_cut,
     /// Read/receive errors other than "nothing there".
     io_errors,
 }

@@ -47,7 +47,7 @@ pub use pump::{
 pub use tap::{IFNAME_LEN_MAX, TAP_FRAME_LEN_MAX, Tap, TapFrame, TapOffloads, TapOptions};
 pub use udp::{
     GSO_SEGMENTS_MAX, RecvBatch, RecvMeta, SendBatch, SendReport, SockBufSize, Transmit,
-    UDP_PAYLOAD_LEN_MAX, UdpOptions, UdpSock,
+    UDP_PAYLOAD_LEN_MAX, UdpOptions, UdpSock, route_mtu,
 };
 pub use vnet::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,

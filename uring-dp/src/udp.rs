@@ -225,17 +225,7 @@ impl UdpSock {
     /// honoured by sending the segments one by one. Returns the payload bytes sent.
     pub fn send(&self, t: &Transmit<'_>) -> io::Result<usize> {
         match t.segment_size {
-            Some(seg) if !self.gso => {
-                let mut sent = 0;
-                for chunk in t.data.chunks(usize::from(seg.max(1))) {
-                    sent += self.send(&Transmit {
-                        to: t.to,
-                        data: chunk,
-                        segment_size: None,
-                    })?;
-                }
-                Ok(sent)
-            }
+            Some(_) if !self.gso => self.send_each(t),
             _ => {
                 let mut hdr = MsgSlot::default();
                 let msg = hdr.prepare_send(t);
@@ -243,6 +233,23 @@ impl UdpSock {
                 cvt_size(unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, 0) })
             }
         }
+    }
+
+    /// Sends the datagrams of `t` one by one (its `segment_size` cut here, not by GSO):
+    /// for kernels without GSO, and for a GSO send the kernel refused (see
+    /// with segments over the path MTU), whose datagrams the kernel may still fragment.
+    /// Stops at the first error. Returns the payload bytes sent.
+    pub fn send_each(&self, t: &Transmit<'_>) -> io::Result<usize> {
+        let step = usize::from(t.segment_size.unwrap_or(u16::MAX).max(1));
+        let mut sent = 0;
+        for chunk in t.data.chunks(step) {
+            sent += self.send(&Transmit {
+                to: t.to,
+                data: chunk,
+                segment_size: None,
+            })?;
+        }
+        Ok(sent)
     }
 
     /// Receives one datagram (or one GRO-coalesced run) into `buf`. `WouldBlock` when none.
@@ -264,7 +271,10 @@ impl UdpSock {
     ) -> SendReport {
         let mut report = SendReport::default();
         let mut iter = msgs.into_iter();
+        // The transmits of the chunk in flight, to send a refused GSO batch again one by one.
+        let mut chunk: Vec<Transmit<'a>> = Vec::with_capacity(batch.slots.len());
         loop {
+            chunk.clear();
             // Fill up to capacity; the msghdrs point at payloads that live for 'a.
             let (mut n, mut taken) = (0, 0);
             for t in iter.by_ref().take(batch.slots.len()) {
@@ -289,6 +299,7 @@ impl UdpSock {
                     msg_len: 0,
                 };
                 batch.sizes[n] = (wire_datagrams(&t), t.data.len());
+                chunk.push(t);
                 n += 1;
             }
             if taken == 0 {
@@ -311,7 +322,18 @@ impl UdpSock {
                     if err.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    // The first message was refused: skip it, go on with the rest.
+                    // The first message was refused: a GSO batch the kernel would not cut
+                    // goes again datagram by datagram; else skip it, go on with the rest.
+                    let t = &chunk[start];
+                    if t.segment_size.is_some() && gso_refused(err.raw_os_error()) {
+                        report.gso_cut += 1;
+                        if let Ok(bytes) = self.send_each(t) {
+                            report.sent += wire_datagrams(t);
+                            report.bytes += bytes;
+                            start += 1;
+                            continue;
+                        }
+                    }
                     report.failed += 1;
                     report.last_error = err.raw_os_error();
                     start += 1;
@@ -507,6 +529,33 @@ pub struct SendReport {
     pub failed: usize,
     /// errno of the last refusal.
     pub last_error: Option<i32>,
+    /// GSO batches the kernel refused and that were sent again one datagram at a time.
+    pub gso_cut: usize,
+}
+
+/// The IP MTU of the route this host would use to reach `to` (the egress link's MTU, or a
+/// smaller path MTU the kernel has learnt): what one datagram to `to` may fill, headers
+/// included, without fragmenting. Asks the kernel with a throwaway connected socket.
+pub fn route_mtu(to: SocketAddr) -> io::Result<u32> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = std::net::UdpSocket::bind(any)?;
+    sock.connect(to)?;
+    let (level, name) = match to {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
+    let mtu = getsockopt_int(sock.as_raw_fd(), level, name)?;
+    u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// True for the errors with which the kernel refuses a GSO send it cannot cut as asked
+/// (segments over the path MTU, more segments than it takes): worth sending again
+/// datagram by datagram, which the kernel may fragment instead.
+pub(crate) fn gso_refused(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO))
 }
 
 /// Reusable buffers for [`UdpSock::recv_batch`].
@@ -652,6 +701,53 @@ mod tests {
             }
         }
         assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn a_gso_send_the_kernel_refuses_goes_out_datagram_by_datagram() {
+        let (a, b) = pair();
+        if !a.gso_enabled() {
+            eprintln!("skipped: no UDP GSO on this kernel");
+            return;
+        }
+        // 200 segments: over what the kernel cuts per GSO send (64, 128 since 6.x), so it
+        // refuses the send (EINVAL), as it does segments over the path MTU.
+        let data: Vec<u8> = (0..2000u32).map(|i| (i / 10) as u8).collect();
+        let t = Transmit {
+            to: b.local_addr(),
+            data: &data,
+            segment_size: Some(10),
+        };
+        assert!(gso_refused(a.send(&t).err().and_then(|e| e.raw_os_error())));
+        let mut sb = SendBatch::new(4);
+        let small = [7u8; 30];
+        let report = a.send_batch(
+            &mut sb,
+            [
+                t,
+                Transmit {
+                    to: b.local_addr(),
+                    data: &small,
+                    segment_size: None,
+                },
+            ],
+        );
+        assert_eq!((report.sent, report.failed, report.gso_cut), (201, 0, 1));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < 201 {
+            match b.recv(&mut buf) {
+                Ok(meta) => got.push(buf[..meta.len].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&b),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        let want: Vec<Vec<u8>> = data
+            .chunks(10)
+            .map(<[u8]>::to_vec)
+            .chain([small.to_vec()])
+            .collect();
+        assert_eq!(got, want, "every datagram, in order");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::plain::{deliver_datagrams, deliver_tap_frame};
 use crate::pump::{Handler, Pump, PumpConfig};
 use crate::sys::errno_name;
 use crate::tap::TAP_FRAME_LEN_MAX;
-use crate::udp::{MsgSlot, UDP_PAYLOAD_LEN_MAX, wire_datagrams};
+use crate::udp::{MsgSlot, UDP_PAYLOAD_LEN_MAX, gso_refused, wire_datagrams};
 
 const TAG_TAP_READ: u64 = 1;
 const TAG_UDP_RECV: u64 = 2;
@@ -318,6 +318,19 @@ impl Loop<'_> {
                 Some(dg) if res >= 0 => {
                     d.udp_datagrams_out += wire_datagrams(&st.out.transmit(dg)) as u64;
                     d.udp_bytes_out += res as u64;
+                }
+                // A GSO send the kernel would not cut (segments over the path MTU): again,
+                // one datagram at a time (the outbox is kept until its sends are done).
+                Some(dg) if dg.segment_size.is_some() && gso_refused(Some(-res)) => {
+                    d.udp_gso_cut += 1;
+                    let t = st.out.transmit(dg);
+                    match self.pump.udp.send_each(&t) {
+                        Ok(bytes) => {
+                            d.udp_datagrams_out += wire_datagrams(&t) as u64;
+                            d.udp_bytes_out += bytes as u64;
+                        }
+                        Err(_) => d.drop_udp_send += 1,
+                    }
                 }
                 _ => d.drop_udp_send += 1,
             }
