@@ -111,6 +111,7 @@ async fn run_async(
         args.password.is_some(),
         args.crypto_threads
             .map_or_else(crate::cli::crypto_threads_default, usize::from),
+        args.mtu,
     )?);
     plumbing.add_port(crate::datapath::TAP_NAME).await?;
     datapath.spawn_ticker();

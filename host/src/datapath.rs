@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
-use weft_core::crypto::{DatagramOpener, DatagramSealer};
+use weft_core::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
-use weft_core::segment::{Coalescer, Gso, Offload, PartialCsum, complete_l4_csum};
-use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
+use weft_core::segment::{Coalescer, ETH_HEADER_LEN, Gso, Offload, PartialCsum, complete_l4_csum};
+use weft_core::sleeve::{Output, PeerPath, ROUTING_PREFIX_LEN, Sleeve, SleeveStats};
 use weft_core::time::{Duration, Instant};
+use weft_core::wire::datagram::DATAGRAM_HEADER_LEN;
 use weft_uring_dp::{
     BackendChoice, CREW_HELPERS_MAX, CounterSnapshot, Counters, Crew, Handler, Outbox, Pump,
     PumpConfig, PumpThread, Tap, TapFrame, TapOptions, UdpOptions, UdpSock,
@@ -264,6 +265,11 @@ pub(crate) struct Datapath {
     counters: Arc<Counters>,
     published: Arc<Mutex<Published>>,
     backend: String,
+    /// UDP payload a full-size overlay frame needs (overlay MTU, Ethernet header, sleeve
+    /// framing and tag).
+    frame_datagram_bytes: usize,
+    /// The overlay MTU (the bridge's and every attachment's).
+    mtu: usize,
     /// Threads that seal and open (0 without a password).
     crypto_threads: usize,
     /// Datagrams sealed or opened by the helper threads, when there are any.
@@ -294,6 +300,7 @@ impl Datapath {
         me: PeerName,
         encrypt: bool,
         crypto_threads: usize,
+        mtu: u32,
     ) -> Result<Self> {
         if !tun_path.exists() {
             return Err(Error::NoTun);
@@ -401,6 +408,13 @@ impl Datapath {
             crypto_helped,
             port,
             peers: Mutex::new(BTreeMap::new()),
+            mtu: usize::try_from(mtu).unwrap_or(usize::MAX),
+            frame_datagram_bytes: usize::try_from(mtu).unwrap_or(usize::MAX)
+                + ETH_HEADER_LEN
+                + DATAGRAM_HEADER_LEN
+                + ROUTING_PREFIX_LEN
+                + 2
+                + if encrypt { TAG_LEN_BYTES } else { 0 },
         })
     }
 
@@ -497,6 +511,14 @@ impl Datapath {
         (self.counters.snapshot(), p)
     }
 
+    /// The largest overlay MTU whose full-size frames fit one datagram on the link to
+    /// the peer of `p` (when its link MTU is known).
+    fn overlay_mtu_fitting(&self, p: &PeerPath) -> Option<usize> {
+        let ip_udp = if p.addr.is_ipv4() { 28 } else { 48 };
+        let framing = self.frame_datagram_bytes - self.mtu;
+        usize::from(p.link_mtu_bytes?).checked_sub(ip_udp + framing)
+    }
+
     /// What `weft status` shows about the datapath.
     pub(crate) fn status(&self) -> serde_json::Value {
         let (c, p) = self.snapshot();
@@ -511,6 +533,7 @@ impl Datapath {
                 .as_ref()
                 .map_or(0, |h| h.load(Ordering::Relaxed)),
             "udp_port": self.port,
+            "mtu": self.mtu,
             "frames_from_bridge": s.frames_from_bridge,
             "frames_to_bridge": s.frames_to_bridge,
             "frames_relayed": s.frames_relayed,
@@ -526,6 +549,8 @@ impl Datapath {
             "paths": p.paths.iter().map(|x| serde_json::json!({
                 "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
                 "pmtu_bytes": x.pmtu_bytes, "link_mtu_bytes": x.link_mtu_bytes,
+                "link_fits_full_frames": self.overlay_mtu_fitting(x).map(|m| m >= self.mtu),
+                "overlay_mtu_fitting_link": self.overlay_mtu_fitting(x),
             })).collect::<Vec<_>>(),
             "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
         })

@@ -82,6 +82,27 @@ fn summary(v: &Value) -> String {
         };
         row(&mut o, "Sleeve", format!("{b} backend, {sealing}"));
     }
+    if let Some(paths) = v["datapath"]["paths"].as_array() {
+        let short: Vec<&Value> = paths
+            .iter()
+            .filter(|p| p["link_fits_full_frames"] == false)
+            .collect();
+        let fit = short
+            .iter()
+            .filter_map(|p| p["overlay_mtu_fitting_link"].as_u64())
+            .min();
+        if let Some(fit) = fit {
+            row(
+                &mut o,
+                "Underlay",
+                format!(
+                    "too small for full-size frames on the way to {} of {} peers: TCP is cut to fit, other large packets are fragmented (--mtu {fit} or less avoids that)",
+                    short.len(),
+                    paths.len()
+                ),
+            );
+        }
+    }
     if let Some(f) = v["recent_failures"].as_array().and_then(|a| a.first()) {
         row(
             &mut o,

@@ -78,6 +78,12 @@ fn move_50_mb(opts: &Opts<'_>, backend: &str, check: impl FnOnce(&Router, &Route
         writes.zip(dgrams).is_some_and(|(w, d)| w > 0 && w * 4 < d),
         "b: {dp}"
     );
+    // A 1500-byte underlay carries full-size frames: no warning.
+    let text = a.weft(&["status"]).unwrap();
+    assert!(
+        text.contains("Sleeve:") && !text.contains("Underlay"),
+        "{text}"
+    );
     // The datapath carried it and says so.
     let st = a.json(&["status"]);
     assert!(
@@ -206,7 +212,13 @@ fn line_a_b_c_ends_talk_through_b_which_relays() {
     // TCP through the relay: segments cut from super-frames keep their partial checksums
     // across b (relayed as they came) and are finished by c's kernel, data intact.
     tcp_arrives_intact(&ha, &ca, &cc, "10.32.3.1", 5_000_000);
-    assert!(b.counter("frames_relayed") > relayed + 3000);
+    // (Counters are published on the datapath's next tick.)
+    assert!(
+        eventually(Duration::from_secs(5), || b.counter("frames_relayed")
+            > relayed + 3000),
+        "{}",
+        b.datapath()
+    );
     // And a and c have no direct connection (there is no path for one).
     assert!(
         a.connections_to(&name_c)
@@ -242,6 +254,13 @@ fn tcp_crosses_an_underlay_with_a_small_mtu_cut_to_fit_not_fragmented() {
     );
     let path = &a.json(&["status"])["datapath"]["paths"][0];
     assert_eq!(path["link_mtu_bytes"], 1400, "{path}");
+    // And status says so, with the overlay MTU that would fit: 1400 - 28 (IP, UDP)
+    // - 51 (Ethernet, sleeve header, routing prefix, length).
+    let text = a.weft(&["status"]).unwrap();
+    assert!(
+        text.contains("Underlay: too small") && text.contains("--mtu 1321 or less"),
+        "{text}"
+    );
     tcp_arrives_intact(&ha, &ca, &cb, "10.32.2.1", 5_000_000);
     // The segments were cut to fit: no IP fragments on the underlay, no GSO send refused.
     let frags = ha
