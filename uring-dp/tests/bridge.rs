@@ -88,8 +88,7 @@ fn underlay() -> (Netns, Netns) {
 fn side(
     ns: Netns,
     tap_name: &str,
-    me: u8,
-    peer: u8,
+    (me, peer): (u8, u8),
     tap_opts: TapOptions,
     config: PumpConfig,
     in_seccomp: bool,
@@ -123,8 +122,8 @@ fn setup(backend: BackendChoice, tap_opts: TapOptions, seccomp_a: bool) -> Setup
         backend,
         ..PumpConfig::default()
     };
-    let a = side(na, "wtapa", 1, 2, tap_opts, config, seccomp_a, 1);
-    let b = side(nb, "wtapb", 2, 1, tap_opts, config, false, 1);
+    let a = side(na, "wtapa", (1, 2), tap_opts, config, seccomp_a, 1);
+    let b = side(nb, "wtapb", (2, 1), tap_opts, config, false, 1);
     Setup { a, b }
 }
 
@@ -199,8 +198,8 @@ fn uring_one_shot_reads_as_on_older_kernels_bridge_ping() {
         uring_multishot: false,
         ..PumpConfig::default()
     };
-    let a = side(na, "wtapa", 1, 2, TapOptions::default(), config, false, 1);
-    let b = side(nb, "wtapb", 2, 1, TapOptions::default(), config, false, 1);
+    let a = side(na, "wtapa", (1, 2), TapOptions::default(), config, false, 1);
+    let b = side(nb, "wtapb", (2, 1), TapOptions::default(), config, false, 1);
     let s = Setup { a, b };
     assert_eq!(s.a.pump.backend_name(), "io_uring");
     assert_ping_crosses(&s);
@@ -221,8 +220,8 @@ fn gso_sends_over_the_underlay_mtu_go_out_one_by_one_on_both_backends() {
             backend,
             ..PumpConfig::default()
         };
-        let a = side(na, "wtapa", 1, 2, TapOptions::default(), config, false, 2);
-        let b = side(nb, "wtapb", 2, 1, TapOptions::default(), config, false, 2);
+        let a = side(na, "wtapa", (1, 2), TapOptions::default(), config, false, 2);
+        let b = side(nb, "wtapb", (2, 1), TapOptions::default(), config, false, 2);
         let s = Setup { a, b };
         let replies =
             s.a.ns
