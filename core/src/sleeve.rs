@@ -1277,25 +1277,46 @@ mod tests {
         }
     }
 
+    /// A TCP super-frame from MAC_A to MAC_C with `payload_len` bytes, as a TAP with
+    /// offloads gives it (partial checksum, TSO at 1300), and the same frame complete.
+    fn super_frame_for_c(payload_len: usize) -> (Vec<u8>, Offload, Vec<u8>) {
+        use crate::segment::Gso;
+        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
+        let mut f = build(false, true, &payload(payload_len, 9), 7, FLAG_ACK);
+        f[..6].copy_from_slice(&MAC_C);
+        f[6..12].copy_from_slice(&MAC_A);
+        let original = f.clone();
+        let off = Offload {
+            gso: Gso::TcpV4,
+            gso_size: 1300,
+            csum: Some(partial(&mut f)),
+            ..Offload::default()
+        };
+        (f, off, original)
+    }
+
+    /// `segments` merged back by a receiver's coalescer: exactly one super-frame, its
+    /// checksum completed.
+    fn merged_back(segments: &[Vec<u8>]) -> Vec<u8> {
+        let mut c = crate::segment::Coalescer::new();
+        let mut merged = Vec::new();
+        for s in segments {
+            c.push(s, &mut |o, b| merged.push((*o, b.to_vec())));
+        }
+        c.flush(&mut |o, b| merged.push((*o, b.to_vec())));
+        assert_eq!(merged.len(), 1);
+        let (o, mut sf) = merged.pop().unwrap();
+        crate::segment::complete_csum(&mut sf, o.csum.unwrap());
+        sf
+    }
+
     #[test]
     fn tso_super_frames_cross_as_gso_batches_of_sealed_segments() {
-        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
-        use crate::segment::{Coalescer, Gso};
         for encrypt in [false, true] {
             let mut l = Line::new(encrypt);
             // Teach 0 that MAC_C is behind 2 (two hops: 1 relays).
             l.bridge_in(2, &frame([0xff; 6], MAC_C, 1));
-            let data = payload(40_000, 9);
-            let mut f = build(false, true, &data, 7, FLAG_ACK);
-            f[..6].copy_from_slice(&MAC_C);
-            f[6..12].copy_from_slice(&MAC_A);
-            let original = f.clone();
-            let off = Offload {
-                gso: Gso::TcpV4,
-                gso_size: 1300,
-                csum: Some(partial(&mut f)),
-                ..Offload::default()
-            };
+            let (f, off, original) = super_frame_for_c(40_000);
             l.seen.clear();
             let mut outs = Vec::new();
             l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
@@ -1319,45 +1340,26 @@ mod tests {
             l.settle();
             let got = &l.delivered[2][..];
             assert_eq!(got.len(), 31);
+            assert_eq!(merged_back(got), original, "encrypt={encrypt}");
             // The checksum was left to offload: segments went partial, in datagrams that
             // say so over both hops, and 2 was told to have them finished.
             assert_eq!(l.partial[2], 31, "encrypt={encrypt}");
             let kinds: BTreeSet<u8> = l.seen.iter().map(|d| d[2] & 0x7f).collect();
             assert!(kinds.contains(&5), "{kinds:?}");
             assert!(!kinds.contains(&1), "{kinds:?}");
-            let mut c = Coalescer::new();
-            let mut merged = Vec::new();
-            for s in got {
-                c.push(s, &mut |o, b| merged.push((*o, b.to_vec())));
-            }
-            c.flush(&mut |o, b| merged.push((*o, b.to_vec())));
-            assert_eq!(merged.len(), 1);
-            let (o, mut sf) = merged.pop().unwrap();
-            crate::segment::complete_csum(&mut sf, o.csum.unwrap());
-            assert_eq!(sf, original, "encrypt={encrypt}");
         }
     }
 
     #[test]
     fn segments_are_cut_to_fit_the_link_mtu_to_the_next_hop() {
-        use crate::segment::tests::{FLAG_ACK, build, partial, payload};
-        use crate::segment::{Coalescer, Gso};
+        use crate::segment::tests::{FLAG_ACK, build, payload};
         for encrypt in [false, true] {
             let mut l = Line::new(encrypt);
             l.bridge_in(2, &frame([0xff; 6], MAC_C, 1));
             // 0's underlay to 1 carries 1280-byte IP packets; 2 is no direct peer of 0.
             l.s[0].set_link_mtu(name(1), Some(1280));
             l.s[0].set_link_mtu(name(2), Some(1300));
-            let mut f = build(false, true, &payload(20_000, 4), 7, FLAG_ACK);
-            f[..6].copy_from_slice(&MAC_C);
-            f[6..12].copy_from_slice(&MAC_A);
-            let original = f.clone();
-            let off = Offload {
-                gso: Gso::TcpV4,
-                gso_size: 1300,
-                csum: Some(partial(&mut f)),
-                ..Offload::default()
-            };
+            let (f, off, original) = super_frame_for_c(20_000);
             let mut outs = Vec::new();
             l.s[0].handle_bridge_offload_frame(Instant::ZERO, &f, &off, &mut |o| outs.push(own(o)));
             assert_eq!(outs.len(), 1);
@@ -1375,16 +1377,7 @@ mod tests {
                 l.collect(0, o.as_output());
             }
             l.settle();
-            let mut c = Coalescer::new();
-            let mut merged = Vec::new();
-            for s in &l.delivered[2] {
-                c.push(s, &mut |o, b| merged.push((*o, b.to_vec())));
-            }
-            c.flush(&mut |o, b| merged.push((*o, b.to_vec())));
-            assert_eq!(merged.len(), 1);
-            let (o, mut sf) = merged.pop().unwrap();
-            crate::segment::complete_csum(&mut sf, o.csum.unwrap());
-            assert_eq!(sf, original, "encrypt={encrypt}");
+            assert_eq!(merged_back(&l.delivered[2]), original, "encrypt={encrypt}");
         }
         // Whole frames: TCP too big for the link is cut all the same; UDP is left whole.
         for tcp in [true, false] {
