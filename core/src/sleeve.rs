@@ -715,8 +715,13 @@ impl Sleeve {
     fn tcp_cut_for_link(&self, hop: PeerName, frame: &[u8]) -> Option<Offload> {
         let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
         let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
-        let mss = mss_to_fit(self.peers.get(&hop)?, frame, lead + tag)?;
+        let room = segment_room(self.peers.get(&hop)?, lead + tag)?;
+        if frame.len() <= room {
+            // Fits as it is (the common case: no parsing).
+            return None;
+        }
         let at = crate::segment::Layout::parse(frame)?;
+        let mss = room.checked_sub(at.hdr_end).filter(|&m| m > 0)?;
         (at.tcp && at.ip_end - at.hdr_end > mss).then(|| Offload {
             gso: if at.v6 {
                 crate::segment::Gso::TcpV6
@@ -784,14 +789,17 @@ impl Sleeve {
         // A TCP frame the kernel did not ask to cut but too big for the link is cut all the
         // same (TSO-style: real segments), rather than left to IP fragmentation.
         let cut_anyway;
-        let off = match self.tcp_cut_for_link(hop, frame) {
-            Some(o) if off.gso == crate::segment::Gso::None => {
-                cut_anyway = Offload {
-                    csum: off.csum,
-                    ..o
-                };
-                &cut_anyway
-            }
+        let off = match off.gso {
+            crate::segment::Gso::None => match self.tcp_cut_for_link(hop, frame) {
+                Some(o) => {
+                    cut_anyway = Offload {
+                        csum: off.csum,
+                        ..o
+                    };
+                    &cut_anyway
+                }
+                None => off,
+            },
             _ => off,
         };
         let mut seg = match Segmenter::new(frame, off, mss_max) {
@@ -1026,10 +1034,16 @@ fn frame_datagram(
 /// link MTU to `p` (`overhead`: datagram bytes besides the segment), or `None` when there
 /// is no MTU to fit or the frame is not TCP/UDP over IP.
 fn mss_to_fit(p: &Peer, frame: &[u8], overhead: usize) -> Option<usize> {
-    let ip_udp = if p.addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
-    let room = usize::from(p.link_mtu?).checked_sub(ip_udp + overhead)?;
+    let room = segment_room(p, overhead)?;
     let headers = crate::segment::Layout::parse(frame)?.hdr_end;
     room.checked_sub(headers).filter(|&mss| mss > 0)
+}
+
+/// The bytes one segment (a whole Ethernet frame) may take in a datagram that fits the
+/// link MTU to `p`; `None` when it is not known.
+fn segment_room(p: &Peer, overhead: usize) -> Option<usize> {
+    let ip_udp = if p.addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
+    usize::from(p.link_mtu?).checked_sub(ip_udp + overhead)
 }
 
 fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
