@@ -241,6 +241,9 @@ pub struct PeerPath {
     pub pmtu_bytes: Option<u16>,
     /// IP MTU of the underlay route to it, which segments are cut to fit.
     pub link_mtu_bytes: Option<u16>,
+    /// Longest Ethernet frame that fits one datagram on that link (after IP, UDP, the
+    /// sleeve's framing and, when sealing, the tag).
+    pub frame_room_bytes: Option<u16>,
 }
 
 /// The sleeve engine of one router.
@@ -379,6 +382,8 @@ impl Sleeve {
             up: self.is_up(p, now),
             pmtu_bytes: p.pmtu_bytes,
             link_mtu_bytes: p.link_mtu,
+            frame_room_bytes: segment_room(p, frame_overhead(self.encrypt))
+                .and_then(|r| u16::try_from(r).ok()),
         })
     }
 
@@ -713,9 +718,7 @@ impl Sleeve {
     /// For a TCP frame whose datagram would not fit the link MTU to `hop`: the TSO request
     /// that cuts it into segments that do.
     fn tcp_cut_for_link(&self, hop: PeerName, frame: &[u8]) -> Option<Offload> {
-        let tag = if self.encrypt { TAG_LEN_BYTES } else { 0 };
-        let lead = DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2;
-        let room = segment_room(self.peers.get(&hop)?, lead + tag)?;
+        let room = segment_room(self.peers.get(&hop)?, frame_overhead(self.encrypt))?;
         if frame.len() <= room {
             // Fits as it is (the common case: no parsing).
             return None;
@@ -784,7 +787,7 @@ impl Sleeve {
         let mss_max = self
             .peers
             .get(&hop)
-            .and_then(|p| mss_to_fit(p, frame, lead + tag))
+            .and_then(|p| mss_to_fit(p, frame, frame_overhead(self.encrypt)))
             .unwrap_or(usize::from(u16::MAX));
         // A TCP frame the kernel did not ask to cut but too big for the link is cut all the
         // same (TSO-style: real segments), rather than left to IP fragmentation.
@@ -1037,6 +1040,12 @@ fn mss_to_fit(p: &Peer, frame: &[u8], overhead: usize) -> Option<usize> {
     let room = segment_room(p, overhead)?;
     let headers = crate::segment::Layout::parse(frame)?.hdr_end;
     room.checked_sub(headers).filter(|&mss| mss > 0)
+}
+
+/// Datagram bytes a frame costs besides itself: header, routing prefix, length and, when
+/// sealing, the tag.
+fn frame_overhead(encrypt: bool) -> usize {
+    DATAGRAM_HEADER_LEN + ROUTING_PREFIX_LEN + 2 + if encrypt { TAG_LEN_BYTES } else { 0 }
 }
 
 /// The bytes one segment (a whole Ethernet frame) may take in a datagram that fits the
@@ -1386,6 +1395,9 @@ mod tests {
             assert!(b.len().div_ceil(seg) > 20_000usize.div_ceil(1300));
             let path = l.s[0].paths(Instant::ZERO).find(|p| p.name == name(1));
             assert_eq!(path.unwrap().link_mtu_bytes, Some(1280));
+            // IP + UDP 28, header 23, prefix 12, length 2, tag 16 when sealing.
+            let room = 1280 - 28 - 37 - if encrypt { 16 } else { 0 };
+            assert_eq!(path.unwrap().frame_room_bytes, Some(room));
             assert!(l.s[0].paths(Instant::ZERO).all(|p| p.name != name(2)));
             for o in outs {
                 l.collect(0, o.as_output());

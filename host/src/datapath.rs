@@ -20,13 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
-use weft_core::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
+use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, ETH_HEADER_LEN, Gso, Offload, PartialCsum, complete_l4_csum};
-use weft_core::sleeve::{Output, PeerPath, ROUTING_PREFIX_LEN, Sleeve, SleeveStats};
+use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
 use weft_core::time::{Duration, Instant};
-use weft_core::wire::datagram::DATAGRAM_HEADER_LEN;
 use weft_uring_dp::{
     BackendChoice, CREW_HELPERS_MAX, CounterSnapshot, Counters, Crew, Handler, Outbox, Pump,
     PumpConfig, PumpThread, Tap, TapFrame, TapOptions, UdpOptions, UdpSock,
@@ -265,9 +264,6 @@ pub(crate) struct Datapath {
     counters: Arc<Counters>,
     published: Arc<Mutex<Published>>,
     backend: String,
-    /// UDP payload a full-size overlay frame needs (overlay MTU, Ethernet header, sleeve
-    /// framing and tag).
-    frame_datagram_bytes: usize,
     /// The overlay MTU (the bridge's and every attachment's).
     mtu: usize,
     /// Threads that seal and open (0 without a password).
@@ -409,12 +405,6 @@ impl Datapath {
             port,
             peers: Mutex::new(BTreeMap::new()),
             mtu: usize::try_from(mtu).unwrap_or(usize::MAX),
-            frame_datagram_bytes: usize::try_from(mtu).unwrap_or(usize::MAX)
-                + ETH_HEADER_LEN
-                + DATAGRAM_HEADER_LEN
-                + ROUTING_PREFIX_LEN
-                + 2
-                + if encrypt { TAG_LEN_BYTES } else { 0 },
         })
     }
 
@@ -513,10 +503,8 @@ impl Datapath {
 
     /// The largest overlay MTU whose full-size frames fit one datagram on the link to
     /// the peer of `p` (when its link MTU is known).
-    fn overlay_mtu_fitting(&self, p: &PeerPath) -> Option<usize> {
-        let ip_udp = if p.addr.is_ipv4() { 28 } else { 48 };
-        let framing = self.frame_datagram_bytes - self.mtu;
-        usize::from(p.link_mtu_bytes?).checked_sub(ip_udp + framing)
+    fn overlay_mtu_fitting(p: &PeerPath) -> Option<usize> {
+        usize::from(p.frame_room_bytes?).checked_sub(ETH_HEADER_LEN)
     }
 
     /// What `weft status` shows about the datapath.
@@ -549,8 +537,8 @@ impl Datapath {
             "paths": p.paths.iter().map(|x| serde_json::json!({
                 "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
                 "pmtu_bytes": x.pmtu_bytes, "link_mtu_bytes": x.link_mtu_bytes,
-                "link_fits_full_frames": self.overlay_mtu_fitting(x).map(|m| m >= self.mtu),
-                "overlay_mtu_fitting_link": self.overlay_mtu_fitting(x),
+                "link_fits_full_frames": Self::overlay_mtu_fitting(x).map(|m| m >= self.mtu),
+                "overlay_mtu_fitting_link": Self::overlay_mtu_fitting(x),
             })).collect::<Vec<_>>(),
             "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
         })
