@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p weft
-//! cargo run -p weft-benches --release --bin throughput -- [--quick] [--only NAME,...] [--weft PATH] [--json PATH]
+//! cargo run -p weft-benches --release --bin throughput -- [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]
 //! ```
 //!
 //! Needs root. Every row builds a fresh testbed: two "host" network namespaces joined by
@@ -31,7 +31,9 @@
 //!   binary (keys and peers are set over its UAPI socket; no `wg` tool needed).
 //!
 //! Overlay rows use MTU 1376 (weft's default) so each moves the same payload per packet.
-//! Per row: iperf3 TCP with 1 and 2 streams (median of 3 runs x 5 s; `--quick`: 1 x 2 s),
+//! Per row: iperf3 TCP with 1 and 2 streams (median of 3 runs x 5 s; `--quick`: 1 x 2 s;
+//! congestion control cubic, Linux's default, unless `--cc NAME`; `--cc default` takes
+//! the namespace's default),
 //! ping RTT (median of 20; `--quick`: 10), daemon CPU from /proc/PID/stat utime+stime
 //! deltas (weft routers / nebulas / boringtuns of both hosts, summed, % of one core), path
 //! CPU = daemons + iperf3's own client and server CPU figures, Gbit/s per busy core (Gbit
@@ -60,7 +62,7 @@ use measure::Plan;
 use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
-const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--only NAME,...] [--weft PATH] [--json PATH]\n\
+const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]\n\
      names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
@@ -113,9 +115,35 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 10] = [
     ),
 ];
 
+/// The congestion control every TCP row uses unless `--cc` says otherwise: Linux's own
+/// default, which most hosts run. It matters for the ratios: some images (this VM's among
+/// them) default to bbr, whose per-packet pacing costs the kernel paths about half their
+/// throughput here (kernel VXLAN ~14-22 Gbit/s under bbr, ~33 under cubic) while the
+/// sleeve moves about the same under both, so bbr flatters every userspace row. `--cc bbr`
+/// or `--cc default` (the namespace's default) measures that case.
+const DEFAULT_CC: &str = "cubic";
+
+/// `--cc NAME` as the iperf3 clients' `-C` (`None` for `default`), checked against what
+/// this kernel offers.
+fn congestion_control(name: &str) -> Result<Option<&'static str>, String> {
+    if name == "default" {
+        return Ok(None);
+    }
+    let path = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+    let avail = std::fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))?;
+    if !avail.split_whitespace().any(|a| a == name) {
+        return Err(format!(
+            "TCP congestion control {name:?} is not available here (available: {}; or --cc default)",
+            avail.trim()
+        ));
+    }
+    Ok(Some(String::leak(name.to_owned())))
+}
+
 struct Args {
     quick: bool,
     rounds: usize,
+    cc: String,
     only: Option<Vec<String>>,
     weft: Option<PathBuf>,
     json: Option<PathBuf>,
@@ -125,6 +153,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         quick: false,
         rounds: 1,
+        cc: DEFAULT_CC.to_owned(),
         only: None,
         weft: None,
         json: None,
@@ -140,6 +169,7 @@ fn parse() -> Result<Args, String> {
                     _ => return Err("--rounds takes a number from 1 to 20".into()),
                 };
             }
+            "--cc" => a.cc = val("--cc")?,
             "--only" => {
                 let names: Vec<String> = val("--only")?
                     .split(',')
@@ -280,17 +310,26 @@ fn main() -> ExitCode {
         eprintln!("throughput: cannot build test networks: {why}");
         return ExitCode::FAILURE;
     }
+    let cc = match congestion_control(&args.cc) {
+        Ok(cc) => cc,
+        Err(why) => {
+            eprintln!("throughput: {why}");
+            return ExitCode::from(2);
+        }
+    };
     let plan = if args.quick {
         Plan {
             runs: 1,
             secs: 2,
             pings: 10,
+            cc,
         }
     } else {
         Plan {
             runs: 3,
             secs: 5,
             pings: 20,
+            cc,
         }
     };
     on_signal_tear_down();

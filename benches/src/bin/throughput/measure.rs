@@ -39,6 +39,9 @@ pub(crate) struct Plan {
     pub(crate) runs: usize,
     pub(crate) secs: u32,
     pub(crate) pings: u32,
+    /// TCP congestion control of the iperf3 clients (`iperf3 -C`); `None`: the
+    /// namespace's default.
+    pub(crate) cc: Option<&'static str>,
 }
 
 /// Two host namespaces joined by one veth (MTU 1500, ip_forward off), and, when asked,
@@ -227,7 +230,7 @@ pub(crate) fn iperf_series(
         runs: Vec::new(),
     };
     for i in 0..plan.runs {
-        let run = iperf_once(client, server_ip, streams, plan.secs, daemons)
+        let run = iperf_once(client, server_ip, streams, plan, daemons)
             .map_err(|err| format!("iperf3 -P {streams} run {}: {err}", i + 1))?;
         eprintln!(
             "    -P {streams} run {}: {:.3} Gbit/s{}",
@@ -246,9 +249,10 @@ fn iperf_once(
     client: &Ns,
     server_ip: Ipv4Addr,
     streams: u32,
-    secs: u32,
+    plan: Plan,
     daemons: &[u32],
 ) -> Res<Run> {
+    let secs = plan.secs;
     let mut last_err = String::new();
     // A retry covers a server that is not listening yet.
     for _ in 0..3 {
@@ -270,24 +274,25 @@ fn iperf_once(
                 max
             })
         };
-        let out = run_with_deadline(
-            client,
-            &[
-                "iperf3",
-                "-c",
-                &server_ip.to_string(),
-                "-p",
-                IPERF_PORT,
-                "-t",
-                &secs.to_string(),
-                "-P",
-                &streams.to_string(),
-                "-J",
-                "--connect-timeout",
-                "3000",
-            ],
-            Duration::from_secs(u64::from(secs) + 20),
-        );
+        let (ip, t, p) = (server_ip.to_string(), secs.to_string(), streams.to_string());
+        let mut args = vec![
+            "iperf3",
+            "-c",
+            &ip,
+            "-p",
+            IPERF_PORT,
+            "-t",
+            &t,
+            "-P",
+            &p,
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ];
+        if let Some(cc) = plan.cc {
+            args.extend(["-C", cc]);
+        }
+        let out = run_with_deadline(client, &args, Duration::from_secs(u64::from(secs) + 20));
         let after = cpu_secs_sum(daemons);
         stop.store(true, Ordering::Relaxed);
         let rss = sampler.join().unwrap_or(None);

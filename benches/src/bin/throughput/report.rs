@@ -117,12 +117,27 @@ const PAIRS: [(&str, &str, &str); 7] = [
     ),
 ];
 
+/// The congestion control the runs used, as the table and the JSON name it.
+fn cc_label(plan: Plan) -> String {
+    match plan.cc {
+        Some(cc) => cc.to_owned(),
+        None => {
+            let path = "/proc/sys/net/ipv4/tcp_congestion_control";
+            let dflt = std::fs::read_to_string(path).unwrap_or_else(|_| "?".into());
+            format!("namespace default: {}", dflt.trim())
+        }
+    }
+}
+
 pub(crate) fn print_table(rows: &[Row], plan: Plan) {
     let veth = find(rows, "veth");
     println!();
     println!(
-        "weft throughput benchmark: iperf3 TCP, median of {} run(s) x {} s; ping median of {}; CPU and per-core figures from the 1-stream runs",
-        plan.runs, plan.secs, plan.pings
+        "weft throughput benchmark: iperf3 TCP ({}), median of {} run(s) x {} s; ping median of {}; CPU and per-core figures from the 1-stream runs",
+        cc_label(plan),
+        plan.runs,
+        plan.secs,
+        plan.pings
     );
     let head = [
         "scenario",
@@ -291,7 +306,7 @@ pub(crate) fn to_json(rows: &[Row], plan: Plan, weft: &str) -> Value {
     let veth = find(rows, "veth");
     json!({
         "benchmark": "throughput",
-        "plan": { "runs": plan.runs, "secs": plan.secs, "pings": plan.pings },
+        "plan": { "runs": plan.runs, "secs": plan.secs, "pings": plan.pings, "congestion_control": cc_label(plan) },
         "weft_binary": weft,
         "rows": rows.iter().map(|r| {
             let cmp = r.comparator.and_then(|c| find(rows, c));
