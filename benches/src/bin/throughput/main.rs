@@ -33,7 +33,8 @@
 //! Overlay rows use MTU 1376 (weft's default) so each moves the same payload per packet.
 //! Per row: iperf3 TCP with 1 and 2 streams (median of 3 runs x 5 s; `--quick`: 1 x 2 s;
 //! congestion control cubic, Linux's default, unless `--cc NAME`; `--cc default` takes
-//! the namespace's default),
+//! the namespace's default), then a UDP flood (1300-byte datagrams, `-b 0`, 1 stream;
+//! what arrives counts: it shows per-packet costs, where TCP's GSO hides them),
 //! ping RTT (median of 20; `--quick`: 10), daemon CPU from /proc/PID/stat utime+stime
 //! deltas (weft routers / nebulas / boringtuns of both hosts, summed, % of one core), path
 //! CPU = daemons + iperf3's own client and server CPU figures, Gbit/s per busy core (Gbit

@@ -25,6 +25,8 @@ pub(crate) const UL_MTU: u32 = 1500;
 /// each row moves the same payload per packet).
 pub(crate) const OVERLAY_MTU: u32 = 1376;
 const IPERF_PORT: &str = "5201";
+/// Datagram size of the UDP flood: fits the overlay MTU with its headers.
+pub(crate) const UDP_FLOOD_LEN: u32 = 1300;
 
 pub(crate) type Res<T> = Result<T, String>;
 
@@ -127,10 +129,22 @@ pub(crate) struct Run {
     pub(crate) daemon_rss_max_kib: Option<u64>,
 }
 
+/// What an iperf3 client sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Traffic {
+    /// TCP, as fast as the path takes it.
+    #[default]
+    Tcp,
+    /// UDP datagrams of [`UDP_FLOOD_LEN`] bytes, unthrottled (`-b 0`): what arrives
+    /// measures the per-packet cost of the path, not TCP's reaction to it.
+    UdpFlood,
+}
+
 /// All runs of one stream count.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Series {
     pub(crate) streams: u32,
+    pub(crate) traffic: Traffic,
     pub(crate) runs: Vec<Run>,
 }
 
@@ -216,24 +230,29 @@ pub(crate) fn iperf_server(net: &mut TestNet, ns: &Ns) -> Res<u32> {
     Ok(s.pid)
 }
 
-/// Runs `plan.runs` iperf3 clients with `streams` streams from `client` to `server_ip`,
-/// sampling `daemons`' CPU and RSS.
+/// Runs `plan.runs` iperf3 clients with `streams` streams of `traffic` from `client` to
+/// `server_ip`, sampling `daemons`' CPU and RSS.
 pub(crate) fn iperf_series(
     client: &Ns,
     server_ip: Ipv4Addr,
-    streams: u32,
+    (streams, traffic): (u32, Traffic),
     plan: Plan,
     daemons: &[u32],
 ) -> Res<Series> {
     let mut series = Series {
         streams,
+        traffic,
         runs: Vec::new(),
     };
+    let what = match traffic {
+        Traffic::Tcp => format!("-P {streams}"),
+        Traffic::UdpFlood => format!("-u -P {streams}"),
+    };
     for i in 0..plan.runs {
-        let run = iperf_once(client, server_ip, streams, plan, daemons)
-            .map_err(|err| format!("iperf3 -P {streams} run {}: {err}", i + 1))?;
+        let run = iperf_once(client, server_ip, (streams, traffic), plan, daemons)
+            .map_err(|err| format!("iperf3 {what} run {}: {err}", i + 1))?;
         eprintln!(
-            "    -P {streams} run {}: {:.3} Gbit/s{}",
+            "    {what} run {}: {:.3} Gbit/s received{}",
             i + 1,
             run.gbps,
             run.daemon_cpu_s
@@ -248,7 +267,7 @@ pub(crate) fn iperf_series(
 fn iperf_once(
     client: &Ns,
     server_ip: Ipv4Addr,
-    streams: u32,
+    (streams, traffic): (u32, Traffic),
     plan: Plan,
     daemons: &[u32],
 ) -> Res<Run> {
@@ -289,8 +308,11 @@ fn iperf_once(
             "--connect-timeout",
             "3000",
         ];
-        if let Some(cc) = plan.cc {
-            args.extend(["-C", cc]);
+        let len = UDP_FLOOD_LEN.to_string();
+        match (traffic, plan.cc) {
+            (Traffic::UdpFlood, _) => args.extend(["-u", "-b", "0", "-l", &len]),
+            (Traffic::Tcp, Some(cc)) => args.extend(["-C", cc]),
+            (Traffic::Tcp, None) => {}
         }
         let out = run_with_deadline(client, &args, Duration::from_secs(u64::from(secs) + 20));
         let after = cpu_secs_sum(daemons);

@@ -12,6 +12,8 @@ pub(crate) struct Measured {
     pub(crate) rtt_ms: Option<f64>,
     pub(crate) one: Option<Series>,
     pub(crate) two: Option<Series>,
+    /// One UDP flood ([`crate::measure::Traffic::UdpFlood`]).
+    pub(crate) udp: Option<Series>,
     /// VmRSS of the weft router on host a, idle, and how many peers it had then.
     pub(crate) rss_idle_kib: Option<u64>,
     pub(crate) rss_idle_peers: Option<usize>,
@@ -51,17 +53,25 @@ impl Row {
         self.m.two.as_ref()?.median_gbps()
     }
 
+    fn tu(&self) -> Option<f64> {
+        self.m.udp.as_ref()?.median_gbps()
+    }
+
     /// The series CPU figures are reported from: 1 stream.
     fn cpu_series(&self) -> Option<&Series> {
         self.m.one.as_ref()
     }
 
     fn rss_load_kib(&self) -> Option<u64> {
-        [self.m.one.as_ref(), self.m.two.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(Series::rss_max_kib)
-            .max()
+        [
+            self.m.one.as_ref(),
+            self.m.two.as_ref(),
+            self.m.udp.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Series::rss_max_kib)
+        .max()
     }
 }
 
@@ -133,8 +143,9 @@ pub(crate) fn print_table(rows: &[Row], plan: Plan) {
     let veth = find(rows, "veth");
     println!();
     println!(
-        "weft throughput benchmark: iperf3 TCP ({}), median of {} run(s) x {} s; ping median of {}; CPU and per-core figures from the 1-stream runs",
+        "weft throughput benchmark: iperf3 TCP ({}) and a UDP flood ({} B datagrams, received), median of {} run(s) x {} s; ping median of {}; CPU and per-core figures from the 1-stream TCP runs",
         cc_label(plan),
+        crate::measure::UDP_FLOOD_LEN,
         plan.runs,
         plan.secs,
         plan.pings
@@ -143,6 +154,7 @@ pub(crate) fn print_table(rows: &[Row], plan: Plan) {
         "scenario",
         "1 str Gb/s",
         "2 str Gb/s",
+        "UDP Gb/s",
         "RTT ms",
         "+RTT us",
         "1str/veth",
@@ -170,6 +182,7 @@ pub(crate) fn print_table(rows: &[Row], plan: Plan) {
             r.label.to_owned(),
             f(r.t1(), 3),
             f(r.t2(), 3),
+            f(r.tu(), 3),
             f(r.m.rtt_ms, 3),
             f(added_rtt_us(rows, r), 0),
             x(ratio(r.t1(), veth.and_then(Row::t1))),
@@ -266,6 +279,7 @@ fn comparisons(rows: &[Row]) -> Vec<Value> {
         }
         let t1 = ratio(ra.t1(), rb.t1());
         let t2 = ratio(ra.t2(), rb.t2());
+        let tu = ratio(ra.tu(), rb.tu());
         let (add_a, add_b) = (added_rtt_us(rows, ra), added_rtt_us(rows, rb));
         let per_core = ratio(
             ra.cpu_series().and_then(Series::gbps_per_path_core),
@@ -275,11 +289,12 @@ fn comparisons(rows: &[Row]) -> Vec<Value> {
             "pair": [a, b],
             "throughput_1_stream_ratio": t1,
             "throughput_2_streams_ratio": t2,
+            "udp_flood_ratio": tu,
             "added_rtt_us": [add_a, add_b],
             "gbps_per_path_core_ratio": per_core,
             "text": format!(
-                "{label}: 1 stream {}, 2 streams {}, added RTT {} us vs {} us, Gbit/s per path core {}",
-                x(t1), x(t2), f(add_a, 0), f(add_b, 0), x(per_core)
+                "{label}: 1 stream {}, 2 streams {}, UDP flood {}, added RTT {} us vs {} us, Gbit/s per path core {}",
+                x(t1), x(t2), x(tu), f(add_a, 0), f(add_b, 0), x(per_core)
             ),
         }));
     }
@@ -292,6 +307,10 @@ fn series_json(s: Option<&Series>) -> Value {
     };
     json!({
         "streams": s.streams,
+        "traffic": match s.traffic {
+            crate::measure::Traffic::Tcp => "tcp",
+            crate::measure::Traffic::UdpFlood => "udp-flood",
+        },
         "runs_gbps": s.runs.iter().map(|r| r.gbps).collect::<Vec<_>>(),
         "median_gbps": s.median_gbps(),
         "daemon_cpu_pct": s.daemon_cpu_pct(),
@@ -320,6 +339,7 @@ pub(crate) fn to_json(rows: &[Row], plan: Plan, weft: &str) -> Value {
                 "added_rtt_us": added_rtt_us(rows, r),
                 "one_stream": series_json(r.m.one.as_ref()),
                 "two_streams": series_json(r.m.two.as_ref()),
+                "udp_flood": series_json(r.m.udp.as_ref()),
                 "vs_veth": {
                     "one_stream": ratio(r.t1(), veth.and_then(Row::t1)),
                     "two_streams": ratio(r.t2(), veth.and_then(Row::t2)),
@@ -362,9 +382,10 @@ pub(crate) fn print_rounds(rounds: &[Vec<Row>]) -> Value {
                 })
                 .collect()
         };
-        let (t1, t2) = (
+        let (t1, t2, tu) = (
             pick("throughput_1_stream_ratio"),
             pick("throughput_2_streams_ratio"),
+            pick("udp_flood_ratio"),
         );
         if t1.is_empty() {
             continue;
@@ -373,7 +394,12 @@ pub(crate) fn print_rounds(rounds: &[Vec<Row>]) -> Value {
             Some((med, lo, hi)) => format!("{med:.2}x [{lo:.2} - {hi:.2}]"),
             None => "-".into(),
         };
-        println!("  {label}: 1 stream {}, 2 streams {}", show(&t1), show(&t2));
+        println!(
+            "  {label}: 1 stream {}, 2 streams {}, UDP flood {}",
+            show(&t1),
+            show(&t2),
+            show(&tu)
+        );
         out.push(json!({
             "pair": [a, b],
             "rounds": t1.len(),
@@ -381,6 +407,8 @@ pub(crate) fn print_rounds(rounds: &[Vec<Row>]) -> Value {
             "throughput_2_streams_ratios": t2,
             "throughput_1_stream_median": summary(&t1).map(|s| s.0),
             "throughput_2_streams_median": summary(&t2).map(|s| s.0),
+            "udp_flood_ratios": tu,
+            "udp_flood_median": summary(&tu).map(|s| s.0),
         }));
     }
     Value::Array(out)

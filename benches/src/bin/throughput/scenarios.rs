@@ -14,7 +14,7 @@ use serde_json::Value;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
 use crate::measure::{
-    HOST_A, HOST_B, OVERLAY_MTU, Plan, Res, Testbed, alive, e, eventually, iperf_series,
+    HOST_A, HOST_B, OVERLAY_MTU, Plan, Res, Testbed, Traffic, alive, e, eventually, iperf_series,
     iperf_server, log_tail, ping_median_ms, rss_kib,
 };
 use crate::report::Measured;
@@ -43,7 +43,8 @@ pub(crate) struct Ctx {
     pub(crate) weft: Result<PathBuf, String>,
 }
 
-/// RTT, then iperf3 with 1 and 2 streams from `client` to `server_ip` (served in `server`).
+/// RTT, then iperf3 TCP with 1 and 2 streams and a UDP flood from `client` to `server_ip`
+/// (served in `server`).
 fn measure(
     net: &mut TestNet,
     client: &Ns,
@@ -56,8 +57,27 @@ fn measure(
     eprintln!("    ping x{} ...", plan.pings);
     m.rtt_ms = Some(ping_median_ms(client, server_ip, plan.pings)?);
     iperf_server(net, server)?;
-    m.one = Some(iperf_series(client, server_ip, 1, plan, daemons)?);
-    m.two = Some(iperf_series(client, server_ip, 2, plan, daemons)?);
+    m.one = Some(iperf_series(
+        client,
+        server_ip,
+        (1, Traffic::Tcp),
+        plan,
+        daemons,
+    )?);
+    m.two = Some(iperf_series(
+        client,
+        server_ip,
+        (2, Traffic::Tcp),
+        plan,
+        daemons,
+    )?);
+    m.udp = Some(iperf_series(
+        client,
+        server_ip,
+        (1, Traffic::UdpFlood),
+        plan,
+        daemons,
+    )?);
     if let Some(dead) = daemons.iter().find(|&&p| !alive(p)) {
         return Err(format!("daemon pid {dead} died during the run"));
     }
