@@ -138,6 +138,16 @@ fn vnet_of(o: &Offload) -> VirtioNetHdr {
     }
 }
 
+/// Writes what the coalescer still holds (the run being merged) to the TAP: at the end of
+/// every batch.
+fn flush(out: &mut Outbox, coalescer: &mut Option<Coalescer>) {
+    if let Some(c) = coalescer {
+        c.flush(&mut |o, frame| {
+            let _ = out.write_tap(Some(&vnet_of(o)), frame);
+        });
+    }
+}
+
 fn emit(out: &mut Outbox, coalescer: &mut Option<Coalescer>, o: Output<'_>) {
     // A full outbox drops (counted by the pump); the sleeve is best effort like Ethernet.
     let _ = match o {
@@ -218,11 +228,7 @@ impl Handler for SleeveHandler {
     }
 
     fn on_batch_end(&mut self, out: &mut Outbox) {
-        if let Some(c) = &mut self.coalescer {
-            c.flush(&mut |o, frame| {
-                let _ = out.write_tap(Some(&vnet_of(o)), frame);
-            });
-        }
+        flush(out, &mut self.coalescer);
     }
 
     fn on_wake(&mut self, out: &mut Outbox) {
@@ -350,6 +356,8 @@ impl Datapath {
         )
         .map_err(|e| Error::Other(format!("start the sleeve datapath: {e}")))?;
         let tap_vnet = pump.tap().vnet_hdr().is_some();
+        // USO super-frames only for a TAP that took USO (6.2+).
+        let tap_uso = pump.tap().offloads().uso;
         let backend = pump.backend_name();
         let wake = pump.wake_handle();
         let counters = pump.counters();
@@ -377,9 +385,15 @@ impl Datapath {
             origin: StdInstant::now(),
             published: Arc::clone(&published),
             // With a password every delivered frame was opened from a sealed datagram.
-            coalescer: tap_vnet.then(|| match encrypt {
-                true => Coalescer::for_authenticated_frames(),
-                false => Coalescer::new(),
+            coalescer: tap_vnet.then(|| {
+                let c = match encrypt {
+                    true => Coalescer::for_authenticated_frames(),
+                    false => Coalescer::new(),
+                };
+                match tap_uso {
+                    true => c,
+                    false => c.without_udp(),
+                }
             }),
             next_mtu_check: Instant::ZERO,
         };
@@ -757,6 +771,9 @@ mod tests {
         let mut out = Outbox::new(1 << 16, 4, 4, Some(VnetHdrLen::Basic));
         let mut c = Some(Coalescer::new());
         emit(&mut out, &mut c, Output::FrameCsumPartial(&f));
+        // A UDP datagram may start a run that later ones join: it is written at the
+        // batch's end, alone here.
+        flush(&mut out, &mut c);
         let written: Vec<&[u8]> = out.tap_frames().collect();
         assert_eq!(written.len(), 1);
         let h = VirtioNetHdr::parse(written[0], VnetHdrLen::Basic).unwrap();
@@ -767,6 +784,7 @@ mod tests {
         // vouched for: its checksum does not verify).
         let mut out = Outbox::new(1 << 16, 4, 4, Some(VnetHdrLen::Basic));
         emit(&mut out, &mut c, Output::Frame(&f));
+        flush(&mut out, &mut c);
         let h = VirtioNetHdr::parse(out.tap_frames().next().unwrap(), VnetHdrLen::Basic);
         assert_eq!(h.unwrap().flags, 0);
     }

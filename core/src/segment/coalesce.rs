@@ -1,6 +1,7 @@
-//! The receiver's GRO: consecutive in-order segments of one TCP flow merged into one
-//! super-frame for the TAP (partial checksum + GSO size), everything else passed through
-//! in order.
+//! The receiver's GRO: consecutive in-order segments of one TCP flow, or consecutive
+//! datagrams of one UDP flow (equal sizes but the last), merged into one super-frame for
+//! the TAP (partial checksum + GSO size: TSO or USO, which the kernel cuts back into the
+//! same segments or datagrams), everything else passed through in order.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -8,7 +9,7 @@ use alloc::vec::Vec;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use super::{Gso, Layout, Offload, PartialCsum, SEGMENTS_MAX, SUPER_FRAME_LEN_MAX};
-use super::{TCP_CSUM_OFFSET, csum_fold, fill_ipv4_header_csum};
+use super::{csum_fold, fill_ipv4_header_csum};
 
 /// TCP flags byte (offset 13): FIN, SYN, RST, PSH, ACK, URG, ECE, CWR.
 const TCP_FLAGS_AT: usize = 13;
@@ -29,7 +30,7 @@ struct Pending {
     partial: bool,
 }
 
-/// Merges TCP segments into super-frames. Feed it frames in arrival order with
+/// Merges TCP segments and UDP datagrams into super-frames. Feed it frames in arrival order with
 /// [`Coalescer::push`]; call [`Coalescer::flush`] at the end of each receive batch. The
 /// buffer is allocated once ([`SUPER_FRAME_LEN_MAX`]).
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub struct Coalescer {
     /// Verify each segment's L4 checksum before merging; off when every frame fed in was
     /// authenticated end to end (sealed datagrams), which the checksum cannot add to.
     verify: bool,
+    /// Merge UDP datagrams too (USO); TCP segments always.
+    udp: bool,
 }
 
 impl Default for Coalescer {
@@ -58,6 +61,7 @@ impl Coalescer {
             pending: None,
             merged: 0,
             verify: true,
+            udp: true,
         }
     }
 
@@ -69,6 +73,12 @@ impl Coalescer {
             verify: false,
             ..Self::new()
         }
+    }
+
+    /// Leaves UDP datagrams apart: for a TAP that takes no USO super-frames (kernels
+    /// before 6.2 refuse `TUN_F_USO4/6`). TCP segments still merge.
+    pub fn without_udp(self) -> Self {
+        Self { udp: false, ..self }
     }
 
     /// Segments merged into an earlier one so far (for counters).
@@ -91,7 +101,7 @@ impl Coalescer {
     }
 
     fn push_frame(&mut self, frame: &[u8], partial: bool, emit: &mut impl FnMut(&Offload, &[u8])) {
-        let Some(at) = Layout::parse(frame).filter(|a| a.tcp) else {
+        let Some(at) = Layout::parse(frame) else {
             self.flush(emit);
             let off = match partial {
                 true => super::l4_csum_at(frame).map_or_else(Offload::default, csum_hint),
@@ -100,25 +110,32 @@ impl Coalescer {
             emit(&off, frame);
             return;
         };
-        // Only segments whose checksum verifies are merged: the super-frame's is recomputed,
-        // which must not turn a corrupt segment into a good one.
+        // Only frames whose checksum verifies are merged: the super-frame's is recomputed,
+        // which must not turn a corrupt one into a good one. (An IPv4 UDP datagram without
+        // a checksum fails here too and passes alone, as it came.)
         if !partial && self.verify && !at.l4_csum_ok(frame) {
             self.flush(emit);
             emit(&Offload::default(), frame);
             return;
         }
         let payload = at.ip_end - at.hdr_end;
-        let flags = frame[at.l4 + TCP_FLAGS_AT];
-        let plain = flags & !(FLAG_PSH | FLAG_ACK) == 0 && flags & FLAG_ACK != 0;
+        // TCP: only plain data segments (ACK, maybe PSH, nothing else) merge; a push ends
+        // the run. UDP: any datagram with a payload.
+        let (mergeable, push) = if at.tcp {
+            let flags = frame[at.l4 + TCP_FLAGS_AT];
+            let plain = flags & !(FLAG_PSH | FLAG_ACK) == 0 && flags & FLAG_ACK != 0;
+            (plain && payload > 0, flags & FLAG_PSH != 0)
+        } else {
+            (self.udp && payload > 0, false)
+        };
         if let Some(p) = self.pending
-            && plain
-            && payload > 0
+            && mergeable
             && self.extends(&p, &at, frame, payload)
         {
             let f = &frame[at.hdr_end..at.ip_end];
             self.buf[self.len..self.len + payload].copy_from_slice(f);
             self.len += payload;
-            if flags & FLAG_PSH != 0 {
+            if push {
                 self.buf[p.at.l4 + TCP_FLAGS_AT] |= FLAG_PSH;
             }
             self.merged += 1;
@@ -128,14 +145,14 @@ impl Coalescer {
                 ..p
             };
             self.pending = Some(p);
-            // A short segment or a push ends the run.
-            if payload < p.gso_size || flags & FLAG_PSH != 0 || p.segs == SEGMENTS_MAX {
+            // A short segment or datagram, or a push, ends the run.
+            if payload < p.gso_size || push || p.segs == SEGMENTS_MAX {
                 self.flush(emit);
             }
             return;
         }
         self.flush(emit);
-        if !plain || payload == 0 || flags & FLAG_PSH != 0 {
+        if !mergeable || push {
             let off = match partial {
                 true => csum_hint(at.csum_at()),
                 false => valid(),
@@ -143,7 +160,10 @@ impl Coalescer {
             emit(&off, &frame[..at.ip_end]);
             return;
         }
-        let seq = TcpPacket::new_unchecked(&frame[at.l4..]).seq_number().0 as u32;
+        let seq = match at.tcp {
+            true => TcpPacket::new_unchecked(&frame[at.l4..]).seq_number().0 as u32,
+            false => 0,
+        };
         self.buf[..at.ip_end].copy_from_slice(&frame[..at.ip_end]);
         self.len = at.ip_end;
         self.pending = Some(Pending {
@@ -157,7 +177,12 @@ impl Coalescer {
 
     fn extends(&self, p: &Pending, at: &Layout, frame: &[u8], payload: usize) -> bool {
         let held = &self.buf[..self.len];
-        if at.v6 != p.at.v6 || at.l3 != p.at.l3 || at.l4 != p.at.l4 || at.hdr_end != p.at.hdr_end {
+        if at.tcp != p.at.tcp
+            || at.v6 != p.at.v6
+            || at.l3 != p.at.l3
+            || at.l4 != p.at.l4
+            || at.hdr_end != p.at.hdr_end
+        {
             return false;
         }
         if payload > p.gso_size || self.len + payload - p.at.l3 > IP_LEN_MAX {
@@ -175,6 +200,10 @@ impl Coalescer {
                 && frame[l3 + 6..l3 + 10] == held[l3 + 6..l3 + 10]
                 && frame[l3 + 12..l4] == held[l3 + 12..l4]
         };
+        if !at.tcp {
+            // UDP: the same ports (length and checksum are per datagram).
+            return ip_same && frame[l4..l4 + 4] == held[l4..l4 + 4];
+        }
         // TCP: ports, ack, offset, window, urgent and options equal; seq continues.
         let tcp_same = frame[l4..l4 + 4] == held[l4..l4 + 4]
             && frame[l4 + 8..l4 + 13] == held[l4 + 8..l4 + 13]
@@ -210,19 +239,26 @@ impl Coalescer {
             ip.set_total_len((at.ip_end - at.l3) as u16);
             fill_ipv4_header_csum(&mut frame[at.l3..], at.l4 - at.l3);
         }
+        if !at.tcp {
+            // The UDP length covers the whole super-frame, as the kernel's own USO sends
+            // and UDP GRO have it; segmentation gives each datagram its own again.
+            frame[at.l4 + 4..at.l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
         // Partial checksum: the field holds the pseudo-header sum, the kernel (or nobody,
         // for local delivery) finishes it.
         let pseudo = csum_fold(at.pseudo(frame, l4_len));
-        let c = at.l4 + usize::from(TCP_CSUM_OFFSET);
+        let csum = at.csum_at();
+        let c = at.l4 + usize::from(csum.offset);
         frame[c..c + 2].copy_from_slice(&pseudo.to_be_bytes());
         let off = Offload {
-            gso: if at.v6 { Gso::TcpV6 } else { Gso::TcpV4 },
+            gso: match (at.tcp, at.v6) {
+                (true, false) => Gso::TcpV4,
+                (true, true) => Gso::TcpV6,
+                (false, _) => Gso::Udp,
+            },
             gso_size: p.gso_size as u16,
             hdr_len: at.hdr_end as u16,
-            csum: Some(PartialCsum {
-                start: at.l4 as u16,
-                offset: TCP_CSUM_OFFSET,
-            }),
+            csum: Some(csum),
             data_valid: false,
             ecn: false,
         };

@@ -198,9 +198,26 @@ fn uso_and_plain_partial_checksums_are_completed() {
             csum: Some(partial(&mut f)),
             ..Offload::default()
         };
+        let original = build(v6, false, &data, 0, 0);
         let segs = cut(&f, &off);
         assert_eq!(segs.len(), 8);
         assert_eq!(check_segments(&segs, v6, false, 0, 1200), data);
+
+        // The receiver merges the datagrams back into one USO super-frame: the kernel
+        // cuts it into the same eight datagrams for the container.
+        let mut c = Coalescer::new();
+        let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
+        for s in &segs {
+            c.push(s, &mut |o, b| got.push((*o, b.to_vec())));
+        }
+        assert_eq!(got.len(), 1, "the short last datagram ends the run");
+        c.flush(&mut |o, b| got.push((*o, b.to_vec())));
+        let (o, mut sf) = got.pop().unwrap();
+        assert_eq!((o.gso, o.gso_size), (Gso::Udp, 1200));
+        assert_eq!(usize::from(o.hdr_len), Layout::parse(&sf).unwrap().hdr_end);
+        complete_csum(&mut sf, o.csum.unwrap());
+        assert_eq!(sf, original);
+        assert_eq!(c.merged(), 7);
 
         // No GSO, NEEDS_CSUM: one frame, checksum completed.
         for tcp in [false, true] {
@@ -409,6 +426,64 @@ fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
 }
 
 #[test]
+fn udp_datagrams_merge_only_within_one_flow_and_size() {
+    let d = |len: usize, sport: u16| {
+        let mut f = build(false, false, &payload(len, 2), 0, 0);
+        let at = Layout::parse(&f).unwrap();
+        f[at.l4..at.l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        at.fill_l4_csum(&mut f);
+        f
+    };
+    let mut no_csum = d(1000, 40000);
+    let l4 = 14 + 20;
+    no_csum[l4 + 6..l4 + 8].fill(0); // IPv4 UDP without a checksum
+    let inputs = [
+        d(1000, 40000),
+        d(1000, 40000),
+        d(1000, 40001),                                     // another flow: new run
+        d(1000, 40001),                                     //
+        d(1200, 40001),                                     // bigger than the run's size: new run
+        d(700, 40001),                                      // shorter: ends that run
+        d(0, 40001),                                        // empty: passes alone
+        no_csum.clone(),                                    // no checksum: passes alone, as it came
+        d(1000, 40001),                                     //
+        build(false, true, &payload(1000, 2), 1, FLAG_ACK), // TCP: never joins UDP
+    ];
+    let mut c = Coalescer::new();
+    let mut got: Vec<(Offload, usize)> = Vec::new();
+    for f in &inputs {
+        c.push(f, &mut |o, b| got.push((*o, b.len())));
+    }
+    c.flush(&mut |o, b| got.push((*o, b.len())));
+    let hdr = 14 + 20 + 8;
+    let gsos: Vec<(Gso, u16, usize)> = got.iter().map(|(o, l)| (o.gso, o.gso_size, *l)).collect();
+    assert_eq!(
+        gsos,
+        vec![
+            (Gso::Udp, 1000, hdr + 2000),
+            (Gso::Udp, 1000, hdr + 2000),
+            (Gso::Udp, 1200, hdr + 1900),
+            (Gso::None, 0, hdr),
+            (Gso::None, 0, hdr + 1000),
+            (Gso::None, 0, hdr + 1000),
+            (Gso::None, 0, 14 + 20 + 32 + 1000),
+        ]
+    );
+    // Verified singles are vouched for, the one without a checksum is not.
+    assert!(got[3].0.data_valid && got[5].0.data_valid);
+    assert!(!got[4].0.data_valid);
+    // For a TAP without USO every datagram passes alone, vouched for.
+    let mut c = Coalescer::new().without_udp();
+    let mut got: Vec<Offload> = Vec::new();
+    for f in &inputs[..2] {
+        c.push(f, &mut |o, _| got.push(*o));
+    }
+    c.flush(&mut |o, _| got.push(*o));
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|o| o.gso == Gso::None && o.data_valid));
+}
+
+#[test]
 fn authenticated_frames_merge_without_reverifying_checksums() {
     let a = |seq, len| build(false, true, &payload(len, 1), seq, FLAG_ACK);
     let mut odd = a(3000, 1000);
@@ -491,8 +566,8 @@ fn bad_offload_requests_are_refused_not_panicked_on() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Any TSO/USO super-frame: segments verify, carry the payload in order, and TCP ones
-    /// coalesce back to the original.
+    /// Any TSO/USO super-frame: segments verify, carry the payload in order, and coalesce
+    /// back to the original.
     #[test]
     fn segments_reassemble_to_the_original_stream(
         v6 in any::<bool>(),
@@ -524,7 +599,7 @@ proptest! {
             joined.extend_from_slice(&s[at.hdr_end..]);
         }
         prop_assert_eq!(&joined, &data);
-        if tcp && len > 0 {
+        if len > 0 {
             let mut c = Coalescer::new();
             let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
             for s in &segs {
