@@ -57,27 +57,10 @@ fn measure(
     eprintln!("    ping x{} ...", plan.pings);
     m.rtt_ms = Some(ping_median_ms(client, server_ip, plan.pings)?);
     iperf_server(net, server)?;
-    m.one = Some(iperf_series(
-        client,
-        server_ip,
-        (1, Traffic::Tcp),
-        plan,
-        daemons,
-    )?);
-    m.two = Some(iperf_series(
-        client,
-        server_ip,
-        (2, Traffic::Tcp),
-        plan,
-        daemons,
-    )?);
-    m.udp = Some(iperf_series(
-        client,
-        server_ip,
-        (1, Traffic::UdpFlood),
-        plan,
-        daemons,
-    )?);
+    let series = |what| iperf_series(client, server_ip, what, plan, daemons).map(Some);
+    m.one = series((1, Traffic::Tcp))?;
+    m.two = series((2, Traffic::Tcp))?;
+    m.udp = series((1, Traffic::UdpFlood))?;
     if let Some(dead) = daemons.iter().find(|&&p| !alive(p)) {
         return Err(format!("daemon pid {dead} died during the run"));
     }
