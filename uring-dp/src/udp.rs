@@ -221,6 +221,11 @@ impl UdpSock {
         self.gro
     }
 
+    /// Sets or clears `O_NONBLOCK` (the socket opens non-blocking).
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        crate::sys::set_nonblocking(self.fd.as_raw_fd(), on)
+    }
+
     /// Sends one datagram (or one GSO batch). Without GSO support, a `segment_size` is
     /// honoured by sending the segments one by one. Returns the payload bytes sent.
     pub fn send(&self, t: &Transmit<'_>) -> io::Result<usize> {
@@ -656,6 +661,32 @@ mod tests {
         // SAFETY: one live pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, 2000) };
         assert_eq!(n, 1, "socket never became readable");
+    }
+
+    #[test]
+    fn a_blocking_socket_waits_for_the_datagram_a_non_blocking_one_refuses() {
+        let (a, b) = pair();
+        let mut buf = [0u8; 64];
+        let err = b.recv(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        b.set_nonblocking(false).unwrap();
+        let to = b.local_addr();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let t = Transmit {
+                    to,
+                    data: b"late",
+                    segment_size: None,
+                };
+                a.send(&t).unwrap();
+            });
+            let meta = b.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..meta.len], b"late");
+        });
+        b.set_nonblocking(true).unwrap();
+        let err = b.recv(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

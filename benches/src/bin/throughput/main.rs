@@ -29,6 +29,15 @@
 //!   nebula per host namespace (tun there), tun MTU = weft's overlay MTU.
 //! - `boringtun`: userspace WireGuard, only when `BORINGTUN_BIN` names the `boringtun-cli`
 //!   binary (keys and peers are set over its UAPI socket; no `wg` tool needed).
+//! - `tapfwd`: the ceiling of the sleeve's design, not a product path. Per host a bridge
+//!   with the container's veth and a TAP served by the `tapfwd` binary (built beside this
+//!   one), which only moves whole TAP super-frames into single UDP GSO sends and writes
+//!   what UDP_GRO hands back to its TAP, on two blocking threads: no header, no check, no
+//!   userspace work (it relies on a veth underlay delivering each GSO send in one piece).
+//!   An overlay built on a TAP and a UDP socket does at least this work per super-frame
+//!   (a TAP read, a send, a receive, a TAP write, and the wakeups between), so
+//!   `tapfwd / vxlan` bounds what `sleeve / vxlan` can reach on the same machine, and
+//!   `sleeve / tapfwd` says how close the sleeve comes.
 //!
 //! Overlay rows use MTU 1376 (weft's default) so each moves the same payload per packet.
 //! Per row: iperf3 TCP with 1 and 2 streams (median of 3 runs x 5 s; `--quick`: 1 x 2 s;
@@ -64,12 +73,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 10] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 11] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -113,6 +122,12 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 10] = [
         "10 weft sleeve encrypted, 2 crypto threads",
         Some("sleeve-enc"),
         |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedTwoThreads),
+    ),
+    (
+        "tapfwd",
+        "11 ceiling: bare TAP<->UDP forwarder",
+        Some("vxlan"),
+        scenarios::tapfwd,
     ),
 ];
 

@@ -105,7 +105,7 @@ fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
 }
 
 /// The comparisons the brief asks for: (row, comparator, label).
-const PAIRS: [(&str, &str, &str); 7] = [
+const PAIRS: [(&str, &str, &str); 9] = [
     ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
     ("sleeve", "vxlan", "weft sleeve plain / kernel VXLAN"),
     ("fastdp", "vxlan", "weft fastdp / hand-built bridge+VXLAN"),
@@ -125,6 +125,12 @@ const PAIRS: [(&str, &str, &str); 7] = [
         "sleeve-enc",
         "weft sleeve encrypted, 2 crypto threads / default (half the CPUs)",
     ),
+    (
+        "tapfwd",
+        "vxlan",
+        "ceiling (bare TAP<->UDP forwarder) / kernel VXLAN",
+    ),
+    ("sleeve", "tapfwd", "weft sleeve plain / ceiling"),
 ];
 
 /// The congestion control the runs used, as the table and the JSON name it.

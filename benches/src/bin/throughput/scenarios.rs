@@ -76,10 +76,26 @@ pub(crate) fn veth(ctx: &Ctx, m: &mut Measured) -> Outcome {
     Ok(())
 }
 
-const VX_BRIDGE: &str = "br-vx";
+const BRIDGE: &str = "br-vx";
 const VX_DEV: &str = "vx0";
 const VX_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 40, 0, 1), Ipv4Addr::new(10, 40, 0, 2)];
 const VX_MACS: [&str; 2] = ["02:00:0a:28:00:01", "02:00:0a:28:00:02"];
+
+/// In host `h`: a bridge [`BRIDGE`], up, with container `c`'s `eth0` (MTU
+/// [`OVERLAY_MTU`], address `ip`/24) on it through the veth `vc0`.
+fn bridged_container(net: &TestNet, h: &Ns, c: &Ns, ip: Ipv4Addr) -> Res<()> {
+    let mtu = OVERLAY_MTU.to_string();
+    let run = |ns: &Ns, args: &[&str]| ns.run(args).map(drop).map_err(e);
+    run(h, &["ip", "link", "add", BRIDGE, "type", "bridge"])?;
+    run(h, &["ip", "link", "set", BRIDGE, "up"])?;
+    net.veth(c, "eth0", h, "vc0").map_err(e)?;
+    run(c, &["ip", "link", "set", "eth0", "mtu", &mtu])?;
+    run(
+        h,
+        &["ip", "link", "set", "vc0", "mtu", &mtu, "master", BRIDGE],
+    )?;
+    net.addr(c, "eth0", ip.into(), 24).map_err(e)
+}
 
 /// Row 2, the hand-built kernel path: per host a bridge, the container's veth on it, and a
 /// VXLAN port with static FDB entries (flood + the remote container's MAC) to the other
@@ -92,10 +108,9 @@ pub(crate) fn vxlan(ctx: &Ctx, m: &mut Measured) -> Outcome {
     ];
     for (h, c, local, remote, i) in &sides {
         let (local, remote) = (local.to_string(), remote.to_string());
-        let mtu = OVERLAY_MTU.to_string();
         let run = |ns: &Ns, args: &[&str]| ns.run(args).map(drop).map_err(e);
-        run(h, &["ip", "link", "add", VX_BRIDGE, "type", "bridge"])?;
-        run(h, &["ip", "link", "set", VX_BRIDGE, "up"])?;
+        bridged_container(&tb.net, h, c, VX_IPS[*i])?;
+        run(c, &["ip", "link", "set", "eth0", "address", VX_MACS[*i]])?;
         run(
             h,
             &[
@@ -116,27 +131,8 @@ pub(crate) fn vxlan(ctx: &Ctx, m: &mut Measured) -> Outcome {
                 "nolearning",
             ],
         )?;
-        run(h, &["ip", "link", "set", VX_DEV, "master", VX_BRIDGE])?;
+        run(h, &["ip", "link", "set", VX_DEV, "master", BRIDGE])?;
         run(h, &["ip", "link", "set", VX_DEV, "up"])?;
-        tb.net.veth(c, "eth0", h, "vc0").map_err(e)?;
-        run(
-            c,
-            &[
-                "ip",
-                "link",
-                "set",
-                "eth0",
-                "address",
-                VX_MACS[*i],
-                "mtu",
-                &mtu,
-            ],
-        )?;
-        run(
-            h,
-            &["ip", "link", "set", "vc0", "mtu", &mtu, "master", VX_BRIDGE],
-        )?;
-        tb.net.addr(c, "eth0", VX_IPS[*i].into(), 24).map_err(e)?;
         run(
             h,
             &[
@@ -648,5 +644,65 @@ pub(crate) fn boringtun(ctx: &Ctx, m: &mut Measured) -> Outcome {
     ));
     let (ha, hb) = (tb.ha.clone(), tb.hb.clone());
     measure(&mut tb.net, &ha, &hb, WG_IPS[1], ctx.plan, &pids, m)?;
+    Ok(())
+}
+
+const FWD_TAP: &str = "wf0";
+const FWD_PORT: u16 = 6790;
+const FWD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 41, 0, 1), Ipv4Addr::new(10, 41, 0, 2)];
+
+/// Row 11, the ceiling of the sleeve's design: per host a bridge with the container's veth
+/// and a TAP served by `tapfwd`, the least a TAP-plus-UDP forwarder can do (no headers, no
+/// checks; see its source). Whatever it reaches, no userspace overlay built on a TAP and a
+/// UDP socket reaches more on this machine.
+pub(crate) fn tapfwd(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tapfwd")))
+        .filter(|p| p.exists())
+        .ok_or_else(|| {
+            Stop::Skipped(
+                "skipped: no tapfwd next to this binary (cargo build -p weft-benches)".into(),
+            )
+        })?;
+    let bin = bin.display().to_string();
+    let mut tb = Testbed::new("tapfwd")?;
+    let sides = [
+        (tb.ha.clone(), tb.ca.clone(), HOST_A, HOST_B, 0usize),
+        (tb.hb.clone(), tb.cb.clone(), HOST_B, HOST_A, 1usize),
+    ];
+    let mut pids = Vec::new();
+    for (h, c, local, remote, i) in &sides {
+        let run = |ns: &Ns, args: &[&str]| ns.run(args).map(drop).map_err(e);
+        let (local, remote) = (
+            format!("{local}:{FWD_PORT}"),
+            format!("{remote}:{FWD_PORT}"),
+        );
+        let sp = tb
+            .net
+            .spawn(h, &[&bin, FWD_TAP, &local, &remote])
+            .map_err(e)?;
+        pids.push(sp.pid);
+        if !eventually(Duration::from_secs(5), || {
+            h.run(&["ip", "link", "show", FWD_TAP]).is_ok()
+        }) {
+            return Err(Stop::Failed(format!(
+                "tapfwd made no TAP; log:\n{}",
+                log_tail(&sp.log, 8)
+            )));
+        }
+        bridged_container(&tb.net, h, c, FWD_IPS[*i])?;
+        run(h, &["ip", "link", "set", FWD_TAP, "master", BRIDGE, "up"])?;
+    }
+    if !tb.ca.ping_until(FWD_IPS[1], Duration::from_secs(5)) {
+        return Err(Stop::Failed(
+            "container a cannot ping container b through tapfwd".into(),
+        ));
+    }
+    m.notes.push(format!(
+        "container ns to container ns: veth -> bridge -> TAP -> tapfwd -> UDP (whole super-frames as one GSO send, UDP_GRO) -> tapfwd -> TAP; MTU {OVERLAY_MTU}; a ceiling, not a product path"
+    ));
+    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
+    measure(&mut tb.net, &ca, &cb, FWD_IPS[1], ctx.plan, &pids, m)?;
     Ok(())
 }
