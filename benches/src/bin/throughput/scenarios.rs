@@ -81,6 +81,28 @@ const VX_DEV: &str = "vx0";
 const VX_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 40, 0, 1), Ipv4Addr::new(10, 40, 0, 2)];
 const VX_MACS: [&str; 2] = ["02:00:0a:28:00:01", "02:00:0a:28:00:02"];
 
+/// Checks that container a reaches container b (`b_ip`) over the row's `path`, notes the
+/// path, and measures from a to b.
+fn container_to_container(
+    ctx: &Ctx,
+    tb: &mut Testbed,
+    b_ip: Ipv4Addr,
+    path: &str,
+    daemons: &[u32],
+    m: &mut Measured,
+) -> Outcome {
+    if !tb.ca.ping_until(b_ip, Duration::from_secs(5)) {
+        return Err(Stop::Failed(format!(
+            "container a cannot ping container b over {path}"
+        )));
+    }
+    m.notes
+        .push(format!("container ns to container ns: {path}"));
+    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
+    measure(&mut tb.net, &ca, &cb, b_ip, ctx.plan, daemons, m)?;
+    Ok(())
+}
+
 /// In host `h`: a bridge [`BRIDGE`], up, with container `c`'s `eth0` (MTU
 /// [`OVERLAY_MTU`], address `ip`/24) on it through the veth `vc0`.
 fn bridged_container(net: &TestNet, h: &Ns, c: &Ns, ip: Ipv4Addr) -> Res<()> {
@@ -162,17 +184,8 @@ pub(crate) fn vxlan(ctx: &Ctx, m: &mut Measured) -> Outcome {
             ],
         )?;
     }
-    if !tb.ca.ping_until(VX_IPS[1], Duration::from_secs(5)) {
-        return Err(Stop::Failed(
-            "container a cannot ping container b over VXLAN".into(),
-        ));
-    }
-    m.notes.push(format!(
-        "container ns to container ns: veth -> bridge -> vxlan (UDP 4789, static FDB), MTU {OVERLAY_MTU}"
-    ));
-    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
-    measure(&mut tb.net, &ca, &cb, VX_IPS[1], ctx.plan, &[], m)?;
-    Ok(())
+    let path = format!("veth -> bridge -> vxlan (UDP 4789, static FDB), MTU {OVERLAY_MTU}");
+    container_to_container(ctx, &mut tb, VX_IPS[1], &path, &[], m)
 }
 
 /// Which weft row.
@@ -694,15 +707,8 @@ pub(crate) fn tapfwd(ctx: &Ctx, m: &mut Measured) -> Outcome {
         bridged_container(&tb.net, h, c, FWD_IPS[*i])?;
         run(h, &["ip", "link", "set", FWD_TAP, "master", BRIDGE, "up"])?;
     }
-    if !tb.ca.ping_until(FWD_IPS[1], Duration::from_secs(5)) {
-        return Err(Stop::Failed(
-            "container a cannot ping container b through tapfwd".into(),
-        ));
-    }
-    m.notes.push(format!(
-        "container ns to container ns: veth -> bridge -> TAP -> tapfwd -> UDP (whole super-frames as one GSO send, UDP_GRO) -> tapfwd -> TAP; MTU {OVERLAY_MTU}; a ceiling, not a product path"
-    ));
-    let (ca, cb) = (tb.ca.clone(), tb.cb.clone());
-    measure(&mut tb.net, &ca, &cb, FWD_IPS[1], ctx.plan, &pids, m)?;
-    Ok(())
+    let path = format!(
+        "veth -> bridge -> TAP -> tapfwd -> UDP (whole super-frames as one GSO send, UDP_GRO) -> tapfwd -> TAP; MTU {OVERLAY_MTU}; a ceiling, not a product path"
+    );
+    container_to_container(ctx, &mut tb, FWD_IPS[1], &path, &pids, m)
 }
