@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use weft_uring_dp::{
@@ -19,7 +20,8 @@ use weft_uring_dp::{
 /// Bytes per UDP piece (fits a 1500-byte underlay).
 const PIECE: u16 = 1400;
 
-fn run(args: &[String]) -> Result<(), String> {
+/// Forwards until a direction fails; returns why.
+fn run(args: &[String]) -> Result<std::convert::Infallible, String> {
     let [tap, local, peer] = args else {
         return Err("usage: tapfwd TAP LOCAL_ADDR:PORT PEER_ADDR:PORT".into());
     };
@@ -40,42 +42,49 @@ fn run(args: &[String]) -> Result<(), String> {
     sock.set_nonblocking(false)
         .map_err(|e| format!("udp: {e}"))?;
     println!("tapfwd: {} <-> {peer}", tap.name());
-    thread::scope(|s| {
-        let out = s.spawn(|| -> std::io::Result<()> {
-            let mut buf = vec![0u8; TAP_FRAME_LEN_MAX];
-            loop {
-                let n = tap.read_frame(&mut buf)?;
-                let data = &buf[..n];
-                let segment_size = (n > usize::from(PIECE)).then_some(PIECE);
-                let _ = sock.send(&Transmit {
-                    to: peer,
-                    data,
-                    segment_size,
-                });
-            }
-        });
-        let inn = s.spawn(|| -> std::io::Result<()> {
-            let mut buf = vec![0u8; TAP_FRAME_LEN_MAX + 1024];
-            loop {
-                let meta = sock.recv(&mut buf)?;
-                if !meta.truncated {
+    // Each direction on its own thread; the first to fail ends the process (the other
+    // may be blocked in a read that never returns).
+    let (tap, sock) = (Arc::new(tap), Arc::new(sock));
+    let (done, failed) = mpsc::channel::<String>();
+    let (t, u, d) = (Arc::clone(&tap), Arc::clone(&sock), done.clone());
+    thread::spawn(move || {
+        let mut buf = vec![0u8; TAP_FRAME_LEN_MAX];
+        let err = loop {
+            let n = match t.read_frame(&mut buf) {
+                Ok(n) => n,
+                Err(e) => break e,
+            };
+            let segment_size = (n > usize::from(PIECE)).then_some(PIECE);
+            let _ = u.send(&Transmit {
+                to: peer,
+                data: &buf[..n],
+                segment_size,
+            });
+        };
+        let _ = d.send(format!("tap read: {err}"));
+    });
+    thread::spawn(move || {
+        let mut buf = vec![0u8; TAP_FRAME_LEN_MAX + 1024];
+        let err = loop {
+            match sock.recv(&mut buf) {
+                Ok(meta) if !meta.truncated => {
                     let _ = tap.write_frame(&buf[..meta.len]);
                 }
+                Ok(_) => {}
+                Err(e) => break e,
             }
-        });
-        let r = out.join();
-        let _ = inn.join();
-        match r {
-            Ok(Err(e)) => Err(format!("tap read: {e}")),
-            _ => Ok(()),
-        }
-    })
+        };
+        let _ = done.send(format!("udp receive: {err}"));
+    });
+    Err(failed
+        .recv()
+        .unwrap_or_else(|_| "both threads ended".into()))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(never) => match never {},
         Err(e) => {
             eprintln!("tapfwd: {e}");
             ExitCode::FAILURE
