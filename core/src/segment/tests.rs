@@ -399,12 +399,7 @@ fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
         a(9600, 0, FLAG_ACK),           // pure ACK: flushes, passes
         a(9600, 1000, 0x02 | FLAG_ACK), // SYN never merged
     ];
-    let mut c = Coalescer::new();
-    let mut got: Vec<(Offload, usize)> = Vec::new();
-    for f in &inputs {
-        c.push(f, &mut |o, b| got.push((*o, b.len())));
-    }
-    c.flush(&mut |o, b| got.push((*o, b.len())));
+    let got = coalesce_lengths(&inputs);
     let hdr = 14 + 20 + 32;
     let gsos: Vec<(Gso, usize)> = got.iter().map(|(o, l)| (o.gso, *l)).collect();
     assert_eq!(
@@ -423,6 +418,18 @@ fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
     // The corrupt one is not vouched for; verified singles are.
     assert!(!got[2].0.data_valid);
     assert!(got[3].0.data_valid);
+}
+
+/// Pushes `inputs` through a fresh coalescer, flushes it, and returns what came out: each
+/// output's offload and length.
+fn coalesce_lengths(inputs: &[Vec<u8>]) -> Vec<(Offload, usize)> {
+    let mut c = Coalescer::new();
+    let mut got = Vec::new();
+    for f in inputs {
+        c.push(f, &mut |o, b| got.push((*o, b.len())));
+    }
+    c.flush(&mut |o, b| got.push((*o, b.len())));
+    got
 }
 
 #[test]
@@ -449,12 +456,7 @@ fn udp_datagrams_merge_only_within_one_flow_and_size() {
         d(1000, 40001),                                     //
         build(false, true, &payload(1000, 2), 1, FLAG_ACK), // TCP: never joins UDP
     ];
-    let mut c = Coalescer::new();
-    let mut got: Vec<(Offload, usize)> = Vec::new();
-    for f in &inputs {
-        c.push(f, &mut |o, b| got.push((*o, b.len())));
-    }
-    c.flush(&mut |o, b| got.push((*o, b.len())));
+    let got = coalesce_lengths(&inputs);
     let hdr = 14 + 20 + 8;
     let gsos: Vec<(Gso, u16, usize)> = got.iter().map(|(o, l)| (o.gso, o.gso_size, *l)).collect();
     assert_eq!(
