@@ -8,18 +8,20 @@
 //! [`crate::router`] owns a map of these, feeds them bytes and time, and drains
 //! [`Connection::poll_transmit`] / [`Connection::poll_output`].
 //!
-//! Flow: both sides send their hello at once. On the peer's hello we check it (name,
-//! versions, encryption flag), derive keys and send a sealed `Confirm` carrying
-//! SHA-256(initiator hello || responder hello). On the peer's confirm: does not open ->
-//! wrong password; hash differs -> a hello was altered (downgrade); else established.
+//! Flow: both sides send their hello at once; it carries an X25519 public key, or with a
+//! password a SPAKE2 element ([`crate::crypto::Handshake`]). On the peer's hello we check
+//! it (name, versions, encryption flag), derive keys bound to
+//! SHA-256(initiator hello || responder hello) and send a sealed `Confirm` carrying that
+//! hash. On the peer's confirm: does not open -> wrong password; hash differs -> a hello was
+//! altered (downgrade); else established. Sending our confirm first is safe with SPAKE2: it
+//! only opens under a key that a peer can compute for the one password it committed to.
 //! Any error closes the connection for good; the router drops it and may redial.
 
 use crate::crypto::{
-    CryptoError, DatagramOpener, DatagramSealer, KeyPair, Opener, Sealer, SessionKeys,
+    CryptoError, DatagramOpener, DatagramSealer, Handshake, KeyRng, Opener, Psk, Sealer,
     TAG_LEN_BYTES, transcript_hash,
 };
 use crate::peer::{PeerName, PeerUid};
-use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::frame::{
     CLOSE_REASON_DUPLICATE, CLOSE_REASON_NORMAL, CLOSE_REASON_PROTOCOL_ERROR, CLOSE_REASON_TIMEOUT,
@@ -75,8 +77,8 @@ pub struct ConnSettings {
     pub nickname: String,
     /// The TCP port we listen on, announced in the hello.
     pub listen_port: u16,
-    /// Pre-shared key from [`crate::crypto::password_key`], if a password is set.
-    pub psk: Option<[u8; 32]>,
+    /// The network's secret ([`Psk`]), if a password or key file is set.
+    pub psk: Option<Psk>,
     /// Time between heartbeats once established.
     pub heartbeat_interval: Duration,
     /// Silence after which an established connection fails.
@@ -185,6 +187,10 @@ pub enum ConnError {
     Duplicate,
     /// The user removed the target (`weft forget`).
     Forgotten,
+    /// The peer speaks only protocol versions up to this one, older than ours.
+    PeerTooOld(u8),
+    /// The peer speaks only protocol versions from this one on, newer than ours.
+    PeerTooNew(u8),
 }
 
 impl ConnError {
@@ -234,6 +240,16 @@ impl fmt::Display for ConnError {
                 f.write_str("duplicate connection to the same peer (kept the other)")
             }
             Self::Forgotten => f.write_str("target forgotten"),
+            Self::PeerTooOld(v) => write!(
+                f,
+                "the peer runs an older weft (protocol v{v}; this one needs v{PROTOCOL_VERSION_MIN}, \
+                 with the SPAKE2 password handshake): upgrade it"
+            ),
+            Self::PeerTooNew(v) => write!(
+                f,
+                "the peer runs a newer weft (protocol v{v} and up; this one speaks up to \
+                 v{PROTOCOL_VERSION_MAX}): upgrade this router"
+            ),
         }
     }
 }
@@ -262,12 +278,12 @@ pub struct Connection {
     state: ConnState,
     error: Option<ConnError>,
     name: PeerName,
-    psk: Option<[u8; 32]>,
+    encrypted: bool,
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     handshake_deadline: Instant,
-    /// Dropped once the session keys are derived.
-    keypair: Option<KeyPair>,
+    /// Our half of the key exchange; used up once the session keys are derived.
+    handshake: Option<Handshake>,
     our_hello: Vec<u8>,
     /// Set once the peer's hello was accepted; hashed for the transcript.
     their_hello: Vec<u8>,
@@ -290,18 +306,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A new connection over a freshly opened (`outbound`) or accepted TCP stream. Draws
-    /// an ephemeral key from `rng` and queues our hello; call
+    /// A new connection over a freshly opened (`outbound`) or accepted TCP stream. Starts
+    /// the key exchange with secrets from `keys` (a cryptographically secure generator,
+    /// never the router's cheap [`crate::rng::Rng`]) and queues our hello; call
     /// [`poll_transmit`](Self::poll_transmit) next.
     pub fn new(
         id: ConnId,
         outbound: bool,
         remote_addr: SocketAddr,
         settings: &ConnSettings,
-        rng: &mut Rng,
+        keys: &mut dyn KeyRng,
         now: Instant,
     ) -> Self {
-        let keypair = KeyPair::generate(rng);
+        let handshake = Handshake::start(keys, settings.psk.as_ref());
         let hello = Hello {
             version_min: PROTOCOL_VERSION_MIN,
             version_max: PROTOCOL_VERSION_MAX,
@@ -310,7 +327,7 @@ impl Connection {
             nickname: truncate_str(&settings.nickname, NICKNAME_LEN_MAX),
             listen_port: settings.listen_port,
             encrypted: settings.psk.is_some(),
-            public_key: keypair.public_bytes(),
+            public_key: handshake.public_bytes(),
         };
         let mut buf = [0u8; HELLO_LEN_MAX];
         let (our_hello, error) = match hello.emit(&mut buf) {
@@ -329,11 +346,11 @@ impl Connection {
             },
             error,
             name: settings.name,
-            psk: settings.psk,
+            encrypted: settings.psk.is_some(),
             heartbeat_interval: settings.heartbeat_interval,
             heartbeat_timeout: settings.heartbeat_timeout,
             handshake_deadline: now + settings.handshake_timeout,
-            keypair: Some(keypair),
+            handshake: Some(handshake),
             send_buf: our_hello.clone(),
             our_hello,
             their_hello: Vec::new(),
@@ -415,17 +432,28 @@ impl Connection {
         if hello.name == self.name {
             return Err(ConnError::SelfConnection);
         }
+        if hello.version_max < PROTOCOL_VERSION_MIN {
+            return Err(ConnError::PeerTooOld(hello.version_max));
+        }
+        if hello.version_min > PROTOCOL_VERSION_MAX {
+            return Err(ConnError::PeerTooNew(hello.version_min));
+        }
         let version = negotiate_version(
             (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX),
             (hello.version_min, hello.version_max),
         )
         .ok_or(CryptoError::VersionMismatch)?;
-        if hello.encrypted != self.psk.is_some() {
+        if hello.encrypted != self.encrypted {
             return Err(CryptoError::EncryptionMismatch.into());
         }
-        let keypair = self.keypair.take().ok_or(ConnError::UnexpectedMessage)?;
-        let keys =
-            SessionKeys::derive(&keypair, hello.public_key, self.psk.as_ref(), self.outbound)?;
+        let handshake = self.handshake.take().ok_or(ConnError::UnexpectedMessage)?;
+        let transcript = if self.outbound {
+            transcript_hash(&self.our_hello, bytes)
+        } else {
+            transcript_hash(bytes, &self.our_hello)
+        };
+        let keys = handshake.finish(hello.public_key, self.outbound)?;
+        self.transcript = transcript;
         self.remote = Some(RemoteHello {
             name: hello.name,
             uid: hello.uid,
@@ -434,11 +462,6 @@ impl Connection {
             version,
         });
         self.their_hello = bytes.to_vec();
-        self.transcript = if self.outbound {
-            transcript_hash(&self.our_hello, &self.their_hello)
-        } else {
-            transcript_hash(&self.their_hello, &self.our_hello)
-        };
         self.sealer = Some(keys.stream_sealer);
         self.opener = Some(keys.stream_opener);
         self.datagram_keys = Some((keys.datagram_sealer, keys.datagram_opener));
@@ -460,7 +483,7 @@ impl Connection {
             Ok(len) => len,
             // The very first sealed frame not opening means the keys differ: with a
             // password on both sides that is a wrong password.
-            Err(CryptoError::Tampered) if confirming && self.psk.is_some() => {
+            Err(CryptoError::Tampered) if confirming && self.encrypted => {
                 return Err(CryptoError::WrongPassword.into());
             }
             Err(e) => return Err(e.into()),
@@ -678,7 +701,7 @@ impl Connection {
 
     /// True if a password is in use (the session keys depend on it).
     pub fn encrypted(&self) -> bool {
-        self.psk.is_some()
+        self.encrypted
     }
 
     /// The error that closed the connection, if one did.

@@ -7,7 +7,7 @@
 //! handshake and framed protocol over the bytes the driver moves.
 
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
-use crate::crypto::{self, DatagramOpener, DatagramSealer};
+use crate::crypto::{BoxedKeyRng, DatagramOpener, DatagramSealer, Psk};
 use crate::dns::Dns;
 use crate::gossip;
 use crate::ipam::{Ipam, IpamConfig, IpamEvent};
@@ -51,8 +51,9 @@ pub struct Config {
     pub nickname: String,
     /// TCP port peers should dial to reach us (6783 by default).
     pub listen_port: u16,
-    /// Shared password; peers must have the same one (or none on both sides).
-    pub password: Option<Vec<u8>>,
+    /// Shared secret (from a password or a key file); peers must have the same one (or none
+    /// on both sides). With it every connection runs SPAKE2 and is sealed.
+    pub psk: Option<Psk>,
     /// Full-state gossip to a few random neighbours this often.
     pub gossip_interval: Duration,
     /// News is held this long to batch it before it is sent to neighbours.
@@ -85,7 +86,7 @@ impl Config {
             name,
             nickname: String::new(),
             listen_port,
-            password: None,
+            psk: None,
             gossip_interval: Duration::from_secs(30),
             gossip_flush_delay: Duration::from_millis(20),
             heartbeat_interval: Duration::from_secs(5),
@@ -234,7 +235,11 @@ struct Slot {
 pub struct Router {
     config: Config,
     settings: ConnSettings,
+    /// Public randomness only: uid, jitter, gossip targets.
     rng: Rng,
+    /// Secret randomness only: handshake scalars. Never feeds anything that goes out in
+    /// the clear.
+    keys: BoxedKeyRng,
     conns: BTreeMap<ConnId, Slot>,
     by_peer: BTreeMap<PeerName, ConnId>,
     next_conn_id: u64,
@@ -258,9 +263,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router with nobody connected yet. `seed` determines all its randomness
-    /// (ephemeral keys, jitter, gossip targets): hosts seed it from the OS.
-    pub fn new(config: Config, seed: u64, now: Instant) -> Self {
+    /// A router with nobody connected yet. Two sources of randomness, never mixed: `seed`
+    /// drives everything public (the peer uid, jitter, gossip targets), and `keys` — a
+    /// cryptographically secure generator — supplies every secret (ephemeral X25519 and
+    /// SPAKE2 scalars). Hosts pass the OS generator as `keys`; the simulator passes a
+    /// seeded [`ChaChaKeyRng`](crate::crypto::ChaChaKeyRng) so its runs replay.
+    pub fn new(config: Config, seed: u64, keys: BoxedKeyRng, now: Instant) -> Self {
         let mut rng = Rng::from_seed(seed);
         let uid = PeerUid(rng.next_u64());
         let settings = ConnSettings {
@@ -268,7 +276,7 @@ impl Router {
             uid,
             nickname: config.nickname.clone(),
             listen_port: config.listen_port,
-            psk: config.password.as_deref().map(crypto::password_key),
+            psk: config.psk.clone(),
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
@@ -301,6 +309,7 @@ impl Router {
             dns: Dns::new(config.name, config.gossip_interval, now),
             settings,
             rng,
+            keys,
             conns: BTreeMap::new(),
             by_peer: BTreeMap::new(),
             next_conn_id: 1,
@@ -344,7 +353,7 @@ impl Router {
             self.push_event(Event::CloseStream { conn: id });
             return id;
         }
-        let conn = Connection::new(id, false, remote, &self.settings, &mut self.rng, now);
+        let conn = Connection::new(id, false, remote, &self.settings, &mut *self.keys, now);
         self.conns.insert(id, Slot { conn, opened: true });
         id
     }
@@ -639,7 +648,7 @@ impl Router {
         );
         self.next_conn_id = next;
         for (id, addr) in due {
-            let conn = Connection::new(id, true, addr, &self.settings, &mut self.rng, now);
+            let conn = Connection::new(id, true, addr, &self.settings, &mut *self.keys, now);
             self.conns.insert(
                 id,
                 Slot {

@@ -1068,8 +1068,7 @@ fn name_at(buf: &[u8], at: usize) -> PeerName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyPair, SessionKeys};
-    use crate::rng::Rng;
+    use crate::crypto::{ChaChaKeyRng, KeyPair, SessionKeys};
     use alloc::collections::VecDeque;
 
     fn name(i: u64) -> PeerName {
@@ -1081,15 +1080,14 @@ mod tests {
     }
 
     fn keys(
-        rng: &mut Rng,
+        rng: &mut ChaChaKeyRng,
     ) -> (
         (DatagramSealer, DatagramOpener),
         (DatagramSealer, DatagramOpener),
     ) {
         let (a, b) = (KeyPair::generate(rng), KeyPair::generate(rng));
-        let psk = [7u8; 32];
-        let ka = SessionKeys::derive(&a, b.public_bytes(), Some(&psk), true).unwrap();
-        let kb = SessionKeys::derive(&b, a.public_bytes(), Some(&psk), false).unwrap();
+        let ka = SessionKeys::derive(&a, b.public_bytes(), true).unwrap();
+        let kb = SessionKeys::derive(&b, a.public_bytes(), false).unwrap();
         (
             (ka.datagram_sealer, ka.datagram_opener),
             (kb.datagram_sealer, kb.datagram_opener),
@@ -1121,7 +1119,7 @@ mod tests {
 
     impl Line {
         fn new(encrypt: bool) -> Self {
-            let mut rng = Rng::from_seed(5);
+            let mut rng = ChaChaKeyRng::for_simulation(5);
             let mut s: Vec<Sleeve> = (0..3).map(|i| Sleeve::new(name(i), encrypt)).collect();
             let now = Instant::ZERO;
             for (a, b) in [(0u64, 1u64), (1, 2)] {
@@ -1667,7 +1665,7 @@ mod tests {
             let mut g = alloc::vec![0x77u8; len];
             l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut g, &mut sink);
         }
-        let mut rng = Rng::from_seed(3);
+        let mut rng = crate::rng::Rng::from_seed(3);
         for _ in 0..500 {
             let mut g = good.clone();
             let i = rng.below(g.len() as u64) as usize;

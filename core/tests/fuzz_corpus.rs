@@ -70,8 +70,8 @@ fn write_seed_corpus() -> Result<(), String> {
 
 mod seeds {
     use weft_core::conn::{ConnId, ConnSettings, Connection};
+    use weft_core::crypto::ChaChaKeyRng;
     use weft_core::peer::{PeerName, PeerUid};
-    use weft_core::rng::Rng;
     use weft_core::time::Instant;
     use weft_core::topology::{ConnInfo, PeerEntry};
     use weft_core::wire::datagram::{DatagramHeader, DatagramKind, EthFramesWriter, Payload};
@@ -138,7 +138,7 @@ mod seeds {
 
     /// Real sealed frames from an established pair (A's side of the stream).
     fn pair_stream() -> (Vec<u8>, Vec<u8>) {
-        let mut rng = Rng::from_seed(5);
+        let mut rng = ChaChaKeyRng::for_simulation(5);
         let sa = ConnSettings::new(PeerName::from_u64(0x11), PeerUid(1));
         let sb = ConnSettings::new(PeerName::from_u64(0x12), PeerUid(2));
         let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 6783));

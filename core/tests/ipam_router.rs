@@ -7,7 +7,7 @@ mod common;
 use common::{Net, addr};
 use weft_core::ipam::{Cidr, ContainerId, InitMode, IpamError, IpamEvent, RequestId};
 use weft_core::peer::PeerName;
-use weft_core::router::{Command, Config, Event, Router};
+use weft_core::router::{Command, Config, Event};
 use weft_core::time::{Duration, Instant};
 
 fn config(i: usize, range: &str, quorum: u16) -> Config {
@@ -156,7 +156,7 @@ fn rmpeer_and_restore_through_the_router() {
     assert_eq!(status.peers.len(), 1);
     assert_eq!(status.peers[0].addresses, 256);
     // A restart from the saved state keeps the allocation and the ring.
-    let mut fresh = Router::new(config(0, "10.32.0.0/24", 2), 7, net.now);
+    let mut fresh = common::router(config(0, "10.32.0.0/24", 2), 7, net.now);
     fresh.ipam_restore(net.now, &saved).unwrap();
     let allocs: Vec<_> = fresh
         .ipam()
@@ -165,7 +165,7 @@ fn rmpeer_and_restore_through_the_router() {
         .collect();
     assert_eq!(allocs, vec![(a, "a1".to_owned())]);
     assert!(fresh.ipam().ring().id().is_some());
-    let mut other = Router::new(config(1, "10.32.0.0/24", 2), 7, net.now);
+    let mut other = common::router(config(1, "10.32.0.0/24", 2), 7, net.now);
     assert!(
         other.ipam_restore(net.now, &saved).is_err(),
         "another peer's file is refused"

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Net, addr};
 use weft_core::conn::ConnError;
-use weft_core::crypto::CryptoError;
+use weft_core::crypto::{CryptoError, Psk};
 use weft_core::peer::PeerName;
 use weft_core::router::{Command, Config, Event};
 use weft_core::time::{Duration, Instant};
@@ -16,7 +16,7 @@ impl Net {
         let configs = passwords.iter().enumerate().map(|(i, pw)| {
             let mut c = Config::new(PeerName::from_u64(0x100 + i as u64), 6783);
             c.nickname = format!("r{i}");
-            c.password = pw.map(|p| p.as_bytes().to_vec());
+            c.psk = pw.map(|p| Psk::from_password(p.as_bytes()));
             c.gossip_interval = Duration::from_secs(5);
             c
         });

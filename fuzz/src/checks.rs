@@ -6,9 +6,9 @@
 //! `core/tests/fuzz_corpus.rs`.
 
 use weft_core::conn::{ConnId, ConnSettings, ConnState, Connection};
+use weft_core::crypto::ChaChaKeyRng;
 use weft_core::crypto::TAG_LEN_BYTES;
 use weft_core::peer::{PeerName, PeerUid};
-use weft_core::rng::Rng;
 use weft_core::time::Instant;
 use weft_core::wire::datagram::{DATAGRAM_LEN_MAX, DatagramHeader, Payload};
 use weft_core::wire::frame::{FRAME_HEADER_LEN, Frame, FrameHeader, Message};
@@ -118,7 +118,7 @@ pub fn topology(data: &[u8]) -> bool {
 /// A connection fed arbitrary stream bytes: never panics, and an error always closes it.
 /// "Decodes" means the bytes were accepted without error.
 pub fn conn_stream(data: &[u8]) -> bool {
-    let mut rng = Rng::from_seed(1);
+    let mut rng = ChaChaKeyRng::for_simulation(1);
     let settings = ConnSettings::new(PeerName::from_u64(0x01), PeerUid(1));
     let addr = core::net::SocketAddr::from(([10, 0, 0, 1], 6783));
     let mut conn = Connection::new(ConnId(1), false, addr, &settings, &mut rng, Instant::ZERO);

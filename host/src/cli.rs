@@ -163,6 +163,13 @@ pub(crate) enum Command {
     },
     /// Stop the router and wipe its state: attachments, bridge, peer name.
     Reset,
+    /// Write a new random 256-bit network key (64 hex digits, mode 0600) for `--key-file`.
+    /// Copy the same file to every host. Never overwrites an existing file.
+    Keygen {
+        /// Where to write it, e.g. /etc/weft/network.key.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -177,15 +184,23 @@ pub(crate) struct RouterArgs {
     /// Peers to connect to, as HOST or HOST:PORT.
     #[arg(value_name = "PEER")]
     pub(crate) peers: Vec<PeerAddr>,
-    /// Password shared by all peers; encrypts the control and sleeve traffic.
-    /// The command line wins over WEFT_PASSWORD.
+    /// Password shared by all peers; every connection runs a SPAKE2 handshake with it
+    /// (a recorded handshake cannot be used to guess it) and all control and sleeve
+    /// traffic is sealed. Without a password or key file nothing is authenticated or
+    /// encrypted: anyone who reaches the port can join. The command line wins over
+    /// WEFT_PASSWORD.
     #[arg(
         long,
         env = "WEFT_PASSWORD",
         hide_env_values = true,
-        value_name = "PASSWORD"
+        value_name = "PASSWORD",
+        conflicts_with = "key_file"
     )]
     pub(crate) password: Option<String>,
+    /// A 256-bit key file made by `weft keygen`, the same on every peer, instead of a
+    /// password. Must not be readable by group or others.
+    #[arg(long, env = "WEFT_KEY_FILE", value_name = "PATH")]
+    pub(crate) key_file: Option<PathBuf>,
     /// TCP (control) and UDP (sleeve) port to listen on and to dial peers at.
     #[arg(long, env = "WEFT_PORT", default_value_t = PORT_DEFAULT)]
     pub(crate) port: u16,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Mutex, Notify, mpsc};
+use weft_core::crypto::Psk;
 use weft_core::router::{Config, Router};
 use weft_core::time::Instant;
 
@@ -76,7 +77,10 @@ pub(crate) fn claim_socket(path: &Path) -> Result<()> {
 }
 
 /// Runs the router in the foreground until `weft stop`, SIGINT or SIGTERM.
-pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
+pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
+    // Before anything else: a bad key file is the user's first error to see, and the raw
+    // password is wiped once it is a key.
+    let psk = crate::secret::psk(args.password.take(), args.key_file.as_deref())?;
     if !is_root() {
         return Err(Error::NotRoot);
     }
@@ -88,7 +92,7 @@ pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("start the tokio runtime: {e}")))?;
-    let result = rt.block_on(run_async(args, global, state_dir, name));
+    let result = rt.block_on(run_async(&args, psk, global, state_dir, name));
     let _ = std::fs::remove_file(&global.socket);
     // Dial and reader tasks may still be parked in the kernel; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -97,6 +101,7 @@ pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
 
 async fn run_async(
     args: &RouterArgs,
+    psk: Option<Psk>,
     global: &GlobalArgs,
     state_dir: StateDir,
     name: weft_core::peer::PeerName,
@@ -108,7 +113,7 @@ async fn run_async(
         args.port,
         Path::new("/dev/net/tun"),
         name,
-        args.password.is_some(),
+        psk.is_some(),
         args.crypto_threads
             .map_or_else(crate::cli::crypto_threads_default, usize::from),
         args.mtu,
@@ -124,7 +129,8 @@ async fn run_async(
         .as_deref()
         .map(truncate_nickname)
         .unwrap_or_else(default_nickname);
-    config.password = args.password.as_ref().map(|p| p.as_bytes().to_vec());
+    let encrypted = psk.is_some();
+    config.psk = psk;
     config.ipam = crate::ipam::config(
         args.ipalloc_range,
         args.ipalloc_default_subnet,
@@ -135,7 +141,10 @@ async fn run_async(
     )?;
     let seed = u64::from_le_bytes(os_random::<8>()?);
     let origin = StdInstant::now();
-    let mut router = Router::new(config, seed, Instant::ZERO);
+    // Two sources: `seed` for what is public (uid, jitter), the OS-seeded key stream for
+    // every handshake secret.
+    let keys = Box::new(crate::secret::key_rng()?);
+    let mut router = Router::new(config, seed, keys, Instant::ZERO);
     let ipam_restored = crate::ipam::restore(&mut router, &state_dir)?;
 
     let mut targets = Vec::new();
@@ -150,7 +159,7 @@ async fn run_async(
     let (inbox_tx, inbox_rx) = mpsc::channel(driver::INBOX_LEN_MAX);
     let info = Info {
         port: args.port,
-        encrypted: args.password.is_some(),
+        encrypted,
         fastdp: false,
     };
     let driver = Driver::new(
@@ -162,7 +171,7 @@ async fn run_async(
     );
     let disabled = if args.no_fastdp {
         Some("fast path off (--no-fastdp)")
-    } else if args.password.is_some() {
+    } else if encrypted {
         Some("encrypted (the kernel path cannot encrypt here)")
     } else {
         None
@@ -215,6 +224,14 @@ async fn run_async(
         args.bridge,
         if args.no_fastdp { ", fastdp off" } else { "" }
     );
+    if encrypted {
+        tracing::info!(
+            "encryption on: peers must prove the same password or key (SPAKE2, never sent; \
+             a recorded handshake cannot be used to guess it); control and sleeve traffic sealed"
+        );
+    } else {
+        tracing::warn!("{}", crate::secret::UNENCRYPTED_WARNING);
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::Other(format!("install SIGTERM handler: {e}")))?;

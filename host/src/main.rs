@@ -20,6 +20,7 @@ mod http;
 mod ipam;
 mod plumbing;
 mod render;
+mod secret;
 mod state;
 
 use clap::{CommandFactory, Parser};
@@ -95,7 +96,7 @@ fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     let client = Client::new(&g.socket);
     match cli.command {
-        Command::Router(args) => daemon::run(&args, g),
+        Command::Router(args) => daemon::run(args, g),
         Command::Launch(args) => launch(&args, g),
         Command::Stop => stop(&client, false),
         Command::Reset => reset(&client, g),
@@ -199,6 +200,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Keygen { path } => {
+            secret::keygen(&path)?;
+            eprintln!(
+                "wrote a new network key to {}; copy it (mode 0600) to every host and start each router with --key-file {}",
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())
@@ -225,6 +235,10 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     }
     if args.no_fastdp {
         v.push("--no-fastdp".into());
+    }
+    if let Some(k) = &args.key_file {
+        // A path is not a secret; it goes on argv so `ps` shows which key a router uses.
+        v.extend(["--key-file".into(), k.display().to_string()]);
     }
     v.extend(["--mtu".into(), args.mtu.to_string()]);
     v.extend(["--bridge".into(), args.bridge.clone()]);

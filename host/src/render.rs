@@ -41,9 +41,10 @@ fn summary(v: &Value) -> String {
         &mut o,
         "Encryption",
         if v["encrypted"].as_bool() == Some(true) {
-            "enabled"
+            "enabled (SPAKE2 with the shared password or key; all traffic sealed)"
         } else {
-            "disabled"
+            "disabled: peers are not authenticated (anyone who reaches the port can join) \
+             and container traffic is not encrypted"
         }
         .into(),
     );

@@ -75,7 +75,7 @@ pub fn ipam_factory(
         config.ipam.range = range;
         config.ipam.default_subnet = range;
         config.ipam.init = init;
-        let mut router = Router::new(config, spec.seed, spec.now);
+        let mut router = crate::router_node::new_router(config, spec);
         if let Some(bytes) = shared.files.borrow().get(&spec.index) {
             router
                 .ipam_restore(spec.now, bytes)

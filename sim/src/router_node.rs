@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use weft_core::conn::ConnId as RouterConnId;
+use weft_core::crypto::{ChaChaKeyRng, Psk};
 use weft_core::peer::PeerName;
 use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::{Duration, Instant};
@@ -35,8 +36,8 @@ pub struct RouterProfile {
     pub conn_limit: usize,
     /// Whether routers dial peers learned from gossip.
     pub discovery: bool,
-    /// Shared password (encrypts every connection).
-    pub password: Option<Vec<u8>>,
+    /// Shared secret (SPAKE2 on every connection, everything sealed).
+    pub psk: Option<Psk>,
 }
 
 impl RouterProfile {
@@ -56,7 +57,7 @@ impl RouterProfile {
             peer_gc_grace: Duration::from_secs(5),
             conn_limit: 64,
             discovery: false,
-            password: None,
+            psk: None,
         }
     }
 
@@ -73,7 +74,7 @@ impl RouterProfile {
         c.peer_gc_grace = self.peer_gc_grace;
         c.conn_limit = self.conn_limit;
         c.discovery = self.discovery;
-        c.password.clone_from(&self.password);
+        c.psk.clone_from(&self.psk);
         c
     }
 
@@ -93,6 +94,14 @@ impl RouterProfile {
     }
 }
 
+/// A router for `spec`: its public stream and its key stream both come from the node's
+/// seed (the key stream through [`ChaChaKeyRng::for_simulation`], never the same bits), so
+/// a seed replays a run exactly, secrets included.
+pub fn new_router(config: Config, spec: &NodeSpec) -> Router {
+    let keys = Box::new(ChaChaKeyRng::for_simulation(spec.seed));
+    Router::new(config, spec.seed, keys, spec.now)
+}
+
 /// A router in the simulator.
 pub struct RouterNode {
     router: Router,
@@ -102,7 +111,7 @@ impl RouterNode {
     /// A fresh router for `spec`.
     pub fn new(profile: &RouterProfile, spec: &NodeSpec) -> Self {
         Self {
-            router: Router::new(profile.config(spec), spec.seed, spec.now),
+            router: new_router(profile.config(spec), spec),
         }
     }
 
@@ -208,7 +217,7 @@ pub fn explore_profile(seed: u64) -> RouterProfile {
     let mut p = RouterProfile::sim();
     p.discovery = bits & 1 == 1;
     if bits & 2 == 2 {
-        p.password = Some(b"sim-secret".to_vec());
+        p.psk = Some(Psk::from_password(b"sim-secret"));
     }
     p
 }

@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
-use weft_core::crypto::{KeyPair, SessionKeys};
+use weft_core::crypto::{ChaChaKeyRng, KeyPair, SessionKeys};
 use weft_core::peer::PeerName;
-use weft_core::rng::Rng;
 use weft_core::segment::{Gso, Offload, PartialCsum, csum_fold, csum_partial};
 use weft_core::sleeve::{Output, Sleeve};
 use weft_core::time::Instant;
@@ -189,13 +188,12 @@ fn addr(i: u8) -> SocketAddr {
 
 /// Routers A (0) and B (1), peered and keyed; with `threads` > 1 each gets a crew.
 fn pair(threads: usize) -> Result<(Sleeve, Sleeve, Vec<Arc<AtomicU64>>), String> {
-    let mut rng = Rng::from_seed(7);
+    let mut rng = ChaChaKeyRng::for_simulation(7);
     let (ka, kb) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
-    let psk = [3u8; 32];
-    let sa = SessionKeys::derive(&ka, kb.public_bytes(), Some(&psk), true)
-        .map_err(|e| format!("keys: {e:?}"))?;
-    let sb = SessionKeys::derive(&kb, ka.public_bytes(), Some(&psk), false)
-        .map_err(|e| format!("keys: {e:?}"))?;
+    let sa =
+        SessionKeys::derive(&ka, kb.public_bytes(), true).map_err(|e| format!("keys: {e:?}"))?;
+    let sb =
+        SessionKeys::derive(&kb, ka.public_bytes(), false).map_err(|e| format!("keys: {e:?}"))?;
     let (mut a, mut b) = (Sleeve::new(name(0), true), Sleeve::new(name(1), true));
     let now = Instant::ZERO;
     a.set_peer(

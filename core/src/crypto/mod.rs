@@ -1,26 +1,35 @@
-//! Connection crypto: the X25519 handshake keys, HKDF-SHA256 session keys, ChaCha20-Poly1305
-//! sealing into the caller's buffer, and the sliding replay window for sleeve datagrams.
+//! Connection crypto: the key exchanges (X25519, or SPAKE2 with a password), HKDF-SHA256
+//! session keys, ChaCha20-Poly1305 sealing into the caller's buffer, and the sliding replay
+//! window for sleeve datagrams.
 //!
-//! What it does: turns an ephemeral key pair, the peer's public key and an optional
-//! password into four directional keys (stream and datagram, each way), and seals/opens
-//! records with a counter nonce. What it does not do: framing (see [`crate::wire::frame`]
-//! and [`crate::wire::datagram`]), deciding when a connection is up (see [`crate::conn`]),
-//! or reading the OS RNG — ephemeral secrets come from [`crate::rng::Rng`].
+//! What it does: turns a [`Handshake`] (started from a [`KeyRng`] and an optional [`Psk`])
+//! and the peer's hello into four directional keys (stream and datagram, each way), and
+//! seals/opens records with a counter nonce. What it does not do: framing (see
+//! [`crate::wire::frame`] and [`crate::wire::datagram`]), deciding when a connection is up
+//! (see [`crate::conn`]), or reading the OS RNG: key material comes from the [`KeyRng`] the
+//! caller passes in, never from [`crate::rng::Rng`].
 //!
-//! Without a password the session is still sealed (keys from the DH alone), which stops
-//! passive eavesdroppers but not an active man in the middle; with a password both sides
-//! must know it or the first sealed record (the confirm) does not open.
+//! Without a password the control stream is sealed with keys from an unauthenticated
+//! X25519 exchange: a passive listener cannot read it, an active man in the middle can, and
+//! anyone may connect. With a password the exchange is SPAKE2: only a peer that knows the
+//! password gets the keys, a recorded handshake gives no way to test guesses offline, and an
+//! active attacker learns whether one guess was right per connection it makes.
 
 mod aead;
+mod keyrng;
 mod replay;
 mod session;
 
+pub use keyrng::{BoxedKeyRng, ChaChaKeyRng, CryptoRng, KeyRng, RngCore};
 pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
-pub use session::{DatagramOpener, DatagramSealer, KeyPair, Opener, Sealer, SessionKeys};
+pub use session::{
+    DatagramOpener, DatagramSealer, Handshake, KeyPair, Opener, Sealer, SessionKeys,
+};
 
 use core::fmt;
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Length of a symmetric key, an X25519 key and a pre-shared key.
 pub const KEY_LEN_BYTES: usize = 32;
@@ -89,6 +98,33 @@ impl std::error::Error for CryptoError {}
 pub fn password_key(password: &[u8]) -> [u8; KEY_LEN_BYTES] {
     let (prk, _) = Hkdf::<Sha256>::extract(Some(PASSWORD_SALT), password);
     prk.into()
+}
+
+/// The network's shared secret, from a password or a key file: 32 bytes that are zeroed
+/// when dropped and never printed. SPAKE2 runs on it; the password itself is not kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk(Zeroizing<[u8; KEY_LEN_BYTES]>);
+
+impl Psk {
+    /// From a password ([`password_key`]); the caller should wipe its copy of `password`.
+    pub fn from_password(password: &[u8]) -> Self {
+        Self(Zeroizing::new(password_key(password)))
+    }
+
+    /// From the 32 random bytes of a key file (`weft keygen`), through the same KDF.
+    pub fn from_key(key: &[u8; KEY_LEN_BYTES]) -> Self {
+        Self::from_password(key)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0[..]
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Psk(..)")
+    }
 }
 
 /// The transcript hash both sides put in their confirm: SHA-256 over the initiator's

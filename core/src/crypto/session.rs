@@ -1,19 +1,44 @@
-//! Ephemeral key pairs, session key derivation and the sealers/openers built from them.
+//! Ephemeral key exchanges, session key derivation and the sealers/openers built from them.
+//!
+//! Two exchanges, chosen by whether a password is set:
+//! - none: X25519 between ephemeral keys. Confidential against a passive listener, with
+//!   forward secrecy, but unauthenticated: anyone may answer.
+//! - password: symmetric SPAKE2 over Ed25519 (both hellos cross at once, so neither side
+//!   is "A" or "B"). Each side's hello carries `x*G + pw*S`; a run tells an active attacker
+//!   whether one guessed password was right (online, one guess per connection) and a
+//!   recorded run tells a passive one nothing, so the password cannot be tested offline.
+//!
+//! Either way the 32-byte result goes through HKDF-SHA256, one expand per direction and
+//! channel. The hellos' other fields (names, versions, nickname) are not in the key
+//! schedule: each side's sealed confirm carries the transcript hash of both hellos and is
+//! checked against its own ([`crate::conn`]), so an altered hello is told apart from a
+//! wrong password.
 
 use super::aead::Cipher;
-use super::{COUNTER_MAX, CryptoError, KEY_LEN_BYTES, ReplayWindow, TAG_LEN_BYTES, nonce_bytes};
-use crate::rng::Rng;
+use super::keyrng::KeyRng;
+use super::{
+    COUNTER_MAX, CryptoError, KEY_LEN_BYTES, Psk, ReplayWindow, TAG_LEN_BYTES, nonce_bytes,
+};
 use core::fmt;
 use hkdf::Hkdf;
 use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroize;
 
-/// HKDF salt when no password is set. Fixed and public: it only separates the two modes.
-const NO_PASSWORD_SALT: [u8; KEY_LEN_BYTES] = *b"weft no password salt v1 ......!";
-const INFO_STREAM_I2R: &[u8] = b"weft v1 stream initiator->responder";
-const INFO_STREAM_R2I: &[u8] = b"weft v1 stream responder->initiator";
-const INFO_DGRAM_I2R: &[u8] = b"weft v1 datagram initiator->responder";
-const INFO_DGRAM_R2I: &[u8] = b"weft v1 datagram responder->initiator";
+/// HKDF salt of the passwordless (X25519) exchange.
+const NO_PASSWORD_SALT: &[u8] = b"weft v2 x25519";
+/// HKDF salt of the password (SPAKE2) exchange.
+const PAKE_SALT: &[u8] = b"weft v2 spake2";
+/// SPAKE2's symmetric identity: the same on every weft router.
+const PAKE_IDENTITY: &[u8] = b"weft v2 symmetric";
+/// SPAKE2 messages start with a side byte, 'S' in symmetric mode; the hello carries only
+/// the 32-byte element after it.
+const PAKE_SIDE_SYMMETRIC: u8 = b'S';
+const INFO_STREAM_I2R: &[u8] = b"weft v2 stream initiator->responder";
+const INFO_STREAM_R2I: &[u8] = b"weft v2 stream responder->initiator";
+const INFO_DGRAM_I2R: &[u8] = b"weft v2 datagram initiator->responder";
+const INFO_DGRAM_R2I: &[u8] = b"weft v2 datagram responder->initiator";
 
 /// One side's ephemeral X25519 key pair, fresh for every connection.
 pub struct KeyPair {
@@ -23,10 +48,11 @@ pub struct KeyPair {
 
 impl KeyPair {
     /// A fresh key pair from 32 bytes of `rng`. Call once per connection attempt.
-    pub fn generate(rng: &mut Rng) -> Self {
+    pub fn generate(rng: &mut dyn KeyRng) -> Self {
         let mut bytes = [0u8; KEY_LEN_BYTES];
         rng.fill_bytes(&mut bytes);
         let secret = StaticSecret::from(bytes);
+        bytes.zeroize();
         let public = PublicKey::from(&secret).to_bytes();
         Self { secret, public }
     }
@@ -40,6 +66,93 @@ impl KeyPair {
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Our secret half of one connection's key exchange, made when the connection is and
+/// used up by [`finish`](Self::finish) when the peer's hello arrives.
+pub struct Handshake {
+    kind: HandshakeKind,
+    public: [u8; KEY_LEN_BYTES],
+}
+
+enum HandshakeKind {
+    Dh(KeyPair),
+    Pake(Spake2<Ed25519Group>),
+}
+
+impl Handshake {
+    /// Starts an exchange: SPAKE2 under `psk` when a password is set, X25519 otherwise.
+    /// All secret randomness comes from `rng`.
+    pub fn start(rng: &mut dyn KeyRng, psk: Option<&Psk>) -> Self {
+        match psk {
+            None => {
+                let pair = KeyPair::generate(rng);
+                Self {
+                    public: pair.public_bytes(),
+                    kind: HandshakeKind::Dh(pair),
+                }
+            }
+            Some(psk) => {
+                let (state, msg) = Spake2::<Ed25519Group>::start_symmetric_with_rng(
+                    &Password::new(psk.bytes()),
+                    &Identity::new(PAKE_IDENTITY),
+                    rng,
+                );
+                let mut public = [0u8; KEY_LEN_BYTES];
+                // Always 1 + 32 bytes for Ed25519; anything else leaves an all-zero
+                // element, which the peer refuses.
+                if let Some(element) = msg.get(1..).filter(|e| e.len() == KEY_LEN_BYTES) {
+                    public.copy_from_slice(element);
+                }
+                Self {
+                    public,
+                    kind: HandshakeKind::Pake(state),
+                }
+            }
+        }
+    }
+
+    /// What our hello carries: the X25519 public key or the SPAKE2 element.
+    pub fn public_bytes(&self) -> [u8; KEY_LEN_BYTES] {
+        self.public
+    }
+
+    /// Whether this is the password exchange.
+    pub fn with_password(&self) -> bool {
+        matches!(self.kind, HandshakeKind::Pake(_))
+    }
+
+    /// Derives the session from the peer's hello value. A wrong password is not noticed here (both
+    /// sides get keys, different ones): the first sealed record will not open.
+    /// [`CryptoError::BadPublicKey`] for a low-order X25519 key or a SPAKE2 element that is
+    /// not a curve point.
+    pub fn finish(
+        self,
+        their_public: [u8; KEY_LEN_BYTES],
+        we_initiated: bool,
+    ) -> Result<SessionKeys, CryptoError> {
+        match self.kind {
+            HandshakeKind::Dh(pair) => SessionKeys::derive(&pair, their_public, we_initiated),
+            HandshakeKind::Pake(state) => {
+                let mut msg = [0u8; 1 + KEY_LEN_BYTES];
+                msg[0] = PAKE_SIDE_SYMMETRIC;
+                msg[1..].copy_from_slice(&their_public);
+                let mut key = state.finish(&msg).map_err(|_| CryptoError::BadPublicKey)?;
+                let keys = SessionKeys::from_secret(PAKE_SALT, &key, we_initiated);
+                key.zeroize();
+                keys
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("password", &self.with_password())
             .field("public", &self.public)
             .finish_non_exhaustive()
     }
@@ -59,39 +172,34 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    /// Derives the session once the peer's hello (and its public key) arrived.
-    ///
-    /// HKDF-SHA256 with salt = `psk` (or a fixed "no password" salt) over the X25519 output;
-    /// the info strings name the direction and carry both public keys (initiator first),
-    /// so each direction and each session gets its own keys. `we_initiated` is true on the
-    /// side that opened the TCP connection. Fails with [`CryptoError::BadPublicKey`] if the
-    /// peer's key is a low-order point.
+    /// The passwordless schedule: X25519 between `ours` and `their_public`, then
+    /// [`from_secret`](Self::from_secret). `we_initiated` is true on the side that opened
+    /// the TCP connection. Fails with [`CryptoError::BadPublicKey`] if the peer's key is a
+    /// low-order point.
     pub fn derive(
         ours: &KeyPair,
         their_public: [u8; KEY_LEN_BYTES],
-        psk: Option<&[u8; KEY_LEN_BYTES]>,
         we_initiated: bool,
     ) -> Result<Self, CryptoError> {
         let shared = ours.secret.diffie_hellman(&PublicKey::from(their_public));
         if !shared.was_contributory() {
             return Err(CryptoError::BadPublicKey);
         }
-        let salt: &[u8] = match psk {
-            Some(k) => k,
-            None => &NO_PASSWORD_SALT,
-        };
-        let hk = Hkdf::<Sha256>::new(Some(salt), shared.as_bytes());
-        let (init_pub, resp_pub) = if we_initiated {
-            (ours.public, their_public)
-        } else {
-            (their_public, ours.public)
-        };
+        Self::from_secret(NO_PASSWORD_SALT, shared.as_bytes(), we_initiated)
+    }
+
+    /// The key schedule: HKDF-SHA256 extract with `salt` over `secret`, then one expand per
+    /// direction and channel with its label as info.
+    fn from_secret(salt: &[u8], secret: &[u8], we_initiated: bool) -> Result<Self, CryptoError> {
+        let hk = Hkdf::<Sha256>::new(Some(salt), secret);
         let key = |label: &[u8]| -> Result<Cipher, CryptoError> {
             let mut okm = [0u8; KEY_LEN_BYTES];
-            hk.expand_multi_info(&[label, &init_pub, &resp_pub], &mut okm)
+            hk.expand(label, &mut okm)
                 // 32 bytes is far below HKDF's 255*32 limit; map rather than unwrap anyway.
                 .map_err(|_| CryptoError::BufferTooSmall)?;
-            Ok(Cipher::new(&okm))
+            let cipher = Cipher::new(&okm);
+            okm.zeroize();
+            Ok(cipher)
         };
         let (s_out, s_in, d_out, d_in) = if we_initiated {
             (
@@ -357,15 +465,19 @@ impl fmt::Debug for DatagramOpener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::password_key;
+    use crate::crypto::ChaChaKeyRng;
 
-    fn pair(psk_a: Option<[u8; 32]>, psk_b: Option<[u8; 32]>) -> (SessionKeys, SessionKeys) {
-        let mut rng = Rng::from_seed(42);
-        let a = KeyPair::generate(&mut rng);
-        let b = KeyPair::generate(&mut rng);
-        let ka = SessionKeys::derive(&a, b.public_bytes(), psk_a.as_ref(), true).unwrap();
-        let kb = SessionKeys::derive(&b, a.public_bytes(), psk_b.as_ref(), false).unwrap();
-        (ka, kb)
+    fn psk(pw: &[u8]) -> Option<Psk> {
+        Some(Psk::from_password(pw))
+    }
+
+    /// Both ends of one exchange.
+    fn pair(psk_a: Option<Psk>, psk_b: Option<Psk>) -> (SessionKeys, SessionKeys) {
+        let mut rng = ChaChaKeyRng::from_seed([42; 32]);
+        let a = Handshake::start(&mut rng, psk_a.as_ref());
+        let b = Handshake::start(&mut rng, psk_b.as_ref());
+        let (pa, pb) = (a.public_bytes(), b.public_bytes());
+        (a.finish(pb, true).unwrap(), b.finish(pa, false).unwrap())
     }
 
     fn seal_msg(s: &mut Sealer, msg: &[u8]) -> (u64, [u8; 64], usize) {
@@ -428,8 +540,7 @@ mod tests {
 
     #[test]
     fn both_directions_roundtrip_with_equal_password() {
-        let psk = password_key(b"pw");
-        let (mut a, mut b) = pair(Some(psk), Some(psk));
+        let (mut a, mut b) = pair(psk(b"pw"), psk(b"pw"));
         let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hello");
         assert_eq!((c, n), (0, 5 + TAG_LEN_BYTES));
         assert_ne!(&buf[..5], b"hello", "sealing must encrypt");
@@ -471,7 +582,7 @@ mod tests {
 
     #[test]
     fn different_passwords_do_not_open() {
-        let (mut a, mut b) = pair(Some(password_key(b"one")), Some(password_key(b"two")));
+        let (mut a, mut b) = pair(psk(b"one"), psk(b"two"));
         let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hi");
         assert_eq!(
             b.stream_opener.open_in_place(c, b"hdr", &mut buf[..n]),
@@ -544,11 +655,85 @@ mod tests {
 
     #[test]
     fn low_order_public_key_is_refused() {
-        let mut rng = Rng::from_seed(1);
+        let mut rng = ChaChaKeyRng::from_seed([1; 32]);
         let a = KeyPair::generate(&mut rng);
         assert_eq!(
-            SessionKeys::derive(&a, [0u8; 32], None, true).err(),
+            SessionKeys::derive(&a, [0u8; 32], true).err(),
             Some(CryptoError::BadPublicKey)
+        );
+    }
+
+    #[test]
+    fn spake2_element_off_the_curve_is_refused() {
+        let mut rng = ChaChaKeyRng::from_seed([1; 32]);
+        let a = Handshake::start(&mut rng, psk(b"pw").as_ref());
+        assert!(a.with_password());
+        // y = 2 with the sign bit set has no x on edwards25519: not a point.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        not_a_point[31] = 0x80;
+        assert_eq!(
+            a.finish(not_a_point, true).err(),
+            Some(CryptoError::BadPublicKey)
+        );
+    }
+
+    /// The key schedule against vectors computed outside weft (Python: HKDF-SHA256 by
+    /// hand with hmac, ChaCha20-Poly1305 from `cryptography`): salt "weft v2 x25519",
+    /// secret 0x11 x 32, "weft" sealed with AAD "hdr" at counter 0.
+    #[test]
+    fn key_schedule_known_answers() {
+        let mut i = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], true).unwrap();
+        let mut r = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], false).unwrap();
+        let hex = |b: &[u8]| {
+            b.iter()
+                .map(|x| alloc::format!("{x:02x}"))
+                .collect::<alloc::string::String>()
+        };
+        let sealed = |s: &mut Sealer| {
+            let (_, buf, n) = seal_msg(s, b"weft");
+            hex(&buf[..n])
+        };
+        assert_eq!(
+            sealed(&mut i.stream_sealer),
+            "2609cfeb06085fcc484edc75d1ff3b68394fc5b5"
+        );
+        assert_eq!(
+            sealed(&mut i.datagram_sealer.0),
+            "cac069fd74dc8a4fb8f09c4ef7b913d65b0f40c4"
+        );
+        assert_eq!(
+            sealed(&mut r.stream_sealer),
+            "623661644f397811f4b0d3dfc5e8b119072fcedc"
+        );
+        assert_eq!(
+            sealed(&mut r.datagram_sealer.0),
+            "9c716eb1f3d356f43532db2e57cc4d93f509ca46"
+        );
+    }
+
+    #[test]
+    fn spake2_pair_agrees_only_with_its_own_run() {
+        let (mut a, mut b) = pair(psk(b"pw"), psk(b"pw"));
+        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hi");
+        assert!(
+            b.stream_opener
+                .open_in_place(c, b"hdr", &mut buf[..n])
+                .is_ok()
+        );
+        // Same password, but y finishes with an element from another run (z's): a replayed
+        // or spliced element gives different keys.
+        let mut rng = ChaChaKeyRng::from_seed([3; 32]);
+        let x = Handshake::start(&mut rng, psk(b"pw").as_ref());
+        let y = Handshake::start(&mut rng, psk(b"pw").as_ref());
+        let z = Handshake::start(&mut rng, psk(b"pw").as_ref());
+        let (py, pz) = (y.public_bytes(), z.public_bytes());
+        let mut kx = x.finish(py, true).unwrap();
+        let mut ky = y.finish(pz, false).unwrap();
+        let (c, mut buf, n) = seal_msg(&mut kx.stream_sealer, b"hi");
+        assert_eq!(
+            ky.stream_opener.open_in_place(c, b"hdr", &mut buf[..n]),
+            Err(CryptoError::Tampered)
         );
     }
 

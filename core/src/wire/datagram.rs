@@ -372,8 +372,7 @@ impl<'a> EthFramesWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyPair, SessionKeys, TAG_LEN_BYTES};
-    use crate::rng::Rng;
+    use crate::crypto::{ChaChaKeyRng, KeyPair, SessionKeys, TAG_LEN_BYTES};
     use alloc::vec::Vec;
 
     fn header(kind: DatagramKind, sealed: bool) -> DatagramHeader {
@@ -557,10 +556,10 @@ mod tests {
 
     #[test]
     fn sealed_datagram_opens_once_and_header_is_authenticated() {
-        let mut rng = Rng::from_seed(3);
+        let mut rng = ChaChaKeyRng::for_simulation(3);
         let (ka, kb) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
-        let mut a = SessionKeys::derive(&ka, kb.public_bytes(), None, true).unwrap();
-        let mut b = SessionKeys::derive(&kb, ka.public_bytes(), None, false).unwrap();
+        let mut a = SessionKeys::derive(&ka, kb.public_bytes(), true).unwrap();
+        let mut b = SessionKeys::derive(&kb, ka.public_bytes(), false).unwrap();
         let mut buf = [0u8; 256];
         let mut h = header(DatagramKind::PmtuReply, true);
         h.counter = a.datagram_sealer.next_counter();

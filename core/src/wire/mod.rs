@@ -13,9 +13,11 @@ pub mod topology;
 use core::fmt;
 
 /// The protocol versions this build speaks, inclusive.
-pub const PROTOCOL_VERSION_MIN: u8 = 1;
+/// Version 2 brought the SPAKE2 password handshake and transcript-bound keys; version 1
+/// peers are refused with "upgrade it".
+pub const PROTOCOL_VERSION_MIN: u8 = 2;
 /// The highest protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u8 = 1;
+pub const PROTOCOL_VERSION_MAX: u8 = 2;
 
 /// Why a decoder refused its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

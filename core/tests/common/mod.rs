@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use weft_core::conn::ConnId;
+use weft_core::crypto::ChaChaKeyRng;
 use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::{Duration, Instant};
 
@@ -42,12 +43,13 @@ pub struct Net {
 }
 
 impl Net {
-    /// One router per config, router `i` seeded with `seed + i`, all at time zero.
+    /// One router per config, router `i` seeded with `seed + i` (its public stream and its
+    /// simulation key stream alike), all at time zero.
     pub fn from_configs(configs: impl IntoIterator<Item = Config>, seed: u64) -> Self {
         let routers = configs
             .into_iter()
             .enumerate()
-            .map(|(i, c)| Router::new(c, seed + i as u64, Instant::ZERO))
+            .map(|(i, c)| router(c, seed + i as u64, Instant::ZERO))
             .collect();
         Self {
             routers,
@@ -163,4 +165,10 @@ impl Net {
         }
         self.links.retain(|(i, _), _| *i != k);
     }
+}
+
+/// A router whose key stream is the deterministic simulation one for `seed`.
+pub fn router(config: Config, seed: u64, now: Instant) -> Router {
+    let keys = Box::new(ChaChaKeyRng::for_simulation(seed));
+    Router::new(config, seed, keys, now)
 }
