@@ -12,7 +12,7 @@
 //! `origin (6) | destination (6, all-ones = broadcast) | [len u16][frame]...`.
 //! The header's sender/receiver are the hop; origin/destination are end to end.
 
-use crate::crypto::{DatagramOpener, DatagramSealer, TAG_LEN_BYTES};
+use crate::crypto::{DatagramOpener, DatagramSealer, ReplayWindow, TAG_LEN_BYTES};
 use crate::fastdp::HEARTBEAT_ETHERTYPE;
 use crate::peer::PeerName;
 use crate::segment::{Offload, Segmenter};
@@ -44,6 +44,10 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 5000;
 /// Most peers the engine keeps state for.
 pub const SLEEVE_PEERS_MAX: usize = 4096;
+/// Plain datagram counters start at `clock_micros << PLAIN_COUNTER_SHIFT`: room for 4096
+/// datagrams per microsecond of uptime before a later start could overtake them, and
+/// 142 years of unix time in a u64.
+pub const PLAIN_COUNTER_SHIFT: u32 = 12;
 /// Most datagrams in one GSO batch (the kernel's `UDP_MAX_SEGMENTS`).
 pub const GSO_BATCH_SEGMENTS_MAX: usize = 64;
 /// Most bytes in one GSO batch (one UDP payload over IPv4).
@@ -157,6 +161,8 @@ pub enum Drop {
     UnknownPeer,
     /// Did not open (wrong key, tampered, replayed).
     Crypto,
+    /// A plain datagram whose counter was accepted already or is too old.
+    Replayed,
     /// Plain datagram while a password is set, or sealed without keys.
     EncryptionMismatch,
     /// Not addressed to us.
@@ -187,8 +193,10 @@ pub struct SleeveStats {
     pub drops_malformed: u64,
     /// Drops: unknown sender.
     pub drops_unknown_peer: u64,
-    /// Drops: failed to open.
+    /// Drops: failed to open (sealed datagrams replayed count here too).
     pub drops_crypto: u64,
+    /// Drops: plain datagrams replayed or far out of date.
+    pub drops_replayed: u64,
     /// Drops: sealed/plain mismatch.
     pub drops_encryption_mismatch: u64,
     /// Drops: addressed elsewhere.
@@ -205,6 +213,7 @@ impl SleeveStats {
             Drop::Malformed(_) => self.drops_malformed += 1,
             Drop::UnknownPeer => self.drops_unknown_peer += 1,
             Drop::Crypto => self.drops_crypto += 1,
+            Drop::Replayed => self.drops_replayed += 1,
             Drop::EncryptionMismatch => self.drops_encryption_mismatch += 1,
             Drop::NotForUs => self.drops_not_for_us += 1,
             Drop::NoRoute => self.drops_no_route += 1,
@@ -219,7 +228,10 @@ struct Peer {
     addr: SocketAddr,
     sealer: Option<DatagramSealer>,
     opener: Option<DatagramOpener>,
+    /// The last counter we sent this peer in a plain datagram.
     plain_counter: u64,
+    /// Which plain counters from this peer were accepted (sealed ones: the opener's).
+    plain_window: ReplayWindow,
     last_heard: Option<Instant>,
     next_heartbeat: Instant,
     pmtu_bytes: Option<u16>,
@@ -263,6 +275,8 @@ pub struct Sleeve {
     stats: SleeveStats,
     /// Shares sealing and opening of a batch among threads (host-provided).
     spread: Option<Box<dyn Spread>>,
+    /// See [`Sleeve::set_plain_epoch`].
+    plain_epoch: u64,
 }
 
 impl Sleeve {
@@ -282,7 +296,15 @@ impl Sleeve {
             heartbeat_timeout: Duration::from_millis(HEARTBEAT_TIMEOUT_MS),
             stats: SleeveStats::default(),
             spread: None,
+            plain_epoch: 0,
         }
+    }
+
+    /// Where plain datagram counters start, as `unix_micros << PLAIN_COUNTER_SHIFT` at
+    /// start-up (the host's clock; 0 in the simulator): a restarted router's counters then
+    /// begin above those of its previous run, which peers' replay windows still hold.
+    pub fn set_plain_epoch(&mut self, epoch: u64) {
+        self.plain_epoch = epoch;
     }
 
     /// Lets `spread` share out the sealing of each GSO batch sent and the opening of each
@@ -308,13 +330,26 @@ impl Sleeve {
             Some((s, o)) => (Some(s), Some(o)),
             None => (None, None),
         };
+        // Plain counters must only grow, also over a reconnection or a restart of this
+        // router (the peer's window outlives both): start from the clock, PLAIN_COUNTER_SHIFT
+        // bits up, so a new start is above anything sent before. A peer we knew keeps its
+        // counter and window.
+        let (plain_counter, plain_window) = match self.peers.remove(&name) {
+            Some(old) => (old.plain_counter, old.plain_window),
+            None => (
+                self.plain_epoch
+                    .saturating_add(now.total_micros() << PLAIN_COUNTER_SHIFT),
+                ReplayWindow::new(),
+            ),
+        };
         self.peers.insert(
             name,
             Peer {
                 addr,
                 sealer,
                 opener,
-                plain_counter: 0,
+                plain_counter,
+                plain_window,
                 last_heard: None,
                 next_heartbeat: now,
                 pmtu_bytes: None,
@@ -595,6 +630,11 @@ impl Sleeve {
                 .open_in_place(header.counter, aad, body)
                 .map_err(|_| Drop::Crypto)?
         } else {
+            // Unsealed, the counter is no proof of anything, but it stops the network (or
+            // a careless middlebox) from delivering a datagram twice.
+            peer.plain_window
+                .update(header.counter)
+                .map_err(|_| Drop::Replayed)?;
             body.len()
         };
         self.accept(now, header, &body[..plain_len], out)
@@ -1521,10 +1561,11 @@ mod tests {
         let (plain_one, plain_stats, _) = run(false, false);
         assert_eq!(
             plain_one.len(),
-            20,
-            "plain: no seal to find the tampering, no counter to refuse the replay"
+            19,
+            "plain: no seal to find the tampering, but the counter refuses the replay"
         );
         assert_eq!(plain_stats.drops_crypto, 0);
+        assert_eq!(plain_stats.drops_replayed, 1);
         let (one, one_stats, none) = run(false, true);
         let (spread, spread_stats, pieces) = run(true, true);
         assert_eq!(none, 0);
@@ -1635,6 +1676,56 @@ mod tests {
         hb[12..14].copy_from_slice(&HEARTBEAT_ETHERTYPE.to_be_bytes());
         l.bridge_in(2, &hb);
         assert_eq!(l.seen.len(), before);
+    }
+
+    /// A plain datagram A sends B carrying a broadcast frame, at `now`.
+    fn plain_datagram(l: &mut Line, now: Instant, marker: u8) -> Vec<u8> {
+        let f = frame([0xff; 6], MAC_A, marker);
+        let mut outs = Vec::new();
+        l.s[0].handle_bridge_frame(now, &f, &mut |o| outs.push(own(o)));
+        outs.into_iter()
+            .find_map(|o| match o {
+                Owned::Datagram(to, d, _) if to == addr(1) => Some(d),
+                _ => None,
+            })
+            .expect("a datagram to B")
+    }
+
+    #[test]
+    fn plain_datagrams_are_replay_checked_across_reconnects_and_restarts() {
+        let mut l = Line::new(false);
+        let mut sink = |_: Output<'_>| {};
+        let t0 = Instant::from_millis(1000);
+        let good = plain_datagram(&mut l, t0, 1);
+        for _ in 0..3 {
+            l.s[1].handle_datagram(t0, addr(0), &mut good.clone(), &mut sink);
+        }
+        assert_eq!(l.s[1].stats().frames_to_bridge, 1, "delivered once");
+        assert_eq!(l.s[1].stats().drops_replayed, 2);
+        // A's connection to B flaps: its counters go on from the clock, not from zero, so
+        // B (whose window still holds the old ones) takes the new datagrams.
+        l.s[0].remove_peer(name(1));
+        let t1 = Instant::from_millis(2000);
+        l.s[0].set_peer(t1, name(1), addr(1), None);
+        let mut d = plain_datagram(&mut l, t1, 2);
+        l.s[1].handle_datagram(t1, addr(0), &mut d, &mut sink);
+        assert_eq!(l.s[1].stats().frames_to_bridge, 2, "after a reconnect");
+        // A restarts: a new engine whose clock starts at zero again, with the epoch the host
+        // gives from the wall clock.
+        let mut a = Sleeve::new(name(0), false);
+        a.set_plain_epoch(10_000_000 << PLAIN_COUNTER_SHIFT);
+        a.set_peer(Instant::ZERO, name(1), addr(1), None);
+        a.set_routes(
+            [(name(1), name(1)), (name(2), name(1))]
+                .into_iter()
+                .collect(),
+            [(name(0), alloc::vec![name(1)])].into(),
+        );
+        l.s[0] = a;
+        let mut d = plain_datagram(&mut l, Instant::ZERO, 3);
+        l.s[1].handle_datagram(t1, addr(0), &mut d, &mut sink);
+        assert_eq!(l.s[1].stats().frames_to_bridge, 3, "after a restart");
+        assert_eq!(l.s[1].stats().drops_replayed, 2);
     }
 
     #[test]

@@ -18,7 +18,9 @@ fn first_hello(seed: u64, key_seed: u64, password: Option<&[u8]>) -> (PeerUid, [
     let remote: SocketAddr = "10.0.0.9:40000".parse().unwrap();
     let conn = r.accept_stream(Instant::ZERO, remote);
     let mut buf = vec![0u8; TRANSMIT_LEN_MIN.max(4096)];
-    let t = r.poll_transmit(Instant::ZERO, &mut buf).expect("the hello goes out");
+    let t = r
+        .poll_transmit(Instant::ZERO, &mut buf)
+        .expect("the hello goes out");
     assert_eq!(t.destination, weft_core::router::Destination::Stream(conn));
     let (hello, _) = Hello::parse(&buf[..t.len]).expect("a hello");
     (hello.uid, hello.public_key)

@@ -364,6 +364,11 @@ impl Datapath {
         let (ctrl, ctrl_rx) = sync_channel(CTRL_QUEUE_LEN_MAX);
         let published = Arc::new(Mutex::new(Published::default()));
         let mut sleeve = Sleeve::new(me, encrypt);
+        // Plain counters continue above the previous run's, which peers' windows remember.
+        let unix_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        sleeve.set_plain_epoch(unix_micros << weft_core::sleeve::PLAIN_COUNTER_SHIFT);
         let helpers = match encrypt {
             true => crypto_threads.saturating_sub(1).min(CREW_HELPERS_MAX),
             false => 0,
@@ -674,6 +679,7 @@ fn drops(c: &CounterSnapshot, s: &SleeveStats) -> Vec<(&'static str, u64)> {
         ("malformed", s.drops_malformed),
         ("unknown_peer", s.drops_unknown_peer),
         ("crypto", s.drops_crypto),
+        ("replayed", s.drops_replayed),
         ("encryption_mismatch", s.drops_encryption_mismatch),
         ("not_for_us", s.drops_not_for_us),
         ("no_route", s.drops_no_route),

@@ -190,3 +190,39 @@ mod tests {
         assert!(f.open(&nonce, &aad, &mut bad2, &tag).is_err());
     }
 }
+
+/// The RFC 8439 vector through whichever implementation this build uses: part of the
+/// default test set (`cargo test -p weft-core`, no features).
+#[cfg(test)]
+mod known_answer {
+    use super::Cipher;
+
+    #[test]
+    fn the_cipher_in_use_gives_the_rfc_8439_vector() {
+        let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
+        let nonce = [
+            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
+        ];
+        let aad = [
+            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+        ];
+        let plain = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let c = Cipher::new(&key);
+        let mut text = plain;
+        let tag = c.seal_detached(&nonce, &aad, &mut text).unwrap();
+        assert_eq!(
+            tag,
+            [
+                0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60,
+                0x06, 0x91
+            ]
+        );
+        assert_eq!(
+            &text[..8],
+            &[0xd3, 0x1a, 0x8d, 0x34, 0x64, 0x8e, 0x60, 0xdb]
+        );
+        assert_eq!(&text[text.len() - 2..], &[0x61, 0x16]);
+        c.open_detached(&nonce, &aad, &mut text, &tag).unwrap();
+        assert_eq!(text, plain);
+    }
+}

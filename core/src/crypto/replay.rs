@@ -3,7 +3,7 @@
 use super::CryptoError;
 
 /// How many counters behind the highest one seen are still accepted (once each).
-pub const REPLAY_WINDOW_LEN_COUNTERS: u64 = 2048;
+pub const REPLAY_WINDOW_LEN_COUNTERS: u64 = 8192;
 
 const WORD_BITS: u64 = 64;
 const WINDOW_WORDS: usize = (REPLAY_WINDOW_LEN_COUNTERS / WORD_BITS) as usize;
@@ -14,17 +14,26 @@ const WINDOW_WORDS: usize = (REPLAY_WINDOW_LEN_COUNTERS / WORD_BITS) as usize;
 /// within the window below `highest`. Call [`check`](Self::check) before spending effort
 /// on a record and [`update`](Self::update) only after it authenticated, so forged
 /// counters cannot advance the window.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ReplayWindow {
     /// The highest accepted counter, `None` before the first.
     highest: Option<u64>,
     bits: [u64; WINDOW_WORDS],
 }
 
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ReplayWindow {
     /// An empty window: every counter is new.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            highest: None,
+            bits: [0; WINDOW_WORDS],
+        }
     }
 
     /// `Ok` if `counter` was not accepted yet and is not too old; [`CryptoError::Replayed`]
