@@ -351,3 +351,64 @@ fn without_a_password_container_bytes_do_appear_on_the_underlay() {
         "the capture cannot see plaintext at all"
     );
 }
+
+#[test]
+fn routers_with_one_key_file_connect_and_another_key_is_refused() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("weft-e2e-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, other) = (dir.join("net.key"), dir.join("other.key"));
+    for k in [&key, &other] {
+        let out = std::process::Command::new(WEFT)
+            .args(["keygen", &k.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // keygen never overwrites.
+    let again = std::process::Command::new(WEFT)
+        .args(["keygen", &key.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    let ([ha, hb, hc], [ip_a, _, _]) = underlay_hosts(&mut net, ["a", "b", "c"]);
+    let (key, other) = (key.display().to_string(), other.display().to_string());
+    let with_key = |net: &mut TestNet, ns: &Ns, k: &str, peers: Vec<String>| {
+        Router::start(
+            net,
+            ns,
+            &Opts {
+                peers,
+                extra: vec!["--key-file", k],
+                ..Opts::default()
+            },
+        )
+    };
+    let a = with_key(&mut net, &ha, &key, vec![]);
+    let b = with_key(&mut net, &hb, &key, vec![ip_a.to_string()]);
+    let c = with_key(&mut net, &hc, &other, vec![ip_a.to_string()]);
+    let name_a = a.name();
+    b.wait_until(Duration::from_secs(15), "b established to a", |b| {
+        established_to(b, &name_a)
+    });
+    let target = format!("{ip_a}:6783");
+    c.wait_until(Duration::from_secs(15), "c refused for its key", |c| {
+        c.json(&["status", "targets"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| {
+                t["address"] == target.as_str()
+                    && t["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("wrong password"))
+            })
+    });
+    assert!(!established_to(&c, &name_a));
+    drop((a, b, c));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

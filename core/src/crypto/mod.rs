@@ -72,7 +72,7 @@ impl fmt::Display for CryptoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::WrongPassword => {
-                "wrong password: the peer's handshake does not open with ours; set the same --password on both peers"
+                "wrong password: the peer proved a different secret; give both peers the same --password (or --key-file)"
             }
             Self::EncryptionMismatch => {
                 "encryption mismatch: one peer has a password and the other none; set the same --password on both"
