@@ -75,6 +75,10 @@ pub struct Config {
     pub discovery: bool,
     /// Address management: range, default subnet, `--ipalloc-init`, reclaim.
     pub ipam: IpamConfig,
+    /// Wall clock (Unix time in ms) at [`Instant::ZERO`]: hosts set it, the simulator
+    /// leaves 0 so its virtual clock stands for it. Our topology version starts at the
+    /// wall clock and entries too far ahead of it are refused (see [`crate::topology`]).
+    pub wall_clock_origin_ms: u64,
 }
 
 impl Config {
@@ -97,7 +101,13 @@ impl Config {
             conn_limit: 100,
             discovery: true,
             ipam: IpamConfig::default(),
+            wall_clock_origin_ms: 0,
         }
+    }
+
+    /// Our wall clock in ms at `now` (what topology versions are compared against).
+    pub fn wall_clock_ms(&self, now: Instant) -> u64 {
+        self.wall_clock_origin_ms.saturating_add(now.total_millis())
     }
 }
 
@@ -280,7 +290,7 @@ impl Router {
             nickname: config.nickname.clone(),
             conns: Vec::new(),
         };
-        let topology = Topology::new(ourself);
+        let topology = Topology::starting_at(ourself, config.wall_clock_ms(now));
         let routes = Routes::compute(&topology);
         let maker = Maker::new(Backoff {
             base: config.reconnect_base,
@@ -736,6 +746,7 @@ impl Router {
                 }
             }
         }
+        self.topology.set_clock_ms(self.config.wall_clock_ms(now));
         let news = self.topology.merge(entries);
         if news.is_empty() {
             return;
