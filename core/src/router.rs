@@ -959,24 +959,19 @@ impl Router {
         let me = self.config.name;
         let routes = self.routes();
         let reachable: BTreeSet<PeerName> = routes.reachable().collect();
-        let mut dead = Vec::new();
-        for e in self.topology.iter() {
-            if e.name == me || reachable.contains(&e.name) {
-                continue;
-            }
-            dead.push(e.name);
-        }
-        self.unreachable_since.retain(|p, _| dead.contains(p));
-        let mut removed = Vec::new();
-        for p in dead {
-            let since = *self.unreachable_since.entry(p).or_insert(now);
-            if now.saturating_since(since) >= self.config.peer_gc_grace {
-                removed.push(p);
-            }
-        }
+        let dead: Vec<PeerName> = self
+            .topology
+            .names()
+            .filter(|p| *p != me && !reachable.contains(p))
+            .collect();
+        let removed = crate::topology::age_unreachable(
+            &mut self.unreachable_since,
+            dead,
+            now,
+            self.config.peer_gc_grace,
+        );
         for p in removed {
             self.topology.remove(p);
-            self.unreachable_since.remove(&p);
             self.maker.drop_discovered_for(p);
             self.routes_dirty = true;
             self.push_event(Event::PeerRemoved(p));

@@ -22,6 +22,7 @@
 //! ahead of ours is refused: a forged entry at `u64::MAX` cannot pin a peer forever.
 
 use crate::peer::{PeerName, PeerUid};
+use crate::time::{Duration, Instant};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -157,6 +158,34 @@ fn clamp_nickname(nickname: &mut String) {
         }
         nickname.truncate(end);
     }
+}
+
+/// The dead-peer clock of the once-a-second cleanup: `since` holds when each peer was
+/// first seen unreachable, `unreachable` the peers unreachable now (any order). Forgets
+/// peers that are reachable again, starts the clock for newly unreachable ones, and
+/// returns (sorted) and forgets those unreachable for `grace` or longer, for the caller
+/// to remove. O(N log N) in the number of peers: one sort, then a binary search per
+/// remembered peer and a map lookup per unreachable one.
+pub(crate) fn age_unreachable(
+    since: &mut BTreeMap<PeerName, Instant>,
+    mut unreachable: Vec<PeerName>,
+    now: Instant,
+    grace: Duration,
+) -> Vec<PeerName> {
+    unreachable.sort_unstable();
+    unreachable.dedup();
+    since.retain(|p, _| unreachable.binary_search(p).is_ok());
+    let mut expired = Vec::new();
+    for p in unreachable {
+        let first = *since.entry(p).or_insert(now);
+        if now.saturating_since(first) >= grace {
+            expired.push(p);
+        }
+    }
+    for p in &expired {
+        since.remove(p);
+    }
+    expired
 }
 
 impl Topology {
@@ -679,6 +708,38 @@ pub(crate) mod tests {
         assert_eq!(t.stats().dropped_full, 2);
         t.remove(name(12));
         assert_eq!(t.conns_total(), TOPOLOGY_CONNS_MAX - 2 * PEER_CONNS_MAX + 3);
+    }
+
+    #[test]
+    fn many_dead_peers_age_out_after_the_grace_and_recovered_ones_are_forgotten() {
+        const N: u64 = 20_000;
+        let grace = Duration::from_secs(60);
+        let t0 = Instant::from_millis(1_000);
+        let mut since = BTreeMap::new();
+        // All N peers go unreachable at t0 (reverse order: the input need not be sorted).
+        let all: Vec<PeerName> = (0..N).rev().map(name).collect();
+        assert_eq!(age_unreachable(&mut since, all, t0, grace), vec![]);
+        assert_eq!(since.len() as u64, N);
+        // 30 s later the even ones are back.
+        let odd: Vec<PeerName> = (0..N).filter(|p| p % 2 == 1).map(name).collect();
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(age_unreachable(&mut since, odd.clone(), t1, grace), vec![]);
+        assert_eq!(since.len() as u64, N / 2);
+        assert!(since.keys().all(|p| p.as_u64() % 2 == 1));
+        // At t0 + 60 s the odd ones expire; the evens gone again (and a new peer) wait
+        // their own grace from now.
+        let again: Vec<PeerName> = (0..=N).filter(|p| p % 4 == 0).map(name).collect();
+        let mut now_dead = odd.clone();
+        now_dead.extend(again.iter().copied());
+        let t2 = t0 + grace;
+        assert_eq!(age_unreachable(&mut since, now_dead, t2, grace), odd);
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), again);
+        assert!(since.values().all(|&t| t == t2));
+        assert_eq!(
+            age_unreachable(&mut since, again.clone(), t2 + grace, grace),
+            again
+        );
+        assert!(since.is_empty());
     }
 
     fn arb_entry() -> impl Strategy<Value = PeerEntry> {
