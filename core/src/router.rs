@@ -30,6 +30,10 @@ mod ipam_glue;
 // DNS glue: likewise, in dns/glue.rs.
 #[path = "dns/glue.rs"]
 mod dns_glue;
+// Topology tests that inject forged gossip (need the private handlers).
+#[cfg(test)]
+#[path = "router_topology_tests.rs"]
+mod topology_tests;
 
 /// Most events queued for the driver; further events are dropped and counted.
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
@@ -752,12 +756,18 @@ impl Router {
             return;
         }
         self.routes_dirty = true;
+        // Our own name in the news means the sender holds an entry about us that ours
+        // must override (an older incarnation, a forgery): it hears ours back too.
+        let me = self.config.name;
+        let about_us = news.binary_search(&me).is_ok();
         for n in self.by_peer.keys() {
             if Some(*n) != sender {
                 self.news
                     .entry(*n)
                     .or_default()
                     .extend(news.iter().copied());
+            } else if about_us {
+                self.news.entry(*n).or_default().insert(me);
             }
         }
         self.schedule_flush(now);
