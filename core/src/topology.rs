@@ -16,10 +16,20 @@
 //! peers send.
 //!
 //! Versions are hybrid clocks: a router starts its own entry at its wall clock in
-//! milliseconds (see [`Topology::set_clock_ms`]) and bumps it by one per change, so a
+//! milliseconds ([`Topology::starting_at`]) and bumps it by one per change, so a
 //! restarted router out-ranks its previous incarnation at once, and no honest entry is
 //! ever far ahead of the wall clock. An entry more than [`TOPOLOGY_VERSION_AHEAD_MAX_MS`]
-//! ahead of ours is refused: a forged entry at `u64::MAX` cannot pin a peer forever.
+//! ahead of our clock is refused, whoever relays it and whichever peer it names: a
+//! forged entry at `u64::MAX` cannot pin a peer forever, and a forgery just inside the
+//! bound is out-bid by the real peer (it hears of it and jumps one past it), which others
+//! take as soon as their clock has moved one millisecond. The bound is absolute (our
+//! clock, not the entry we hold), so merge stays order-independent. Why not a bound on
+//! the jump over the version we hold: a router that was partitioned away for a while
+//! legitimately sees large jumps, and a restart must not depend on them. If a router's
+//! clock went back before a restart, the old rule still applies: it hears its older
+//! incarnation's higher version and jumps past it (if within its own bound). A router
+//! whose clock is more than a day ahead of its peers' has its entries refused by them
+//! (counted as `refused_version_ahead`, shown by `weft status`).
 
 use crate::peer::{PeerName, PeerUid};
 use crate::time::{Duration, Instant};
@@ -43,7 +53,8 @@ pub const TOPOLOGY_PEERS_MAX: usize = 16_384;
 pub const TOPOLOGY_CONNS_MAX: usize = 1 << 20;
 /// Most peers one gossip message ([`Topology::merge`] call) may introduce; entries about
 /// further new peers in it are dropped and counted (they come again with the next gossip).
-/// Honest messages carry at most about 100 entries with addresses in 16 KiB.
+/// Honest senders put at most this many entries in one message
+/// ([`crate::gossip::GOSSIP_ENTRIES_PER_MSG_MAX`]), so only a hostile one hits it.
 pub const TOPOLOGY_NEW_PEERS_PER_MSG_MAX: usize = 256;
 /// How far ahead of our wall clock (in ms, see [`Topology::set_clock_ms`]) an entry's
 /// version may be. Versions start at the owner's wall clock and grow by one per change,
