@@ -10,7 +10,7 @@
 
 use crate::peer::PeerName;
 use crate::rng::Rng;
-use crate::topology::{PeerEntry, Topology};
+use crate::topology::{PeerEntry, TOPOLOGY_NEW_PEERS_PER_MSG_MAX, Topology};
 use crate::wire::WireError;
 use crate::wire::buf::Writer;
 use crate::wire::topology::{
@@ -26,8 +26,17 @@ pub const PENDING_NEWS_MAX: usize = 4096;
 /// Upper bound on [`gossip_fanout`], whatever the peer count.
 pub const GOSSIP_FANOUT_MAX: usize = 32;
 
+/// Entries one message carries at most: what a receiver takes as new peers from one
+/// message ([`TOPOLOGY_NEW_PEERS_PER_MSG_MAX`]), so honest gossip never hits that cap.
+pub const GOSSIP_ENTRIES_PER_MSG_MAX: usize =
+    if TOPOLOGY_NEW_PEERS_PER_MSG_MAX < ENTRIES_PER_MSG_MAX {
+        TOPOLOGY_NEW_PEERS_PER_MSG_MAX
+    } else {
+        ENTRIES_PER_MSG_MAX
+    };
+
 /// Encodes `entries` into as few messages as fit, each at most [`GOSSIP_MSG_LEN_MAX`]
-/// bytes and [`ENTRIES_PER_MSG_MAX`] entries, in the given order, handing each finished
+/// bytes and [`GOSSIP_ENTRIES_PER_MSG_MAX`] entries, in the given order, handing each finished
 /// message to `emit` (one buffer is reused; copy out what you keep). Entries that break a
 /// limit of [`crate::topology`] are skipped (they could not be decoded anyway); returns
 /// how many were skipped.
@@ -58,7 +67,7 @@ pub fn encode_messages(entries: &[&PeerEntry], mut emit: impl FnMut(&[u8])) -> u
             continue;
         }
         let len = entry_len(e);
-        if batch_count == ENTRIES_PER_MSG_MAX || batch_len + len > GOSSIP_MSG_LEN_MAX {
+        if batch_count == GOSSIP_ENTRIES_PER_MSG_MAX || batch_len + len > GOSSIP_MSG_LEN_MAX {
             flush(batch_start, i, batch_count, &mut buf);
             batch_start = i;
             batch_count = 0;
@@ -210,9 +219,54 @@ mod tests {
                     })
                     .collect(),
             })
-            .collect();
-        t.merge(entries);
+            .collect::<Vec<_>>();
+        for chunk in entries.chunks(TOPOLOGY_NEW_PEERS_PER_MSG_MAX) {
+            t.merge(chunk.to_vec());
+        }
+        assert_eq!(t.len() as u64, n.max(1));
         t
+    }
+
+    #[test]
+    fn honest_messages_never_hit_the_receivers_new_peer_cap() {
+        // Small entries (one connection, short nickname): 16 KiB would hold ~400.
+        let mut t = Topology::new(PeerEntry::new(
+            PeerName::from_u64(0),
+            PeerUid(1),
+            String::new(),
+        ));
+        let entries: Vec<PeerEntry> = (1..2000u64)
+            .map(|i| PeerEntry {
+                name: PeerName::from_u64(i),
+                uid: PeerUid(i),
+                version: 1,
+                nickname: String::new(),
+                conns: vec![ConnInfo {
+                    peer: PeerName::from_u64(0),
+                    addr: None,
+                    established: true,
+                    outbound: false,
+                }],
+            })
+            .collect();
+        for chunk in entries.chunks(TOPOLOGY_NEW_PEERS_PER_MSG_MAX) {
+            t.merge(chunk.to_vec());
+        }
+        let msgs = encode_all(&t);
+        assert!(
+            msgs.iter()
+                .all(|m| decode(m).unwrap().len() <= GOSSIP_ENTRIES_PER_MSG_MAX)
+        );
+        let mut fresh = Topology::new(PeerEntry::new(
+            PeerName::from_u64(0),
+            PeerUid(1),
+            String::new(),
+        ));
+        for m in &msgs {
+            fresh.merge(decode(m).unwrap());
+        }
+        assert_eq!(fresh.stats().dropped_per_msg, 0);
+        assert_eq!(fresh.len(), t.len());
     }
 
     #[test]

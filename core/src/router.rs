@@ -30,6 +30,10 @@ mod ipam_glue;
 // DNS glue: likewise, in dns/glue.rs.
 #[path = "dns/glue.rs"]
 mod dns_glue;
+// Topology tests that inject forged gossip (need the private handlers).
+#[cfg(test)]
+#[path = "router_topology_tests.rs"]
+mod topology_tests;
 
 /// Most events queued for the driver; further events are dropped and counted.
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
@@ -76,6 +80,10 @@ pub struct Config {
     pub discovery: bool,
     /// Address management: range, default subnet, `--ipalloc-init`, reclaim.
     pub ipam: IpamConfig,
+    /// Wall clock (Unix time in ms) at [`Instant::ZERO`]: hosts set it, the simulator
+    /// leaves 0 so its virtual clock stands for it. Our topology version starts at the
+    /// wall clock and entries too far ahead of it are refused (see [`crate::topology`]).
+    pub wall_clock_origin_ms: u64,
 }
 
 impl Config {
@@ -98,7 +106,13 @@ impl Config {
             conn_limit: 100,
             discovery: true,
             ipam: IpamConfig::default(),
+            wall_clock_origin_ms: 0,
         }
+    }
+
+    /// Our wall clock in ms at `now` (what topology versions are compared against).
+    pub fn wall_clock_ms(&self, now: Instant) -> u64 {
+        self.wall_clock_origin_ms.saturating_add(now.total_millis())
     }
 }
 
@@ -288,7 +302,7 @@ impl Router {
             nickname: config.nickname.clone(),
             conns: Vec::new(),
         };
-        let topology = Topology::new(ourself);
+        let topology = Topology::starting_at(ourself, config.wall_clock_ms(now));
         let routes = Routes::compute(&topology);
         let maker = Maker::new(Backoff {
             base: config.reconnect_base,
@@ -745,17 +759,24 @@ impl Router {
                 }
             }
         }
+        self.topology.set_clock_ms(self.config.wall_clock_ms(now));
         let news = self.topology.merge(entries);
         if news.is_empty() {
             return;
         }
         self.routes_dirty = true;
+        // Our own name in the news means the sender holds an entry about us that ours
+        // must override (an older incarnation, a forgery): it hears ours back too.
+        let me = self.config.name;
+        let about_us = news.binary_search(&me).is_ok();
         for n in self.by_peer.keys() {
             if Some(*n) != sender {
                 self.news
                     .entry(*n)
                     .or_default()
                     .extend(news.iter().copied());
+            } else if about_us {
+                self.news.entry(*n).or_default().insert(me);
             }
         }
         self.schedule_flush(now);
@@ -957,24 +978,19 @@ impl Router {
         let me = self.config.name;
         let routes = self.routes();
         let reachable: BTreeSet<PeerName> = routes.reachable().collect();
-        let mut dead = Vec::new();
-        for e in self.topology.iter() {
-            if e.name == me || reachable.contains(&e.name) {
-                continue;
-            }
-            dead.push(e.name);
-        }
-        self.unreachable_since.retain(|p, _| dead.contains(p));
-        let mut removed = Vec::new();
-        for p in dead {
-            let since = *self.unreachable_since.entry(p).or_insert(now);
-            if now.saturating_since(since) >= self.config.peer_gc_grace {
-                removed.push(p);
-            }
-        }
+        let dead: Vec<PeerName> = self
+            .topology
+            .names()
+            .filter(|p| *p != me && !reachable.contains(p))
+            .collect();
+        let removed = crate::topology::age_unreachable(
+            &mut self.unreachable_since,
+            dead,
+            now,
+            self.config.peer_gc_grace,
+        );
         for p in removed {
             self.topology.remove(p);
-            self.unreachable_since.remove(&p);
             self.maker.drop_discovered_for(p);
             self.routes_dirty = true;
             self.push_event(Event::PeerRemoved(p));

@@ -11,8 +11,28 @@
 //!
 //! Memory: one entry is about 80 bytes plus 48 bytes per connection plus the nickname,
 //! so 1000 routers each holding 1000 peers with 8 connections stay around half a gigabyte.
+//! One table is bounded by [`TOPOLOGY_PEERS_MAX`] entries and [`TOPOLOGY_CONNS_MAX`]
+//! connections in all: at most about 2 MiB of entries plus 48 MiB of connections, whatever
+//! peers send.
+//!
+//! Versions are hybrid clocks: a router starts its own entry at its wall clock in
+//! milliseconds ([`Topology::starting_at`]) and bumps it by one per change, so a
+//! restarted router out-ranks its previous incarnation at once, and no honest entry is
+//! ever far ahead of the wall clock. An entry more than [`TOPOLOGY_VERSION_AHEAD_MAX_MS`]
+//! ahead of our clock is refused, whoever relays it and whichever peer it names: a
+//! forged entry at `u64::MAX` cannot pin a peer forever, and a forgery just inside the
+//! bound is out-bid by the real peer (it hears of it and jumps one past it), which others
+//! take as soon as their clock has moved one millisecond. The bound is absolute (our
+//! clock, not the entry we hold), so merge stays order-independent. Why not a bound on
+//! the jump over the version we hold: a router that was partitioned away for a while
+//! legitimately sees large jumps, and a restart must not depend on them. If a router's
+//! clock went back before a restart, the old rule still applies: it hears its older
+//! incarnation's higher version and jumps past it (if within its own bound). A router
+//! whose clock is more than a day ahead of its peers' has its entries refused by them
+//! (counted as `refused_version_ahead`, shown by `weft status`).
 
 use crate::peer::{PeerName, PeerUid};
+use crate::time::{Duration, Instant};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -25,7 +45,23 @@ pub const PEER_CONNS_MAX: usize = 512;
 /// Longest nickname, in bytes of UTF-8.
 pub const NICKNAME_LEN_MAX: usize = 32;
 /// Most peers one topology holds; entries about further new peers are dropped and counted.
-pub const TOPOLOGY_PEERS_MAX: usize = 65_536;
+/// The scale targets are thousands of routers (the simulator's largest run is 10,000).
+pub const TOPOLOGY_PEERS_MAX: usize = 16_384;
+/// Most connections all other peers' entries list together (48 MiB at 48 bytes each): a
+/// full mesh of 1000 peers, or 16,384 peers with 64 each. An entry that would pass it is
+/// dropped and counted.
+pub const TOPOLOGY_CONNS_MAX: usize = 1 << 20;
+/// Most peers one gossip message ([`Topology::merge`] call) may introduce; entries about
+/// further new peers in it are dropped and counted (they come again with the next gossip).
+/// Honest senders put at most this many entries in one message
+/// ([`crate::gossip::GOSSIP_ENTRIES_PER_MSG_MAX`]), so only a hostile one hits it.
+pub const TOPOLOGY_NEW_PEERS_PER_MSG_MAX: usize = 256;
+/// How far ahead of our wall clock (in ms, see [`Topology::set_clock_ms`]) an entry's
+/// version may be. Versions start at the owner's wall clock and grow by one per change,
+/// so only clock skew and more than one change per millisecond put an honest entry
+/// ahead; a day covers a badly set clock. Anything further ahead is forged (or its owner's
+/// clock is wrong by more than a day) and is refused and counted.
+pub const TOPOLOGY_VERSION_AHEAD_MAX_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// One connection as its owner announces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,14 +124,31 @@ impl PeerEntry {
     }
 }
 
+/// What [`Topology::merge`] refused, for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopologyStats {
+    /// Entries over [`NICKNAME_LEN_MAX`] or [`PEER_CONNS_MAX`].
+    pub rejected_limits: u64,
+    /// Entries about new peers dropped because the table held [`TOPOLOGY_PEERS_MAX`]
+    /// peers, or entries that would have passed [`TOPOLOGY_CONNS_MAX`].
+    pub dropped_full: u64,
+    /// Entries about new peers beyond [`TOPOLOGY_NEW_PEERS_PER_MSG_MAX`] in one message.
+    pub dropped_per_msg: u64,
+    /// Entries more than [`TOPOLOGY_VERSION_AHEAD_MAX_MS`] ahead of our clock.
+    pub refused_version_ahead: u64,
+}
+
 /// The set of peer entries one router knows; its own entry is always present.
 #[derive(Clone, Debug)]
 pub struct Topology {
     ourself: PeerName,
     entries: BTreeMap<PeerName, PeerEntry>,
     generation: u64,
-    dropped_full: u64,
-    rejected: u64,
+    /// Connections listed by every entry but ours (bounded by [`TOPOLOGY_CONNS_MAX`]).
+    conns_total: usize,
+    /// Our wall clock in ms, as last told by [`Topology::set_clock_ms`].
+    clock_ms: u64,
+    stats: TopologyStats,
 }
 
 /// Puts connections in canonical order and enforces [`PEER_CONNS_MAX`].
@@ -118,6 +171,34 @@ fn clamp_nickname(nickname: &mut String) {
     }
 }
 
+/// The dead-peer clock of the once-a-second cleanup: `since` holds when each peer was
+/// first seen unreachable, `unreachable` the peers unreachable now (any order). Forgets
+/// peers that are reachable again, starts the clock for newly unreachable ones, and
+/// returns (sorted) and forgets those unreachable for `grace` or longer, for the caller
+/// to remove. O(N log N) in the number of peers: one sort, then a binary search per
+/// remembered peer and a map lookup per unreachable one.
+pub(crate) fn age_unreachable(
+    since: &mut BTreeMap<PeerName, Instant>,
+    mut unreachable: Vec<PeerName>,
+    now: Instant,
+    grace: Duration,
+) -> Vec<PeerName> {
+    unreachable.sort_unstable();
+    unreachable.dedup();
+    since.retain(|p, _| unreachable.binary_search(p).is_ok());
+    let mut expired = Vec::new();
+    for p in unreachable {
+        let first = *since.entry(p).or_insert(now);
+        if now.saturating_since(first) >= grace {
+            expired.push(p);
+        }
+    }
+    for p in &expired {
+        since.remove(p);
+    }
+    expired
+}
+
 impl Topology {
     /// A topology holding only our own entry (connections sorted, limits enforced).
     pub fn new(mut ourself: PeerEntry) -> Self {
@@ -130,9 +211,34 @@ impl Topology {
             ourself: name,
             entries,
             generation: 0,
-            dropped_full: 0,
-            rejected: 0,
+            conns_total: 0,
+            clock_ms: 0,
+            stats: TopologyStats::default(),
         }
+    }
+
+    /// A topology for a router starting now, `clock_ms` being its wall clock (Unix time in
+    /// ms, or the simulator's virtual time): our version starts there, so it out-ranks every
+    /// earlier incarnation of ours whose versions the network still holds (they started
+    /// earlier and changed less than once per millisecond).
+    pub fn starting_at(mut ourself: PeerEntry, clock_ms: u64) -> Self {
+        ourself.version = ourself.version.max(clock_ms);
+        let mut t = Self::new(ourself);
+        t.set_clock_ms(clock_ms);
+        t
+    }
+
+    /// Tells the topology our wall clock in ms (the same clock as [`Topology::starting_at`]);
+    /// call before every [`Topology::merge`]. Versions above it plus
+    /// [`TOPOLOGY_VERSION_AHEAD_MAX_MS`] are refused. A clock that goes back is ignored
+    /// (the bound never shrinks).
+    pub fn set_clock_ms(&mut self, clock_ms: u64) {
+        self.clock_ms = self.clock_ms.max(clock_ms);
+    }
+
+    /// The highest version merge accepts now.
+    pub fn version_max(&self) -> u64 {
+        self.clock_ms.saturating_add(TOPOLOGY_VERSION_AHEAD_MAX_MS)
     }
 
     /// Our own entry.
@@ -184,7 +290,8 @@ impl Topology {
         true
     }
 
-    /// Merges gossiped entries; call with every decoded gossip message. Returns the names
+    /// Merges gossiped entries; call with every decoded gossip message (one call per
+    /// message: [`TOPOLOGY_NEW_PEERS_PER_MSG_MAX`] counts per call). Returns the names
     /// whose entry was new or replaced (sorted, no duplicates): the news to pass on.
     ///
     /// Rules: for another peer, the entry with the greater [`PeerEntry::rank_cmp`] wins
@@ -194,12 +301,24 @@ impl Topology {
     /// above ours makes us jump to its version + 1, an exact echo of our content ahead of
     /// us makes us adopt its version; either way our name is reported as news so our
     /// current entry overrides what others hold. Echoes at or below our version are no-ops.
-    /// Entries over the limits are dropped; new peers beyond [`TOPOLOGY_PEERS_MAX`] too.
+    ///
+    /// Refused and counted in [`Topology::stats`]: entries over the limits; entries (ours
+    /// included) whose version is above [`Topology::version_max`], so a forged version
+    /// can neither win for good nor push anyone's version to where it cannot grow; new
+    /// peers beyond [`TOPOLOGY_NEW_PEERS_PER_MSG_MAX`] in this call, or beyond
+    /// [`TOPOLOGY_PEERS_MAX`]; and entries that would take the table past
+    /// [`TOPOLOGY_CONNS_MAX`] connections (the known peer keeps its older entry).
     pub fn merge(&mut self, entries: Vec<PeerEntry>) -> Vec<PeerName> {
         let mut news = Vec::new();
+        let version_max = self.version_max();
+        let mut new_peers = 0usize;
         for entry in entries {
             if !entry.is_within_limits() {
-                self.rejected += 1;
+                self.stats.rejected_limits += 1;
+                continue;
+            }
+            if entry.version > version_max {
+                self.stats.refused_version_ahead += 1;
                 continue;
             }
             if entry.name == self.ourself {
@@ -225,14 +344,24 @@ impl Topology {
             match self.entries.entry(entry.name) {
                 alloc::collections::btree_map::Entry::Occupied(mut slot) => {
                     if entry.rank_cmp(slot.get()) == Ordering::Greater {
+                        let total = self.conns_total - slot.get().conns.len() + entry.conns.len();
+                        if total > TOPOLOGY_CONNS_MAX {
+                            self.stats.dropped_full += 1;
+                            continue;
+                        }
+                        self.conns_total = total;
                         news.push(entry.name);
                         slot.insert(entry);
                     }
                 }
                 alloc::collections::btree_map::Entry::Vacant(slot) => {
-                    if full {
-                        self.dropped_full += 1;
+                    if new_peers >= TOPOLOGY_NEW_PEERS_PER_MSG_MAX {
+                        self.stats.dropped_per_msg += 1;
+                    } else if full || self.conns_total + entry.conns.len() > TOPOLOGY_CONNS_MAX {
+                        self.stats.dropped_full += 1;
                     } else {
+                        new_peers += 1;
+                        self.conns_total += entry.conns.len();
                         news.push(entry.name);
                         slot.insert(entry);
                     }
@@ -279,7 +408,11 @@ impl Topology {
 
     /// Forgets a peer's entry (a dead peer aged out, `weft rmpeer`); our own is kept.
     pub fn remove(&mut self, name: PeerName) {
-        if name != self.ourself && self.entries.remove(&name).is_some() {
+        if name == self.ourself {
+            return;
+        }
+        if let Some(e) = self.entries.remove(&name) {
+            self.conns_total -= e.conns.len();
             self.generation += 1;
         }
     }
@@ -289,14 +422,14 @@ impl Topology {
         self.generation
     }
 
-    /// Entries about new peers dropped because the map held [`TOPOLOGY_PEERS_MAX`].
-    pub fn dropped_full(&self) -> u64 {
-        self.dropped_full
+    /// What merge refused so far.
+    pub fn stats(&self) -> TopologyStats {
+        self.stats
     }
 
-    /// Entries dropped by [`Topology::merge`] for exceeding a limit.
-    pub fn rejected(&self) -> u64 {
-        self.rejected
+    /// Connections listed by all entries but ours (at most [`TOPOLOGY_CONNS_MAX`]).
+    pub fn conns_total(&self) -> usize {
+        self.conns_total
     }
 
     /// A 64-bit hash of every entry's (name, uid, version) in name order: routers whose
@@ -425,7 +558,7 @@ pub(crate) mod tests {
         let mut big = entry(3, 1, 1, &[]);
         big.nickname = "x".repeat(NICKNAME_LEN_MAX + 1);
         assert_eq!(t.merge(vec![big]), vec![]);
-        assert_eq!(t.rejected(), 1);
+        assert_eq!(t.stats().rejected_limits, 1);
         let mut nick = "é".repeat(NICKNAME_LEN_MAX);
         clamp_nickname(&mut nick);
         assert!(nick.len() <= NICKNAME_LEN_MAX && nick.chars().all(|c| c == 'é'));
@@ -441,6 +574,183 @@ pub(crate) mod tests {
         let d = a.digest();
         a.merge(vec![entry(2, 1, 2, &[])]);
         assert_ne!(a.digest(), d);
+    }
+
+    #[test]
+    fn forged_max_version_does_not_replace_the_real_peer() {
+        // We (1) are connected to the real peer 2, which announces us at version 5.
+        let mut t = Topology::new(entry(1, 10, 1, &[]));
+        t.set_our_conns(vec![conn(2, true)]);
+        assert_eq!(t.merge(vec![entry(2, 20, 5, &[1])]), vec![name(2)]);
+        // A third peer relays a forgery: peer 2 at the highest version, highest uid, no
+        // connections. It must not win, now or later.
+        let forged = entry(2, u64::MAX, u64::MAX, &[]);
+        assert_eq!(t.merge(vec![forged]), vec![]);
+        assert_eq!(
+            t.get(name(2)).map(|e| (e.uid, e.version)),
+            Some((PeerUid(20), 5))
+        );
+        let routes = crate::routes::Routes::compute(&t);
+        assert_eq!(routes.next_hop(name(2)), Some(name(2)));
+        // The real peer keeps changing its entry and we keep taking it.
+        assert_eq!(t.merge(vec![entry(2, 20, 6, &[1, 3])]), vec![name(2)]);
+        assert_eq!(t.get(name(2)).map(|e| e.version), Some(6));
+        // A forgery about ourselves cannot push our version to where it cannot grow.
+        assert_eq!(t.merge(vec![entry(1, 11, u64::MAX, &[])]), vec![]);
+        let v = t.ourself().version;
+        assert!(t.set_our_conns(vec![conn(2, true), conn(3, true)]));
+        assert_eq!(t.ourself().version, v + 1);
+    }
+
+    #[test]
+    fn a_forgery_within_the_bound_is_outbid_by_the_real_peer() {
+        let clock_ms = 5_000_000;
+        let mut us = Topology::starting_at(entry(1, 10, 1, &[2]), clock_ms);
+        let mut real = Topology::starting_at(entry(2, 20, 1, &[1]), clock_ms);
+        assert_eq!(us.merge(vec![real.ourself().clone()]), vec![name(2)]);
+        // The forger picks the highest version we still take, and the highest uid.
+        let forged = entry(2, u64::MAX, us.version_max(), &[]);
+        assert_eq!(us.merge(vec![forged.clone()]), vec![name(2)]);
+        // We gossip it on; the real peer answers with a version one above.
+        assert_eq!(real.merge(vec![forged]), vec![name(2)]);
+        assert_eq!(real.ourself().version, us.version_max() + 1);
+        // One more millisecond and we take the real entry back.
+        assert_eq!(us.merge(vec![real.ourself().clone()]), vec![]);
+        us.set_clock_ms(clock_ms + 1);
+        assert_eq!(us.merge(vec![real.ourself().clone()]), vec![name(2)]);
+        assert_eq!(us.get(name(2)).map(|e| e.uid), Some(PeerUid(20)));
+        assert_eq!(us.stats().refused_version_ahead, 1);
+        let routes = crate::routes::Routes::compute(&us);
+        assert_eq!(routes.next_hop(name(2)), Some(name(2)));
+    }
+
+    #[test]
+    fn a_restart_outranks_the_previous_incarnation_without_a_jump() {
+        // The first incarnation started at 1000 ms and changed 500 times.
+        let mut old = Topology::starting_at(entry(2, 20, 1, &[]), 1000);
+        for p in 0..500 {
+            old.set_our_conns(vec![conn(100 + p, true)]);
+        }
+        let mut us = Topology::starting_at(entry(1, 10, 1, &[]), 1000);
+        us.merge(vec![old.ourself().clone()]);
+        // It restarts a minute later with a new uid: its first entry already wins.
+        let new = Topology::starting_at(entry(2, 21, 1, &[1]), 61_000);
+        assert!(new.ourself().version > old.ourself().version);
+        us.set_clock_ms(61_000);
+        assert_eq!(us.merge(vec![new.ourself().clone()]), vec![name(2)]);
+        assert_eq!(us.get(name(2)).map(|e| e.uid), Some(PeerUid(21)));
+        // Our own start version is our clock; a clock that goes back moves nothing.
+        assert_eq!(us.ourself().version, 1000);
+        us.set_clock_ms(10);
+        assert_eq!(us.version_max(), 61_000 + TOPOLOGY_VERSION_AHEAD_MAX_MS);
+    }
+
+    #[test]
+    fn one_message_introduces_a_bounded_number_of_new_peers() {
+        let mut t = Topology::new(entry(1, 1, 1, &[]));
+        let n = TOPOLOGY_NEW_PEERS_PER_MSG_MAX as u64 + 44;
+        let msg: Vec<PeerEntry> = (0..n).map(|p| entry(10 + p, 1, 1, &[])).collect();
+        assert_eq!(t.merge(msg.clone()).len(), TOPOLOGY_NEW_PEERS_PER_MSG_MAX);
+        assert_eq!(t.stats().dropped_per_msg, 44);
+        // Updates of known peers are not new peers: the same message again takes the rest.
+        let mut again = msg;
+        for e in &mut again {
+            e.version = 2;
+        }
+        assert_eq!(t.merge(again).len() as u64, n);
+        assert_eq!(t.len() as u64, n + 1);
+        assert_eq!(t.stats().dropped_per_msg, 44);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_peers_and_counts_but_keeps_updating_known_ones() {
+        let mut t = Topology::new(entry(1, 1, 1, &[]));
+        let mut next = 10u64;
+        while t.len() < TOPOLOGY_PEERS_MAX {
+            let room = (TOPOLOGY_PEERS_MAX - t.len()).min(TOPOLOGY_NEW_PEERS_PER_MSG_MAX);
+            let msg: Vec<PeerEntry> = (0..room as u64)
+                .map(|p| entry(next + p, 1, 1, &[]))
+                .collect();
+            next += room as u64;
+            assert_eq!(t.merge(msg).len(), room);
+        }
+        assert_eq!(t.merge(vec![entry(next, 1, 1, &[])]), vec![]);
+        assert_eq!(t.stats().dropped_full, 1);
+        assert!(!t.contains(name(next)));
+        assert_eq!(t.merge(vec![entry(10, 1, 2, &[1])]), vec![name(10)]);
+        // Room again once a peer is gone.
+        t.remove(name(11));
+        assert_eq!(t.merge(vec![entry(next, 1, 1, &[])]), vec![name(next)]);
+        assert_eq!(t.len(), TOPOLOGY_PEERS_MAX);
+    }
+
+    #[test]
+    fn the_table_holds_a_bounded_number_of_connections() {
+        let mut t = Topology::new(entry(1, 1, 1, &[]));
+        let per_entry = PEER_CONNS_MAX as u64;
+        let fit = TOPOLOGY_CONNS_MAX as u64 / per_entry;
+        let full = |n: u64, version: u64, conns: u64| PeerEntry {
+            name: name(n),
+            uid: PeerUid(1),
+            version,
+            nickname: String::new(),
+            conns: (0..conns).map(|p| conn(1_000_000 + p, true)).collect(),
+        };
+        for n in 0..fit {
+            assert_eq!(
+                t.merge(vec![full(10 + n, 1, per_entry)]),
+                vec![name(10 + n)]
+            );
+        }
+        assert_eq!(t.conns_total(), TOPOLOGY_CONNS_MAX);
+        // A new peer with one connection does not fit, nor a known one growing.
+        assert_eq!(t.merge(vec![full(10 + fit, 1, 1)]), vec![]);
+        assert_eq!(t.merge(vec![entry(10, 1, 2, &[])]), vec![name(10)]);
+        assert_eq!(t.conns_total(), TOPOLOGY_CONNS_MAX - PEER_CONNS_MAX);
+        assert_eq!(t.merge(vec![full(11, 2, per_entry + 1)]), vec![]);
+        assert_eq!(t.stats().rejected_limits, 1);
+        // A peer with no connections still fits, and the freed room is usable.
+        assert_eq!(t.merge(vec![full(10 + fit, 1, 0)]), vec![name(10 + fit)]);
+        assert_eq!(
+            t.merge(vec![full(10 + fit + 1, 1, 3)]),
+            vec![name(10 + fit + 1)]
+        );
+        assert_eq!(t.merge(vec![full(10 + fit + 2, 1, per_entry)]), vec![]);
+        assert_eq!(t.stats().dropped_full, 2);
+        t.remove(name(12));
+        assert_eq!(t.conns_total(), TOPOLOGY_CONNS_MAX - 2 * PEER_CONNS_MAX + 3);
+    }
+
+    #[test]
+    fn many_dead_peers_age_out_after_the_grace_and_recovered_ones_are_forgotten() {
+        const N: u64 = 20_000;
+        let grace = Duration::from_secs(60);
+        let t0 = Instant::from_millis(1_000);
+        let mut since = BTreeMap::new();
+        // All N peers go unreachable at t0 (reverse order: the input need not be sorted).
+        let all: Vec<PeerName> = (0..N).rev().map(name).collect();
+        assert_eq!(age_unreachable(&mut since, all, t0, grace), vec![]);
+        assert_eq!(since.len() as u64, N);
+        // 30 s later the even ones are back.
+        let odd: Vec<PeerName> = (0..N).filter(|p| p % 2 == 1).map(name).collect();
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(age_unreachable(&mut since, odd.clone(), t1, grace), vec![]);
+        assert_eq!(since.len() as u64, N / 2);
+        assert!(since.keys().all(|p| p.as_u64() % 2 == 1));
+        // At t0 + 60 s the odd ones expire; the evens gone again (and a new peer) wait
+        // their own grace from now.
+        let again: Vec<PeerName> = (0..=N).filter(|p| p % 4 == 0).map(name).collect();
+        let mut now_dead = odd.clone();
+        now_dead.extend(again.iter().copied());
+        let t2 = t0 + grace;
+        assert_eq!(age_unreachable(&mut since, now_dead, t2, grace), odd);
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), again);
+        assert!(since.values().all(|&t| t == t2));
+        assert_eq!(
+            age_unreachable(&mut since, again.clone(), t2 + grace, grace),
+            again
+        );
+        assert!(since.is_empty());
     }
 
     fn arb_entry() -> impl Strategy<Value = PeerEntry> {

@@ -124,6 +124,9 @@ async fn run_async(
     crate::firewall::allow_bridge(&args.bridge);
 
     let mut config = Config::new(name, args.port);
+    config.wall_clock_origin_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     config.nickname = args
         .nickname
         .as_deref()

@@ -530,6 +530,7 @@ impl Driver {
         let peers = self.router.topology().len();
         let reachable = self.router.routes().reachable().count();
         let stats = self.router.stats();
+        let topo = self.router.topology().stats();
         json!({
             "name": name.to_string(),
             "nickname": nickname,
@@ -548,6 +549,12 @@ impl Driver {
                 "bytes_sent": stats.gossip_bytes_sent,
                 "msgs_received": stats.gossip_msgs_received,
                 "malformed": stats.gossip_malformed,
+            },
+            "topology_refused": {
+                "over_limits": topo.rejected_limits,
+                "table_full": topo.dropped_full,
+                "too_many_new_peers_in_msg": topo.dropped_per_msg,
+                "version_too_far_ahead": topo.refused_version_ahead,
             },
             "recent_failures": self.recent_failures.iter().rev().map(|f| json!({
                 "address": f.addr.to_string(),
@@ -700,6 +707,7 @@ impl Driver {
         let peers = self.router.topology().len();
         let reachable = self.router.routes().reachable().count();
         let s = self.router.stats();
+        let t = self.router.topology().stats();
         let gauges = [
             (
                 "weft_peers",
@@ -771,6 +779,10 @@ impl Driver {
             ("events", s.drops_events),
             ("conn_limit", s.drops_conn_limit),
             ("datagrams", s.drops_datagrams),
+            ("topology_limits", t.rejected_limits),
+            ("topology_full", t.dropped_full),
+            ("topology_new_peers_per_msg", t.dropped_per_msg),
+            ("topology_version_ahead", t.refused_version_ahead),
             ("write_queue_full", self.drops_write_queue_full),
             ("no_stream", self.drops_no_stream),
         ] {

@@ -249,6 +249,7 @@ impl SimNode for IpamNode {
                     self.count(&format!("failed {error:?}"))
                 }
                 Event::Ipam(IpamEvent::Lost { .. }) => self.count("lost"),
+                Event::Ipam(IpamEvent::TakeoverRefused { .. }) => self.count("takeover refused"),
                 _ => return Some(NodeEvent::Other),
             }
         }
@@ -284,8 +285,10 @@ impl SimNode for IpamNode {
 }
 
 /// No address is held by two containers across the live routers, every router's ring
-/// passes its invariant check, and every address a router gave out lies in a span its
-/// own ring says it owns.
+/// passes its invariant check, every address a router gave out lies in a span its
+/// own ring says it owns, and no router refused a ring entry as a takeover of its space
+/// (nobody in the simulator forges entries or removes a live peer, so a refusal means
+/// an honest update, a donation say, was wrongly refused).
 pub fn check_no_double_allocation(w: &World<IpamNode>) -> Result<(), String> {
     let mut holder: BTreeMap<Ipv4Addr, (usize, String)> = BTreeMap::new();
     for i in (0..w.len()).filter(|i| w.is_alive(*i)) {
@@ -294,6 +297,12 @@ pub fn check_no_double_allocation(w: &World<IpamNode>) -> Result<(), String> {
         ipam.ring()
             .check()
             .map_err(|e| format!("node {i}: ring invariant: {e}"))?;
+        let refused = ipam.stats().takeovers_refused;
+        if refused > 0 {
+            return Err(format!(
+                "node {i} refused {refused} honest ring entries as takeovers"
+            ));
+        }
         for (addr, c) in ipam.allocations() {
             if ipam.ring().owner_of(addr.addr.to_bits()) != Some(ipam.name()) {
                 return Err(format!("node {i} holds {addr} outside its own spans"));

@@ -158,15 +158,23 @@ impl Ipam {
             }
             return;
         }
-        match self.ring.merge(id, entries) {
-            Ok(changed) if !changed.is_empty() => {
-                self.generation += 1;
-                self.drop_lost(&changed);
-                self.news.extend(changed.iter().copied());
-                self.process(now);
-                self.flush_news();
+        match self.ring.merge(self.me, id, entries) {
+            Ok(merged) => {
+                if merged.refused > 0 {
+                    self.stats.takeovers_refused += merged.refused as u64;
+                    self.push_event(IpamEvent::TakeoverRefused {
+                        from,
+                        entries: merged.refused,
+                    });
+                }
+                if !merged.changed.is_empty() {
+                    self.generation += 1;
+                    self.drop_lost(&merged.changed);
+                    self.news.extend(merged.changed.iter().copied());
+                    self.process(now);
+                    self.flush_news();
+                }
             }
-            Ok(_) => {}
             Err(RingError::Conflict) => self.stats.ring_conflicts += 1,
             Err(_) => self.stats.malformed += 1,
         }

@@ -38,7 +38,7 @@ pub mod wire;
 mod tests;
 
 pub use self::alloc::Ipam;
-pub use self::ring::{Entry, Ring, RingError, RingId, Span};
+pub use self::ring::{Entry, Merged, Ring, RingError, RingId, Span};
 pub use self::space::{BadCidr, Cidr};
 
 use crate::peer::PeerName;
@@ -216,6 +216,16 @@ pub enum IpamEvent {
     },
     /// The ring exists now (seeded here or received).
     RingReady,
+    /// A ring message from neighbour `from` claimed space we own (a newer version of one
+    /// of our entries, or a new token inside one of our spans); those entries were
+    /// refused and our allocations kept. Another peer is hostile, or ran `rmpeer` (or
+    /// reclaim) on us while we are alive.
+    TakeoverRefused {
+        /// The neighbour that sent it (not necessarily who wrote it).
+        from: PeerName,
+        /// How many entries were refused.
+        entries: usize,
+    },
 }
 
 /// A message for the router to send on [`crate::wire::frame::CHANNEL_IPAM`].
@@ -257,6 +267,8 @@ pub struct IpamStats {
     pub addresses_reclaimed: u64,
     /// Allocation records dropped because another peer took their space.
     pub allocations_lost: u64,
+    /// Ring entries refused because they claimed space we own.
+    pub takeovers_refused: u64,
     /// Outputs or events dropped on a full queue.
     pub drops_queue_full: u64,
     /// Unicast messages dropped (TTL, no route).

@@ -9,6 +9,12 @@
 //! which is commutative, associative and idempotent. `rmpeer` and reclaim are the two
 //! places a non-owner changes an entry; see [`Ring::transfer_all`].
 //!
+//! Our own spans are ours to change (as Weave refuses too): merge never takes a newer
+//! version of an entry we own, nor a new token inside a span we own; only we split or
+//! give away our space ([`Ring::transfer`]). Among the other peers the CRDT laws hold
+//! unchanged. A peer that is `rmpeer`ed or reclaimed elsewhere while it is alive keeps
+//! its space in its own view and counts the refusals (the operator's error shows).
+//!
 //! What it does not do: know about containers (see [`super::alloc`]) or encode itself
 //! (see [`super::wire`]).
 
@@ -46,6 +52,15 @@ impl Entry {
     fn rank(&self) -> (u64, PeerName, u32) {
         (self.version, self.owner, self.free)
     }
+}
+
+/// What [`Ring::merge`] did with one batch of entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Tokens whose entry changed (the news to pass on), in arrival order.
+    pub changed: Vec<u32>,
+    /// Entries refused because they would take space the merging peer owns.
+    pub refused: usize,
 }
 
 /// One span as [`Ring::spans`] yields it.
@@ -224,36 +239,62 @@ impl Ring {
         Ok(())
     }
 
-    /// Merges gossiped entries of ring `id`; returns the tokens that changed (the news to
-    /// pass on). Without a ring of our own nothing is merged ([`RingError::NoRing`]: the
-    /// caller adopts a full ring instead); entries of another ring are refused whole.
-    /// Entries outside the range are skipped; new tokens past [`RING_ENTRIES_MAX`] too.
-    pub fn merge(&mut self, id: RingId, entries: &[(u32, Entry)]) -> Result<Vec<u32>, RingError> {
+    /// Merges gossiped entries of ring `id` into the ring of peer `me`; returns the tokens
+    /// that changed (the news to pass on) and how many entries were refused. Without a
+    /// ring of our own nothing is merged ([`RingError::NoRing`]: the caller adopts a full
+    /// ring instead); entries of another ring are refused whole. Entries outside the range
+    /// are skipped; new tokens past [`RING_ENTRIES_MAX`] too.
+    ///
+    /// Refused (counted in [`Merged::refused`]): a newer entry at a token whose entry is
+    /// ours (another peer claiming our span, or a version of our entry we never wrote),
+    /// and a new token inside a span that is ours (another peer splitting our space, or a
+    /// piece of ours we never made). Both are judged against the ring as it was before
+    /// this batch, so a donation to us (our piece and the donor's remainder together)
+    /// is taken whatever the order of its entries.
+    pub fn merge(
+        &mut self,
+        me: PeerName,
+        id: RingId,
+        entries: &[(u32, Entry)],
+    ) -> Result<Merged, RingError> {
         match self.id {
             None => return Err(RingError::NoRing),
             Some(ours) if ours != id => return Err(RingError::Conflict),
             Some(_) => {}
         }
-        let mut changed = Vec::new();
+        let mut out = Merged::default();
+        let mut taken = Vec::with_capacity(entries.len());
         for &(token, incoming) in entries {
             if !self.range.contains(token) {
                 continue;
             }
+            let ours = match self.entries.get(&token) {
+                Some(e) if incoming.rank() > e.rank() => e.owner == me,
+                Some(_) => continue,
+                None => self.owner_of(token) == Some(me),
+            };
+            if ours {
+                out.refused += 1;
+            } else {
+                taken.push((token, incoming));
+            }
+        }
+        for (token, incoming) in taken {
             let room = self.entries.len() < RING_ENTRIES_MAX;
             match self.entries.get_mut(&token) {
                 Some(e) if incoming.rank() > e.rank() => {
                     *e = incoming;
-                    changed.push(token);
+                    out.changed.push(token);
                 }
                 Some(_) => {}
                 None if room => {
                     self.entries.insert(token, incoming);
-                    changed.push(token);
+                    out.changed.push(token);
                 }
                 None => {}
             }
         }
-        Ok(changed)
+        Ok(out)
     }
 
     /// Gives `[start, end)` — wholly inside one span owned by `me` — to `to`, splitting the

@@ -2,7 +2,7 @@
 //! exhaustion, rmpeer, reclaim, persistence, codec rejections. Peers are wired directly
 //! (every peer a neighbour of every other) by [`Cluster`].
 
-use super::ring::{Entry, Ring, RingError, RingId};
+use super::ring::{Entry, Merged, Ring, RingError, RingId};
 use super::wire::{IpamMsg, Outcome, Route};
 use super::*;
 use crate::peer::PeerName;
@@ -613,10 +613,13 @@ fn merge_refuses_a_foreign_ring_and_needs_a_ring() {
         &[name(1)],
     );
     let entries: Vec<_> = a.entries().collect();
-    assert_eq!(b.merge(a.id().unwrap(), &entries), Err(RingError::Conflict));
+    assert_eq!(
+        b.merge(name(9), a.id().unwrap(), &entries),
+        Err(RingError::Conflict)
+    );
     let mut empty = Ring::new(range);
     assert_eq!(
-        empty.merge(a.id().unwrap(), &entries),
+        empty.merge(name(9), a.id().unwrap(), &entries),
         Err(RingError::NoRing)
     );
     assert_eq!(
@@ -625,6 +628,165 @@ fn merge_refuses_a_foreign_ring_and_needs_a_ring() {
     );
     assert_eq!(empty.adopt(a.id().unwrap(), &entries), Ok(()));
     assert_eq!(empty, a);
+}
+
+#[test]
+fn merge_refuses_entries_that_take_our_space_but_takes_a_donation_to_us() {
+    // name(0) owns 10.32.0.0/23, name(1) 10.32.2.0/23.
+    let mut ours = base_ring();
+    let id = ours.id().unwrap();
+    let base = ours.range().start();
+    let mine = ours.get(base).unwrap();
+    assert_eq!(mine.owner, name(0));
+    let e = |owner: u64, version: u64| Entry {
+        owner: name(owner),
+        version,
+        free: 7,
+    };
+    let attack = [
+        // Another owner at our token, a version of our own entry we never wrote, and
+        // new tokens inside our span (for someone else, and "for us").
+        (base, e(2, mine.version + 5)),
+        (base + 64, e(2, 1)),
+        (base + 65, e(0, 1)),
+    ];
+    let unchanged = ours.clone();
+    assert_eq!(
+        ours.merge(name(0), id, &attack),
+        Ok(Merged {
+            changed: vec![],
+            refused: 3
+        })
+    );
+    assert_eq!(ours, unchanged);
+    assert_eq!(
+        ours.merge(name(0), id, &[(base, e(0, u64::MAX))])
+            .map(|m| m.refused),
+        Ok(1)
+    );
+    assert_eq!(ours, unchanged);
+    // A third peer has no say over name(0)'s spans: the CRDT takes the same entries.
+    let mut third = base_ring();
+    assert_eq!(third.merge(name(1), id, &attack).map(|m| m.refused), Ok(0));
+    assert_eq!(third.owner_of(base + 64), Some(name(2)));
+    // name(1) donates 10.32.2.188-10.32.3.31 to us: its remainders and our piece in one batch,
+    // in any order, are taken.
+    let mut donor = base_ring();
+    let changed = donor
+        .transfer(
+            name(1),
+            base + 700,
+            u64::from(base) + 800,
+            name(0),
+            |lo, hi| (hi - lo) as u32,
+        )
+        .unwrap();
+    let mut batch: Vec<(u32, Entry)> = changed
+        .iter()
+        .map(|t| (*t, donor.get(*t).unwrap()))
+        .collect();
+    let mut forward = ours.clone();
+    assert_eq!(forward.merge(name(0), id, &batch).map(|m| m.refused), Ok(0));
+    assert_eq!(forward, donor);
+    batch.reverse();
+    let merged = ours.merge(name(0), id, &batch).unwrap();
+    assert_eq!(merged.refused, 0);
+    assert_eq!(merged.changed.len(), batch.len());
+    assert_eq!(ours, donor);
+    assert_eq!(ours.owner_of(base + 750), Some(name(0)));
+    assert_eq!(ours.owner_of(base + 800), Some(name(1)));
+    assert_eq!(ours.owner_of(base + 699), Some(name(1)));
+    // Our own transfer, echoed back by the peer that took it, changes nothing more.
+    let given = ours
+        .transfer(
+            name(0),
+            base + 128,
+            u64::from(base) + 256,
+            name(1),
+            |lo, hi| (hi - lo) as u32,
+        )
+        .unwrap();
+    let mut theirs = donor.clone();
+    let echo: Vec<(u32, Entry)> = given.iter().map(|t| (*t, ours.get(*t).unwrap())).collect();
+    assert_eq!(theirs.merge(name(1), id, &echo).map(|m| m.refused), Ok(0));
+    assert_eq!(theirs, ours);
+    let back: Vec<(u32, Entry)> = theirs.entries().collect();
+    assert_eq!(
+        ours.merge(name(0), id, &back),
+        Ok(Merged {
+            changed: vec![],
+            refused: 0
+        })
+    );
+}
+
+#[test]
+fn a_crafted_ring_update_does_not_take_our_allocations() {
+    let mut c = Cluster::new(2, "10.32.0.0/28", InitMode::Consensus { quorum: 2 });
+    let held = c.alloc(0, "c0", None).unwrap();
+    let ring = c.peers[0].ring().clone();
+    let span = ring.span_of(held.addr.to_bits()).unwrap();
+    assert_eq!(span.entry.owner, name(0));
+    // name(2), not in the ring, claims peer 0's span and a piece inside it.
+    let forged = IpamMsg::Ring {
+        id: ring.id().unwrap(),
+        range: ring.range(),
+        full: false,
+        entries: vec![
+            (
+                span.start,
+                Entry {
+                    owner: name(2),
+                    version: u64::MAX,
+                    free: 8,
+                },
+            ),
+            (
+                span.start + 4,
+                Entry {
+                    owner: name(2),
+                    version: 1,
+                    free: 4,
+                },
+            ),
+        ],
+    }
+    .to_vec()
+    .unwrap();
+    let now = c.now;
+    c.peers[0].handle_message(now, name(2), &forged).unwrap();
+    c.settle();
+    assert_eq!(c.peers[0].ring(), &ring);
+    assert!(c.peers[0].allocations().any(|(a, _)| a == held));
+    assert_eq!(c.peers[0].stats().takeovers_refused, 2);
+    assert_eq!(c.peers[0].stats().allocations_lost, 0);
+    assert!(c.events.iter().any(|(i, e)| *i == 0
+        && *e
+            == IpamEvent::TakeoverRefused {
+                from: name(2),
+                entries: 2
+            }));
+    assert!(
+        !c.events
+            .iter()
+            .any(|(_, e)| matches!(e, IpamEvent::Lost { .. }))
+    );
+    // Donations both ways still work and are not refused: peer 0 fills the range (it
+    // needs peer 1's space), frees one, and peer 1 gets it back by a donation from 0.
+    for i in 1..14 {
+        c.alloc(0, &format!("c{i}"), None).unwrap();
+        c.check_unique();
+    }
+    assert_eq!(c.alloc(0, "one-too-many", None), Err(IpamError::RangeFull));
+    assert_eq!(c.peers[0].free(&cid("c3"), None), 1);
+    c.settle();
+    assert!(c.alloc(1, "again", None).is_ok());
+    c.check_unique();
+    assert!(c.peers[0].stats().donations_received > 0);
+    assert!(c.peers[0].stats().donations_given > 0);
+    assert_eq!(c.peers[0].stats().takeovers_refused, 2);
+    assert_eq!(c.peers[1].stats().takeovers_refused, 0);
+    assert_eq!(c.peers[0].ring(), c.peers[1].ring());
 }
 
 fn arb_entries() -> impl Strategy<Value = Vec<(u32, Entry)>> {
@@ -660,7 +822,7 @@ fn merged(parts: &[&[(u32, Entry)]]) -> Ring {
     let mut r = base_ring();
     let id = r.id().unwrap();
     for p in parts {
-        r.merge(id, p).unwrap();
+        r.merge(name(9), id, p).unwrap();
     }
     r
 }
@@ -668,7 +830,7 @@ fn merged(parts: &[&[(u32, Entry)]]) -> Ring {
 fn join(mut a: Ring, b: &Ring) -> Ring {
     let id = a.id().unwrap();
     let entries: Vec<_> = b.entries().collect();
-    a.merge(id, &entries).unwrap();
+    a.merge(name(9), id, &entries).unwrap();
     a
 }
 
@@ -682,6 +844,20 @@ proptest! {
         prop_assert_eq!(join(sa.clone(), &sa), sa.clone());
         let j = join(sa, &sb);
         prop_assert!(j.check().is_ok());
+    }
+
+    #[test]
+    fn merge_never_takes_an_address_we_own(a in arb_entries(), b in arb_entries()) {
+        let mut r = base_ring();
+        let id = r.id().unwrap();
+        let (lo, hi) = (r.range().start(), r.range().end());
+        let ours_before: Vec<u32> = (lo..(hi as u32)).filter(|x| r.owner_of(*x) == Some(name(0))).collect();
+        r.merge(name(0), id, &a).unwrap();
+        r.merge(name(0), id, &b).unwrap();
+        for x in ours_before {
+            prop_assert_eq!(r.owner_of(x), Some(name(0)));
+        }
+        prop_assert!(r.check().is_ok());
     }
 
     #[test]

@@ -308,6 +308,11 @@ impl Driver {
             IpamEvent::RingReady => {
                 tracing::info!("IPAM ring ready: addresses can be allocated");
             }
+            IpamEvent::TakeoverRefused { from, entries } => {
+                tracing::warn!(
+                    "refused {entries} IPAM ring entries relayed by {from} that claim address space this router owns (a hostile peer, or `weft rmpeer` of this live router elsewhere); our allocations are kept"
+                );
+            }
         }
     }
 
@@ -421,6 +426,7 @@ impl Driver {
                 "donations_received": s.donations_received,
                 "addresses_reclaimed": s.addresses_reclaimed,
                 "allocations_lost": s.allocations_lost,
+                "takeovers_refused": s.takeovers_refused,
                 "drops_queue_full": s.drops_queue_full,
                 "drops_unrouted": s.drops_unrouted,
             },

@@ -1,0 +1,179 @@
+//! Router-level topology tests that need to inject gossip a real peer would never send:
+//! routers wired back to back in memory (as core/tests/common does), with forged gossip
+//! handed to [`Router::on_topology_gossip`] as if a neighbour had relayed it.
+
+use super::*;
+use crate::peer::PeerUid;
+use crate::topology::{TOPOLOGY_VERSION_AHEAD_MAX_MS, TopologyStats};
+use alloc::collections::BTreeMap;
+use alloc::vec;
+
+/// Unix time in ms the routers' `Instant::ZERO` stands for (a real host's clock).
+const ORIGIN_MS: u64 = 1_764_000_000_000;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
+}
+
+fn addr_from(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 40000))
+}
+
+fn index_of(a: SocketAddr) -> usize {
+    match a.ip() {
+        core::net::IpAddr::V4(v4) => usize::from(v4.octets()[3]) - 1,
+        core::net::IpAddr::V6(_) => usize::MAX,
+    }
+}
+
+/// Router `i` (discovery off, so a line stays a line); `seed` makes its incarnation.
+fn router(i: usize, seed: u64, now: Instant) -> Router {
+    let mut c = Config::new(PeerName::from_u64(0x10 + i as u64), 6783);
+    c.wall_clock_origin_ms = ORIGIN_MS;
+    c.discovery = false;
+    Router::new(c, seed, now)
+}
+
+struct Net {
+    routers: Vec<Router>,
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    now: Instant,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        Self {
+            routers: (0..n).map(|i| router(i, i as u64, Instant::ZERO)).collect(),
+            links: BTreeMap::new(),
+            now: Instant::ZERO,
+        }
+    }
+
+    fn pump(&mut self) -> bool {
+        let mut moved = false;
+        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
+        for i in 0..self.routers.len() {
+            while let Some(ev) = self.routers[i].poll_event() {
+                moved = true;
+                if let Event::OpenStream { conn, addr } = ev {
+                    let j = index_of(addr);
+                    let theirs = self.routers[j].accept_stream(self.now, addr_from(i));
+                    self.links.insert((i, conn), (j, theirs));
+                    self.links.insert((j, theirs), (i, conn));
+                    self.routers[i].handle_command(self.now, Command::StreamOpened(conn));
+                }
+            }
+            while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
+                moved = true;
+                if let Destination::Stream(conn) = t.destination
+                    && let Some(&(j, theirs)) = self.links.get(&(i, conn))
+                {
+                    let bytes = buf[..t.len].to_vec();
+                    self.routers[j].handle_stream_bytes(self.now, theirs, &bytes);
+                }
+            }
+        }
+        moved
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            while self.pump() {}
+            self.now += Duration::from_millis(10);
+            for r in &mut self.routers {
+                if r.poll_timeout().is_some_and(|t| t <= self.now) {
+                    r.handle_timeout(self.now);
+                }
+            }
+        }
+        while self.pump() {}
+    }
+
+    /// Router `i`'s connection to router `j`.
+    fn conn(&self, i: usize, j: usize) -> ConnId {
+        let peer = self.routers[j].name();
+        self.routers[i].by_peer[&peer]
+    }
+}
+
+#[test]
+fn a_relayed_forgery_at_u64_max_does_not_replace_the_real_peer() {
+    // 3 - 0 - 1 - 2 in a line: router 0 reaches 2 through 1; the forgery comes from 3.
+    let mut net = Net::new(4);
+    net.routers[0].handle_command(net.now, Command::Connect(addr(1)));
+    net.routers[1].handle_command(net.now, Command::Connect(addr(2)));
+    net.routers[3].handle_command(net.now, Command::Connect(addr(0)));
+    net.run(Duration::from_secs(2));
+    let real = net.routers[2].name();
+    assert_eq!(net.routers[0].next_hop(real), Some(net.routers[1].name()));
+    let genuine = net.routers[0].topology().get(real).cloned().unwrap();
+    // Versions start at the wall clock.
+    assert!(genuine.version >= ORIGIN_MS);
+    let forged = PeerEntry {
+        name: real,
+        uid: PeerUid(u64::MAX),
+        version: u64::MAX,
+        nickname: String::new(),
+        conns: Vec::new(),
+    };
+    let via = net.conn(0, 3);
+    let now = net.now;
+    for m in gossip::encode_entries([&forged]) {
+        net.routers[0].on_topology_gossip(now, via, &m);
+    }
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.routers[0].topology().get(real), Some(&genuine));
+    assert_eq!(net.routers[0].next_hop(real), Some(net.routers[1].name()));
+    assert_eq!(
+        net.routers[0].topology().stats(),
+        TopologyStats {
+            refused_version_ahead: 1,
+            ..TopologyStats::default()
+        }
+    );
+    // Just inside the bound, the forgery wins for a moment; router 0 passes it on, the
+    // real peer hears of it and out-bids it, and a second later everyone holds the real
+    // entry again with its routes.
+    let edge = PeerEntry {
+        version: ORIGIN_MS + net.now.total_millis() + TOPOLOGY_VERSION_AHEAD_MAX_MS,
+        ..forged
+    };
+    let now = net.now;
+    for m in gossip::encode_entries([&edge]) {
+        net.routers[0].on_topology_gossip(now, via, &m);
+    }
+    net.run(Duration::from_secs(1));
+    for i in 0..4 {
+        let held = net.routers[i].topology().get(real).cloned().unwrap();
+        assert_eq!(held.uid, genuine.uid, "router {i}");
+        assert!(held.version > edge.version, "router {i}");
+    }
+    assert_eq!(net.routers[0].next_hop(real), Some(net.routers[1].name()));
+}
+
+#[test]
+fn a_restarted_router_outranks_its_previous_incarnation_at_once() {
+    let mut net = Net::new(2);
+    net.routers[0].handle_command(net.now, Command::Connect(addr(1)));
+    net.run(Duration::from_secs(2));
+    let name1 = net.routers[1].name();
+    let old = net.routers[0].topology().get(name1).cloned().unwrap();
+    // Router 1 dies (router 0's stream is reset) and restarts a few seconds later with
+    // a new uid; router 0 dials it again on its own.
+    let theirs = net.conn(0, 1);
+    net.links.clear();
+    net.routers[0].handle_command(net.now, Command::StreamClosed(theirs));
+    net.now += Duration::from_secs(3);
+    net.routers[1] = router(1, 99, net.now);
+    let fresh = net.routers[1].topology().ourself().clone();
+    assert_ne!(fresh.uid, old.uid);
+    // Its very first entry already out-ranks the old one: no jump to learn first.
+    assert!(fresh.version > old.version);
+    net.run(Duration::from_secs(10));
+    let held = net.routers[0].topology().get(name1).cloned().unwrap();
+    assert_eq!(held.uid, fresh.uid);
+    assert!(held.established_to(net.routers[0].name()));
+    assert_eq!(net.routers[0].next_hop(name1), Some(name1));
+    assert_eq!(net.routers[0].topology().stats(), TopologyStats::default());
+}
