@@ -31,7 +31,8 @@ fn router(i: usize, seed: u64, now: Instant) -> Router {
     let mut c = Config::new(PeerName::from_u64(0x10 + i as u64), 6783);
     c.wall_clock_origin_ms = ORIGIN_MS;
     c.discovery = false;
-    Router::new(c, seed, now)
+    let keys = alloc::boxed::Box::new(crate::crypto::ChaChaKeyRng::for_simulation(seed));
+    Router::new(c, seed, keys, now)
 }
 
 struct Net {
