@@ -217,6 +217,12 @@ pub struct RouterStats {
     pub password_lockouts: u64,
     /// Inbound connections closed because no hello came within the pre-hello timeout.
     pub pre_hello_timeouts: u64,
+    /// Explicit targets (`weft connect`) refused because their table was full.
+    pub drops_explicit_targets_full: u64,
+    /// Discovered targets ignored because their share of the table was full.
+    pub drops_discovered_targets_full: u64,
+    /// Discovered targets dropped after failing for too long.
+    pub discovered_targets_expired: u64,
     /// Datagrams received that this router does not handle yet or that did not parse.
     pub drops_datagrams: u64,
 }
@@ -400,7 +406,9 @@ impl Router {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Connect(addr) => {
-                self.maker.add(addr, TargetKind::Explicit, now);
+                if !self.maker.add(addr, TargetKind::Explicit, now) {
+                    self.stats.drops_explicit_targets_full += 1;
+                }
                 self.dial_due(now);
             }
             Command::Forget(addr) => {
@@ -807,8 +815,9 @@ impl Router {
                     if let Some(addr) = c.addr
                         && c.peer != self.config.name
                         && !self.by_peer.contains_key(&c.peer)
+                        && !self.maker.add(addr, TargetKind::Discovered, now)
                     {
-                        self.maker.add(addr, TargetKind::Discovered, now);
+                        self.stats.drops_discovered_targets_full += 1;
                     }
                 }
             }
@@ -1037,6 +1046,7 @@ impl Router {
 
     fn gc(&mut self, now: Instant) {
         self.lockouts.expire(now);
+        self.stats.discovered_targets_expired += self.maker.expire_discovered(now) as u64;
         let me = self.config.name;
         let routes = self.routes();
         let reachable: BTreeSet<PeerName> = routes.reachable().collect();
