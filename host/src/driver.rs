@@ -456,7 +456,10 @@ impl Driver {
                 tracing::info!("peer {p} left the network (unreachable too long)")
             }
             Event::LockedOut { ip, until } => {
-                let secs = until.saturating_since(self.now()).total_millis() / 1000;
+                let secs = until
+                    .saturating_since(self.now())
+                    .total_millis()
+                    .div_ceil(1000);
                 tracing::warn!(
                     "{ip}: {} failed password checks within {} s; refusing its connections for {secs} s",
                     admission::PASSWORD_FAILURES_MAX,
