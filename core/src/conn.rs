@@ -55,6 +55,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default time allowed from connect to confirmed session.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an inbound stream may stay silent before the peer's hello arrived. A real
+/// peer sends its hello as soon as the stream is up, so this is far shorter than the
+/// handshake timeout: idle streams give their slot back quickly.
+pub const DEFAULT_PRE_HELLO_TIMEOUT_MS: u64 = 3_000;
 
 /// Identifies a connection inside one router (allocated by the router, never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,6 +89,9 @@ pub struct ConnSettings {
     pub heartbeat_timeout: Duration,
     /// Time from creation to confirmed session before giving up.
     pub handshake_timeout: Duration,
+    /// Time from accepting an inbound stream to the peer's hello before giving up (capped
+    /// by `handshake_timeout`; outbound streams wait the whole handshake timeout).
+    pub pre_hello_timeout: Duration,
 }
 
 impl ConnSettings {
@@ -99,6 +106,7 @@ impl ConnSettings {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            pre_hello_timeout: Duration::from_millis(DEFAULT_PRE_HELLO_TIMEOUT_MS),
         }
     }
 }
@@ -169,6 +177,11 @@ pub enum ConnError {
     HeartbeatTimeout,
     /// The session was not confirmed within the handshake timeout.
     HandshakeTimeout,
+    /// An inbound stream sent no hello within the pre-hello timeout.
+    HelloTimeout,
+    /// An inbound stream without a hello yet, closed to make room for a newer one (the
+    /// budget for connections still in their handshake was full).
+    Evicted,
     /// The peer has our own name: we dialled ourselves (or a name clash).
     SelfConnection,
     /// The send queue is full; try again after the stream drained.
@@ -197,7 +210,10 @@ impl ConnError {
     /// The `CLOSE_REASON_*` byte to send the peer when we close for this error.
     pub fn close_reason(self) -> u8 {
         match self {
-            Self::HeartbeatTimeout | Self::HandshakeTimeout => CLOSE_REASON_TIMEOUT,
+            Self::HeartbeatTimeout | Self::HandshakeTimeout | Self::HelloTimeout => {
+                CLOSE_REASON_TIMEOUT
+            }
+            Self::Evicted => CLOSE_REASON_NORMAL,
             Self::Duplicate => CLOSE_REASON_DUPLICATE,
             Self::Forgotten | Self::StreamClosed | Self::ConnectFailed | Self::ClosedByPeer(_) => {
                 CLOSE_REASON_NORMAL
@@ -217,6 +233,12 @@ impl fmt::Display for ConnError {
             Self::HandshakeTimeout => {
                 f.write_str("handshake not completed in time (is the peer a weft router?)")
             }
+            Self::HelloTimeout => {
+                f.write_str("no hello from the peer in time (is it a weft router?)")
+            }
+            Self::Evicted => f.write_str(
+                "closed before its hello to make room: too many connections still handshaking",
+            ),
             Self::SelfConnection => f.write_str("connected to ourselves (same peer name)"),
             Self::QueueFull => f.write_str("send queue full"),
             Self::ClosedByPeer(CLOSE_REASON_NORMAL) => f.write_str("closed by peer"),
@@ -284,6 +306,8 @@ pub struct Connection {
     handshake_deadline: Instant,
     /// Our half of the key exchange; used up once the session keys are derived.
     handshake: Option<Handshake>,
+    /// The peer's hello must have arrived by then (inbound: the pre-hello timeout).
+    hello_deadline: Instant,
     our_hello: Vec<u8>,
     /// Set once the peer's hello was accepted; hashed for the transcript.
     their_hello: Vec<u8>,
@@ -367,6 +391,11 @@ impl Connection {
             last_recv: now,
             next_heartbeat: now,
             heartbeat_seq: 0,
+            hello_deadline: if outbound {
+                now + settings.handshake_timeout
+            } else {
+                now + settings.pre_hello_timeout.min(settings.handshake_timeout)
+            },
         }
     }
 
@@ -635,6 +664,9 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnError> {
         match self.state {
             ConnState::Closed => Ok(()),
+            ConnState::Handshaking if now >= self.hello_deadline && !self.outbound => {
+                Err(self.fail(ConnError::HelloTimeout))
+            }
             ConnState::Handshaking | ConnState::Confirming => {
                 if now >= self.handshake_deadline {
                     Err(self.fail(ConnError::HandshakeTimeout))
@@ -666,7 +698,8 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             ConnState::Closed => None,
-            ConnState::Handshaking | ConnState::Confirming => Some(self.handshake_deadline),
+            ConnState::Handshaking => Some(self.hello_deadline.min(self.handshake_deadline)),
+            ConnState::Confirming => Some(self.handshake_deadline),
             ConnState::Established => Some(
                 self.next_heartbeat
                     .min(self.last_recv + self.heartbeat_timeout),

@@ -18,6 +18,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod admission;
 pub mod conn;
 pub mod crypto;
 pub mod dns;

@@ -13,8 +13,16 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
-/// Most targets the maker tracks; discovered addresses beyond this are ignored.
-pub const TARGETS_LEN_MAX: usize = 4096;
+/// Most targets the maker tracks: explicit and discovered ones together.
+pub const TARGETS_LEN_MAX: usize = EXPLICIT_TARGETS_LEN_MAX + DISCOVERED_TARGETS_LEN_MAX;
+/// Most explicit targets (`weft launch PEER...`, `weft connect`); room discovered ones never
+/// take.
+pub const EXPLICIT_TARGETS_LEN_MAX: usize = 1024;
+/// Most discovered targets (learned from gossip); further discovered addresses are ignored.
+pub const DISCOVERED_TARGETS_LEN_MAX: usize = 3072;
+/// A discovered target not connected for this long (since it was learned or last
+/// connected) is dropped; gossip brings it back if its peer is still announced.
+pub const DISCOVERED_TARGET_TTL_MS: u64 = 5 * 60 * 1000;
 /// Backoff exponent cap: the delay stops doubling after this many failures.
 pub const BACKOFF_DOUBLINGS_MAX: u32 = 16;
 
@@ -54,6 +62,9 @@ pub struct Target {
     pub peer: Option<PeerName>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<ConnError>,
+    /// When it was added or last stopped being connected (discovered targets expire
+    /// [`DISCOVERED_TARGET_TTL_MS`] after this unless connected).
+    pub idle_since: Instant,
 }
 
 impl fmt::Display for TargetState {
@@ -89,6 +100,8 @@ impl Backoff {
 #[derive(Debug)]
 pub struct Maker {
     targets: BTreeMap<SocketAddr, Target>,
+    /// How many of `targets` are explicit.
+    explicit_len: usize,
     backoff: Backoff,
 }
 
@@ -97,15 +110,24 @@ impl Maker {
     pub fn new(backoff: Backoff) -> Self {
         Self {
             targets: BTreeMap::new(),
+            explicit_len: 0,
             backoff,
         }
     }
 
     /// Adds (or promotes to explicit) a target to dial as soon as possible.
-    /// Returns false if the table is full.
+    /// Returns false if the table for its kind is full ([`EXPLICIT_TARGETS_LEN_MAX`],
+    /// [`DISCOVERED_TARGETS_LEN_MAX`]): discovered targets never take an explicit one's room.
     pub fn add(&mut self, addr: SocketAddr, kind: TargetKind, now: Instant) -> bool {
+        let explicit_full = self.explicit_len >= EXPLICIT_TARGETS_LEN_MAX;
         if let Some(t) = self.targets.get_mut(&addr) {
             if kind == TargetKind::Explicit {
+                if t.kind == TargetKind::Discovered {
+                    if explicit_full {
+                        return false;
+                    }
+                    self.explicit_len += 1;
+                }
                 t.kind = TargetKind::Explicit;
                 if let TargetState::Waiting { .. } = t.state {
                     t.state = TargetState::Waiting { next_attempt: now };
@@ -114,8 +136,17 @@ impl Maker {
             }
             return true;
         }
-        if self.targets.len() >= TARGETS_LEN_MAX {
+        let full = match kind {
+            TargetKind::Explicit => explicit_full,
+            TargetKind::Discovered => {
+                self.targets.len() - self.explicit_len >= DISCOVERED_TARGETS_LEN_MAX
+            }
+        };
+        if full {
             return false;
+        }
+        if kind == TargetKind::Explicit {
+            self.explicit_len += 1;
         }
         self.targets.insert(
             addr,
@@ -125,6 +156,7 @@ impl Maker {
                 failures: 0,
                 peer: None,
                 last_error: None,
+                idle_since: now,
             },
         );
         true
@@ -132,7 +164,11 @@ impl Maker {
 
     /// Removes a target; returns the connection it had under way or up, if any.
     pub fn forget(&mut self, addr: SocketAddr) -> Option<ConnId> {
-        match self.targets.remove(&addr)?.state {
+        let t = self.targets.remove(&addr)?;
+        if t.kind == TargetKind::Explicit {
+            self.explicit_len -= 1;
+        }
+        match t.state {
             TargetState::Connecting(c) | TargetState::Connected(c) => Some(c),
             TargetState::Waiting { .. } => None,
         }
@@ -175,6 +211,9 @@ impl Maker {
         for t in self.targets.values_mut() {
             let mine = matches!(t.state, TargetState::Connecting(c) | TargetState::Connected(c) if c == conn);
             if mine {
+                if matches!(t.state, TargetState::Connected(_)) {
+                    t.idle_since = now;
+                }
                 t.failures = t.failures.saturating_add(1);
                 t.last_error = error.or(t.last_error);
                 let delay = backoff.delay(t.failures, rng);
@@ -207,6 +246,9 @@ impl Maker {
         for t in self.targets.values_mut() {
             if matches!(t.state, TargetState::Connecting(c) | TargetState::Connected(c) if c == conn)
             {
+                if matches!(t.state, TargetState::Connected(_)) {
+                    t.idle_since = now;
+                }
                 t.state = TargetState::Waiting {
                     next_attempt: now + delay,
                 };
@@ -221,6 +263,25 @@ impl Maker {
                 && t.peer == Some(peer)
                 && matches!(t.state, TargetState::Waiting { .. }))
         });
+    }
+
+    /// Drops discovered targets that have waited (failing, or never dialed) for
+    /// [`DISCOVERED_TARGET_TTL_MS`] since they were learned or last connected; returns how
+    /// many. Call now and then (the router does, once a second).
+    pub fn expire_discovered(&mut self, now: Instant) -> usize {
+        let ttl = Duration::from_millis(DISCOVERED_TARGET_TTL_MS);
+        let before = self.targets.len();
+        self.targets.retain(|_, t| {
+            !(t.kind == TargetKind::Discovered
+                && matches!(t.state, TargetState::Waiting { .. })
+                && now.saturating_since(t.idle_since) >= ttl)
+        });
+        before - self.targets.len()
+    }
+
+    /// Number of explicit targets.
+    pub fn explicit_len(&self) -> usize {
+        self.explicit_len
     }
 
     /// The earliest due attempt.
@@ -276,6 +337,79 @@ mod tests {
         assert!((1000..=1250).contains(&d1), "{d1}");
         assert!((4000..=5000).contains(&d3), "{d3}");
         assert!((30_000..=37_500).contains(&d20), "{d20}");
+    }
+
+    #[test]
+    fn discovered_flood_leaves_room_for_explicit_and_expires() {
+        let mut m = Maker::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        });
+        let mut rng = Rng::from_seed(5);
+        let t0 = Instant::from_millis(0);
+        let flood = |i: usize| SocketAddr::from(([172, 16, (i >> 8) as u8, i as u8], 6783));
+        let extra = 100;
+        let refused = (0..DISCOVERED_TARGETS_LEN_MAX + extra)
+            .filter(|&i| !m.add(flood(i), TargetKind::Discovered, t0))
+            .count();
+        assert_eq!(refused, extra);
+        // An explicit target still fits, and a discovered one can be made explicit.
+        assert!(m.add(addr(1), TargetKind::Explicit, t0));
+        assert!(m.add(flood(0), TargetKind::Explicit, t0));
+        assert_eq!(m.explicit_len(), 2);
+        // One discovered target connects; the rest fail every time they are dialed.
+        let mut next = 0;
+        let mut ids = || {
+            next += 1;
+            ConnId(next)
+        };
+        let ttl = Duration::from_millis(DISCOVERED_TARGET_TTL_MS);
+        let mut now = t0;
+        let mut lucky = None;
+        while now < t0 + ttl {
+            for (id, a) in m.due(now, usize::MAX, &mut ids, |_| None) {
+                if a == flood(1) && lucky.is_none() {
+                    m.established(id, PeerName::from_u64(7));
+                    lucky = Some(id);
+                } else {
+                    m.failed(id, Some(ConnError::ConnectFailed), now, &mut rng);
+                }
+            }
+            assert_eq!(m.expire_discovered(now), 0, "at {now}");
+            now += Duration::from_secs(1);
+        }
+        let expired = m.expire_discovered(now);
+        // Everything discovered but the connected one and the promoted one goes.
+        assert_eq!(expired, DISCOVERED_TARGETS_LEN_MAX - 2);
+        let left: Vec<SocketAddr> = m.iter().map(|(a, _)| *a).collect();
+        assert_eq!(left, alloc::vec![addr(1), flood(0), flood(1)]);
+        // Room again for discovered ones; the connected one expires a TTL after it is lost.
+        assert!(m.add(flood(2), TargetKind::Discovered, now));
+        m.disconnected(lucky.unwrap(), now, Duration::from_secs(1));
+        assert_eq!(m.expire_discovered(now + ttl - Duration::from_millis(1)), 0);
+        assert_eq!(m.expire_discovered(now + ttl), 2);
+        // Explicit targets never expire, and forgetting one frees its room.
+        assert_eq!(m.len(), 2);
+        assert!(m.forget(flood(0)).is_none());
+        assert_eq!(m.explicit_len(), 1);
+    }
+
+    #[test]
+    fn explicit_targets_have_their_own_cap() {
+        let mut m = Maker::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        });
+        let t0 = Instant::from_millis(0);
+        let a = |i: usize| SocketAddr::from(([172, 17, (i >> 8) as u8, i as u8], 6783));
+        for i in 0..EXPLICIT_TARGETS_LEN_MAX {
+            assert!(m.add(a(i), TargetKind::Explicit, t0));
+        }
+        assert!(!m.add(addr(1), TargetKind::Explicit, t0));
+        // Discovered room is untouched by explicit ones, but promotion needs explicit room.
+        assert!(m.add(addr(2), TargetKind::Discovered, t0));
+        assert!(!m.add(addr(2), TargetKind::Explicit, t0));
+        assert_eq!(m.explicit_len(), EXPLICIT_TARGETS_LEN_MAX);
     }
 
     #[test]

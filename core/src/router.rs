@@ -6,6 +6,7 @@
 //! opened by the driver when asked with [`Event::OpenStream`]; the router then speaks its
 //! handshake and framed protocol over the bytes the driver moves.
 
+use crate::admission::{self, Admit, Lockouts, Pending, Refusal};
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
 use crate::crypto::{BoxedKeyRng, DatagramOpener, DatagramSealer, Psk};
 use crate::dns::Dns;
@@ -22,7 +23,7 @@ use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 // IPAM glue: lives in ipam/, is a child of this module so it reaches the router's fields.
 #[path = "ipam/glue.rs"]
@@ -37,7 +38,8 @@ mod topology_tests;
 
 /// Most events queued for the driver; further events are dropped and counted.
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
-/// Most connections (inbound + outbound, any state) a router keeps at once.
+/// Most connections (established, or dialed by us) a router keeps at once; inbound ones
+/// still in their handshake have their own budget ([`admission::PENDING_INBOUND_MAX`]).
 pub const CONNS_LEN_MAX: usize = 1024;
 /// Smallest buffer a driver may hand to [`Router::poll_transmit`].
 pub const TRANSMIT_LEN_MIN: usize = 64 * 1024;
@@ -84,6 +86,8 @@ pub struct Config {
     /// leaves 0 so its virtual clock stands for it. Our topology version starts at the
     /// wall clock and entries too far ahead of it are refused (see [`crate::topology`]).
     pub wall_clock_origin_ms: u64,
+    /// An inbound stream that sends no hello in this long is closed.
+    pub pre_hello_timeout: Duration,
 }
 
 impl Config {
@@ -107,6 +111,7 @@ impl Config {
             discovery: true,
             ipam: IpamConfig::default(),
             wall_clock_origin_ms: 0,
+            pre_hello_timeout: Duration::from_millis(crate::conn::DEFAULT_PRE_HELLO_TIMEOUT_MS),
         }
     }
 
@@ -184,6 +189,15 @@ pub enum Event {
     PeerRemoved(PeerName),
     /// An answer to an IPAM request, or an IPAM notice (see [`crate::ipam`]).
     Ipam(IpamEvent),
+    /// An address failed the password check [`admission::PASSWORD_FAILURES_MAX`] times
+    /// within the window: its new inbound connections are refused until `until`. Given
+    /// once per lockout.
+    LockedOut {
+        /// The address (an IPv6 source stands for its /64: [`admission::addr_key`]).
+        ip: IpAddr,
+        /// When it is let in again.
+        until: Instant,
+    },
 }
 
 /// Counters for status and metrics.
@@ -207,6 +221,23 @@ pub struct RouterStats {
     pub drops_events: u64,
     /// Connections refused because the limit was reached.
     pub drops_conn_limit: u64,
+    /// Inbound connections without a hello closed (or, when all pending ones had sent
+    /// theirs, refused) because the pending budget was full.
+    pub drops_pending_inbound_full: u64,
+    /// Inbound connections refused: their address had its share of pending ones.
+    pub drops_pending_inbound_per_addr: u64,
+    /// Inbound connections refused: their address is locked out.
+    pub drops_locked_out: u64,
+    /// Lockouts started (an address failed the password check too often).
+    pub password_lockouts: u64,
+    /// Inbound connections closed because no hello came within the pre-hello timeout.
+    pub pre_hello_timeouts: u64,
+    /// Explicit targets (`weft connect`) refused because their table was full.
+    pub drops_explicit_targets_full: u64,
+    /// Discovered targets ignored because their share of the table was full.
+    pub drops_discovered_targets_full: u64,
+    /// Discovered targets dropped after failing for too long.
+    pub discovered_targets_expired: u64,
     /// Datagrams received that this router does not handle yet or that did not parse.
     pub drops_datagrams: u64,
 }
@@ -272,6 +303,7 @@ pub struct Router {
     closing: VecDeque<(ConnId, Vec<u8>)>,
     transmit_cursor: u64,
     stats: RouterStats,
+    lockouts: Lockouts,
     ipam: Ipam,
     dns: Dns,
 }
@@ -294,6 +326,7 @@ impl Router {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
+            pre_hello_timeout: config.pre_hello_timeout,
         };
         let ourself = PeerEntry {
             name: config.name,
@@ -340,6 +373,7 @@ impl Router {
             closing: VecDeque::new(),
             transmit_cursor: 0,
             stats: RouterStats::default(),
+            lockouts: Lockouts::new(),
             config,
         }
     }
@@ -362,8 +396,7 @@ impl Router {
     /// Call when the driver accepted a stream from `remote`; returns the id to use for it.
     pub fn accept_stream(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
         let id = self.alloc_conn_id();
-        if self.conns.len() >= CONNS_LEN_MAX.min(self.config.conn_limit.saturating_mul(2).max(1)) {
-            self.stats.drops_conn_limit += 1;
+        if !self.admit_inbound(now, remote) {
             self.push_event(Event::CloseStream { conn: id });
             return id;
         }
@@ -396,7 +429,9 @@ impl Router {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Connect(addr) => {
-                self.maker.add(addr, TargetKind::Explicit, now);
+                if !self.maker.add(addr, TargetKind::Explicit, now) {
+                    self.stats.drops_explicit_targets_full += 1;
+                }
                 self.dial_due(now);
             }
             Command::Forget(addr) => {
@@ -513,7 +548,7 @@ impl Router {
             t = t.min(f);
         }
         // Overdue targets only matter while there is room to dial them.
-        if self.conns.len() < self.config.conn_limit
+        if self.settled_conns() < self.config.conn_limit
             && let Some(d) = self.maker.next_due()
         {
             t = t.min(d);
@@ -634,6 +669,55 @@ impl Router {
         id
     }
 
+    /// Decides about a new inbound stream from `remote` ([`admission::admit`]), closing an
+    /// older one without a hello if that makes room. False (and counted) if refused.
+    fn admit_inbound(&mut self, now: Instant, remote: SocketAddr) -> bool {
+        let locked = self.lockouts.locked_until(remote.ip(), now).is_some();
+        let settled_max = CONNS_LEN_MAX.min(self.config.conn_limit.saturating_mul(2).max(1));
+        let settled = self.settled_conns();
+        match admission::admit(
+            self.pending_inbound(),
+            remote.ip(),
+            locked,
+            settled,
+            settled_max,
+        ) {
+            Admit::Accept => true,
+            Admit::Evict(old) => {
+                self.stats.drops_pending_inbound_full += 1;
+                self.drop_conn(now, old, ConnError::Evicted, true);
+                true
+            }
+            Admit::Refuse(r) => {
+                let counter = match r {
+                    Refusal::ConnLimit => &mut self.stats.drops_conn_limit,
+                    Refusal::PendingFull => &mut self.stats.drops_pending_inbound_full,
+                    Refusal::PendingPerAddr => &mut self.stats.drops_pending_inbound_per_addr,
+                    Refusal::LockedOut => &mut self.stats.drops_locked_out,
+                };
+                *counter += 1;
+                false
+            }
+        }
+    }
+
+    /// Inbound connections still in their handshake (they have their own budget).
+    fn pending_inbound(&self) -> impl Iterator<Item = Pending> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, s)| !s.conn.outbound() && s.conn.state() != ConnState::Established)
+            .map(|(id, s)| Pending {
+                id: *id,
+                key: admission::addr_key(s.conn.remote_addr().ip()),
+                hello_seen: s.conn.remote().is_some(),
+            })
+    }
+
+    /// Connections that count against `conn_limit`: all but the pending inbound ones.
+    fn settled_conns(&self) -> usize {
+        self.conns.len() - self.pending_inbound().count()
+    }
+
     fn push_event(&mut self, e: Event) {
         if self.events.len() >= EVENT_QUEUE_LEN_MAX {
             self.stats.drops_events += 1;
@@ -643,7 +727,8 @@ impl Router {
     }
 
     fn dial_due(&mut self, now: Instant) {
-        let room = self.config.conn_limit.saturating_sub(self.conns.len());
+        // Inbound connections still in their handshake never take a dial's room.
+        let room = self.config.conn_limit.saturating_sub(self.settled_conns());
         let budget = room.min(DIALS_PER_TICK_MAX);
         if budget == 0 {
             return;
@@ -753,8 +838,9 @@ impl Router {
                     if let Some(addr) = c.addr
                         && c.peer != self.config.name
                         && !self.by_peer.contains_key(&c.peer)
+                        && !self.maker.add(addr, TargetKind::Discovered, now)
                     {
-                        self.maker.add(addr, TargetKind::Discovered, now);
+                        self.stats.drops_discovered_targets_full += 1;
                     }
                 }
             }
@@ -922,6 +1008,8 @@ impl Router {
         let Some(mut slot) = self.conns.remove(&id) else {
             return;
         };
+        // Before `close` below: a client that left while we waited for its confirm.
+        let confirming = slot.conn.state() == ConnState::Confirming;
         if close_stream {
             if slot.opened && self.closing.len() < CONNS_LEN_MAX {
                 // Tell the peer why, then close: the last bytes go out before CloseStream.
@@ -941,6 +1029,18 @@ impl Router {
         }
         let addr = slot.conn.remote_addr();
         let peer = slot.conn.remote().map(|r| r.name);
+        if error == ConnError::HelloTimeout {
+            self.stats.pre_hello_timeouts += 1;
+        }
+        if !slot.conn.outbound()
+            && slot.conn.encrypted()
+            && admission::is_password_failure(error, peer.is_some(), confirming)
+            && let Some(until) = self.lockouts.record_failure(addr.ip(), now)
+        {
+            self.stats.password_lockouts += 1;
+            let ip = admission::addr_key(addr.ip());
+            self.push_event(Event::LockedOut { ip, until });
+        }
         let was_current = peer.is_some_and(|p| self.by_peer.get(&p) == Some(&id));
         let duplicate = matches!(
             error,
@@ -975,6 +1075,8 @@ impl Router {
     }
 
     fn gc(&mut self, now: Instant) {
+        self.lockouts.expire(now);
+        self.stats.discovered_targets_expired += self.maker.expire_discovered(now) as u64;
         let me = self.config.name;
         let routes = self.routes();
         let reachable: BTreeSet<PeerName> = routes.reachable().collect();

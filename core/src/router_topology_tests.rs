@@ -21,8 +21,8 @@ fn addr_from(i: usize) -> SocketAddr {
 
 fn index_of(a: SocketAddr) -> usize {
     match a.ip() {
-        core::net::IpAddr::V4(v4) => usize::from(v4.octets()[3]) - 1,
-        core::net::IpAddr::V6(_) => usize::MAX,
+        IpAddr::V4(v4) => usize::from(v4.octets()[3]) - 1,
+        IpAddr::V6(_) => usize::MAX,
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use weft_core::conn::{ConnId, ConnState};
+use weft_core::admission;
+use weft_core::conn::{ConnError, ConnId, ConnState};
 use weft_core::maker::{TargetKind, TargetState};
 use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::Instant;
@@ -432,10 +433,14 @@ impl Driver {
                 }
                 let outbound = self.pending_dials.contains(&conn)
                     || self.router.targets().any(|(a, _)| *a == addr);
-                tracing::warn!(
-                    "connection {} {addr} down: {reason}",
-                    if outbound { "to" } else { "from" }
-                );
+                let dir = if outbound { "to" } else { "from" };
+                if matches!(error, ConnError::HelloTimeout | ConnError::Evicted) {
+                    // Streams that never said hello (scanners, floods): counted in the
+                    // router's stats; one line each would flood the log.
+                    tracing::debug!("connection {dir} {addr} down: {reason}");
+                    return;
+                }
+                tracing::warn!("connection {dir} {addr} down: {reason}");
                 if self.recent_failures.len() >= RECENT_FAILURES_LEN_MAX {
                     self.recent_failures.pop_front();
                 }
@@ -449,6 +454,17 @@ impl Driver {
             Event::Ipam(e) => self.ipam_on_event(e),
             Event::PeerRemoved(p) => {
                 tracing::info!("peer {p} left the network (unreachable too long)")
+            }
+            Event::LockedOut { ip, until } => {
+                let secs = until
+                    .saturating_since(self.now())
+                    .total_millis()
+                    .div_ceil(1000);
+                tracing::warn!(
+                    "{ip}: {} failed password checks within {} s; refusing its connections for {secs} s",
+                    admission::PASSWORD_FAILURES_MAX,
+                    admission::PASSWORD_FAILURE_WINDOW_MS / 1000,
+                );
             }
         }
     }
@@ -555,6 +571,17 @@ impl Driver {
                 "table_full": topo.dropped_full,
                 "too_many_new_peers_in_msg": topo.dropped_per_msg,
                 "version_too_far_ahead": topo.refused_version_ahead,
+            },
+            "refused": {
+                "conn_limit": stats.drops_conn_limit,
+                "pending_inbound_full": stats.drops_pending_inbound_full,
+                "pending_inbound_per_addr": stats.drops_pending_inbound_per_addr,
+                "locked_out": stats.drops_locked_out,
+                "password_lockouts": stats.password_lockouts,
+                "pre_hello_timeouts": stats.pre_hello_timeouts,
+                "explicit_targets_full": stats.drops_explicit_targets_full,
+                "discovered_targets_full": stats.drops_discovered_targets_full,
+                "discovered_targets_expired": stats.discovered_targets_expired,
             },
             "recent_failures": self.recent_failures.iter().rev().map(|f| json!({
                 "address": f.addr.to_string(),
@@ -778,6 +805,13 @@ impl Driver {
             ("send_queue_full", s.drops_queue_full),
             ("events", s.drops_events),
             ("conn_limit", s.drops_conn_limit),
+            ("pending_inbound_full", s.drops_pending_inbound_full),
+            ("pending_inbound_per_addr", s.drops_pending_inbound_per_addr),
+            ("locked_out", s.drops_locked_out),
+            ("pre_hello_timeout", s.pre_hello_timeouts),
+            ("explicit_targets_full", s.drops_explicit_targets_full),
+            ("discovered_targets_full", s.drops_discovered_targets_full),
+            ("discovered_targets_expired", s.discovered_targets_expired),
             ("datagrams", s.drops_datagrams),
             ("topology_limits", t.rejected_limits),
             ("topology_full", t.dropped_full),

@@ -25,6 +25,32 @@ pub(crate) fn status(what: Option<StatusWhat>, v: &Value) -> String {
     }
 }
 
+/// The router's refusals (idle or hostile clients, full target tables), only the
+/// counters that are not zero; `None` when nothing was refused.
+fn refused_line(r: &Value) -> Option<String> {
+    let parts: Vec<String> = [
+        ("conn_limit", "at the connection limit"),
+        ("pending_inbound_full", "handshake budget full"),
+        (
+            "pending_inbound_per_addr",
+            "too many handshakes from one address",
+        ),
+        ("pre_hello_timeouts", "no hello in time"),
+        ("locked_out", "address locked out"),
+        ("password_lockouts", "lockouts after failed passwords"),
+        ("explicit_targets_full", "connect targets (table full)"),
+        ("discovered_targets_full", "discovered targets (table full)"),
+        ("discovered_targets_expired", "discovered targets expired"),
+    ]
+    .iter()
+    .filter_map(|(k, label)| {
+        let n = r[*k].as_u64().filter(|n| *n > 0)?;
+        Some(format!("{n} {label}"))
+    })
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn summary(v: &Value) -> String {
     let mut o = String::new();
     let c = &v["connections"];
@@ -103,6 +129,9 @@ fn summary(v: &Value) -> String {
                 ),
             );
         }
+    }
+    if let Some(r) = refused_line(&v["refused"]) {
+        row(&mut o, "Refused", r);
     }
     if let Some(f) = v["recent_failures"].as_array().and_then(|a| a.first()) {
         row(
@@ -233,6 +262,23 @@ mod tests {
         assert!(out.contains("10.0.0.2:6783"), "{out}");
         assert!(out.contains("retry in 1.5s"), "{out}");
         assert!(out.contains("last error: wrong password"), "{out}");
+    }
+
+    #[test]
+    fn summary_shows_only_the_refusals_that_happened() {
+        let quiet = status(None, &json!({ "refused": { "locked_out": 0 } }));
+        assert!(!quiet.contains("Refused"), "{quiet}");
+        let v = json!({ "refused": { "pending_inbound_per_addr": 460, "locked_out": 3,
+            "password_lockouts": 1, "discovered_targets_expired": 0 } });
+        let out = status(None, &v);
+        let line = out.lines().find(|l| l.contains("Refused")).expect(&out);
+        assert!(
+            line.contains("460 too many handshakes from one address"),
+            "{line}"
+        );
+        assert!(line.contains("3 address locked out"), "{line}");
+        assert!(line.contains("1 lockouts after failed passwords"), "{line}");
+        assert!(!line.contains("expired"), "{line}");
     }
 
     #[test]

@@ -276,22 +276,49 @@ fn garbage_instead_of_hello_fails_at_once() {
 }
 
 #[test]
-fn truncated_hello_waits_then_handshake_times_out() {
+fn truncated_hello_on_an_inbound_stream_times_out_at_the_pre_hello_timeout() {
     let mut p = Pair::new(None, None);
     let hello = drain(&mut p.a);
     p.b.handle_bytes(p.now, &hello[..hello.len() - 1]).unwrap();
     assert_eq!(p.b.state(), ConnState::Handshaking);
     let deadline = p.b.poll_timeout().unwrap();
-    assert_eq!(deadline, p.now + DEFAULT_HANDSHAKE_TIMEOUT);
+    let pre_hello = Duration::from_millis(DEFAULT_PRE_HELLO_TIMEOUT_MS);
+    assert!(pre_hello < DEFAULT_HANDSHAKE_TIMEOUT);
+    assert_eq!(deadline, p.now + pre_hello);
     assert_eq!(
         p.b.handle_timeout(deadline - Duration::from_micros(1)),
         Ok(())
     );
+    assert_eq!(p.b.handle_timeout(deadline), Err(ConnError::HelloTimeout));
+    assert_eq!(p.b.poll_timeout(), None);
+}
+
+#[test]
+fn outbound_waits_the_whole_handshake_timeout_for_the_hello() {
+    let mut p = Pair::new(None, None);
+    let deadline = p.a.poll_timeout().unwrap();
+    assert_eq!(deadline, p.now + DEFAULT_HANDSHAKE_TIMEOUT);
+    let pre_hello = Duration::from_millis(DEFAULT_PRE_HELLO_TIMEOUT_MS);
+    assert_eq!(p.a.handle_timeout(p.now + pre_hello), Ok(()));
     assert_eq!(
-        p.b.handle_timeout(deadline),
+        p.a.handle_timeout(deadline),
         Err(ConnError::HandshakeTimeout)
     );
-    assert_eq!(p.b.poll_timeout(), None);
+}
+
+#[test]
+fn inbound_with_its_hello_in_gets_the_whole_handshake_timeout() {
+    let mut p = Pair::new(None, None);
+    let hello = drain(&mut p.a);
+    p.b.handle_bytes(p.now, &hello).unwrap();
+    assert_eq!(p.b.state(), ConnState::Confirming);
+    let pre_hello = Duration::from_millis(DEFAULT_PRE_HELLO_TIMEOUT_MS);
+    assert_eq!(p.b.poll_timeout(), Some(p.now + DEFAULT_HANDSHAKE_TIMEOUT));
+    assert_eq!(p.b.handle_timeout(p.now + pre_hello), Ok(()));
+    assert_eq!(
+        p.b.handle_timeout(p.now + DEFAULT_HANDSHAKE_TIMEOUT),
+        Err(ConnError::HandshakeTimeout)
+    );
 }
 
 #[test]
