@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, mpsc};
 use weft_core::router::{Config, Router};
 use weft_core::time::Instant;
@@ -60,21 +60,6 @@ pub(crate) fn is_root() -> bool {
         .is_some_and(|euid| euid == "0")
 }
 
-/// Refuses to start a second router on the same socket; removes a stale socket file.
-pub(crate) fn claim_socket(path: &Path) -> Result<()> {
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => return Err(Error::AlreadyRunning(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => {
-            std::fs::remove_file(path).map_err(Error::io("remove stale socket", path))?;
-        }
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io("create socket dir", dir))?;
-    }
-    Ok(())
-}
-
 /// Runs the router in the foreground until `weft stop`, SIGINT or SIGTERM.
 pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
     if !is_root() {
@@ -83,7 +68,7 @@ pub(crate) fn run(args: &RouterArgs, global: &GlobalArgs) -> Result<()> {
     let state_dir = StateDir::new(&global.state_dir);
     state_dir.ensure()?;
     let name = state_dir.peer_name(args.name, os_random::<6>)?;
-    claim_socket(&global.socket)?;
+    crate::control::claim(&global.socket)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -195,8 +180,7 @@ async fn run_async(
     }
     tokio::spawn(driver::accept_loop(listener, inbox_tx.clone()));
 
-    let unix =
-        UnixListener::bind(&global.socket).map_err(Error::io("listen on", &global.socket))?;
+    let unix = crate::control::bind(&global.socket)?;
     let api = Arc::new(Api {
         inbox: inbox_tx.clone(),
         plumbing: Mutex::new(plumbing),
@@ -206,7 +190,8 @@ async fn run_async(
         reset: AtomicBool::new(false),
         dns,
     });
-    tokio::spawn(api::serve(unix, Arc::clone(&api)));
+    let own_uid = crate::control::effective_uid()?;
+    tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
