@@ -6,7 +6,8 @@
 //!   the veths it made without touching them.
 //! - `router.log`: the log of a router started with `weft launch`.
 //! - `ipam.state`: the address ring and the addresses given out (`crate::ipam`), written
-//!   before anything that depends on it leaves the router.
+//!   before anything that depends on it leaves the router, behind a SHA-256 checksum (a
+//!   corrupted file stops start-up; one from before the checksum is loaded and rewritten).
 //!
 //! Every write is atomic: a temporary file is written and fsynced, then renamed over the
 //! old one and the directory fsynced, so a crash leaves either the old or the new file.
