@@ -31,7 +31,8 @@ mod ipam_glue;
 #[path = "dns/glue.rs"]
 mod dns_glue;
 
-/// Most events queued for the driver; further events are dropped and counted.
+/// Most events queued for the driver; further events are dropped and counted (never a
+/// `CloseStream`, see `push_event`).
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
 /// Most connections (inbound + outbound, any state) a router keeps at once.
 pub const CONNS_LEN_MAX: usize = 1024;
@@ -611,8 +612,12 @@ impl Router {
         id
     }
 
+    /// Queues `e` for the driver; past [`EVENT_QUEUE_LEN_MAX`] it is dropped and counted,
+    /// except a `CloseStream`: dropping one would leave the driver holding that stream (a
+    /// socket) forever. Those stay bounded without the cap: each is pushed once, for a
+    /// stream the driver opened and still holds.
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= EVENT_QUEUE_LEN_MAX {
+        if self.events.len() >= EVENT_QUEUE_LEN_MAX && !matches!(e, Event::CloseStream { .. }) {
             self.stats.drops_events += 1;
             return;
         }
