@@ -102,6 +102,7 @@ async fn run_async(
     datapath.spawn_ticker();
     let adopted = plumbing.adopt().await?;
     crate::firewall::allow_bridge(&args.bridge);
+    let peer_filter = Arc::new(crate::firewall::PeerFilter::start(args.port));
 
     let mut config = Config::new(name, args.port);
     config.nickname = args
@@ -163,6 +164,7 @@ async fn run_async(
     .await;
     let mut driver = driver;
     driver.set_fastdp(Arc::new(fastdp));
+    driver.set_peer_filter(Arc::clone(&peer_filter));
     driver.set_ipam_persist(crate::ipam::state_path(&state_dir), ipam_restored);
     let live: Vec<String> = plumbing
         .attachments()
@@ -214,6 +216,7 @@ async fn run_async(
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();
+    peer_filter.remove();
     if let Some(server) = &api.dns {
         server.stop();
     }

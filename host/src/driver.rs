@@ -9,6 +9,7 @@
 
 use crate::datapath::{self, Datapath};
 use crate::fastdp::FastDp;
+use crate::firewall::PeerFilter;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -129,6 +130,7 @@ pub(crate) struct Driver {
     info: Info,
     routes_generation: Option<u64>,
     fastdp: Arc<FastDp>,
+    peer_filter: Arc<PeerFilter>,
     drops_write_queue_full: u64,
     drops_no_stream: u64,
     connections_accepted: u64,
@@ -164,6 +166,7 @@ impl Driver {
             info,
             routes_generation: None,
             fastdp: Arc::new(FastDp::Off("fast path not set up".to_owned())),
+            peer_filter: Arc::new(PeerFilter::off("not set up")),
             drops_write_queue_full: 0,
             drops_no_stream: 0,
             connections_accepted: 0,
@@ -292,6 +295,11 @@ impl Driver {
         }
     }
 
+    /// Keeps `filter`'s peer addresses in step with the connected peers.
+    pub(crate) fn set_peer_filter(&mut self, filter: Arc<PeerFilter>) {
+        self.peer_filter = filter;
+    }
+
     /// Uses `fastdp` for the fast path (replacing "off").
     pub(crate) fn set_fastdp(&mut self, fastdp: Arc<FastDp>) {
         self.info.fastdp = fastdp.is_on();
@@ -301,10 +309,12 @@ impl Driver {
     /// Keeps the datapath's peers and routes in step with the router.
     fn sync_datapath(&mut self) {
         let live: Vec<_> = self.router.neighbours().collect();
-        let addrs = live
+        let addrs: BTreeMap<_, _> = live
             .iter()
             .filter_map(|p| Some((*p, datapath::canonical(self.router.peer_udp_addr(*p)?).ip())))
             .collect();
+        self.peer_filter
+            .set_peers(addrs.values().copied().collect());
         self.fastdp.set_peers(addrs);
         self.datapath.retain_peers(&live);
         for p in &live {
@@ -538,6 +548,7 @@ impl Driver {
             "port": self.info.port,
             "encrypted": self.info.encrypted,
             "fastdp": self.info.fastdp,
+            "peer_filter": self.peer_filter.status(),
             "started_unix_s": self.started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "peers": peers,
             "reachable_peers": reachable,
