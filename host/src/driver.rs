@@ -318,12 +318,16 @@ impl Driver {
         self.fastdp.set_peers(addrs);
         self.datapath.retain_peers(&live);
         for p in &live {
-            if !self.datapath.knows_peer(*p)
+            // Keyed on the connection: after a tie-break or a reconnect the new
+            // connection's keys replace the old one's in the datapath.
+            if let Some(conn) = self.router.connection_to(*p)
+                && self.datapath.peer_conn(*p) != Some(conn)
                 && let Some(addr) = self.router.peer_udp_addr(*p)
             {
                 let keys = self.router.take_datagram_keys(*p);
                 let keys = if self.info.encrypted { keys } else { None };
-                self.datapath.set_peer(*p, datapath::canonical(addr), keys);
+                self.datapath
+                    .set_peer(*p, conn, datapath::canonical(addr), keys);
                 self.routes_generation = None;
             }
         }
