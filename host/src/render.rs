@@ -48,6 +48,9 @@ fn summary(v: &Value) -> String {
         .into(),
     );
     row(&mut o, "Port", s(&v["port"]));
+    if let Some(f) = v["peer_filter"].as_str() {
+        row(&mut o, "Peer filter", f.to_owned());
+    }
     row(
         &mut o,
         "Peers",
