@@ -1,12 +1,12 @@
 //! End to end: a router drops UDP to its sleeve (6783) and fast-path (6784) ports from
 //! addresses that are not connected peers, in its own nftables table, while its peer's
-//! datagrams keep arriving (sleeve heartbeats: the path stays up); the table goes when
-//! the router stops. Needs root, `nft` and
+//! datagrams keep arriving (sleeve heartbeats: the path stays up) and the containers
+//! behind the two routers talk; the table goes when the router stops. Needs root, `nft` and
 //! python3; skips with a printed reason otherwise.
 
 mod common;
 
-use common::{Opts, Router, underlay_hosts};
+use common::{Opts, Router, ip, underlay_hosts};
 use std::time::Duration;
 use weft_kernel_dp::testnet::Ns;
 
@@ -104,6 +104,13 @@ fn strangers_datagrams_to_6783_and_6784_are_dropped_while_peers_carry_traffic() 
         let dp = r.datapath();
         dp["datagrams_in"].as_u64().unwrap_or(0) > datagrams_in && path_up(&dp)
     });
+    // And the containers behind the two talk, both ways.
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), Duration::from_secs(20)),
+        "a -> b: no ping; a:\n{}",
+        a.log_text()
+    );
+    assert!(cb.ping(ip("10.32.1.1"), 3), "b -> a: no ping");
     assert_eq!(
         strangers_dropped(&ha).unwrap() - dropped_before,
         dropped,
