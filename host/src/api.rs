@@ -73,6 +73,8 @@ pub(crate) struct Api {
     pub(crate) reset: AtomicBool,
     /// The DNS server (`None` with `--no-dns`).
     pub(crate) dns: Option<Arc<DnsServer>>,
+    /// The nftables filter on the sleeve and fast-path ports.
+    pub(crate) peer_filter: Arc<crate::firewall::PeerFilter>,
 }
 
 /// A reply: status, content type, body.
@@ -289,6 +291,16 @@ async fn status(api: &Api) -> Result<Reply, Reply> {
         obj.insert("attachments".into(), json!(p.attachments().len()));
         obj.insert("exposed".into(), json!(p.exposed()));
         obj.insert("datapath".into(), api.datapath.status());
+    }
+    drop(p);
+    // Read from nft (a process): off the runtime's thread.
+    let filter = Arc::clone(&api.peer_filter);
+    let dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
+        .await
+        .ok()
+        .flatten();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("peer_filter_dropped".into(), json!(dropped));
     }
     Ok(Reply::json(&v))
 }

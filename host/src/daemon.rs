@@ -191,6 +191,7 @@ async fn run_async(
         stop: Notify::new(),
         reset: AtomicBool::new(false),
         dns,
+        peer_filter: Arc::clone(&peer_filter),
     });
     let own_uid = crate::control::effective_uid()?;
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));

@@ -237,6 +237,25 @@ impl PeerFilter {
         }
     }
 
+    /// Datagrams from strangers dropped so far (the table's counter); `None` without a
+    /// filter or when nft cannot be asked. Runs `nft`: call off the async runtime.
+    pub(crate) fn strangers_dropped(&self) -> Option<u64> {
+        let t = self.table.as_ref()?;
+        if self.removed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let out = Command::new("nft")
+            .args(["list", "counter", "inet", t, STRANGERS_COUNTER])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        counter_packets(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// Deletes the table (at stop). Only the first call does anything.
     pub(crate) fn remove(&self) {
         let Some(t) = &self.table else {
@@ -252,6 +271,13 @@ impl PeerFilter {
     }
 }
 
+/// The packet count in `nft list counter` output (`... packets N bytes M ...`).
+fn counter_packets(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
 impl Drop for PeerFilter {
     fn drop(&mut self) {
         self.remove();
@@ -261,6 +287,13 @@ impl Drop for PeerFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_output_is_read() {
+        let out = "table inet weft_peers_6783 {\n\tcounter strangers {\n\t\tpackets 50 bytes 3200\n\t}\n}\n";
+        assert_eq!(counter_packets(out), Some(50));
+        assert_eq!(counter_packets("no counter here"), None);
+    }
 
     #[test]
     fn batches_touch_only_weft_s_own_table() {

@@ -49,7 +49,11 @@ fn summary(v: &Value) -> String {
     );
     row(&mut o, "Port", s(&v["port"]));
     if let Some(f) = v["peer_filter"].as_str() {
-        row(&mut o, "Peer filter", f.to_owned());
+        let dropped = match v["peer_filter_dropped"].as_u64() {
+            Some(n) => format!("; {n} datagrams from strangers dropped"),
+            None => String::new(),
+        };
+        row(&mut o, "Peer filter", format!("{f}{dropped}"));
     }
     row(
         &mut o,

@@ -98,6 +98,18 @@ fn strangers_datagrams_to_6783_and_6784_are_dropped_while_peers_carry_traffic() 
         seen, seen_before,
         "stranger datagrams reached the datapath: {dp}"
     );
+    // `weft status` shows the filter and what it dropped.
+    let st = a.json(&["status"]);
+    assert!(
+        st["peer_filter"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("on:")),
+        "{st}"
+    );
+    assert!(
+        st["peer_filter_dropped"].as_u64() >= Some(dropped_before + dropped),
+        "{st}"
+    );
     // The peer still gets through: its datagrams keep arriving and the path stays up.
     let datagrams_in = dp["datagrams_in"].as_u64().unwrap_or(0);
     a.wait_until(Duration::from_secs(10), "more datagrams from b", |r| {
