@@ -36,7 +36,8 @@ mod dns_glue;
 #[path = "router_topology_tests.rs"]
 mod topology_tests;
 
-/// Most events queued for the driver; further events are dropped and counted.
+/// Most events queued for the driver; further events are dropped and counted (never a
+/// `CloseStream`, see `push_event`).
 pub const EVENT_QUEUE_LEN_MAX: usize = 4096;
 /// Most connections (established, or dialed by us) a router keeps at once; inbound ones
 /// still in their handshake have their own budget ([`admission::PENDING_INBOUND_MAX`]).
@@ -718,8 +719,12 @@ impl Router {
         self.conns.len() - self.pending_inbound().count()
     }
 
+    /// Queues `e` for the driver; past [`EVENT_QUEUE_LEN_MAX`] it is dropped and counted,
+    /// except a `CloseStream`: dropping one would leave the driver holding that stream (a
+    /// socket) forever. Those stay bounded without the cap: each is pushed once, for a
+    /// stream the driver opened and still holds.
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= EVENT_QUEUE_LEN_MAX {
+        if self.events.len() >= EVENT_QUEUE_LEN_MAX && !matches!(e, Event::CloseStream { .. }) {
             self.stats.drops_events += 1;
             return;
         }

@@ -54,6 +54,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 /// How long a client may take to send its request.
 pub(crate) const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long a refused caller's request is waited for before the refusal is written.
+pub(crate) const REFUSAL_READ_TIMEOUT_MS: u64 = 1_000;
 /// Most control connections served at once; more wait in the listen backlog.
 pub(crate) const API_CONNS_MAX: usize = 64;
 /// Most peers in one connect/forget request.
@@ -71,6 +73,8 @@ pub(crate) struct Api {
     pub(crate) reset: AtomicBool,
     /// The DNS server (`None` with `--no-dns`).
     pub(crate) dns: Option<Arc<DnsServer>>,
+    /// The nftables filter on the sleeve and fast-path ports.
+    pub(crate) peer_filter: Arc<crate::firewall::PeerFilter>,
 }
 
 /// A reply: status, content type, body.
@@ -117,8 +121,9 @@ impl From<Error> for Reply {
     }
 }
 
-/// Serves the control socket until the process ends.
-pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>) {
+/// Serves the control socket until the process ends. Only root and `own_uid` (the
+/// router's user) are served; anyone else gets a 403 with one line and is hung up on.
+pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>, own_uid: u32) {
     let slots = Arc::new(tokio::sync::Semaphore::new(API_CONNS_MAX));
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -128,7 +133,10 @@ pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>) {
             Ok((stream, _)) => {
                 let api = Arc::clone(&api);
                 tokio::spawn(async move {
-                    handle_conn(stream, &api).await;
+                    match crate::control::caller_allowed(&stream, own_uid) {
+                        Ok(()) => handle_conn(stream, &api).await,
+                        Err(refusal) => refuse(stream, &refusal).await,
+                    }
                     drop(permit);
                 });
             }
@@ -156,6 +164,25 @@ async fn read_request(stream: &mut UnixStream) -> Result<http::Request, HttpErro
             return Ok(req);
         }
     }
+}
+
+/// Answers a caller that may not use the API with `refusal` (403) and closes. Its request
+/// is read first (bounded, for at most [`REFUSAL_READ_TIMEOUT_MS`]) but not looked at, so
+/// that its write does not fail before it can read why.
+async fn refuse(mut stream: UnixStream, refusal: &str) {
+    tracing::warn!("control socket: {refusal}");
+    let _ = tokio::time::timeout(
+        Duration::from_millis(REFUSAL_READ_TIMEOUT_MS),
+        read_request(&mut stream),
+    )
+    .await;
+    let reply = Reply::error(403, refusal);
+    let bytes = http::write_response(reply.status, reply.content_type, &reply.body, None);
+    let write = async {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(REQUEST_READ_TIMEOUT_MS), write).await;
 }
 
 async fn handle_conn(mut stream: UnixStream, api: &Api) {
@@ -264,6 +291,16 @@ async fn status(api: &Api) -> Result<Reply, Reply> {
         obj.insert("attachments".into(), json!(p.attachments().len()));
         obj.insert("exposed".into(), json!(p.exposed()));
         obj.insert("datapath".into(), api.datapath.status());
+    }
+    drop(p);
+    // Read from nft (a process): off the runtime's thread.
+    let filter = Arc::clone(&api.peer_filter);
+    let dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
+        .await
+        .ok()
+        .flatten();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("peer_filter_dropped".into(), json!(dropped));
     }
     Ok(Reply::json(&v))
 }

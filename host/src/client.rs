@@ -59,6 +59,7 @@ impl Client {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             ErrorKind::NotFound => Error::NotRunning(self.socket.clone()),
             ErrorKind::ConnectionRefused => Error::Refused(self.socket.clone()),
+            ErrorKind::PermissionDenied => Error::SocketDenied(self.socket.clone()),
             _ => Error::io("connect to", &self.socket)(e),
         })?;
         let timeout = Some(Duration::from_millis(REQUEST_TIMEOUT_MS));
@@ -68,9 +69,12 @@ impl Client {
         stream
             .set_write_timeout(timeout)
             .map_err(Error::io("set timeout on", &self.socket))?;
-        stream
-            .write_all(&http::write_request(method, path, body))
-            .map_err(Error::io("write to", &self.socket))?;
+        match stream.write_all(&http::write_request(method, path, body)) {
+            Ok(()) => {}
+            // The router may answer (a refusal) and hang up before reading it all: read why.
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(Error::io("write to", &self.socket)(e)),
+        }
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         let response = loop {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, mpsc};
 use weft_core::crypto::Psk;
 use weft_core::router::{Config, Router};
@@ -61,21 +61,6 @@ pub(crate) fn is_root() -> bool {
         .is_some_and(|euid| euid == "0")
 }
 
-/// Refuses to start a second router on the same socket; removes a stale socket file.
-pub(crate) fn claim_socket(path: &Path) -> Result<()> {
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => return Err(Error::AlreadyRunning(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => {
-            std::fs::remove_file(path).map_err(Error::io("remove stale socket", path))?;
-        }
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io("create socket dir", dir))?;
-    }
-    Ok(())
-}
-
 /// Runs the router in the foreground until `weft stop`, SIGINT or SIGTERM.
 pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
     // Before anything else: a bad key file is the user's first error to see, and the raw
@@ -87,7 +72,7 @@ pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
     let state_dir = StateDir::new(&global.state_dir);
     state_dir.ensure()?;
     let name = state_dir.peer_name(args.name, os_random::<6>)?;
-    claim_socket(&global.socket)?;
+    crate::control::claim(&global.socket)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,6 +107,7 @@ async fn run_async(
     datapath.spawn_ticker();
     let adopted = plumbing.adopt().await?;
     crate::firewall::allow_bridge(&args.bridge);
+    let peer_filter = Arc::new(crate::firewall::PeerFilter::start(args.port));
 
     let mut config = Config::new(name, args.port);
     config.wall_clock_origin_ms = std::time::SystemTime::now()
@@ -190,6 +176,7 @@ async fn run_async(
     .await;
     let mut driver = driver;
     driver.set_fastdp(Arc::new(fastdp));
+    driver.set_peer_filter(Arc::clone(&peer_filter));
     driver.set_ipam_persist(crate::ipam::state_path(&state_dir), ipam_restored);
     let live: Vec<String> = plumbing
         .attachments()
@@ -207,8 +194,7 @@ async fn run_async(
     }
     tokio::spawn(driver::accept_loop(listener, inbox_tx.clone()));
 
-    let unix =
-        UnixListener::bind(&global.socket).map_err(Error::io("listen on", &global.socket))?;
+    let unix = crate::control::bind(&global.socket)?;
     let api = Arc::new(Api {
         inbox: inbox_tx.clone(),
         plumbing: Mutex::new(plumbing),
@@ -217,8 +203,10 @@ async fn run_async(
         stop: Notify::new(),
         reset: AtomicBool::new(false),
         dns,
+        peer_filter: Arc::clone(&peer_filter),
     });
-    tokio::spawn(api::serve(unix, Arc::clone(&api)));
+    let own_uid = crate::control::effective_uid()?;
+    tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
@@ -249,6 +237,7 @@ async fn run_async(
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();
+    peer_filter.remove();
     if let Some(server) = &api.dns {
         server.stop();
     }

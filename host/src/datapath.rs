@@ -6,8 +6,8 @@
 //! learned MAC, broadcast down the per-source trees, relayed for peers without a direct
 //! path, sealed per hop when a password is set), heartbeats each peer's UDP path, and
 //! reports counters and path state. The control plane (the router task) tells it about
-//! peers and routes through a bounded channel and wakes the pump; the per-packet path
-//! never takes a lock or waits for the control plane.
+//! peers and routes through [`ctrl`] (latest word per peer, never dropped) and wakes the
+//! pump; the per-packet path never takes a lock or waits for the control plane.
 //!
 //! What it does not do: decide routes (the router does), or carry the control protocol
 //! (TCP). The sleeve uses IPv4 on the underlay.
@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
+use weft_core::conn::ConnId;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
 use weft_core::router::ForwardingTable;
@@ -39,22 +39,11 @@ pub(crate) const TAP_NAME: &str = "weft-sleeve";
 /// Attempts to open the TAP or bind the UDP port while a router killed a moment ago
 /// still holds them (100 ms apart).
 pub(crate) const TAP_BUSY_RETRIES: u32 = 30;
-/// Control updates queued for the pump thread at most.
-pub(crate) const CTRL_QUEUE_LEN_MAX: usize = 1024;
 /// How often the pump runs its timers (heartbeats) and publishes status, in ms.
 pub(crate) const TICK_INTERVAL_MS: u64 = 250;
 
-/// A control update for the pump thread.
-enum Ctrl {
-    Peer {
-        name: PeerName,
-        addr: SocketAddr,
-        keys: Option<Box<(DatagramSealer, DatagramOpener)>>,
-    },
-    RemovePeer(PeerName),
-    Routes(ForwardingTable),
-    Fast(BTreeSet<PeerName>),
-}
+mod ctrl;
+use ctrl::{Control, PeerUpdate, Pending};
 
 /// What the pump thread publishes for status.
 #[derive(Debug, Default, Clone)]
@@ -65,7 +54,8 @@ struct Published {
 
 struct SleeveHandler {
     sleeve: Sleeve,
-    ctrl: Receiver<Ctrl>,
+    /// Updates from the control plane, taken at each wake-up.
+    pending: Arc<Mutex<Pending>>,
     origin: StdInstant,
     published: Arc<Mutex<Published>>,
     /// Merges received TCP segments into super-frames (TAP with virtio_net_hdr only).
@@ -80,6 +70,27 @@ const LINK_MTU_RECHECK: Duration = Duration::from_secs(10);
 impl SleeveHandler {
     fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Applies the control plane's updates: peers (a new connection's entry replaces the
+    /// old one's, keys and all), then routes, then the fast-path peers.
+    fn apply(&mut self, now: Instant, p: Pending) {
+        for (name, u) in p.peers {
+            match u {
+                PeerUpdate::Set { conn, addr, keys } => {
+                    tracing::debug!("datapath: {name} at {addr} over {conn}");
+                    self.sleeve.set_peer(now, name, addr, keys.map(|k| *k));
+                    self.learn_link_mtu(name, addr);
+                }
+                PeerUpdate::Remove => self.sleeve.remove_peer(name),
+            }
+        }
+        if let Some(t) = p.routes {
+            self.sleeve.set_routes(t.next_hop, t.children);
+        }
+        if let Some(f) = p.fast {
+            self.sleeve.set_fast_peers(f);
+        }
     }
 
     /// Tells the sleeve the IP MTU of the underlay route to `name` at `addr`, as the
@@ -233,17 +244,7 @@ impl Handler for SleeveHandler {
 
     fn on_wake(&mut self, out: &mut Outbox) {
         let now = self.now();
-        while let Ok(c) = self.ctrl.try_recv() {
-            match c {
-                Ctrl::Peer { name, addr, keys } => {
-                    self.sleeve.set_peer(now, name, addr, keys.map(|k| *k));
-                    self.learn_link_mtu(name, addr);
-                }
-                Ctrl::RemovePeer(name) => self.sleeve.remove_peer(name),
-                Ctrl::Routes(t) => self.sleeve.set_routes(t.next_hop, t.children),
-                Ctrl::Fast(f) => self.sleeve.set_fast_peers(f),
-            }
-        }
+        self.apply(now, Pending::take(&self.pending));
         if now >= self.next_mtu_check {
             self.next_mtu_check = now + LINK_MTU_RECHECK;
             let peers: Vec<(PeerName, SocketAddr)> =
@@ -265,7 +266,7 @@ impl Handler for SleeveHandler {
 /// The datapath of one router.
 pub(crate) struct Datapath {
     pump: Mutex<Option<PumpThread<SleeveHandler>>>,
-    ctrl: SyncSender<Ctrl>,
+    control: Control,
     wake: WakeHandle,
     counters: Arc<Counters>,
     published: Arc<Mutex<Published>>,
@@ -277,8 +278,6 @@ pub(crate) struct Datapath {
     /// Datagrams sealed or opened by the helper threads, when there are any.
     crypto_helped: Option<Arc<AtomicU64>>,
     port: u16,
-    /// Peers the pump was told about (control-plane view).
-    peers: Mutex<BTreeMap<PeerName, SocketAddr>>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -361,7 +360,7 @@ impl Datapath {
         let backend = pump.backend_name();
         let wake = pump.wake_handle();
         let counters = pump.counters();
-        let (ctrl, ctrl_rx) = sync_channel(CTRL_QUEUE_LEN_MAX);
+        let (control, pending) = Control::new();
         let published = Arc::new(Mutex::new(Published::default()));
         let mut sleeve = Sleeve::new(me, encrypt);
         // Plain counters continue above the previous run's, which peers' windows remember.
@@ -386,7 +385,7 @@ impl Datapath {
         }
         let handler = SleeveHandler {
             sleeve,
-            ctrl: ctrl_rx,
+            pending,
             origin: StdInstant::now(),
             published: Arc::clone(&published),
             // With a password every delivered frame was opened from a sealed datagram.
@@ -414,7 +413,7 @@ impl Datapath {
         }
         Ok(Self {
             pump: Mutex::new(Some(thread)),
-            ctrl,
+            control,
             wake,
             counters,
             published,
@@ -422,20 +421,8 @@ impl Datapath {
             crypto_threads,
             crypto_helped,
             port,
-            peers: Mutex::new(BTreeMap::new()),
             mtu: usize::try_from(mtu).unwrap_or(usize::MAX),
         })
-    }
-
-    fn send(&self, c: Ctrl) {
-        match self.ctrl.try_send(c) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!("datapath control queue full; update dropped")
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-        self.wake.wake();
     }
 
     /// Starts the timer that runs the pump's heartbeats and status. Call inside tokio.
@@ -450,51 +437,42 @@ impl Datapath {
         })
     }
 
-    /// A connection to `name` is up: its datagrams go to `addr`, sealed with `keys`.
+    /// Connection `conn` to `name` is the one to use: its datagrams go to `addr`, sealed
+    /// with `keys`. Replaces what the pump had for `name` (another connection's keys).
     pub(crate) fn set_peer(
         &self,
         name: PeerName,
+        conn: ConnId,
         addr: SocketAddr,
         keys: Option<(DatagramSealer, DatagramOpener)>,
     ) {
-        if let Ok(mut p) = self.peers.lock() {
-            p.insert(name, addr);
-        }
-        self.send(Ctrl::Peer {
-            name,
-            addr,
-            keys: keys.map(Box::new),
-        });
+        self.control.set_peer(name, conn, addr, keys.map(Box::new));
+        self.wake.wake();
     }
 
     /// Keeps only the peers in `live` (connections that went away are removed).
     pub(crate) fn retain_peers(&self, live: &[PeerName]) {
-        let gone: Vec<PeerName> = match self.peers.lock() {
-            Ok(mut p) => {
-                let gone = p.keys().filter(|n| !live.contains(n)).copied().collect();
-                p.retain(|n, _| live.contains(n));
-                gone
-            }
-            Err(_) => Vec::new(),
-        };
-        for n in gone {
-            self.send(Ctrl::RemovePeer(n));
+        if self.control.retain(live) {
+            self.wake.wake();
         }
     }
 
-    /// Whether the pump was told about `name`.
-    pub(crate) fn knows_peer(&self, name: PeerName) -> bool {
-        self.peers.lock().is_ok_and(|p| p.contains_key(&name))
+    /// The connection whose keys the pump was given for `name`: when the router's
+    /// connection to `name` is another one, call [`Datapath::set_peer`] again.
+    pub(crate) fn peer_conn(&self, name: PeerName) -> Option<ConnId> {
+        self.control.conn_of(name)
     }
 
     /// New routes from the control plane.
     pub(crate) fn set_routes(&self, table: ForwardingTable) {
-        self.send(Ctrl::Routes(table));
+        self.control.set_routes(table);
+        self.wake.wake();
     }
 
     /// The direct peers the kernel fast path carries now.
     pub(crate) fn set_fast_peers(&self, fast: BTreeSet<PeerName>) {
-        self.send(Ctrl::Fast(fast));
+        self.control.set_fast(fast);
+        self.wake.wake();
     }
 
     /// The sleeve path to `name` as last published by the pump: `Some(up)` if known.

@@ -9,6 +9,7 @@
 
 use crate::datapath::{self, Datapath};
 use crate::fastdp::FastDp;
+use crate::firewall::PeerFilter;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -130,6 +131,7 @@ pub(crate) struct Driver {
     info: Info,
     routes_generation: Option<u64>,
     fastdp: Arc<FastDp>,
+    peer_filter: Arc<PeerFilter>,
     drops_write_queue_full: u64,
     drops_no_stream: u64,
     connections_accepted: u64,
@@ -165,6 +167,7 @@ impl Driver {
             info,
             routes_generation: None,
             fastdp: Arc::new(FastDp::Off("fast path not set up".to_owned())),
+            peer_filter: Arc::new(PeerFilter::off("not set up")),
             drops_write_queue_full: 0,
             drops_no_stream: 0,
             connections_accepted: 0,
@@ -293,6 +296,11 @@ impl Driver {
         }
     }
 
+    /// Keeps `filter`'s peer addresses in step with the connected peers.
+    pub(crate) fn set_peer_filter(&mut self, filter: Arc<PeerFilter>) {
+        self.peer_filter = filter;
+    }
+
     /// Uses `fastdp` for the fast path (replacing "off").
     pub(crate) fn set_fastdp(&mut self, fastdp: Arc<FastDp>) {
         self.info.fastdp = fastdp.is_on();
@@ -302,19 +310,25 @@ impl Driver {
     /// Keeps the datapath's peers and routes in step with the router.
     fn sync_datapath(&mut self) {
         let live: Vec<_> = self.router.neighbours().collect();
-        let addrs = live
+        let addrs: BTreeMap<_, _> = live
             .iter()
             .filter_map(|p| Some((*p, datapath::canonical(self.router.peer_udp_addr(*p)?).ip())))
             .collect();
+        self.peer_filter
+            .set_peers(addrs.values().copied().collect());
         self.fastdp.set_peers(addrs);
         self.datapath.retain_peers(&live);
         for p in &live {
-            if !self.datapath.knows_peer(*p)
+            // Keyed on the connection: after a tie-break or a reconnect the new
+            // connection's keys replace the old one's in the datapath.
+            if let Some(conn) = self.router.connection_to(*p)
+                && self.datapath.peer_conn(*p) != Some(conn)
                 && let Some(addr) = self.router.peer_udp_addr(*p)
             {
                 let keys = self.router.take_datagram_keys(*p);
                 let keys = if self.info.encrypted { keys } else { None };
-                self.datapath.set_peer(*p, datapath::canonical(addr), keys);
+                self.datapath
+                    .set_peer(*p, conn, datapath::canonical(addr), keys);
                 self.routes_generation = None;
             }
         }
@@ -555,6 +569,7 @@ impl Driver {
             "port": self.info.port,
             "encrypted": self.info.encrypted,
             "fastdp": self.info.fastdp,
+            "peer_filter": self.peer_filter.status(),
             "started_unix_s": self.started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "peers": peers,
             "reachable_peers": reachable,

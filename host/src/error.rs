@@ -16,6 +16,9 @@ pub(crate) enum Error {
     /// Another router answers on the socket already.
     #[error("weft is already running (socket {} answers); stop it first with `weft stop`", .0.display())]
     AlreadyRunning(PathBuf),
+    /// The control socket (or its directory) is closed to this user.
+    #[error("permission denied on the weft control socket {}: it serves only root and the router's user; run weft with sudo", .0.display())]
+    SocketDenied(PathBuf),
     /// Creating interfaces needs root.
     #[error("the weft router needs root (it creates network interfaces); run it with sudo")]
     NotRoot,

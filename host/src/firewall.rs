@@ -1,11 +1,16 @@
-//! Best-effort firewall opening for the bridge.
+//! The router's firewall pieces: a best-effort opening for the bridge, and the peer
+//! filter on the sleeve and fast-path ports ([`PeerFilter`]).
 //!
 //! On a host whose FORWARD policy is DROP while `bridge-nf-call-iptables` is 1 (Docker
 //! does this), frames between ports of the `weft` bridge would be dropped by iptables.
 //! Then one rule accepting bridge-to-bridge forwarding is added (once). Anywhere else
 //! (a fresh network namespace, a host without iptables) this does nothing.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
 
 /// Adds `FORWARD -i BRIDGE -o BRIDGE -j ACCEPT` when the namespace needs it.
 pub(crate) fn allow_bridge(bridge: &str) {
@@ -50,5 +55,271 @@ pub(crate) fn allow_bridge(bridge: &str) {
             "iptables could not add the FORWARD rule for bridge {bridge} ({s}); traffic between containers may be dropped"
         ),
         Err(e) => tracing::warn!("iptables: {e}; traffic between containers may be dropped"),
+    }
+}
+
+/// Drops UDP to the sleeve and fast-path ports from every address that is not a connected
+/// peer, in an nftables table of weft's own (`weft_peers_PORT`, family inet, in the
+/// router's network namespace). The table is made in one atomic `nft -f` batch at start
+/// (replacing one a killed router left), its two sets of peer addresses are replaced in
+/// one batch whenever the connected peers change, and it is deleted at stop. Nothing
+/// else is touched: no other table, chain or set is flushed. Where `nft` is missing or
+/// refused the ports stay open to anyone and the start-up log and `weft status` say so.
+pub(crate) struct PeerFilter {
+    /// The table's name, when it is installed.
+    table: Option<String>,
+    /// Why there is no filter, for status.
+    off_reason: String,
+    ports: [u16; 2],
+    peers: Option<watch::Sender<BTreeSet<IpAddr>>>,
+    removed: AtomicBool,
+}
+
+/// The table of the router on `port`.
+pub(crate) fn peer_table_name(port: u16) -> String {
+    format!("weft_peers_{port}")
+}
+
+/// Name of the table's counter of dropped stranger datagrams.
+pub(crate) const STRANGERS_COUNTER: &str = "strangers";
+
+/// The batch that (re)creates the table for `ports`, with empty peer sets.
+fn table_batch(table: &str, ports: [u16; 2]) -> String {
+    let [sleeve, fast] = ports;
+    format!(
+        "add table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
+         \x20 counter {STRANGERS_COUNTER} {{ }}\n\
+         \x20 set peers4 {{ type ipv4_addr; }}\n\
+         \x20 set peers6 {{ type ipv6_addr; }}\n\
+         \x20 chain input {{\n\
+         \x20   type filter hook input priority filter; policy accept;\n\
+         \x20   iifname \"lo\" accept\n\
+         \x20   udp dport {{ {sleeve}, {fast} }} ip saddr @peers4 accept\n\
+         \x20   udp dport {{ {sleeve}, {fast} }} ip6 saddr @peers6 accept\n\
+         \x20   udp dport {{ {sleeve}, {fast} }} counter name \"{STRANGERS_COUNTER}\" drop\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
+/// The batch that makes the table's peer sets exactly `peers`. It creates nothing, so
+/// after the table is deleted it fails rather than bringing it back.
+fn peers_batch(table: &str, peers: &BTreeSet<IpAddr>) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("flush set inet {table} peers4\nflush set inet {table} peers6\n");
+    for (set, v4) in [("peers4", true), ("peers6", false)] {
+        let addrs: Vec<String> = peers
+            .iter()
+            .filter(|a| a.is_ipv4() == v4)
+            .map(ToString::to_string)
+            .collect();
+        if !addrs.is_empty() {
+            let _ = writeln!(
+                out,
+                "add element inet {table} {set} {{ {} }}",
+                addrs.join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// Runs `nft -f -` on `batch`; `Err` is nft's first line of complaint.
+fn run_nft(batch: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run nft: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .map_err(|e| format!("write to nft: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for nft: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "nft {}: {}",
+        out.status,
+        err.lines().next().unwrap_or("(no output)").trim()
+    ))
+}
+
+impl PeerFilter {
+    /// Installs the table for the sleeve port `port` and the fast-path port `port + 1`
+    /// (no peers yet) and starts the task that keeps its peer sets current. Call inside
+    /// tokio, before any connection.
+    pub(crate) fn start(port: u16) -> Self {
+        let ports = [port, port.wrapping_add(1)];
+        let table = peer_table_name(port);
+        if let Err(e) = run_nft(&table_batch(&table, ports)) {
+            tracing::warn!(
+                "no peer filter ({e}): UDP {} and {} take datagrams from any address",
+                ports[0],
+                ports[1]
+            );
+            return Self {
+                table: None,
+                off_reason: e,
+                ports,
+                peers: None,
+                removed: AtomicBool::new(false),
+            };
+        }
+        tracing::info!(
+            "nftables table inet {table}: UDP {} and {} only from connected peers",
+            ports[0],
+            ports[1]
+        );
+        let (tx, mut rx) = watch::channel(BTreeSet::new());
+        let name = table.clone();
+        // One update at a time, always the latest set: none is lost, none overtakes.
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let batch = peers_batch(&name, &rx.borrow_and_update());
+                match tokio::task::spawn_blocking(move || run_nft(&batch)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("nftables peer set not updated: {e}"),
+                    Err(e) => tracing::warn!("nftables peer set not updated: {e}"),
+                }
+            }
+        });
+        Self {
+            table: Some(table),
+            off_reason: String::new(),
+            ports,
+            peers: Some(tx),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// No filter, for `reason` (e.g. before it is set up).
+    pub(crate) fn off(reason: &str) -> Self {
+        Self {
+            table: None,
+            off_reason: reason.to_owned(),
+            ports: [0, 0],
+            peers: None,
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// The addresses of the connected peers now (replaces the previous ones).
+    pub(crate) fn set_peers(&self, peers: BTreeSet<IpAddr>) {
+        if let Some(tx) = &self.peers {
+            tx.send_if_modified(|cur| {
+                let changed = *cur != peers;
+                *cur = peers;
+                changed
+            });
+        }
+    }
+
+    /// For `weft status`.
+    pub(crate) fn status(&self) -> String {
+        match &self.table {
+            Some(t) if !self.removed.load(Ordering::Relaxed) => format!(
+                "on: UDP {} and {} only from connected peers (nftables table inet {t})",
+                self.ports[0], self.ports[1]
+            ),
+            Some(_) => "off: removed at stop".to_owned(),
+            None => format!("off: {}", self.off_reason),
+        }
+    }
+
+    /// Datagrams from strangers dropped so far (the table's counter); `None` without a
+    /// filter or when nft cannot be asked. Runs `nft`: call off the async runtime.
+    pub(crate) fn strangers_dropped(&self) -> Option<u64> {
+        let t = self.table.as_ref()?;
+        if self.removed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let out = Command::new("nft")
+            .args(["list", "counter", "inet", t, STRANGERS_COUNTER])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        counter_packets(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Deletes the table (at stop). Only the first call does anything.
+    pub(crate) fn remove(&self) {
+        let Some(t) = &self.table else {
+            return;
+        };
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match run_nft(&format!("delete table inet {t}\n")) {
+            Ok(()) => tracing::info!("nftables table inet {t} removed"),
+            Err(e) => tracing::warn!("could not remove nftables table inet {t}: {e}"),
+        }
+    }
+}
+
+/// The packet count in `nft list counter` output (`... packets N bytes M ...`).
+fn counter_packets(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
+impl Drop for PeerFilter {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_output_is_read() {
+        let out = "table inet weft_peers_6783 {\n\tcounter strangers {\n\t\tpackets 50 bytes 3200\n\t}\n}\n";
+        assert_eq!(counter_packets(out), Some(50));
+        assert_eq!(counter_packets("no counter here"), None);
+    }
+
+    #[test]
+    fn batches_touch_only_weft_s_own_table() {
+        let t = peer_table_name(6783);
+        let table = table_batch(&t, [6783, 6784]);
+        assert!(table.contains("udp dport { 6783, 6784 } counter name \"strangers\" drop"));
+        let peers: BTreeSet<IpAddr> = ["198.18.0.2", "fd00::2", "198.18.0.3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let update = peers_batch(&t, &peers);
+        assert!(
+            update.contains("add element inet weft_peers_6783 peers4 { 198.18.0.2, 198.18.0.3 }")
+        );
+        assert!(update.contains("add element inet weft_peers_6783 peers6 { fd00::2 }"));
+        for batch in [table, update, peers_batch(&t, &BTreeSet::new())] {
+            for line in batch.lines() {
+                let l = line.trim();
+                let own = l.starts_with("add table inet weft_peers_6783")
+                    || l.starts_with("delete table inet weft_peers_6783")
+                    || l.starts_with("table inet weft_peers_6783 ")
+                    || l.starts_with("flush set inet weft_peers_6783 ")
+                    || l.starts_with("add element inet weft_peers_6783 ")
+                    || !l.contains("table") && !l.starts_with("flush");
+                assert!(own, "touches something else: {l}");
+            }
+        }
     }
 }

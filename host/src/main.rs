@@ -9,6 +9,7 @@
 mod api;
 mod cli;
 mod client;
+mod control;
 mod daemon;
 mod datapath;
 mod dns;

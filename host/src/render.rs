@@ -75,6 +75,13 @@ fn summary(v: &Value) -> String {
         .into(),
     );
     row(&mut o, "Port", s(&v["port"]));
+    if let Some(f) = v["peer_filter"].as_str() {
+        let dropped = match v["peer_filter_dropped"].as_u64() {
+            Some(n) => format!("; {n} datagrams from strangers dropped"),
+            None => String::new(),
+        };
+        row(&mut o, "Peer filter", format!("{f}{dropped}"));
+    }
     row(
         &mut o,
         "Peers",

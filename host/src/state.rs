@@ -6,7 +6,8 @@
 //!   the veths it made without touching them.
 //! - `router.log`: the log of a router started with `weft launch`.
 //! - `ipam.state`: the address ring and the addresses given out (`crate::ipam`), written
-//!   before anything that depends on it leaves the router.
+//!   before anything that depends on it leaves the router, behind a SHA-256 checksum (a
+//!   corrupted file stops start-up; one from before the checksum is loaded and rewritten).
 //!
 //! Every write is atomic: a temporary file is written and fsynced, then renamed over the
 //! old one and the directory fsynced, so a crash leaves either the old or the new file.
@@ -21,6 +22,8 @@ use weft_core::peer::PeerName;
 
 /// Format version of `state.json`; a file with another version is refused, not guessed at.
 pub(crate) const STATE_VERSION: u32 = 1;
+/// Mode of every file written here (a peer's identity and its address book).
+pub(crate) const STATE_FILE_MODE: u32 = 0o600;
 /// Largest `state.json` read, in bytes.
 pub(crate) const STATE_FILE_LEN_MAX: u64 = 16 * 1024 * 1024;
 
@@ -185,8 +188,6 @@ impl StateDir {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
-/// temp file in the same directory, fsync, rename, fsync the directory.
 /// Reads a state file of at most `len_max` bytes; `None` if it does not exist.
 pub(crate) fn read_bounded(path: &Path, len_max: u64) -> Result<Option<Vec<u8>>> {
     let file = match fs::File::open(path) {
@@ -207,12 +208,42 @@ pub(crate) fn read_bounded(path: &Path, len_max: u64) -> Result<Option<Vec<u8>>>
     Ok(Some(bytes))
 }
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The temporary file [`write_atomic`] writes `path`'s new content to.
+fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    dir.join(format!(".{file_name}.tmp.{}", std::process::id()))
+}
+
+/// Opens `tmp` as a new file (mode 0600), never through a symlink or into an existing
+/// file: O_CREAT|O_EXCL|O_NOFOLLOW.
+fn create_temp(tmp: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(STATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
+/// a new temp file in the same directory (mode 0600, O_EXCL|O_NOFOLLOW, so nothing
+/// planted there is followed or written into), fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let mut f = match create_temp(&tmp) {
+            // Left by a crash of a process with our pid, or planted: unlink the entry
+            // itself (unlink never follows a symlink) and try once more.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp).map_err(Error::io("remove stale", &tmp))?;
+                create_temp(&tmp)
+            }
+            r => r,
+        }
+        .map_err(Error::io("create", &tmp))?;
         f.write_all(bytes).map_err(Error::io("write", &tmp))?;
         f.sync_all().map_err(Error::io("fsync", &tmp))?;
         fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
@@ -287,6 +318,33 @@ mod tests {
         let err = dir.load().unwrap_err().to_string();
         assert!(err.contains("version 9"), "{err}");
         fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_does_not_follow_a_symlink_at_the_temp_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tmpdir("symlink");
+        fs::create_dir_all(&base).unwrap();
+        let victim = base.join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        let target = base.join("state.json");
+        std::os::unix::fs::symlink(&victim, temp_path(&target)).unwrap();
+        write_atomic(&target, b"new state").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(fs::read(&target).unwrap(), b"new state");
+        assert!(
+            !fs::symlink_metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            fs::symlink_metadata(temp_path(&target)).is_err(),
+            "temp left"
+        );
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -337,3 +337,73 @@ fn no_quorum_full_range_and_bad_subnets_are_one_line_errors() {
     let st: Value = f.json(&["status", "ipam"]);
     assert_eq!(st["allocations"], 6, "{st}");
 }
+
+/// Starts `weft router` on `r`'s socket and state dir and waits for it to exit on its own:
+/// its exit code and log, or `None` if it is still running after 10 s (then killed).
+fn start_expecting_exit(net: &mut TestNet, ns: &Ns, r: &Router) -> Option<String> {
+    let (s, st) = (
+        r.socket.display().to_string(),
+        r.state.display().to_string(),
+    );
+    let spawned = net
+        .spawn(
+            ns,
+            &[common::WEFT, "router", "--socket", &s, "--state-dir", &st],
+        )
+        .unwrap();
+    let gone = common::eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", spawned.pid)).map_or(true, |t| {
+            t.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+    });
+    if !gone {
+        net.kill(spawned.pid);
+        return None;
+    }
+    Some(std::fs::read_to_string(&spawned.log).unwrap_or_default())
+}
+
+#[test]
+fn a_corrupted_ipam_state_stops_start_up_and_an_old_one_gets_a_checksum() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let ([ha], _) = underlay_hosts(&mut net, ["a"]);
+    let c = net.add_ns("c").unwrap();
+    let r = Router::start(&mut net, &ha, &opts(&[], &[]));
+    let given = attach(&r, &c, &[]).unwrap_or_else(|e| panic!("{e}; log:\n{}", r.log_text()));
+    assert!(net.kill(r.pid));
+    let file = r.state.join("ipam.state");
+    let good = std::fs::read(&file).unwrap();
+    // One character of the last container id changed: still a well-formed export.
+    let mut bad = good.clone();
+    let last = bad.last_mut().unwrap();
+    *last = if last.is_ascii_digit() {
+        b'0' + (*last - b'0' + 1) % 10
+    } else {
+        *last ^ 0x20
+    };
+    std::fs::write(&file, &bad).unwrap();
+    let log = start_expecting_exit(&mut net, &ha, &r)
+        .expect("a router with a corrupted ipam.state started");
+    assert!(log.contains("ipam.state: checksum mismatch"), "{log}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bad,
+        "the corrupted file was touched"
+    );
+
+    // A file from before the checksum (the bare export) loads, keeps the addresses, and
+    // is written again with its checksum.
+    let tag = b"weft-ipam-sha256\n";
+    assert!(good.starts_with(tag));
+    std::fs::write(&file, &good[tag.len() + 32..]).unwrap();
+    let r2 = Router::restart(&mut net, &ha, &opts(&[], &[]));
+    let again = attach(&r2, &c, &[]).unwrap();
+    assert_eq!(again, given, "the address was not kept");
+    let now = std::fs::read(&file).unwrap();
+    assert!(now.starts_with(tag), "no checksum written");
+    assert!(r2.log_text().contains("no checksum"), "{}", r2.log_text());
+    std::mem::forget(r); // r2 owns the same dir and removes it.
+}

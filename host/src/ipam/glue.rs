@@ -106,7 +106,7 @@ impl Driver {
         if self.ipam.persisted == Some(generation) {
             return;
         }
-        let bytes = self.router.ipam_export();
+        let bytes = crate::ipam::seal_state(&self.router.ipam_export());
         if let Err(e) = crate::state::write_atomic(path, &bytes) {
             tracing::error!("cannot persist the IPAM state: {e}; stopping the router");
             std::process::exit(1);

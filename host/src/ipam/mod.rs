@@ -36,6 +36,10 @@ pub(crate) const REQUEST_TIMEOUT_MAX_MS: u64 = 80_000;
 pub(crate) const ADDRESSES_PER_ATTACH_MAX: usize = 16;
 /// The file in the state dir holding the IPAM export.
 pub(crate) const STATE_FILE: &str = "ipam.state";
+/// First bytes of an `ipam.state` with a checksum; the SHA-256 of the rest follows.
+pub(crate) const STATE_CHECKSUM_TAG: &[u8] = b"weft-ipam-sha256\n";
+/// Length of the SHA-256 after [`STATE_CHECKSUM_TAG`], in bytes.
+pub(crate) const STATE_DIGEST_LEN: usize = 32;
 /// Largest IPAM state file read, in bytes.
 pub(crate) const STATE_FILE_LEN_MAX: u64 = 64 * 1024 * 1024;
 
@@ -155,20 +159,75 @@ pub(crate) fn state_path(dir: &StateDir) -> std::path::PathBuf {
     dir.file(STATE_FILE)
 }
 
+/// The file bytes for an IPAM export: [`STATE_CHECKSUM_TAG`], the SHA-256 of `export`,
+/// then `export`.
+pub(crate) fn seal_state(export: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(STATE_CHECKSUM_TAG.len() + STATE_DIGEST_LEN + export.len());
+    out.extend_from_slice(STATE_CHECKSUM_TAG);
+    out.extend_from_slice(&sha2::Sha256::digest(export));
+    out.extend_from_slice(export);
+    out
+}
+
+/// What an `ipam.state` holds, once its checksum is checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StateFile<'a> {
+    /// An export whose checksum matched.
+    Checked(&'a [u8]),
+    /// A file without a checksum (written before weft had one): the bare export, left to
+    /// the core's strict parser, and rewritten with a checksum once loaded.
+    Unchecked(&'a [u8]),
+}
+
+/// Checks the checksum of the `ipam.state` bytes `file`; `Err` says what is wrong.
+pub(crate) fn open_state(file: &[u8]) -> std::result::Result<StateFile<'_>, &'static str> {
+    use sha2::Digest;
+    let Some(rest) = file.strip_prefix(STATE_CHECKSUM_TAG) else {
+        return Ok(StateFile::Unchecked(file));
+    };
+    if rest.len() < STATE_DIGEST_LEN {
+        return Err("truncated (its checksum is cut off)");
+    }
+    let (digest, export) = rest.split_at(STATE_DIGEST_LEN);
+    if sha2::Sha256::digest(export).as_slice() != digest {
+        return Err("checksum mismatch: the file is corrupted or was cut short");
+    }
+    Ok(StateFile::Checked(export))
+}
+
 /// Loads the persisted IPAM state into a freshly made router; a missing file is a first
-/// start.
+/// start. Returns whether the file on disk is current (a file without a checksum is not,
+/// so it is written again, with one). A corrupted file stops the router: loading part of
+/// it could hand out addresses that are in use.
 pub(crate) fn restore(router: &mut Router, dir: &StateDir) -> Result<bool> {
     let path = state_path(dir);
     let Some(bytes) = crate::state::read_bounded(&path, STATE_FILE_LEN_MAX)? else {
         return Ok(false);
     };
-    router.ipam_restore(Instant::ZERO, &bytes).map_err(|e| {
+    let (export, current) = match open_state(&bytes) {
+        Ok(StateFile::Checked(e)) => (e, true),
+        Ok(StateFile::Unchecked(e)) => (e, false),
+        Err(why) => {
+            return Err(Error::Other(format!(
+                "{}: {why}; restore it from a backup, or move it away to start with an empty address book (addresses this router gave out may then be given out again)",
+                path.display()
+            )));
+        }
+    };
+    router.ipam_restore(Instant::ZERO, export).map_err(|e| {
         Error::Other(format!(
             "{}: {e}; start with the flags it was written with, or `weft reset` to start over",
             path.display()
         ))
     })?;
-    Ok(true)
+    if !current {
+        tracing::info!(
+            "{}: no checksum (written by an older weft); it is written again with one",
+            path.display()
+        );
+    }
+    Ok(current)
 }
 
 /// `net:default` or `net:CIDR` in `weft attach`: allocate an address in that subnet.
@@ -458,6 +517,25 @@ pub(crate) fn render_status(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_checksum_refuses_any_change_and_accepts_files_without_one() {
+        let export = b"\x57\x49\x50\x4dsome export bytes".to_vec();
+        let file = seal_state(&export);
+        assert!(file.starts_with(STATE_CHECKSUM_TAG));
+        assert_eq!(open_state(&file), Ok(StateFile::Checked(&export[..])));
+        // Every single-bit flip anywhere after the tag, and every cut, is refused.
+        for i in STATE_CHECKSUM_TAG.len()..file.len() {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            assert!(open_state(&bad).is_err(), "flip at {i} accepted");
+        }
+        for n in STATE_CHECKSUM_TAG.len()..file.len() {
+            assert!(open_state(&file[..n]).is_err(), "cut at {n} accepted");
+        }
+        // An older file (the bare export) is handed on, marked unchecked.
+        assert_eq!(open_state(&export), Ok(StateFile::Unchecked(&export[..])));
+    }
 
     #[test]
     fn flags_parse_and_refuse_with_one_line() {

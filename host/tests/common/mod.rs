@@ -41,7 +41,8 @@ impl Router {
     pub fn restart(net: &mut TestNet, ns: &Ns, opts: &Opts<'_>) -> Self {
         let dir = std::env::temp_dir().join(format!("weft-e2e-{}", ns.name()));
         std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("weft.sock");
+        // In a directory of its own the router creates (0700), as /run/weft.
+        let socket = dir.join("run").join("weft.sock");
         let state = dir.join("state");
         let (s, st) = (socket.display().to_string(), state.display().to_string());
         let mut args = vec!["env"];

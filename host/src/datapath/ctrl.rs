@@ -1,0 +1,185 @@
+//! What the control plane (the router task) tells the datapath's pump thread: each peer
+//! with the connection its datagram keys belong to, the routes, the fast-path peers.
+//!
+//! Nothing is dropped: updates wait in [`Pending`], where a newer one replaces an older
+//! one of the same kind (per peer, routes, fast set), so it holds at most one entry per
+//! peer the router has a connection to and never refuses one. The pump takes them all
+//! at its next wake-up. A peer's entry is keyed on its connection: a new connection to
+//! the same peer (a reconnect, or the other side of a duplicate-connection tie-break)
+//! replaces the address and keys the pump has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use weft_core::conn::ConnId;
+use weft_core::crypto::{DatagramOpener, DatagramSealer};
+use weft_core::peer::PeerName;
+use weft_core::router::ForwardingTable;
+
+/// One peer's datagram keys (boxed: they are large and move between threads).
+pub(super) type Keys = Box<(DatagramSealer, DatagramOpener)>;
+
+/// The latest word on one peer.
+pub(super) enum PeerUpdate {
+    /// Datagrams go to `addr`, sealed with `keys` (of connection `conn`).
+    Set {
+        conn: ConnId,
+        addr: SocketAddr,
+        keys: Option<Keys>,
+    },
+    /// The peer has no connection any more.
+    Remove,
+}
+
+/// Updates the pump has not taken yet.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) peers: BTreeMap<PeerName, PeerUpdate>,
+    pub(super) routes: Option<ForwardingTable>,
+    pub(super) fast: Option<BTreeSet<PeerName>>,
+}
+
+impl Pending {
+    /// Takes everything waiting in `shared` (the pump's side; holds the lock only to swap).
+    pub(super) fn take(shared: &Mutex<Self>) -> Self {
+        std::mem::take(&mut *shared.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The control plane's side.
+pub(super) struct Control {
+    /// Per peer, the connection (and address) whose keys the pump has or is about to get.
+    told: Mutex<BTreeMap<PeerName, (ConnId, SocketAddr)>>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Control {
+    /// A control side and the shared updates for the pump.
+    pub(super) fn new() -> (Self, Arc<Mutex<Pending>>) {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let control = Self {
+            told: Mutex::new(BTreeMap::new()),
+            pending: Arc::clone(&pending),
+        };
+        (control, pending)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn told(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerName, (ConnId, SocketAddr)>> {
+        self.told.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection whose keys the pump has (or will have) for `name`.
+    pub(super) fn conn_of(&self, name: PeerName) -> Option<ConnId> {
+        self.told().get(&name).map(|(c, _)| *c)
+    }
+
+    /// `name` is reached over connection `conn`: datagrams to `addr`, sealed with `keys`.
+    /// Replaces whatever the pump had for `name`.
+    pub(super) fn set_peer(
+        &self,
+        name: PeerName,
+        conn: ConnId,
+        addr: SocketAddr,
+        keys: Option<Keys>,
+    ) {
+        self.told().insert(name, (conn, addr));
+        self.pending()
+            .peers
+            .insert(name, PeerUpdate::Set { conn, addr, keys });
+    }
+
+    /// Removes every peer not in `live`; true if there was one.
+    pub(super) fn retain(&self, live: &[PeerName]) -> bool {
+        let gone: Vec<PeerName> = {
+            let mut told = self.told();
+            let gone = told.keys().filter(|n| !live.contains(n)).copied().collect();
+            told.retain(|n, _| live.contains(n));
+            gone
+        };
+        let mut pending = self.pending();
+        for n in &gone {
+            pending.peers.insert(*n, PeerUpdate::Remove);
+        }
+        !gone.is_empty()
+    }
+
+    /// New routes (replacing any not taken yet).
+    pub(super) fn set_routes(&self, table: ForwardingTable) {
+        self.pending().routes = Some(table);
+    }
+
+    /// The fast-path peers now (replacing any set not taken yet).
+    pub(super) fn set_fast(&self, fast: BTreeSet<PeerName>) {
+        self.pending().fast = Some(fast);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(i: u64) -> PeerName {
+        PeerName::from_u64(0x200 + i)
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, i], 6783))
+    }
+
+    #[test]
+    fn a_second_connection_replaces_the_first_ones_entry() {
+        let (control, shared) = Control::new();
+        let p = peer(1);
+        control.set_peer(p, ConnId(1), addr(2), None);
+        // The pump took the first connection's entry.
+        assert!(matches!(
+            Pending::take(&shared).peers.get(&p),
+            Some(PeerUpdate::Set {
+                conn: ConnId(1),
+                ..
+            })
+        ));
+        assert_eq!(control.conn_of(p), Some(ConnId(1)));
+        // A tie-break or reconnect: the router's connection to p is now #7.
+        control.set_peer(p, ConnId(7), addr(3), None);
+        assert_eq!(control.conn_of(p), Some(ConnId(7)));
+        let taken = Pending::take(&shared);
+        match taken.peers.get(&p) {
+            Some(PeerUpdate::Set { conn, addr: a, .. }) => {
+                assert_eq!((*conn, *a), (ConnId(7), addr(3)));
+            }
+            _ => panic!("no update for the new connection"),
+        }
+    }
+
+    #[test]
+    fn updates_are_never_dropped_however_many_wait() {
+        let (control, shared) = Control::new();
+        let n = 5_000;
+        let live: Vec<PeerName> = (0..n).map(peer).collect();
+        for (i, p) in live.iter().enumerate() {
+            control.set_peer(*p, ConnId(i as u64), addr(2), None);
+        }
+        // Newer words replace older ones: the last per peer wins.
+        control.set_peer(live[0], ConnId(99_999), addr(9), None);
+        control.retain(&live[1..]);
+        let taken = Pending::take(&shared);
+        assert_eq!(taken.peers.len(), n as usize);
+        assert!(matches!(
+            taken.peers.get(&live[0]),
+            Some(PeerUpdate::Remove)
+        ));
+        assert!(matches!(
+            taken.peers.get(&live[1]),
+            Some(PeerUpdate::Set {
+                conn: ConnId(1),
+                ..
+            })
+        ));
+        assert!(Pending::take(&shared).peers.is_empty());
+    }
+}
