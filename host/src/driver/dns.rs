@@ -1,5 +1,4 @@
-//! The router task's DNS part: a child module of `driver` (declared there with a `#[path]`
-//! to this file) so it reaches the router. It runs the naming commands of the control API
+//! The router task's DNS part, a child of `driver` so it reaches the router. It runs the naming commands of the control API
 //! against the core record set, rebuilds the server's snapshot when records or topology
 //! change, and renders `weft status dns`.
 

@@ -1,6 +1,5 @@
-//! The router's DNS glue: a child module of `router` (declared there with a `#[path]` to
-//! this file) so the DNS logic stays in `dns/` while it reaches the router's connections.
-//! It routes CHANNEL_DNS gossip to [`Dns`], sends what [`Dns`] asks (news flooded to the
+//! The router's DNS channel: the DNS logic stays in `crate::dns`; this child of `router`
+//! reaches the router's connections. It routes CHANNEL_DNS gossip to [`Dns`], sends what [`Dns`] asks (news flooded to the
 //! neighbours, full state to a new neighbour and periodically to a few), drops a removed
 //! peer's records, and exposes the commands the host uses.
 //!

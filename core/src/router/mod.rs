@@ -25,15 +25,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 
-// IPAM glue: lives in ipam/, is a child of this module so it reaches the router's fields.
-#[path = "ipam/glue.rs"]
-mod ipam_glue;
-// DNS glue: likewise, in dns/glue.rs.
-#[path = "dns/glue.rs"]
-mod dns_glue;
+// The IPAM and DNS gossip channels: the router's side of `crate::ipam` and `crate::dns`.
+mod dns_channel;
+mod ipam_channel;
 // Topology tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
-#[path = "router_topology_tests.rs"]
 mod topology_tests;
 
 /// Most events queued for the driver; further events are dropped and counted (never a
@@ -348,7 +344,7 @@ impl Router {
         let ipam = Ipam::new(
             config.ipam,
             config.name,
-            uid.0 ^ ipam_glue::IPAM_SEED_SALT,
+            uid.0 ^ ipam_channel::IPAM_SEED_SALT,
             config.gossip_interval,
             now,
         );

@@ -1,6 +1,5 @@
-//! The router's IPAM glue: a child module of `router` (declared there with a `#[path]`
-//! to this file) so the IPAM logic stays in `ipam/` while it reaches the router's
-//! connections. It routes CHANNEL_IPAM gossip to [`Ipam`], sends what [`Ipam`] asks
+//! The router's IPAM channel: the IPAM logic stays in `crate::ipam`; this child of
+//! `router` reaches the router's connections. It routes CHANNEL_IPAM gossip to [`Ipam`], sends what [`Ipam`] asks
 //! (news to all neighbours, periodic gossip to a few, unicast through the next hop), turns
 //! [`IpamEvent`]s into [`Event::Ipam`], and exposes the commands the host uses.
 //!

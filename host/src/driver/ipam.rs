@@ -1,5 +1,4 @@
-//! The router task's IPAM part: a child module of `driver` (declared there with a
-//! `#[path]` to this file) so it reaches the router. It runs the control API's address
+//! The router task's IPAM part, a child of `driver` so it reaches the router. It runs the control API's address
 //! requests against the core, collects the answers of one attach (a *group* of requests)
 //! and persists the IPAM export whenever it changed: before the router's next transmit
 //! and before any answer leaves for a client.

@@ -25,15 +25,11 @@ use weft_core::maker::{TargetKind, TargetState};
 use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::Instant;
 
-// DNS glue: lives in dns/, is a child of this module so it reaches the router.
-#[path = "dns/glue.rs"]
-mod dns_glue;
-pub(crate) use dns_glue::DnsRequest;
-
-// IPAM glue: lives in ipam/, is a child of this module so it reaches the router.
-#[path = "ipam/glue.rs"]
-mod ipam_glue;
-pub(crate) use ipam_glue::IpamRequest;
+// The driver's DNS and IPAM parts (the API's requests, answered from the router).
+mod dns;
+mod ipam;
+pub(crate) use dns::DnsRequest;
+pub(crate) use ipam::IpamRequest;
 
 /// Capacity of the driver's inbox (stream bytes, accepts, API queries).
 pub(crate) const INBOX_LEN_MAX: usize = 1024;
@@ -136,8 +132,8 @@ pub(crate) struct Driver {
     drops_no_stream: u64,
     connections_accepted: u64,
     started: SystemTime,
-    dns: dns_glue::DnsState,
-    ipam: ipam_glue::IpamState,
+    dns: dns::DnsState,
+    ipam: ipam::IpamState,
 }
 
 fn unix_now_s() -> u64 {
@@ -172,8 +168,8 @@ impl Driver {
             drops_no_stream: 0,
             connections_accepted: 0,
             started: SystemTime::now(),
-            dns: dns_glue::DnsState::default(),
-            ipam: ipam_glue::IpamState::default(),
+            dns: dns::DnsState::default(),
+            ipam: ipam::IpamState::default(),
         }
     }
 
