@@ -154,7 +154,7 @@ fn spread_pieces(
 
 /// Why a datagram or frame was dropped (counted in [`SleeveStats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// Did not parse.
     Malformed(WireError),
     /// From a peer we have no session with.
@@ -208,16 +208,16 @@ pub struct SleeveStats {
 }
 
 impl SleeveStats {
-    fn count(&mut self, d: Drop) {
+    fn count(&mut self, d: DropReason) {
         match d {
-            Drop::Malformed(_) => self.drops_malformed += 1,
-            Drop::UnknownPeer => self.drops_unknown_peer += 1,
-            Drop::Crypto => self.drops_crypto += 1,
-            Drop::Replayed => self.drops_replayed += 1,
-            Drop::EncryptionMismatch => self.drops_encryption_mismatch += 1,
-            Drop::NotForUs => self.drops_not_for_us += 1,
-            Drop::NoRoute => self.drops_no_route += 1,
-            Drop::TooBig => self.drops_too_big += 1,
+            DropReason::Malformed(_) => self.drops_malformed += 1,
+            DropReason::UnknownPeer => self.drops_unknown_peer += 1,
+            DropReason::Crypto => self.drops_crypto += 1,
+            DropReason::Replayed => self.drops_replayed += 1,
+            DropReason::EncryptionMismatch => self.drops_encryption_mismatch += 1,
+            DropReason::NotForUs => self.drops_not_for_us += 1,
+            DropReason::NoRoute => self.drops_no_route += 1,
+            DropReason::TooBig => self.drops_too_big += 1,
         }
     }
 }
@@ -449,7 +449,8 @@ impl Sleeve {
     ) {
         self.stats.frames_from_bridge += 1;
         let (Some(dst), Some(src)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
-            self.stats.count(Drop::Malformed(WireError::Truncated));
+            self.stats
+                .count(DropReason::Malformed(WireError::Truncated));
             return;
         };
         if frame.get(12..14) == Some(&HEARTBEAT_ETHERTYPE.to_be_bytes()[..]) {
@@ -464,7 +465,7 @@ impl Sleeve {
             }
             Forward::Unicast(dest) => {
                 let Some(hop) = self.next_hop.get(&dest).copied() else {
-                    self.stats.count(Drop::NoRoute);
+                    self.stats.count(DropReason::NoRoute);
                     return;
                 };
                 self.send_frames(hop, self.me, dest, frame, off, out);
@@ -564,7 +565,7 @@ impl Sleeve {
             }
             self.stats.datagrams_received += 1;
             let r = match lens[i].load(Ordering::Relaxed) {
-                FAILED => Err(Drop::Crypto),
+                FAILED => Err(DropReason::Crypto),
                 len => self.accept_opened(now, d, len, out),
             };
             if let Err(e) = r {
@@ -575,18 +576,21 @@ impl Sleeve {
 
     /// The checks on a datagram's header before opening it: parses, for us, sealed as we
     /// seal, from a peer we know (for a plain one: from that peer's address).
-    fn check_header(&self, from: SocketAddr, dgram: &[u8]) -> Result<DatagramHeader, Drop> {
-        let (header, _) = DatagramHeader::parse(dgram).map_err(Drop::Malformed)?;
+    fn check_header(&self, from: SocketAddr, dgram: &[u8]) -> Result<DatagramHeader, DropReason> {
+        let (header, _) = DatagramHeader::parse(dgram).map_err(DropReason::Malformed)?;
         if header.receiver != self.me {
-            return Err(Drop::NotForUs);
+            return Err(DropReason::NotForUs);
         }
         if header.sealed != self.encrypt {
-            return Err(Drop::EncryptionMismatch);
+            return Err(DropReason::EncryptionMismatch);
         }
-        let peer = self.peers.get(&header.sender).ok_or(Drop::UnknownPeer)?;
+        let peer = self
+            .peers
+            .get(&header.sender)
+            .ok_or(DropReason::UnknownPeer)?;
         // Without a seal, the only proof of the sender is where it came from.
         if !header.sealed && from.ip() != peer.addr.ip() {
-            return Err(Drop::UnknownPeer);
+            return Err(DropReason::UnknownPeer);
         }
         Ok(header)
     }
@@ -599,14 +603,16 @@ impl Sleeve {
         dgram: &mut [u8],
         len: usize,
         out: &mut impl FnMut(Output<'_>),
-    ) -> Result<(), Drop> {
-        let (header, _) = DatagramHeader::parse(dgram).map_err(Drop::Malformed)?;
+    ) -> Result<(), DropReason> {
+        let (header, _) = DatagramHeader::parse(dgram).map_err(DropReason::Malformed)?;
         let opener = self
             .peers
             .get_mut(&header.sender)
             .and_then(|p| p.opener.as_mut())
-            .ok_or(Drop::UnknownPeer)?;
-        opener.record(header.counter).map_err(|_| Drop::Crypto)?;
+            .ok_or(DropReason::UnknownPeer)?;
+        opener
+            .record(header.counter)
+            .map_err(|_| DropReason::Crypto)?;
         let body = &dgram[DATAGRAM_HEADER_LEN..DATAGRAM_HEADER_LEN + len];
         self.accept(now, header, body, out)
     }
@@ -617,24 +623,24 @@ impl Sleeve {
         from: SocketAddr,
         dgram: &mut [u8],
         out: &mut impl FnMut(Output<'_>),
-    ) -> Result<(), Drop> {
+    ) -> Result<(), DropReason> {
         let header = self.check_header(from, dgram)?;
         let peer = self
             .peers
             .get_mut(&header.sender)
-            .ok_or(Drop::UnknownPeer)?;
+            .ok_or(DropReason::UnknownPeer)?;
         let (aad, body) = dgram.split_at_mut(DATAGRAM_HEADER_LEN);
         let plain_len = if header.sealed {
-            let opener = peer.opener.as_mut().ok_or(Drop::EncryptionMismatch)?;
+            let opener = peer.opener.as_mut().ok_or(DropReason::EncryptionMismatch)?;
             opener
                 .open_in_place(header.counter, aad, body)
-                .map_err(|_| Drop::Crypto)?
+                .map_err(|_| DropReason::Crypto)?
         } else {
             // Unsealed, the counter is no proof of anything, but it stops the network (or
             // a careless middlebox) from delivering a datagram twice.
             peer.plain_window
                 .update(header.counter)
-                .map_err(|_| Drop::Replayed)?;
+                .map_err(|_| DropReason::Replayed)?;
             body.len()
         };
         self.accept(now, header, &body[..plain_len], out)
@@ -647,7 +653,7 @@ impl Sleeve {
         header: DatagramHeader,
         body: &[u8],
         out: &mut impl FnMut(Output<'_>),
-    ) -> Result<(), Drop> {
+    ) -> Result<(), DropReason> {
         if let Some(peer) = self.peers.get_mut(&header.sender) {
             peer.last_heard = Some(now);
         }
@@ -655,9 +661,9 @@ impl Sleeve {
             DatagramKind::Heartbeat => Ok(()),
             DatagramKind::PmtuProbe => {
                 let Payload::PmtuProbe { id, .. } =
-                    Payload::parse(header.kind, body).map_err(Drop::Malformed)?
+                    Payload::parse(header.kind, body).map_err(DropReason::Malformed)?
                 else {
-                    return Err(Drop::Malformed(WireError::Inconsistent));
+                    return Err(DropReason::Malformed(WireError::Inconsistent));
                 };
                 let size = u16::try_from(
                     DATAGRAM_HEADER_LEN
@@ -670,12 +676,12 @@ impl Sleeve {
             }
             DatagramKind::PmtuReply => {
                 if let Payload::PmtuReply { size, .. } =
-                    Payload::parse(header.kind, body).map_err(Drop::Malformed)?
+                    Payload::parse(header.kind, body).map_err(DropReason::Malformed)?
                 {
                     let p = self
                         .peers
                         .get_mut(&header.sender)
-                        .ok_or(Drop::UnknownPeer)?;
+                        .ok_or(DropReason::UnknownPeer)?;
                     p.pmtu_bytes = Some(p.pmtu_bytes.map_or(size, |m| m.max(size)));
                 }
                 Ok(())
@@ -683,14 +689,14 @@ impl Sleeve {
             DatagramKind::Frames | DatagramKind::FramesCsumPartial => {
                 let partial = header.kind == DatagramKind::FramesCsumPartial;
                 if body.len() < ROUTING_PREFIX_LEN {
-                    return Err(Drop::Malformed(WireError::Truncated));
+                    return Err(DropReason::Malformed(WireError::Truncated));
                 }
                 let origin = name_at(body, 0);
                 let dest = name_at(body, 6);
                 let frames =
-                    EthFrames::parse(&body[ROUTING_PREFIX_LEN..]).map_err(Drop::Malformed)?;
+                    EthFrames::parse(&body[ROUTING_PREFIX_LEN..]).map_err(DropReason::Malformed)?;
                 if origin == self.me {
-                    return Err(Drop::NotForUs);
+                    return Err(DropReason::NotForUs);
                 }
                 // What a fast-path peer originates, the kernel delivers; we only relay it.
                 let deliver =
@@ -718,7 +724,11 @@ impl Sleeve {
                         }
                     }
                 } else if dest != self.me {
-                    let hop = self.next_hop.get(&dest).copied().ok_or(Drop::NoRoute)?;
+                    let hop = self
+                        .next_hop
+                        .get(&dest)
+                        .copied()
+                        .ok_or(DropReason::NoRoute)?;
                     let plain: Vec<u8> = body.to_vec();
                     self.stats.frames_relayed += frames.len() as u64;
                     self.send_payload(hop, header.kind, &plain, out);
@@ -798,14 +808,14 @@ impl Sleeve {
         body[6..].copy_from_slice(&dest.to_bytes());
         let payload_len = ROUTING_PREFIX_LEN + 2 + frame.len();
         if DATAGRAM_HEADER_LEN + payload_len + TAG_LEN_BYTES > self.scratch.len() {
-            self.stats.count(Drop::TooBig);
+            self.stats.count(DropReason::TooBig);
             return;
         }
         let start = DATAGRAM_HEADER_LEN;
         self.scratch[start..start + ROUTING_PREFIX_LEN].copy_from_slice(&body);
         let mut w = EthFramesWriter::new(&mut self.scratch[start + ROUTING_PREFIX_LEN..]);
         if let Err(e) = w.push(frame) {
-            self.stats.count(Drop::Malformed(e));
+            self.stats.count(DropReason::Malformed(e));
             return;
         }
         self.finish(hop, DatagramKind::Frames, payload_len, out);
@@ -848,14 +858,15 @@ impl Sleeve {
         let mut seg = match Segmenter::new(frame, off, mss_max) {
             Ok(s) => s.leave_csum_partial(),
             Err(_) => {
-                self.stats.count(Drop::Malformed(WireError::Inconsistent));
+                self.stats
+                    .count(DropReason::Malformed(WireError::Inconsistent));
                 return;
             }
         };
         let seg_max = seg.segment_len_max();
         let stride = lead + seg_max + tag;
         if stride > GSO_BATCH_LEN_MAX || seg_max > usize::from(u16::MAX) {
-            self.stats.count(Drop::TooBig);
+            self.stats.count(DropReason::TooBig);
             return;
         }
         let per_batch = (GSO_BATCH_LEN_MAX / stride).clamp(1, GSO_BATCH_SEGMENTS_MAX);
@@ -865,7 +876,7 @@ impl Sleeve {
         };
         let (me, encrypt) = (self.me, self.encrypt);
         let Some(peer) = self.peers.get_mut(&hop) else {
-            self.stats.count(Drop::NoRoute);
+            self.stats.count(DropReason::NoRoute);
             return;
         };
         let spread = &mut self.spread;
@@ -923,7 +934,7 @@ impl Sleeve {
                     });
                     if bad.load(Ordering::Relaxed) {
                         // Unreachable with the lengths above; never send unsealed bytes.
-                        failed = Some(Drop::Crypto);
+                        failed = Some(DropReason::Crypto);
                         sent = 0;
                         return 0;
                     }
@@ -959,7 +970,7 @@ impl Sleeve {
         let end = self.scratch.len() - TAG_LEN_BYTES;
         match payload.emit(&mut self.scratch[start..end]) {
             Ok(len) => self.finish(to, payload.kind(), len, out),
-            Err(e) => self.stats.count(Drop::Malformed(e)),
+            Err(e) => self.stats.count(DropReason::Malformed(e)),
         }
     }
 
@@ -972,7 +983,7 @@ impl Sleeve {
     ) {
         let start = DATAGRAM_HEADER_LEN;
         if start + plain.len() + TAG_LEN_BYTES > self.scratch.len() {
-            self.stats.count(Drop::TooBig);
+            self.stats.count(DropReason::TooBig);
             return;
         }
         self.scratch[start..start + plain.len()].copy_from_slice(plain);
@@ -989,7 +1000,7 @@ impl Sleeve {
         out: &mut impl FnMut(Output<'_>),
     ) {
         let Some(peer) = self.peers.get_mut(&hop) else {
-            self.stats.count(Drop::NoRoute);
+            self.stats.count(DropReason::NoRoute);
             return;
         };
         match seal_datagram(
@@ -1024,12 +1035,12 @@ fn seal_datagram(
     kind: DatagramKind,
     buf: &mut [u8],
     len: usize,
-) -> Result<usize, Drop> {
+) -> Result<usize, DropReason> {
     let (counter, total) = frame_datagram(peer, me, encrypt, hop, kind, buf, len)?;
     if let (true, Some(s)) = (encrypt, peer.sealer.as_ref()) {
         let (aad, body) = buf.split_at_mut(DATAGRAM_HEADER_LEN);
         s.seal_at(counter, aad, body, len)
-            .map_err(|_| Drop::Crypto)?;
+            .map_err(|_| DropReason::Crypto)?;
     }
     Ok(total)
 }
@@ -1045,15 +1056,15 @@ fn frame_datagram(
     kind: DatagramKind,
     buf: &mut [u8],
     len: usize,
-) -> Result<(u64, usize), Drop> {
+) -> Result<(u64, usize), DropReason> {
     let tag = if encrypt { TAG_LEN_BYTES } else { 0 };
     let total = DATAGRAM_HEADER_LEN + len + tag;
     if buf.len() < total {
-        return Err(Drop::TooBig);
+        return Err(DropReason::TooBig);
     }
     let counter = match (&mut peer.sealer, encrypt) {
-        (Some(s), true) => s.reserve(1).map_err(|_| Drop::Crypto)?,
-        (None, true) => return Err(Drop::EncryptionMismatch),
+        (Some(s), true) => s.reserve(1).map_err(|_| DropReason::Crypto)?,
+        (None, true) => return Err(DropReason::EncryptionMismatch),
         (_, false) => {
             peer.plain_counter += 1;
             peer.plain_counter
@@ -1069,7 +1080,7 @@ fn frame_datagram(
     };
     header
         .emit(&mut buf[..DATAGRAM_HEADER_LEN])
-        .map_err(Drop::Malformed)?;
+        .map_err(DropReason::Malformed)?;
     Ok((counter, total))
 }
 
