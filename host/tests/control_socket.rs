@@ -32,6 +32,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn control_socket_is_private_and_other_users_are_refused() {
     let Some(mut net) = common::test_net() else {
         return;
@@ -88,6 +89,7 @@ fn control_socket_is_private_and_other_users_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn a_regular_file_at_the_socket_path_stops_start_up_and_is_kept() {
     let Some(mut net) = common::test_net() else {
         return;

@@ -8,6 +8,7 @@ use common::{Opts, Router, ip, link, test_net};
 use std::time::{Duration, Instant};
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn square_traffic_moves_to_the_other_path_when_the_relay_dies() {
     let Some(mut net) = test_net() else {
         return;

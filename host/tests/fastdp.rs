@@ -43,6 +43,7 @@ fn pair(net: &mut TestNet, extra_b: &[&'static str]) -> (Ns, Ns, Router, Router,
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn fast_path_carries_traffic_without_userspace() {
     let Some(mut net) = test_net() else {
         return;
@@ -137,6 +138,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
     let Some(mut net) = test_net() else {
         return;
@@ -181,6 +183,7 @@ fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
     let Some(mut net) = test_net() else {
         return;
@@ -273,6 +276,7 @@ fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn restarting_with_a_password_removes_the_fast_path_and_traffic_stays_encrypted() {
     let Some(mut net) = test_net() else {
         return;

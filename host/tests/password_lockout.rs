@@ -39,6 +39,7 @@ fn lockout_lines(r: &Router, ip: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn repeated_wrong_passwords_lock_the_address_out_and_are_logged_once() {
     let Some(mut net) = test_net() else {
         return;

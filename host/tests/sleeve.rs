@@ -14,12 +14,14 @@ use weft_kernel_dp::testnet::{Ns, TestNet};
 const SETTLE: Duration = Duration::from_secs(20);
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn two_hosts_containers_ping_and_move_50_mb_intact() {
     // The default backend: io_uring wherever the kernel allows it (this machine does).
     move_50_mb(&Opts::sleeve(), "io_uring", |_, _| {});
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn the_plain_syscall_backend_moves_50_mb_intact_too_encrypted() {
     let opts = Opts {
         password: Some("plain backend secret"),
@@ -30,6 +32,7 @@ fn the_plain_syscall_backend_moves_50_mb_intact_too_encrypted() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
     let opts = Opts {
         password: Some("helper threads secret"),
@@ -54,6 +57,7 @@ fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn udp_datagrams_merged_on_the_way_arrive_whole_and_in_order() {
     let Some(mut net) = test_net() else {
         return;
@@ -248,6 +252,7 @@ fn star(net: &mut TestNet) -> [Router; 3] {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn line_a_b_c_ends_talk_through_b_which_relays() {
     let Some(mut net) = test_net() else {
         return;
@@ -320,6 +325,7 @@ fn line_a_b_c_ends_talk_through_b_which_relays() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn tcp_crosses_an_underlay_with_a_small_mtu_cut_to_fit_not_fragmented() {
     let Some(mut net) = test_net() else {
         return;
@@ -372,6 +378,7 @@ fn tcp_crosses_an_underlay_with_a_small_mtu_cut_to_fit_not_fragmented() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn broadcast_and_multicast_reach_containers_on_every_other_host() {
     let Some(mut net) = test_net() else {
         return;
@@ -422,6 +429,7 @@ fn broadcast_and_multicast_reach_containers_on_every_other_host() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn restarted_router_keeps_its_containers_and_traffic_resumes() {
     let Some(mut net) = test_net() else {
         return;
@@ -468,6 +476,7 @@ fn restarted_router_keeps_its_containers_and_traffic_resumes() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn an_address_moved_to_another_host_is_reached_there() {
     let Some(mut net) = test_net() else {
         return;

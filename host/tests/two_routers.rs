@@ -29,6 +29,7 @@ fn established_to(r: &Router, peer: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn two_routers_connect_and_show_each_other() {
     let Some(mut net) = test_net() else {
         return;
@@ -61,6 +62,7 @@ fn two_routers_connect_and_show_each_other() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn wrong_password_shows_no_connection_and_the_reason() {
     let Some(mut net) = test_net() else {
         return;
@@ -108,6 +110,7 @@ fn wrong_password_shows_no_connection_and_the_reason() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn attach_survives_router_restart_and_detach_removes_it() {
     let Some(mut net) = test_net() else {
         return;
@@ -169,6 +172,7 @@ fn attach_survives_router_restart_and_detach_removes_it() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn connect_and_forget_at_run_time_change_connections_and_targets() {
     let Some(mut net) = test_net() else {
         return;
@@ -330,6 +334,7 @@ fn marker_on_underlay(password: Option<&str>) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn with_a_password_container_bytes_never_appear_on_the_underlay() {
     if require_root().is_some() {
         return;
@@ -341,6 +346,7 @@ fn with_a_password_container_bytes_never_appear_on_the_underlay() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn without_a_password_container_bytes_do_appear_on_the_underlay() {
     // The control for the test above: the capture does see plaintext when there is some.
     if require_root().is_some() {
@@ -353,6 +359,7 @@ fn without_a_password_container_bytes_do_appear_on_the_underlay() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn routers_with_one_key_file_connect_and_another_key_is_refused() {
     let Some(mut net) = test_net() else {
         return;

@@ -13,6 +13,7 @@ use weft_kernel_dp::{
 };
 
 #[tokio::test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn bridge_and_veth_into_netns_carry_a_ping() -> TestResult {
     if require_root().is_some() {
         return Ok(());
@@ -67,6 +68,7 @@ async fn bridge_and_veth_into_netns_carry_a_ping() -> TestResult {
 }
 
 #[tokio::test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn link_ops_report_errors_with_context() -> TestResult {
     if require_root().is_some() {
         return Ok(());
@@ -129,6 +131,7 @@ async fn link_ops_report_errors_with_context() -> TestResult {
 }
 
 #[tokio::test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn addresses_and_routes() -> TestResult {
     if require_root().is_some() {
         return Ok(());

@@ -19,6 +19,7 @@ fn netns_names() -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn hosts_underlay_and_processes_then_teardown() -> TestResult {
     if require_root().is_some() {
         return Ok(());
@@ -86,6 +87,7 @@ fn hosts_underlay_and_processes_then_teardown() -> TestResult {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn teardown_also_runs_on_panic() -> TestResult {
     if require_root().is_some() {
         return Ok(());
@@ -110,6 +112,7 @@ fn teardown_also_runs_on_panic() -> TestResult {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn separate_testnets_do_not_collide() -> TestResult {
     if require_root().is_some() {
         return Ok(());

@@ -70,6 +70,7 @@ fn static_neigh(container: &Ns, n: u8, mac: MacAddr) {
 }
 
 #[tokio::test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn unicast_fdb_entries_carry_a_ping_and_removal_stops_it() -> TestResult {
     if require_root().is_some() {
         return Ok(());
@@ -157,6 +158,7 @@ async fn unicast_fdb_entries_carry_a_ping_and_removal_stops_it() -> TestResult {
 }
 
 #[tokio::test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn flood_entries_carry_broadcast_to_every_peer() -> TestResult {
     if require_root().is_some() {
         return Ok(());

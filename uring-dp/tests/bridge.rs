@@ -167,6 +167,7 @@ fn stop_cleanly(s: Setup) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn plain_backend_bridges_ping() {
     skip_unless_root!();
     let s = setup(BackendChoice::Plain, TapOptions::default(), false);
@@ -181,6 +182,7 @@ fn plain_backend_bridges_ping() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn uring_backend_bridges_ping() {
     skip_unless_root!();
     let s = setup(BackendChoice::Uring, TapOptions::default(), false);
@@ -190,6 +192,7 @@ fn uring_backend_bridges_ping() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn uring_one_shot_reads_as_on_older_kernels_bridge_ping() {
     skip_unless_root!();
     let (na, nb) = underlay();
@@ -207,6 +210,7 @@ fn uring_one_shot_reads_as_on_older_kernels_bridge_ping() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn gso_sends_over_the_underlay_mtu_go_out_one_by_one_on_both_backends() {
     skip_unless_root!();
     for backend in [BackendChoice::Plain, BackendChoice::Uring] {
@@ -238,6 +242,7 @@ fn gso_sends_over_the_underlay_mtu_go_out_one_by_one_on_both_backends() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn both_backends_bridge_with_vnet_hdr_and_offloads() {
     skip_unless_root!();
     let opts = TapOptions {
@@ -304,6 +309,7 @@ fn refuse_io_uring_setup_on_this_thread() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn refused_io_uring_falls_back_to_plain_and_still_bridges() {
     skip_unless_root!();
     // The env var would override Auto; this test is only meaningful without it.
@@ -323,6 +329,7 @@ fn refused_io_uring_falls_back_to_plain_and_still_bridges() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn uring_required_but_refused_is_an_error() {
     skip_unless_root!();
     let ns = Netns::new();
