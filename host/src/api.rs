@@ -35,12 +35,12 @@
 //! listens on every exposed IPv4 address).
 
 use crate::cli::{Cidr, PeerAddr};
-use crate::datapath::Datapath;
 use crate::dns::DnsServer;
 use crate::driver::{DnsRequest, Input, Query};
 use crate::error::Error;
 use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX, HttpError};
 use crate::plumbing::{Detached, Plumbing};
+use crate::sleeve::Datapath;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;

@@ -3,10 +3,10 @@
 
 use crate::api::{self, Api};
 use crate::cli::{GlobalArgs, RouterArgs};
-use crate::datapath::Datapath;
 use crate::driver::{self, Driver, Info, Input};
 use crate::error::{Error, Result};
 use crate::plumbing::Plumbing;
+use crate::sleeve::Datapath;
 use crate::state::StateDir;
 use std::io::Read;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -103,7 +103,7 @@ async fn run_async(
             .map_or_else(crate::cli::crypto_threads_default, usize::from),
         args.mtu,
     )?);
-    plumbing.add_port(crate::datapath::TAP_NAME).await?;
+    plumbing.add_port(crate::sleeve::TAP_NAME).await?;
     datapath.spawn_ticker();
     let adopted = plumbing.adopt().await?;
     crate::firewall::allow_bridge(&args.bridge);

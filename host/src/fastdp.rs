@@ -13,7 +13,7 @@
 //!
 //! Not used when a password is set (this kernel has no ESP crypto) or with `--no-fastdp`.
 
-use crate::datapath::{self, Datapath};
+use crate::sleeve::{self, Datapath};
 use crate::state::StateDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -162,7 +162,7 @@ async fn setup(port: u16, bridge: &str) -> Result<(Netlink, Arc<Tap>), String> {
     nl.set_port_isolated(VXLAN_NAME, true)
         .await
         .map_err(|e| e.to_string())?;
-    nl.set_port_isolated(datapath::TAP_NAME, true)
+    nl.set_port_isolated(sleeve::TAP_NAME, true)
         .await
         .map_err(|e| e.to_string())?;
     nl.set_up(VXLAN_NAME).await.map_err(|e| e.to_string())?;
@@ -329,7 +329,7 @@ async fn run(
         }
         if changed {
             // The bridge may have learned MACs of now-fast peers on the sleeve's port.
-            let _ = nl.flush_port_fdb(datapath::TAP_NAME).await;
+            let _ = nl.flush_port_fdb(sleeve::TAP_NAME).await;
             datapath.set_fast_peers(flood.keys().copied().collect());
         }
         if let Ok(mut m) = modes.lock() {

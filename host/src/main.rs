@@ -11,7 +11,6 @@ mod cli;
 mod client;
 mod control;
 mod daemon;
-mod datapath;
 mod dns;
 mod driver;
 mod error;
@@ -22,6 +21,7 @@ mod ipam;
 mod plumbing;
 mod render;
 mod secret;
+mod sleeve;
 mod state;
 
 use clap::{CommandFactory, Parser};

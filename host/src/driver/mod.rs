@@ -7,9 +7,9 @@
 //! disconnected, never buffered without limit), dial tasks and the datapath. The task
 //! never awaits anything but its inbox and its timer, so a slow peer cannot stall it.
 
-use crate::datapath::{self, Datapath};
 use crate::fastdp::FastDp;
 use crate::firewall::PeerFilter;
+use crate::sleeve::{self, Datapath};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -219,7 +219,7 @@ impl Driver {
         let now = self.now();
         match input {
             Input::Accepted(stream, addr) => {
-                let addr = datapath::canonical(addr);
+                let addr = sleeve::canonical(addr);
                 self.connections_accepted += 1;
                 let conn = self.router.accept_stream(now, addr);
                 self.start_stream(conn, addr, stream);
@@ -308,7 +308,7 @@ impl Driver {
         let live: Vec<_> = self.router.neighbours().collect();
         let addrs: BTreeMap<_, _> = live
             .iter()
-            .filter_map(|p| Some((*p, datapath::canonical(self.router.peer_udp_addr(*p)?).ip())))
+            .filter_map(|p| Some((*p, sleeve::canonical(self.router.peer_udp_addr(*p)?).ip())))
             .collect();
         self.peer_filter
             .set_peers(addrs.values().copied().collect());
@@ -324,7 +324,7 @@ impl Driver {
                 let keys = self.router.take_datagram_keys(*p);
                 let keys = if self.info.encrypted { keys } else { None };
                 self.datapath
-                    .set_peer(*p, conn, datapath::canonical(addr), keys);
+                    .set_peer(*p, conn, sleeve::canonical(addr), keys);
                 self.routes_generation = None;
             }
         }
