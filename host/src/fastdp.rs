@@ -55,15 +55,46 @@ pub(crate) enum FastDp {
     },
 }
 
-impl FastDp {
-    /// The mode string for a connection to `peer` (`"fastdp"` or `"sleeve: why"`).
-    pub(crate) fn mode(&self, peer: PeerName) -> String {
+/// What carries a connection's container traffic, as status and metrics show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LinkMode {
+    /// Not established: nothing yet.
+    Down,
+    /// The kernel's VXLAN path.
+    FastDp,
+    /// The userspace sleeve, and why not the fast path.
+    Sleeve(String),
+}
+
+impl LinkMode {
+    /// The metrics label: `fastdp` or `sleeve` (`none` when down).
+    pub(crate) fn label(&self) -> &'static str {
         match self {
-            Self::Off(why) => format!("sleeve: {why}"),
+            Self::Down => "none",
+            Self::FastDp => "fastdp",
+            Self::Sleeve(_) => "sleeve",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sleeve(why) => write!(f, "sleeve: {why}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+impl FastDp {
+    /// Which datapath carries an established connection to `peer`.
+    pub(crate) fn mode(&self, peer: PeerName) -> LinkMode {
+        match self {
+            Self::Off(why) => LinkMode::Sleeve(why.to_string()),
             Self::On { modes, .. } => match modes.lock().ok().and_then(|m| m.get(&peer).copied()) {
-                Some(Ok(())) => "fastdp".to_owned(),
-                Some(Err(why)) => format!("sleeve: {why}"),
-                None => "sleeve: fast path not checked yet".to_owned(),
+                Some(Ok(())) => LinkMode::FastDp,
+                Some(Err(why)) => LinkMode::Sleeve(why.to_string()),
+                None => LinkMode::Sleeve("fast path not checked yet".to_owned()),
             },
         }
     }

@@ -7,7 +7,7 @@
 //! disconnected, never buffered without limit), dial tasks and the datapath. The task
 //! never awaits anything but its inbox and its timer, so a slow peer cannot stall it.
 
-use crate::fastdp::FastDp;
+use crate::fastdp::{FastDp, LinkMode};
 use crate::firewall::PeerFilter;
 use crate::sleeve::{self, Datapath};
 use serde_json::{Value, json};
@@ -277,18 +277,16 @@ impl Driver {
         }
     }
 
-    /// A connection's datapath mode for status: `fastdp`, `sleeve` or `sleeve: why`.
-    fn mode(&self, state: ConnState, peer: Option<weft_core::peer::PeerName>) -> String {
+    /// A connection's datapath mode for status and metrics.
+    fn mode(&self, state: ConnState, peer: Option<weft_core::peer::PeerName>) -> LinkMode {
         let (ConnState::Established, Some(p)) = (state, peer) else {
-            return "none".to_owned();
+            return LinkMode::Down;
         };
-        let fast = self.fastdp.mode(p);
-        if fast == "fastdp" {
-            return fast;
-        }
-        match self.datapath.path_up(p) {
-            Some(true) => fast,
-            _ => format!("{fast}; no sleeve heartbeat on UDP {} yet", self.info.port),
+        match self.fastdp.mode(p) {
+            LinkMode::Sleeve(why) if self.datapath.path_up(p) != Some(true) => LinkMode::Sleeve(
+                format!("{why}; no sleeve heartbeat on UDP {} yet", self.info.port),
+            ),
+            mode => mode,
         }
     }
 
@@ -642,7 +640,7 @@ impl Driver {
                     "outbound": c.outbound,
                     "state": state_name(c.state),
                     "encrypted": c.encrypted,
-                    "mode": self.mode(c.state, c.peer),
+                    "mode": self.mode(c.state, c.peer).to_string(),
                     "error": Value::Null,
                 })
             })
@@ -729,9 +727,7 @@ impl Driver {
             .map(|c| (c.state, c.peer))
             .collect();
         for (state, peer) in established {
-            let m = self.mode(state, peer);
-            let key = if m == "fastdp" { "fastdp" } else { "sleeve" };
-            *by_mode.entry(key).or_default() += 1;
+            *by_mode.entry(self.mode(state, peer).label()).or_default() += 1;
         }
         let _ = writeln!(
             out,
