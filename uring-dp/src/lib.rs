@@ -84,6 +84,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The OS error number behind a failed syscall, for callers that act on it (EBUSY,
+    /// EADDRINUSE) rather than on the message text.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Sys { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn sys(op: &'static str, what: &str, source: io::Error) -> Self {
         Self::Sys {
             op,

@@ -311,7 +311,7 @@ impl Datapath {
         let tap = loop {
             match open_tap() {
                 Ok(t) => break t,
-                Err(e) if tries < TAP_BUSY_RETRIES && e.to_string().contains("busy") => {
+                Err(e) if tries < TAP_BUSY_RETRIES && e.errno() == Some(libc::EBUSY) => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
@@ -331,11 +331,11 @@ impl Datapath {
                 &UdpOptions::default(),
             ) {
                 Ok(u) => break u,
-                Err(e) if tries < TAP_BUSY_RETRIES && e.to_string().contains("in use") => {
+                Err(e) if tries < TAP_BUSY_RETRIES && e.errno() == Some(libc::EADDRINUSE) => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                Err(e) if e.to_string().contains("in use") => {
+                Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
                     return Err(Error::PortInUse { port, proto: "udp" });
                 }
                 Err(e) => return Err(Error::Other(format!("bind UDP port {port}: {e}"))),
@@ -678,7 +678,7 @@ fn open_tap() -> std::result::Result<Tap, weft_uring_dp::Error> {
     };
     match Tap::open(TAP_NAME, &with) {
         Ok(t) => Ok(t),
-        Err(e) if e.to_string().contains("busy") => Err(e),
+        Err(e) if e.errno() == Some(libc::EBUSY) => Err(e),
         Err(e) => {
             tracing::warn!("sleeve TAP without offloads ({e}): one frame per read");
             Tap::open(TAP_NAME, &TapOptions::default())
