@@ -173,6 +173,12 @@ impl NewsQueue {
         }
     }
 
+    /// Asks for the whole topology at the next take (a new neighbour, anti-entropy).
+    pub fn add_everything(&mut self) {
+        self.names.clear();
+        self.overflowed = true;
+    }
+
     /// True if nothing is pending.
     pub fn is_empty(&self) -> bool {
         !self.overflowed && self.names.is_empty()

@@ -10,7 +10,7 @@ use crate::admission::{self, Admit, Lockouts, Pending, Refusal};
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
 use crate::crypto::{BoxedKeyRng, DatagramOpener, DatagramSealer, Psk};
 use crate::dns::Dns;
-use crate::gossip;
+use crate::gossip::{self, News, NewsQueue};
 use crate::ipam::{Ipam, IpamConfig, IpamEvent};
 use crate::maker::{Backoff, Maker, Target, TargetKind};
 use crate::peer::{PeerName, PeerUid};
@@ -290,7 +290,7 @@ pub struct Router {
     routes: Routes,
     routes_dirty: bool,
     /// Per neighbour: names whose entries it should hear about.
-    news: BTreeMap<PeerName, BTreeSet<PeerName>>,
+    news: BTreeMap<PeerName, NewsQueue>,
     flush_at: Option<Instant>,
     next_gossip_at: Instant,
     next_gc_at: Instant,
@@ -806,8 +806,7 @@ impl Router {
         self.dns_on_neighbour(peer);
         self.update_our_conns();
         // A new neighbour hears everything we know.
-        let all: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
-        self.news.entry(peer).or_default().extend(all);
+        self.news.entry(peer).or_default().add_everything();
         self.schedule_flush(now);
     }
 
@@ -858,12 +857,9 @@ impl Router {
         let about_us = news.binary_search(&me).is_ok();
         for n in self.by_peer.keys() {
             if Some(*n) != sender {
-                self.news
-                    .entry(*n)
-                    .or_default()
-                    .extend(news.iter().copied());
+                self.news.entry(*n).or_default().add(news.iter().copied());
             } else if about_us {
-                self.news.entry(*n).or_default().insert(me);
+                self.news.entry(*n).or_default().add([me]);
             }
         }
         self.schedule_flush(now);
@@ -893,7 +889,7 @@ impl Router {
             self.routes_dirty = true;
             let me = self.config.name;
             for n in self.by_peer.keys() {
-                self.news.entry(*n).or_default().insert(me);
+                self.news.entry(*n).or_default().add([me]);
             }
         }
     }
@@ -913,12 +909,15 @@ impl Router {
         }
         self.flush_at = None;
         let news = core::mem::take(&mut self.news);
-        for (peer, names) in news {
+        for (peer, mut queue) in news {
             let Some(&id) = self.by_peer.get(&peer) else {
                 continue;
             };
-            let entries: Vec<&PeerEntry> =
-                names.iter().filter_map(|n| self.topology.get(*n)).collect();
+            let entries: Vec<&PeerEntry> = match queue.take() {
+                News::Nothing => continue,
+                News::Names(names) => names.iter().filter_map(|n| self.topology.get(*n)).collect(),
+                News::Everything => self.topology.iter().collect(),
+            };
             let mut msgs = Vec::new();
             gossip::encode_messages(&entries, |m| msgs.push(m.to_vec()));
             self.send_messages(now, id, msgs);
@@ -932,12 +931,8 @@ impl Router {
         }
         let n = gossip::gossip_fanout(self.topology.len());
         let chosen = gossip::choose_targets(&mut self.rng, &neighbours, n);
-        let everyone: BTreeSet<PeerName> = self.topology.iter().map(|e| e.name).collect();
         for peer in chosen {
-            self.news
-                .entry(peer)
-                .or_default()
-                .extend(everyone.iter().copied());
+            self.news.entry(peer).or_default().add_everything();
         }
         // Sent at once: anti-entropy does not need batching.
         self.flush_at = Some(Instant::ZERO);
