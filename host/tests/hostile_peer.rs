@@ -23,7 +23,7 @@ use weft_core::crypto::{ChaChaKeyRng, Psk};
 use weft_core::gossip;
 use weft_core::ipam::Entry;
 use weft_core::ipam::wire::IpamMsg;
-use weft_core::maker::DISCOVERED_TARGETS_LEN_MAX;
+use weft_core::maker::{DISCOVERED_TARGETS_LEN_MAX, TARGETS_LEN_MAX};
 use weft_core::peer::{PeerName, PeerUid};
 use weft_core::topology::{ConnInfo, PEER_CONNS_MAX, PeerEntry};
 use weft_core::wire::frame::{CHANNEL_IPAM, CHANNEL_TOPOLOGY};
@@ -40,8 +40,13 @@ const FLOOD_SOURCES: [&str; 4] = [
     "198.18.0.193",
     "198.18.0.194",
 ];
-/// Fake peers whose entries announce the discovered-target flood.
-const FAKE_ENTRIES: usize = 8;
+/// Fake peers whose entries announce the discovered-target flood: more targets than the
+/// whole table holds ([`TARGETS_LEN_MAX`]), so a table shared by both kinds would have no
+/// room left for `weft connect`.
+const FAKE_ENTRIES: usize = 10;
+/// C's second underlay address, the one A is told to `weft connect`: it sorts after every
+/// flooded target, so A dials it at once only if explicit targets go first.
+const C_CONNECT_ADDR: &str = "198.18.0.250";
 const ROGUE_NAME: u64 = 0x0bad_0bad_0bad;
 const ROGUE_NICKNAME: &str = "rogue";
 
@@ -293,6 +298,7 @@ fn received(ping_stdout: &[u8]) -> u32 {
 
 #[test]
 fn a_rogue_member_cannot_take_over_topology_targets_or_addresses() {
+    const { assert!(FAKE_ENTRIES * PEER_CONNS_MAX > TARGETS_LEN_MAX) };
     if require_root().is_some() {
         return;
     }
@@ -305,11 +311,13 @@ fn a_rogue_member_cannot_take_over_topology_targets_or_addresses() {
         return;
     }
     let mut net = TestNet::new().unwrap();
-    let ([ha, hb, hc, hx], [ip_a, _, ip_c, _]) = underlay_hosts(&mut net, ["a", "b", "c", "x"]);
+    let ([ha, hb, hc, hx], [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "c", "x"]);
     for src in FLOOD_SOURCES {
         net.addr(&hx, UNDERLAY_IF, ip(src), UNDERLAY_PREFIX_LEN)
             .unwrap();
     }
+    net.addr(&hc, UNDERLAY_IF, ip(C_CONNECT_ADDR), UNDERLAY_PREFIX_LEN)
+        .unwrap();
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
     let a = start(&mut net, &ha, &[]);
     let b = start(&mut net, &hb, &[ip_a.to_string()]);
@@ -554,8 +562,8 @@ fn a_rogue_member_cannot_take_over_topology_targets_or_addresses() {
     assert!(ca.ping_until(ip(&addr_b), Duration::from_secs(10)));
     assert!(cb.ping_until(ip(&addr_a), Duration::from_secs(10)));
     // `weft connect C` gets its explicit slot and an established connection.
-    a.weft(&["connect", &ip_c.to_string()]).unwrap();
-    a.wait_until(Duration::from_secs(15), "c established", |a| {
+    a.weft(&["connect", C_CONNECT_ADDR]).unwrap();
+    a.wait_until(Duration::from_secs(10), "c established", |a| {
         a.established().contains(&name_c)
     });
     let st = a.json(&["status"]);
@@ -564,7 +572,10 @@ fn a_rogue_member_cannot_take_over_topology_targets_or_addresses() {
         "{}",
         st["refused"]
     );
-    eprintln!("3d. connect c: established; targets {}", st["targets"]);
+    eprintln!(
+        "3d. connect {C_CONNECT_ADDR}: c established; targets {}, discovered dials stopped for it {}",
+        st["targets"], st["refused"]["discovered_dials_preempted"]
+    );
     assert!(a.established().contains(&name_b));
     // Tear down: the rogue closes its socket (dropped with the thread); the TestNet kills
     // the flood and the routers and removes the namespaces.
