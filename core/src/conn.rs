@@ -182,6 +182,9 @@ pub enum ConnError {
     /// An inbound stream without a hello yet, closed to make room for a newer one (the
     /// budget for connections still in their handshake was full).
     Evicted,
+    /// A connection under way to a discovered target, stopped to make room for a
+    /// `weft connect` target (the connection limit was reached).
+    Preempted,
     /// The peer has our own name: we dialled ourselves (or a name clash).
     SelfConnection,
     /// The send queue is full; try again after the stream drained.
@@ -213,7 +216,7 @@ impl ConnError {
             Self::HeartbeatTimeout | Self::HandshakeTimeout | Self::HelloTimeout => {
                 CLOSE_REASON_TIMEOUT
             }
-            Self::Evicted => CLOSE_REASON_NORMAL,
+            Self::Evicted | Self::Preempted => CLOSE_REASON_NORMAL,
             Self::Duplicate => CLOSE_REASON_DUPLICATE,
             Self::Forgotten | Self::StreamClosed | Self::ConnectFailed | Self::ClosedByPeer(_) => {
                 CLOSE_REASON_NORMAL
@@ -238,6 +241,9 @@ impl fmt::Display for ConnError {
             }
             Self::Evicted => f.write_str(
                 "closed before its hello to make room: too many connections still handshaking",
+            ),
+            Self::Preempted => f.write_str(
+                "stopped to make room for a `weft connect` target: the connection limit was reached",
             ),
             Self::SelfConnection => f.write_str("connected to ourselves (same peer name)"),
             Self::QueueFull => f.write_str("send queue full"),

@@ -174,8 +174,10 @@ impl Maker {
         }
     }
 
-    /// Targets that are due now, marked as connecting with ids from `next_id`.
-    /// `skip` says whether a peer is already connected (then the target waits quietly).
+    /// Targets that are due now, at most `budget`, marked as connecting with ids from
+    /// `next_id`: explicit ones first, so discovered targets (which any peer can announce
+    /// by the thousand) never keep a `weft connect` target waiting for the budget.
+    /// `connected` says whether a peer is already connected (then the target waits quietly).
     pub fn due(
         &mut self,
         now: Instant,
@@ -184,25 +186,56 @@ impl Maker {
         connected: impl Fn(PeerName) -> Option<ConnId>,
     ) -> Vec<(ConnId, SocketAddr)> {
         let mut out = Vec::new();
-        for (addr, t) in &mut self.targets {
-            if out.len() >= budget {
-                break;
+        for kind in [TargetKind::Explicit, TargetKind::Discovered] {
+            for (addr, t) in &mut self.targets {
+                if out.len() >= budget {
+                    return out;
+                }
+                if t.kind != kind {
+                    continue;
+                }
+                let TargetState::Waiting { next_attempt } = t.state else {
+                    continue;
+                };
+                if next_attempt > now {
+                    continue;
+                }
+                if let Some(c) = t.peer.and_then(&connected) {
+                    t.state = TargetState::Connected(c);
+                    continue;
+                }
+                let id = next_id();
+                t.state = TargetState::Connecting(id);
+                out.push((id, *addr));
             }
-            let TargetState::Waiting { next_attempt } = t.state else {
-                continue;
-            };
-            if next_attempt > now {
-                continue;
-            }
-            if let Some(c) = t.peer.and_then(&connected) {
-                t.state = TargetState::Connected(c);
-                continue;
-            }
-            let id = next_id();
-            t.state = TargetState::Connecting(id);
-            out.push((id, *addr));
         }
         out
+    }
+
+    /// Explicit targets due now (waiting, their attempt time passed): how many dials a
+    /// `weft connect` target needs room for.
+    pub fn explicit_due(&self, now: Instant) -> usize {
+        self.targets
+            .values()
+            .filter(|t| {
+                t.kind == TargetKind::Explicit
+                    && matches!(t.state, TargetState::Waiting { next_attempt } if next_attempt <= now)
+            })
+            .count()
+    }
+
+    /// Up to `n` connections under way (dialing or handshaking) for discovered targets:
+    /// the ones to stop when an explicit target needs their room.
+    pub fn discovered_attempts(&self, n: usize) -> Vec<ConnId> {
+        self.targets
+            .values()
+            .filter(|t| t.kind == TargetKind::Discovered)
+            .filter_map(|t| match t.state {
+                TargetState::Connecting(c) => Some(c),
+                _ => None,
+            })
+            .take(n)
+            .collect()
     }
 
     /// An attempt or connection for `conn` ended; schedule a retry with backoff.
@@ -337,6 +370,38 @@ mod tests {
         assert!((1000..=1250).contains(&d1), "{d1}");
         assert!((4000..=5000).contains(&d3), "{d3}");
         assert!((30_000..=37_500).contains(&d20), "{d20}");
+    }
+
+    #[test]
+    fn due_dials_explicit_targets_before_discovered_ones() {
+        let mut m = Maker::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        });
+        let t0 = Instant::from_millis(0);
+        for i in 1..=5 {
+            assert!(m.add(addr(i), TargetKind::Discovered, t0));
+        }
+        // Sorts after every discovered target.
+        assert!(m.add(addr(200), TargetKind::Explicit, t0));
+        assert_eq!(m.explicit_due(t0), 1);
+        let mut next = 0;
+        let mut ids = || {
+            next += 1;
+            ConnId(next)
+        };
+        let first = m.due(t0, 2, &mut ids, |_| None);
+        assert_eq!(
+            first,
+            alloc::vec![(ConnId(1), addr(200)), (ConnId(2), addr(1))]
+        );
+        assert_eq!(m.explicit_due(t0), 0);
+        // The attempts under way for discovered targets (the ones an explicit target may
+        // stop), never the explicit one's.
+        assert_eq!(m.discovered_attempts(5), alloc::vec![ConnId(2)]);
+        let rest = m.due(t0, usize::MAX, &mut ids, |_| None);
+        assert_eq!(rest.len(), 4);
+        assert_eq!(m.discovered_attempts(2).len(), 2);
     }
 
     #[test]

@@ -137,3 +137,79 @@ fn a_flood_of_discovered_targets_leaves_room_for_connect_and_expires() {
         DISCOVERED_TARGETS_LEN_MAX as u64
     );
 }
+
+/// Like [`pump`], but leaves every dial of `r` hanging (an address that never answers):
+/// each one keeps its connection slot until it times out.
+fn pump_hanging(
+    r: &mut Router,
+    id: ConnId,
+    fake: &mut Connection,
+    now: Instant,
+) -> Vec<SocketAddr> {
+    let mut dialed = Vec::new();
+    let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
+    loop {
+        let mut moved = false;
+        while let Some(n) = fake.poll_transmit(&mut buf) {
+            moved = true;
+            r.handle_stream_bytes(now, id, &buf[..n]);
+        }
+        while let Some(t) = r.poll_transmit(now, &mut buf) {
+            moved = true;
+            if t.destination == Destination::Stream(id) {
+                let _ = fake.handle_bytes(now, &buf[..t.len]);
+            }
+        }
+        while fake.poll_output().is_some() {}
+        while let Some(ev) = r.poll_event() {
+            if let Event::OpenStream { addr, .. } = ev {
+                moved = true;
+                dialed.push(addr);
+            }
+        }
+        if !moved {
+            return dialed;
+        }
+    }
+}
+
+#[test]
+fn connect_is_dialed_at_once_while_discovered_dials_fill_the_connection_limit() {
+    let now = Instant::ZERO;
+    let config = Config::new(PeerName::from_u64(0x1), 6783);
+    let conn_limit = config.conn_limit;
+    let mut r = common::Net::from_configs([config], 3).routers.remove(0);
+    let fake_settings = ConnSettings::new(PeerName::from_u64(0x2), PeerUid(2));
+    let mut rng = ChaChaKeyRng::for_simulation(9);
+    let router_addr = SocketAddr::from(([10, 0, 0, 1], 6783));
+    let mut fake = Connection::new(ConnId(1), true, router_addr, &fake_settings, &mut rng, now);
+    let id = r.accept_stream(now, SocketAddr::from(([10, 0, 0, 2], 40000)));
+    pump_hanging(&mut r, id, &mut fake, now);
+    assert_eq!(fake.state(), ConnState::Established);
+    let entries = fake_entries();
+    let refs: Vec<&PeerEntry> = entries.iter().collect();
+    let mut msgs = Vec::new();
+    gossip::encode_messages(&refs, |m| msgs.push(m.to_vec()));
+    let mut dialed = Vec::new();
+    for m in &msgs {
+        fake.send_gossip(CHANNEL_TOPOLOGY, m).unwrap();
+        dialed.extend(pump_hanging(&mut r, id, &mut fake, now));
+    }
+    // Ticks: the discovered targets' dials fill the room the fake peer's connection
+    // leaves, and stay there.
+    for _ in 0..4 {
+        r.handle_timeout(now);
+        dialed.extend(pump_hanging(&mut r, id, &mut fake, now));
+    }
+    assert_eq!(dialed.len(), conn_limit - 1);
+    // An explicit target whose address sorts after every discovered one is dialed at
+    // once all the same, in the room of one discovered dial.
+    let explicit = SocketAddr::from(([172, 16, 200, 1], 6783));
+    assert!(dialed.iter().all(|a| *a < explicit));
+    r.handle_command(now, Command::Connect(explicit));
+    let dialed = pump_hanging(&mut r, id, &mut fake, now);
+    assert_eq!(dialed, vec![explicit], "explicit target not dialed at once");
+    assert_eq!(r.stats().discovered_dials_preempted, 1);
+    assert_eq!(r.stats().drops_conn_limit, 0);
+    assert_eq!(fake.state(), ConnState::Established, "the real peer stays");
+}

@@ -41,6 +41,10 @@ fn refused_line(r: &Value) -> Option<String> {
         ("explicit_targets_full", "connect targets (table full)"),
         ("discovered_targets_full", "discovered targets (table full)"),
         ("discovered_targets_expired", "discovered targets expired"),
+        (
+            "discovered_dials_preempted",
+            "discovered dials stopped for connect",
+        ),
     ]
     .iter()
     .filter_map(|(k, label)| {

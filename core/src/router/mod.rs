@@ -235,6 +235,9 @@ pub struct RouterStats {
     pub drops_discovered_targets_full: u64,
     /// Discovered targets dropped after failing for too long.
     pub discovered_targets_expired: u64,
+    /// Connections under way to discovered targets stopped to make room for a due
+    /// explicit target (`weft connect`) when the connection limit was reached.
+    pub discovered_dials_preempted: u64,
     /// Datagrams received that this router does not handle yet or that did not parse.
     pub drops_datagrams: u64,
 }
@@ -729,7 +732,20 @@ impl Router {
 
     fn dial_due(&mut self, now: Instant) {
         // Inbound connections still in their handshake never take a dial's room.
-        let room = self.config.conn_limit.saturating_sub(self.settled_conns());
+        let mut room = self.config.conn_limit.saturating_sub(self.settled_conns());
+        // Nor do discovered targets' attempts take an explicit target's: any peer can
+        // announce thousands of addresses nobody answers, whose dials would fill the room
+        // for as long as each takes to fail. Each explicit target due stops one of them.
+        let wanted = self.maker.explicit_due(now).min(DIALS_PER_TICK_MAX);
+        if room < wanted {
+            for victim in self.maker.discovered_attempts(wanted - room) {
+                if self.conns.contains_key(&victim) {
+                    self.stats.discovered_dials_preempted += 1;
+                    self.drop_conn(now, victim, ConnError::Preempted, true);
+                    room += 1;
+                }
+            }
+        }
         let budget = room.min(DIALS_PER_TICK_MAX);
         if budget == 0 {
             return;

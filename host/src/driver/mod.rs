@@ -442,9 +442,13 @@ impl Driver {
                 let outbound = self.pending_dials.contains(&conn)
                     || self.router.targets().any(|(a, _)| *a == addr);
                 let dir = if outbound { "to" } else { "from" };
-                if matches!(error, ConnError::HelloTimeout | ConnError::Evicted) {
-                    // Streams that never said hello (scanners, floods): counted in the
-                    // router's stats; one line each would flood the log.
+                if matches!(
+                    error,
+                    ConnError::HelloTimeout | ConnError::Evicted | ConnError::Preempted
+                ) {
+                    // Streams that never said hello (scanners, floods) and dials to
+                    // discovered addresses stopped for a `weft connect` target: counted in
+                    // the router's stats; one line each would flood the log.
                     tracing::debug!("connection {dir} {addr} down: {reason}");
                     return;
                 }
@@ -591,6 +595,7 @@ impl Driver {
                 "explicit_targets_full": stats.drops_explicit_targets_full,
                 "discovered_targets_full": stats.drops_discovered_targets_full,
                 "discovered_targets_expired": stats.discovered_targets_expired,
+                "discovered_dials_preempted": stats.discovered_dials_preempted,
             },
             "recent_failures": self.recent_failures.iter().rev().map(|f| json!({
                 "address": f.addr.to_string(),
@@ -819,6 +824,7 @@ impl Driver {
             ("explicit_targets_full", s.drops_explicit_targets_full),
             ("discovered_targets_full", s.drops_discovered_targets_full),
             ("discovered_targets_expired", s.discovered_targets_expired),
+            ("discovered_dials_preempted", s.discovered_dials_preempted),
             ("datagrams", s.drops_datagrams),
             ("topology_limits", t.rejected_limits),
             ("topology_full", t.dropped_full),
