@@ -439,16 +439,20 @@ impl Driver {
                 if let Some(e) = self.dial_errors.get(&addr) {
                     reason = format!("{reason}: {e}");
                 }
-                let outbound = self.pending_dials.contains(&conn)
-                    || self.router.targets().any(|(a, _)| *a == addr);
+                let target = self.router.targets().find(|(a, _)| **a == addr);
+                let discovered = target.is_some_and(|(_, t)| t.kind == TargetKind::Discovered);
+                let outbound = self.pending_dials.contains(&conn) || target.is_some();
                 let dir = if outbound { "to" } else { "from" };
-                if matches!(
-                    error,
-                    ConnError::HelloTimeout | ConnError::Evicted | ConnError::Preempted
-                ) {
-                    // Streams that never said hello (scanners, floods) and dials to
-                    // discovered addresses stopped for a `weft connect` target: counted in
-                    // the router's stats; one line each would flood the log.
+                if discovered
+                    || matches!(
+                        error,
+                        ConnError::HelloTimeout | ConnError::Evicted | ConnError::Preempted
+                    )
+                {
+                    // Streams that never said hello (scanners, floods), dials to discovered
+                    // addresses (a peer may announce thousands nobody answers on) and dials
+                    // stopped for a `weft connect` target: counted in the router's stats
+                    // and shown in `weft status targets`; one line each would flood the log.
                     tracing::debug!("connection {dir} {addr} down: {reason}");
                     return;
                 }
