@@ -49,9 +49,9 @@ pub const SLEEVE_PEERS_MAX: usize = 4096;
 /// 142 years of unix time in a u64.
 pub const PLAIN_COUNTER_SHIFT: u32 = 12;
 /// Most datagrams in one GSO batch (the kernel's `UDP_MAX_SEGMENTS`).
-pub const GSO_BATCH_SEGMENTS_MAX: usize = 64;
+pub const GSO_BATCH_SEGMENTS_MAX: usize = crate::wire::GSO_SEGMENTS_MAX;
 /// Most bytes in one GSO batch (one UDP payload over IPv4).
-pub const GSO_BATCH_LEN_MAX: usize = 65_507;
+pub const GSO_BATCH_LEN_MAX: usize = crate::wire::UDP_V4_PAYLOAD_LEN_MAX;
 /// Smallest link MTU segments are cut to fit (IPv6's minimum); below it the kernel
 /// fragments.
 pub const LINK_MTU_MIN: u16 = 1280;

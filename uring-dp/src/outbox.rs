@@ -18,7 +18,7 @@ pub const OUTBOX_TAP_FRAMES_MAX: usize = 256;
 pub const OUTBOX_INPUT_ROOM_BYTES: usize = 96 << 10;
 /// Most bytes in one GSO send that the outbox builds by joining datagrams (one UDP
 /// payload over IPv4).
-const JOINED_GSO_BYTES_MAX: usize = 65_535 - 20 - 8;
+const JOINED_GSO_BYTES_MAX: usize = weft_core::wire::UDP_V4_PAYLOAD_LEN_MAX;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -15,10 +15,9 @@ use crate::sys::{
     cvt, cvt_size, getsockopt_int, setsockopt_int, sockaddr_from, sockaddr_to, write_sockaddr,
 };
 
-/// Largest UDP payload (and so the receive buffer each slot needs with GRO on).
-pub const UDP_PAYLOAD_LEN_MAX: usize = 65_535 - 8;
-/// Most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
-pub const GSO_SEGMENTS_MAX: usize = 64;
+/// Largest UDP payload (and so the receive buffer each slot needs with GRO on), and most
+/// segments one GSO send may carry: defined once, in `weft_core::wire`.
+pub use weft_core::wire::{GSO_SEGMENTS_MAX, UDP_PAYLOAD_LEN_MAX};
 
 /// How to set up the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,14 @@ pub const PROTOCOL_VERSION_MIN: u8 = 2;
 /// The highest protocol version this build speaks.
 pub const PROTOCOL_VERSION_MAX: u8 = 2;
 
+/// Largest UDP payload (65,535 minus the 8-byte UDP header); over IPv4, 20 bytes less
+/// ([`UDP_V4_PAYLOAD_LEN_MAX`]). The one definition the sleeve engine and the datapaths use.
+pub const UDP_PAYLOAD_LEN_MAX: usize = 65_535 - 8;
+/// Largest UDP payload over IPv4 (also the most bytes one GSO send may carry there).
+pub const UDP_V4_PAYLOAD_LEN_MAX: usize = 65_535 - 20 - 8;
+/// Most segments in one UDP GSO send or GRO receive (the kernel's `UDP_MAX_SEGMENTS`).
+pub const GSO_SEGMENTS_MAX: usize = 64;
+
 /// Why a decoder refused its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
