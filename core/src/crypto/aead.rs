@@ -151,23 +151,13 @@ mod fast {
 
 #[cfg(all(test, feature = "fast-aead"))]
 mod tests {
+    use super::known_answer::{AAD, KEY, NONCE, PLAIN, TAG};
     use super::{fast, rustcrypto};
 
     /// RFC 8439 section 2.8.2's test vector, sealed by both implementations.
     #[test]
     fn both_implementations_give_the_rfc_8439_vector_and_open_each_other() {
-        let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
-        let nonce = [
-            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
-        ];
-        let aad = [
-            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
-        ];
-        let plain = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-        let expected_tag = [
-            0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60,
-            0x06, 0x91,
-        ];
+        let (key, nonce, aad, plain, expected_tag) = (KEY, NONCE, AAD, *PLAIN, TAG);
         let (r, f) = (rustcrypto::Key::new(&key), fast::Key::new(&key));
         let mut a = plain;
         let mut b = plain;
@@ -197,32 +187,40 @@ mod tests {
 mod known_answer {
     use super::Cipher;
 
+    /// RFC 8439 section 2.8.2: key, nonce, AAD, plaintext and the tag they seal to.
+    pub(super) const KEY: [u8; 32] = {
+        let mut k = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            k[i] = 0x80 + i as u8;
+            i += 1;
+        }
+        k
+    };
+    pub(super) const NONCE: [u8; 12] = [
+        0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
+    ];
+    pub(super) const AAD: [u8; 12] = [
+        0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+    ];
+    pub(super) const PLAIN: &[u8; 114] = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+    pub(super) const TAG: [u8; 16] = [
+        0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60, 0x06,
+        0x91,
+    ];
+
     #[test]
     fn the_cipher_in_use_gives_the_rfc_8439_vector() {
-        let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
-        let nonce = [
-            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
-        ];
-        let aad = [
-            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
-        ];
-        let plain = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-        let c = Cipher::new(&key);
-        let mut text = plain;
-        let tag = c.seal_detached(&nonce, &aad, &mut text).unwrap();
-        assert_eq!(
-            tag,
-            [
-                0x1a, 0xe1, 0x0b, 0x59, 0x4f, 0x09, 0xe2, 0x6a, 0x7e, 0x90, 0x2e, 0xcb, 0xd0, 0x60,
-                0x06, 0x91
-            ]
-        );
+        let c = Cipher::new(&KEY);
+        let mut text = *PLAIN;
+        let tag = c.seal_detached(&NONCE, &AAD, &mut text).unwrap();
+        assert_eq!(tag, TAG);
         assert_eq!(
             &text[..8],
             &[0xd3, 0x1a, 0x8d, 0x34, 0x64, 0x8e, 0x60, 0xdb]
         );
         assert_eq!(&text[text.len() - 2..], &[0x61, 0x16]);
-        c.open_detached(&nonce, &aad, &mut text, &tag).unwrap();
-        assert_eq!(text, plain);
+        c.open_detached(&NONCE, &AAD, &mut text, &tag).unwrap();
+        assert_eq!(text, *PLAIN);
     }
 }
