@@ -3,6 +3,7 @@
 
 use crate::api::{self, Api};
 use crate::cli::{GlobalArgs, RouterArgs};
+use crate::clock::HostClock;
 use crate::driver::{self, Driver, Info, Input};
 use crate::error::{Error, Result};
 use crate::plumbing::Plumbing;
@@ -13,7 +14,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, mpsc};
 use weft_core::crypto::Psk;
@@ -94,7 +95,10 @@ async fn run_async(
     let listener = bind_tcp(args.port).await?;
     let mut plumbing = Plumbing::open(&args.bridge, args.mtu, state_dir.clone())?;
     plumbing.ensure_bridge().await?;
+    // One clock for the router, the driver, the sleeve and the fast path.
+    let clock = HostClock::start();
     let datapath = Arc::new(Datapath::open(
+        clock,
         args.port,
         Path::new("/dev/net/tun"),
         name,
@@ -110,9 +114,7 @@ async fn run_async(
     let peer_filter = Arc::new(crate::firewall::PeerFilter::start(args.port));
 
     let mut config = Config::new(name, args.port);
-    config.wall_clock_origin_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    config.wall_clock_origin_ms = clock.unix_origin_ms();
     config.nickname = args
         .nickname
         .as_deref()
@@ -129,7 +131,6 @@ async fn run_async(
         args.peers.len(),
     )?;
     let seed = u64::from_le_bytes(os_random::<8>()?);
-    let origin = StdInstant::now();
     // Two sources: `seed` for what is public (uid, jitter), the OS-seeded key stream for
     // every handshake secret.
     let keys = Box::new(crate::secret::key_rng()?);
@@ -151,13 +152,7 @@ async fn run_async(
         encrypted,
         fastdp: false,
     };
-    let driver = Driver::new(
-        router,
-        origin,
-        inbox_tx.clone(),
-        Arc::clone(&datapath),
-        info,
-    );
+    let driver = Driver::new(router, clock, inbox_tx.clone(), Arc::clone(&datapath), info);
     let disabled = if args.no_fastdp {
         Some("fast path off (--no-fastdp)")
     } else if encrypted {

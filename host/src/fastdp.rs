@@ -18,11 +18,9 @@ use crate::state::StateDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant as StdInstant;
 use tokio::sync::{mpsc, watch};
 use weft_core::fastdp::{FastPaths, SleeveReason, heartbeat_mac};
 use weft_core::peer::PeerName;
-use weft_core::time::Instant;
 use weft_kernel_dp::{MacAddr, Netlink, VxlanConfig};
 use weft_uring_dp::{Tap, TapOptions};
 
@@ -238,9 +236,9 @@ async fn run(
     datapath: Arc<Datapath>,
     state_dir: StateDir,
 ) {
-    let origin = StdInstant::now();
-    let now =
-        || Instant::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX));
+    // The sleeve's clock, which is the driver's: one time base on the host.
+    let clock = datapath.clock();
+    let now = || clock.now();
     let (ftx, mut frx) = mpsc::channel(FRAMES_QUEUE_LEN_MAX);
     spawn_reader(Arc::clone(&tap), ftx);
     let mut paths = FastPaths::new(me);

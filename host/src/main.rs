@@ -9,6 +9,7 @@
 mod api;
 mod cli;
 mod client;
+mod clock;
 mod control;
 mod daemon;
 mod dns;

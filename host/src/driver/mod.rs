@@ -7,6 +7,7 @@
 //! disconnected, never buffered without limit), dial tasks and the datapath. The task
 //! never awaits anything but its inbox and its timer, so a slow peer cannot stall it.
 
+use crate::clock::HostClock;
 use crate::fastdp::{FastDp, LinkMode};
 use crate::firewall::PeerFilter;
 use crate::sleeve::{self, Datapath};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +118,7 @@ pub(crate) struct Info {
 /// The router task's state.
 pub(crate) struct Driver {
     router: Router,
-    origin: StdInstant,
+    clock: HostClock,
     inbox_tx: mpsc::Sender<Input>,
     streams: HashMap<ConnId, Stream>,
     pending_dials: HashSet<ConnId>,
@@ -143,17 +144,17 @@ fn unix_now_s() -> u64 {
 }
 
 impl Driver {
-    /// A driver for `router`, whose clock started at `origin`.
+    /// A driver for `router`, on the host's clock (the router's `Instant::ZERO` is its start).
     pub(crate) fn new(
         router: Router,
-        origin: StdInstant,
+        clock: HostClock,
         inbox_tx: mpsc::Sender<Input>,
         datapath: Arc<Datapath>,
         info: Info,
     ) -> Self {
         Self {
             router,
-            origin,
+            clock,
             inbox_tx,
             streams: HashMap::new(),
             pending_dials: HashSet::new(),
@@ -174,12 +175,12 @@ impl Driver {
     }
 
     fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.clock.now()
     }
 
     fn deadline(&self) -> Option<tokio::time::Instant> {
         let t = self.router.poll_timeout()?;
-        let at = self.origin + StdDuration::from_micros(t.total_micros());
+        let at = self.clock.to_std(t);
         Some(tokio::time::Instant::from_std(at))
     }
 

@@ -12,13 +12,13 @@
 //! What it does not do: decide routes (the router does), or carry the control protocol
 //! (TCP). The sleeve uses IPv4 on the underlay.
 
+use crate::clock::HostClock;
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant as StdInstant;
 use weft_core::conn::ConnId;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
@@ -56,7 +56,7 @@ struct SleeveHandler {
     sleeve: Sleeve,
     /// Updates from the control plane, taken at each wake-up.
     pending: Arc<Mutex<Pending>>,
-    origin: StdInstant,
+    clock: HostClock,
     published: Arc<Mutex<Published>>,
     /// Merges received TCP segments into super-frames (TAP with virtio_net_hdr only).
     coalescer: Option<Coalescer>,
@@ -69,7 +69,7 @@ const LINK_MTU_RECHECK: Duration = Duration::from_secs(10);
 
 impl SleeveHandler {
     fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.clock.now()
     }
 
     /// Applies the control plane's updates: peers (a new connection's entry replaces the
@@ -265,6 +265,8 @@ impl Handler for SleeveHandler {
 
 /// The datapath of one router.
 pub(crate) struct Datapath {
+    /// The host's one clock (the sleeve engine's time base, shared with the driver).
+    clock: HostClock,
     pump: Mutex<Option<PumpThread<SleeveHandler>>>,
     control: Control,
     wake: WakeHandle,
@@ -290,12 +292,18 @@ impl std::fmt::Debug for Datapath {
 }
 
 impl Datapath {
+    /// The clock the datapath runs on (the host's one clock).
+    pub(crate) fn clock(&self) -> HostClock {
+        self.clock
+    }
+
     /// Opens the TAP and binds UDP `port`, then starts the pump thread. The TAP still has
     /// to be put on the bridge ([`TAP_NAME`], see `Plumbing::add_port`).
     ///
     /// With `encrypt`, `crypto_threads` threads seal and open datagrams: the pump thread and
     /// `crypto_threads - 1` helpers that share each batch with it.
     pub(crate) fn open(
+        clock: HostClock,
         port: u16,
         tun_path: &Path,
         me: PeerName,
@@ -364,10 +372,8 @@ impl Datapath {
         let published = Arc::new(Mutex::new(Published::default()));
         let mut sleeve = Sleeve::new(me, encrypt);
         // Plain counters continue above the previous run's, which peers' windows remember.
-        let unix_micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        sleeve.set_plain_epoch(unix_micros << weft_core::sleeve::PLAIN_COUNTER_SHIFT);
+        sleeve
+            .set_plain_epoch(clock.unix_origin_micros() << weft_core::sleeve::PLAIN_COUNTER_SHIFT);
         let helpers = match encrypt {
             true => crypto_threads.saturating_sub(1).min(CREW_HELPERS_MAX),
             false => 0,
@@ -386,7 +392,7 @@ impl Datapath {
         let handler = SleeveHandler {
             sleeve,
             pending,
-            origin: StdInstant::now(),
+            clock,
             published: Arc::clone(&published),
             // With a password every delivered frame was opened from a sealed datagram.
             coalescer: tap_vnet.then(|| {
@@ -412,6 +418,7 @@ impl Datapath {
             ),
         }
         Ok(Self {
+            clock,
             pump: Mutex::new(Some(thread)),
             control,
             wake,
