@@ -9,26 +9,16 @@ mod common;
 use common::{Opts, Router, ip, underlay_hosts};
 use std::path::Path;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{TestNet, require_root};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostile.py");
 
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn garbage_on_port_6783_leaves_the_router_up_and_carrying_traffic() {
-    if require_root().is_some() {
+    let Some(mut net) = common::test_net_with_python("garbage_on_port_6783") else {
         return;
-    }
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED garbage_on_port_6783: python3 is not installed");
-        return;
-    }
+    };
     assert!(Path::new(SCRIPT).exists(), "{SCRIPT} missing");
-    let mut net = TestNet::new().unwrap();
     let ([ha, hb, hx], [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "x"]);
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
     let a = Router::start(&mut net, &ha, &Opts::sleeve());

@@ -27,7 +27,7 @@ use weft_core::maker::{DISCOVERED_TARGETS_LEN_MAX, TARGETS_LEN_MAX};
 use weft_core::peer::{PeerName, PeerUid};
 use weft_core::topology::{ConnInfo, PEER_CONNS_MAX, PeerEntry};
 use weft_core::wire::frame::{CHANNEL_IPAM, CHANNEL_TOPOLOGY};
-use weft_kernel_dp::testnet::{Ns, TestNet, UNDERLAY_IF, UNDERLAY_PREFIX_LEN, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet, UNDERLAY_IF, UNDERLAY_PREFIX_LEN};
 
 const PASSWORD: &str = "members-only";
 const FLOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/idle_flood.py");
@@ -300,18 +300,9 @@ fn received(ping_stdout: &[u8]) -> u32 {
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn a_rogue_member_cannot_take_over_topology_targets_or_addresses() {
     const { assert!(FAKE_ENTRIES * PEER_CONNS_MAX > TARGETS_LEN_MAX) };
-    if require_root().is_some() {
+    let Some(mut net) = common::test_net_with_python("a_rogue_member_cannot_take_over") else {
         return;
-    }
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED a_rogue_member_cannot_take_over: python3 is not installed");
-        return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let ([ha, hb, hc, hx], [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "c", "x"]);
     for src in FLOOD_SOURCES {
         net.addr(&hx, UNDERLAY_IF, ip(src), UNDERLAY_PREFIX_LEN)

@@ -8,7 +8,7 @@ mod common;
 
 use common::{Opts, Router, ip, underlay_hosts};
 use std::time::{Duration, Instant};
-use weft_kernel_dp::testnet::{TestNet, UNDERLAY_IF, UNDERLAY_PREFIX_LEN, require_root};
+use weft_kernel_dp::testnet::{UNDERLAY_IF, UNDERLAY_PREFIX_LEN};
 
 /// Opens COUNT connections to TARGET:6783 round-robin from the SOURCE addresses, never
 /// sends a byte, and for HOLD seconds reopens (at most 50 per 100 ms) those the router
@@ -26,18 +26,10 @@ const FLOOD_SOURCES: [&str; 4] = [
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn idle_connections_do_not_keep_real_peers_out() {
-    if require_root().is_some() {
+    let Some(mut net) = common::test_net_with_python("idle_connections_do_not_keep_real_peers_out")
+    else {
         return;
-    }
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED idle_connections_do_not_keep_real_peers_out: python3 is not installed");
-        return;
-    }
-    let mut net = TestNet::new().unwrap();
+    };
     let ([ha, hb, hc, hx], [ip_a, _, ip_c, _]) = underlay_hosts(&mut net, ["a", "b", "c", "x"]);
     for src in FLOOD_SOURCES {
         net.addr(&hx, UNDERLAY_IF, ip(src), UNDERLAY_PREFIX_LEN)

@@ -349,6 +349,21 @@ pub fn metrics(r: &Router) -> String {
 }
 
 /// A fresh `TestNet`, or `None` (after printing why) where the end-to-end tests cannot run.
+/// [`test_net`] for a test that also runs python3 scripts: without python3 it fails where
+/// the root tests are required (CI) and prints why it skips elsewhere.
+pub fn test_net_with_python(test: &str) -> Option<TestNet> {
+    let net = test_net()?;
+    if Command::new("python3").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os(weft_kernel_dp::testnet::REQUIRED_ENV).is_none(),
+            "{test}: python3 is not installed"
+        );
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return None;
+    }
+    Some(net)
+}
+
 pub fn test_net() -> Option<TestNet> {
     if weft_kernel_dp::testnet::require_root().is_some() {
         return None;
