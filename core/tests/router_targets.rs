@@ -45,9 +45,25 @@ fn fake_entries() -> Vec<PeerEntry> {
         .collect()
 }
 
+/// What happens to the dials router 0 starts while being pumped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dials {
+    /// Answered at once with a failure.
+    Fail,
+    /// Left hanging (an address that never answers): each keeps its connection slot until
+    /// it times out.
+    Hang,
+}
+
 /// Moves bytes between router `r` (its stream `id`) and the hand-driven `fake` until
-/// neither has anything to say; answers every dial of `r` with a failure.
-fn pump(r: &mut Router, id: ConnId, fake: &mut Connection, now: Instant) -> Vec<SocketAddr> {
+/// neither has anything to say; returns the addresses `r` dialed on the way.
+fn pump_with(
+    r: &mut Router,
+    id: ConnId,
+    fake: &mut Connection,
+    now: Instant,
+    dials: Dials,
+) -> Vec<SocketAddr> {
     let mut dialed = Vec::new();
     let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
     loop {
@@ -67,13 +83,30 @@ fn pump(r: &mut Router, id: ConnId, fake: &mut Connection, now: Instant) -> Vec<
             if let Event::OpenStream { conn, addr } = ev {
                 moved = true;
                 dialed.push(addr);
-                r.handle_command(now, Command::StreamFailed(conn));
+                if dials == Dials::Fail {
+                    r.handle_command(now, Command::StreamFailed(conn));
+                }
             }
         }
         if !moved {
             return dialed;
         }
     }
+}
+
+/// [`pump_with`], every dial failing at once.
+fn pump(r: &mut Router, id: ConnId, fake: &mut Connection, now: Instant) -> Vec<SocketAddr> {
+    pump_with(r, id, fake, now, Dials::Fail)
+}
+
+/// [`pump_with`], every dial left hanging.
+fn pump_hanging(
+    r: &mut Router,
+    id: ConnId,
+    fake: &mut Connection,
+    now: Instant,
+) -> Vec<SocketAddr> {
+    pump_with(r, id, fake, now, Dials::Hang)
 }
 
 #[test]
@@ -136,41 +169,6 @@ fn a_flood_of_discovered_targets_leaves_room_for_connect_and_expires() {
         r.stats().discovered_targets_expired,
         DISCOVERED_TARGETS_LEN_MAX as u64
     );
-}
-
-/// Like [`pump`], but leaves every dial of `r` hanging (an address that never answers):
-/// each one keeps its connection slot until it times out.
-fn pump_hanging(
-    r: &mut Router,
-    id: ConnId,
-    fake: &mut Connection,
-    now: Instant,
-) -> Vec<SocketAddr> {
-    let mut dialed = Vec::new();
-    let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
-    loop {
-        let mut moved = false;
-        while let Some(n) = fake.poll_transmit(&mut buf) {
-            moved = true;
-            r.handle_stream_bytes(now, id, &buf[..n]);
-        }
-        while let Some(t) = r.poll_transmit(now, &mut buf) {
-            moved = true;
-            if t.destination == Destination::Stream(id) {
-                let _ = fake.handle_bytes(now, &buf[..t.len]);
-            }
-        }
-        while fake.poll_output().is_some() {}
-        while let Some(ev) = r.poll_event() {
-            if let Event::OpenStream { addr, .. } = ev {
-                moved = true;
-                dialed.push(addr);
-            }
-        }
-        if !moved {
-            return dialed;
-        }
-    }
 }
 
 #[test]

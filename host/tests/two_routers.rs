@@ -20,6 +20,17 @@ fn start(net: &mut TestNet, ns: &Ns, password: &str, peers: &[String]) -> Router
     )
 }
 
+/// Whether `r`'s target `target` last failed with an error containing `needle`.
+fn target_failed_with(r: &Router, target: &str, needle: &str) -> bool {
+    r.json(&["status", "targets"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| {
+            t["address"] == target && t["last_error"].as_str().is_some_and(|e| e.contains(needle))
+        })
+}
+
 fn established_to(r: &Router, peer: &str) -> bool {
     r.json(&["status", "connections"])
         .as_array()
@@ -74,18 +85,7 @@ fn wrong_password_shows_no_connection_and_the_reason() {
     b.wait_until(
         Duration::from_secs(15),
         "a failed attempt on b's target",
-        |b| {
-            b.json(&["status", "targets"])
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| {
-                    t["address"] == target.as_str()
-                        && t["last_error"]
-                            .as_str()
-                            .is_some_and(|e| e.contains("password"))
-                })
-        },
+        |b| target_failed_with(b, &target, "password"),
     );
     for r in [&a, &b] {
         let conns = r.json(&["status", "connections"]);
@@ -404,16 +404,7 @@ fn routers_with_one_key_file_connect_and_another_key_is_refused() {
     });
     let target = format!("{ip_a}:6783");
     c.wait_until(Duration::from_secs(15), "c refused for its key", |c| {
-        c.json(&["status", "targets"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| {
-                t["address"] == target.as_str()
-                    && t["last_error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("wrong password"))
-            })
+        target_failed_with(c, &target, "wrong password")
     });
     assert!(!established_to(&c, &name_a));
     drop((a, b, c));
