@@ -26,9 +26,11 @@ use weft_core::maker::{TargetKind, TargetState};
 use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::Instant;
 
-// The driver's DNS and IPAM parts (the API's requests, answered from the router).
+// The driver's DNS and IPAM parts (the API's requests, answered from the router) and its
+// part of `/metrics`.
 mod dns;
 mod ipam;
+mod metrics;
 pub(crate) use dns::DnsRequest;
 pub(crate) use ipam::IpamRequest;
 
@@ -709,139 +711,6 @@ impl Driver {
                 })
                 .collect(),
         )
-    }
-
-    fn metrics(&mut self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let counts = self.conn_counts();
-        let _ = writeln!(out, "# HELP weft_connections Connections by state.");
-        let _ = writeln!(out, "# TYPE weft_connections gauge");
-        for (state, n) in counts {
-            let _ = writeln!(out, "weft_connections{{state=\"{state}\"}} {n}");
-        }
-        let failed = self
-            .router
-            .targets()
-            .filter(|(_, t)| {
-                matches!(t.state, TargetState::Waiting { .. }) && t.last_error.is_some()
-            })
-            .count();
-        let _ = writeln!(out, "weft_connections{{state=\"failed\"}} {failed}");
-        // Established connections by datapath mode (the reason after "sleeve:" dropped).
-        let mut by_mode: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let established: Vec<_> = self
-            .router
-            .connections()
-            .filter(|c| c.state == ConnState::Established)
-            .map(|c| (c.state, c.peer))
-            .collect();
-        for (state, peer) in established {
-            *by_mode.entry(self.mode(state, peer).label()).or_default() += 1;
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weft_connections_by_mode Established connections by datapath mode."
-        );
-        let _ = writeln!(out, "# TYPE weft_connections_by_mode gauge");
-        for key in ["fastdp", "sleeve"] {
-            let n = by_mode.get(key).copied().unwrap_or(0);
-            let _ = writeln!(out, "weft_connections_by_mode{{mode=\"{key}\"}} {n}");
-        }
-        let peers = self.router.topology().len();
-        let reachable = self.router.routes().reachable().count();
-        let s = self.router.stats();
-        let t = self.router.topology().stats();
-        let gauges = [
-            (
-                "weft_peers",
-                "Peers in the topology (including ourself).",
-                peers as u64,
-            ),
-            (
-                "weft_peers_reachable",
-                "Peers with a route from here.",
-                reachable as u64,
-            ),
-            (
-                "weft_targets",
-                "Addresses the router keeps connecting to.",
-                self.router.targets().count() as u64,
-            ),
-            (
-                "weft_streams",
-                "Open TCP streams.",
-                self.streams.len() as u64,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        let counters = [
-            (
-                "weft_gossip_messages_sent_total",
-                "Gossip messages queued to neighbours.",
-                s.gossip_msgs_sent,
-            ),
-            (
-                "weft_gossip_bytes_sent_total",
-                "Gossip payload bytes queued to neighbours.",
-                s.gossip_bytes_sent,
-            ),
-            (
-                "weft_gossip_messages_received_total",
-                "Gossip messages received.",
-                s.gossip_msgs_received,
-            ),
-            (
-                "weft_stream_bytes_sent_total",
-                "Bytes written to peer streams.",
-                s.stream_bytes_sent,
-            ),
-            (
-                "weft_stream_bytes_received_total",
-                "Bytes read from peer streams.",
-                s.stream_bytes_received,
-            ),
-            (
-                "weft_connections_accepted_total",
-                "Inbound TCP connections accepted.",
-                self.connections_accepted,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        }
-        let _ = writeln!(out, "# HELP weft_drops_total Things dropped, by reason.");
-        let _ = writeln!(out, "# TYPE weft_drops_total counter");
-        for (reason, v) in [
-            ("gossip_malformed", s.gossip_malformed),
-            ("send_queue_full", s.drops_queue_full),
-            ("events", s.drops_events),
-            ("conn_limit", s.drops_conn_limit),
-            ("pending_inbound_full", s.drops_pending_inbound_full),
-            ("pending_inbound_per_addr", s.drops_pending_inbound_per_addr),
-            ("locked_out", s.drops_locked_out),
-            ("pre_hello_timeout", s.pre_hello_timeouts),
-            ("explicit_targets_full", s.drops_explicit_targets_full),
-            ("discovered_targets_full", s.drops_discovered_targets_full),
-            ("discovered_targets_expired", s.discovered_targets_expired),
-            ("discovered_dials_preempted", s.discovered_dials_preempted),
-            ("datagrams", s.drops_datagrams),
-            ("topology_limits", t.rejected_limits),
-            ("topology_full", t.dropped_full),
-            ("topology_new_peers_per_msg", t.dropped_per_msg),
-            ("topology_version_ahead", t.refused_version_ahead),
-            ("write_queue_full", self.drops_write_queue_full),
-            ("no_stream", self.drops_no_stream),
-        ] {
-            let _ = writeln!(out, "weft_drops_total{{reason=\"{reason}\"}} {v}");
-        }
-        self.datapath.metrics(&mut out);
-        out
     }
 }
 

@@ -43,6 +43,7 @@ pub(crate) const TAP_BUSY_RETRIES: u32 = 30;
 pub(crate) const TICK_INTERVAL_MS: u64 = 250;
 
 mod ctrl;
+mod metrics;
 use ctrl::{Control, PeerUpdate, Pending};
 
 /// What the pump thread publishes for status.
@@ -547,110 +548,6 @@ impl Datapath {
             "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
         })
     }
-
-    /// Prometheus lines for the datapath counters.
-    pub(crate) fn metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let (c, p) = self.snapshot();
-        let s = p.stats;
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_frames_total Ethernet frames moved by the sleeve."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_frames_total counter");
-        for (dir, v) in [
-            ("from_bridge", s.frames_from_bridge),
-            ("to_bridge", s.frames_to_bridge),
-            ("relayed", s.frames_relayed),
-        ] {
-            let _ = writeln!(out, "weft_datapath_frames_total{{direction=\"{dir}\"}} {v}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_datagrams_total UDP datagrams on the sleeve port."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_datagrams_total counter");
-        let _ = writeln!(
-            out,
-            "weft_datapath_datagrams_total{{direction=\"in\"}} {}",
-            c.udp_datagrams_in
-        );
-        let _ = writeln!(
-            out,
-            "weft_datapath_datagrams_total{{direction=\"out\"}} {}",
-            c.udp_datagrams_out
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_bytes_total UDP payload bytes on the sleeve port."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_bytes_total counter");
-        let _ = writeln!(
-            out,
-            "weft_datapath_bytes_total{{direction=\"in\"}} {}",
-            c.udp_bytes_in
-        );
-        let _ = writeln!(
-            out,
-            "weft_datapath_bytes_total{{direction=\"out\"}} {}",
-            c.udp_bytes_out
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_tap_io_total Reads and writes on the TAP (a TSO or coalesced super-frame is one)."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_tap_io_total counter");
-        for (op, v) in [("read", c.tap_frames_in), ("write", c.tap_frames_out)] {
-            let _ = writeln!(out, "weft_datapath_tap_io_total{{op=\"{op}\"}} {v}");
-        }
-        metric(
-            out,
-            "weft_datapath_gso_sends_cut_total",
-            "counter",
-            "GSO sends the kernel refused (datagrams over the underlay's path MTU: lower --mtu) and that went one datagram at a time.",
-            c.udp_gso_cut,
-        );
-        metric(
-            out,
-            "weft_datapath_batches_total",
-            "counter",
-            "Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).",
-            c.batches,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_drops_total Frames or datagrams the datapath dropped, by reason."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_drops_total counter");
-        for (reason, v) in drops(&c, &s) {
-            let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
-        }
-        metric(
-            out,
-            "weft_datapath_crypto_threads",
-            "gauge",
-            "Threads that seal and open sleeve datagrams (0: no password).",
-            self.crypto_threads as u64,
-        );
-        metric(
-            out,
-            "weft_datapath_helper_crypted_total",
-            "counter",
-            "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
-            self.crypto_helped
-                .as_ref()
-                .map_or(0, |h| h.load(Ordering::Relaxed)),
-        );
-    }
-}
-
-/// One unlabelled metric with its HELP and TYPE lines.
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-    );
 }
 
 impl Drop for Datapath {

@@ -1,0 +1,329 @@
+//! The driver's part of `GET /metrics`: connections by state and by datapath mode, peers,
+//! targets, streams, gossip and stream counters and the router's drops, then the sleeve
+//! datapath's counters.
+//!
+//! The counters are read into [`DriverCounters`] first, so the text depends on nothing
+//! but those numbers (and the tests can pin it).
+
+use super::Driver;
+use std::collections::BTreeMap;
+use weft_core::conn::ConnState;
+use weft_core::maker::TargetState;
+use weft_core::router::RouterStats;
+use weft_core::topology::TopologyStats;
+
+/// The driver's counters and gauges at one moment.
+#[derive(Debug, Default)]
+struct DriverCounters {
+    /// Connections by state name, every state present.
+    conns_by_state: BTreeMap<&'static str, u64>,
+    /// Targets waiting for their next attempt after a failure.
+    conns_failed: u64,
+    /// Established connections by datapath mode label.
+    conns_by_mode: BTreeMap<&'static str, u64>,
+    peers: u64,
+    peers_reachable: u64,
+    targets: u64,
+    streams: u64,
+    router: RouterStats,
+    topology: TopologyStats,
+    connections_accepted: u64,
+    drops_write_queue_full: u64,
+    drops_no_stream: u64,
+}
+
+impl Driver {
+    /// Prometheus text for `GET /metrics`: the driver's counters, then the datapath's.
+    pub(super) fn metrics(&mut self) -> String {
+        let mut out = self.counters().render();
+        self.datapath.metrics(&mut out);
+        out
+    }
+
+    fn counters(&mut self) -> DriverCounters {
+        let conns_failed = self
+            .router
+            .targets()
+            .filter(|(_, t)| {
+                matches!(t.state, TargetState::Waiting { .. }) && t.last_error.is_some()
+            })
+            .count() as u64;
+        // Established connections by datapath mode (the reason after "sleeve:" dropped).
+        let mut conns_by_mode: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for c in self
+            .router
+            .connections()
+            .filter(|c| c.state == ConnState::Established)
+        {
+            *conns_by_mode
+                .entry(self.mode(c.state, c.peer).label())
+                .or_default() += 1;
+        }
+        DriverCounters {
+            conns_by_state: self.conn_counts(),
+            conns_failed,
+            conns_by_mode,
+            peers: self.router.topology().len() as u64,
+            peers_reachable: self.router.routes().reachable().count() as u64,
+            targets: self.router.targets().count() as u64,
+            streams: self.streams.len() as u64,
+            router: self.router.stats(),
+            topology: self.router.topology().stats(),
+            connections_accepted: self.connections_accepted,
+            drops_write_queue_full: self.drops_write_queue_full,
+            drops_no_stream: self.drops_no_stream,
+        }
+    }
+}
+
+impl DriverCounters {
+    fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP weft_connections Connections by state.");
+        let _ = writeln!(out, "# TYPE weft_connections gauge");
+        for (state, n) in &self.conns_by_state {
+            let _ = writeln!(out, "weft_connections{{state=\"{state}\"}} {n}");
+        }
+        let failed = self.conns_failed;
+        let _ = writeln!(out, "weft_connections{{state=\"failed\"}} {failed}");
+        let _ = writeln!(
+            out,
+            "# HELP weft_connections_by_mode Established connections by datapath mode."
+        );
+        let _ = writeln!(out, "# TYPE weft_connections_by_mode gauge");
+        for key in ["fastdp", "sleeve"] {
+            let n = self.conns_by_mode.get(key).copied().unwrap_or(0);
+            let _ = writeln!(out, "weft_connections_by_mode{{mode=\"{key}\"}} {n}");
+        }
+        let s = self.router;
+        let t = self.topology;
+        let gauges = [
+            (
+                "weft_peers",
+                "Peers in the topology (including ourself).",
+                self.peers,
+            ),
+            (
+                "weft_peers_reachable",
+                "Peers with a route from here.",
+                self.peers_reachable,
+            ),
+            (
+                "weft_targets",
+                "Addresses the router keeps connecting to.",
+                self.targets,
+            ),
+            ("weft_streams", "Open TCP streams.", self.streams),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let counters = [
+            (
+                "weft_gossip_messages_sent_total",
+                "Gossip messages queued to neighbours.",
+                s.gossip_msgs_sent,
+            ),
+            (
+                "weft_gossip_bytes_sent_total",
+                "Gossip payload bytes queued to neighbours.",
+                s.gossip_bytes_sent,
+            ),
+            (
+                "weft_gossip_messages_received_total",
+                "Gossip messages received.",
+                s.gossip_msgs_received,
+            ),
+            (
+                "weft_stream_bytes_sent_total",
+                "Bytes written to peer streams.",
+                s.stream_bytes_sent,
+            ),
+            (
+                "weft_stream_bytes_received_total",
+                "Bytes read from peer streams.",
+                s.stream_bytes_received,
+            ),
+            (
+                "weft_connections_accepted_total",
+                "Inbound TCP connections accepted.",
+                self.connections_accepted,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(out, "# HELP weft_drops_total Things dropped, by reason.");
+        let _ = writeln!(out, "# TYPE weft_drops_total counter");
+        for (reason, v) in [
+            ("gossip_malformed", s.gossip_malformed),
+            ("send_queue_full", s.drops_queue_full),
+            ("events", s.drops_events),
+            ("conn_limit", s.drops_conn_limit),
+            ("pending_inbound_full", s.drops_pending_inbound_full),
+            ("pending_inbound_per_addr", s.drops_pending_inbound_per_addr),
+            ("locked_out", s.drops_locked_out),
+            ("pre_hello_timeout", s.pre_hello_timeouts),
+            ("explicit_targets_full", s.drops_explicit_targets_full),
+            ("discovered_targets_full", s.drops_discovered_targets_full),
+            ("discovered_targets_expired", s.discovered_targets_expired),
+            ("discovered_dials_preempted", s.discovered_dials_preempted),
+            ("datagrams", s.drops_datagrams),
+            ("topology_limits", t.rejected_limits),
+            ("topology_full", t.dropped_full),
+            ("topology_new_peers_per_msg", t.dropped_per_msg),
+            ("topology_version_ahead", t.refused_version_ahead),
+            ("write_queue_full", self.drops_write_queue_full),
+            ("no_stream", self.drops_no_stream),
+        ] {
+            let _ = writeln!(out, "weft_drops_total{{reason=\"{reason}\"}} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter a different number, so a value under the wrong name shows.
+    fn counters() -> DriverCounters {
+        DriverCounters {
+            conns_by_state: [
+                ("handshaking", 1),
+                ("confirming", 2),
+                ("established", 3),
+                ("closed", 4),
+            ]
+            .into(),
+            conns_failed: 5,
+            conns_by_mode: [("fastdp", 6), ("sleeve", 7), ("none", 8)].into(),
+            peers: 9,
+            peers_reachable: 10,
+            targets: 11,
+            streams: 12,
+            router: RouterStats {
+                gossip_msgs_sent: 101,
+                gossip_bytes_sent: 102,
+                gossip_msgs_received: 103,
+                stream_bytes_sent: 104,
+                stream_bytes_received: 105,
+                gossip_malformed: 106,
+                drops_queue_full: 107,
+                drops_events: 108,
+                drops_conn_limit: 109,
+                drops_pending_inbound_full: 110,
+                drops_pending_inbound_per_addr: 111,
+                drops_locked_out: 112,
+                password_lockouts: 113,
+                pre_hello_timeouts: 114,
+                drops_explicit_targets_full: 115,
+                drops_discovered_targets_full: 116,
+                discovered_targets_expired: 117,
+                discovered_dials_preempted: 118,
+                drops_datagrams: 119,
+            },
+            topology: TopologyStats {
+                rejected_limits: 201,
+                dropped_full: 202,
+                dropped_per_msg: 203,
+                refused_version_ahead: 204,
+            },
+            connections_accepted: 301,
+            drops_write_queue_full: 302,
+            drops_no_stream: 303,
+        }
+    }
+
+    #[test]
+    fn the_driver_metrics_text_is_pinned() {
+        let out = counters().render();
+        assert_eq!(out, EXPECTED, "{out}");
+    }
+
+    #[test]
+    fn a_mode_without_connections_shows_zero() {
+        let c = DriverCounters {
+            conns_by_mode: [("sleeve", 7)].into(),
+            ..counters()
+        };
+        let out = c.render();
+        assert!(
+            out.contains("\nweft_connections_by_mode{mode=\"fastdp\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\nweft_connections_by_mode{mode=\"sleeve\"} 7\n"),
+            "{out}"
+        );
+    }
+
+    /// The text for [`counters`]: names, labels, order and values as scrapers know them.
+    const EXPECTED: &str = r#"# HELP weft_connections Connections by state.
+# TYPE weft_connections gauge
+weft_connections{state="closed"} 4
+weft_connections{state="confirming"} 2
+weft_connections{state="established"} 3
+weft_connections{state="handshaking"} 1
+weft_connections{state="failed"} 5
+# HELP weft_connections_by_mode Established connections by datapath mode.
+# TYPE weft_connections_by_mode gauge
+weft_connections_by_mode{mode="fastdp"} 6
+weft_connections_by_mode{mode="sleeve"} 7
+# HELP weft_peers Peers in the topology (including ourself).
+# TYPE weft_peers gauge
+weft_peers 9
+# HELP weft_peers_reachable Peers with a route from here.
+# TYPE weft_peers_reachable gauge
+weft_peers_reachable 10
+# HELP weft_targets Addresses the router keeps connecting to.
+# TYPE weft_targets gauge
+weft_targets 11
+# HELP weft_streams Open TCP streams.
+# TYPE weft_streams gauge
+weft_streams 12
+# HELP weft_gossip_messages_sent_total Gossip messages queued to neighbours.
+# TYPE weft_gossip_messages_sent_total counter
+weft_gossip_messages_sent_total 101
+# HELP weft_gossip_bytes_sent_total Gossip payload bytes queued to neighbours.
+# TYPE weft_gossip_bytes_sent_total counter
+weft_gossip_bytes_sent_total 102
+# HELP weft_gossip_messages_received_total Gossip messages received.
+# TYPE weft_gossip_messages_received_total counter
+weft_gossip_messages_received_total 103
+# HELP weft_stream_bytes_sent_total Bytes written to peer streams.
+# TYPE weft_stream_bytes_sent_total counter
+weft_stream_bytes_sent_total 104
+# HELP weft_stream_bytes_received_total Bytes read from peer streams.
+# TYPE weft_stream_bytes_received_total counter
+weft_stream_bytes_received_total 105
+# HELP weft_connections_accepted_total Inbound TCP connections accepted.
+# TYPE weft_connections_accepted_total counter
+weft_connections_accepted_total 301
+# HELP weft_drops_total Things dropped, by reason.
+# TYPE weft_drops_total counter
+weft_drops_total{reason="gossip_malformed"} 106
+weft_drops_total{reason="send_queue_full"} 107
+weft_drops_total{reason="events"} 108
+weft_drops_total{reason="conn_limit"} 109
+weft_drops_total{reason="pending_inbound_full"} 110
+weft_drops_total{reason="pending_inbound_per_addr"} 111
+weft_drops_total{reason="locked_out"} 112
+weft_drops_total{reason="pre_hello_timeout"} 114
+weft_drops_total{reason="explicit_targets_full"} 115
+weft_drops_total{reason="discovered_targets_full"} 116
+weft_drops_total{reason="discovered_targets_expired"} 117
+weft_drops_total{reason="discovered_dials_preempted"} 118
+weft_drops_total{reason="datagrams"} 119
+weft_drops_total{reason="topology_limits"} 201
+weft_drops_total{reason="topology_full"} 202
+weft_drops_total{reason="topology_new_peers_per_msg"} 203
+weft_drops_total{reason="topology_version_ahead"} 204
+weft_drops_total{reason="write_queue_full"} 302
+weft_drops_total{reason="no_stream"} 303
+"#;
+}

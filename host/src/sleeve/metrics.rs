@@ -1,0 +1,240 @@
+//! The sleeve datapath's part of `GET /metrics`: frames, datagrams, bytes and TAP I/O by
+//! direction, GSO fallbacks, batches, drops by reason and the crypto crew.
+
+use super::{Datapath, drops};
+use std::sync::atomic::Ordering;
+use weft_core::sleeve::SleeveStats;
+use weft_uring_dp::CounterSnapshot;
+
+/// The datapath's counters at one moment.
+#[derive(Debug, Default)]
+struct SleeveCounters {
+    /// The pump's I/O counters.
+    io: CounterSnapshot,
+    /// The sleeve engine's counters.
+    engine: SleeveStats,
+    /// Threads that seal and open.
+    crypto_threads: u64,
+    /// Datagrams sealed or opened by the helper threads.
+    helper_crypted: u64,
+}
+
+impl Datapath {
+    /// Appends the datapath's metrics to `out`.
+    pub(crate) fn metrics(&self, out: &mut String) {
+        let (io, p) = self.snapshot();
+        SleeveCounters {
+            io,
+            engine: p.stats,
+            crypto_threads: self.crypto_threads as u64,
+            helper_crypted: self
+                .crypto_helped
+                .as_ref()
+                .map_or(0, |h| h.load(Ordering::Relaxed)),
+        }
+        .render(out);
+    }
+}
+
+impl SleeveCounters {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = self.io;
+        let s = self.engine;
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_frames_total Ethernet frames moved by the sleeve."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_frames_total counter");
+        for (dir, v) in [
+            ("from_bridge", s.frames_from_bridge),
+            ("to_bridge", s.frames_to_bridge),
+            ("relayed", s.frames_relayed),
+        ] {
+            let _ = writeln!(out, "weft_datapath_frames_total{{direction=\"{dir}\"}} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_datagrams_total UDP datagrams on the sleeve port."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_datagrams_total counter");
+        let _ = writeln!(
+            out,
+            "weft_datapath_datagrams_total{{direction=\"in\"}} {}",
+            c.udp_datagrams_in
+        );
+        let _ = writeln!(
+            out,
+            "weft_datapath_datagrams_total{{direction=\"out\"}} {}",
+            c.udp_datagrams_out
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_bytes_total UDP payload bytes on the sleeve port."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "weft_datapath_bytes_total{{direction=\"in\"}} {}",
+            c.udp_bytes_in
+        );
+        let _ = writeln!(
+            out,
+            "weft_datapath_bytes_total{{direction=\"out\"}} {}",
+            c.udp_bytes_out
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_tap_io_total Reads and writes on the TAP (a TSO or coalesced super-frame is one)."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_tap_io_total counter");
+        for (op, v) in [("read", c.tap_frames_in), ("write", c.tap_frames_out)] {
+            let _ = writeln!(out, "weft_datapath_tap_io_total{{op=\"{op}\"}} {v}");
+        }
+        metric(
+            out,
+            "weft_datapath_gso_sends_cut_total",
+            "counter",
+            "GSO sends the kernel refused (datagrams over the underlay's path MTU: lower --mtu) and that went one datagram at a time.",
+            c.udp_gso_cut,
+        );
+        metric(
+            out,
+            "weft_datapath_batches_total",
+            "counter",
+            "Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).",
+            c.batches,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_datapath_drops_total Frames or datagrams the datapath dropped, by reason."
+        );
+        let _ = writeln!(out, "# TYPE weft_datapath_drops_total counter");
+        for (reason, v) in drops(&c, &s) {
+            let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
+        }
+        metric(
+            out,
+            "weft_datapath_crypto_threads",
+            "gauge",
+            "Threads that seal and open sleeve datagrams (0: no password).",
+            self.crypto_threads,
+        );
+        metric(
+            out,
+            "weft_datapath_helper_crypted_total",
+            "counter",
+            "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
+            self.helper_crypted,
+        );
+    }
+}
+
+/// One unlabelled metric with its HELP and TYPE lines.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter a different number, so a value under the wrong name shows.
+    fn counters() -> SleeveCounters {
+        SleeveCounters {
+            io: CounterSnapshot {
+                tap_frames_in: 1001,
+                tap_bytes_in: 1002,
+                tap_frames_out: 1003,
+                tap_bytes_out: 1004,
+                udp_datagrams_in: 1005,
+                udp_bytes_in: 1006,
+                udp_datagrams_out: 1007,
+                udp_bytes_out: 1008,
+                batches: 1009,
+                drop_outbox_full: 1010,
+                drop_tap_malformed: 1011,
+                drop_tap_write: 1012,
+                drop_udp_truncated: 1013,
+                drop_udp_send: 1014,
+                udp_gso_cut: 1015,
+                io_errors: 1016,
+            },
+            engine: SleeveStats {
+                frames_from_bridge: 2001,
+                frames_to_bridge: 2002,
+                datagrams_sent: 2003,
+                datagrams_received: 2004,
+                frames_relayed: 2005,
+                frames_left_to_kernel: 2006,
+                drops_malformed: 2007,
+                drops_unknown_peer: 2008,
+                drops_crypto: 2009,
+                drops_replayed: 2010,
+                drops_encryption_mismatch: 2011,
+                drops_not_for_us: 2012,
+                drops_no_route: 2013,
+                drops_too_big: 2014,
+            },
+            crypto_threads: 3,
+            helper_crypted: 3001,
+        }
+    }
+
+    #[test]
+    fn the_datapath_metrics_text_is_pinned() {
+        let mut out = String::new();
+        counters().render(&mut out);
+        assert_eq!(out, EXPECTED, "{out}");
+    }
+
+    /// The text for [`counters`]: names, labels, order and values as scrapers know them.
+    const EXPECTED: &str = r#"# HELP weft_datapath_frames_total Ethernet frames moved by the sleeve.
+# TYPE weft_datapath_frames_total counter
+weft_datapath_frames_total{direction="from_bridge"} 2001
+weft_datapath_frames_total{direction="to_bridge"} 2002
+weft_datapath_frames_total{direction="relayed"} 2005
+# HELP weft_datapath_datagrams_total UDP datagrams on the sleeve port.
+# TYPE weft_datapath_datagrams_total counter
+weft_datapath_datagrams_total{direction="in"} 1005
+weft_datapath_datagrams_total{direction="out"} 1007
+# HELP weft_datapath_bytes_total UDP payload bytes on the sleeve port.
+# TYPE weft_datapath_bytes_total counter
+weft_datapath_bytes_total{direction="in"} 1006
+weft_datapath_bytes_total{direction="out"} 1008
+# HELP weft_datapath_tap_io_total Reads and writes on the TAP (a TSO or coalesced super-frame is one).
+# TYPE weft_datapath_tap_io_total counter
+weft_datapath_tap_io_total{op="read"} 1001
+weft_datapath_tap_io_total{op="write"} 1003
+# HELP weft_datapath_gso_sends_cut_total GSO sends the kernel refused (datagrams over the underlay's path MTU: lower --mtu) and that went one datagram at a time.
+# TYPE weft_datapath_gso_sends_cut_total counter
+weft_datapath_gso_sends_cut_total 1015
+# HELP weft_datapath_batches_total Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).
+# TYPE weft_datapath_batches_total counter
+weft_datapath_batches_total 1009
+# HELP weft_datapath_drops_total Frames or datagrams the datapath dropped, by reason.
+# TYPE weft_datapath_drops_total counter
+weft_datapath_drops_total{reason="malformed"} 2007
+weft_datapath_drops_total{reason="unknown_peer"} 2008
+weft_datapath_drops_total{reason="crypto"} 2009
+weft_datapath_drops_total{reason="replayed"} 2010
+weft_datapath_drops_total{reason="encryption_mismatch"} 2011
+weft_datapath_drops_total{reason="not_for_us"} 2012
+weft_datapath_drops_total{reason="no_route"} 2013
+weft_datapath_drops_total{reason="too_big"} 2014
+weft_datapath_drops_total{reason="outbox_full"} 1010
+weft_datapath_drops_total{reason="tap_write"} 1012
+weft_datapath_drops_total{reason="udp_send"} 1014
+weft_datapath_drops_total{reason="udp_truncated"} 1013
+# HELP weft_datapath_crypto_threads Threads that seal and open sleeve datagrams (0: no password).
+# TYPE weft_datapath_crypto_threads gauge
+weft_datapath_crypto_threads 3
+# HELP weft_datapath_helper_crypted_total Datagrams sealed or opened by the helper threads rather than the datapath thread.
+# TYPE weft_datapath_helper_crypted_total counter
+weft_datapath_helper_crypted_total 3001
+"#;
+}
