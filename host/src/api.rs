@@ -309,12 +309,16 @@ async fn metrics(api: &Api) -> Result<Reply, Reply> {
     let v = ask(api, Query::Metrics).await?;
     let mut text = v.as_str().unwrap_or_default().to_owned();
     let n = api.plumbing.lock().await.attachments().len();
-    text.push_str(&format!(
-        "# HELP weft_attachments Namespaces attached to the bridge.\n# TYPE weft_attachments gauge\nweft_attachments {n}\n"
-    ));
+    let mut m = crate::metrics::Metrics::new();
+    m.gauge(
+        "weft_attachments",
+        "Namespaces attached to the bridge.",
+        n as u64,
+    );
+    text.push_str(&m.finish());
     Ok(Reply {
         status: 200,
-        content_type: "text/plain; version=0.0.4",
+        content_type: crate::metrics::CONTENT_TYPE,
         body: text.into_bytes(),
         allow: None,
     })

@@ -19,6 +19,7 @@ mod fastdp;
 mod firewall;
 mod http;
 mod ipam;
+mod metrics;
 mod plumbing;
 mod render;
 mod secret;

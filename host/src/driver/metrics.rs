@@ -6,6 +6,7 @@
 //! but those numbers (and the tests can pin it).
 
 use super::Driver;
+use crate::metrics::Metrics;
 use std::collections::BTreeMap;
 use weft_core::conn::ConnState;
 use weft_core::maker::TargetState;
@@ -13,7 +14,7 @@ use weft_core::router::RouterStats;
 use weft_core::topology::TopologyStats;
 
 /// The driver's counters and gauges at one moment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DriverCounters {
     /// Connections by state name, every state present.
     conns_by_state: BTreeMap<&'static str, u64>,
@@ -35,9 +36,10 @@ struct DriverCounters {
 impl Driver {
     /// Prometheus text for `GET /metrics`: the driver's counters, then the datapath's.
     pub(super) fn metrics(&mut self) -> String {
-        let mut out = self.counters().render();
-        self.datapath.metrics(&mut out);
-        out
+        let mut m = Metrics::new();
+        self.counters().render(&mut m);
+        self.datapath.metrics(&mut m);
+        m.finish()
     }
 
     fn counters(&mut self) -> DriverCounters {
@@ -77,112 +79,98 @@ impl Driver {
 }
 
 impl DriverCounters {
-    fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP weft_connections Connections by state.");
-        let _ = writeln!(out, "# TYPE weft_connections gauge");
-        for (state, n) in &self.conns_by_state {
-            let _ = writeln!(out, "weft_connections{{state=\"{state}\"}} {n}");
-        }
-        let failed = self.conns_failed;
-        let _ = writeln!(out, "weft_connections{{state=\"failed\"}} {failed}");
-        let _ = writeln!(
-            out,
-            "# HELP weft_connections_by_mode Established connections by datapath mode."
+    fn render(&self, m: &mut Metrics) {
+        let failed = ("failed", self.conns_failed);
+        m.gauge_family(
+            "weft_connections",
+            "Connections by state.",
+            "state",
+            self.conns_by_state
+                .iter()
+                .map(|(state, n)| (*state, *n))
+                .chain([failed]),
         );
-        let _ = writeln!(out, "# TYPE weft_connections_by_mode gauge");
-        for key in ["fastdp", "sleeve"] {
-            let n = self.conns_by_mode.get(key).copied().unwrap_or(0);
-            let _ = writeln!(out, "weft_connections_by_mode{{mode=\"{key}\"}} {n}");
-        }
+        m.gauge_family(
+            "weft_connections_by_mode",
+            "Established connections by datapath mode.",
+            "mode",
+            ["fastdp", "sleeve"]
+                .map(|mode| (mode, self.conns_by_mode.get(mode).copied().unwrap_or(0))),
+        );
+        m.gauge(
+            "weft_peers",
+            "Peers in the topology (including ourself).",
+            self.peers,
+        );
+        m.gauge(
+            "weft_peers_reachable",
+            "Peers with a route from here.",
+            self.peers_reachable,
+        );
+        m.gauge(
+            "weft_targets",
+            "Addresses the router keeps connecting to.",
+            self.targets,
+        );
+        m.gauge("weft_streams", "Open TCP streams.", self.streams);
         let s = self.router;
         let t = self.topology;
-        let gauges = [
-            (
-                "weft_peers",
-                "Peers in the topology (including ourself).",
-                self.peers,
-            ),
-            (
-                "weft_peers_reachable",
-                "Peers with a route from here.",
-                self.peers_reachable,
-            ),
-            (
-                "weft_targets",
-                "Addresses the router keeps connecting to.",
-                self.targets,
-            ),
-            ("weft_streams", "Open TCP streams.", self.streams),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        let counters = [
-            (
-                "weft_gossip_messages_sent_total",
-                "Gossip messages queued to neighbours.",
-                s.gossip_msgs_sent,
-            ),
-            (
-                "weft_gossip_bytes_sent_total",
-                "Gossip payload bytes queued to neighbours.",
-                s.gossip_bytes_sent,
-            ),
-            (
-                "weft_gossip_messages_received_total",
-                "Gossip messages received.",
-                s.gossip_msgs_received,
-            ),
-            (
-                "weft_stream_bytes_sent_total",
-                "Bytes written to peer streams.",
-                s.stream_bytes_sent,
-            ),
-            (
-                "weft_stream_bytes_received_total",
-                "Bytes read from peer streams.",
-                s.stream_bytes_received,
-            ),
-            (
-                "weft_connections_accepted_total",
-                "Inbound TCP connections accepted.",
-                self.connections_accepted,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        }
-        let _ = writeln!(out, "# HELP weft_drops_total Things dropped, by reason.");
-        let _ = writeln!(out, "# TYPE weft_drops_total counter");
-        for (reason, v) in [
-            ("gossip_malformed", s.gossip_malformed),
-            ("send_queue_full", s.drops_queue_full),
-            ("events", s.drops_events),
-            ("conn_limit", s.drops_conn_limit),
-            ("pending_inbound_full", s.drops_pending_inbound_full),
-            ("pending_inbound_per_addr", s.drops_pending_inbound_per_addr),
-            ("locked_out", s.drops_locked_out),
-            ("pre_hello_timeout", s.pre_hello_timeouts),
-            ("explicit_targets_full", s.drops_explicit_targets_full),
-            ("discovered_targets_full", s.drops_discovered_targets_full),
-            ("discovered_targets_expired", s.discovered_targets_expired),
-            ("discovered_dials_preempted", s.discovered_dials_preempted),
-            ("datagrams", s.drops_datagrams),
-            ("topology_limits", t.rejected_limits),
-            ("topology_full", t.dropped_full),
-            ("topology_new_peers_per_msg", t.dropped_per_msg),
-            ("topology_version_ahead", t.refused_version_ahead),
-            ("write_queue_full", self.drops_write_queue_full),
-            ("no_stream", self.drops_no_stream),
-        ] {
-            let _ = writeln!(out, "weft_drops_total{{reason=\"{reason}\"}} {v}");
-        }
-        out
+        m.counter(
+            "weft_gossip_messages_sent_total",
+            "Gossip messages queued to neighbours.",
+            s.gossip_msgs_sent,
+        );
+        m.counter(
+            "weft_gossip_bytes_sent_total",
+            "Gossip payload bytes queued to neighbours.",
+            s.gossip_bytes_sent,
+        );
+        m.counter(
+            "weft_gossip_messages_received_total",
+            "Gossip messages received.",
+            s.gossip_msgs_received,
+        );
+        m.counter(
+            "weft_stream_bytes_sent_total",
+            "Bytes written to peer streams.",
+            s.stream_bytes_sent,
+        );
+        m.counter(
+            "weft_stream_bytes_received_total",
+            "Bytes read from peer streams.",
+            s.stream_bytes_received,
+        );
+        m.counter(
+            "weft_connections_accepted_total",
+            "Inbound TCP connections accepted.",
+            self.connections_accepted,
+        );
+        m.counter_family(
+            "weft_drops_total",
+            "Things dropped, by reason.",
+            "reason",
+            [
+                ("gossip_malformed", s.gossip_malformed),
+                ("send_queue_full", s.drops_queue_full),
+                ("events", s.drops_events),
+                ("conn_limit", s.drops_conn_limit),
+                ("pending_inbound_full", s.drops_pending_inbound_full),
+                ("pending_inbound_per_addr", s.drops_pending_inbound_per_addr),
+                ("locked_out", s.drops_locked_out),
+                ("pre_hello_timeout", s.pre_hello_timeouts),
+                ("explicit_targets_full", s.drops_explicit_targets_full),
+                ("discovered_targets_full", s.drops_discovered_targets_full),
+                ("discovered_targets_expired", s.discovered_targets_expired),
+                ("discovered_dials_preempted", s.discovered_dials_preempted),
+                ("datagrams", s.drops_datagrams),
+                ("topology_limits", t.rejected_limits),
+                ("topology_full", t.dropped_full),
+                ("topology_new_peers_per_msg", t.dropped_per_msg),
+                ("topology_version_ahead", t.refused_version_ahead),
+                ("write_queue_full", self.drops_write_queue_full),
+                ("no_stream", self.drops_no_stream),
+            ],
+        );
     }
 }
 
@@ -241,7 +229,9 @@ mod tests {
 
     #[test]
     fn the_driver_metrics_text_is_pinned() {
-        let out = counters().render();
+        let mut m = Metrics::new();
+        counters().render(&mut m);
+        let out = m.finish();
         assert_eq!(out, EXPECTED, "{out}");
     }
 
@@ -251,7 +241,9 @@ mod tests {
             conns_by_mode: [("sleeve", 7)].into(),
             ..counters()
         };
-        let out = c.render();
+        let mut m = Metrics::new();
+        c.render(&mut m);
+        let out = m.finish();
         assert!(
             out.contains("\nweft_connections_by_mode{mode=\"fastdp\"} 0\n"),
             "{out}"

@@ -2,12 +2,13 @@
 //! direction, GSO fallbacks, batches, drops by reason and the crypto crew.
 
 use super::{Datapath, drops};
+use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
 use weft_core::sleeve::SleeveStats;
 use weft_uring_dp::CounterSnapshot;
 
 /// The datapath's counters at one moment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SleeveCounters {
     /// The pump's I/O counters.
     io: CounterSnapshot,
@@ -20,8 +21,8 @@ struct SleeveCounters {
 }
 
 impl Datapath {
-    /// Appends the datapath's metrics to `out`.
-    pub(crate) fn metrics(&self, out: &mut String) {
+    /// Writes the datapath's metrics to `m`.
+    pub(crate) fn metrics(&self, m: &mut Metrics) {
         let (io, p) = self.snapshot();
         SleeveCounters {
             io,
@@ -32,111 +33,69 @@ impl Datapath {
                 .as_ref()
                 .map_or(0, |h| h.load(Ordering::Relaxed)),
         }
-        .render(out);
+        .render(m);
     }
 }
 
 impl SleeveCounters {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+    fn render(&self, m: &mut Metrics) {
         let c = self.io;
         let s = self.engine;
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_frames_total Ethernet frames moved by the sleeve."
+        m.counter_family(
+            "weft_datapath_frames_total",
+            "Ethernet frames moved by the sleeve.",
+            "direction",
+            [
+                ("from_bridge", s.frames_from_bridge),
+                ("to_bridge", s.frames_to_bridge),
+                ("relayed", s.frames_relayed),
+            ],
         );
-        let _ = writeln!(out, "# TYPE weft_datapath_frames_total counter");
-        for (dir, v) in [
-            ("from_bridge", s.frames_from_bridge),
-            ("to_bridge", s.frames_to_bridge),
-            ("relayed", s.frames_relayed),
-        ] {
-            let _ = writeln!(out, "weft_datapath_frames_total{{direction=\"{dir}\"}} {v}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_datagrams_total UDP datagrams on the sleeve port."
+        m.counter_family(
+            "weft_datapath_datagrams_total",
+            "UDP datagrams on the sleeve port.",
+            "direction",
+            [("in", c.udp_datagrams_in), ("out", c.udp_datagrams_out)],
         );
-        let _ = writeln!(out, "# TYPE weft_datapath_datagrams_total counter");
-        let _ = writeln!(
-            out,
-            "weft_datapath_datagrams_total{{direction=\"in\"}} {}",
-            c.udp_datagrams_in
+        m.counter_family(
+            "weft_datapath_bytes_total",
+            "UDP payload bytes on the sleeve port.",
+            "direction",
+            [("in", c.udp_bytes_in), ("out", c.udp_bytes_out)],
         );
-        let _ = writeln!(
-            out,
-            "weft_datapath_datagrams_total{{direction=\"out\"}} {}",
-            c.udp_datagrams_out
+        m.counter_family(
+            "weft_datapath_tap_io_total",
+            "Reads and writes on the TAP (a TSO or coalesced super-frame is one).",
+            "op",
+            [("read", c.tap_frames_in), ("write", c.tap_frames_out)],
         );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_bytes_total UDP payload bytes on the sleeve port."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_bytes_total counter");
-        let _ = writeln!(
-            out,
-            "weft_datapath_bytes_total{{direction=\"in\"}} {}",
-            c.udp_bytes_in
-        );
-        let _ = writeln!(
-            out,
-            "weft_datapath_bytes_total{{direction=\"out\"}} {}",
-            c.udp_bytes_out
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_tap_io_total Reads and writes on the TAP (a TSO or coalesced super-frame is one)."
-        );
-        let _ = writeln!(out, "# TYPE weft_datapath_tap_io_total counter");
-        for (op, v) in [("read", c.tap_frames_in), ("write", c.tap_frames_out)] {
-            let _ = writeln!(out, "weft_datapath_tap_io_total{{op=\"{op}\"}} {v}");
-        }
-        metric(
-            out,
+        m.counter(
             "weft_datapath_gso_sends_cut_total",
-            "counter",
             "GSO sends the kernel refused (datagrams over the underlay's path MTU: lower --mtu) and that went one datagram at a time.",
             c.udp_gso_cut,
         );
-        metric(
-            out,
+        m.counter(
             "weft_datapath_batches_total",
-            "counter",
             "Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).",
             c.batches,
         );
-        let _ = writeln!(
-            out,
-            "# HELP weft_datapath_drops_total Frames or datagrams the datapath dropped, by reason."
+        m.counter_family(
+            "weft_datapath_drops_total",
+            "Frames or datagrams the datapath dropped, by reason.",
+            "reason",
+            drops(&c, &s),
         );
-        let _ = writeln!(out, "# TYPE weft_datapath_drops_total counter");
-        for (reason, v) in drops(&c, &s) {
-            let _ = writeln!(out, "weft_datapath_drops_total{{reason=\"{reason}\"}} {v}");
-        }
-        metric(
-            out,
+        m.gauge(
             "weft_datapath_crypto_threads",
-            "gauge",
             "Threads that seal and open sleeve datagrams (0: no password).",
             self.crypto_threads,
         );
-        metric(
-            out,
+        m.counter(
             "weft_datapath_helper_crypted_total",
-            "counter",
             "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
             self.helper_crypted,
         );
     }
-}
-
-/// One unlabelled metric with its HELP and TYPE lines.
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-    );
 }
 
 #[cfg(test)]
@@ -187,8 +146,9 @@ mod tests {
 
     #[test]
     fn the_datapath_metrics_text_is_pinned() {
-        let mut out = String::new();
-        counters().render(&mut out);
+        let mut m = Metrics::new();
+        counters().render(&mut m);
+        let out = m.finish();
         assert_eq!(out, EXPECTED, "{out}");
     }
 
