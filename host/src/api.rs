@@ -1,7 +1,8 @@
 //! The control API on the unix socket: JSON over the strict HTTP/1.1 subset of
 //! [`crate::http`], one request per connection.
 //!
-//! Routes (every error is `{"error": "one line"}` with 400/404/405/409/500):
+//! Routes (every error is `{"error": "one line"}` with 400/403/404/405/409/500/503;
+//! the bodies are the types of [`crate::messages`]):
 //!
 //! | method | path | body | reply |
 //! |---|---|---|---|
@@ -36,21 +37,24 @@
 
 use crate::cli::{Cidr, PeerAddr};
 use crate::dns::DnsServer;
-use crate::driver::{DnsRequest, Input, Query};
-use crate::error::Error;
+use crate::driver::{DnsRequest, Input, Query, ask};
 use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX, HttpError};
+use crate::messages::{
+    ApiError, AttachReply, DetachReply, DnsArgs, DnsNamingRequest, ErrorBody, ExposeReply,
+    ExposeRequest, HideReply, NetnsRequest, PeersReply, PeersRequest, Removed, RmpeerRequest,
+    StopReply, StopRequest, Summary,
+};
 use crate::plumbing::{Detached, Plumbing};
 use crate::sleeve::Datapath;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc};
 
 /// How long a client may take to send its request.
 pub(crate) const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
@@ -86,7 +90,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(v: &Value) -> Self {
+    fn json<T: Serialize>(v: &T) -> Self {
         let mut body = serde_json::to_vec(v).unwrap_or_default();
         body.push(b'\n');
         Self {
@@ -97,29 +101,18 @@ impl Reply {
         }
     }
 
-    fn error(status: u16, message: impl std::fmt::Display) -> Self {
-        // One line, always: newlines in causes would break `weft`'s one-line errors.
-        let text = message.to_string().replace('\n', " ");
-        let mut body = serde_json::to_vec(&json!({ "error": text })).unwrap_or_default();
-        body.push(b'\n');
-        Self {
-            status,
-            content_type: "application/json",
-            body,
-            allow: None,
+    fn error(e: &ApiError) -> Self {
+        let mut r = Self::json(&ErrorBody { error: e.line() });
+        r.status = e.status();
+        if let ApiError::WrongMethod { allowed, .. } = e {
+            r.allow = Some(allowed);
         }
+        r
     }
 }
 
-impl From<Error> for Reply {
-    fn from(e: Error) -> Self {
-        let status = match e {
-            Error::UnknownNetns { .. } | Error::Other(_) => 400,
-            _ => 500,
-        };
-        Self::error(status, e)
-    }
-}
+/// What a handler gives: a reply to send, or the error to send instead.
+type Handled = Result<Reply, ApiError>;
 
 /// Serves the control socket until the process ends. Only root and `own_uid` (the
 /// router's user) are served; anyone else gets a 403 with one line and is hung up on.
@@ -135,7 +128,7 @@ pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>, own_uid: u32) {
                 tokio::spawn(async move {
                     match crate::control::caller_allowed(&stream, own_uid) {
                         Ok(()) => handle_conn(stream, &api).await,
-                        Err(refusal) => refuse(stream, &refusal).await,
+                        Err(refusal) => refuse(stream, ApiError::Forbidden(refusal)).await,
                     }
                     drop(permit);
                 });
@@ -169,14 +162,14 @@ async fn read_request(stream: &mut UnixStream) -> Result<http::Request, HttpErro
 /// Answers a caller that may not use the API with `refusal` (403) and closes. Its request
 /// is read first (bounded, for at most [`REFUSAL_READ_TIMEOUT_MS`]) but not looked at, so
 /// that its write does not fail before it can read why.
-async fn refuse(mut stream: UnixStream, refusal: &str) {
+async fn refuse(mut stream: UnixStream, refusal: ApiError) {
     tracing::warn!("control socket: {refusal}");
     let _ = tokio::time::timeout(
         Duration::from_millis(REFUSAL_READ_TIMEOUT_MS),
         read_request(&mut stream),
     )
     .await;
-    let reply = Reply::error(403, refusal);
+    let reply = Reply::error(&refusal);
     let bytes = http::write_response(reply.status, reply.content_type, &reply.body, None);
     let write = async {
         let _ = stream.write_all(&bytes).await;
@@ -192,10 +185,10 @@ async fn handle_conn(mut stream: UnixStream, api: &Api) {
     )
     .await;
     let reply = match req {
-        Err(_) => Reply::error(400, "request not received in time"),
+        Err(_) => Reply::error(&ApiError::RequestTimeout),
         Ok(Err(HttpError::Truncated)) => return, // Nobody left to answer.
-        Ok(Err(e)) => Reply::error(e.status(), e),
-        Ok(Ok(req)) => route(api, &req).await,
+        Ok(Err(e)) => Reply::error(&ApiError::Http(e)),
+        Ok(Ok(req)) => route(api, &req).await.unwrap_or_else(|e| Reply::error(&e)),
     };
     let bytes = http::write_response(reply.status, reply.content_type, &reply.body, reply.allow);
     let _ = stream.write_all(&bytes).await;
@@ -225,89 +218,80 @@ const ROUTES: &[(&str, &str)] = &[
     ("/ipam/rmpeer", "POST"),
 ];
 
-async fn route(api: &Api, req: &http::Request) -> Reply {
+async fn route(api: &Api, req: &http::Request) -> Handled {
     let Some(&(path, method)) = ROUTES.iter().find(|(p, _)| *p == req.path) else {
-        return Reply::error(404, format!("no such endpoint {}", req.path));
+        return Err(ApiError::NoSuchEndpoint(req.path.clone()));
     };
     if req.method != method {
-        let mut r = Reply::error(405, format!("{path} takes {method}, not {}", req.method));
-        r.allow = Some(method);
-        return r;
+        return Err(ApiError::WrongMethod {
+            path,
+            allowed: method,
+            got: req.method.clone(),
+        });
     }
-    let result = match path {
+    let inbox = &api.inbox;
+    match path {
         "/status" => status(api).await,
-        "/status/peers" => query(api, Query::Peers).await,
-        "/status/connections" => query(api, Query::Connections).await,
-        "/status/targets" => query(api, Query::Targets).await,
-        "/ps" => Ok(Reply::json(&json!(api.plumbing.lock().await.attachments()))),
+        "/status/peers" => json(ask(inbox, |tx| Input::Query(Query::Peers(tx))).await?),
+        "/status/connections" => json(ask(inbox, |tx| Input::Query(Query::Connections(tx))).await?),
+        "/status/targets" => json(ask(inbox, |tx| Input::Query(Query::Targets(tx))).await?),
+        "/ps" => Ok(Reply::json(&api.plumbing.lock().await.attachments())),
         "/metrics" => metrics(api).await,
         "/connect" | "/forget" => peers(api, path, &req.body).await,
-        "/attach" => attach(api, &req.body).await,
-        "/detach" => detach(api, &req.body).await,
-        "/expose" => expose(api, &req.body).await,
+        "/attach" => attach(api, body(&req.body)?).await,
+        "/detach" => detach(api, body(&req.body)?).await,
+        "/expose" => expose(api, body(&req.body)?).await,
         "/hide" => hide(api).await,
-        "/stop" => stop(api, &req.body),
-        "/status/dns" => query(api, Query::Dns).await,
-        "/dns/add" | "/dns/remove" | "/dns/lookup" => dns(api, path, &req.body).await,
-        "/dns/args" => Ok(Reply::json(&dns_args(api))),
-        "/status/ipam" => crate::ipam::status(api)
-            .await
-            .map(|v| Reply::json(&v))
-            .map_err(|e| Reply::error(503, e)),
-        "/ipam/rmpeer" => rmpeer(api, &req.body).await,
-        _ => Err(Reply::error(404, "no such endpoint")),
-    };
-    result.unwrap_or_else(|r| r)
+        "/stop" => stop(api, body(&req.body)?),
+        "/status/dns" => json(ask(inbox, |tx| Input::Query(Query::Dns(tx))).await?),
+        "/dns/add" | "/dns/remove" | "/dns/lookup" => dns(api, path, body(&req.body)?).await,
+        "/dns/args" => json(dns_args(api)),
+        "/status/ipam" => json(crate::ipam::status(api).await?),
+        "/ipam/rmpeer" => {
+            let b: RmpeerRequest = body(&req.body)?;
+            json(crate::ipam::rmpeer(api, &b.peer).await?)
+        }
+        _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
+    }
 }
 
-fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Reply> {
+fn json<T: Serialize>(v: T) -> Handled {
+    Ok(Reply::json(&v))
+}
+
+/// The request body as `T` (an empty body reads as `{}`).
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes = if bytes.is_empty() {
         b"{}".as_slice()
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| Reply::error(400, format!("bad request body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadBody(e.to_string()))
 }
 
-async fn ask(api: &Api, q: Query) -> Result<Value, Reply> {
-    let (tx, rx) = oneshot::channel();
-    api.inbox
-        .send(Input::Query(q, tx))
-        .await
-        .map_err(|_| Reply::error(503, "the router is stopping"))?;
-    rx.await
-        .map_err(|_| Reply::error(503, "the router is stopping"))
-}
-
-async fn query(api: &Api, q: Query) -> Result<Reply, Reply> {
-    Ok(Reply::json(&ask(api, q).await?))
-}
-
-async fn status(api: &Api) -> Result<Reply, Reply> {
-    let mut v = ask(api, Query::Summary).await?;
+async fn status(api: &Api) -> Handled {
+    let router = ask(&api.inbox, |tx| Input::Query(Query::Summary(tx))).await?;
     let p = api.plumbing.lock().await;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("bridge".into(), json!(p.bridge()));
-        obj.insert("attachments".into(), json!(p.attachments().len()));
-        obj.insert("exposed".into(), json!(p.exposed()));
-        obj.insert("datapath".into(), api.datapath.status());
-    }
+    let mut summary = Summary {
+        router,
+        bridge: Some(p.bridge().to_owned()),
+        attachments: Some(p.attachments().len() as u64),
+        exposed: p.exposed().to_vec(),
+        datapath: api.datapath.status(),
+        peer_filter_dropped: None,
+    };
     drop(p);
     // Read from nft (a process): off the runtime's thread.
     let filter = Arc::clone(&api.peer_filter);
-    let dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
+    summary.peer_filter_dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
         .await
         .ok()
         .flatten();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("peer_filter_dropped".into(), json!(dropped));
-    }
-    Ok(Reply::json(&v))
+    json(summary)
 }
 
-async fn metrics(api: &Api) -> Result<Reply, Reply> {
-    let v = ask(api, Query::Metrics).await?;
-    let mut text = v.as_str().unwrap_or_default().to_owned();
+async fn metrics(api: &Api) -> Handled {
+    let mut text = ask(&api.inbox, |tx| Input::Query(Query::Metrics(tx))).await?;
     let n = api.plumbing.lock().await.attachments().len();
     let mut m = crate::metrics::Metrics::new();
     m.gauge(
@@ -322,12 +306,6 @@ async fn metrics(api: &Api) -> Result<Reply, Reply> {
         body: text.into_bytes(),
         allow: None,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeersBody {
-    peers: Vec<String>,
 }
 
 /// Resolves `host[:port]` (default: the router's port).
@@ -346,65 +324,41 @@ pub(crate) async fn resolve(peer: &str, default_port: u16) -> Result<SocketAddr,
         .ok_or_else(|| format!("cannot resolve peer {peer}: no addresses"))
 }
 
-async fn peers(api: &Api, path: &str, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: PeersBody = body(bytes)?;
+async fn peers(api: &Api, path: &str, bytes: &[u8]) -> Handled {
+    let b: PeersRequest = body(bytes)?;
     if b.peers.is_empty() || b.peers.len() > PEERS_PER_REQUEST_MAX {
-        return Err(Reply::error(
-            400,
-            format!("give 1 to {PEERS_PER_REQUEST_MAX} peers"),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "give 1 to {PEERS_PER_REQUEST_MAX} peers"
+        )));
     }
     let mut addrs = Vec::new();
     for p in &b.peers {
-        addrs.push(
-            resolve(p, api.port)
-                .await
-                .map_err(|e| Reply::error(400, e))?,
-        );
+        addrs.push(resolve(p, api.port).await.map_err(ApiError::BadRequest)?);
     }
+    let peers = addrs.iter().map(ToString::to_string).collect();
     let input = if path == "/connect" {
-        Input::Connect(addrs.clone())
+        Input::Connect(addrs)
     } else {
-        Input::Forget(addrs.clone())
+        Input::Forget(addrs)
     };
     api.inbox
         .send(input)
         .await
-        .map_err(|_| Reply::error(503, "the router is stopping"))?;
-    Ok(Reply::json(&json!({
-        "peers": addrs.iter().map(ToString::to_string).collect::<Vec<_>>()
-    })))
+        .map_err(|_| ApiError::Stopping)?;
+    json(PeersReply { peers })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NetnsBody {
-    netns: PathBuf,
-    #[serde(default)]
-    addresses: Vec<Cidr>,
-    /// `attach --name`: register the attachment's IPv4 addresses under this name.
-    #[serde(default)]
-    name: Option<String>,
-    /// `attach net:default | net:CIDR`: subnets to allocate an address in (attach only;
-    /// with no `addresses` either, one address of the default subnet).
-    #[serde(default)]
-    allocate: Vec<crate::ipam::NetSpec>,
-}
-
-async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: NetnsBody = body(bytes)?;
+async fn attach(api: &Api, b: NetnsRequest) -> Handled {
     // IPAM first (claims, allocations; waits for the answers), then the veth.
     let container = crate::ipam::container_id(&b.netns)?;
-    let given = crate::ipam::resolve(api, &container, &b.addresses, &b.allocate)
-        .await
-        .map_err(|e| Reply::error(409, e))?;
+    let given = crate::ipam::resolve(api, &container, &b.addresses, &b.allocate).await?;
     let made = api
         .plumbing
         .lock()
         .await
         .attach(&b.netns, &given.addrs)
         .await;
-    let a = match made {
+    let mut a = match made {
         Ok(a) => a,
         Err(e) => {
             if !given.fresh.is_empty() {
@@ -419,25 +373,32 @@ async fn attach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
         a.netns.display(),
         a.addresses
     );
-    let mut v = json!(a);
     if let Some(name) = b.name {
-        let req = DnsRequest::Add {
-            name,
-            addrs: ipv4s(&a.addresses),
-            container: Some(a.id.clone()),
-        };
-        let r = ask_dns(api, req).await?;
-        v["dns_name"] = r["name"].clone();
-        let kept = r["name"].as_str().map(str::to_owned);
-        api.plumbing.lock().await.set_dns_name(&a.id, kept)?;
+        let addrs = ipv4s(&a.addresses);
+        let container = Some(a.id.clone());
+        let added = ask(&api.inbox, |answer| {
+            Input::Dns(DnsRequest::Add {
+                name,
+                addrs,
+                container,
+                answer,
+            })
+        })
+        .await??;
+        api.plumbing
+            .lock()
+            .await
+            .set_dns_name(&a.id, Some(added.name.clone()))?;
+        a.dns_name = Some(added.name);
     }
-    v["dns"] = dns_args(api);
-    v["given"] = json!(given.addrs);
-    Ok(Reply::json(&v))
+    json(AttachReply {
+        attachment: a,
+        dns: dns_args(api),
+        given: Some(given.addrs),
+    })
 }
 
-async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: NetnsBody = body(bytes)?;
+async fn detach(api: &Api, b: NetnsRequest) -> Handled {
     let d = api
         .plumbing
         .lock()
@@ -455,95 +416,85 @@ async fn detach(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
     };
     crate::ipam::free(api, &container, to_free)
         .await
-        .map_err(|e| Reply::error(503, e))?;
+        .map_err(|e| ApiError::IpamUnavailable(e.line()))?;
     // Only v4 addresses carry records; a v6-only detach removes none.
     if matches!(d, Detached::All(_)) || !addrs.is_empty() {
-        let req = DnsRequest::Remove {
-            name: None,
-            addrs,
-            container: Some(container),
-        };
-        ask_dns(api, req).await?;
+        let container = Some(container);
+        ask(&api.inbox, |answer| {
+            Input::Dns(DnsRequest::Remove {
+                name: None,
+                addrs,
+                container,
+                answer,
+            })
+        })
+        .await??;
     }
-    Ok(Reply::json(&match d {
-        Detached::All(a) => json!({ "removed": "all", "attachment": a }),
-        Detached::Addresses(a) => json!({ "removed": "addresses", "attachment": a }),
-    }))
+    json(match d {
+        Detached::All(attachment) => DetachReply {
+            removed: Removed::All,
+            attachment,
+        },
+        Detached::Addresses(attachment) => DetachReply {
+            removed: Removed::Addresses,
+            attachment,
+        },
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RmpeerBody {
-    peer: String,
-}
-
-async fn rmpeer(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: RmpeerBody = body(bytes)?;
-    let v = crate::ipam::rmpeer(api, &b.peer)
-        .await
-        .map_err(|e| Reply::error(409, e))?;
-    Ok(Reply::json(&v))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExposeBody {
-    address: Cidr,
-    /// `expose -h FQDN`: the host's DNS name.
-    #[serde(default)]
-    fqdn: Option<String>,
-}
-
-async fn expose(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: ExposeBody = body(bytes)?;
+async fn expose(api: &Api, b: ExposeRequest) -> Handled {
     let mut p = api.plumbing.lock().await;
     p.expose(b.address).await?;
-    let exposed = json!({ "exposed": p.exposed() });
+    let exposed = ExposeReply {
+        exposed: p.exposed().to_vec(),
+    };
     drop(p);
     if let (Some(server), std::net::IpAddr::V4(_)) = (&api.dns, b.address.addr) {
         let at = SocketAddr::new(b.address.addr, crate::dns::DNS_PORT);
-        server.listen(at).await.map_err(|e| Reply::error(500, e))?;
+        server.listen(at).await.map_err(ApiError::DnsListen)?;
     }
     if let Some(name) = b.fqdn {
-        let req = DnsRequest::Add {
-            name,
-            addrs: ipv4s(&[b.address]),
-            container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
-        };
-        ask_dns(api, req).await?;
+        let addrs = ipv4s(&[b.address]);
+        ask(&api.inbox, |answer| {
+            Input::Dns(DnsRequest::Add {
+                name,
+                addrs,
+                container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
+                answer,
+            })
+        })
+        .await??;
     }
-    Ok(Reply::json(&exposed))
+    json(exposed)
 }
 
-async fn hide(api: &Api) -> Result<Reply, Reply> {
+async fn hide(api: &Api) -> Handled {
     let removed = api.plumbing.lock().await.hide().await?;
     if let Some(server) = &api.dns {
         for a in &removed {
             server.unlisten(a.addr);
         }
     }
-    let req = DnsRequest::Remove {
-        name: None,
-        addrs: Vec::new(),
-        container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
-    };
-    ask_dns(api, req).await?;
-    Ok(Reply::json(&json!({ "removed": removed })))
+    ask(&api.inbox, |answer| {
+        Input::Dns(DnsRequest::Remove {
+            name: None,
+            addrs: Vec::new(),
+            container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
+            answer,
+        })
+    })
+    .await??;
+    json(HideReply { removed })
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StopBody {
-    #[serde(default)]
-    reset: bool,
-}
-
-fn stop(api: &Api, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: StopBody = body(bytes)?;
+fn stop(api: &Api, b: StopRequest) -> Handled {
     api.reset.store(b.reset, Ordering::Relaxed);
     // notify_one stores a permit: the daemon stops even if it is not waiting yet.
     api.stop.notify_one();
-    Ok(Reply::json(&json!({ "stopping": true, "reset": b.reset })))
+    json(StopReply {
+        stopping: true,
+        reset: b.reset,
+    })
 }
 
 fn ipv4s(addrs: &[Cidr]) -> Vec<std::net::Ipv4Addr> {
@@ -568,82 +519,84 @@ pub(crate) async fn restore_names(api: &Api) {
         .filter_map(|a| Some((a.id.clone(), a.dns_name.clone()?, a.addresses.clone())))
         .collect();
     for (id, name, addrs) in named {
-        let req = DnsRequest::Add {
-            name: name.clone(),
-            addrs: ipv4s(&addrs),
-            container: Some(id),
-        };
-        if let Err(e) = ask_dns(api, req).await {
-            let why = String::from_utf8_lossy(&e.body).trim().to_owned();
-            tracing::warn!("could not register {name} again: {why}");
+        let addrs = ipv4s(&addrs);
+        let n = name.clone();
+        let r = ask(&api.inbox, |answer| {
+            Input::Dns(DnsRequest::Add {
+                name: n,
+                addrs,
+                container: Some(id),
+                answer,
+            })
+        })
+        .await;
+        if let Err(e) | Ok(Err(e)) = r.map(|r| r.map(drop)) {
+            tracing::warn!("could not register {name} again: {e}");
         }
     }
 }
 
-async fn ask_dns(api: &Api, req: DnsRequest) -> Result<Value, Reply> {
-    let (tx, rx) = oneshot::channel();
-    api.inbox
-        .send(Input::Dns(req, tx))
-        .await
-        .map_err(|_| Reply::error(503, "the router is stopping"))?;
-    rx.await
-        .map_err(|_| Reply::error(503, "the router is stopping"))?
-        .map_err(|e| Reply::error(400, e))
-}
-
 /// Where containers should send their queries: `weft dns-args`, and part of `/attach`.
-fn dns_args(api: &Api) -> Value {
+fn dns_args(api: &Api) -> DnsArgs {
     match &api.dns {
-        Some(s) => json!({
-            "server": s.server_ip().map(|ip| ip.to_string()),
-            "domain": format!("{}.", s.domain()),
-        }),
-        None => json!({ "server": Value::Null, "domain": Value::Null }),
+        Some(s) => DnsArgs {
+            server: s.server_ip().map(|ip| ip.to_string()),
+            domain: Some(format!("{}.", s.domain())),
+        },
+        None => DnsArgs::default(),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DnsBody {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    addresses: Vec<std::net::Ipv4Addr>,
-    #[serde(default)]
-    container: Option<String>,
 }
 
 /// Most addresses in one naming request.
 pub(crate) const DNS_ADDRESSES_PER_REQUEST_MAX: usize = 256;
 
-async fn dns(api: &Api, path: &str, bytes: &[u8]) -> Result<Reply, Reply> {
-    let b: DnsBody = body(bytes)?;
+async fn dns(api: &Api, path: &str, b: DnsNamingRequest) -> Handled {
     if b.addresses.len() > DNS_ADDRESSES_PER_REQUEST_MAX {
-        return Err(Reply::error(
-            400,
-            format!("at most {DNS_ADDRESSES_PER_REQUEST_MAX} addresses per request"),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "at most {DNS_ADDRESSES_PER_REQUEST_MAX} addresses per request"
+        )));
     }
-    let need_name = || Reply::error(400, "give a NAME");
-    let req = match path {
+    let need_name = || ApiError::BadRequest("give a NAME".into());
+    let inbox = &api.inbox;
+    match path {
         "/dns/add" => {
             if b.addresses.is_empty() {
-                return Err(Reply::error(400, "dns-add needs at least one IPv4 address"));
+                return Err(ApiError::BadRequest(
+                    "dns-add needs at least one IPv4 address".into(),
+                ));
             }
-            DnsRequest::Add {
-                name: b.name.ok_or_else(need_name)?,
-                addrs: b.addresses,
-                container: b.container,
-            }
+            let name = b.name.ok_or_else(need_name)?;
+            json(
+                ask(inbox, |answer| {
+                    Input::Dns(DnsRequest::Add {
+                        name,
+                        addrs: b.addresses,
+                        container: b.container,
+                        answer,
+                    })
+                })
+                .await??,
+            )
         }
-        "/dns/remove" => DnsRequest::Remove {
-            name: b.name,
-            addrs: b.addresses,
-            container: b.container,
-        },
-        _ => DnsRequest::Lookup {
-            name: b.name.ok_or_else(need_name)?,
-        },
-    };
-    Ok(Reply::json(&ask_dns(api, req).await?))
+        "/dns/remove" => json(
+            ask(inbox, |answer| {
+                Input::Dns(DnsRequest::Remove {
+                    name: b.name,
+                    addrs: b.addresses,
+                    container: b.container,
+                    answer,
+                })
+            })
+            .await??,
+        ),
+        _ => {
+            let name = b.name.ok_or_else(need_name)?;
+            json(
+                ask(inbox, |answer| {
+                    Input::Dns(DnsRequest::Lookup { name, answer })
+                })
+                .await??,
+            )
+        }
+    }
 }

@@ -2,6 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX};
+use crate::messages::ErrorBody;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,21 +34,34 @@ impl Client {
     }
 
     /// GET `path`, returning the body on 200 and the daemon's error line otherwise.
-    pub(crate) fn get(&self, path: &str) -> Result<Vec<u8>> {
+    pub(crate) fn get_raw(&self, path: &str) -> Result<Vec<u8>> {
         self.request("GET", path, None)
     }
 
-    /// POST a JSON body to `path`.
-    pub(crate) fn post(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
-        let body =
-            serde_json::to_vec(body).map_err(|e| Error::Other(format!("encode request: {e}")))?;
-        self.request("POST", path, Some(&body))
+    /// GET `path` and decode the reply as `T`.
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.get_raw(path)?;
+        self.decode(path, &body)
     }
 
-    /// GET and decode JSON.
-    pub(crate) fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        let body = self.get(path)?;
-        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("reply is not JSON: {e}")))
+    /// POST `body` as JSON to `path` and decode the reply as `T`.
+    pub(crate) fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| Error::Other(format!("encode request: {e}")))?;
+        let reply = self.request("POST", path, Some(&body))?;
+        self.decode(path, &reply)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| {
+            self.protocol(format!(
+                "the reply to {path} is not what this weft expects: {e}"
+            ))
+        })
     }
 
     fn protocol(&self, detail: String) -> Error {
@@ -101,9 +117,10 @@ impl Client {
         if response.status == 200 {
             return Ok(response.body);
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
+        let message = serde_json::from_slice::<ErrorBody>(&response.body)
             .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .map(|b| b.error)
+            .filter(|e| !e.is_empty())
             .unwrap_or_else(|| format!("HTTP {} from the router", response.status));
         Err(Error::Api(message))
     }

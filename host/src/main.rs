@@ -19,6 +19,7 @@ mod fastdp;
 mod firewall;
 mod http;
 mod ipam;
+mod messages;
 mod metrics;
 mod plumbing;
 mod render;
@@ -30,8 +31,13 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, GlobalArgs, RouterArgs};
 use client::Client;
 use error::{Error, Result};
-use serde_json::{Value, json};
-use std::io::{BufRead, Write};
+use messages::{
+    AttachReply, DetachReply, ExposeReply, ExposeRequest, HideReply, HideRequest, NetnsRequest,
+    PeersReply, PeersRequest, RmpeerReply, RmpeerRequest, StopReply, StopRequest, Summary,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -104,32 +110,41 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stop => stop(&client, false),
         Command::Reset => reset(&client, g),
         Command::Connect { peers } => {
-            let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
-            client.post("/connect", &json!({ "peers": peers }))?;
+            let peers = peers.iter().map(ToString::to_string).collect();
+            client.post::<_, PeersReply>("/connect", &PeersRequest { peers })?;
             Ok(())
         }
         Command::Forget { peers } => {
-            let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
-            client.post("/forget", &json!({ "peers": peers }))?;
+            let peers = peers.iter().map(ToString::to_string).collect();
+            client.post::<_, PeersReply>("/forget", &PeersRequest { peers })?;
             Ok(())
         }
         Command::Status { what, json } => {
-            let path = what.map_or("/status", cli::StatusWhat::path);
-            let v = client.get_json(path)?;
-            if json {
-                print_json(&v);
-            } else {
-                print!("{}", render::status(what, &v));
-            }
+            use cli::StatusWhat;
+            let out = match what {
+                None => show(&client, "/status", json, render::summary)?,
+                Some(w @ StatusWhat::Peers) => {
+                    show(&client, w.path(), json, |v: &Vec<_>| render::peers(v))?
+                }
+                Some(w @ StatusWhat::Connections) => {
+                    show(&client, w.path(), json, |v: &Vec<_>| render::connections(v))?
+                }
+                Some(w @ StatusWhat::Targets) => {
+                    show(&client, w.path(), json, |v: &Vec<_>| render::targets(v))?
+                }
+                Some(w @ StatusWhat::Dns) => {
+                    show(&client, w.path(), json, dns::cmd::render_status)?
+                }
+                Some(w @ StatusWhat::Ipam) => show(&client, w.path(), json, ipam::render_status)?,
+            };
+            print!("{out}");
             Ok(())
         }
         Command::Ps { json } => {
-            let v = client.get_json("/ps")?;
-            if json {
-                print_json(&v);
-            } else {
-                print!("{}", render::ps(&v));
-            }
+            print!(
+                "{}",
+                show(&client, "/ps", json, |v: &Vec<_>| render::ps(v))?
+            );
             Ok(())
         }
         Command::Attach {
@@ -141,48 +156,44 @@ fn run(cli: Cli) -> Result<()> {
             let netns = target.path();
             plumbing::netns_inode(&netns)?;
             let (addresses, allocate) = ipam::split(&addresses);
-            let body = json!({
-                "netns": netns,
-                "addresses": addresses,
-                "allocate": allocate,
-                "name": name,
-            });
-            let reply = client.post("/attach", &body)?;
-            let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+            let body = NetnsRequest {
+                netns: netns.clone(),
+                addresses,
+                name,
+                allocate,
+            };
+            let reply: AttachReply = client.post("/attach", &body)?;
             if dns {
-                dns::cmd::write_resolv_conf(&netns, &v["dns"])?;
+                dns::cmd::write_resolv_conf(&netns, &reply.dns)?;
             }
             // The addresses this call gave (all of the attachment's from an older router).
-            let given = if v["given"].is_array() {
-                &v["given"]
-            } else {
-                &v["addresses"]
-            };
-            let addrs: Vec<&str> = given
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let given = reply.given.unwrap_or(reply.attachment.addresses);
+            let addrs: Vec<String> = given.iter().map(ToString::to_string).collect();
             println!("{}", addrs.join(" "));
             Ok(())
         }
         Command::Detach { addresses, target } => {
-            let body = json!({ "netns": target.path(), "addresses": addresses });
-            client.post("/detach", &body)?;
+            let body = NetnsRequest {
+                netns: target.path(),
+                addresses: addresses.clone(),
+                name: None,
+                allocate: Vec::new(),
+            };
+            client.post::<_, DetachReply>("/detach", &body)?;
             if addresses.is_empty() {
                 dns::cmd::remove_resolv_conf(&target.path());
             }
             Ok(())
         }
         Command::Expose { address, fqdn, .. } => {
-            client.post("/expose", &json!({ "address": address, "fqdn": fqdn }))?;
+            client.post::<_, ExposeReply>("/expose", &ExposeRequest { address, fqdn })?;
             println!("{address}");
             Ok(())
         }
         Command::Hide => {
-            let reply = client.post("/hide", &json!({}))?;
-            let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
-            for a in v["removed"].as_array().into_iter().flatten() {
-                println!("{}", a.as_str().unwrap_or_default());
+            let reply: HideReply = client.post("/hide", &HideRequest {})?;
+            for a in reply.removed {
+                println!("{a}");
             }
             Ok(())
         }
@@ -190,17 +201,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::DnsRemove { args, container } => dns::cmd::remove(&client, &args, container),
         Command::DnsLookup { name } => dns::cmd::lookup(&client, &name),
         Command::DnsArgs => {
-            println!("{}", dns::cmd::args_line(&client.get_json("/dns/args")?)?);
+            println!("{}", dns::cmd::args_line(&client.get("/dns/args")?)?);
             Ok(())
         }
         Command::Rmpeer { peer } => {
-            let reply = client.post("/ipam/rmpeer", &json!({ "peer": peer }))?;
-            let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
-            println!(
-                "{} addresses taken over from {}",
-                v["addresses"].as_u64().unwrap_or(0),
-                v["peer"].as_str().unwrap_or(&peer)
-            );
+            let body = RmpeerRequest { peer: peer.clone() };
+            let reply: RmpeerReply = client.post("/ipam/rmpeer", &body)?;
+            let from = if reply.peer.is_empty() {
+                &peer
+            } else {
+                &reply.peer
+            };
+            println!("{} addresses taken over from {from}", reply.addresses);
             Ok(())
         }
         Command::Keygen { path } => {
@@ -219,10 +231,21 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_json(v: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
+/// GETs `path` as `T` and gives it rendered for humans, or as pretty JSON with `--json`.
+fn show<T: DeserializeOwned + Serialize>(
+    client: &Client,
+    path: &str,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> Result<String> {
+    let v: T = client.get(path)?;
+    if !json {
+        return Ok(render(&v));
+    }
+    let mut text = serde_json::to_string_pretty(&v)
+        .map_err(|e| Error::Other(format!("encode {path} as JSON: {e}")))?;
+    text.push('\n');
+    Ok(text)
 }
 
 /// The arguments that make `weft router` run like this `weft launch` asked.
@@ -301,7 +324,7 @@ fn launch(args: &RouterArgs, g: &GlobalArgs) -> Result<()> {
         return Err(Error::NotRoot);
     }
     let client = Client::new(&g.socket);
-    if client.get("/status").is_ok() {
+    if client.get_raw("/status").is_ok() {
         return Err(Error::AlreadyRunning(g.socket.clone()));
     }
     let state = state::StateDir::new(&g.state_dir);
@@ -340,9 +363,9 @@ fn launch(args: &RouterArgs, g: &GlobalArgs) -> Result<()> {
                 log: log_path,
             });
         }
-        if let Ok(body) = client.get("/status") {
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            println!("{}", v["name"].as_str().unwrap_or_default());
+        if let Ok(body) = client.get_raw("/status") {
+            let v: Summary = serde_json::from_slice(&body).unwrap_or_default();
+            println!("{}", v.router.name.unwrap_or_default());
             return Ok(());
         }
         if started.elapsed() > Duration::from_millis(LAUNCH_TIMEOUT_MS) {
@@ -360,7 +383,7 @@ fn launch(args: &RouterArgs, g: &GlobalArgs) -> Result<()> {
 }
 
 fn stop(client: &Client, reset: bool) -> Result<()> {
-    client.post("/stop", &json!({ "reset": reset }))?;
+    client.post::<_, StopReply>("/stop", &StopRequest { reset })?;
     let started = Instant::now();
     while client.socket().exists() {
         if started.elapsed() > Duration::from_millis(STOP_TIMEOUT_MS) {

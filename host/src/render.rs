@@ -1,76 +1,66 @@
-//! Human-readable output of `weft status` and `weft ps`, from the control API's JSON.
-//! Missing fields print as `-`: a newer or older router never makes the CLI fail.
+//! Human-readable output of `weft status` and `weft ps`, from the control API's typed
+//! replies ([`crate::messages`]). Fields an older or newer router leaves out take their
+//! defaults and print as `-` or 0: the CLI never fails to print a status.
 
-use crate::cli::StatusWhat;
-use serde_json::Value;
+use crate::messages::{ConnectionStatus, PeerStatus, Refused, Summary, TargetStatus};
+use crate::state::Attachment;
 use std::fmt::Write;
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn s<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
-/// `weft status [what]`.
-pub(crate) fn status(what: Option<StatusWhat>, v: &Value) -> String {
-    match what {
-        None => summary(v),
-        Some(StatusWhat::Peers) => peers(v),
-        Some(StatusWhat::Connections) => connections(v),
-        Some(StatusWhat::Targets) => targets(v),
-        Some(StatusWhat::Dns) => crate::dns::cmd::render_status(v),
-        Some(StatusWhat::Ipam) => crate::ipam::render_status(v),
-    }
+fn dir(outbound: bool) -> &'static str {
+    if outbound { "->" } else { "<-" }
 }
 
 /// The router's refusals (idle or hostile clients, full target tables), only the
 /// counters that are not zero; `None` when nothing was refused.
-fn refused_line(r: &Value) -> Option<String> {
+fn refused_line(r: &Refused) -> Option<String> {
     let parts: Vec<String> = [
-        ("conn_limit", "at the connection limit"),
-        ("pending_inbound_full", "handshake budget full"),
+        (r.conn_limit, "at the connection limit"),
+        (r.pending_inbound_full, "handshake budget full"),
         (
-            "pending_inbound_per_addr",
+            r.pending_inbound_per_addr,
             "too many handshakes from one address",
         ),
-        ("pre_hello_timeouts", "no hello in time"),
-        ("locked_out", "address locked out"),
-        ("password_lockouts", "lockouts after failed passwords"),
-        ("explicit_targets_full", "connect targets (table full)"),
-        ("discovered_targets_full", "discovered targets (table full)"),
-        ("discovered_targets_expired", "discovered targets expired"),
+        (r.pre_hello_timeouts, "no hello in time"),
+        (r.locked_out, "address locked out"),
+        (r.password_lockouts, "lockouts after failed passwords"),
+        (r.explicit_targets_full, "connect targets (table full)"),
+        (r.discovered_targets_full, "discovered targets (table full)"),
+        (r.discovered_targets_expired, "discovered targets expired"),
         (
-            "discovered_dials_preempted",
+            r.discovered_dials_preempted,
             "discovered dials stopped for connect",
         ),
     ]
     .iter()
-    .filter_map(|(k, label)| {
-        let n = r[*k].as_u64().filter(|n| *n > 0)?;
-        Some(format!("{n} {label}"))
-    })
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, label)| format!("{n} {label}"))
     .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-fn summary(v: &Value) -> String {
+/// `weft status`.
+pub(crate) fn summary(v: &Summary) -> String {
+    let r = &v.router;
     let mut o = String::new();
-    let c = &v["connections"];
+    let count = |state: &str| s(&r.connections.get(state));
     let row = |o: &mut String, k: &str, val: String| {
         let _ = writeln!(o, "{k:>16}: {val}");
     };
-    row(&mut o, "Version", s(&v["version"]));
+    row(&mut o, "Version", s(&r.version));
     row(
         &mut o,
         "Name",
-        format!("{} ({})", s(&v["name"]), s(&v["nickname"])),
+        format!("{} ({})", s(&r.name), s(&r.nickname)),
     );
     row(
         &mut o,
         "Encryption",
-        if v["encrypted"].as_bool() == Some(true) {
+        if r.encrypted {
             "enabled (SPAKE2 with the shared password or key; all traffic sealed)"
         } else {
             "disabled: peers are not authenticated (anyone who reaches the port can join) \
@@ -78,9 +68,9 @@ fn summary(v: &Value) -> String {
         }
         .into(),
     );
-    row(&mut o, "Port", s(&v["port"]));
-    if let Some(f) = v["peer_filter"].as_str() {
-        let dropped = match v["peer_filter_dropped"].as_u64() {
+    row(&mut o, "Port", s(&r.port));
+    if let Some(f) = &r.peer_filter {
+        let dropped = match v.peer_filter_dropped {
             Some(n) => format!("; {n} datagrams from strangers dropped"),
             None => String::new(),
         };
@@ -91,8 +81,8 @@ fn summary(v: &Value) -> String {
         "Peers",
         format!(
             "{} ({} reachable from here)",
-            s(&v["peers"]),
-            s(&v["reachable_peers"])
+            s(&r.peers),
+            s(&r.reachable_peers)
         ),
     );
     row(
@@ -100,145 +90,136 @@ fn summary(v: &Value) -> String {
         "Connections",
         format!(
             "{} established, {} handshaking, {} confirming",
-            s(&c["established"]),
-            s(&c["handshaking"]),
-            s(&c["confirming"])
+            count("established"),
+            count("handshaking"),
+            count("confirming")
         ),
     );
-    row(&mut o, "Targets", s(&v["targets"]));
+    row(&mut o, "Targets", s(&r.targets));
     row(
         &mut o,
         "Bridge",
-        format!("{} ({} attachments)", s(&v["bridge"]), s(&v["attachments"])),
+        format!("{} ({} attachments)", s(&v.bridge), s(&v.attachments)),
     );
-    row(&mut o, "Datapath", s(&v["datapath"]["mode"]));
-    if let Some(b) = v["datapath"]["backend"].as_str() {
-        let sealing = match v["datapath"]["crypto_threads"].as_u64().unwrap_or(0) {
+    let dp = &v.datapath;
+    row(&mut o, "Datapath", s(&dp.mode));
+    if let Some(b) = &dp.backend {
+        let sealing = match dp.crypto_threads {
             0 => "not encrypted".to_owned(),
             1 => "sealing on 1 thread".to_owned(),
             n => format!("sealing on {n} threads"),
         };
         row(&mut o, "Sleeve", format!("{b} backend, {sealing}"));
     }
-    if let Some(paths) = v["datapath"]["paths"].as_array() {
-        let short: Vec<&Value> = paths
-            .iter()
-            .filter(|p| p["link_fits_full_frames"] == false)
-            .collect();
-        let fit = short
-            .iter()
-            .filter_map(|p| p["overlay_mtu_fitting_link"].as_u64())
-            .min();
-        if let Some(fit) = fit {
-            row(
-                &mut o,
-                "Underlay",
-                format!(
-                    "too small for full-size frames on the way to {} of {} peers: TCP is cut to fit, other large packets are fragmented (--mtu {fit} or less avoids that)",
-                    short.len(),
-                    paths.len()
-                ),
-            );
-        }
+    let short: Vec<_> = dp
+        .paths
+        .iter()
+        .filter(|p| p.link_fits_full_frames == Some(false))
+        .collect();
+    if let Some(fit) = short
+        .iter()
+        .filter_map(|p| p.overlay_mtu_fitting_link)
+        .min()
+    {
+        row(
+            &mut o,
+            "Underlay",
+            format!(
+                "too small for full-size frames on the way to {} of {} peers: TCP is cut to fit, other large packets are fragmented (--mtu {fit} or less avoids that)",
+                short.len(),
+                dp.paths.len()
+            ),
+        );
     }
-    if let Some(r) = refused_line(&v["refused"]) {
-        row(&mut o, "Refused", r);
+    if let Some(line) = refused_line(&r.refused) {
+        row(&mut o, "Refused", line);
     }
-    if let Some(f) = v["recent_failures"].as_array().and_then(|a| a.first()) {
+    if let Some(f) = r.recent_failures.first() {
         row(
             &mut o,
             "Last failure",
-            format!(
-                "{} {}: {}",
-                if f["outbound"].as_bool() == Some(true) {
-                    "->"
-                } else {
-                    "<-"
-                },
-                s(&f["address"]),
-                s(&f["error"])
-            ),
+            format!("{} {}: {}", dir(f.outbound), s(&f.address), s(&f.error)),
         );
     }
     o
 }
 
-fn peers(v: &Value) -> String {
+/// `weft status peers`.
+pub(crate) fn peers(v: &[PeerStatus]) -> String {
     let mut o = String::new();
-    for p in v.as_array().into_iter().flatten() {
-        let tag = if p["ourself"].as_bool() == Some(true) {
+    for p in v {
+        let tag = if p.ourself {
             "(this router)".to_owned()
-        } else if p["reachable"].as_bool() == Some(true) {
-            format!("via {}", s(&p["next_hop"]))
+        } else if p.reachable {
+            format!("via {}", s(&p.next_hop))
         } else {
             "unreachable".to_owned()
         };
-        let _ = writeln!(o, "{}({}) {tag}", s(&p["name"]), s(&p["nickname"]));
-        for c in p["connections"].as_array().into_iter().flatten() {
-            let dir = if c["outbound"].as_bool() == Some(true) {
-                "->"
-            } else {
-                "<-"
-            };
-            let est = if c["established"].as_bool() == Some(true) {
+        let _ = writeln!(o, "{}({}) {tag}", s(&p.name), s(&p.nickname));
+        for c in &p.connections {
+            let est = if c.established {
                 "established"
             } else {
                 "pending"
             };
-            let _ = writeln!(o, "   {dir} {} {} {est}", s(&c["peer"]), s(&c["address"]));
+            let _ = writeln!(
+                o,
+                "   {} {} {} {est}",
+                dir(c.outbound),
+                s(&c.peer),
+                s(&c.address)
+            );
         }
     }
     o
 }
 
-fn connections(v: &Value) -> String {
+/// `weft status connections`.
+pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
     let mut o = String::new();
-    for c in v.as_array().into_iter().flatten() {
-        let dir = if c["outbound"].as_bool() == Some(true) {
-            "->"
-        } else {
-            "<-"
-        };
-        let enc = if c["encrypted"].as_bool() == Some(true) {
+    for c in v {
+        let enc = if c.encrypted {
             "encrypted"
         } else {
             "unencrypted"
         };
         let mut line = format!(
-            "{dir} {:<24} {:<12} {:<11} {}",
-            s(&c["address"]),
-            s(&c["state"]),
+            "{} {:<24} {:<12} {:<11} {}",
+            dir(c.outbound),
+            s(&c.address),
+            s(&c.state),
             enc,
-            s(&c["mode"])
+            s(&c.mode)
         );
-        if !c["peer"].is_null() {
-            let _ = write!(line, " {}({})", s(&c["peer"]), s(&c["nickname"]));
+        if c.peer.is_some() {
+            let _ = write!(line, " {}({})", s(&c.peer), s(&c.nickname));
         }
-        if !c["error"].is_null() {
-            let _ = write!(line, " {}", s(&c["error"]));
+        if let Some(e) = &c.error {
+            let _ = write!(line, " {e}");
         }
         let _ = writeln!(o, "{line}");
     }
     o
 }
 
-fn targets(v: &Value) -> String {
+/// `weft status targets`.
+pub(crate) fn targets(v: &[TargetStatus]) -> String {
     let mut o = String::new();
-    for t in v.as_array().into_iter().flatten() {
+    for t in v {
         let mut line = format!(
             "{:<24} {:<10} {:<10}",
-            s(&t["address"]),
-            s(&t["kind"]),
-            s(&t["state"])
+            s(&t.address),
+            s(&t.kind),
+            s(&t.state)
         );
-        if let Some(ms) = t["next_attempt_in_ms"].as_u64() {
+        if let Some(ms) = t.next_attempt_in_ms {
             let _ = write!(line, " retry in {:.1}s", ms as f64 / 1000.0);
         }
-        if t["failures"].as_u64().is_some_and(|n| n > 0) {
-            let _ = write!(line, " failures={}", s(&t["failures"]));
+        if t.failures > 0 {
+            let _ = write!(line, " failures={}", t.failures);
         }
-        if !t["last_error"].is_null() {
-            let _ = write!(line, " last error: {}", s(&t["last_error"]));
+        if let Some(e) = &t.last_error {
+            let _ = write!(line, " last error: {e}");
         }
         let _ = writeln!(o, "{line}");
     }
@@ -246,16 +227,11 @@ fn targets(v: &Value) -> String {
 }
 
 /// `weft ps`: one line per attachment: id, MAC, addresses.
-pub(crate) fn ps(v: &Value) -> String {
+pub(crate) fn ps(v: &[Attachment]) -> String {
     let mut o = String::new();
-    for a in v.as_array().into_iter().flatten() {
-        let addrs: Vec<String> = a["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect();
-        let _ = writeln!(o, "{} {} {}", s(&a["id"]), s(&a["mac"]), addrs.join(" "));
+    for a in v {
+        let addrs: Vec<String> = a.addresses.iter().map(ToString::to_string).collect();
+        let _ = writeln!(o, "{} {} {}", a.id, s(&a.mac), addrs.join(" "));
     }
     o
 }
@@ -265,11 +241,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("decodes")
+    }
+
     #[test]
     fn renders_failed_target_with_reason() {
         let v = json!([{ "address": "10.0.0.2:6783", "kind": "explicit", "state": "waiting",
             "next_attempt_in_ms": 1500, "failures": 2, "last_error": "wrong password" }]);
-        let out = status(Some(StatusWhat::Targets), &v);
+        let out = targets(&decode::<Vec<_>>(v));
         assert!(out.contains("10.0.0.2:6783"), "{out}");
         assert!(out.contains("retry in 1.5s"), "{out}");
         assert!(out.contains("last error: wrong password"), "{out}");
@@ -277,11 +257,11 @@ mod tests {
 
     #[test]
     fn summary_shows_only_the_refusals_that_happened() {
-        let quiet = status(None, &json!({ "refused": { "locked_out": 0 } }));
+        let quiet = summary(&decode(json!({ "refused": { "locked_out": 0 } })));
         assert!(!quiet.contains("Refused"), "{quiet}");
         let v = json!({ "refused": { "pending_inbound_per_addr": 460, "locked_out": 3,
             "password_lockouts": 1, "discovered_targets_expired": 0 } });
-        let out = status(None, &v);
+        let out = summary(&decode(v));
         let line = out.lines().find(|l| l.contains("Refused")).expect(&out);
         assert!(
             line.contains("460 too many handshakes from one address"),
@@ -294,8 +274,20 @@ mod tests {
 
     #[test]
     fn tolerates_missing_fields() {
-        let out = status(None, &json!({}));
+        let out = summary(&decode(json!({})));
         assert!(out.contains("Name: - (-)"), "{out}");
-        assert_eq!(ps(&json!("not an array")), "");
+        assert!(out.contains("Connections: - established"), "{out}");
+        assert_eq!(ps(&[]), "");
+    }
+
+    #[test]
+    fn short_underlay_is_reported_with_the_mtu_that_fits() {
+        let v = json!({ "datapath": { "mode": "sleeve", "paths": [
+            { "link_fits_full_frames": false, "overlay_mtu_fitting_link": 1400 },
+            { "link_fits_full_frames": true, "overlay_mtu_fitting_link": 8000 },
+        ] } });
+        let out = summary(&decode(v));
+        assert!(out.contains("on the way to 1 of 2 peers"), "{out}");
+        assert!(out.contains("--mtu 1400 or less"), "{out}");
     }
 }

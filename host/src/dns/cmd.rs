@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use serde_json::{Value, json};
+use crate::messages::{DnsArgs, DnsLookup, DnsNamingRequest, DnsRemoved, DnsStatus};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -43,48 +43,55 @@ pub(crate) fn add(client: &Client, args: &[String], container: Option<String>) -
             "dns-add needs at least one IPv4 address".into(),
         ));
     }
-    let body = json!({ "name": name, "addresses": addrs, "container": container });
-    client.post("/dns/add", &body)?;
+    let body = DnsNamingRequest {
+        name: Some(name),
+        addresses: addrs,
+        container,
+    };
+    client.post::<_, crate::messages::DnsAdded>("/dns/add", &body)?;
     Ok(())
 }
 
 /// `weft dns-remove [IP...] [NAME] [--container ID]`: prints how many were removed.
 pub(crate) fn remove(client: &Client, args: &[String], container: Option<String>) -> Result<()> {
     let (addrs, name) = split_args(args)?;
-    let body = json!({ "name": name, "addresses": addrs, "container": container });
-    let v: Value = serde_json::from_slice(&client.post("/dns/remove", &body)?).unwrap_or_default();
-    println!("{}", v["removed"].as_u64().unwrap_or(0));
+    let body = DnsNamingRequest {
+        name,
+        addresses: addrs,
+        container,
+    };
+    let r: DnsRemoved = client.post("/dns/remove", &body)?;
+    println!("{}", r.removed);
     Ok(())
 }
 
 /// `weft dns-lookup NAME`: one address per line; fails when there is none.
 pub(crate) fn lookup(client: &Client, name: &str) -> Result<()> {
-    let reply = client.post("/dns/lookup", &json!({ "name": name }))?;
-    let v: Value = serde_json::from_slice(&reply).unwrap_or_default();
-    let addrs: Vec<&str> = v["addresses"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if addrs.is_empty() {
+    let body = DnsNamingRequest {
+        name: Some(name.to_owned()),
+        ..DnsNamingRequest::default()
+    };
+    let r: DnsLookup = client.post("/dns/lookup", &body)?;
+    if r.addresses.is_empty() {
+        let shown = if r.name.is_empty() { name } else { &r.name };
         return Err(Error::Other(format!(
-            "no records for {} (see `weft status dns`)",
-            v["name"].as_str().unwrap_or(name)
+            "no records for {shown} (see `weft status dns`)"
         )));
     }
-    for a in addrs {
+    for a in r.addresses {
         println!("{a}");
     }
     Ok(())
 }
 
 /// `--dns=IP --dns-search=DOMAIN` from a `/dns/args` reply.
-pub(crate) fn args_line(v: &Value) -> Result<String> {
-    let Some(server) = v["server"].as_str() else {
+pub(crate) fn args_line(v: &DnsArgs) -> Result<String> {
+    let Some(server) = &v.server else {
         return Err(Error::Other(
             "weftDNS is not listening anywhere: give the host an address with `weft expose ADDR/CIDR` (or start the router with --dns-listen-address)".into(),
         ));
     };
-    let domain = v["domain"].as_str().unwrap_or_default();
+    let domain = v.domain.as_deref().unwrap_or_default();
     Ok(format!("--dns={server} --dns-search={domain}"))
 }
 
@@ -115,8 +122,8 @@ pub(crate) fn resolv_conf_text(server: &str, domain: &str) -> String {
 }
 
 /// `attach --dns`: writes the namespace's resolv.conf from the `/attach` reply's `dns`.
-pub(crate) fn write_resolv_conf(netns: &Path, dns: &Value) -> Result<PathBuf> {
-    let Some(server) = dns["server"].as_str() else {
+pub(crate) fn write_resolv_conf(netns: &Path, dns: &DnsArgs) -> Result<PathBuf> {
+    let Some(server) = &dns.server else {
         return Err(Error::Other(
             "attached, but weftDNS is not listening anywhere for --dns: `weft expose ADDR/CIDR` first".into(),
         ));
@@ -130,7 +137,7 @@ pub(crate) fn write_resolv_conf(netns: &Path, dns: &Value) -> Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     }
-    let text = resolv_conf_text(server, dns["domain"].as_str().unwrap_or_default());
+    let text = resolv_conf_text(server, dns.domain.as_deref().unwrap_or_default());
     std::fs::write(&path, text).map_err(Error::io("write", &path))?;
     Ok(path)
 }
@@ -154,53 +161,51 @@ pub(crate) fn remove_resolv_conf(netns: &Path) {
 }
 
 /// `weft status dns` for humans.
-pub(crate) fn render_status(v: &Value) -> String {
-    let s = |x: &Value| match x {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+pub(crate) fn render_status(v: &DnsStatus) -> String {
+    let s = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".to_owned());
+    let list = |x: &[String]| {
+        if x.is_empty() {
+            "-".to_owned()
+        } else {
+            x.join(", ")
+        }
     };
-    let list = |x: &Value| {
-        x.as_array()
-            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "-".into())
-    };
+    let no_server = Default::default();
+    let srv = v.server.as_ref().unwrap_or(&no_server);
     let mut o = String::new();
-    let _ = writeln!(o, "{:>12}: {}", "Domain", s(&v["domain"]));
-    let _ = writeln!(o, "{:>12}: {}", "Listen", list(&v["listen"]));
-    let _ = writeln!(o, "{:>12}: {}", "Upstreams", list(&v["upstreams"]));
+    let _ = writeln!(o, "{:>12}: {}", "Domain", s(&v.domain));
+    let _ = writeln!(o, "{:>12}: {}", "Listen", list(&srv.listen));
+    let _ = writeln!(o, "{:>12}: {}", "Upstreams", list(&srv.upstreams));
     let _ = writeln!(
         o,
         "{:>12}: {} udp, {} tcp; {} answered, {} forwarded ({} failed), {} malformed",
         "Queries",
-        s(&v["queries_udp"]),
-        s(&v["queries_tcp"]),
-        s(&v["answered"]),
-        s(&v["forwarded"]),
-        s(&v["forward_failed"]),
-        s(&v["malformed"]),
+        srv.queries_udp,
+        srv.queries_tcp,
+        srv.answered,
+        srv.forwarded,
+        srv.forward_failed,
+        srv.malformed,
     );
-    let recs = v["records"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         o,
         "{:>12}: {} ({} tombstones)",
         "Records",
-        recs.len(),
-        s(&v["tombstones"])
+        v.records.len(),
+        v.tombstones
     );
-    for r in &recs {
+    for r in &v.records {
         let _ = writeln!(
             o,
             "  {:<32} {:<15} {:<17} {}{}",
-            s(&r["name"]),
-            s(&r["address"]),
-            s(&r["owner"]),
-            s(&r["container"]),
-            if r["answered"].as_bool() == Some(false) {
-                " (owner unreachable)"
-            } else {
+            s(&r.name),
+            s(&r.address),
+            s(&r.owner),
+            s(&r.container),
+            if r.answered {
                 ""
+            } else {
+                " (owner unreachable)"
             }
         );
     }

@@ -18,8 +18,8 @@ pub(crate) mod answer;
 pub(crate) mod cmd;
 pub(crate) mod upstream;
 
+use crate::messages::DnsServerStatus;
 use answer::{Action, Shuffler, Table};
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -217,23 +217,27 @@ impl DnsServer {
     }
 
     /// The server part of `weft status dns`.
-    pub(crate) fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> DnsServerStatus {
         let s = &self.shared.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "domain": format!("{}.", self.shared.domain),
-            "listen": self.listening().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "upstreams": self.shared.upstreams.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "ttl_s": answer::TTL_S,
-            "queries_udp": get(&s.queries_udp),
-            "queries_tcp": get(&s.queries_tcp),
-            "answered": get(&s.answered),
-            "forwarded": get(&s.forwarded),
-            "forward_failed": get(&s.forward_failed),
-            "malformed": get(&s.malformed),
-            "dropped": get(&s.dropped),
-            "drops_busy": get(&s.drops_busy),
-        })
+        DnsServerStatus {
+            listen: self.listening().iter().map(ToString::to_string).collect(),
+            upstreams: self
+                .shared
+                .upstreams
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ttl_s: u64::from(answer::TTL_S),
+            queries_udp: get(&s.queries_udp),
+            queries_tcp: get(&s.queries_tcp),
+            answered: get(&s.answered),
+            forwarded: get(&s.forwarded),
+            forward_failed: get(&s.forward_failed),
+            malformed: get(&s.malformed),
+            dropped: get(&s.dropped),
+            drops_busy: get(&s.drops_busy),
+        }
     }
 }
 

@@ -3,41 +3,63 @@
 //! and persists the IPAM export whenever it changed: before the router's next transmit
 //! and before any answer leaves for a client.
 
-use super::Driver;
-use serde_json::{Value, json};
+use super::{Answer, Driver};
+use crate::messages::{ApiError, IpamCounters, IpamPeer, IpamStatus, RmpeerReply};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use weft_core::ipam::{Cidr, ContainerId, InitMode, IpamError, IpamEvent, RequestId};
 use weft_core::peer::PeerName;
 
-/// The final answer of an attach: `{"allocated": [...], "fresh": [...]}` or the error.
-pub(crate) type Answer = oneshot::Sender<Result<Value, String>>;
+/// An attach's requests are under way: as `group`, answered within `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttachStarted {
+    pub(crate) group: u64,
+    pub(crate) timeout: Duration,
+}
 
-/// An address command for the router task.
-#[derive(Debug)]
+/// The final answer of an attach.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Allocated {
+    /// Every address IPAM gave (claimed or allocated).
+    pub(crate) allocated: Vec<Cidr>,
+    /// Those the container did not hold before.
+    pub(crate) fresh: Vec<Ipv4Addr>,
+}
+
+/// An address command for the router task, with where its answer goes.
 pub(crate) enum IpamRequest {
     /// Claim `claims` (inside the range; others are ignored) and allocate one address in
-    /// each of `subnets` (`None`: the default subnet) for `container`. The reply says
-    /// `{"group": id, "timeout_ms": n}`; the addresses come on `answer`.
+    /// each of `subnets` (`None`: the default subnet) for `container`. `started` hears
+    /// at once which group the requests are; the addresses come on `answer`.
     Attach {
         container: String,
         claims: Vec<Cidr>,
         subnets: Vec<Option<Cidr>>,
-        answer: Answer,
+        started: Answer<AttachStarted>,
+        answer: Answer<Allocated>,
     },
     /// The client stopped waiting for `group`: cancel what is pending, free what it got.
-    Abandon { group: u64 },
-    /// Free `addrs` of `container`, or all of its addresses.
+    /// The answer is why it got no addresses.
+    Abandon {
+        group: u64,
+        answer: oneshot::Sender<ApiError>,
+    },
+    /// Free `addrs` of `container`, or all of its addresses; the answer is how many.
     Free {
         container: String,
         addrs: Option<Vec<Ipv4Addr>>,
+        answer: oneshot::Sender<u64>,
     },
     /// Take over a dead peer's space (name or nickname).
-    Rmpeer { peer: String },
+    Rmpeer {
+        peer: String,
+        answer: Answer<RmpeerReply>,
+    },
     /// `weft status ipam`.
-    Status,
+    Status { answer: oneshot::Sender<IpamStatus> },
 }
 
 /// One attach's requests, until every one is answered.
@@ -48,7 +70,7 @@ struct Group {
     pending: Vec<RequestId>,
     allocated: Vec<Cidr>,
     error: Option<String>,
-    answer: Option<Answer>,
+    answer: Option<Answer<Allocated>>,
 }
 
 /// What the driver keeps for IPAM.
@@ -113,105 +135,136 @@ impl Driver {
         self.ipam.persisted = Some(generation);
     }
 
-    /// Runs one address command.
-    pub(super) fn ipam_request(&mut self, req: IpamRequest) -> Result<Value, String> {
-        let now = self.now();
-        match req {
+    /// Runs one address command and sends its answers (a caller that stopped waiting is
+    /// no error).
+    pub(super) fn ipam_request(&mut self, req: IpamRequest) {
+        let _ = match req {
             IpamRequest::Attach {
                 container,
                 claims,
                 subnets,
+                started,
                 answer,
             } => {
-                let id = ContainerId::new(&container).map_err(|e| e.to_string())?;
-                let prior = self
-                    .router
-                    .ipam()
-                    .addresses_of(&id)
-                    .iter()
-                    .map(|c| c.addr)
-                    .collect();
-                let group = self.ipam.next_group;
-                self.ipam.next_group += 1;
-                self.ipam.groups.insert(
-                    group,
-                    Group {
-                        container: id.clone(),
-                        prior,
-                        pending: Vec::new(),
-                        allocated: Vec::new(),
-                        error: None,
-                        answer: Some(answer),
-                    },
-                );
-                let range = self.router.config().ipam.range;
-                let mut error = None;
-                for c in claims {
-                    if !range.contains(c.addr.to_bits()) {
-                        continue; // Outside the range: the user's business, as in Weave.
-                    }
-                    match self.router.ipam_claim(now, &id, c) {
-                        Ok(r) => self.ipam_track(group, r, c.to_string()),
-                        Err(e) => {
-                            error = Some(self.ipam_error_text(&c.to_string(), e));
-                            break;
-                        }
-                    }
-                }
-                for s in subnets {
-                    if error.is_some() {
-                        break;
-                    }
-                    let what = match s {
-                        Some(c) => format!("net:{c}"),
-                        None => {
-                            format!("net:default ({})", self.router.config().ipam.default_subnet)
-                        }
-                    };
-                    match self.router.ipam_allocate(now, &id, s) {
-                        Ok(r) => self.ipam_track(group, r, what),
-                        Err(e) => error = Some(self.ipam_error_text(&what, e)),
-                    }
-                }
-                if let Some(e) = error {
-                    self.ipam_fail_group(group, e);
-                }
-                self.ipam_maybe_finish(group);
-                let timeout_ms = self.router.config().ipam.request_timeout.total_millis();
-                Ok(json!({ "group": group, "timeout_ms": timeout_ms }))
+                let r = self.ipam_attach(&container, claims, subnets, answer);
+                started.send(r).map_err(drop)
             }
-            IpamRequest::Abandon { group } => {
+            IpamRequest::Abandon { group, answer } => {
                 let error = self.ipam_no_answer_text();
                 if self.ipam.groups.contains_key(&group) {
                     self.ipam_fail_group(group, error.clone());
                     self.ipam_maybe_finish(group);
                 }
-                Ok(json!({ "error": error }))
+                answer.send(ApiError::Ipam(error)).map_err(drop)
             }
-            IpamRequest::Free { container, addrs } => {
-                let Ok(id) = ContainerId::new(&container) else {
-                    return Ok(json!({ "freed": 0 }));
-                };
-                let freed = match addrs {
-                    None => self.router.ipam_free(now, &id, None),
-                    Some(list) => list
-                        .into_iter()
-                        .map(|a| self.router.ipam_free(now, &id, Some(a)))
-                        .sum(),
-                };
-                Ok(json!({ "freed": freed }))
+            IpamRequest::Free {
+                container,
+                addrs,
+                answer,
+            } => answer.send(self.ipam_free(&container, addrs)).map_err(drop),
+            IpamRequest::Rmpeer { peer, answer } => {
+                answer.send(self.ipam_rmpeer(&peer)).map_err(drop)
             }
-            IpamRequest::Rmpeer { peer } => {
-                let name = self.ipam_peer_by_name(&peer)?;
-                let moved = self
-                    .router
-                    .ipam_rmpeer(now, name)
-                    .map_err(|e| format!("rmpeer {peer}: {e}"))?;
-                tracing::info!("rmpeer {name}: {moved} addresses taken over");
-                Ok(json!({ "peer": name.to_string(), "addresses": moved }))
+            IpamRequest::Status { answer } => answer.send(self.ipam_status()).map_err(drop),
+        };
+    }
+
+    fn ipam_attach(
+        &mut self,
+        container: &str,
+        claims: Vec<Cidr>,
+        subnets: Vec<Option<Cidr>>,
+        answer: Answer<Allocated>,
+    ) -> Result<AttachStarted, ApiError> {
+        let now = self.now();
+        let id = ContainerId::new(container).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let prior = self
+            .router
+            .ipam()
+            .addresses_of(&id)
+            .iter()
+            .map(|c| c.addr)
+            .collect();
+        let group = self.ipam.next_group;
+        self.ipam.next_group += 1;
+        self.ipam.groups.insert(
+            group,
+            Group {
+                container: id.clone(),
+                prior,
+                pending: Vec::new(),
+                allocated: Vec::new(),
+                error: None,
+                answer: Some(answer),
+            },
+        );
+        let range = self.router.config().ipam.range;
+        let mut error = None;
+        for c in claims {
+            if !range.contains(c.addr.to_bits()) {
+                continue; // Outside the range: the user's business, as in Weave.
             }
-            IpamRequest::Status => Ok(self.ipam_status_json()),
+            match self.router.ipam_claim(now, &id, c) {
+                Ok(r) => self.ipam_track(group, r, c.to_string()),
+                Err(e) => {
+                    error = Some(self.ipam_error_text(&c.to_string(), e));
+                    break;
+                }
+            }
         }
+        for s in subnets {
+            if error.is_some() {
+                break;
+            }
+            let what = match s {
+                Some(c) => format!("net:{c}"),
+                None => {
+                    format!("net:default ({})", self.router.config().ipam.default_subnet)
+                }
+            };
+            match self.router.ipam_allocate(now, &id, s) {
+                Ok(r) => self.ipam_track(group, r, what),
+                Err(e) => error = Some(self.ipam_error_text(&what, e)),
+            }
+        }
+        if let Some(e) = error {
+            self.ipam_fail_group(group, e);
+        }
+        self.ipam_maybe_finish(group);
+        let timeout_ms = self.router.config().ipam.request_timeout.total_millis();
+        Ok(AttachStarted {
+            group,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+
+    fn ipam_free(&mut self, container: &str, addrs: Option<Vec<Ipv4Addr>>) -> u64 {
+        let now = self.now();
+        let Ok(id) = ContainerId::new(container) else {
+            return 0;
+        };
+        let freed = match addrs {
+            None => self.router.ipam_free(now, &id, None),
+            Some(list) => list
+                .into_iter()
+                .map(|a| self.router.ipam_free(now, &id, Some(a)))
+                .sum(),
+        };
+        freed as u64
+    }
+
+    fn ipam_rmpeer(&mut self, peer: &str) -> Result<RmpeerReply, ApiError> {
+        let now = self.now();
+        let name = self.ipam_peer_by_name(peer).map_err(ApiError::Ipam)?;
+        let moved = self
+            .router
+            .ipam_rmpeer(now, name)
+            .map_err(|e| ApiError::Ipam(format!("rmpeer {peer}: {e}")))?;
+        tracing::info!("rmpeer {name}: {moved} addresses taken over");
+        Ok(RmpeerReply {
+            peer: name.to_string(),
+            addresses: moved,
+        })
     }
 
     fn ipam_track(&mut self, group: u64, r: RequestId, what: String) {
@@ -259,12 +312,12 @@ impl Driver {
                 for a in &fresh {
                     self.router.ipam_free(now, &g.container, Some(*a));
                 }
-                Err(e)
+                Err(ApiError::Ipam(e))
             }
-            None => Ok(json!({
-                "allocated": g.allocated.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "fresh": fresh.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })),
+            None => Ok(Allocated {
+                allocated: g.allocated.clone(),
+                fresh,
+            }),
         };
         // What the client is told must be on disk first.
         self.ipam_persist();
@@ -369,66 +422,73 @@ impl Driver {
         }
     }
 
-    fn ipam_status_json(&mut self) -> Value {
+    fn ipam_status(&mut self) -> IpamStatus {
         let st = self.router.ipam_status();
         let me = self.router.name();
         let waiting_for = match (st.ring, st.init) {
-            (Some(_), _) => Value::Null,
-            (None, InitMode::Consensus { quorum }) => json!(format!(
+            (Some(_), _) => None,
+            (None, InitMode::Consensus { quorum }) => Some(format!(
                 "{quorum} peers in consensus, heard of {}",
                 st.consensus_heard
             )),
-            (None, InitMode::Observer) => json!("a ring from a peer (observer)"),
+            (None, InitMode::Observer) => Some("a ring from a peer (observer)".to_owned()),
         };
         let quorum = match st.init {
-            InitMode::Consensus { quorum } => json!(quorum),
-            InitMode::Observer => Value::Null,
+            InitMode::Consensus { quorum } => Some(u64::from(quorum)),
+            InitMode::Observer => None,
         };
-        let peers: Vec<Value> = st
+        let peers = st
             .peers
             .iter()
-            .map(|p| {
-                let nickname = self
+            .map(|p| IpamPeer {
+                peer: Some(p.peer.to_string()),
+                nickname: self
                     .router
                     .topology()
                     .get(p.peer)
-                    .map(|e| e.nickname.clone());
-                json!({
-                    "peer": p.peer.to_string(),
-                    "nickname": nickname,
-                    "ourself": p.peer == me,
-                    "addresses": p.addresses,
-                    "free": p.free,
-                    "reachable": p.reachable,
-                })
+                    .map(|e| e.nickname.clone()),
+                ourself: p.peer == me,
+                addresses: p.addresses,
+                free: p.free,
+                reachable: p.reachable,
             })
             .collect();
         let s = st.stats;
-        json!({
-            "range": st.range.to_string(),
-            "default_subnet": st.default_subnet.to_string(),
-            "init": crate::ipam::init_text(st.init),
-            "quorum": quorum,
-            "ring": st.ring.map(|r| format!("{}/{:016x}", r.seeder, r.nonce)),
-            "consensus_heard": st.consensus_heard,
-            "waiting_for": waiting_for,
-            "reclaim_after_ms": self.router.config().ipam.reclaim_after.map(|d| d.total_millis()),
-            "peers": peers,
-            "unreachable": st.peers.iter().filter(|p| !p.reachable).map(|p| p.peer.to_string()).collect::<Vec<_>>(),
-            "allocations": st.allocations,
-            "pending": st.pending,
-            "stats": {
-                "malformed": s.malformed,
-                "ring_conflicts": s.ring_conflicts,
-                "range_mismatches": s.range_mismatches,
-                "donations_given": s.donations_given,
-                "donations_received": s.donations_received,
-                "addresses_reclaimed": s.addresses_reclaimed,
-                "allocations_lost": s.allocations_lost,
-                "takeovers_refused": s.takeovers_refused,
-                "drops_queue_full": s.drops_queue_full,
-                "drops_unrouted": s.drops_unrouted,
+        IpamStatus {
+            range: Some(st.range.to_string()),
+            default_subnet: Some(st.default_subnet.to_string()),
+            init: Some(crate::ipam::init_text(st.init)),
+            quorum,
+            ring: st.ring.map(|r| format!("{}/{:016x}", r.seeder, r.nonce)),
+            consensus_heard: st.consensus_heard as u64,
+            waiting_for,
+            reclaim_after_ms: self
+                .router
+                .config()
+                .ipam
+                .reclaim_after
+                .map(|d| d.total_millis()),
+            peers,
+            unreachable: st
+                .peers
+                .iter()
+                .filter(|p| !p.reachable)
+                .map(|p| p.peer.to_string())
+                .collect(),
+            allocations: st.allocations as u64,
+            pending: st.pending as u64,
+            stats: IpamCounters {
+                malformed: s.malformed,
+                ring_conflicts: s.ring_conflicts,
+                range_mismatches: s.range_mismatches,
+                donations_given: s.donations_given,
+                donations_received: s.donations_received,
+                addresses_reclaimed: s.addresses_reclaimed,
+                allocations_lost: s.allocations_lost,
+                takeovers_refused: s.takeovers_refused,
+                drops_queue_full: s.drops_queue_full,
+                drops_unrouted: s.drops_unrouted,
             },
-        })
+        }
     }
 }

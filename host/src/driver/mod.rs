@@ -10,8 +10,11 @@
 use crate::clock::HostClock;
 use crate::fastdp::{FastDp, LinkMode};
 use crate::firewall::PeerFilter;
+use crate::messages::{
+    ApiError, ConnectionStatus, DnsStatus, GossipCounters, PeerConnection, PeerStatus,
+    RecentFailure, Refused, RouterSummary, TargetStatus, TopologyRefused,
+};
 use crate::sleeve::{self, Datapath};
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,32 +71,45 @@ pub(crate) enum Input {
     /// Remove targets.
     Forget(Vec<SocketAddr>),
     /// A status query from the control API.
-    Query(Query, oneshot::Sender<Value>),
+    Query(Query),
     /// A naming command (`dns-add`, `dns-remove`, `dns-lookup`, attach/detach names).
-    Dns(DnsRequest, oneshot::Sender<Result<Value, String>>),
+    Dns(DnsRequest),
     /// An address command (attach/detach addresses, rmpeer, status ipam).
-    Ipam(IpamRequest, oneshot::Sender<Result<Value, String>>),
+    Ipam(IpamRequest),
     /// Nothing: wakes the task so it finishes work it left for later.
     Wake,
     /// Stop the router.
     Stop,
 }
 
-/// What the control API can ask the router task.
-#[derive(Clone, Copy, Debug)]
+/// Where the router task sends the typed answer to a command that can fail.
+pub(crate) type Answer<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// What the control API can ask the router task; each carries where its answer goes.
 pub(crate) enum Query {
-    /// The summary (`GET /status`).
-    Summary,
+    /// The router's part of `GET /status`.
+    Summary(oneshot::Sender<RouterSummary>),
     /// `GET /status/peers`.
-    Peers,
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
     /// `GET /status/connections`.
-    Connections,
+    Connections(oneshot::Sender<Vec<ConnectionStatus>>),
     /// `GET /status/targets`.
-    Targets,
-    /// Prometheus text (`GET /metrics`), as a JSON string.
-    Metrics,
+    Targets(oneshot::Sender<Vec<TargetStatus>>),
+    /// The router's part of `GET /metrics` (Prometheus text).
+    Metrics(oneshot::Sender<String>),
     /// `GET /status/dns`.
-    Dns,
+    Dns(oneshot::Sender<DnsStatus>),
+}
+
+/// Sends the router task the input `make` builds around a fresh answer channel, and
+/// waits for the answer. [`ApiError::Stopping`] when the task is gone.
+pub(crate) async fn ask<T>(
+    inbox: &mpsc::Sender<Input>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Input,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    inbox.send(make(tx)).await.map_err(|_| ApiError::Stopping)?;
+    rx.await.map_err(|_| ApiError::Stopping)
 }
 
 struct Stream {
@@ -265,16 +281,11 @@ impl Driver {
                     self.router.handle_command(now, Command::Forget(a));
                 }
             }
-            Input::Query(q, reply) => {
-                let _ = reply.send(self.query(q));
-            }
-            Input::Dns(req, reply) => {
-                let _ = reply.send(self.dns_request(req));
-            }
-            Input::Ipam(req, reply) => {
-                let r = self.ipam_request(req);
+            Input::Query(q) => self.query(q),
+            Input::Dns(req) => self.dns_request(req),
+            Input::Ipam(req) => {
+                self.ipam_request(req);
                 self.ipam_persist();
-                let _ = reply.send(r);
             }
             Input::Wake | Input::Stop => {}
         }
@@ -533,15 +544,16 @@ impl Driver {
         );
     }
 
-    fn query(&mut self, q: Query) -> Value {
-        match q {
-            Query::Summary => self.summary(),
-            Query::Peers => self.peers(),
-            Query::Connections => self.connections(),
-            Query::Targets => self.targets(),
-            Query::Metrics => Value::String(self.metrics()),
-            Query::Dns => self.dns_status(),
-        }
+    fn query(&mut self, q: Query) {
+        // A caller that stopped waiting is no error.
+        let _ = match q {
+            Query::Summary(tx) => tx.send(self.summary()).map_err(drop),
+            Query::Peers(tx) => tx.send(self.peers()).map_err(drop),
+            Query::Connections(tx) => tx.send(self.connections()).map_err(drop),
+            Query::Targets(tx) => tx.send(self.targets()).map_err(drop),
+            Query::Metrics(tx) => tx.send(self.metrics()).map_err(drop),
+            Query::Dns(tx) => tx.send(self.dns_status()).map_err(drop),
+        };
     }
 
     fn conn_counts(&self) -> BTreeMap<&'static str, u64> {
@@ -558,103 +570,109 @@ impl Driver {
         by_state
     }
 
-    fn summary(&mut self) -> Value {
-        let name = self.router.name();
-        let uid = self.router.uid();
-        let nickname = self.router.config().nickname.clone();
-        let peers = self.router.topology().len();
-        let reachable = self.router.routes().reachable().count();
+    fn summary(&mut self) -> RouterSummary {
         let stats = self.router.stats();
         let topo = self.router.topology().stats();
-        json!({
-            "name": name.to_string(),
-            "nickname": nickname,
-            "uid": format!("{:016x}", uid.0),
-            "version": env!("CARGO_PKG_VERSION"),
-            "port": self.info.port,
-            "encrypted": self.info.encrypted,
-            "fastdp": self.info.fastdp,
-            "peer_filter": self.peer_filter.status(),
-            "started_unix_s": self.started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            "peers": peers,
-            "reachable_peers": reachable,
-            "connections": self.conn_counts(),
-            "targets": self.router.targets().count(),
-            "gossip": {
-                "msgs_sent": stats.gossip_msgs_sent,
-                "bytes_sent": stats.gossip_bytes_sent,
-                "msgs_received": stats.gossip_msgs_received,
-                "malformed": stats.gossip_malformed,
+        RouterSummary {
+            name: Some(self.router.name().to_string()),
+            nickname: Some(self.router.config().nickname.clone()),
+            uid: Some(format!("{:016x}", self.router.uid().0)),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            port: Some(self.info.port),
+            encrypted: self.info.encrypted,
+            fastdp: self.info.fastdp,
+            peer_filter: Some(self.peer_filter.status()),
+            started_unix_s: self
+                .started
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            peers: Some(self.router.topology().len() as u64),
+            reachable_peers: Some(self.router.routes().reachable().count() as u64),
+            connections: self
+                .conn_counts()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            targets: Some(self.router.targets().count() as u64),
+            gossip: GossipCounters {
+                msgs_sent: stats.gossip_msgs_sent,
+                bytes_sent: stats.gossip_bytes_sent,
+                msgs_received: stats.gossip_msgs_received,
+                malformed: stats.gossip_malformed,
             },
-            "topology_refused": {
-                "over_limits": topo.rejected_limits,
-                "table_full": topo.dropped_full,
-                "too_many_new_peers_in_msg": topo.dropped_per_msg,
-                "version_too_far_ahead": topo.refused_version_ahead,
+            topology_refused: TopologyRefused {
+                over_limits: topo.rejected_limits,
+                table_full: topo.dropped_full,
+                too_many_new_peers_in_msg: topo.dropped_per_msg,
+                version_too_far_ahead: topo.refused_version_ahead,
             },
-            "refused": {
-                "conn_limit": stats.drops_conn_limit,
-                "pending_inbound_full": stats.drops_pending_inbound_full,
-                "pending_inbound_per_addr": stats.drops_pending_inbound_per_addr,
-                "locked_out": stats.drops_locked_out,
-                "password_lockouts": stats.password_lockouts,
-                "pre_hello_timeouts": stats.pre_hello_timeouts,
-                "explicit_targets_full": stats.drops_explicit_targets_full,
-                "discovered_targets_full": stats.drops_discovered_targets_full,
-                "discovered_targets_expired": stats.discovered_targets_expired,
-                "discovered_dials_preempted": stats.discovered_dials_preempted,
+            refused: Refused {
+                conn_limit: stats.drops_conn_limit,
+                pending_inbound_full: stats.drops_pending_inbound_full,
+                pending_inbound_per_addr: stats.drops_pending_inbound_per_addr,
+                locked_out: stats.drops_locked_out,
+                password_lockouts: stats.password_lockouts,
+                pre_hello_timeouts: stats.pre_hello_timeouts,
+                explicit_targets_full: stats.drops_explicit_targets_full,
+                discovered_targets_full: stats.drops_discovered_targets_full,
+                discovered_targets_expired: stats.discovered_targets_expired,
+                discovered_dials_preempted: stats.discovered_dials_preempted,
             },
-            "recent_failures": self.recent_failures.iter().rev().map(|f| json!({
-                "address": f.addr.to_string(),
-                "outbound": f.outbound,
-                "error": f.error,
-                "at_unix_s": f.at_unix_s,
-            })).collect::<Vec<_>>(),
-        })
+            recent_failures: self
+                .recent_failures
+                .iter()
+                .rev()
+                .map(|f| RecentFailure {
+                    address: Some(f.addr.to_string()),
+                    outbound: f.outbound,
+                    error: Some(f.error.clone()),
+                    at_unix_s: f.at_unix_s,
+                })
+                .collect(),
+        }
     }
 
-    fn peers(&mut self) -> Value {
+    fn peers(&mut self) -> Vec<PeerStatus> {
         let me = self.router.name();
         let entries: Vec<_> = self.router.topology().iter().cloned().collect();
-        let mut out = Vec::new();
-        for e in entries {
-            let next_hop = self.router.next_hop(e.name);
-            let reachable = e.name == me || self.router.routes().is_reachable(e.name);
-            out.push(json!({
-                "name": e.name.to_string(),
-                "nickname": e.nickname,
-                "uid": format!("{:016x}", e.uid.0),
-                "version": e.version,
-                "ourself": e.name == me,
-                "reachable": reachable,
-                "next_hop": next_hop.map(|p| p.to_string()),
-                "connections": e.conns.iter().map(|c| json!({
-                    "peer": c.peer.to_string(),
-                    "address": c.addr.map(|a| a.to_string()),
-                    "established": c.established,
-                    "outbound": c.outbound,
-                })).collect::<Vec<_>>(),
-            }));
-        }
-        Value::Array(out)
+        entries
+            .into_iter()
+            .map(|e| PeerStatus {
+                name: Some(e.name.to_string()),
+                nickname: Some(e.nickname.clone()),
+                uid: Some(format!("{:016x}", e.uid.0)),
+                version: e.version,
+                ourself: e.name == me,
+                reachable: e.name == me || self.router.routes().is_reachable(e.name),
+                next_hop: self.router.next_hop(e.name).map(|p| p.to_string()),
+                connections: e
+                    .conns
+                    .iter()
+                    .map(|c| PeerConnection {
+                        peer: Some(c.peer.to_string()),
+                        address: c.addr.map(|a| a.to_string()),
+                        established: c.established,
+                        outbound: c.outbound,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
-    fn connections(&self) -> Value {
-        let mut out: Vec<Value> = self
+    fn connections(&self) -> Vec<ConnectionStatus> {
+        let mut out: Vec<ConnectionStatus> = self
             .router
             .connections()
-            .map(|c| {
-                json!({
-                    "id": c.id.to_string(),
-                    "peer": c.peer.map(|p| p.to_string()),
-                    "nickname": c.nickname,
-                    "address": c.addr.to_string(),
-                    "outbound": c.outbound,
-                    "state": state_name(c.state),
-                    "encrypted": c.encrypted,
-                    "mode": self.mode(c.state, c.peer).to_string(),
-                    "error": Value::Null,
-                })
+            .map(|c| ConnectionStatus {
+                id: Some(c.id.to_string()),
+                peer: c.peer.map(|p| p.to_string()),
+                nickname: c.nickname.clone(),
+                address: Some(c.addr.to_string()),
+                outbound: c.outbound,
+                state: Some(state_name(c.state).to_owned()),
+                encrypted: c.encrypted,
+                mode: Some(self.mode(c.state, c.peer).to_string()),
+                error: None,
             })
             .collect();
         // Targets we are not connected to, with why the last attempt failed.
@@ -666,51 +684,57 @@ impl Driver {
             if let Some(e) = self.dial_errors.get(addr) {
                 error = format!("{error}: {e}");
             }
-            out.push(json!({
-                "id": Value::Null,
-                "peer": t.peer.map(|p| p.to_string()),
-                "nickname": Value::Null,
-                "address": addr.to_string(),
-                "outbound": true,
-                "state": "failed",
-                "encrypted": self.info.encrypted,
-                "mode": "failed",
-                "error": error,
-            }));
+            out.push(ConnectionStatus {
+                id: None,
+                peer: t.peer.map(|p| p.to_string()),
+                nickname: None,
+                address: Some(addr.to_string()),
+                outbound: true,
+                state: Some("failed".to_owned()),
+                encrypted: self.info.encrypted,
+                mode: Some("failed".to_owned()),
+                error: Some(error),
+            });
         }
-        Value::Array(out)
+        out
     }
 
-    fn targets(&self) -> Value {
+    fn targets(&self) -> Vec<TargetStatus> {
         let now = self.now();
-        Value::Array(
-            self.router
-                .targets()
-                .map(|(addr, t)| {
-                    let (state, next_ms, conn) = match t.state {
-                        TargetState::Waiting { next_attempt } => {
-                            ("waiting", Some(next_attempt.saturating_since(now).total_millis()), None)
+        self.router
+            .targets()
+            .map(|(addr, t)| {
+                let (state, next_ms, conn) = match t.state {
+                    TargetState::Waiting { next_attempt } => (
+                        "waiting",
+                        Some(next_attempt.saturating_since(now).total_millis()),
+                        None,
+                    ),
+                    TargetState::Connecting(c) => ("connecting", None, Some(c.to_string())),
+                    TargetState::Connected(c) => ("connected", None, Some(c.to_string())),
+                };
+                let mut last_error = t.last_error.map(|e| e.to_string());
+                if let (Some(le), Some(d)) = (last_error.as_mut(), self.dial_errors.get(addr)) {
+                    *le = format!("{le}: {d}");
+                }
+                TargetStatus {
+                    address: Some(addr.to_string()),
+                    kind: Some(
+                        match t.kind {
+                            TargetKind::Explicit => "explicit",
+                            TargetKind::Discovered => "discovered",
                         }
-                        TargetState::Connecting(c) => ("connecting", None, Some(c.to_string())),
-                        TargetState::Connected(c) => ("connected", None, Some(c.to_string())),
-                    };
-                    let mut last_error = t.last_error.map(|e| e.to_string());
-                    if let (Some(le), Some(d)) = (last_error.as_mut(), self.dial_errors.get(addr)) {
-                        *le = format!("{le}: {d}");
-                    }
-                    json!({
-                        "address": addr.to_string(),
-                        "kind": match t.kind { TargetKind::Explicit => "explicit", TargetKind::Discovered => "discovered" },
-                        "state": state,
-                        "connection": conn,
-                        "next_attempt_in_ms": next_ms,
-                        "failures": t.failures,
-                        "peer": t.peer.map(|p| p.to_string()),
-                        "last_error": last_error,
-                    })
-                })
-                .collect(),
-        )
+                        .to_owned(),
+                    ),
+                    state: Some(state.to_owned()),
+                    connection: conn,
+                    next_attempt_in_ms: next_ms,
+                    failures: u64::from(t.failures),
+                    peer: t.peer.map(|p| p.to_string()),
+                    last_error,
+                }
+            })
+            .collect()
     }
 }
 

@@ -5,17 +5,17 @@
 //! What it does: parse the flags into [`weft_core::ipam::IpamConfig`], turn an attach
 //! request into IPAM requests for the router task and wait for their answers (up to the
 //! request timeout), persist and restore the IPAM state in the state dir (the driver half
-//! is in `glue.rs`, a child of `driver`), and render `status ipam`.
+//! is `driver/ipam.rs`), and render `status ipam`.
 //! What it does not do: the ring CRDT itself (`weft_core::ipam`), or the veths
 //! (`plumbing`). Addresses outside the range (and IPv6) are passed through unmanaged, as
 //! Weave does.
 
 use crate::api::Api;
 use crate::cli::Cidr;
-use crate::driver::{Input, IpamRequest};
+use crate::driver::{Input, IpamRequest, ask};
 use crate::error::{Error, Result};
+use crate::messages::{ApiError, IpamStatus, RmpeerReply};
 use crate::state::StateDir;
-use serde_json::Value;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -327,16 +327,6 @@ pub(crate) struct Given {
     pub(crate) fresh: Vec<Ipv4Addr>,
 }
 
-async fn ask(api: &Api, req: IpamRequest) -> std::result::Result<Value, String> {
-    let (tx, rx) = oneshot::channel();
-    let stopping = || "the router is stopping".to_owned();
-    api.inbox
-        .send(Input::Ipam(req, tx))
-        .await
-        .map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())?
-}
-
 fn v4(c: &Cidr) -> Option<V4Cidr> {
     match c.addr {
         IpAddr::V4(a) => Some(V4Cidr {
@@ -355,55 +345,55 @@ pub(crate) async fn resolve(
     container: &str,
     explicit: &[Cidr],
     nets: &[NetSpec],
-) -> std::result::Result<Given, String> {
+) -> std::result::Result<Given, ApiError> {
     let mut nets = nets.to_vec();
     if explicit.is_empty() && nets.is_empty() {
         nets.push(NetSpec(None));
     }
     if explicit.len() + nets.len() > ADDRESSES_PER_ATTACH_MAX {
-        return Err(format!(
+        return Err(ApiError::Ipam(format!(
             "at most {ADDRESSES_PER_ATTACH_MAX} addresses per attach"
-        ));
+        )));
     }
     let claims: Vec<V4Cidr> = explicit.iter().filter_map(v4).collect();
-    let (tx, rx) = oneshot::channel();
-    let req = IpamRequest::Attach {
-        container: container.to_owned(),
-        claims,
-        subnets: nets.iter().map(|n| n.0).collect(),
-        answer: tx,
-    };
-    let started = ask(api, req).await?;
-    let group = started["group"].as_u64().unwrap_or_default();
-    let wait = StdDuration::from_millis(started["timeout_ms"].as_u64().unwrap_or(30_000))
-        + StdDuration::from_secs(2);
-    let answer = match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err("the router is stopping".to_owned()),
+    let (answer, rx) = oneshot::channel();
+    let subnets = nets.iter().map(|n| n.0).collect();
+    let started = ask(&api.inbox, |started| {
+        Input::Ipam(IpamRequest::Attach {
+            container: container.to_owned(),
+            claims,
+            subnets,
+            started,
+            answer,
+        })
+    })
+    .await??;
+    let wait = started.timeout + StdDuration::from_secs(2);
+    let allocated = match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(_)) => return Err(ApiError::Stopping),
         Err(_) => {
-            let v = ask(api, IpamRequest::Abandon { group }).await?;
-            Err(v["error"]
-                .as_str()
-                .unwrap_or("no answer in time")
-                .to_owned())
+            let group = started.group;
+            let why = ask(&api.inbox, |answer| {
+                Input::Ipam(IpamRequest::Abandon { group, answer })
+            })
+            .await?;
+            return Err(why);
         }
     };
-    let v = answer?;
     let mut given = Given::default();
     // Explicit addresses keep their order and prefix (IPv6 and outside the range too).
     given.addrs.extend_from_slice(explicit);
-    for a in v["allocated"].as_array().into_iter().flatten() {
-        if let Some(c) = a.as_str().and_then(|s| s.parse::<Cidr>().ok())
-            && !given.addrs.contains(&c)
-        {
+    for a in allocated.allocated {
+        let c = Cidr {
+            addr: IpAddr::V4(a.addr),
+            prefix_len: a.prefix_len,
+        };
+        if !given.addrs.contains(&c) {
             given.addrs.push(c);
         }
     }
-    for a in v["fresh"].as_array().into_iter().flatten() {
-        if let Some(ip) = a.as_str().and_then(|s| s.parse().ok()) {
-            given.fresh.push(ip);
-        }
-    }
+    given.fresh = allocated.fresh;
     Ok(given)
 }
 
@@ -412,16 +402,16 @@ pub(crate) async fn free(
     api: &Api,
     container: &str,
     addrs: Option<Vec<Ipv4Addr>>,
-) -> std::result::Result<u64, String> {
-    let v = ask(
-        api,
-        IpamRequest::Free {
-            container: container.to_owned(),
+) -> std::result::Result<u64, ApiError> {
+    let container = container.to_owned();
+    ask(&api.inbox, |answer| {
+        Input::Ipam(IpamRequest::Free {
+            container,
             addrs,
-        },
-    )
-    .await?;
-    Ok(v["freed"].as_u64().unwrap_or_default())
+            answer,
+        })
+    })
+    .await
 }
 
 /// The IPv4 addresses of `addrs` (for frees).
@@ -430,85 +420,71 @@ pub(crate) fn ipv4s(addrs: &[Cidr]) -> Vec<Ipv4Addr> {
 }
 
 /// `POST /ipam/rmpeer {"peer": NAME-OR-NICKNAME}`.
-pub(crate) async fn rmpeer(api: &Api, peer: &str) -> std::result::Result<Value, String> {
-    ask(
-        api,
-        IpamRequest::Rmpeer {
-            peer: peer.to_owned(),
-        },
-    )
-    .await
+pub(crate) async fn rmpeer(api: &Api, peer: &str) -> std::result::Result<RmpeerReply, ApiError> {
+    let peer = peer.to_owned();
+    ask(&api.inbox, |answer| {
+        Input::Ipam(IpamRequest::Rmpeer { peer, answer })
+    })
+    .await?
 }
 
 /// `GET /status/ipam`.
-pub(crate) async fn status(api: &Api) -> std::result::Result<Value, String> {
-    ask(api, IpamRequest::Status).await
+pub(crate) async fn status(api: &Api) -> std::result::Result<IpamStatus, ApiError> {
+    ask(&api.inbox, |answer| {
+        Input::Ipam(IpamRequest::Status { answer })
+    })
+    .await
 }
 
 /// `weft status ipam` for humans.
-pub(crate) fn render_status(v: &Value) -> String {
+pub(crate) fn render_status(v: &IpamStatus) -> String {
     use std::fmt::Write;
-    let s = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let mut o = String::new();
     let row = |o: &mut String, k: &str, val: String| {
         let _ = writeln!(o, "{k:>16}: {val}");
     };
-    row(&mut o, "Range", s(&v["range"]));
-    row(&mut o, "Default subnet", s(&v["default_subnet"]));
-    let ring = if v["ring"].is_null() {
-        format!("none yet ({})", s(&v["waiting_for"]))
-    } else {
-        format!("ready ({})", s(&v["ring"]))
+    row(&mut o, "Range", s(&v.range));
+    row(&mut o, "Default subnet", s(&v.default_subnet));
+    let ring = match &v.ring {
+        None => format!("none yet ({})", s(&v.waiting_for)),
+        Some(r) => format!("ready ({r})"),
     };
-    row(&mut o, "Init", format!("{}, ring {ring}", s(&v["init"])));
+    row(&mut o, "Init", format!("{}, ring {ring}", s(&v.init)));
     row(
         &mut o,
         "Allocations",
-        format!(
-            "{} here ({} pending)",
-            s(&v["allocations"]),
-            s(&v["pending"])
-        ),
+        format!("{} here ({} pending)", v.allocations, v.pending),
     );
-    let peers = v["peers"].as_array().cloned().unwrap_or_default();
-    if peers.is_empty() {
+    if v.peers.is_empty() {
         return o;
     }
-    let total: f64 = peers
-        .iter()
-        .filter_map(|p| p["addresses"].as_u64())
-        .sum::<u64>() as f64;
+    let total = v.peers.iter().map(|p| p.addresses).sum::<u64>() as f64;
     let _ = writeln!(
         o,
         "\n{:<18} {:<16} {:>10} {:>6} {:>10} {:>10}  STATUS",
         "PEER", "NICKNAME", "ADDRESSES", "SHARE", "FREE", "IN USE"
     );
-    for p in &peers {
-        let n = p["addresses"].as_u64().unwrap_or(0);
-        let free = p["free"].as_u64().unwrap_or(0);
+    for p in &v.peers {
         let share = if total > 0.0 {
-            format!("{:.1}%", n as f64 * 100.0 / total)
+            format!("{:.1}%", p.addresses as f64 * 100.0 / total)
         } else {
             "-".to_owned()
         };
-        let status = match (p["ourself"].as_bool(), p["reachable"].as_bool()) {
-            (Some(true), _) => "ourself",
-            (_, Some(true)) => "reachable",
+        let status = match (p.ourself, p.reachable) {
+            (true, _) => "ourself",
+            (_, true) => "reachable",
             _ => "unreachable (weft rmpeer to take its space)",
         };
         let _ = writeln!(
             o,
             "{:<18} {:<16} {:>10} {:>6} {:>10} {:>10}  {status}",
-            s(&p["peer"]),
-            s(&p["nickname"]),
-            n,
+            s(&p.peer),
+            s(&p.nickname),
+            p.addresses,
             share,
-            free,
-            n.saturating_sub(free),
+            p.free,
+            p.addresses.saturating_sub(p.free),
         );
     }
     o

@@ -14,7 +14,8 @@
 
 use crate::clock::HostClock;
 use crate::error::{Error, Result};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::messages::{DatapathStatus, PathStatus};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -513,40 +514,50 @@ impl Datapath {
     }
 
     /// What `weft status` shows about the datapath.
-    pub(crate) fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> DatapathStatus {
         let (c, p) = self.snapshot();
         let s = p.stats;
-        serde_json::json!({
-            "mode": "sleeve",
-            "forwarding": true,
-            "backend": self.backend,
-            "crypto_threads": self.crypto_threads,
-            "datagrams_crypted_by_helpers": self
+        DatapathStatus {
+            mode: Some("sleeve".to_owned()),
+            forwarding: true,
+            backend: Some(self.backend.to_owned()),
+            crypto_threads: self.crypto_threads as u64,
+            datagrams_crypted_by_helpers: self
                 .crypto_helped
                 .as_ref()
                 .map_or(0, |h| h.load(Ordering::Relaxed)),
-            "udp_port": self.port,
-            "mtu": self.mtu,
-            "frames_from_bridge": s.frames_from_bridge,
-            "frames_to_bridge": s.frames_to_bridge,
-            "frames_relayed": s.frames_relayed,
-            "frames_left_to_kernel": s.frames_left_to_kernel,
-            "datagrams_in": c.udp_datagrams_in,
-            "datagrams_out": c.udp_datagrams_out,
-            "bytes_in": c.udp_bytes_in,
-            "bytes_out": c.udp_bytes_out,
-            "tap_reads": c.tap_frames_in,
-            "tap_writes": c.tap_frames_out,
-            "batches": c.batches,
-            "gso_sends_cut": c.udp_gso_cut,
-            "paths": p.paths.iter().map(|x| serde_json::json!({
-                "peer": x.name.to_string(), "address": x.addr.to_string(), "up": x.up,
-                "pmtu_bytes": x.pmtu_bytes, "link_mtu_bytes": x.link_mtu_bytes,
-                "link_fits_full_frames": Self::overlay_mtu_fitting(x).map(|m| m >= self.mtu),
-                "overlay_mtu_fitting_link": Self::overlay_mtu_fitting(x),
-            })).collect::<Vec<_>>(),
-            "drops": drops(&c, &s).into_iter().collect::<BTreeMap<_, _>>(),
-        })
+            udp_port: Some(self.port),
+            mtu: Some(self.mtu as u64),
+            frames_from_bridge: s.frames_from_bridge,
+            frames_to_bridge: s.frames_to_bridge,
+            frames_relayed: s.frames_relayed,
+            frames_left_to_kernel: s.frames_left_to_kernel,
+            datagrams_in: c.udp_datagrams_in,
+            datagrams_out: c.udp_datagrams_out,
+            bytes_in: c.udp_bytes_in,
+            bytes_out: c.udp_bytes_out,
+            tap_reads: c.tap_frames_in,
+            tap_writes: c.tap_frames_out,
+            batches: c.batches,
+            gso_sends_cut: c.udp_gso_cut,
+            paths: p
+                .paths
+                .iter()
+                .map(|x| PathStatus {
+                    peer: Some(x.name.to_string()),
+                    address: Some(x.addr.to_string()),
+                    up: x.up,
+                    pmtu_bytes: x.pmtu_bytes.map(u64::from),
+                    link_mtu_bytes: x.link_mtu_bytes.map(u64::from),
+                    link_fits_full_frames: Self::overlay_mtu_fitting(x).map(|m| m >= self.mtu),
+                    overlay_mtu_fitting_link: Self::overlay_mtu_fitting(x).map(|m| m as u64),
+                })
+                .collect(),
+            drops: drops(&c, &s)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
     }
 }
 
