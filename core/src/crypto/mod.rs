@@ -17,14 +17,14 @@
 
 mod aead;
 mod keyrng;
+mod opener;
 mod replay;
 mod session;
 
 pub use keyrng::{BoxedKeyRng, ChaChaKeyRng, CryptoRng, KeyRng, RngCore};
+pub use opener::{DatagramOpener, Fresh, OPENED_SLOTS_MAX, Opened, OpenedSlots};
 pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
-pub use session::{
-    DatagramOpener, DatagramSealer, Handshake, KeyPair, Opener, Sealer, SessionKeys,
-};
+pub use session::{DatagramSealer, Handshake, KeyPair, Opener, Sealer, SessionKeys};
 
 use core::fmt;
 use hkdf::Hkdf;

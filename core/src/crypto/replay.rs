@@ -11,9 +11,9 @@ const WINDOW_WORDS: usize = (REPLAY_WINDOW_LEN_COUNTERS / WORD_BITS) as usize;
 /// Remembers which of the last [`REPLAY_WINDOW_LEN_COUNTERS`] counters were accepted.
 ///
 /// Bit `c % REPLAY_WINDOW_LEN_COUNTERS` of a ring bitmap stands for counter `c`, for `c`
-/// within the window below `highest`. Call [`check`](Self::check) before spending effort
-/// on a record and [`update`](Self::update) only after it authenticated, so forged
-/// counters cannot advance the window.
+/// within the window below `highest`. Sealed datagrams go through a
+/// [`DatagramOpener`](super::DatagramOpener), whose tokens order the check, the opening and
+/// the update; plain ones (nothing to authenticate) through [`update`](Self::update) alone.
 #[derive(Clone, Debug)]
 pub struct ReplayWindow {
     /// The highest accepted counter, `None` before the first.
@@ -55,8 +55,8 @@ impl ReplayWindow {
         }
     }
 
-    /// Records `counter` as accepted; call after the record authenticated. Fails like
-    /// [`check`](Self::check) (and changes nothing) if it was accepted already.
+    /// Records `counter` as accepted. Fails like [`check`](Self::check) (and changes
+    /// nothing) if it was accepted already or is too old.
     pub fn update(&mut self, counter: u64) -> Result<(), CryptoError> {
         self.check(counter)?;
         match self.highest {

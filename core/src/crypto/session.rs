@@ -17,7 +17,7 @@
 use super::aead::Cipher;
 use super::keyrng::KeyRng;
 use super::{
-    COUNTER_MAX, CryptoError, KEY_LEN_BYTES, Psk, ReplayWindow, TAG_LEN_BYTES, nonce_bytes,
+    COUNTER_MAX, CryptoError, DatagramOpener, KEY_LEN_BYTES, Psk, TAG_LEN_BYTES, nonce_bytes,
 };
 use core::fmt;
 use hkdf::Hkdf;
@@ -220,10 +220,7 @@ impl SessionKeys {
             stream_sealer: Sealer::new(key(s_out)?),
             stream_opener: Opener::new(key(s_in)?),
             datagram_sealer: DatagramSealer(Sealer::new(key(d_out)?)),
-            datagram_opener: DatagramOpener {
-                cipher: key(d_in)?,
-                window: ReplayWindow::new(),
-            },
+            datagram_opener: DatagramOpener::new(key(d_in)?),
         })
     }
 }
@@ -248,7 +245,8 @@ fn seal(
     Ok(sealed_len)
 }
 
-fn open(
+/// Decrypts `sealed` (ciphertext then tag) in place; returns the plaintext length.
+pub(super) fn open(
     cipher: &Cipher,
     counter: u64,
     aad: &[u8],
@@ -409,59 +407,6 @@ impl DatagramSealer {
     }
 }
 
-/// Opens one peer's sleeve datagrams in any order, each counter once.
-pub struct DatagramOpener {
-    cipher: Cipher,
-    window: ReplayWindow,
-}
-
-impl DatagramOpener {
-    /// Checks the counter against the replay window, decrypts `sealed` in place and only
-    /// then records the counter. Returns the plaintext length.
-    pub fn open_in_place(
-        &mut self,
-        counter: u64,
-        aad: &[u8],
-        sealed: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.window.check(counter)?;
-        let len = open(&self.cipher, counter, aad, sealed)?;
-        self.window.update(counter)?;
-        Ok(len)
-    }
-
-    /// The replay check alone: `Ok` if `counter` may still be accepted.
-    pub fn check(&self, counter: u64) -> Result<(), CryptoError> {
-        self.window.check(counter)
-    }
-
-    /// Decrypts `sealed` in place without recording the counter (`&self`: the datagrams
-    /// of one batch may be opened in parallel). Call [`check`](Self::check) before and
-    /// [`record`](Self::record) after, in arrival order, before using the plaintext.
-    pub fn open_unrecorded(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        sealed: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        open(&self.cipher, counter, aad, sealed)
-    }
-
-    /// Records an authenticated counter; [`CryptoError::Replayed`] if it was already
-    /// (e.g. the same datagram twice in one batch).
-    pub fn record(&mut self, counter: u64) -> Result<(), CryptoError> {
-        self.window.update(counter)
-    }
-}
-
-impl fmt::Debug for DatagramOpener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatagramOpener")
-            .field("window", &self.window.highest())
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,13 +456,13 @@ mod tests {
         let o = &mut b.datagram_opener;
         for i in [1usize, 2, 0] {
             let mut copy = bufs[i];
-            let len = o
-                .open_unrecorded(i as u64, b"hdr", &mut copy[..4 + TAG_LEN_BYTES])
+            let fresh = o.check(i as u64).unwrap();
+            let opened = o
+                .open(fresh, b"hdr", &mut copy[..4 + TAG_LEN_BYTES])
                 .unwrap();
-            assert_eq!(&copy[..len], b"data");
-            assert_eq!(o.check(i as u64), Ok(()));
-            assert_eq!(o.record(i as u64), Ok(()));
-            assert_eq!(o.record(i as u64), Err(CryptoError::Replayed));
+            assert_eq!(o.record(opened), Ok(4));
+            assert_eq!(&copy[..4], b"data");
+            assert_eq!(o.check(i as u64), Err(CryptoError::Replayed));
         }
         let mut c = bufs[0];
         assert_eq!(
@@ -650,7 +595,7 @@ mod tests {
             b.datagram_opener.open_in_place(7, b"h", &mut forged),
             Err(CryptoError::Tampered)
         );
-        assert_eq!(b.datagram_opener.window.check(7), Ok(()));
+        assert!(b.datagram_opener.check(7).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{
     Build, DropReason, GSO_BATCH_LEN_MAX, GSO_BATCH_SEGMENTS_MAX, Output, ROUTING_PREFIX_LEN,
     SPREAD_PIECES_MIN, Sleeve, Spread,
 };
-use crate::crypto::TAG_LEN_BYTES;
+use crate::crypto::{OPENED_SLOTS_MAX, Opened, OpenedSlots, TAG_LEN_BYTES};
 use crate::peer::PeerName;
 use crate::segment::{Gso, Offload, Segmenter};
 use crate::time::Instant;
@@ -15,7 +15,7 @@ use crate::wire::WireError;
 use crate::wire::datagram::{DATAGRAM_HEADER_LEN, DatagramHeader, DatagramKind};
 use alloc::boxed::Box;
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `work` over `buf`'s pieces: through `spread` when there is one and the batch is
 /// big enough, else in turn.
@@ -49,7 +49,10 @@ impl Sleeve {
     ) {
         let segment_len = segment_len.max(1);
         let n = buf.len().div_ceil(segment_len);
-        if !self.encrypt || self.spread.is_none() || !(SPREAD_PIECES_MIN..=64).contains(&n) {
+        if !self.encrypt
+            || self.spread.is_none()
+            || !(SPREAD_PIECES_MIN..=OPENED_SLOTS_MAX).contains(&n)
+        {
             for d in buf.chunks_mut(segment_len) {
                 self.handle_datagram(now, from, d, out);
             }
@@ -57,8 +60,9 @@ impl Sleeve {
         }
         // 1. Which datagrams a sender's opener may open: the sender of the first that
         //    passes the header and replay checks (a GRO batch has one source).
+        //    Their checked counters wait in slots, by index.
         let mut sender = None;
-        let mut todo = 0u64;
+        let mut slots = OpenedSlots::new();
         for (i, d) in buf.chunks(segment_len).enumerate() {
             let Ok(header) = self.check_header(from, d) else {
                 continue;
@@ -66,46 +70,39 @@ impl Sleeve {
             if sender.is_some_and(|s| s != header.sender) {
                 continue;
             }
-            let ok = self
+            let fresh = self
                 .peers
                 .get(&header.sender)
                 .and_then(|p| p.opener.as_ref())
-                .is_some_and(|o| o.check(header.counter).is_ok());
-            if ok {
-                sender = Some(header.sender);
-                todo |= 1 << i;
+                .and_then(|o| o.check(header.counter).ok());
+            if let Some(fresh) = fresh {
+                // i < n <= OPENED_SLOTS_MAX, so there is a slot.
+                if slots.insert(i, fresh).is_ok() {
+                    sender = Some(header.sender);
+                }
             }
         }
-        // 2. Open them together; lens[i] is the plaintext length, or FAILED.
-        const FAILED: usize = usize::MAX;
-        let lens: [AtomicUsize; 64] = core::array::from_fn(|_| AtomicUsize::new(FAILED));
+        // 2. Open them together, each in its slot.
         if let Some(opener) = sender
             .and_then(|s| self.peers.get(&s))
             .and_then(|p| p.opener.as_ref())
         {
             spread_pieces(&mut self.spread, buf, segment_len, &|i, d| {
-                if todo & (1 << i) == 0 {
-                    return;
-                }
-                let Ok((header, _)) = DatagramHeader::parse(d) else {
-                    return;
-                };
-                let (aad, body) = d.split_at_mut(DATAGRAM_HEADER_LEN);
-                if let Ok(len) = opener.open_unrecorded(header.counter, aad, body) {
-                    lens[i].store(len, Ordering::Relaxed);
+                if let Some((aad, body)) = d.split_at_mut_checked(DATAGRAM_HEADER_LEN) {
+                    opener.open_in_slot(&slots, i, aad, body);
                 }
             });
         }
         // 3. In arrival order: record each counter, then act on the plaintext.
         for (i, d) in buf.chunks_mut(segment_len).enumerate() {
-            if todo & (1 << i) == 0 {
+            let Some(opened) = slots.take(i) else {
                 self.handle_datagram(now, from, d, out);
                 continue;
-            }
+            };
             self.stats.datagrams_received += 1;
-            let r = match lens[i].load(Ordering::Relaxed) {
-                FAILED => Err(DropReason::Crypto),
-                len => self.accept_opened(now, d, len, out),
+            let r = match opened {
+                Err(_) => Err(DropReason::Crypto),
+                Ok(opened) => self.accept_opened(now, d, opened, out),
             };
             if let Err(e) = r {
                 self.stats.count(e);
@@ -113,13 +110,13 @@ impl Sleeve {
         }
     }
 
-    /// A datagram opened by [`Sleeve::handle_datagrams`] (plaintext `len` bytes after its
-    /// header): records its counter (refusing a replay) and acts on it.
+    /// A datagram opened by [`Sleeve::handle_datagrams`]: records its counter (refusing a
+    /// replay) and acts on its plaintext.
     fn accept_opened(
         &mut self,
         now: Instant,
         dgram: &mut [u8],
-        len: usize,
+        opened: Opened,
         out: &mut impl FnMut(Output<'_>),
     ) -> Result<(), DropReason> {
         let (header, _) = DatagramHeader::parse(dgram).map_err(DropReason::Malformed)?;
@@ -128,9 +125,7 @@ impl Sleeve {
             .get_mut(&header.sender)
             .and_then(|p| p.opener.as_mut())
             .ok_or(DropReason::UnknownPeer)?;
-        opener
-            .record(header.counter)
-            .map_err(|_| DropReason::Crypto)?;
+        let len = opener.record(opened).map_err(|_| DropReason::Crypto)?;
         let body = &dgram[DATAGRAM_HEADER_LEN..DATAGRAM_HEADER_LEN + len];
         self.accept(now, header, body, out)
     }
