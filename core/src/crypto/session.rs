@@ -173,7 +173,7 @@ pub struct SessionKeys {
 
 impl SessionKeys {
     /// The passwordless schedule: X25519 between `ours` and `their_public`, then
-    /// [`from_secret`](Self::from_secret). `we_initiated` is true on the side that opened
+    /// `from_secret`. `we_initiated` is true on the side that opened
     /// the TCP connection. Fails with [`CryptoError::BadPublicKey`] if the peer's key is a
     /// low-order point.
     pub fn derive(
