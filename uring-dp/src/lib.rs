@@ -20,6 +20,7 @@ mod bufring;
 mod cmsg;
 mod counters;
 mod crew;
+mod gso;
 mod outbox;
 mod plain;
 mod pump;

@@ -184,10 +184,7 @@ fn flush(pump: &Pump, send: &mut SendBatch, out: &mut Outbox, d: &mut CounterSna
         let report = pump
             .udp
             .send_batch(send, out.datagrams.iter().map(|dg| out.transmit(dg)));
-        d.udp_datagrams_out += report.sent as u64;
-        d.udp_bytes_out += report.bytes as u64;
-        d.drop_udp_send += report.failed as u64;
-        d.udp_gso_cut += report.gso_cut as u64;
+        report.count_into(d);
     }
     let hdr = out.vnet_hdr_bytes();
     for f in &out.frames {

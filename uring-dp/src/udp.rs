@@ -11,6 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::Error;
 use crate::cmsg::{self, CmsgBuf, SOL_UDP, UDP_GRO, UDP_SEGMENT};
+use crate::counters::CounterSnapshot;
+use crate::gso::wire_datagrams;
 use crate::sys::{
     cvt, cvt_size, getsockopt_int, setsockopt_int, sockaddr_from, sockaddr_to, write_sockaddr,
 };
@@ -283,18 +285,7 @@ impl UdpSock {
             let (mut n, mut taken) = (0, 0);
             for t in iter.by_ref().take(batch.slots.len()) {
                 taken += 1;
-                if t.segment_size.is_some() && !self.gso {
-                    // No kernel GSO: `send` cuts it into plain datagrams.
-                    match self.send(&t) {
-                        Ok(bytes) => {
-                            report.sent += wire_datagrams(&t);
-                            report.bytes += bytes;
-                        }
-                        Err(e) => {
-                            report.failed += 1;
-                            report.last_error = e.raw_os_error();
-                        }
-                    }
+                if self.send_if_no_gso(&t, &mut report) {
                     continue;
                 }
                 let msg = batch.slots[n].prepare_send(&t);
@@ -328,18 +319,7 @@ impl UdpSock {
                     }
                     // The first message was refused: a GSO batch the kernel would not cut
                     // goes again datagram by datagram; else skip it, go on with the rest.
-                    let t = &chunk[start];
-                    if t.segment_size.is_some() && gso_refused(err.raw_os_error()) {
-                        report.gso_cut += 1;
-                        if let Ok(bytes) = self.send_each(t) {
-                            report.sent += wire_datagrams(t);
-                            report.bytes += bytes;
-                            start += 1;
-                            continue;
-                        }
-                    }
-                    report.failed += 1;
-                    report.last_error = err.raw_os_error();
+                    self.send_refused(&chunk[start], err.raw_os_error(), &mut report);
                     start += 1;
                     continue;
                 }
@@ -381,14 +361,6 @@ impl UdpSock {
         }
         batch.len = got;
         Ok(got)
-    }
-}
-
-/// Datagrams that reach the wire for one transmit.
-pub(crate) fn wire_datagrams(t: &Transmit<'_>) -> usize {
-    match t.segment_size {
-        Some(seg) if seg > 0 => t.data.len().div_ceil(usize::from(seg)).max(1),
-        _ => 1,
     }
 }
 
@@ -537,6 +509,16 @@ pub struct SendReport {
     pub gso_cut: usize,
 }
 
+impl SendReport {
+    /// Adds what was sent to a pump's batch tallies (both backends count sends this way).
+    pub(crate) fn count_into(&self, d: &mut CounterSnapshot) {
+        d.udp_datagrams_out += self.sent as u64;
+        d.udp_bytes_out += self.bytes as u64;
+        d.drop_udp_send += self.failed as u64;
+        d.udp_gso_cut += self.gso_cut as u64;
+    }
+}
+
 /// The IP MTU of the route this host would use to reach `to` (the egress link's MTU, or a
 /// smaller path MTU the kernel has learnt): what one datagram to `to` may fill, headers
 /// included, without fragmenting. Asks the kernel with a throwaway connected socket.
@@ -553,13 +535,6 @@ pub fn route_mtu(to: SocketAddr) -> io::Result<u32> {
     };
     let mtu = getsockopt_int(sock.as_raw_fd(), level, name)?;
     u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
-}
-
-/// True for the errors with which the kernel refuses a GSO send it cannot cut as asked
-/// (segments over the path MTU, more segments than it takes): worth sending again
-/// datagram by datagram, which the kernel may fragment instead.
-pub(crate) fn gso_refused(errno: Option<i32>) -> bool {
-    matches!(errno, Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO))
 }
 
 /// Reusable buffers for [`UdpSock::recv_batch`].
@@ -636,7 +611,7 @@ impl RecvBatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn pair() -> (UdpSock, UdpSock) {
@@ -651,7 +626,7 @@ mod tests {
         (a, b)
     }
 
-    fn wait_readable(s: &UdpSock) {
+    pub(crate) fn wait_readable(s: &UdpSock) {
         let mut pfd = libc::pollfd {
             fd: s.as_raw_fd(),
             events: libc::POLLIN,
@@ -748,7 +723,9 @@ mod tests {
             data: &data,
             segment_size: Some(10),
         };
-        assert!(gso_refused(a.send(&t).err().and_then(|e| e.raw_os_error())));
+        assert!(crate::gso::gso_refused(
+            a.send(&t).err().and_then(|e| e.raw_os_error())
+        ));
         let mut sb = SendBatch::new(4);
         let small = [7u8; 30];
         let report = a.send_batch(

@@ -19,12 +19,13 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use crate::Error;
 use crate::bufring::{self, BufRing};
 use crate::counters::CounterSnapshot;
+use crate::gso::wire_datagrams;
 use crate::outbox::Outbox;
 use crate::plain::{deliver_datagrams, deliver_tap_frame};
 use crate::pump::{Handler, Pump, PumpConfig};
 use crate::sys::errno_name;
 use crate::tap::TAP_FRAME_LEN_MAX;
-use crate::udp::{MsgSlot, UDP_PAYLOAD_LEN_MAX, gso_refused, wire_datagrams};
+use crate::udp::{MsgSlot, SendReport, UDP_PAYLOAD_LEN_MAX};
 
 const TAG_TAP_READ: u64 = 1;
 const TAG_UDP_RECV: u64 = 2;
@@ -269,21 +270,15 @@ impl Loop<'_> {
     fn flush(&mut self, ring: &mut IoUring, o: usize, d: &mut CounterSnapshot) -> io::Result<()> {
         let udp_fd = types::Fd(self.pump.udp.as_raw_fd());
         let tap_fd = types::Fd(self.pump.tap.as_raw_fd());
-        let gso = self.pump.udp.gso_enabled();
         let st = &mut self.outs[o];
         d.drop_outbox_full += st.out.refused_full;
         st.out.refused_full = 0;
         for (k, dg) in st.out.datagrams.iter().enumerate() {
             let t = st.out.transmit(dg);
-            if t.segment_size.is_some() && !gso {
-                // No kernel GSO: cut it here, synchronously (rare: old kernels only).
-                match self.pump.udp.send(&t) {
-                    Ok(bytes) => {
-                        d.udp_datagrams_out += wire_datagrams(&t) as u64;
-                        d.udp_bytes_out += bytes as u64;
-                    }
-                    Err(_) => d.drop_udp_send += 1,
-                }
+            // No kernel GSO: cut it here, synchronously (rare: old kernels only).
+            let mut report = SendReport::default();
+            if self.pump.udp.send_if_no_gso(&t, &mut report) {
+                report.count_into(d);
                 continue;
             }
             let slot = &mut st.sends[k];
@@ -320,19 +315,15 @@ impl Loop<'_> {
                     d.udp_bytes_out += res as u64;
                 }
                 // A GSO send the kernel would not cut (segments over the path MTU): again,
-                // one datagram at a time (the outbox is kept until its sends are done).
-                Some(dg) if dg.segment_size.is_some() && gso_refused(Some(-res)) => {
-                    d.udp_gso_cut += 1;
+                // one datagram at a time (the outbox is kept until its sends are done);
+                // any other error drops it.
+                Some(dg) => {
+                    let mut report = SendReport::default();
                     let t = st.out.transmit(dg);
-                    match self.pump.udp.send_each(&t) {
-                        Ok(bytes) => {
-                            d.udp_datagrams_out += wire_datagrams(&t) as u64;
-                            d.udp_bytes_out += bytes as u64;
-                        }
-                        Err(_) => d.drop_udp_send += 1,
-                    }
+                    self.pump.udp.send_refused(&t, Some(-res), &mut report);
+                    report.count_into(d);
                 }
-                _ => d.drop_udp_send += 1,
+                None => d.drop_udp_send += 1,
             }
         } else {
             let hdr = st.out.vnet_hdr_bytes();
