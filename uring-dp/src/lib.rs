@@ -24,6 +24,7 @@ mod gso;
 mod outbox;
 mod plain;
 mod pump;
+mod sync;
 mod sys;
 mod tap;
 mod udp;
