@@ -422,7 +422,7 @@ impl Driver {
         }
     }
 
-    fn ipam_status(&mut self) -> IpamStatus {
+    pub(super) fn ipam_status(&mut self) -> IpamStatus {
         let st = self.router.ipam_status();
         let me = self.router.name();
         let waiting_for = match (st.ring, st.init) {

@@ -1,11 +1,13 @@
 //! The driver's part of `GET /metrics`: connections by state and by datapath mode, peers,
 //! targets, streams, gossip and stream counters and the router's drops, then the sleeve
-//! datapath's counters.
+//! datapath's counters, then weftDNS's and IPAM's (from the same typed status that
+//! `weft status dns` and `weft status ipam` show).
 //!
 //! The counters are read into [`DriverCounters`] first, so the text depends on nothing
 //! but those numbers (and the tests can pin it).
 
 use super::Driver;
+use crate::messages::{DnsStatus, IpamStatus};
 use crate::metrics::Metrics;
 use std::collections::BTreeMap;
 use weft_core::conn::ConnState;
@@ -39,6 +41,8 @@ impl Driver {
         let mut m = Metrics::new();
         self.counters().render(&mut m);
         self.datapath.metrics(&mut m);
+        dns_metrics(&self.dns_status(), &mut m);
+        ipam_metrics(&self.ipam_status(), &mut m);
         m.finish()
     }
 
@@ -174,9 +178,152 @@ impl DriverCounters {
     }
 }
 
+/// weftDNS: the server's queries and drops (when it runs), the records and their gossip.
+fn dns_metrics(d: &DnsStatus, m: &mut Metrics) {
+    if let Some(s) = &d.server {
+        m.counter_family(
+            "weft_dns_queries_total",
+            "DNS queries received, by transport.",
+            "transport",
+            [("udp", s.queries_udp), ("tcp", s.queries_tcp)],
+        );
+        m.counter_family(
+            "weft_dns_replies_total",
+            "DNS queries answered, by who answered.",
+            "by",
+            [
+                ("weft", s.answered),
+                ("upstream", s.forwarded),
+                ("upstream_failed", s.forward_failed),
+            ],
+        );
+        m.counter_family(
+            "weft_dns_drops_total",
+            "DNS queries dropped, by reason.",
+            "reason",
+            [
+                ("malformed", s.malformed),
+                ("dropped", s.dropped),
+                ("busy", s.drops_busy),
+            ],
+        );
+    }
+    m.gauge(
+        "weft_dns_records",
+        "DNS records this router knows (every peer's).",
+        d.records.len() as u64,
+    );
+    let g = &d.gossip;
+    m.counter_family(
+        "weft_dns_gossip_total",
+        "DNS record gossip, by event.",
+        "event",
+        [
+            ("malformed", g.malformed),
+            ("records_merged", g.records_merged),
+            ("records_of_removed_peers", g.records_of_removed_peers),
+            ("own_records_refreshed", g.own_records_refreshed),
+            ("tombstones_expired", g.tombstones_expired),
+            (
+                "records_of_dead_peers_dropped",
+                g.records_of_dead_peers_dropped,
+            ),
+            ("drops_full", g.drops_full),
+            ("drops_queue_full", g.drops_queue_full),
+        ],
+    );
+}
+
+/// IPAM: whether the ring is there, this router's allocations and the ring's events.
+fn ipam_metrics(i: &IpamStatus, m: &mut Metrics) {
+    m.gauge(
+        "weft_ipam_ring_ready",
+        "1 once the address ring exists (addresses can be allocated), else 0.",
+        u64::from(i.ring.is_some()),
+    );
+    m.gauge(
+        "weft_ipam_allocations",
+        "Addresses allocated by this router.",
+        i.allocations,
+    );
+    m.gauge(
+        "weft_ipam_pending_requests",
+        "Address requests waiting for an answer.",
+        i.pending,
+    );
+    let s = &i.stats;
+    m.counter_family(
+        "weft_ipam_events_total",
+        "IPAM ring events, by kind.",
+        "event",
+        [
+            ("malformed", s.malformed),
+            ("ring_conflicts", s.ring_conflicts),
+            ("range_mismatches", s.range_mismatches),
+            ("donations_given", s.donations_given),
+            ("donations_received", s.donations_received),
+            ("addresses_reclaimed", s.addresses_reclaimed),
+            ("allocations_lost", s.allocations_lost),
+            ("takeovers_refused", s.takeovers_refused),
+            ("drops_queue_full", s.drops_queue_full),
+            ("drops_unrouted", s.drops_unrouted),
+        ],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_and_ipam_counters_reach_the_metrics_under_their_own_labels() {
+        let mut d = DnsStatus::default();
+        let mut m = Metrics::new();
+        dns_metrics(&d, &mut m);
+        let without_server = m.finish();
+        assert!(
+            !without_server.contains("weft_dns_queries_total"),
+            "{without_server}"
+        );
+        d.server = Some(crate::messages::DnsServerStatus {
+            queries_udp: 31,
+            queries_tcp: 32,
+            forward_failed: 33,
+            drops_busy: 34,
+            ..Default::default()
+        });
+        d.gossip.records_merged = 35;
+        let mut m = Metrics::new();
+        dns_metrics(&d, &mut m);
+        let text = m.finish();
+        for line in [
+            "weft_dns_queries_total{transport=\"udp\"} 31",
+            "weft_dns_queries_total{transport=\"tcp\"} 32",
+            "weft_dns_replies_total{by=\"upstream_failed\"} 33",
+            "weft_dns_drops_total{reason=\"busy\"} 34",
+            "weft_dns_gossip_total{event=\"records_merged\"} 35",
+            "weft_dns_records 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        let mut i = IpamStatus {
+            allocations: 41,
+            pending: 42,
+            ..Default::default()
+        };
+        i.stats.takeovers_refused = 43;
+        let mut m = Metrics::new();
+        ipam_metrics(&i, &mut m);
+        let text = m.finish();
+        for line in [
+            "weft_ipam_ring_ready 0",
+            "weft_ipam_allocations 41",
+            "weft_ipam_pending_requests 42",
+            "weft_ipam_events_total{event=\"takeovers_refused\"} 43",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 
     /// Every counter a different number, so a value under the wrong name shows.
     fn counters() -> DriverCounters {
