@@ -1,6 +1,7 @@
 //! Shared pieces of the end-to-end tests: a `weft router` started inside a test host
 //! namespace, driven through its CLI, and "containers" (namespaces) attached to it.
 //! Everything lives in namespaces made by `TestNet`, which tears them down on drop.
+//! The Docker Engine's containers, networks and test image: [`docker`].
 #![allow(dead_code, unreachable_pub)]
 
 use serde_json::Value;
@@ -9,6 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_kernel_dp::testnet::{Ns, TestNet};
+
+pub mod docker;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
