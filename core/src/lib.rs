@@ -23,6 +23,9 @@ pub mod conn;
 pub mod crypto;
 pub mod dns;
 pub mod fastdp;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod gossip;
 pub mod ipam;
 pub mod maker;

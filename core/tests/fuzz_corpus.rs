@@ -1,15 +1,13 @@
 //! Replays every file of the committed fuzz corpus (`fuzz/corpus/<target>/*`) through the
-//! same checks the fuzz targets run (`fuzz/src/checks.rs`, compiled in here).
+//! same checks the fuzz targets run (`weft_core::fuzz_checks`, the `fuzzing` feature, which
+//! the dev-dependency on weft-core itself turns on for tests).
 //!
 //! Naming: `valid-*` seeds must decode, `garbage-*` seeds must be rejected, anything else
 //! (files a fuzzing run added) must simply not panic. Regenerate the seeds with
 //! `WEFT_WRITE_CORPUS=1 cargo test -p weft-core --test fuzz_corpus -- --ignored`.
 
-#[allow(unreachable_pub, dead_code)]
-#[path = "../../fuzz/src/checks.rs"]
-mod checks;
-
 use std::path::PathBuf;
+use weft_core::fuzz_checks as checks;
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -92,6 +90,7 @@ mod seeds {
             ("ipam", ipam()),
             ("dns", dns()),
             ("segment", segment()),
+            ("heartbeat", heartbeat()),
         ]
     }
 
@@ -526,6 +525,60 @@ mod seeds {
             ("garbage-truncated", tso[..60].to_vec()),
             ("garbage-zero-mss", offload_seed(1, true, 5000, 0)),
             ("garbage-short", vec![1, 0, 5]),
+        ]
+    }
+
+    fn heartbeat() -> Seeds {
+        use weft_core::fastdp::{HEARTBEAT_MACS_MAX, Heartbeat};
+        let hb = |hears_you: bool, macs: Vec<[u8; 6]>| {
+            let h = Heartbeat {
+                sender: PeerName::from_u64(0x0a0b0c0d0e0f),
+                receiver: PeerName::from_u64(0x010203040506),
+                hears_you,
+                seq: 7,
+                macs,
+            };
+            let mut buf = vec![0u8; 2048];
+            let n = h.emit(&mut buf).expect("seed heartbeat emits");
+            buf.truncate(n);
+            buf
+        };
+        let two = hb(true, vec![[2, 0, 0, 0, 0, 1], [0x0a, 0x58, 10, 32, 0, 2]]);
+        let full = hb(
+            false,
+            (0..HEARTBEAT_MACS_MAX as u8)
+                .map(|i| [2, 0, 0, 0, 1, i])
+                .collect(),
+        );
+        // The MAC count sits after MAC header (14), magic (8), names (12), flags, seq (8).
+        let count_at = 14 + 8 + 12 + 1 + 8;
+        let mut ethertype = two.clone();
+        ethertype[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let mut magic = two.clone();
+        magic[14] ^= 0x20;
+        let mut flag = two.clone();
+        flag[count_at - 9] = 0x03;
+        let mut group = two.clone();
+        group[count_at + 2] = 0x01;
+        let mut over = full.clone();
+        over[count_at..count_at + 2]
+            .copy_from_slice(&(HEARTBEAT_MACS_MAX as u16 + 1).to_be_bytes());
+        let mut truncated = full.clone();
+        truncated.truncate(truncated.len() - 1);
+        let mut padded = hb(false, Vec::new());
+        padded.extend_from_slice(&[0x5a; 20]);
+        vec![
+            ("valid-two-macs", two),
+            ("valid-no-macs", hb(false, Vec::new())),
+            ("valid-most-macs", full),
+            ("valid-extra-padding", padded),
+            ("garbage-arp-ethertype", ethertype),
+            ("garbage-bad-magic", magic),
+            ("garbage-unknown-flag", flag),
+            ("garbage-group-mac", group),
+            ("garbage-too-many-macs", over),
+            ("garbage-truncated", truncated),
+            ("garbage-runt", vec![0xff; 13]),
         ]
     }
 }

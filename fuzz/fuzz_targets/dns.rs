@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    weft_fuzz::checks::dns(data);
+    weft_core::fuzz_checks::dns(data);
 });

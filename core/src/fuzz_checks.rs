@@ -1,19 +1,22 @@
-//! One check per decoder. Each takes arbitrary bytes, must never panic on them, returns
-//! whether they decoded, and asserts what must hold for anything that does decode
-//! (re-encoding gives the same value; iterators agree with counts).
+//! One check per core decoder, for the fuzz targets (`fuzz/fuzz_targets/*.rs`) and the
+//! corpus replay (`core/tests/fuzz_corpus.rs`), so both run exactly the same code. Only
+//! with the `fuzzing` feature; not part of the API.
 //!
-//! Compiled twice: by the fuzz crate (`weft_fuzz::checks`) and, via `#[path]`, by
-//! `core/tests/fuzz_corpus.rs`.
+//! Each check takes arbitrary bytes, must never panic on them, returns whether they
+//! decoded, and asserts what must hold for anything that does decode (re-encoding gives
+//! the same value; iterators agree with counts).
 
-use weft_core::conn::{ConnId, ConnSettings, ConnState, Connection};
-use weft_core::crypto::ChaChaKeyRng;
-use weft_core::crypto::TAG_LEN_BYTES;
-use weft_core::peer::{PeerName, PeerUid};
-use weft_core::time::Instant;
-use weft_core::wire::datagram::{DATAGRAM_LEN_MAX, DatagramHeader, Payload};
-use weft_core::wire::frame::{FRAME_HEADER_LEN, Frame, FrameHeader, Message};
-use weft_core::wire::handshake::{HELLO_LEN_MAX, Hello};
-use weft_core::wire::topology::{TOPOLOGY_MSG_LEN_MAX, emit_entries, parse_entries};
+use crate::conn::{ConnId, ConnSettings, ConnState, Connection};
+use crate::crypto::ChaChaKeyRng;
+use crate::crypto::TAG_LEN_BYTES;
+use crate::peer::{PeerName, PeerUid};
+use crate::time::Instant;
+use crate::wire::datagram::{DATAGRAM_LEN_MAX, DatagramHeader, Payload};
+use crate::wire::frame::{FRAME_HEADER_LEN, Frame, FrameHeader, Message};
+use crate::wire::handshake::{HELLO_LEN_MAX, Hello};
+use crate::wire::topology::{TOPOLOGY_MSG_LEN_MAX, emit_entries, parse_entries};
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// Target name (the directory under `fuzz/corpus/`) and its check.
 pub type Check = fn(&[u8]) -> bool;
@@ -29,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ipam", ipam),
     ("dns", dns),
     ("segment", segment),
+    ("heartbeat", heartbeat),
 ];
 
 /// The hello decoder: a parsed hello re-emits and re-parses to itself.
@@ -151,15 +155,15 @@ pub fn conn_stream(data: &[u8]) -> bool {
 /// its input bytes, and an IPAM fed the bytes as gossip (and as a state file) never panics
 /// and keeps its ring invariant.
 pub fn ipam(data: &[u8]) -> bool {
-    use weft_core::ipam::wire::IpamMsg;
-    use weft_core::ipam::{InitMode, Ipam, IpamConfig};
+    use crate::ipam::wire::IpamMsg;
+    use crate::ipam::{InitMode, Ipam, IpamConfig};
     let mut config = IpamConfig::default();
     config.range = "10.32.0.0/22".parse().expect("a valid range");
     config.default_subnet = config.range;
     // An observer has no ring: a full ring in `data` is adopted, then merged again.
     config.init = InitMode::Observer;
     let me = PeerName::from_u64(0x0a0b0c0d0e0f);
-    let gossip = weft_core::time::Duration::from_secs(5);
+    let gossip = crate::time::Duration::from_secs(5);
     let mut ipam = Ipam::new(config, me, 1, gossip, Instant::ZERO);
     for _ in 0..2 {
         let _ = ipam.handle_message(Instant::ZERO, PeerName::from_u64(2), data);
@@ -179,9 +183,9 @@ pub fn ipam(data: &[u8]) -> bool {
 /// its input bytes, and a record set fed the bytes as gossip never panics and ends up
 /// holding, for every record of the message, that record or a newer state of it.
 pub fn dns(data: &[u8]) -> bool {
-    use weft_core::dns::{Dns, wire};
+    use crate::dns::{Dns, wire};
     let me = PeerName::from_u64(0x0a0b0c0d0e0f);
-    let gossip = weft_core::time::Duration::from_secs(5);
+    let gossip = crate::time::Duration::from_secs(5);
     let mut d = Dns::new(me, gossip, Instant::ZERO);
     for _ in 0..2 {
         let _ = d.handle_message(Instant::ZERO, PeerName::from_u64(2), data, |_| true);
@@ -212,7 +216,7 @@ pub fn dns(data: &[u8]) -> bool {
 /// segment is a whole IP packet whose L4 checksum verifies, no longer than the frame, and
 /// TCP segments coalesce back into a single frame.
 pub fn segment(data: &[u8]) -> bool {
-    use weft_core::segment::{
+    use crate::segment::{
         Coalescer, Gso, Offload, PartialCsum, SUPER_FRAME_LEN_MAX, l4_csum_verifies,
     };
     let Some((req, frame)) = data.split_first_chunk::<8>() else {
@@ -230,8 +234,7 @@ pub fn segment(data: &[u8]) -> bool {
     };
     let mut scratch = vec![0u8; SUPER_FRAME_LEN_MAX];
     let mut segs: Vec<Vec<u8>> = Vec::new();
-    let res =
-        weft_core::segment::segment(frame, &off, 1500, &mut scratch, |s| segs.push(s.to_vec()));
+    let res = crate::segment::segment(frame, &off, 1500, &mut scratch, |s| segs.push(s.to_vec()));
     let mut c = Coalescer::new();
     let mut out = 0usize;
     for s in &segs {
@@ -274,4 +277,53 @@ fn tcp_flags(frame: &[u8]) -> Option<u8> {
         _ => return None,
     };
     ip.get(l4 + 13).copied()
+}
+
+/// The fast-path heartbeat decoder (`weft_core::fastdp`): a parsed heartbeat re-emits to
+/// the same bytes from the ethertype to its last MAC (the MAC header is re-derived from
+/// the names, padding is zeros) and re-parses to itself; a tracker that is its receiver
+/// and knows its sender takes it and keeps the MACs it announces, any other ignores it.
+pub fn heartbeat(data: &[u8]) -> bool {
+    use crate::fastdp::{
+        FastPaths, HEARTBEAT_FRAME_LEN, HEARTBEAT_FRAME_LEN_MAX, HEARTBEAT_MACS_MAX, Heartbeat,
+        SleeveReason, heartbeat_mac,
+    };
+    use alloc::collections::BTreeSet;
+    let tracker = |me: PeerName, peer: PeerName| {
+        let mut fp = FastPaths::new(me);
+        fp.set_peers(Instant::ZERO, [peer]);
+        fp
+    };
+    let Ok(hb) = Heartbeat::parse(data) else {
+        let a = PeerName::from_u64(1);
+        assert!(!tracker(a, a).handle_frame(Instant::ZERO, data));
+        return false;
+    };
+    assert!(hb.macs.len() <= HEARTBEAT_MACS_MAX);
+    assert!(hb.macs.iter().all(|m| m[0] & 1 == 0), "no group MACs");
+    // MAC header, magic, names, flags, seq, count, then the MACs.
+    let used = 14 + 8 + 6 + 6 + 1 + 8 + 2 + 6 * hb.macs.len();
+    assert!(used <= data.len());
+    let mut buf = [0u8; HEARTBEAT_FRAME_LEN_MAX];
+    let n = hb.emit(&mut buf).expect("a parsed heartbeat re-emits");
+    assert_eq!(n, used.max(HEARTBEAT_FRAME_LEN));
+    assert_eq!(buf[..6], heartbeat_mac(hb.receiver));
+    assert_eq!(buf[6..12], heartbeat_mac(hb.sender));
+    assert_eq!(buf[12..used], data[12..used]);
+    assert!(buf[used..n].iter().all(|&b| b == 0), "padding is zeros");
+    assert_eq!(Heartbeat::parse(&buf[..n]).as_ref(), Ok(&hb));
+
+    let mut fp = tracker(hb.receiver, hb.sender);
+    assert!(fp.handle_frame(Instant::ZERO, data));
+    let held: BTreeSet<_> = fp.peer_macs(hb.sender).collect();
+    assert_eq!(held, hb.macs.iter().copied().collect());
+    let mode = fp.mode(hb.sender, Instant::ZERO);
+    assert_eq!(mode.is_ok(), hb.hears_you);
+    assert!(hb.hears_you || mode == Err(SleeveReason::OneWay));
+    // Not for us, or from a peer we do not track: ignored.
+    let other = PeerName::from_u64(u64::from(hb.receiver == PeerName::from_u64(1)) + 1);
+    let stranger = PeerName::from_u64(u64::from(hb.sender == PeerName::from_u64(3)) + 3);
+    assert!(!tracker(other, hb.sender).handle_frame(Instant::ZERO, data));
+    assert!(!tracker(hb.receiver, stranger).handle_frame(Instant::ZERO, data));
+    true
 }
