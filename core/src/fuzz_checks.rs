@@ -15,6 +15,8 @@ use crate::wire::datagram::{DATAGRAM_LEN_MAX, DatagramHeader, Payload};
 use crate::wire::frame::{FRAME_HEADER_LEN, Frame, FrameHeader, Message};
 use crate::wire::handshake::{HELLO_LEN_MAX, Hello};
 use crate::wire::topology::{TOPOLOGY_MSG_LEN_MAX, emit_entries, parse_entries};
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -34,6 +36,34 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("segment", segment),
     ("heartbeat", heartbeat),
 ];
+
+/// Judges one target's corpus (file name, bytes): `valid-*` seeds must decode, `garbage-*`
+/// seeds must be rejected, anything else (files a fuzzing run added) must simply not
+/// panic, and there must be at least one seed of each kind. The replay tests call it
+/// with the files of `fuzz/corpus/<target>/`.
+pub fn replay(target: &str, check: Check, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+    let (mut valid, mut garbage) = (0, 0);
+    for (name, bytes) in files {
+        let decoded = check(bytes);
+        if name.starts_with("valid-") {
+            valid += 1;
+            if !decoded {
+                return Err(format!("{target}/{name}: valid seed did not decode"));
+            }
+        } else if name.starts_with("garbage-") {
+            garbage += 1;
+            if decoded {
+                return Err(format!("{target}/{name}: garbage seed was accepted"));
+            }
+        }
+    }
+    if valid == 0 || garbage == 0 {
+        return Err(format!(
+            "{target}: corpus needs valid and garbage seeds ({valid} valid, {garbage} garbage)"
+        ));
+    }
+    Ok(())
+}
 
 /// The hello decoder: a parsed hello re-emits and re-parses to itself.
 pub fn hello(data: &[u8]) -> bool {

@@ -2,8 +2,8 @@
 //! same checks the fuzz targets run (`weft_core::fuzz_checks`, the `fuzzing` feature, which
 //! the dev-dependency on weft-core itself turns on for tests).
 //!
-//! Naming: `valid-*` seeds must decode, `garbage-*` seeds must be rejected, anything else
-//! (files a fuzzing run added) must simply not panic. Regenerate the seeds with
+//! Naming (`checks::replay`): `valid-*` seeds must decode, `garbage-*` seeds must be
+//! rejected, anything else (files a fuzzing run added) must simply not panic. Regenerate the seeds with
 //! `WEFT_WRITE_CORPUS=1 cargo test -p weft-core --test fuzz_corpus -- --ignored`.
 
 use std::path::PathBuf;
@@ -13,38 +13,27 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
 }
 
+/// The files of `fuzz/corpus/<target>/`, by name.
+fn corpus(target: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = corpus_dir().join(target);
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push((name.to_owned(), bytes));
+    }
+    Ok(files)
+}
+
 #[test]
 fn corpus_replays_without_panic_and_seeds_decode_as_named() -> Result<(), String> {
     for (target, check) in checks::TARGETS {
-        let dir = corpus_dir().join(target);
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (mut valid, mut garbage) = (0, 0);
-        for entry in entries {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let decoded = check(&bytes);
-            if name.starts_with("valid-") {
-                valid += 1;
-                if !decoded {
-                    return Err(format!("{target}/{name}: valid seed did not decode"));
-                }
-            } else if name.starts_with("garbage-") {
-                garbage += 1;
-                if decoded {
-                    return Err(format!("{target}/{name}: garbage seed was accepted"));
-                }
-            }
-        }
-        if valid == 0 || garbage == 0 {
-            return Err(format!(
-                "{target}: corpus needs valid and garbage seeds ({valid} valid, {garbage} garbage)"
-            ));
-        }
+        checks::replay(target, *check, &corpus(target)?)?;
     }
     Ok(())
 }
