@@ -18,6 +18,9 @@ mod driver;
 mod error;
 mod fastdp;
 mod firewall;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod ipam;
 mod messages;

@@ -106,7 +106,7 @@ impl SleeveHandler {
 
 /// What a TAP's virtio_net_hdr asks of a frame, in the core's terms. `None`: a GSO type
 /// the sleeve does not cut (legacy UFO), which is dropped.
-fn offload_of(h: &VirtioNetHdr) -> Option<Offload> {
+pub(crate) fn offload_of(h: &VirtioNetHdr) -> Option<Offload> {
     let gso = match h.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
         VIRTIO_NET_HDR_GSO_NONE => Gso::None,
         VIRTIO_NET_HDR_GSO_TCPV4 => Gso::TcpV4,
@@ -128,7 +128,7 @@ fn offload_of(h: &VirtioNetHdr) -> Option<Offload> {
 }
 
 /// The virtio_net_hdr that tells the kernel what `o` says about a frame we write.
-fn vnet_of(o: &Offload) -> VirtioNetHdr {
+pub(crate) fn vnet_of(o: &Offload) -> VirtioNetHdr {
     let gso_type = match o.gso {
         Gso::None => VIRTIO_NET_HDR_GSO_NONE,
         Gso::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
