@@ -290,8 +290,9 @@ pub(crate) fn write_response(
     body: &[u8],
     allow: Option<&str>,
 ) -> Vec<u8> {
+    // The status always in three digits (`044` too), as the parser reads it back.
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status:03} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reason(status),
         body.len()
     );
