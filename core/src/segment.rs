@@ -38,6 +38,7 @@ pub const ETH_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
+const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 const UDP_HEADER_LEN: usize = 8;
 /// Offset of the checksum field in a TCP header.
@@ -180,6 +181,11 @@ impl Layout {
                     return None;
                 }
                 let ihl = usize::from(p.header_len());
+                // smoltcp's length check takes an IHL under 5 (a header shorter than its
+                // own fixed fields); cutting such a frame indexed past its end.
+                if ihl < IPV4_HEADER_LEN {
+                    return None;
+                }
                 (
                     false,
                     p.next_header(),
