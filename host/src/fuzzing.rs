@@ -12,6 +12,7 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::OnceLock;
 use weft_core::segment::{Gso, SUPER_FRAME_LEN_MAX};
 use weft_uring_dp::{VNET_HDR_MRG_LEN, VirtioNetHdr, VnetHdrLen};
 
@@ -94,18 +95,21 @@ fn before_eof<T: Clone>(at_eof: &Result<Option<T>, HttpError>) -> Result<Option<
 const DNS_DOMAIN: &str = "weave.local";
 
 /// The records [`dns_answer`] answers from: a few names, one with too many addresses for
-/// a classic UDP answer.
-fn dns_table() -> Table {
-    let mut t = Table::default();
-    for i in 1..=3 {
-        t.insert("web.weave.local", Ipv4Addr::new(10, 32, 0, i));
-    }
-    t.insert("db.weave.local", Ipv4Addr::new(10, 32, 0, 9));
-    t.insert("db.weave.local", Ipv4Addr::new(10, 32, 0, 1));
-    for i in 0..100 {
-        t.insert("big.weave.local", Ipv4Addr::new(10, 32, 1, i));
-    }
-    t
+/// a classic UDP answer. Built once.
+fn dns_table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Table::default();
+        for i in 1..=3 {
+            t.insert("web.weave.local", Ipv4Addr::new(10, 32, 0, i));
+        }
+        t.insert("db.weave.local", Ipv4Addr::new(10, 32, 0, 9));
+        t.insert("db.weave.local", Ipv4Addr::new(10, 32, 0, 1));
+        for i in 0..100 {
+            t.insert("big.weave.local", Ipv4Addr::new(10, 32, 1, i));
+        }
+        t
+    })
 }
 
 /// The DNS answerer, over UDP and TCP: drops exactly what is not a query; otherwise both
@@ -115,8 +119,8 @@ fn dns_table() -> Table {
 /// means answered from the table or forwarded, not refused with a bare error.
 pub fn dns_answer(data: &[u8]) -> bool {
     let table = dns_table();
-    let udp = answer::answer(data, &table, DNS_DOMAIN, true, &mut Shuffler::new(1));
-    let tcp = answer::answer(data, &table, DNS_DOMAIN, false, &mut Shuffler::new(1));
+    let udp = answer::answer(data, table, DNS_DOMAIN, true, &mut Shuffler::new(1));
+    let tcp = answer::answer(data, table, DNS_DOMAIN, false, &mut Shuffler::new(1));
     let not_a_query = data.len() < answer::HEADER_LEN_BYTES || data[2] & 0x80 != 0;
     assert_eq!(udp == Action::Drop, not_a_query);
     assert_eq!(tcp == Action::Drop, not_a_query);
