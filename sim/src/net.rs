@@ -1,10 +1,15 @@
-//! Link model: latency, jitter, loss, duplication and reordering, derived per link from
-//! the world seed so no per-link state is stored (O(1) memory per link, any mesh size).
+//! Link model: latency, jitter, loss, duplication, reordering and the link MTU, derived per
+//! link from the world seed so no per-link state is stored (O(1) memory per link, any mesh
+//! size; the world keeps only the links whose MTU a scenario changed).
 
 use weft_core::rng::Rng;
 
 /// Parts per million: the unit of every probability here.
 pub const PPM: u64 = 1_000_000;
+/// Bytes an IPv4 and a UDP header add to a datagram's payload on the wire.
+pub const IPV4_UDP_HEADER_BYTES: usize = 20 + 8;
+/// The link MTU unless a scenario sets another (Ethernet's).
+pub const LINK_MTU_DEFAULT_BYTES: u16 = 1500;
 
 /// How the virtual network behaves. All times in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,10 @@ pub struct NetConfig {
     pub connect_timeout_us: u64,
     /// Chance a stream write is split into two segments (exercises reassembly).
     pub split_ppm: u64,
+    /// IP MTU of every link a scenario did not set otherwise: a datagram whose payload and
+    /// IPv4/UDP headers exceed it is dropped (the path does not fragment). Streams are cut
+    /// to fit by TCP and never see it.
+    pub link_mtu_bytes: u16,
 }
 
 impl NetConfig {
@@ -48,6 +57,7 @@ impl NetConfig {
             reorder_us: 0,
             connect_timeout_us: 3_000_000,
             split_ppm: 100_000,
+            link_mtu_bytes: LINK_MTU_DEFAULT_BYTES,
         }
     }
 
@@ -67,6 +77,8 @@ impl NetConfig {
             reorder_us: rng.below(50_000),
             connect_timeout_us: 1_000_000 + rng.below(4_000_000),
             split_ppm: rng.below(300_000),
+            // Not drawn: the draws above stay those of every seed before the MTU existed.
+            link_mtu_bytes: LINK_MTU_DEFAULT_BYTES,
         }
     }
 
@@ -80,6 +92,11 @@ impl NetConfig {
         let h = mix(link_seed ^ mix((lo as u64) << 32 | hi as u64));
         self.latency_min_us + h % (span + 1)
     }
+}
+
+/// True if a datagram with `payload_len` bytes of UDP payload fits a link of `mtu_bytes`.
+pub fn datagram_fits(payload_len: usize, mtu_bytes: u16) -> bool {
+    payload_len + IPV4_UDP_HEADER_BYTES <= usize::from(mtu_bytes)
 }
 
 /// A 64-bit finaliser (splitmix64's): spreads every input bit over the output.

@@ -5,7 +5,9 @@
 //! bit for bit. Streams are TCP-like: reliable and in order; loss shows up as extra delay.
 //! A stream that loses bytes to a partition, a cut link or a stalled-dead peer is
 //! black-holed for good (the nodes find out by heartbeat timeout), dials into a partition
-//! fail after the connect timeout. Datagrams are lost, duplicated and reordered.
+//! fail after the connect timeout. Datagrams are lost, duplicated and reordered, dropped
+//! when bigger than the link MTU, and can be cut on a link whose streams still work (a
+//! firewall that blocks only UDP).
 //!
 //! What it does not do: check protocol invariants (see [`crate::check`]) or pick faults
 //! (see [`crate::scenario`]).
@@ -18,7 +20,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use weft_core::rng::Rng;
 use weft_core::time::Instant;
 
-use crate::net::{NetConfig, PPM, content_hash, mix};
+use crate::net::{NetConfig, PPM, content_hash, datagram_fits, mix};
 use crate::node::{
     ConnId, Dest, EPHEMERAL_PORT_MIN, NodeCommand, NodeEvent, NodeSpec, SimNode, addr_of,
     index_of_addr, name_of,
@@ -65,6 +67,8 @@ pub struct NodeStats {
     pub datagram_bytes: u64,
     /// Streams opened by this node.
     pub dials: u64,
+    /// Datagrams dropped because they did not fit the link MTU.
+    pub datagrams_over_mtu: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +181,10 @@ pub struct World<N: SimNode> {
     component: Vec<u32>,
     /// Cut links, as `(low, high)` index pairs.
     cuts: BTreeSet<(usize, usize)>,
+    /// Links that carry streams but no datagrams, as `(low, high)` index pairs.
+    datagram_cuts: BTreeSet<(usize, usize)>,
+    /// Links whose MTU is not `net.link_mtu_bytes`, as `(low, high)` index pairs.
+    link_mtu: BTreeMap<(usize, usize), u16>,
     trace: u64,
     deliveries: u64,
     violation: Option<Violation>,
@@ -229,6 +237,8 @@ impl<N: SimNode> World<N> {
             next_stream: 0,
             component: vec![0; n],
             cuts: BTreeSet::new(),
+            datagram_cuts: BTreeSet::new(),
+            link_mtu: BTreeMap::new(),
             trace: mix(seed),
             deliveries: 0,
             violation: None,
@@ -263,6 +273,11 @@ impl<N: SimNode> World<N> {
     /// The network model.
     pub fn net(&self) -> &NetConfig {
         &self.net
+    }
+
+    /// Changes the network model from now on (what is in flight keeps its schedule).
+    pub fn set_net(&mut self, net: NetConfig) {
+        self.net = net;
     }
 
     /// Hash over every delivery so far: `(time, src, dst, len, hash(bytes))`.
@@ -328,6 +343,21 @@ impl<N: SimNode> World<N> {
                 && !self.cuts.contains(&(a.min(b), a.max(b))))
     }
 
+    /// True when datagrams between `a` and `b` would get through (ignoring liveness and
+    /// size): linked, and datagrams not cut.
+    pub fn datagrams_linked(&self, a: usize, b: usize) -> bool {
+        self.linked(a, b) && !self.datagram_cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The IP MTU of the link between `a` and `b`.
+    pub fn link_mtu(&self, a: usize, b: usize) -> u16 {
+        let key = (a.min(b), a.max(b));
+        self.link_mtu
+            .get(&key)
+            .copied()
+            .unwrap_or(self.net.link_mtu_bytes)
+    }
+
     /// The first invariant the network saw broken, if any.
     pub fn violation(&self) -> Option<&Violation> {
         self.violation.as_ref()
@@ -369,9 +399,20 @@ impl<N: SimNode> World<N> {
         self.cuts.insert((a.min(b), a.max(b)));
     }
 
-    /// Restores every cut link.
+    /// Restores every cut link (and every link cut for datagrams only).
     pub fn restore_links(&mut self) {
         self.cuts.clear();
+        self.datagram_cuts.clear();
+    }
+
+    /// Stops datagrams between `a` and `b`; their streams still work.
+    pub fn cut_datagrams(&mut self, a: usize, b: usize) {
+        self.datagram_cuts.insert((a.min(b), a.max(b)));
+    }
+
+    /// Sets the IP MTU of the link between `a` and `b`.
+    pub fn set_link_mtu(&mut self, a: usize, b: usize, mtu_bytes: u16) {
+        self.link_mtu.insert((a.min(b), a.max(b)), mtu_bytes);
     }
 
     /// Partition component of node `i`.
@@ -453,6 +494,17 @@ impl<N: SimNode> World<N> {
     pub fn unstall_all(&mut self) {
         for s in &mut self.slots {
             s.stalled_until_us = 0;
+        }
+    }
+
+    /// Runs `f` on node `i` (unless it is crashed) at the current time, then sends what it
+    /// wants sent, as after any other input: how a scenario hands a node input the network
+    /// does not carry (a frame from a container on its bridge).
+    pub fn poke(&mut self, i: usize, f: impl FnOnce(&mut N, Instant)) {
+        let now = self.now();
+        if let Some(n) = self.slots[i].node.as_mut() {
+            f(n, now);
+            self.drain(i);
         }
     }
 
@@ -634,7 +686,7 @@ impl<N: SimNode> World<N> {
                 self.drain(e.node);
             }
             Ev::Datagram { node, from, bytes } => {
-                if !self.reachable(from, node) {
+                if !self.reachable(from, node) || !self.datagrams_linked(from, node) {
                     return;
                 }
                 self.trace_delivery(from, node, &bytes);
@@ -984,7 +1036,11 @@ impl<N: SimNode> World<N> {
                 let Some(j) = index_of_addr(addr, self.slots.len()) else {
                     return;
                 };
-                if !self.linked(i, j) {
+                if !self.datagrams_linked(i, j) {
+                    return;
+                }
+                if !datagram_fits(bytes.len(), self.link_mtu(i, j)) {
+                    self.slots[i].stats.datagrams_over_mtu += 1;
                     return;
                 }
                 let net = self.net;
