@@ -3,6 +3,7 @@
 //! ```text
 //! weft-sim converge --peers N --seed S [--degree D] [--wan] [--discovery] [--toy]
 //! weft-sim explore --seeds K [--start S] [--toy] [--verbose]
+//! weft-sim sleeve --seeds K [--start S] [--verbose]
 //! ```
 
 use std::process::ExitCode;
@@ -13,11 +14,13 @@ use weft_core::time::Duration;
 use weft_sim::net::NetConfig;
 use weft_sim::router_node::{RouterProfile, explore_router};
 use weft_sim::scenario::{MeshReport, Timing, converge_mesh, explore_one, replay_command};
+use weft_sim::sleeve_scenario::{sleeve_one, sleeve_replay_command};
 use weft_sim::toy::{ToyBug, toy_factory};
 
 const USAGE: &str = "usage:
   weft-sim converge --peers N --seed S [--degree D] [--wan] [--discovery] [--toy]
-  weft-sim explore --seeds K [--start S] [--toy] [--verbose]";
+  weft-sim explore --seeds K [--start S] [--toy] [--verbose]
+  weft-sim sleeve --seeds K [--start S] [--verbose]";
 
 /// Toy-node timing (its heartbeat timeout is 1.5 s).
 const TOY_TIMING: Timing = Timing {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
     let r = match cmd.as_str() {
         "converge" => converge(&mut args),
         "explore" => explore(&mut args),
+        "sleeve" => sleeve(&mut args),
         other => Err(format!("unknown command {other:?}")),
     };
     match r {
@@ -187,6 +191,41 @@ fn explore(args: &mut Args) -> Result<ExitCode, String> {
     }
     println!(
         "explore: {seeds} seeds from {start} passed in {:.1} s",
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sleeve(args: &mut Args) -> Result<ExitCode, String> {
+    let seeds = args.value("--seeds")?.ok_or("sleeve needs --seeds K")?;
+    let start = args.value("--start")?.unwrap_or(0);
+    let verbose = args.flag("--verbose");
+    args.done()?;
+    let wall = WallInstant::now();
+    for seed in start..start.saturating_add(seeds) {
+        match sleeve_one(seed) {
+            Ok(r) if verbose => println!(
+                "seed {seed}: {} peers{}, {} frames, {} relayed, {} multi-hop unicasts, {} datagrams accepted, {} over MTU, {} churn duplicates, trace {:016x}",
+                r.peers,
+                if r.encrypt { " sealed" } else { "" },
+                r.frames,
+                r.relayed,
+                r.multi_hop_unicasts,
+                r.accepted,
+                r.over_mtu,
+                r.churn_duplicates,
+                r.trace
+            ),
+            Ok(_) => {}
+            Err(f) => {
+                eprintln!("FAILED: {f}");
+                eprintln!("replay: {}", sleeve_replay_command(seed));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    println!(
+        "sleeve: {seeds} seeds from {start} passed in {:.1} s",
         wall.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,7 @@
 //! [`SimNode`] for the real `weft_core::router::Router`, plus the router settings the
 //! simulator uses (faster timers than a deployment, so runs stay short in virtual time).
+//! With [`crate::sleeve_node::sleeve_factory`] each router has the sleeve datapath beside
+//! it, as on a host; without, it is the control plane alone (no UDP port).
 
 use std::net::SocketAddr;
 
@@ -13,6 +15,7 @@ use crate::node::{
     ConnId, Dest, GossipStats, LISTEN_PORT, NodeCommand, NodeEvent, NodeSpec, SimNode,
 };
 use crate::scenario::Timing;
+use crate::sleeve_node::SleeveSide;
 use crate::world::Factory;
 
 /// The router knobs a simulation sets; everything else keeps `Config::new` defaults.
@@ -102,9 +105,12 @@ pub fn new_router(config: Config, spec: &NodeSpec) -> Router {
     Router::new(config, spec.seed, keys, spec.now)
 }
 
-/// A router in the simulator.
+/// A router in the simulator, with or without the sleeve datapath.
 pub struct RouterNode {
     router: Router,
+    sleeve: Option<SleeveSide>,
+    /// Datagrams that arrived at a router without a sleeve.
+    stray_datagrams: u64,
 }
 
 impl RouterNode {
@@ -112,6 +118,41 @@ impl RouterNode {
     pub fn new(profile: &RouterProfile, spec: &NodeSpec) -> Self {
         Self {
             router: new_router(profile.config(spec), spec),
+            sleeve: None,
+            stray_datagrams: 0,
+        }
+    }
+
+    /// A fresh router for `spec` with the sleeve datapath `sleeve` beside it.
+    pub fn with_sleeve(profile: &RouterProfile, spec: &NodeSpec, sleeve: SleeveSide) -> Self {
+        Self {
+            sleeve: Some(sleeve),
+            ..Self::new(profile, spec)
+        }
+    }
+
+    /// The sleeve datapath, if the node has one.
+    pub fn sleeve(&self) -> Option<&SleeveSide> {
+        self.sleeve.as_ref()
+    }
+
+    /// Hands the sleeve a frame from the local container, as the TAP would (ignored
+    /// without a sleeve). Call through [`crate::world::World::poke`].
+    pub fn bridge_frame(&mut self, now: Instant, frame: &[u8]) {
+        if let Some(s) = self.sleeve.as_mut() {
+            s.bridge_frame(now, frame);
+        }
+    }
+
+    /// Datagrams that reached this node when it had no sleeve to take them.
+    pub fn stray_datagrams(&self) -> u64 {
+        self.stray_datagrams
+    }
+
+    /// Brings the sleeve (if any) in step with the router after an input.
+    fn sync(&mut self, now: Instant) {
+        if let Some(s) = self.sleeve.as_mut() {
+            s.sync(now, &mut self.router);
         }
     }
 
@@ -134,16 +175,25 @@ impl SimNode for RouterNode {
     }
 
     fn accept_stream(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
-        self.router.accept_stream(now, remote).0
+        let id = self.router.accept_stream(now, remote).0;
+        self.sync(now);
+        id
     }
 
     fn handle_stream_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         self.router
             .handle_stream_bytes(now, RouterConnId(conn), bytes);
+        self.sync(now);
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.router.handle_datagram(now, from, bytes);
+        match self.sleeve.as_mut() {
+            Some(s) => s.handle_datagram(now, from, bytes),
+            None => {
+                self.stray_datagrams += 1;
+                self.router.handle_datagram(now, from, bytes);
+            }
+        }
     }
 
     fn handle_command(&mut self, now: Instant, cmd: NodeCommand) {
@@ -154,19 +204,34 @@ impl SimNode for RouterNode {
             NodeCommand::StreamClosed(c) => Command::StreamClosed(RouterConnId(c)),
         };
         self.router.handle_command(now, cmd);
+        self.sync(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.router.handle_timeout(now);
+        let Some(s) = self.sleeve.as_mut() else {
+            self.router.handle_timeout(now);
+            return;
+        };
+        // Each on its own deadline, as the host's router task and datapath thread.
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            self.router.handle_timeout(now);
+            s.sync(now, &mut self.router);
+        }
+        s.handle_timeout(now);
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Dest, usize)> {
-        let t = self.router.poll_transmit(now, buf)?;
-        let dest = match t.destination {
-            Destination::Stream(c) => Dest::Stream(c.0),
-            Destination::Datagram(a) => Dest::Datagram(a),
-        };
-        Some((dest, t.len))
+        if let Some(t) = self.router.poll_transmit(now, buf) {
+            let dest = match t.destination {
+                Destination::Stream(c) => Dest::Stream(c.0),
+                Destination::Datagram(a) => Dest::Datagram(a),
+            };
+            return Some((dest, t.len));
+        }
+        let s = self.sleeve.as_mut()?;
+        // Sending may have dropped a connection.
+        s.sync(now, &mut self.router);
+        s.poll_transmit(buf)
     }
 
     fn poll_event(&mut self) -> Option<NodeEvent> {
@@ -178,7 +243,11 @@ impl SimNode for RouterNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.router.poll_timeout()
+        let r = self.router.poll_timeout();
+        match self.sleeve.as_ref().and_then(SleeveSide::poll_timeout) {
+            Some(s) => Some(r.map_or(s, |r| r.min(s))),
+            None => r,
+        }
     }
 
     fn topology_len(&self) -> usize {
