@@ -59,6 +59,8 @@ pub struct IpamNode {
     op_interval: Duration,
     next_container: u64,
     incarnation: u64,
+    /// Datagrams that arrived anyway (nothing should send any).
+    stray_datagrams: u64,
 }
 
 /// The settings for an IPAM simulation: the sim router profile with `range` (also the
@@ -93,6 +95,7 @@ pub fn ipam_factory(
             op_interval,
             next_container: 0,
             incarnation: spec.seed,
+            stray_datagrams: 0,
         };
         node.persist();
         node
@@ -114,6 +117,11 @@ impl IpamNode {
     /// The router, for assertions.
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// Datagrams that reached this node, which has no sleeve to take them.
+    pub fn stray_datagrams(&self) -> u64 {
+        self.stray_datagrams
     }
 
     /// The router, to send it commands (its transmits leave at its next wake-up).
@@ -203,8 +211,9 @@ impl SimNode for IpamNode {
         self.persist();
     }
 
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.router.handle_datagram(now, from, bytes);
+    fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _bytes: &[u8]) {
+        // No sleeve here (IPAM needs none): a datagram meets a closed port.
+        self.stray_datagrams += 1;
     }
 
     fn handle_command(&mut self, now: Instant, cmd: NodeCommand) {
@@ -228,11 +237,8 @@ impl SimNode for IpamNode {
         // The contract: nothing leaves before the state it depends on is on "disk".
         self.persist();
         let t = self.router.poll_transmit(now, buf)?;
-        let dest = match t.destination {
-            Destination::Stream(c) => Dest::Stream(c.0),
-            Destination::Datagram(a) => Dest::Datagram(a),
-        };
-        Some((dest, t.len))
+        let Destination::Stream(c) = t.destination;
+        Some((Dest::Stream(c.0), t.len))
     }
 
     fn poll_event(&mut self) -> Option<NodeEvent> {

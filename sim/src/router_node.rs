@@ -189,10 +189,8 @@ impl SimNode for RouterNode {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         match self.sleeve.as_mut() {
             Some(s) => s.handle_datagram(now, from, bytes),
-            None => {
-                self.stray_datagrams += 1;
-                self.router.handle_datagram(now, from, bytes);
-            }
+            // The control plane alone has no UDP port: the datagram meets a closed port.
+            None => self.stray_datagrams += 1,
         }
     }
 
@@ -222,11 +220,8 @@ impl SimNode for RouterNode {
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Dest, usize)> {
         if let Some(t) = self.router.poll_transmit(now, buf) {
-            let dest = match t.destination {
-                Destination::Stream(c) => Dest::Stream(c.0),
-                Destination::Datagram(a) => Dest::Datagram(a),
-            };
-            return Some((dest, t.len));
+            let Destination::Stream(c) = t.destination;
+            return Some((Dest::Stream(c.0), t.len));
         }
         let s = self.sleeve.as_mut()?;
         // Sending may have dropped a connection.

@@ -133,13 +133,13 @@ pub enum Command {
     StreamClosed(ConnId),
 }
 
-/// Where a [`Transmit`] goes.
+/// Where a [`Transmit`] goes. The router speaks over streams only: sleeve datagrams are
+/// the datapath's ([`crate::sleeve::Sleeve`]), which the host or simulator drives beside
+/// the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
     /// Append to this stream.
     Stream(ConnId),
-    /// Send as one UDP datagram.
-    Datagram(SocketAddr),
 }
 
 /// Bytes the router wants sent: the first `len` bytes of the buffer given to `poll_transmit`.
@@ -238,8 +238,6 @@ pub struct RouterStats {
     /// Connections under way to discovered targets stopped to make room for a due
     /// explicit target (`weft connect`) when the connection limit was reached.
     pub discovered_dials_preempted: u64,
-    /// Datagrams received that this router does not handle yet or that did not parse.
-    pub drops_datagrams: u64,
 }
 
 /// Routes as the datapath needs them; see [`Router::forwarding_table`].
@@ -417,12 +415,6 @@ impl Router {
         }
         self.drain_conn_output(now, conn);
         self.maybe_flush(now);
-    }
-
-    /// Call with a UDP datagram received on the router's port.
-    pub fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _bytes: &[u8]) {
-        // Sleeve datagrams are handled by the datapath, not the control plane.
-        self.stats.drops_datagrams += 1;
     }
 
     /// Call with a command from the user or a stream report from the driver.

@@ -66,9 +66,8 @@ impl Net {
             }
             while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
                 moved = true;
-                if let Destination::Stream(conn) = t.destination
-                    && let Some(&(j, theirs)) = self.links.get(&(i, conn))
-                {
+                let Destination::Stream(conn) = t.destination;
+                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     let bytes = buf[..t.len].to_vec();
                     self.routers[j].handle_stream_bytes(self.now, theirs, &bytes);
                 }

@@ -166,7 +166,6 @@ impl DriverCounters {
                 ("discovered_targets_full", s.drops_discovered_targets_full),
                 ("discovered_targets_expired", s.discovered_targets_expired),
                 ("discovered_dials_preempted", s.discovered_dials_preempted),
-                ("datagrams", s.drops_datagrams),
                 ("topology_limits", t.rejected_limits),
                 ("topology_full", t.dropped_full),
                 ("topology_new_peers_per_msg", t.dropped_per_msg),
@@ -360,7 +359,6 @@ mod tests {
                 drops_discovered_targets_full: 116,
                 discovered_targets_expired: 117,
                 discovered_dials_preempted: 118,
-                drops_datagrams: 119,
             },
             topology: TopologyStats {
                 rejected_limits: 201,
@@ -457,7 +455,6 @@ weft_drops_total{reason="explicit_targets_full"} 115
 weft_drops_total{reason="discovered_targets_full"} 116
 weft_drops_total{reason="discovered_targets_expired"} 117
 weft_drops_total{reason="discovered_dials_preempted"} 118
-weft_drops_total{reason="datagrams"} 119
 weft_drops_total{reason="topology_limits"} 201
 weft_drops_total{reason="topology_full"} 202
 weft_drops_total{reason="topology_new_peers_per_msg"} 203

@@ -1,6 +1,6 @@
 //! The router driver: one tokio task owns the `weft_core::router::Router` and moves bytes
-//! between it and the world — TCP streams to peers, the datapath's UDP socket, the clock
-//! and the control API.
+//! between it and the world — TCP streams to peers, the clock and the control API — and
+//! keeps the datapath's peers, keys and routes in step with it.
 //!
 //! Everything reaches the router through one bounded channel of [`Input`]s; the router's
 //! outputs leave through per-stream writer queues (bounded: a peer that does not read is
@@ -363,11 +363,8 @@ impl Driver {
             self.ipam_persist();
             if let Some(t) = self.router.poll_transmit(now, &mut buf) {
                 progressed = true;
-                let bytes = &buf[..t.len];
-                match t.destination {
-                    Destination::Stream(conn) => self.write_stream(conn, bytes),
-                    Destination::Datagram(addr) => self.datapath.send_datagram(addr, bytes),
-                }
+                let Destination::Stream(conn) = t.destination;
+                self.write_stream(conn, &buf[..t.len]);
             }
             while let Some(ev) = self.router.poll_event() {
                 progressed = true;

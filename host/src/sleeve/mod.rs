@@ -490,9 +490,6 @@ impl Datapath {
         p.paths.iter().find(|x| x.name == name).map(|x| x.up)
     }
 
-    /// Datagrams the control plane wants sent (the router sends none today).
-    pub(crate) fn send_datagram(&self, _to: SocketAddr, _bytes: &[u8]) {}
-
     /// Stops the pump thread.
     pub(crate) fn stop(&self) {
         if let Ok(mut p) = self.pump.lock()
