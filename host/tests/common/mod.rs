@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use serde_json::Value;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
@@ -361,7 +362,10 @@ pub fn test_net_with_python(test: &str) -> Option<TestNet> {
             std::env::var_os(weft_kernel_dp::testnet::REQUIRED_ENV).is_none(),
             "{test}: python3 is not installed"
         );
-        eprintln!("SKIPPED {test}: python3 is not installed");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: python3 is not installed"
+        );
         return None;
     }
     Some(net)

@@ -32,15 +32,31 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Skips the calling test (returning early) with a printed reason.
+/// Skips the calling test (returning early) with the reason printed where a reader sees
+/// it; where `WEFT_TESTNET_REQUIRED` is set (CI) it fails instead.
 #[macro_export]
 macro_rules! skip_unless_root {
     () => {
         if let Some(why) = support::skip_reason() {
-            eprintln!("SKIPPED: {why}");
+            support::skipped(&why);
             return;
         }
     };
+}
+
+/// Reports a skipped test: a panic where the root tests are required, else a line
+/// straight to fd 2 (libtest hides `eprintln!` of passing tests).
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_owned();
+    assert!(
+        std::env::var_os("WEFT_TESTNET_REQUIRED").is_none(),
+        "{test}: cannot run ({why}) but WEFT_TESTNET_REQUIRED is set"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
