@@ -1,0 +1,66 @@
+//! Keeping the datapaths in step with the router: the sleeve's peers, keys and routes,
+//! the fast path's peers, the nftables peer filter, and each connection's datapath mode.
+
+use super::*;
+
+impl Driver {
+    /// A connection's datapath mode for status and metrics.
+    pub(super) fn mode(
+        &self,
+        state: ConnState,
+        peer: Option<weft_core::peer::PeerName>,
+    ) -> LinkMode {
+        let (ConnState::Established, Some(p)) = (state, peer) else {
+            return LinkMode::Down;
+        };
+        match self.fastdp.mode(p) {
+            LinkMode::Sleeve(why) if self.datapath.path_up(p) != Some(true) => LinkMode::Sleeve(
+                format!("{why}; no sleeve heartbeat on UDP {} yet", self.info.port),
+            ),
+            mode => mode,
+        }
+    }
+
+    /// Keeps `filter`'s peer addresses in step with the connected peers.
+    pub(crate) fn set_peer_filter(&mut self, filter: Arc<PeerFilter>) {
+        self.peer_filter = filter;
+    }
+
+    /// Uses `fastdp` for the fast path (replacing "off").
+    pub(crate) fn set_fastdp(&mut self, fastdp: Arc<FastDp>) {
+        self.info.fastdp = fastdp.is_on();
+        self.fastdp = fastdp;
+    }
+
+    /// Keeps the datapath's peers and routes in step with the router.
+    pub(super) fn sync_datapath(&mut self) {
+        let live: Vec<_> = self.router.neighbours().collect();
+        let addrs: BTreeMap<_, _> = live
+            .iter()
+            .filter_map(|p| Some((*p, sleeve::canonical(self.router.peer_udp_addr(*p)?).ip())))
+            .collect();
+        self.peer_filter
+            .set_peers(addrs.values().copied().collect());
+        self.fastdp.set_peers(addrs);
+        self.datapath.retain_peers(&live);
+        for p in &live {
+            // Keyed on the connection: after a tie-break or a reconnect the new
+            // connection's keys replace the old one's in the datapath.
+            if let Some(conn) = self.router.connection_to(*p)
+                && self.datapath.peer_conn(*p) != Some(conn)
+                && let Some(addr) = self.router.peer_udp_addr(*p)
+            {
+                let keys = self.router.take_datagram_keys(*p);
+                let keys = if self.info.encrypted { keys } else { None };
+                self.datapath
+                    .set_peer(*p, conn, sleeve::canonical(addr), keys);
+                self.routes_generation = None;
+            }
+        }
+        let generation = self.router.topology_generation();
+        if self.routes_generation != Some(generation) {
+            self.routes_generation = Some(generation);
+            self.datapath.set_routes(self.router.forwarding_table());
+        }
+    }
+}
