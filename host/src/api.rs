@@ -38,11 +38,11 @@
 use crate::cli::{Cidr, PeerAddr};
 use crate::dns::DnsServer;
 use crate::driver::{DnsRequest, Input, Query, ask};
-use crate::http::{self, BODY_LEN_MAX, HEAD_LEN_MAX, HttpError};
+use crate::http::{self, BODY_LEN_MAX, HttpError};
 use crate::messages::{
     ApiError, AttachReply, DetachReply, DnsArgs, DnsNamingRequest, ErrorBody, ExposeReply,
-    ExposeRequest, HideReply, NetnsRequest, PeersReply, PeersRequest, Removed, RmpeerRequest,
-    StopReply, StopRequest, Summary,
+    ExposeRequest, HideReply, NetnsRequest, PeersReply, PeersRequest, PluginStatus, Removed,
+    RmpeerRequest, StopReply, StopRequest, Summary,
 };
 use crate::plumbing::{Detached, Plumbing};
 use crate::sleeve::Datapath;
@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Notify, mpsc};
 
@@ -79,6 +79,8 @@ pub(crate) struct Api {
     pub(crate) dns: Option<Arc<DnsServer>>,
     /// The nftables filter on the sleeve and fast-path ports.
     pub(crate) peer_filter: Arc<crate::firewall::PeerFilter>,
+    /// The Docker plugin, as `weft status` shows it.
+    pub(crate) plugin: Arc<std::sync::Mutex<PluginStatus>>,
 }
 
 /// A reply: status, content type, body.
@@ -142,21 +144,7 @@ pub(crate) async fn serve(listener: UnixListener, api: Arc<Api>, own_uid: u32) {
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<http::Request, HttpError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| HttpError::Truncated)?;
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > HEAD_LEN_MAX + BODY_LEN_MAX {
-            return Err(HttpError::BodyTooLarge);
-        }
-        if let Some(req) = http::parse_request(&buf, n == 0)? {
-            return Ok(req);
-        }
-    }
+    http::read_request(stream, BODY_LEN_MAX).await
 }
 
 /// Answers a caller that may not use the API with `refusal` (403) and closes. Its request
@@ -279,6 +267,7 @@ async fn status(api: &Api) -> Handled {
         exposed: p.exposed().to_vec(),
         datapath: api.datapath.status(),
         peer_filter_dropped: None,
+        plugin: api.plugin.lock().map(|p| p.clone()).unwrap_or_default(),
     };
     drop(p);
     // Read from nft (a process): off the runtime's thread.
@@ -443,18 +432,28 @@ async fn detach(api: &Api, b: NetnsRequest) -> Handled {
 }
 
 async fn expose(api: &Api, b: ExposeRequest) -> Handled {
+    json(expose_address(api, b.address, b.fqdn).await?)
+}
+
+/// Puts `address` on the bridge, has weftDNS listen there (IPv4) and registers `fqdn`
+/// for it: `weft expose`, and the gateway of a Docker network.
+pub(crate) async fn expose_address(
+    api: &Api,
+    address: Cidr,
+    fqdn: Option<String>,
+) -> Result<ExposeReply, ApiError> {
     let mut p = api.plumbing.lock().await;
-    p.expose(b.address).await?;
+    p.expose(address).await?;
     let exposed = ExposeReply {
         exposed: p.exposed().to_vec(),
     };
     drop(p);
-    if let (Some(server), std::net::IpAddr::V4(_)) = (&api.dns, b.address.addr) {
-        let at = SocketAddr::new(b.address.addr, crate::dns::DNS_PORT);
+    if let (Some(server), std::net::IpAddr::V4(_)) = (&api.dns, address.addr) {
+        let at = SocketAddr::new(address.addr, crate::dns::DNS_PORT);
         server.listen(at).await.map_err(ApiError::DnsListen)?;
     }
-    if let Some(name) = b.fqdn {
-        let addrs = ipv4s(&[b.address]);
+    if let Some(name) = fqdn {
+        let addrs = ipv4s(&[address]);
         ask(&api.inbox, |answer| {
             Input::Dns(DnsRequest::Add {
                 name,
@@ -465,7 +464,17 @@ async fn expose(api: &Api, b: ExposeRequest) -> Handled {
         })
         .await??;
     }
-    json(exposed)
+    Ok(exposed)
+}
+
+/// Takes one exposed `address` off the bridge, and weftDNS off it (a Docker network's
+/// gateway when the network goes). Its name, if any, stays: `weft hide` removes names.
+pub(crate) async fn unexpose_address(api: &Api, address: Cidr) -> Result<(), ApiError> {
+    api.plumbing.lock().await.unexpose(address).await?;
+    if let Some(server) = &api.dns {
+        server.unlisten(address.addr);
+    }
+    Ok(())
 }
 
 async fn hide(api: &Api) -> Handled {

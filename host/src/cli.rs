@@ -251,6 +251,17 @@ pub(crate) struct RouterArgs {
     /// Take over the space of a peer unreachable this long (e.g. 10m; off by default).
     #[arg(long, value_name = "DURATION", value_parser = crate::ipam::parse_duration)]
     pub(crate) ipalloc_reclaim_after: Option<std::time::Duration>,
+    /// Serve the Docker network and IPAM driver on this socket; the driver's name is the
+    /// file's name without `.sock` (`docker network create -d weft --ipam-driver weft`).
+    /// A path another live process serves is left to it (the router runs without).
+    #[arg(long, value_name = "PATH", default_value = crate::docker::SOCKET_DEFAULT, value_parser = parse_plugin_socket)]
+    pub(crate) plugin_socket: PathBuf,
+    /// Do not serve the Docker plugin.
+    #[arg(long)]
+    pub(crate) no_plugin: bool,
+    /// The Docker Engine's API socket.
+    #[arg(long, value_name = "PATH", default_value = crate::docker::DOCKER_SOCKET_DEFAULT)]
+    pub(crate) docker_socket: PathBuf,
     /// How long `attach` waits for an address before it fails (at most 80s).
     #[arg(long, value_name = "DURATION", default_value = crate::ipam::REQUEST_TIMEOUT_DEFAULT, value_parser = crate::ipam::parse_timeout)]
     pub(crate) ipalloc_timeout: std::time::Duration,
@@ -306,6 +317,12 @@ impl StatusWhat {
             Self::Ipam => "/status/ipam",
         }
     }
+}
+
+fn parse_plugin_socket(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    crate::docker::driver_name(&p)?;
+    Ok(p)
 }
 
 fn parse_peer_name(s: &str) -> Result<PeerName, String> {

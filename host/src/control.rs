@@ -43,14 +43,15 @@ fn kind(t: fs::FileType) -> &'static str {
 
 /// Makes `path` free for a new listener: refuses if a router answers there or if it is
 /// anything but a socket (which is left as it is), removes a socket nobody listens on,
-/// and creates the missing directory (mode 0700).
-pub(crate) fn claim(path: &Path) -> Result<()> {
+/// and creates the missing directory (mode 0700). `flag` names the option that moves the
+/// path, for the refusal.
+pub(crate) fn claim(path: &Path, flag: &str) -> Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("inspect", path)(e)),
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(Error::Other(format!(
-                "{} is a {}, not a socket; weft leaves it alone: move it away or pick another --socket",
+                "{} is a {}, not a socket; weft leaves it alone: move it away or pick another {flag}",
                 path.display(),
                 kind(meta.file_type())
             )));
@@ -156,7 +157,7 @@ mod tests {
     async fn socket_is_0600_in_a_new_0700_dir() {
         let base = tmpdir("mode");
         let path = base.join("run/weft/weft.sock");
-        claim(&path).unwrap();
+        claim(&path, "--socket").unwrap();
         let _l = bind(&path).unwrap();
         assert_eq!(mode(&path), SOCKET_MODE);
         assert_eq!(mode(&base.join("run/weft")), SOCKET_DIR_MODE);
@@ -169,12 +170,12 @@ mod tests {
         let base = tmpdir("stale");
         let path = base.join("weft.sock");
         let live = bind(&path).unwrap();
-        let err = claim(&path).unwrap_err();
+        let err = claim(&path, "--socket").unwrap_err();
         assert!(matches!(err, Error::AlreadyRunning(_)), "{err}");
         drop(live);
         // The file stays behind, nobody listens: stale.
         assert!(path.exists());
-        claim(&path).unwrap();
+        claim(&path, "--socket").unwrap();
         assert!(!path.exists());
         fs::remove_dir_all(&base).unwrap();
     }
@@ -184,13 +185,13 @@ mod tests {
         let base = tmpdir("file");
         let path = base.join("weft.sock");
         fs::write(&path, b"precious").unwrap();
-        let err = claim(&path).unwrap_err().to_string();
+        let err = claim(&path, "--socket").unwrap_err().to_string();
         assert!(err.contains("regular file, not a socket"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"precious");
         // A symlink to a file is not followed either.
         let link = base.join("link.sock");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        let err = claim(&link).unwrap_err().to_string();
+        let err = claim(&link, "--socket").unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
         assert!(fs::symlink_metadata(&link).is_ok());
         fs::remove_dir_all(&base).unwrap();

@@ -4,8 +4,10 @@
 use crate::api::{self, Api};
 use crate::cli::{GlobalArgs, RouterArgs};
 use crate::clock::HostClock;
+use crate::docker::backend::ApiBackend;
 use crate::driver::{self, Driver, Info, Input};
 use crate::error::{Error, Result};
+use crate::messages::PluginStatus;
 use crate::plumbing::Plumbing;
 use crate::sleeve::Datapath;
 use crate::state::StateDir;
@@ -73,7 +75,7 @@ pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
     let state_dir = StateDir::new(&global.state_dir);
     state_dir.ensure()?;
     let name = state_dir.peer_name(args.name, os_random::<6>)?;
-    crate::control::claim(&global.socket)?;
+    crate::control::claim(&global.socket, "--socket")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,6 +94,9 @@ async fn run_async(
     state_dir: StateDir,
     name: weft_core::peer::PeerName,
 ) -> Result<()> {
+    let own_uid = crate::control::effective_uid()?;
+    // First: Docker may call while the rest starts, and is told so at once.
+    let (plugin_status, plugin_slot, plugin_socket) = start_plugin(args, own_uid);
     let listener = bind_tcp(args.port).await?;
     let mut plumbing = Plumbing::open(&args.bridge, args.mtu, state_dir.clone())?;
     plumbing.ensure_bridge().await?;
@@ -130,6 +135,7 @@ async fn run_async(
         args.ipalloc_timeout,
         args.peers.len(),
     )?;
+    let (ipam_range, ipam_default_subnet) = (config.ipam.range, config.ipam.default_subnet);
     let seed = u64::from_le_bytes(os_random::<8>()?);
     // Two sources: `seed` for what is public (uid, jitter), the OS-seeded key stream for
     // every handshake secret.
@@ -178,7 +184,13 @@ async fn run_async(
         .iter()
         .map(|a| a.id.clone())
         .collect();
-    driver.ipam_forget_gone(&live);
+    driver.ipam_forget_gone("ns-", &live);
+    let mut plugin_store =
+        crate::docker::state::Store::load(&state_dir.file(crate::docker::state::STATE_FILE))?;
+    let mut plugin_state = plugin_store.get().clone();
+    let plugin_owners = crate::docker::reconcile(&mut plugin_state, &driver.ipam_allocations());
+    plugin_store.commit(plugin_state)?;
+    driver.ipam_forget_gone(crate::docker::OWNER_PREFIX, &plugin_owners);
     let dns = start_dns(args, plumbing.exposed()).await?;
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));
@@ -199,10 +211,19 @@ async fn run_async(
         reset: AtomicBool::new(false),
         dns,
         peer_filter: Arc::clone(&peer_filter),
+        plugin: Arc::clone(&plugin_status),
     });
-    let own_uid = crate::control::effective_uid()?;
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
+    let plugin = crate::docker::Plugin::new(
+        ApiBackend::new(Arc::clone(&api)),
+        plugin_store,
+        ipam_range,
+        ipam_default_subnet,
+        plugin_status,
+    );
+    // Only fails if already set, which nothing else does.
+    let _ = plugin_slot.set(Arc::new(plugin));
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
         args.port,
@@ -229,6 +250,8 @@ async fn run_async(
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
         _ = term.recv() => tracing::info!("terminated"),
     }
+    // Docker finds no plugin from here on (the file goes with its guard).
+    drop(plugin_socket);
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();
@@ -242,6 +265,52 @@ async fn run_async(
         tracing::info!("reset: attachments, bridge and state removed");
     }
     Ok(())
+}
+
+/// Claims the Docker plugin socket (unless `--no-plugin`) and serves it; the plugin
+/// itself is put in the slot once the router is up. Where another process serves the
+/// path, or it is no socket, the router says so and runs without the plugin.
+fn start_plugin(
+    args: &RouterArgs,
+    own_uid: u32,
+) -> (
+    Arc<std::sync::Mutex<PluginStatus>>,
+    Arc<crate::docker::server::Slot<ApiBackend>>,
+    Option<crate::docker::server::SocketFile>,
+) {
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let socket = args.plugin_socket.display().to_string();
+    let mut status = PluginStatus {
+        socket: Some(socket.clone()),
+        driver: crate::docker::driver_name(&args.plugin_socket).ok(),
+        ..PluginStatus::default()
+    };
+    let file = if args.no_plugin {
+        status.off_reason = Some("--no-plugin".to_owned());
+        None
+    } else {
+        match crate::docker::server::bind(&args.plugin_socket) {
+            Ok((listener, file)) => {
+                tokio::spawn(crate::docker::server::serve(
+                    listener,
+                    Arc::clone(&slot),
+                    own_uid,
+                ));
+                tracing::info!(
+                    "Docker plugin: network and IPAM driver {} on {socket}",
+                    status.driver.as_deref().unwrap_or("-")
+                );
+                status.serving = true;
+                Some(file)
+            }
+            Err(reason) => {
+                tracing::warn!("Docker plugin: {reason}");
+                status.off_reason = Some(reason);
+                None
+            }
+        }
+    };
+    (Arc::new(std::sync::Mutex::new(status)), slot, file)
 }
 
 /// Starts weftDNS (unless `--no-dns`) on the exposed IPv4 addresses and

@@ -1,10 +1,11 @@
-//! A small, strict HTTP/1.1 codec for the control socket: one request per connection,
-//! `Content-Length` bodies only, bounded head and body.
+//! A small, strict HTTP/1.1 codec for the control socket and the Docker plugin socket:
+//! one request per connection, `Content-Length` bodies only, bounded head and body.
 //!
 //! What it does: parse a request or a response from the bytes read so far (telling
-//! "need more" apart from "malformed"), and write one. What it does not do: keep-alive,
-//! chunked transfer, pipelining, absolute-form targets, header folding. Anything outside
-//! that subset is an error, never a panic, so that the server can answer 400 and move on.
+//! "need more" apart from "malformed"), read one from a unix stream, and write one.
+//! What it does not do: keep-alive, chunked transfer, pipelining, absolute-form targets,
+//! header folding. Anything outside that subset is an error, never a panic, so that the
+//! server can answer 400 and move on.
 
 use std::fmt;
 
@@ -305,6 +306,34 @@ pub(crate) fn write_response(
     let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// Reads one request from `stream`: at most [`HEAD_LEN_MAX`] of head and `body_len_max`
+/// of body ([`HttpError::BodyTooLarge`] beyond). The control API and the Docker plugin
+/// read with it.
+pub(crate) async fn read_request(
+    stream: &mut tokio::net::UnixStream,
+    body_len_max: usize,
+) -> Result<Request, HttpError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| HttpError::Truncated)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > HEAD_LEN_MAX + body_len_max {
+            return Err(HttpError::BodyTooLarge);
+        }
+        if let Some(req) = parse_request(&buf, n == 0)? {
+            if req.body.len() > body_len_max {
+                return Err(HttpError::BodyTooLarge);
+            }
+            return Ok(req);
+        }
+    }
 }
 
 /// A complete request, ready to write (`Host: weft`, JSON body if any).

@@ -14,6 +14,7 @@ mod clock;
 mod control;
 mod daemon;
 mod dns;
+mod docker;
 mod driver;
 mod error;
 mod fastdp;
@@ -301,6 +302,18 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     v.extend([
         "--ipalloc-timeout".into(),
         format!("{}ms", args.ipalloc_timeout.as_millis()),
+    ]);
+    if args.no_plugin {
+        v.push("--no-plugin".into());
+    } else {
+        v.extend([
+            "--plugin-socket".into(),
+            args.plugin_socket.display().to_string(),
+        ]);
+    }
+    v.extend([
+        "--docker-socket".into(),
+        args.docker_socket.display().to_string(),
     ]);
     v.extend(["--socket".into(), g.socket.display().to_string()]);
     v.extend(["--state-dir".into(), g.state_dir.display().to_string()]);

@@ -199,6 +199,26 @@ pub(crate) struct Summary {
     pub(crate) datapath: DatapathStatus,
     /// Datagrams from strangers the peer filter dropped (`None`: not known).
     pub(crate) peer_filter_dropped: Option<u64>,
+    /// The Docker network and IPAM plugin.
+    pub(crate) plugin: PluginStatus,
+}
+
+/// The Docker plugin in `GET /status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct PluginStatus {
+    /// Whether this router serves the plugin socket.
+    pub(crate) serving: bool,
+    /// The socket's path.
+    pub(crate) socket: Option<String>,
+    /// The driver's name (`docker network create -d NAME`).
+    pub(crate) driver: Option<String>,
+    /// Why it is not served (`--no-plugin`, another process serves the path, ...).
+    pub(crate) off_reason: Option<String>,
+    /// Docker networks on this driver.
+    pub(crate) networks: u64,
+    /// Their endpoints (containers' interfaces).
+    pub(crate) endpoints: u64,
 }
 
 /// The router task's part of `GET /status`.

@@ -337,6 +337,79 @@ impl Plumbing {
         Ok(())
     }
 
+    /// Takes one exposed `address` off the bridge (gone already is no error).
+    pub(crate) async fn unexpose(&mut self, address: Cidr) -> Result<()> {
+        match self.nl.del_address(&self.bridge, to_ipcidr(address)).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(nl_err(e)),
+        }
+        if self.state.exposed.contains(&address) {
+            self.state.exposed.retain(|a| *a != address);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the veth of a Docker endpoint: `host` on the bridge (up, the bridge's MTU)
+    /// and `src` in the namespace at `docker_netns`, down, for Docker to move into the
+    /// container. Leftovers with these names (a `Join` repeated, a crash) are removed
+    /// first; the names are the plugin's own.
+    pub(crate) async fn docker_veth_add(
+        &self,
+        host: &str,
+        src: &str,
+        docker_netns: &Path,
+    ) -> Result<()> {
+        self.docker_veth_remove(host, src, docker_netns).await?;
+        let elsewhere = !same_netns(docker_netns)?;
+        self.nl
+            .create_veth(host, src, self.mtu_bytes)
+            .await
+            .map_err(nl_err)?;
+        let made = async {
+            self.nl.set_master(host, &self.bridge).await?;
+            self.nl.set_up(host).await?;
+            if elsewhere {
+                self.nl.move_to_netns(src, docker_netns, None).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = self.nl.delete_link(host).await;
+            return Err(nl_err(e));
+        }
+        Ok(())
+    }
+
+    /// Removes a Docker endpoint's veth: deleting `host` removes the pair wherever the
+    /// other end is; `src` is also looked for in `docker_netns`, where Docker hands it
+    /// back after `Leave`. What is gone already is no error.
+    pub(crate) async fn docker_veth_remove(
+        &self,
+        host: &str,
+        src: &str,
+        docker_netns: &Path,
+    ) -> Result<()> {
+        for name in [host, src] {
+            match self.nl.delete_link(name).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(nl_err(e)),
+            }
+        }
+        if same_netns(docker_netns)? {
+            return Ok(());
+        }
+        let there = Netlink::in_netns(docker_netns).map_err(|e| unknown_netns(docker_netns, e))?;
+        match there.delete_link(src).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(nl_err(e)),
+        }
+    }
+
     /// Removes the exposed addresses from the bridge; returns them.
     pub(crate) async fn hide(&mut self) -> Result<Vec<Cidr>> {
         let mut removed = Vec::new();
@@ -416,6 +489,13 @@ fn unknown_netns(path: &Path, e: weft_kernel_dp::Error) -> Error {
         },
         other => nl_err(other),
     }
+}
+
+/// Whether the namespace at `path` is the router's own.
+fn same_netns(path: &Path) -> Result<bool> {
+    let ours = std::fs::metadata("/proc/self/ns/net")
+        .map_err(Error::io("stat", PathBuf::from("/proc/self/ns/net")))?;
+    Ok(netns_inode(path)? == ours.ino())
 }
 
 /// The inode of the network namespace file at `path`; refuses paths that are not

@@ -101,6 +101,22 @@ pub(crate) fn summary(v: &Summary) -> String {
         "Bridge",
         format!("{} ({} attachments)", s(&v.bridge), s(&v.attachments)),
     );
+    let pl = &v.plugin;
+    row(
+        &mut o,
+        "Docker plugin",
+        if pl.serving {
+            format!(
+                "driver {} on {} ({} networks, {} endpoints)",
+                s(&pl.driver),
+                s(&pl.socket),
+                pl.networks,
+                pl.endpoints
+            )
+        } else {
+            format!("off: {}", s(&pl.off_reason))
+        },
+    );
     let dp = &v.datapath;
     row(&mut o, "Datapath", s(&dp.mode));
     if let Some(b) = &dp.backend {

@@ -351,7 +351,15 @@ fn start_expecting_exit(net: &mut TestNet, ns: &Ns, r: &Router) -> Option<String
     let spawned = net
         .spawn(
             ns,
-            &[common::WEFT, "router", "--socket", &s, "--state-dir", &st],
+            &[
+                common::WEFT,
+                "router",
+                "--no-plugin",
+                "--socket",
+                &s,
+                "--state-dir",
+                &st,
+            ],
         )
         .unwrap();
     let gone = common::eventually(Duration::from_secs(10), || {

@@ -53,6 +53,14 @@ pub(crate) enum IpamRequest {
         addrs: Option<Vec<Ipv4Addr>>,
         answer: oneshot::Sender<u64>,
     },
+    /// Hand `addr` from owner `from` to owner `to` in one step (a Docker endpoint takes
+    /// over the address reserved for it); done already is no error.
+    Transfer {
+        from: String,
+        to: String,
+        addr: Ipv4Addr,
+        answer: Answer<()>,
+    },
     /// Take over a dead peer's space (name or nickname).
     Rmpeer {
         peer: String,
@@ -94,9 +102,20 @@ impl Driver {
         self.ipam.persisted = on_disk.then(|| self.router.ipam_generation());
     }
 
-    /// Frees the addresses of attachments (`ns-*` containers) that are gone: their
-    /// namespace died while the router was down, or the attach never finished.
-    pub(crate) fn ipam_forget_gone(&mut self, live: &[String]) {
+    /// Every address IPAM holds here, with its owner (for the Docker plugin's check at
+    /// start).
+    pub(crate) fn ipam_allocations(&self) -> Vec<(Ipv4Addr, String)> {
+        self.router
+            .ipam()
+            .allocations()
+            .map(|(a, c)| (a.addr, c.as_str().to_owned()))
+            .collect()
+    }
+
+    /// Frees the addresses of owners named `prefix…` that are not `live`: attachments
+    /// (`ns-`) whose namespace died while the router was down or whose attach never
+    /// finished, Docker reservations (`dk-`) of a call that never finished.
+    pub(crate) fn ipam_forget_gone(&mut self, prefix: &str, live: &[String]) {
         let now = self.now();
         let gone: Vec<ContainerId> = {
             let mut v: Vec<ContainerId> = self
@@ -104,7 +123,7 @@ impl Driver {
                 .ipam()
                 .allocations()
                 .map(|(_, c)| c.clone())
-                .filter(|c| c.as_str().starts_with("ns-") && !live.iter().any(|l| l == c.as_str()))
+                .filter(|c| c.as_str().starts_with(prefix) && !live.iter().any(|l| l == c.as_str()))
                 .collect();
             v.sort();
             v.dedup();
@@ -112,7 +131,7 @@ impl Driver {
         };
         for c in gone {
             let n = self.router.ipam_free(now, &c, None);
-            tracing::info!("freed {n} addresses of {c}: its attachment is gone");
+            tracing::info!("freed {n} addresses of {c}: its owner is gone");
         }
         self.ipam_persist();
     }
@@ -162,6 +181,14 @@ impl Driver {
                 addrs,
                 answer,
             } => answer.send(self.ipam_free(&container, addrs)).map_err(drop),
+            IpamRequest::Transfer {
+                from,
+                to,
+                addr,
+                answer,
+            } => answer
+                .send(self.ipam_transfer(&from, &to, addr))
+                .map_err(drop),
             IpamRequest::Rmpeer { peer, answer } => {
                 answer.send(self.ipam_rmpeer(&peer)).map_err(drop)
             }
@@ -251,6 +278,47 @@ impl Driver {
                 .sum(),
         };
         freed as u64
+    }
+
+    fn ipam_transfer(&mut self, from: &str, to: &str, addr: Ipv4Addr) -> Result<(), ApiError> {
+        let now = self.now();
+        let bad = |e: IpamError| ApiError::BadRequest(e.to_string());
+        let (from, to) = (
+            ContainerId::new(from).map_err(bad)?,
+            ContainerId::new(to).map_err(bad)?,
+        );
+        let held = |d: &Self, c: &ContainerId| {
+            d.router
+                .ipam()
+                .addresses_of(c)
+                .into_iter()
+                .find(|a| a.addr == addr)
+        };
+        if held(self, &to).is_some() {
+            return Ok(());
+        }
+        let Some(cidr) = held(self, &from) else {
+            return Err(ApiError::Ipam(format!("{addr} is not held by {from}")));
+        };
+        // Freed and claimed in one turn of the task: nothing else can take it between.
+        // The claim is in our own space, so it is recorded at once.
+        self.router.ipam_free(now, &from, Some(addr));
+        let claim = self.router.ipam_claim(now, &to, cidr);
+        let moved = held(self, &to).is_some();
+        if !moved {
+            if let Ok(r) = claim {
+                self.router.ipam_cancel(now, r);
+            }
+            let _ = self.router.ipam_claim(now, &from, cidr);
+        }
+        self.ipam_persist();
+        if moved {
+            Ok(())
+        } else {
+            Err(ApiError::Ipam(format!(
+                "{addr}: could not hand it from {from} to {to}"
+            )))
+        }
     }
 
     fn ipam_rmpeer(&mut self, peer: &str) -> Result<RmpeerReply, ApiError> {

@@ -414,6 +414,25 @@ pub(crate) async fn free(
     .await
 }
 
+/// Hands `addr` from owner `from` to owner `to` in one step of the router task.
+pub(crate) async fn transfer(
+    api: &Api,
+    from: &str,
+    to: &str,
+    addr: Ipv4Addr,
+) -> std::result::Result<(), ApiError> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    ask(&api.inbox, |answer| {
+        Input::Ipam(IpamRequest::Transfer {
+            from,
+            to,
+            addr,
+            answer,
+        })
+    })
+    .await?
+}
+
 /// The IPv4 addresses of `addrs` (for frees).
 pub(crate) fn ipv4s(addrs: &[Cidr]) -> Vec<Ipv4Addr> {
     addrs.iter().filter_map(v4).map(|c| c.addr).collect()
