@@ -1,0 +1,381 @@
+//! The Docker network and IPAM plugin on the real engine: a router in a network namespace
+//! of its own serves `/run/docker/plugins/wefttest-<pid>-<n>.sock`, and Docker creates
+//! networks (`-d wefttest-... --ipam-driver wefttest-...`) and runs busybox containers on
+//! them. Needs root, network namespaces and the Docker Engine; ignored with the reason in
+//! a plain `cargo test`, run by `.ci/run`. Traffic stays between the test's containers
+//! and the router's namespace; every container, network, image and socket is removed,
+//! also on failure (guards, dropped in reverse order of declaration).
+
+mod common;
+
+use common::docker::{Container, Network, TestImage, require_docker, unique_name};
+use common::{Opts, Router, eventually, test_net};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use weft_kernel_dp::testnet::{Ns, TestNet};
+
+const SLEEP: [&str; 2] = ["sleep", "600"];
+
+/// A router serving the plugin under a driver name of its own.
+struct PluginRouter {
+    router: Router,
+    driver: String,
+    socket: PathBuf,
+    /// `--plugin-socket PATH` and the rest of the router's flags.
+    flags: Vec<String>,
+}
+
+impl PluginRouter {
+    fn start(net: &mut TestNet, host: &Ns) -> Self {
+        let driver = unique_name();
+        let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        let flags = vec![
+            "--no-fastdp".to_owned(),
+            "--plugin-socket".to_owned(),
+            socket.display().to_string(),
+        ];
+        let router = Router::start(net, host, &opts(&flags));
+        let p = Self {
+            router,
+            driver,
+            socket,
+            flags,
+        };
+        let st = p.status();
+        assert_eq!(st["plugin"]["serving"], true, "{st}");
+        assert_eq!(st["plugin"]["driver"], p.driver.as_str(), "{st}");
+        p
+    }
+
+    /// `docker network create -d DRIVER --ipam-driver DRIVER ARGS`.
+    fn network(&self, args: &[&str]) -> Network {
+        let mut full = vec!["-d", &self.driver, "--ipam-driver", &self.driver];
+        full.extend(args);
+        Network::create(&full)
+            .unwrap_or_else(|e| panic!("{e}; router log:\n{}", self.router.log_text()))
+    }
+
+    fn status(&self) -> Value {
+        self.router.json(&["status"])
+    }
+
+    /// The links in the router's namespace.
+    fn links(&self) -> String {
+        self.router.ns.run(&["ip", "-o", "link"]).unwrap()
+    }
+}
+
+impl Drop for PluginRouter {
+    fn drop(&mut self) {
+        // The router is killed with its TestNet; its socket file must not stay behind.
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn opts(flags: &[String]) -> Opts<'_> {
+    Opts {
+        extra: flags.iter().map(String::as_str).collect(),
+        ..Opts::default()
+    }
+}
+
+/// Root, namespaces and the engine, or `None` (skipped with the reason printed).
+fn setup() -> Option<TestNet> {
+    let net = test_net()?;
+    if require_docker().is_some() {
+        return None;
+    }
+    Some(net)
+}
+
+/// `ping` from `from` to `to`: whether a reply came, and what it printed.
+fn pings(from: &Container, to: Ipv4Addr, count: &str, deadline_s: &str) -> (bool, String) {
+    let to = to.to_string();
+    let out = from.exec(&["ping", "-c", count, "-w", deadline_s, "-W", "1", &to]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn assert_pings(from: &Container, to: Ipv4Addr, r: &PluginRouter) {
+    let (ok, text) = pings(from, to, "2", "10");
+    assert!(
+        ok,
+        "{} cannot ping {to}:\n{text}\nrouter log:\n{}",
+        from.name,
+        r.router.log_text()
+    );
+}
+
+fn assert_no_ping(from: &Container, to: Ipv4Addr) {
+    let (ok, text) = pings(from, to, "2", "3");
+    assert!(
+        !ok,
+        "{} reaches {to}, which it must not:\n{text}",
+        from.name
+    );
+}
+
+fn in_subnet(ip: Ipv4Addr, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let (net, len): (Ipv4Addr, u32) = (net.parse().unwrap(), len.parse().unwrap());
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    ip.to_bits() & mask == net.to_bits() & mask
+}
+
+/// The IPAM subnet and gateway Docker recorded for `n`.
+fn ipam_config(n: &Network) -> (String, String) {
+    let text = common::docker::docker(&["network", "inspect", &n.id]).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let c = &v[0]["IPAM"]["Config"][0];
+    (
+        c["Subnet"].as_str().unwrap_or_default().to_owned(),
+        c["Gateway"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn allocations(r: &PluginRouter) -> u64 {
+    r.router.json(&["status", "ipam"])["allocations"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn two_containers_ping_by_address_and_nothing_is_left() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start(&mut net, &host);
+    // A second router on the same socket path leaves it to the first and says why.
+    let other_host = net.add_host("o").unwrap();
+    let other = Router::start(&mut net, &other_host, &opts(&p.flags));
+    let st = other.json(&["status"]);
+    assert_eq!(st["plugin"]["serving"], false, "{st}");
+    let why = st["plugin"]["off_reason"].as_str().unwrap_or_default();
+    assert!(why.contains("another process serves"), "{why}");
+    assert!(other.log_text().contains("another process serves"));
+    let human = other.weft(&["status"]).unwrap();
+    assert!(
+        human.contains("Docker plugin: off: another process serves"),
+        "{human}"
+    );
+
+    let image = TestImage::build().unwrap();
+    let n = p.network(&[]);
+    // No --subnet: weft's default subnet, the host's address on it as gateway.
+    assert_eq!(ipam_config(&n), ("10.32.0.0/12".into(), "10.32.0.1".into()));
+    let on_net = ["--network", n.name.as_str()];
+    let a = Container::run(&image, &on_net, &SLEEP).unwrap();
+    let b = Container::run(&image, &on_net, &SLEEP).unwrap();
+    let (ip_a, ip_b) = (a.ip_of(&n).unwrap(), b.ip_of(&n).unwrap());
+    assert_ne!(ip_a, ip_b);
+    assert!(in_subnet(ip_a, "10.32.0.0/12") && in_subnet(ip_b, "10.32.0.0/12"));
+    assert_pings(&a, ip_b, &p);
+    assert_pings(&b, ip_a, &p);
+    assert_pings(&a, "10.32.0.1".parse().unwrap(), &p);
+    assert_no_ping(&a, "10.32.0.250".parse().unwrap());
+    // The interface is ethwe0 with the bridge's MTU, the default route via the gateway.
+    let link = a.exec(&["ip", "link", "show", "ethwe0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("mtu 1376"), "{link}");
+    let route = a.exec(&["ip", "route"]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("default via 10.32.0.1 dev ethwe0"),
+        "{route}"
+    );
+    let st = p.status();
+    assert_eq!(
+        (&st["plugin"]["networks"], &st["plugin"]["endpoints"]),
+        (&Value::from(1), &Value::from(2)),
+        "{st}"
+    );
+    assert!(
+        st["exposed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "10.32.0.1/12"),
+        "{st}"
+    );
+    assert_eq!(allocations(&p), 3, "gateway and two containers");
+
+    drop((a, b));
+    assert!(!p.links().contains("vwd"), "veths left:\n{}", p.links());
+    assert_eq!(allocations(&p), 1, "only the gateway is left");
+    drop(n);
+    assert_eq!(allocations(&p), 0);
+    let st = p.status();
+    assert_eq!(st["plugin"]["networks"], 0, "{st}");
+    assert!(st["exposed"].as_array().unwrap().is_empty(), "{st}");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn networks_with_their_own_subnets_are_isolated_and_connect_disconnect_work() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start(&mut net, &host);
+    let image = TestImage::build().unwrap();
+    let n1 = p.network(&["--subnet", "10.40.1.0/24"]);
+    let n2 = p.network(&["--subnet", "10.40.2.0/24"]);
+    // Docker records only what was given (no --gateway here).
+    assert_eq!(ipam_config(&n2), ("10.40.2.0/24".into(), String::new()));
+    let a1 = Container::run(
+        &image,
+        &["--network", &n1.name, "--ip", "10.40.1.77"],
+        &SLEEP,
+    )
+    .unwrap();
+    let a2 = Container::run(&image, &["--network", &n1.name], &SLEEP).unwrap();
+    let b1 = Container::run(&image, &["--network", &n2.name], &SLEEP).unwrap();
+    let ip_a1 = a1.ip_of(&n1).unwrap();
+    assert_eq!(ip_a1, Ipv4Addr::new(10, 40, 1, 77));
+    let (ip_a2, ip_b1) = (a2.ip_of(&n1).unwrap(), b1.ip_of(&n2).unwrap());
+    assert!(in_subnet(ip_a2, "10.40.1.0/24") && in_subnet(ip_b1, "10.40.2.0/24"));
+    let route = b1.exec(&["ip", "route"]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("default via 10.40.2.1 dev ethwe0"),
+        "{route}"
+    );
+    let route = b1.exec(&["ip", "route"]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("default via 10.40.2.1 dev ethwe0"),
+        "{route}"
+    );
+    assert_pings(&a2, ip_a1, &p);
+    assert_no_ping(&a1, ip_b1);
+    assert_no_ping(&b1, ip_a2);
+    // The same --ip twice is refused.
+    let e = Container::run(
+        &image,
+        &["--network", &n1.name, "--ip", "10.40.1.77"],
+        &SLEEP,
+    )
+    .err()
+    .expect("a second container got 10.40.1.77");
+    assert!(e.contains("10.40.1.77"), "{e}");
+
+    // connect: a second interface on the running container; disconnect takes it away.
+    common::docker::docker(&["network", "connect", &n2.id, &a1.id]).unwrap();
+    let ip_a1_n2 = a1.ip_of(&n2).unwrap();
+    assert!(in_subnet(ip_a1_n2, "10.40.2.0/24"));
+    let links = a1.exec(&["ip", "-o", "link"]);
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    assert!(
+        links.contains("ethwe0") && links.contains("ethwe1"),
+        "{links}"
+    );
+    assert_pings(&a1, ip_b1, &p);
+    assert_pings(&b1, ip_a1_n2, &p);
+    common::docker::docker(&["network", "disconnect", &n2.id, &a1.id]).unwrap();
+    assert_no_ping(&b1, ip_a1_n2);
+    let links = a1.exec(&["ip", "-o", "link"]);
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    assert!(!links.contains("ethwe1"), "{links}");
+    assert_pings(&a2, ip_a1, &p);
+    assert_eq!(p.status()["plugin"]["endpoints"], 3);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn twenty_containers_started_at_once_get_twenty_addresses() {
+    const N: usize = 20;
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start(&mut net, &host);
+    let image = TestImage::build().unwrap();
+    let n = p.network(&["--subnet", "10.40.3.0/24"]);
+    let started: Vec<Result<Container, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..N)
+            .map(|_| s.spawn(|| Container::run(&image, &["--network", &n.name], &SLEEP)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let containers: Vec<Container> = started
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|e| panic!("{e}; router log:\n{}", p.router.log_text())))
+        .collect();
+    let ips: BTreeSet<Ipv4Addr> = containers.iter().map(|c| c.ip_of(&n).unwrap()).collect();
+    assert_eq!(ips.len(), N, "{ips:?}");
+    assert!(
+        ips.iter().all(|ip| in_subnet(*ip, "10.40.3.0/24")),
+        "{ips:?}"
+    );
+    assert!(!ips.contains(&Ipv4Addr::new(10, 40, 3, 1)), "the gateway's");
+    let last = *ips.iter().next_back().unwrap();
+    assert_pings(&containers[0], last, &p);
+    assert_eq!(allocations(&p), N as u64 + 1);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn a_router_restarted_with_containers_running_loses_nothing() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let mut p = PluginRouter::start(&mut net, &host);
+    let image = TestImage::build().unwrap();
+    let n = p.network(&["--subnet", "10.40.4.0/24"]);
+    let on_net = ["--network", n.name.as_str()];
+    let a = Container::run(&image, &on_net, &SLEEP).unwrap();
+    let b = Container::run(&image, &on_net, &SLEEP).unwrap();
+    let (ip_a, ip_b) = (a.ip_of(&n).unwrap(), b.ip_of(&n).unwrap());
+    assert_pings(&a, ip_b, &p);
+
+    // SIGTERM: the socket goes; Docker's calls fail meanwhile, traffic on the bridge goes on.
+    let pid = p.router.pid.to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !p.socket.exists()),
+        "plugin socket still there after SIGTERM"
+    );
+    assert_pings(&a, ip_b, &p);
+    let restarted = Router::restart(&mut net, &host, &opts(&p.flags));
+    std::mem::forget(std::mem::replace(&mut p.router, restarted));
+    assert_eq!(p.status()["plugin"]["endpoints"], 2);
+    assert_pings(&b, ip_a, &p);
+    // Nothing handed out twice: a new container gets a new address.
+    let c = Container::run(&image, &on_net, &SLEEP).unwrap();
+    let ip_c = c.ip_of(&n).unwrap();
+    assert!(![ip_a, ip_b, "10.40.4.1".parse().unwrap()].contains(&ip_c));
+    assert_pings(&c, ip_a, &p);
+
+    // kill -9: a stale socket, claimed again by the next router.
+    assert!(net.kill(p.router.pid));
+    assert!(p.socket.exists(), "kill -9 leaves the socket file");
+    let restarted = Router::restart(&mut net, &host, &opts(&p.flags));
+    std::mem::forget(std::mem::replace(&mut p.router, restarted));
+    assert_eq!(p.status()["plugin"]["serving"], true);
+    assert_pings(&c, ip_b, &p);
+    // docker restart: the container comes back on the network.
+    common::docker::docker(&["restart", "-t", "1", &a.id]).unwrap();
+    let ip_a2 = a.ip_of(&n).unwrap();
+    assert!(in_subnet(ip_a2, "10.40.4.0/24"));
+    assert_pings(&a, ip_c, &p);
+    drop((a, b, c));
+    assert!(!p.links().contains("vwd"), "veths left:\n{}", p.links());
+    assert_eq!(allocations(&p), 1, "only the gateway is left");
+}
