@@ -259,7 +259,8 @@ pub(crate) struct RouterArgs {
     /// Do not serve the Docker plugin.
     #[arg(long)]
     pub(crate) no_plugin: bool,
-    /// The Docker Engine's API socket.
+    /// The Docker Engine's API socket. When Docker answers there at start, the router makes
+    /// the network named after the driver if Docker has none of that name.
     #[arg(long, value_name = "PATH", default_value = crate::docker::DOCKER_SOCKET_DEFAULT)]
     pub(crate) docker_socket: PathBuf,
     /// How long `attach` waits for an address before it fails (at most 80s).

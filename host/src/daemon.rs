@@ -222,8 +222,23 @@ async fn run_async(
         ipam_default_subnet,
         plugin_status,
     );
+    let serving = plugin.serving();
     // Only fails if already set, which nothing else does.
     let _ = plugin_slot.set(Arc::new(plugin));
+    if let (true, Ok(name)) = (serving, crate::docker::driver_name(&args.plugin_socket)) {
+        // Docker calls the plugin back while it makes the network: not awaited here.
+        let docker = args.docker_socket.clone();
+        tokio::spawn(async move {
+            use crate::docker::engine::{Ensured, ensure_network};
+            match ensure_network(&docker, &name).await {
+                Ok(Ensured::Created) => {
+                    tracing::info!("Docker network {name} created: docker run --network {name} ...")
+                }
+                Ok(Ensured::Exists) => tracing::info!("Docker network {name} is there"),
+                Err(e) => tracing::info!("no Docker network {name} made: {e}"),
+            }
+        });
+    }
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
         args.port,

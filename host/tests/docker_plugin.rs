@@ -19,6 +19,8 @@ use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SLEEP: [&str; 2] = ["sleep", "600"];
+/// A `--docker-socket` nobody serves.
+const NO_DOCKER: &str = "/nonexistent/docker.sock";
 
 /// A router serving the plugin under a driver name of its own.
 struct PluginRouter {
@@ -30,13 +32,20 @@ struct PluginRouter {
 }
 
 impl PluginRouter {
+    /// A router whose `--docker-socket` nobody serves: it makes no network of its own.
     fn start(net: &mut TestNet, host: &Ns) -> Self {
+        Self::start_with(net, host, NO_DOCKER)
+    }
+
+    fn start_with(net: &mut TestNet, host: &Ns, docker_socket: &str) -> Self {
         let driver = unique_name();
         let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
         let flags = vec![
             "--no-fastdp".to_owned(),
             "--plugin-socket".to_owned(),
             socket.display().to_string(),
+            "--docker-socket".to_owned(),
+            docker_socket.to_owned(),
         ];
         let router = Router::start(net, host, &opts(&flags));
         let p = Self {
@@ -378,4 +387,51 @@ fn a_router_restarted_with_containers_running_loses_nothing() {
     drop((a, b, c));
     assert!(!p.links().contains("vwd"), "veths left:\n{}", p.links());
     assert_eq!(allocations(&p), 1, "only the gateway is left");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn the_router_makes_the_network_named_after_its_driver() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock");
+    let found = || {
+        common::docker::docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Id}} {{.Driver}} {{.IPAM.Driver}}",
+            &p.driver,
+        ])
+        .ok()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || found().is_some()),
+        "no network {}; router log:\n{}",
+        p.driver,
+        p.router.log_text()
+    );
+    let text = found().unwrap();
+    let mut parts = text.split_whitespace();
+    let id = parts.next().unwrap().to_owned();
+    // Removed by its guard, before the router goes.
+    let n = Network {
+        id,
+        name: p.driver.clone(),
+    };
+    assert_eq!(
+        (parts.next(), parts.next()),
+        (Some(p.driver.as_str()), Some(p.driver.as_str()))
+    );
+    assert!(
+        p.router
+            .log_text()
+            .contains(&format!("Docker network {} created", p.driver))
+    );
+    let image = TestImage::build().unwrap();
+    let a = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let b = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    assert_pings(&a, b.ip_of(&n).unwrap(), &p);
 }

@@ -14,7 +14,8 @@
 //!
 //! Files: [`types`] (the wire types), [`server`] (the socket), [`state`] (the file),
 //! [`network`] (networks and endpoints), [`join`] (Join, Leave), [`ipam`] (the IPAM
-//! driver), [`backend`] (the seam to the router: IPAM, plumbing, exposing).
+//! driver), [`backend`] (the seam to the router: IPAM, plumbing, exposing), [`engine`]
+//! (the Docker Engine API: the default network).
 //!
 //! Owners in weft IPAM: `RequestAddress` comes before Docker names the endpoint, so an
 //! address is first held by a reservation (`dk-r-<random>`, `dk-c-<addr>` for an asked-for
@@ -23,6 +24,7 @@
 //! a leftover of a crash and is freed at start.
 
 pub(crate) mod backend;
+pub(crate) mod engine;
 mod ipam;
 mod join;
 mod network;
@@ -151,6 +153,11 @@ impl<B: backend::Backend> Plugin<B> {
             p.publish(s.get());
         }
         p
+    }
+
+    /// Whether this router serves the plugin socket.
+    pub(crate) fn serving(&self) -> bool {
+        self.status.lock().is_ok_and(|s| s.serving)
     }
 
     /// Answers one call: `method` is the path without its `/` (`NetworkDriver.Join`).
