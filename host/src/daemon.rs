@@ -223,8 +223,20 @@ async fn run_async(
         plugin_status,
     );
     let serving = plugin.serving();
+    let plugin = Arc::new(plugin);
     // Only fails if already set, which nothing else does.
-    let _ = plugin_slot.set(Arc::new(plugin));
+    let _ = plugin_slot.set(Arc::clone(&plugin));
+    if serving {
+        plugin.restore_names().await;
+        let docker = args.docker_socket.clone();
+        tokio::spawn(crate::docker::engine::follow_connects(
+            docker.clone(),
+            move |network, container| {
+                let (plugin, docker) = (Arc::clone(&plugin), docker.clone());
+                async move { plugin.on_connect(&docker, &network, &container).await }
+            },
+        ));
+    }
     if let (true, Ok(name)) = (serving, crate::docker::driver_name(&args.plugin_socket)) {
         // Docker calls the plugin back while it makes the network: not awaited here.
         let docker = args.docker_socket.clone();

@@ -389,9 +389,18 @@ fn a_router_restarted_with_containers_running_loses_nothing() {
     assert_eq!(allocations(&p), 1, "only the gateway is left");
 }
 
+/// What `weft dns-lookup NAME` prints on `r`'s router (empty when it fails).
+fn dns_lookup(r: &PluginRouter, name: &str) -> String {
+    r.router
+        .weft(&["dns-lookup", name])
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 #[test]
 #[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
-fn the_router_makes_the_network_named_after_its_driver() {
+fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers() {
     let Some(mut net) = setup() else {
         return;
     };
@@ -431,7 +440,67 @@ fn the_router_makes_the_network_named_after_its_driver() {
             .contains(&format!("Docker network {} created", p.driver))
     );
     let image = TestImage::build().unwrap();
-    let a = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
-    let b = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let a = Container::run(
+        &image,
+        &[
+            "--network",
+            &n.name,
+            "--network-alias",
+            "api",
+            "--hostname",
+            "ahost",
+        ],
+        &SLEEP,
+    )
+    .unwrap();
+    // b asks weftDNS (on the host's address, the gateway) for what is not Docker's.
+    let b = Container::run(
+        &image,
+        &[
+            "--network",
+            &n.name,
+            "--dns",
+            "10.32.0.1",
+            "--dns-search",
+            "weave.local",
+        ],
+        &SLEEP,
+    )
+    .unwrap();
+    let ip_a = a.ip_of(&n).unwrap();
     assert_pings(&a, b.ip_of(&n).unwrap(), &p);
+    // Its name, hostname and alias, in weftDNS.
+    for name in [a.name.as_str(), "ahost", "api"] {
+        assert!(
+            eventually(Duration::from_secs(10), || dns_lookup(&p, name)
+                == ip_a.to_string()),
+            "weft dns-lookup {name}: {:?}, not {ip_a}; router log:\n{}",
+            dns_lookup(&p, name),
+            p.router.log_text()
+        );
+    }
+    let fqdn = format!("{}.weave.local", a.name);
+    let out = b.exec(&["nslookup", &fqdn, "10.32.0.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&ip_a.to_string()), "nslookup {fqdn}:\n{text}");
+    let out = b.exec(&["ping", "-c", "1", "-w", "5", "ahost.weave.local"]);
+    assert!(
+        out.status.success(),
+        "ping ahost.weave.local: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        dns_lookup(&p, "nobody-here"),
+        "",
+        "a name nobody has resolves"
+    );
+    // Gone when it leaves the network.
+    common::docker::docker(&["network", "disconnect", &n.id, &a.id]).unwrap();
+    assert_eq!(
+        dns_lookup(&p, "api"),
+        "",
+        "api still named after disconnect"
+    );
+    assert_eq!(dns_lookup(&p, &a.name), "");
 }

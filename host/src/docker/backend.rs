@@ -1,11 +1,12 @@
-//! The plugin's seam to the router: the few things it asks of IPAM, the plumbing and
-//! the exposed addresses, as a trait, so that the handlers run unchanged against the
-//! router ([`ApiBackend`], the same functions the control API calls) and against an
-//! in-memory fake in the unit tests.
+//! The plugin's seam to the router: the few things it asks of IPAM, weftDNS, the
+//! plumbing and the exposed addresses, as a trait, so that the handlers run unchanged
+//! against the router ([`ApiBackend`], the same functions the control API calls) and
+//! against an in-memory fake in the unit tests.
 
 use super::{PluginError, Want};
 use crate::api::Api;
 use crate::cli::Cidr;
+use crate::driver::{DnsRequest, Input, ask};
 use crate::ipam::NetSpec;
 use crate::messages::ApiError;
 use std::future::Future;
@@ -45,6 +46,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Takes `address` off the bridge again.
     fn unexpose(&self, address: V4Cidr) -> impl Future<Output = Result<(), PluginError>> + Send;
+
+    /// Registers `name` (bare: in weftDNS's domain) for `addr`, owned by `tag`.
+    fn dns_add(
+        &self,
+        tag: &str,
+        name: &str,
+        addr: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
+
+    /// Removes every name owned by `tag`.
+    fn dns_remove(&self, tag: &str) -> impl Future<Output = Result<(), PluginError>> + Send;
 
     /// Makes the veth of an endpoint: `host` on the bridge, `src` in `docker_netns`.
     fn veth_add(
@@ -133,6 +145,38 @@ impl Backend for ApiBackend {
         crate::api::unexpose_address(&self.api, cidr(address))
             .await
             .map_err(failed)
+    }
+
+    async fn dns_add(&self, tag: &str, name: &str, addr: Ipv4Addr) -> Result<(), PluginError> {
+        let (name, container) = (name.to_owned(), Some(tag.to_owned()));
+        ask(&self.api.inbox, |answer| {
+            Input::Dns(DnsRequest::Add {
+                name,
+                addrs: vec![addr],
+                container,
+                answer,
+            })
+        })
+        .await
+        .and_then(|r| r)
+        .map(drop)
+        .map_err(failed)
+    }
+
+    async fn dns_remove(&self, tag: &str) -> Result<(), PluginError> {
+        let container = Some(tag.to_owned());
+        ask(&self.api.inbox, |answer| {
+            Input::Dns(DnsRequest::Remove {
+                name: None,
+                addrs: Vec::new(),
+                container,
+                answer,
+            })
+        })
+        .await
+        .and_then(|r| r)
+        .map(drop)
+        .map_err(failed)
     }
 
     async fn veth_add(

@@ -5,8 +5,9 @@
 //! in, where Docker finds it, moves it into the container and names it `ethwe<N>`. The
 //! router may run in a namespace of its own: Docker finds the plugin by its socket path
 //! and the interface by its name in its own namespace. `Leave` removes the pair (Docker
-//! would otherwise hand the container's end back to its namespace under `SrcName`);
-//! `DeleteEndpoint` removes whatever is left of it there.
+//! would otherwise hand the container's end back to its namespace under `SrcName`) and
+//! the container's names ([`super::names`]); `DeleteEndpoint` removes whatever is left
+//! of it there.
 
 use super::backend::Backend;
 use super::network::unknown_endpoint;
@@ -71,10 +72,11 @@ impl<B: Backend> Plugin<B> {
             }
             return Err(unknown_endpoint(&r.endpoint_id));
         };
+        let mut next = store.get().clone();
+        self.unname(&r.endpoint_id, &mut next).await?;
         self.backend
             .veth_remove(&ep.host_ifname, &ep.src_ifname, &ctx.docker_netns)
             .await?;
-        let mut next = store.get().clone();
         if let Some(e) = next.endpoints.get_mut(&r.endpoint_id) {
             e.joined = false;
         }

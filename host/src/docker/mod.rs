@@ -14,8 +14,9 @@
 //!
 //! Files: [`types`] (the wire types), [`server`] (the socket), [`state`] (the file),
 //! [`network`] (networks and endpoints), [`join`] (Join, Leave), [`ipam`] (the IPAM
-//! driver), [`backend`] (the seam to the router: IPAM, plumbing, exposing), [`engine`]
-//! (the Docker Engine API: the default network).
+//! driver), [`names`] (containers' names in weftDNS), [`backend`] (the seam to the
+//! router: IPAM, weftDNS, plumbing, exposing), [`engine`] (the Docker Engine API: the
+//! default network, network events, container names).
 //!
 //! Owners in weft IPAM: `RequestAddress` comes before Docker names the endpoint, so an
 //! address is first held by a reservation (`dk-r-<random>`, `dk-c-<addr>` for an asked-for
@@ -27,6 +28,7 @@ pub(crate) mod backend;
 pub(crate) mod engine;
 mod ipam;
 mod join;
+mod names;
 mod network;
 pub(crate) mod server;
 pub(crate) mod state;

@@ -167,6 +167,7 @@ impl<B: Backend> Plugin<B> {
                 host_ifname,
                 src_ifname,
                 joined: false,
+                dns_names: Vec::new(),
             },
         );
         if let Err(e) = self.commit(&mut store, next) {
@@ -194,10 +195,11 @@ impl<B: Backend> Plugin<B> {
             }
             return Err(unknown_endpoint(&r.endpoint_id));
         };
+        let mut next = store.get().clone();
+        self.unname(&r.endpoint_id, &mut next).await?;
         self.backend
             .veth_remove(&ep.host_ifname, &ep.src_ifname, &ctx.docker_netns)
             .await?;
-        let mut next = store.get().clone();
         next.endpoints.remove(&r.endpoint_id);
         next.remember_deleted(&r.endpoint_id);
         // Its address stays until Docker's ReleaseAddress, which comes next.

@@ -102,6 +102,9 @@ pub(crate) struct Endpoint {
     /// Between `Join` and `Leave`.
     #[serde(default)]
     pub(crate) joined: bool,
+    /// The container's names in weftDNS while joined (its name, hostname, aliases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) dns_names: Vec<String>,
 }
 
 /// Everything in the file.

@@ -17,6 +17,8 @@ struct Fake {
     exposed: Mutex<BTreeSet<String>>,
     /// Host ifname -> (src ifname, Docker's namespace).
     veths: Mutex<BTreeMap<String, (String, PathBuf)>>,
+    /// weftDNS: (tag, name) -> address.
+    dns: Mutex<BTreeMap<(String, String), Ipv4Addr>>,
     /// The next call of this name fails.
     fail: Mutex<Option<&'static str>>,
     /// Every call, in order.
@@ -107,6 +109,24 @@ impl Backend for Arc<Fake> {
     async fn unexpose(&self, address: V4Cidr) -> Result<(), PluginError> {
         self.enter("unexpose", address.to_string())?;
         self.exposed.lock().unwrap().remove(&address.to_string());
+        Ok(())
+    }
+
+    async fn dns_add(&self, tag: &str, name: &str, addr: Ipv4Addr) -> Result<(), PluginError> {
+        self.enter("dns_add", format!("{tag} {name} {addr}"))?;
+        if name.contains(' ') {
+            return Err(PluginError::BadRequest(format!("bad name {name:?}")));
+        }
+        self.dns
+            .lock()
+            .unwrap()
+            .insert((tag.to_owned(), name.to_owned()), addr);
+        Ok(())
+    }
+
+    async fn dns_remove(&self, tag: &str) -> Result<(), PluginError> {
+        self.enter("dns_remove", tag.to_owned())?;
+        self.dns.lock().unwrap().retain(|(t, _), _| t != tag);
         Ok(())
     }
 
@@ -910,4 +930,56 @@ async fn a_stale_socket_is_replaced_and_a_file_is_left_alone() {
     assert!(e.contains("--plugin-socket"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"keep");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn names_come_and_go_with_the_join_and_come_back_after_a_restart() {
+    let mut s = Setup::new("names");
+    let (pool_id, _) = s.network(NET, "", false).await;
+    let (addr, _) = s.endpoint(NET, &pool_id, EP).await;
+    let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
+    let names = |f: &Fake| -> Vec<String> {
+        f.dns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a)| **a == ip)
+            .map(|((_, n), _)| n.clone())
+            .collect()
+    };
+    s.plugin
+        .name_endpoint(EP, vec!["web".into(), "bad name".into(), "h1".into()])
+        .await
+        .unwrap();
+    assert_eq!(names(&s.fake), vec!["h1".to_owned(), "web".to_owned()]);
+    assert_eq!(
+        s.state().endpoints[EP].dns_names,
+        vec!["web", "h1"],
+        "what weftDNS took"
+    );
+    // Records of the last run are gone with it: the restarted plugin registers them again.
+    s.fake.dns.lock().unwrap().clear();
+    s.restart();
+    s.plugin.restore_names().await;
+    assert_eq!(names(&s.fake), vec!["h1".to_owned(), "web".to_owned()]);
+    // New names replace the old ones; an unknown endpoint is nothing to name.
+    s.plugin
+        .name_endpoint(EP, vec!["api".into()])
+        .await
+        .unwrap();
+    assert_eq!(names(&s.fake), vec!["api".to_owned()]);
+    s.plugin
+        .name_endpoint("gone", vec!["x".into()])
+        .await
+        .unwrap();
+    let ep = json!({"NetworkID": NET, "EndpointID": EP});
+    s.ok("NetworkDriver.Leave", ep.clone()).await;
+    assert!(names(&s.fake).is_empty());
+    assert!(s.state().endpoints[EP].dns_names.is_empty());
+    // Not joined: no names.
+    s.plugin
+        .name_endpoint(EP, vec!["late".into()])
+        .await
+        .unwrap();
+    assert!(names(&s.fake).is_empty());
 }
