@@ -227,6 +227,7 @@ async fn run_async(
     // Only fails if already set, which nothing else does.
     let _ = plugin_slot.set(Arc::clone(&plugin));
     if serving {
+        plugin.apply_outbound_now().await;
         plugin.restore_names().await;
         let docker = args.docker_socket.clone();
         tokio::spawn(crate::docker::engine::follow_connects(
@@ -278,7 +279,15 @@ async fn run_async(
         _ = term.recv() => tracing::info!("terminated"),
     }
     // Docker finds no plugin from here on (the file goes with its guard).
-    drop(plugin_socket);
+    if plugin_socket.is_some() {
+        drop(plugin_socket);
+        // The networks' outside access goes with the router.
+        let bridge = args.bridge.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::firewall::remove_docker_outbound(&bridge);
+        })
+        .await;
+    }
     let _ = inbox_tx.send(Input::Stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();

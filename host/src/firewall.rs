@@ -1,5 +1,6 @@
-//! The router's firewall pieces: a best-effort opening for the bridge, and the peer
-//! filter on the sleeve and fast-path ports ([`PeerFilter`]).
+//! The router's firewall pieces: a best-effort opening for the bridge, the peer filter
+//! on the sleeve and fast-path ports ([`PeerFilter`]), and the Docker networks' outside
+//! access and separation ([`set_docker_outbound`]).
 //!
 //! On a host whose FORWARD policy is DROP while `bridge-nf-call-iptables` is 1 (Docker
 //! does this), frames between ports of the `weft` bridge would be dropped by iptables.
@@ -284,9 +285,191 @@ impl Drop for PeerFilter {
     }
 }
 
+/// One Docker network's part in [`set_docker_outbound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DockerNet {
+    /// Its subnet (`a.b.c.d/n`, aligned).
+    pub(crate) subnet: weft_core::ipam::Cidr,
+    /// Whether its containers reach outside through the host (not `--internal`).
+    pub(crate) outbound: bool,
+}
+
+/// The table of the Docker networks on `bridge`.
+pub(crate) fn docker_table_name(bridge: &str) -> String {
+    let b: String = bridge
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("weft_docker_{b}")
+}
+
+/// The batch that makes the table exactly what `nets` need: containers of a network
+/// that is not `--internal` reach outside the bridge masqueraded as the host, and no
+/// network's containers are routed into another's subnet (weft keeps subnets apart).
+/// With no networks the table goes.
+fn docker_batch(table: &str, bridge: &str, nets: &[DockerNet]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("add table ip {table}\ndelete table ip {table}\n");
+    if nets.is_empty() {
+        return out;
+    }
+    let all: Vec<String> = nets.iter().map(|n| n.subnet.to_string()).collect();
+    let _ = writeln!(out, "table ip {table} {{");
+    let _ = writeln!(
+        out,
+        "  set subnets {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {} }} }}",
+        all.join(", ")
+    );
+    let _ = writeln!(out, "  chain forward {{");
+    let _ = writeln!(
+        out,
+        "    type filter hook forward priority filter; policy accept;"
+    );
+    for n in nets {
+        let _ = writeln!(
+            out,
+            "    iifname \"{bridge}\" ip saddr {s} ip daddr != {s} ip daddr @subnets drop",
+            s = n.subnet
+        );
+    }
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(out, "  chain postrouting {{");
+    let _ = writeln!(
+        out,
+        "    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    for n in nets.iter().filter(|n| n.outbound) {
+        let _ = writeln!(
+            out,
+            "    oifname != \"{bridge}\" ip saddr {} masquerade",
+            n.subnet
+        );
+    }
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// Makes weft's table for the Docker networks on `bridge` what `nets` need (one atomic
+/// `nft -f` batch), and turns on IPv4 forwarding in the router's namespace when one of
+/// them reaches outside (a host running Docker forwards already). On a host whose
+/// FORWARD policy is DROP (Docker's), the bridge's routed traffic is accepted as well,
+/// out and back. Runs processes: call off the async runtime.
+pub(crate) fn set_docker_outbound(bridge: &str, nets: &[DockerNet]) -> Result<(), String> {
+    run_nft(&docker_batch(&docker_table_name(bridge), bridge, nets))?;
+    if !nets.iter().any(|n| n.outbound) {
+        return Ok(());
+    }
+    let fwd = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(fwd).unwrap_or_default().trim() != "1" {
+        std::fs::write(fwd, "1").map_err(|e| format!("turn on IPv4 forwarding ({fwd}): {e}"))?;
+        tracing::info!("IPv4 forwarding on, for the Docker networks' outside access");
+    }
+    allow_routed(bridge);
+    Ok(())
+}
+
+/// Deletes the Docker networks' table (at stop).
+pub(crate) fn remove_docker_outbound(bridge: &str) {
+    let table = docker_table_name(bridge);
+    if let Err(e) = run_nft(&format!("add table ip {table}\ndelete table ip {table}\n")) {
+        tracing::warn!("could not remove nftables table ip {table}: {e}");
+    }
+}
+
+/// With iptables' FORWARD policy DROP: accepts what containers on `bridge` send out
+/// and what comes back (once each).
+fn allow_routed(bridge: &str) {
+    let Ok(out) = Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == "-P FORWARD DROP")
+    {
+        return;
+    }
+    let rules: [&[&str]; 2] = [
+        &["FORWARD", "-i", bridge, "!", "-o", bridge, "-j", "ACCEPT"],
+        &[
+            "FORWARD",
+            "-o",
+            bridge,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+    ];
+    for rule in rules {
+        let present = Command::new("iptables")
+            .args(["-w", "-C"])
+            .args(rule)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let added = Command::new("iptables")
+                .args(["-w", "-I"])
+                .args(rule)
+                .stdin(Stdio::null())
+                .status();
+            if !added.is_ok_and(|s| s.success()) {
+                tracing::warn!(
+                    "iptables could not accept routed traffic of bridge {bridge}; Docker containers may not reach outside"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docker_batch_masquerades_outbound_nets_and_keeps_subnets_apart() {
+        let t = docker_table_name("weft");
+        let nets = [
+            DockerNet {
+                subnet: "10.40.1.0/24".parse().unwrap(),
+                outbound: true,
+            },
+            DockerNet {
+                subnet: "10.40.2.0/24".parse().unwrap(),
+                outbound: false,
+            },
+        ];
+        let b = docker_batch(&t, "weft", &nets);
+        assert!(b.starts_with("add table ip weft_docker_weft\ndelete table ip weft_docker_weft\n"));
+        assert!(
+            b.contains("elements = { 10.40.1.0/24, 10.40.2.0/24 }"),
+            "{b}"
+        );
+        assert!(
+            b.contains("oifname != \"weft\" ip saddr 10.40.1.0/24 masquerade"),
+            "{b}"
+        );
+        assert!(
+            !b.contains("ip saddr 10.40.2.0/24 masquerade"),
+            "internal: {b}"
+        );
+        assert!(
+            b.contains("iifname \"weft\" ip saddr 10.40.2.0/24 ip daddr != 10.40.2.0/24 ip daddr @subnets drop"),
+            "{b}"
+        );
+        let none = docker_batch(&t, "weft", &[]);
+        assert_eq!(none.lines().count(), 2, "only gone: {none}");
+        assert_eq!(docker_table_name("br-x.1"), "weft_docker_br_x_1");
+    }
 
     #[test]
     fn counter_output_is_read() {

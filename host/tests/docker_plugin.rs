@@ -504,3 +504,40 @@ fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers(
     );
     assert_eq!(dns_lookup(&p, &a.name), "");
 }
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn containers_reach_outside_masqueraded_unless_the_network_is_internal() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    // `o` is outside: on the host's underlay, with no route to any container subnet, so
+    // only replies to the host's own address come back.
+    let ([h, _o], [_, ip_o]) = common::underlay_hosts(&mut net, ["h", "o"]);
+    let p = PluginRouter::start(&mut net, &h);
+    let image = TestImage::build().unwrap();
+    let open = p.network(&["--subnet", "10.40.5.0/24"]);
+    let internal = p.network(&["--subnet", "10.40.6.0/24", "--internal"]);
+    let a = Container::run(&image, &["--network", &open.name], &SLEEP).unwrap();
+    let b = Container::run(&image, &["--network", &internal.name], &SLEEP).unwrap();
+    assert_pings(&a, ip_o, &p);
+    assert_no_ping(&b, ip_o);
+    let route = b.exec(&["ip", "route"]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(!route.contains("default"), "internal: no way out: {route}");
+    // The networks stay apart though the host now forwards.
+    assert_eq!(
+        p.router.ns.sysctl("net/ipv4/ip_forward").unwrap().trim(),
+        "1"
+    );
+    common::docker::docker(&["network", "connect", &internal.id, &a.id]).unwrap();
+    let ip_a_internal = a.ip_of(&internal).unwrap();
+    common::docker::docker(&["network", "disconnect", &internal.id, &a.id]).unwrap();
+    let c = Container::run(&image, &["--network", &open.name], &SLEEP).unwrap();
+    assert_no_ping(&c, b.ip_of(&internal).unwrap());
+    assert_no_ping(&c, ip_a_internal);
+    drop((a, b, c));
+    drop((open, internal));
+    let tables = p.router.ns.run(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("weft_docker"), "table left: {tables}");
+}

@@ -1,5 +1,5 @@
 //! The plugin's seam to the router: the few things it asks of IPAM, weftDNS, the
-//! plumbing and the exposed addresses, as a trait, so that the handlers run unchanged
+//! plumbing, the exposed addresses and the firewall, as a trait, so that the handlers run unchanged
 //! against the router ([`ApiBackend`], the same functions the control API calls) and
 //! against an in-memory fake in the unit tests.
 
@@ -7,6 +7,7 @@ use super::{PluginError, Want};
 use crate::api::Api;
 use crate::cli::Cidr;
 use crate::driver::{DnsRequest, Input, ask};
+use crate::firewall::DockerNet;
 use crate::ipam::NetSpec;
 use crate::messages::ApiError;
 use std::future::Future;
@@ -46,6 +47,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Takes `address` off the bridge again.
     fn unexpose(&self, address: V4Cidr) -> impl Future<Output = Result<(), PluginError>> + Send;
+
+    /// Makes the networks' outside access and separation what `nets` say (all of them).
+    fn set_outbound(
+        &self,
+        nets: Vec<DockerNet>,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
 
     /// Registers `name` (bare: in weftDNS's domain) for `addr`, owned by `tag`.
     fn dns_add(
@@ -145,6 +152,14 @@ impl Backend for ApiBackend {
         crate::api::unexpose_address(&self.api, cidr(address))
             .await
             .map_err(failed)
+    }
+
+    async fn set_outbound(&self, nets: Vec<DockerNet>) -> Result<(), PluginError> {
+        let bridge = self.api.plumbing.lock().await.bridge().to_owned();
+        tokio::task::spawn_blocking(move || crate::firewall::set_docker_outbound(&bridge, &nets))
+            .await
+            .map_err(|e| PluginError::Failed(e.to_string()))?
+            .map_err(PluginError::Failed)
     }
 
     async fn dns_add(&self, tag: &str, name: &str, addr: Ipv4Addr) -> Result<(), PluginError> {

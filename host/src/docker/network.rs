@@ -3,17 +3,19 @@
 //!
 //! A network's gateway (the address Docker asked IPAM for it) is the host's address on
 //! the subnet: `CreateNetwork` puts it on the bridge, as `weft expose` does, so that
-//! containers reach the host and weftDNS listens there; an `--internal` network has
-//! none. `CreateEndpoint` hands the endpoint's address from its reservation to the
+//! containers reach the host and weftDNS listens there, and containers reach outside
+//! through it, masqueraded as the host (`crate::firewall::set_docker_outbound`); an
+//! `--internal` network has neither. `CreateEndpoint` hands the endpoint's address from its reservation to the
 //! endpoint in weft IPAM.
 
 use super::backend::Backend;
-use super::state::{self, Endpoint, Network};
+use super::state::{self, Endpoint, Network, PluginState};
 use super::types::{
     CreateEndpointReply, CreateEndpointRequest, CreateNetworkRequest, Empty, EndpointRequest,
     NetworkRequest, OPT_INTERNAL, OperInfoReply, check_id, parse_v4_block, parse_v4_cidr, truncate,
 };
 use super::{Ctx, Plugin, PluginError, bad, endpoint_owner, ifnames};
+use crate::firewall::DockerNet;
 use std::collections::BTreeMap;
 
 /// The refusal for an endpoint the plugin does not know.
@@ -81,6 +83,7 @@ impl<B: Backend> Plugin<B> {
             }
             return Err(e);
         }
+        self.apply_outbound(store.get()).await;
         tracing::info!(
             "Docker network {} created: subnet {subnet}, {}",
             truncate(&r.network_id, 12),
@@ -90,6 +93,29 @@ impl<B: Backend> Plugin<B> {
             }
         );
         Ok(Empty {})
+    }
+
+    /// Makes the firewall match `s`'s networks: outside access for those with a gateway,
+    /// none routed into another's subnet. A firewall that refuses costs outside access,
+    /// not the network (it works on the bridge): logged, not refused.
+    pub(crate) async fn apply_outbound(&self, s: &PluginState) {
+        let nets = s
+            .networks
+            .values()
+            .map(|n| DockerNet {
+                subnet: n.subnet,
+                outbound: n.gateway.is_some(),
+            })
+            .collect();
+        if let Err(e) = self.backend.set_outbound(nets).await {
+            tracing::warn!("Docker networks' outside access not set up: {}", e.line());
+        }
+    }
+
+    /// [`Self::apply_outbound`] for the state as it is (at start).
+    pub(crate) async fn apply_outbound_now(&self) {
+        let s = self.store.lock().await.get().clone();
+        self.apply_outbound(&s).await;
     }
 
     pub(super) async fn delete_network(&self, r: NetworkRequest) -> Result<Empty, PluginError> {
@@ -107,6 +133,7 @@ impl<B: Backend> Plugin<B> {
             }
         }
         self.commit(&mut store, next)?;
+        self.apply_outbound(store.get()).await;
         tracing::info!("Docker network {} deleted", truncate(&r.network_id, 12));
         Ok(Empty {})
     }

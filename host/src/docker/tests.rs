@@ -17,6 +17,8 @@ struct Fake {
     exposed: Mutex<BTreeSet<String>>,
     /// Host ifname -> (src ifname, Docker's namespace).
     veths: Mutex<BTreeMap<String, (String, PathBuf)>>,
+    /// The firewall's networks, as last set.
+    outbound: Mutex<Vec<crate::firewall::DockerNet>>,
     /// weftDNS: (tag, name) -> address.
     dns: Mutex<BTreeMap<(String, String), Ipv4Addr>>,
     /// The next call of this name fails.
@@ -109,6 +111,12 @@ impl Backend for Arc<Fake> {
     async fn unexpose(&self, address: V4Cidr) -> Result<(), PluginError> {
         self.enter("unexpose", address.to_string())?;
         self.exposed.lock().unwrap().remove(&address.to_string());
+        Ok(())
+    }
+
+    async fn set_outbound(&self, nets: Vec<crate::firewall::DockerNet>) -> Result<(), PluginError> {
+        self.enter("set_outbound", format!("{nets:?}"))?;
+        *self.outbound.lock().unwrap() = nets;
         Ok(())
     }
 
@@ -350,6 +358,13 @@ async fn a_container_on_a_network_from_start_to_end() {
     assert_eq!(pool_id, "weft-10.32.0.0/12");
     assert_eq!(gateway, "10.32.0.1/12");
     assert!(s.fake.exposed.lock().unwrap().contains("10.32.0.1/12"));
+    assert_eq!(
+        *s.fake.outbound.lock().unwrap(),
+        vec![crate::firewall::DockerNet {
+            subnet: range(),
+            outbound: true
+        }]
+    );
     assert!(s.fake.owner("10.32.0.1").unwrap().starts_with("dk-g-"));
 
     let (addr, join) = s.endpoint(NET, &pool_id, EP).await;
@@ -409,6 +424,7 @@ async fn a_container_on_a_network_from_start_to_end() {
     s.ok("NetworkDriver.DeleteNetwork", json!({"NetworkID": NET}))
         .await;
     assert!(s.fake.exposed.lock().unwrap().is_empty());
+    assert!(s.fake.outbound.lock().unwrap().is_empty());
     s.ok(
         "IpamDriver.ReleaseAddress",
         json!({"PoolID": pool_id, "Address": "10.32.0.1"}),
@@ -533,6 +549,10 @@ async fn sub_pools_and_internal_networks() {
         s.fake.exposed.lock().unwrap().is_empty(),
         "internal: no host address"
     );
+    let out = s.fake.outbound.lock().unwrap().clone();
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].outbound, "internal: no way out");
+    assert_eq!(out[0].subnet.to_string(), "10.41.0.0/16");
     let (_, join) = s.endpoint("int", &pool_id, EP).await;
     assert!(join.get("Gateway").is_none(), "{join}");
     assert_eq!(join["DisableGatewayService"], true);
