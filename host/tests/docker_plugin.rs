@@ -32,21 +32,22 @@ struct PluginRouter {
 }
 
 impl PluginRouter {
-    /// A router whose `--docker-socket` nobody serves: it makes no network of its own.
+    /// A sleeve-only router whose `--docker-socket` nobody serves: it makes no network
+    /// of its own and names no containers.
     fn start(net: &mut TestNet, host: &Ns) -> Self {
-        Self::start_with(net, host, NO_DOCKER)
+        Self::start_with(net, host, NO_DOCKER, &["--no-fastdp"])
     }
 
-    fn start_with(net: &mut TestNet, host: &Ns, docker_socket: &str) -> Self {
+    fn start_with(net: &mut TestNet, host: &Ns, docker_socket: &str, extra: &[&str]) -> Self {
         let driver = unique_name();
         let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
-        let flags = vec![
-            "--no-fastdp".to_owned(),
+        let mut flags: Vec<String> = extra.iter().map(|f| (*f).to_owned()).collect();
+        flags.extend([
             "--plugin-socket".to_owned(),
             socket.display().to_string(),
             "--docker-socket".to_owned(),
             docker_socket.to_owned(),
-        ];
+        ]);
         let router = Router::start(net, host, &opts(&flags));
         let p = Self {
             router,
@@ -405,7 +406,7 @@ fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers(
         return;
     };
     let host = net.add_host("h").unwrap();
-    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock");
+    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
     let found = || {
         common::docker::docker(&[
             "network",
@@ -540,4 +541,74 @@ fn containers_reach_outside_masqueraded_unless_the_network_is_internal() {
     drop((open, internal));
     let tables = p.router.ns.run(&["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("weft_docker"), "table left: {tables}");
+}
+
+/// A Docker container on host `a` (its router in a namespace, the plugin socket on the
+/// filesystem) and a namespace attached on host `b` reach each other over the overlay.
+fn across_hosts(a_flags: &[&str], b_flags: &[&str], mode: &str) {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let ([ha, hb], [ip_a, _]) = common::underlay_hosts(&mut net, ["a", "b"]);
+    let p = PluginRouter::start_with(&mut net, &ha, NO_DOCKER, a_flags);
+    let b = Router::start(
+        &mut net,
+        &hb,
+        &Opts {
+            peers: vec![ip_a.to_string()],
+            extra: b_flags.to_vec(),
+            ..Opts::default()
+        },
+    );
+    common::wait_reachable(&[&p.router, &b], 1, Duration::from_secs(20));
+    // The link settles in its mode first (the fast path proves itself both ways).
+    let conn = || -> Value {
+        let conns = p.router.json(&["status", "connections"]);
+        conns
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["state"] == "established").cloned())
+            .unwrap_or_default()
+    };
+    let settled = eventually(Duration::from_secs(30), || {
+        conn()["mode"].as_str().is_some_and(|m| m.starts_with(mode))
+    });
+    assert!(settled, "the link is not {mode}: {}", conn());
+    assert_eq!(conn()["encrypted"], mode == "sleeve", "{}", conn());
+    let cb = net.add_ns("cb").unwrap();
+    b.attach(&cb, "10.40.9.200/24");
+    let image = TestImage::build().unwrap();
+    let n = p.network(&["--subnet", "10.40.9.0/24"]);
+    let c = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let ip_c = c.ip_of(&n).unwrap();
+    assert!(
+        common::ping_until(&cb, &ip_c.to_string(), Duration::from_secs(20)),
+        "the namespace on b cannot ping the container on a ({ip_c}); a's log:\n{}\nb's log:\n{}",
+        p.router.log_text(),
+        b.log_text()
+    );
+    // Over the overlay the first echo may meet a path still settling: any reply in 10 s.
+    let cb_ip: Ipv4Addr = "10.40.9.200".parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || pings(&c, cb_ip, "1", "2").0),
+        "the container on a cannot ping the namespace on b: {}",
+        pings(&c, cb_ip, "1", "2").1
+    );
+    let got = conn();
+    assert!(
+        got["mode"].as_str().is_some_and(|m| m.starts_with(mode)),
+        "{got}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn a_container_reaches_a_namespace_on_another_host_over_the_fast_datapath() {
+    across_hosts(&[], &[], "fastdp");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn a_container_reaches_a_namespace_on_another_host_over_the_encrypted_sleeve() {
+    let pw = ["--password", "docker-plugin-test"];
+    across_hosts(&pw, &pw, "sleeve");
 }
