@@ -46,6 +46,11 @@ fn deliver(to: &mut Dns, from: PeerName, msgs: &[Vec<u8>], now: Instant) {
     }
 }
 
+/// Adds `name` -> `addr` for `container` at time zero.
+fn add(d: &mut Dns, name: &str, addr: &str, container: &str) -> Result<bool, DnsError> {
+    d.add(Instant::ZERO, &n(name), a(addr), &c(container))
+}
+
 fn addrs(d: &Dns, name: &str) -> Vec<Ipv4Addr> {
     d.lookup(&n(name)).map(|k| k.addr).collect()
 }
@@ -76,39 +81,19 @@ fn add_lookup_remove_and_generation() {
     let mut d = Dns::new(peer(1), gossip_iv(), Instant::ZERO);
     let g0 = d.generation();
     assert_eq!(
-        d.add(
-            Instant::ZERO,
-            &n("web.weave.local"),
-            a("10.32.0.2"),
-            &c("ns-1")
-        ),
+        add(&mut d, "web.weave.local", "10.32.0.2", "ns-1"),
         Ok(true)
     );
     assert_eq!(
-        d.add(
-            Instant::ZERO,
-            &n("WEB.weave.local."),
-            a("10.32.0.2"),
-            &c("ns-1")
-        ),
+        add(&mut d, "WEB.weave.local.", "10.32.0.2", "ns-1"),
         Ok(false)
     );
     assert_eq!(
-        d.add(
-            Instant::ZERO,
-            &n("web.weave.local"),
-            a("10.32.0.3"),
-            &c("ns-2")
-        ),
+        add(&mut d, "web.weave.local", "10.32.0.3", "ns-2"),
         Ok(true)
     );
     assert_eq!(
-        d.add(
-            Instant::ZERO,
-            &n("web.weave.local"),
-            a("0.0.0.0"),
-            &c("ns-2")
-        ),
+        add(&mut d, "web.weave.local", "0.0.0.0", "ns-2"),
         Err(DnsError::BadAddress)
     );
     assert!(d.generation() > g0);
@@ -128,12 +113,7 @@ fn add_lookup_remove_and_generation() {
     assert_eq!(d.status().tombstones, 1);
     // Re-adding after a removal wins over the tombstone.
     assert_eq!(
-        d.add(
-            Instant::ZERO,
-            &n("web.weave.local"),
-            a("10.32.0.2"),
-            &c("ns-1")
-        ),
+        add(&mut d, "web.weave.local", "10.32.0.2", "ns-1"),
         Ok(true)
     );
     assert_eq!(addrs(&d, "web.weave.local").len(), 2);

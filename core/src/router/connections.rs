@@ -156,6 +156,17 @@ impl Router {
         self.schedule_flush(now);
     }
 
+    /// The peer at the far end of `conn`, once its hello has arrived.
+    pub(super) fn remote_name(&self, conn: ConnId) -> Option<PeerName> {
+        self.conns.get(&conn)?.conn.remote().map(|r| r.name)
+    }
+
+    /// A gossip payload from `conn` did not parse: counted, and it costs the connection.
+    pub(super) fn drop_malformed_gossip(&mut self, now: Instant, conn: ConnId, e: WireError) {
+        self.stats.gossip_malformed += 1;
+        self.drop_conn(now, conn, ConnError::Wire(e), true);
+    }
+
     pub(super) fn dialer(&self, id: ConnId) -> PeerName {
         match self.conns.get(&id) {
             Some(s) if s.conn.outbound() => self.config.name,

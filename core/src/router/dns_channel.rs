@@ -14,7 +14,7 @@
 //! - `weft status dns`: [`Router::dns_status`].
 
 use super::Router;
-use crate::conn::{ConnError, ConnId};
+use crate::conn::ConnId;
 use crate::dns::{Container, Dns, DnsError, DnsName, DnsStatus, Filter, Output, RecordKey};
 use crate::peer::PeerName;
 use crate::time::Instant;
@@ -106,12 +106,7 @@ impl Router {
 
     /// A CHANNEL_DNS payload arrived on `conn`; garbage costs the connection.
     pub(super) fn on_dns_gossip(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        let Some(from) = self
-            .conns
-            .get(&conn)
-            .and_then(|s| s.conn.remote())
-            .map(|r| r.name)
-        else {
+        let Some(from) = self.remote_name(conn) else {
             return;
         };
         // A neighbour is alive even before its topology entry reaches us.
@@ -120,8 +115,7 @@ impl Router {
             by_peer.contains_key(&p) || topology.get(p).is_some()
         });
         if let Err(e) = r {
-            self.stats.gossip_malformed += 1;
-            self.drop_conn(now, conn, ConnError::Wire(e), true);
+            self.drop_malformed_gossip(now, conn, e);
         }
     }
 

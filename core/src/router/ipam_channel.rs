@@ -15,7 +15,7 @@
 //!   `poll_transmit` and before replying to a client; at start, [`Router::ipam_restore`].
 
 use super::{Event, Router};
-use crate::conn::{ConnError, ConnId};
+use crate::conn::ConnId;
 use crate::ipam::persist::PersistError;
 use crate::ipam::{Cidr, ContainerId, Ipam, IpamError, IpamStatus, Output, PeerView, RequestId};
 use crate::peer::PeerName;
@@ -132,17 +132,11 @@ impl Router {
 
     /// A CHANNEL_IPAM payload arrived on `conn`; garbage costs the connection.
     pub(super) fn on_ipam_gossip(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        let Some(from) = self
-            .conns
-            .get(&conn)
-            .and_then(|s| s.conn.remote())
-            .map(|r| r.name)
-        else {
+        let Some(from) = self.remote_name(conn) else {
             return;
         };
         if let Err(e) = self.ipam.handle_message(now, from, payload) {
-            self.stats.gossip_malformed += 1;
-            self.drop_conn(now, conn, ConnError::Wire(e), true);
+            self.drop_malformed_gossip(now, conn, e);
         }
     }
 

@@ -18,6 +18,7 @@ use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
 use crate::topology::{ConnInfo, PeerEntry, Topology};
+use crate::wire::WireError;
 use crate::wire::frame::{CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_TOPOLOGY};
 use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};

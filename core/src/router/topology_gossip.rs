@@ -9,16 +9,11 @@ impl Router {
         let entries = match parse_entries(payload) {
             Ok(e) => e,
             Err(e) => {
-                self.stats.gossip_malformed += 1;
-                self.drop_conn(now, from, ConnError::Wire(e), true);
+                self.drop_malformed_gossip(now, from, e);
                 return;
             }
         };
-        let sender = self
-            .conns
-            .get(&from)
-            .and_then(|s| s.conn.remote())
-            .map(|r| r.name);
+        let sender = self.remote_name(from);
         if self.config.discovery {
             for entry in &entries {
                 for c in &entry.conns {
