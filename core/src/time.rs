@@ -6,11 +6,9 @@
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
 
-/// A point in monotonic time, in microseconds since the driver's origin.
+/// A point in monotonic time: how long after the driver's origin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Instant {
-    micros: u64,
-}
+pub struct Instant(Duration);
 
 /// A span of time in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,35 +18,31 @@ pub struct Duration {
 
 impl Instant {
     /// The driver's origin.
-    pub const ZERO: Self = Self { micros: 0 };
+    pub const ZERO: Self = Self(Duration::ZERO);
 
     /// An instant `micros` microseconds after the origin.
     pub const fn from_micros(micros: u64) -> Self {
-        Self { micros }
+        Self(Duration::from_micros(micros))
     }
 
     /// An instant `millis` milliseconds after the origin.
     pub const fn from_millis(millis: u64) -> Self {
-        Self {
-            micros: millis.saturating_mul(1000),
-        }
+        Self(Duration::from_millis(millis))
     }
 
     /// Microseconds since the origin.
     pub const fn total_micros(self) -> u64 {
-        self.micros
+        self.0.micros
     }
 
     /// Milliseconds since the origin.
     pub const fn total_millis(self) -> u64 {
-        self.micros / 1000
+        self.0.total_millis()
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub const fn saturating_since(self, earlier: Self) -> Duration {
-        Duration {
-            micros: self.micros.saturating_sub(earlier.micros),
-        }
+        self.0.saturating_sub(earlier.0)
     }
 }
 
@@ -92,6 +86,13 @@ impl Duration {
         }
     }
 
+    /// `self - other`, zero if `other` is longer.
+    pub const fn saturating_sub(self, other: Self) -> Self {
+        Self {
+            micros: self.micros.saturating_sub(other.micros),
+        }
+    }
+
     /// The smaller of two durations.
     pub fn min(self, other: Self) -> Self {
         if self <= other { self } else { other }
@@ -101,9 +102,7 @@ impl Duration {
 impl Add<Duration> for Instant {
     type Output = Self;
     fn add(self, rhs: Duration) -> Self {
-        Self {
-            micros: self.micros.saturating_add(rhs.micros),
-        }
+        Self(self.0 + rhs)
     }
 }
 
@@ -116,9 +115,7 @@ impl AddAssign<Duration> for Instant {
 impl Sub<Duration> for Instant {
     type Output = Self;
     fn sub(self, rhs: Duration) -> Self {
-        Self {
-            micros: self.micros.saturating_sub(rhs.micros),
-        }
+        Self(self.0.saturating_sub(rhs))
     }
 }
 
@@ -136,8 +133,8 @@ impl fmt::Display for Instant {
         write!(
             f,
             "{}.{:06}s",
-            self.micros / 1_000_000,
-            self.micros % 1_000_000
+            self.0.micros / 1_000_000,
+            self.0.micros % 1_000_000
         )
     }
 }

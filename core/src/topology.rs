@@ -265,26 +265,25 @@ impl Topology {
     /// Replaces our connection list; call whenever a connection comes up, is established
     /// or goes away. Returns true (and bumps our version) if the list changed.
     pub fn set_our_conns(&mut self, conns: Vec<ConnInfo>) -> bool {
-        let conns = canonical_conns(conns);
-        let me = self.ourself_mut();
-        if me.conns == conns {
-            return false;
-        }
-        me.conns = conns;
-        me.version = me.version.saturating_add(1);
-        self.generation += 1;
-        true
+        self.set_ours(|me| &mut me.conns, canonical_conns(conns))
     }
 
     /// Changes our nickname (clamped to [`NICKNAME_LEN_MAX`]); true and a version bump if
     /// it changed.
     pub fn set_our_nickname(&mut self, mut nickname: String) -> bool {
         clamp_nickname(&mut nickname);
+        self.set_ours(|me| &mut me.nickname, nickname)
+    }
+
+    /// Sets one field of our entry to `value`; if that changed it, bumps our version and
+    /// the generation and returns true.
+    fn set_ours<T: PartialEq>(&mut self, field: fn(&mut PeerEntry) -> &mut T, value: T) -> bool {
         let me = self.ourself_mut();
-        if me.nickname == nickname {
+        let slot = field(me);
+        if *slot == value {
             return false;
         }
-        me.nickname = nickname;
+        *slot = value;
         me.version = me.version.saturating_add(1);
         self.generation += 1;
         true

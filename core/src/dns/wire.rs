@@ -42,13 +42,7 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>, WireError> {
     if r.u8()? != KIND_RECORDS {
         return Err(WireError::UnknownType);
     }
-    let count = usize::from(r.u16()?);
-    if count > DNS_RECORDS_PER_MSG_MAX {
-        return Err(WireError::Oversized);
-    }
-    if r.remaining() < count * RECORD_FIXED_LEN_BYTES {
-        return Err(WireError::Truncated);
-    }
+    let count = r.count(DNS_RECORDS_PER_MSG_MAX, RECORD_FIXED_LEN_BYTES)?;
     let mut out: Vec<Record> = Vec::with_capacity(count);
     for _ in 0..count {
         let owner = r.peer_name()?;

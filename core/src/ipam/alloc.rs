@@ -340,46 +340,33 @@ impl Ipam {
     /// The lowest free address we own in `subnet`.
     pub(super) fn first_free(&self, subnet: Cidr) -> Option<u32> {
         let (lo, hi) = self.usable_in(subnet);
-        for (s, e) in self.ring.owned_within(self.me, lo, hi) {
-            let mut cursor = s;
-            for (a, _) in self.allocs.range(s as u32..) {
-                let a = u64::from(*a);
-                if a >= e {
-                    break;
-                }
-                if a > cursor {
-                    break;
-                }
-                cursor = a + 1;
-            }
-            if cursor < e {
-                return Some(cursor as u32);
-            }
-        }
-        None
+        self.free_runs(lo, hi).next().map(|(s, _)| s as u32)
     }
 
-    /// The longest run of free addresses we own in `[lo, hi)`.
+    /// The longest run of free addresses we own in `[lo, hi)` (the lowest of equals).
     pub(super) fn largest_free_run(&self, lo: u64, hi: u64) -> Option<(u64, u64)> {
-        let mut best: Option<(u64, u64)> = None;
-        let mut consider = |s: u64, e: u64| {
-            if e > s && best.is_none_or(|(bs, be)| e - s > be - bs) {
-                best = Some((s, e));
-            }
-        };
-        for (s, e) in self.ring.owned_within(self.me, lo, hi) {
-            let mut cursor = s;
-            for (a, _) in self.allocs.range(s as u32..) {
-                let a = u64::from(*a);
-                if a >= e {
-                    break;
-                }
-                consider(cursor, a);
-                cursor = a + 1;
-            }
-            consider(cursor, e);
-        }
-        best
+        self.free_runs(lo, hi)
+            .reduce(|best, r| if r.1 - r.0 > best.1 - best.0 { r } else { best })
+    }
+
+    /// The runs `[s, e)` of free addresses we own in `[lo, hi)`, lowest first, none empty.
+    fn free_runs(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ring
+            .owned_within(self.me, lo, hi)
+            .flat_map(move |(s, e)| {
+                let taken = self
+                    .allocs
+                    .range(s as u32..)
+                    .map(|(a, _)| u64::from(*a))
+                    .take_while(move |a| *a < e);
+                // Each address taken ends the run before it; the owned range's end, the last.
+                let mut cursor = s;
+                taken.chain(core::iter::once(e)).filter_map(move |a| {
+                    let run = (cursor, a);
+                    cursor = a + 1;
+                    (a > run.0).then_some(run)
+                })
+            })
     }
 
     /// Records `addr` for `container`.

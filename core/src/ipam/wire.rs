@@ -131,13 +131,7 @@ pub enum IpamMsg {
 }
 
 fn read_entries(r: &mut Reader<'_>) -> Result<Vec<(u32, Entry)>, WireError> {
-    let count = usize::from(r.u16()?);
-    if count > IPAM_ENTRIES_PER_MSG_MAX {
-        return Err(WireError::Oversized);
-    }
-    if r.remaining() < count * ENTRY_LEN_BYTES {
-        return Err(WireError::Truncated);
-    }
+    let count = r.count(IPAM_ENTRIES_PER_MSG_MAX, ENTRY_LEN_BYTES)?;
     let mut out: Vec<(u32, Entry)> = Vec::with_capacity(count);
     for _ in 0..count {
         let token = r.u32()?;

@@ -91,6 +91,20 @@ impl<'a> Reader<'a> {
         self.bytes(n)
     }
 
+    /// A u16 count of the items that follow: [`WireError::Oversized`] above `count_max`,
+    /// [`WireError::Truncated`] if that many items of at least `item_len_min` bytes cannot
+    /// fit in what is left (so a count can size an allocation).
+    pub fn count(&mut self, count_max: usize, item_len_min: usize) -> Result<usize, WireError> {
+        let count = usize::from(self.u16()?);
+        if count > count_max {
+            return Err(WireError::Oversized);
+        }
+        if count * item_len_min > self.remaining() {
+            return Err(WireError::Truncated);
+        }
+        Ok(count)
+    }
+
     /// A socket address: family byte (4 or 6), address, port.
     pub fn socket_addr(&mut self) -> Result<SocketAddr, WireError> {
         let ip = match self.u8()? {
@@ -227,5 +241,18 @@ mod tests {
         );
         let mut long = Reader::new(&[9, 1, 2]);
         assert_eq!(long.short_bytes(8), Err(WireError::Oversized));
+    }
+
+    #[test]
+    fn counts_are_bounded_by_their_limit_and_by_the_bytes_left() {
+        // Count 3, then 6 bytes: room for three 2-byte items, not three 3-byte ones.
+        let buf = [0, 3, 1, 2, 3, 4, 5, 6];
+        assert_eq!(Reader::new(&buf).count(3, 2), Ok(3));
+        assert_eq!(Reader::new(&buf).count(2, 2), Err(WireError::Oversized));
+        assert_eq!(Reader::new(&buf).count(3, 3), Err(WireError::Truncated));
+        assert_eq!(
+            Reader::new(&buf[..1]).count(3, 0),
+            Err(WireError::Truncated)
+        );
     }
 }

@@ -125,13 +125,7 @@ fn parse_entry(r: &mut Reader<'_>) -> Result<PeerEntry, WireError> {
     let version = r.u64()?;
     let nick = r.short_bytes(NICKNAME_LEN_MAX)?;
     let nickname = core::str::from_utf8(nick).map_err(|_| WireError::Inconsistent)?;
-    let nconns = usize::from(r.u16()?);
-    if nconns > PEER_CONNS_MAX {
-        return Err(WireError::Oversized);
-    }
-    if nconns * CONN_LEN_MIN > r.remaining() {
-        return Err(WireError::Truncated);
-    }
+    let nconns = r.count(PEER_CONNS_MAX, CONN_LEN_MIN)?;
     let mut conns = Vec::with_capacity(nconns);
     for _ in 0..nconns {
         let peer = r.peer_name()?;
@@ -167,13 +161,7 @@ pub fn parse_entries(input: &[u8]) -> Result<Vec<PeerEntry>, WireError> {
         return Err(WireError::Oversized);
     }
     let mut r = Reader::new(input);
-    let count = usize::from(r.u16()?);
-    if count > ENTRIES_PER_MSG_MAX {
-        return Err(WireError::Oversized);
-    }
-    if count * ENTRY_LEN_MIN > r.remaining() {
-        return Err(WireError::Truncated);
-    }
+    let count = r.count(ENTRIES_PER_MSG_MAX, ENTRY_LEN_MIN)?;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         out.push(parse_entry(&mut r)?);
