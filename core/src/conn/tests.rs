@@ -26,6 +26,32 @@ struct Pair {
 }
 
 impl Pair {
+    /// Both ends failed, with `e`.
+    #[track_caller]
+    fn assert_both_failed(&self, e: ConnError) {
+        assert_eq!(self.a_err, Some(e), "a's error");
+        assert_eq!(self.b_err, Some(e), "b's error");
+    }
+
+    /// Takes A's hello (B's if `from_b`), lets `edit` change it in flight and delivers
+    /// it whole to the other end.
+    fn deliver_edited_hello(&mut self, from_b: bool, edit: impl FnOnce(&mut [u8])) {
+        let (from, to, to_err) = if from_b {
+            (&mut self.b, &mut self.a, &mut self.a_err)
+        } else {
+            (&mut self.a, &mut self.b, &mut self.b_err)
+        };
+        let mut hello = drain(from);
+        edit(&mut hello);
+        deliver(to, self.now, &hello, &[usize::MAX], to_err);
+    }
+
+    /// The bytes A puts on the wire for one gossip frame of `payload` on `channel`.
+    fn a_sends_gossip(&mut self, channel: u8, payload: &[u8]) -> Vec<u8> {
+        self.a.send_gossip(channel, payload).unwrap();
+        drain(&mut self.a)
+    }
+
     fn new(pw_a: Option<&[u8]>, pw_b: Option<&[u8]>) -> Self {
         Self::with(settings(NAME_A, pw_a), settings(NAME_B, pw_b))
     }
@@ -165,11 +191,10 @@ fn no_password_on_either_side_establishes_unauthenticated() {
 fn different_passwords_fail_on_both_sides_with_wrong_password() {
     let mut p = Pair::new(Some(b"one"), Some(b"two"));
     p.run();
-    let wrong = Some(ConnError::Crypto(CryptoError::WrongPassword));
-    assert_eq!(p.a_err, wrong);
-    assert_eq!(p.b_err, wrong);
+    let wrong = ConnError::Crypto(CryptoError::WrongPassword);
+    p.assert_both_failed(wrong);
     assert_eq!(p.a.state(), ConnState::Closed);
-    assert_eq!(p.b.error(), wrong);
+    assert_eq!(p.b.error(), Some(wrong));
     assert_eq!(p.a.poll_output(), None);
     assert_eq!(p.b.poll_output(), None);
 }
@@ -179,9 +204,7 @@ fn one_sided_password_is_encryption_mismatch_on_both_sides() {
     for (pa, pb) in [(Some(&b"pw"[..]), None), (None, Some(&b"pw"[..]))] {
         let mut p = Pair::new(pa, pb);
         p.run();
-        let mismatch = Some(ConnError::Crypto(CryptoError::EncryptionMismatch));
-        assert_eq!(p.a_err, mismatch);
-        assert_eq!(p.b_err, mismatch);
+        p.assert_both_failed(ConnError::Crypto(CryptoError::EncryptionMismatch));
     }
 }
 
@@ -189,8 +212,7 @@ fn one_sided_password_is_encryption_mismatch_on_both_sides() {
 fn tampered_frame_after_established_is_tampered() {
     let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
     p.established();
-    p.a.send_gossip(CHANNEL_TOPOLOGY, b"payload").unwrap();
-    let mut wire = drain(&mut p.a);
+    let mut wire = p.a_sends_gossip(CHANNEL_TOPOLOGY, b"payload");
     let last = wire.len() - 1;
     wire[last] ^= 0x01; // in the tag
     deliver(&mut p.b, p.now, &wire, &[usize::MAX], &mut p.b_err);
@@ -209,8 +231,7 @@ fn tampered_frame_after_established_is_tampered() {
 fn tampered_ciphertext_byte_is_tampered_too() {
     let mut p = Pair::new(None, None);
     p.established();
-    p.a.send_gossip(CHANNEL_TOPOLOGY, b"payload").unwrap();
-    let mut wire = drain(&mut p.a);
+    let mut wire = p.a_sends_gossip(CHANNEL_TOPOLOGY, b"payload");
     wire[FRAME_HEADER_LEN + 2] ^= 0x80;
     deliver(&mut p.b, p.now, &wire, &[3], &mut p.b_err);
     assert_eq!(p.b_err, Some(ConnError::Crypto(CryptoError::Tampered)));
@@ -220,8 +241,7 @@ fn tampered_ciphertext_byte_is_tampered_too() {
 fn replayed_frame_is_replayed() {
     let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
     p.established();
-    p.a.send_gossip(CHANNEL_TOPOLOGY, b"once").unwrap();
-    let frame = drain(&mut p.a);
+    let frame = p.a_sends_gossip(CHANNEL_TOPOLOGY, b"once");
     let (f, n) = Frame::parse(&frame).unwrap();
     assert_eq!(n, frame.len(), "exactly one frame");
     assert_eq!(f.header.counter, 1, "after the confirm");
@@ -239,10 +259,8 @@ fn replayed_frame_is_replayed() {
 fn skipped_frame_is_tampered() {
     let mut p = Pair::new(None, None);
     p.established();
-    p.a.send_gossip(1, b"first").unwrap();
-    let _dropped = drain(&mut p.a);
-    p.a.send_gossip(1, b"second").unwrap();
-    let second = drain(&mut p.a);
+    let _dropped = p.a_sends_gossip(1, b"first");
+    let second = p.a_sends_gossip(1, b"second");
     deliver(&mut p.b, p.now, &second, &[usize::MAX], &mut p.b_err);
     assert_eq!(p.b_err, Some(ConnError::Crypto(CryptoError::Tampered)));
 }
@@ -325,8 +343,7 @@ fn inbound_with_its_hello_in_gets_the_whole_handshake_timeout() {
 fn truncated_frame_waits_then_heartbeat_times_out() {
     let mut p = Pair::new(None, None);
     p.established();
-    p.a.send_gossip(1, b"cut short").unwrap();
-    let frame = drain(&mut p.a);
+    let frame = p.a_sends_gossip(1, b"cut short");
     p.b.handle_bytes(p.now, &frame[..frame.len() - 1]).unwrap();
     assert_eq!(p.b.poll_output(), None);
     let dead = p.now + DEFAULT_HEARTBEAT_TIMEOUT;
@@ -349,63 +366,58 @@ fn downgraded_hello_is_detected_on_both_sides() {
     // An attacker widens A's version range in flight: B still finds a common version,
     // but the transcripts differ, so both confirms fail the hash check.
     let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
-    let mut hello = drain(&mut p.a);
-    hello[HELLO_HEADER_LEN + 1] = PROTOCOL_VERSION_MAX + 1; // version_max
-    deliver(&mut p.b, p.now, &hello, &[usize::MAX], &mut p.b_err);
+    p.deliver_edited_hello(false, |hello| {
+        hello[HELLO_HEADER_LEN + 1] = PROTOCOL_VERSION_MAX + 1; // version_max
+    });
     p.run();
-    let downgrade = Some(ConnError::Crypto(CryptoError::Downgrade));
-    assert_eq!(p.a_err, downgrade);
-    assert_eq!(p.b_err, downgrade);
+    p.assert_both_failed(ConnError::Crypto(CryptoError::Downgrade));
 }
 
 #[test]
 fn edited_nickname_is_a_downgrade_too() {
     let mut p = Pair::new(None, None);
-    let mut hello = drain(&mut p.b);
-    let last = hello.len() - 1;
-    hello[last] = b'X';
-    deliver(&mut p.a, p.now, &hello, &[usize::MAX], &mut p.a_err);
+    p.deliver_edited_hello(true, |hello| {
+        let last = hello.len() - 1;
+        hello[last] = b'X';
+    });
     p.run();
-    assert_eq!(p.a_err, Some(ConnError::Crypto(CryptoError::Downgrade)));
-    assert_eq!(p.b_err, Some(ConnError::Crypto(CryptoError::Downgrade)));
+    p.assert_both_failed(ConnError::Crypto(CryptoError::Downgrade));
 }
 
 #[test]
 fn version_range_without_overlap_says_which_side_to_upgrade() {
-    let mut p = Pair::new(None, None);
-    let mut hello = drain(&mut p.a);
-    hello[HELLO_HEADER_LEN] = PROTOCOL_VERSION_MAX + 1;
-    hello[HELLO_HEADER_LEN + 1] = PROTOCOL_VERSION_MAX + 2;
-    deliver(&mut p.b, p.now, &hello, &[usize::MAX], &mut p.b_err);
-    let err = p.b_err.expect("a newer-only peer is refused");
-    assert_eq!(err, ConnError::PeerTooNew(PROTOCOL_VERSION_MAX + 1));
-    assert!(
-        alloc::format!("{err}").contains("upgrade this router"),
-        "{err}"
-    );
-}
-
-#[test]
-fn a_version_1_peer_is_told_to_upgrade() {
     // Version 1 mixed the password into the key schedule (testable offline): v2 refuses it
     // with a message naming the fix, not a bare "version mismatch".
-    let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
-    let mut hello = drain(&mut p.a);
-    hello[HELLO_HEADER_LEN] = 1;
-    hello[HELLO_HEADER_LEN + 1] = 1;
-    deliver(&mut p.b, p.now, &hello, &[usize::MAX], &mut p.b_err);
-    let err = p.b_err.expect("a v1 peer is refused");
-    assert_eq!(err, ConnError::PeerTooOld(1));
-    assert!(alloc::format!("{err}").contains("upgrade it"), "{err}");
-    assert_eq!(p.b.state(), ConnState::Closed);
+    let too_new = PROTOCOL_VERSION_MAX + 1;
+    for (pw, range, want, fix) in [
+        (
+            None,
+            [too_new, too_new + 1],
+            ConnError::PeerTooNew(too_new),
+            "upgrade this router",
+        ),
+        (
+            Some(&b"pw"[..]),
+            [1, 1],
+            ConnError::PeerTooOld(1),
+            "upgrade it",
+        ),
+    ] {
+        let mut p = Pair::new(pw, pw);
+        p.deliver_edited_hello(false, |hello| {
+            hello[HELLO_HEADER_LEN..][..2].copy_from_slice(&range);
+        });
+        assert_eq!(p.b_err, Some(want), "{range:?}");
+        assert!(alloc::format!("{want}").contains(fix), "{want}");
+        assert_eq!(p.b.state(), ConnState::Closed);
+    }
 }
 
 #[test]
 fn dialling_ourselves_is_refused() {
     let mut p = Pair::with(settings(NAME_A, None), settings(NAME_A, None));
     p.run();
-    assert_eq!(p.a_err, Some(ConnError::SelfConnection));
-    assert_eq!(p.b_err, Some(ConnError::SelfConnection));
+    p.assert_both_failed(ConnError::SelfConnection);
 }
 
 #[test]

@@ -171,11 +171,7 @@ fn tso_super_frames_become_real_segments_and_coalesce_back() {
 
         // The receiver's coalescer turns them back into the one super-frame.
         let mut c = Coalescer::new();
-        let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
-        for s in &segs {
-            c.push(s, &mut |o, b| got.push((*o, b.to_vec())));
-        }
-        c.flush(&mut |o, b| got.push((*o, b.to_vec())));
+        let mut got = coalesce(&mut c, &segs, false);
         assert_eq!(got.len(), 1, "one super-frame");
         let (o, mut sf) = got.pop().unwrap();
         assert_eq!(o.gso, gso_of(v6, true));
@@ -342,11 +338,7 @@ fn partial_segments_merge_unverified_and_pass_alone_with_a_hint() {
     let (segs, _) = cut_partial(&f, &off);
     assert_eq!(segs.len(), 5);
     let mut c = Coalescer::new();
-    let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
-    for s in &segs {
-        c.push_csum_partial(s, &mut |o, b| got.push((*o, b.to_vec())));
-    }
-    c.flush(&mut |o, b| got.push((*o, b.to_vec())));
+    let mut got = coalesce(&mut c, &segs, true);
     assert_eq!(got.len(), 1, "merged although no checksum verifies");
     let (o, mut sf) = got.pop().unwrap();
     complete_csum(&mut sf, o.csum.unwrap());
@@ -418,6 +410,22 @@ fn coalescer_keeps_order_and_refuses_what_it_must_not_merge() {
     // The corrupt one is not vouched for; verified singles are.
     assert!(!got[2].0.data_valid);
     assert!(got[3].0.data_valid);
+}
+
+/// Pushes `segs` through `c` (as checksum-partial frames if `csum_partial`) and flushes
+/// it; returns what came out: each output's offload and bytes.
+fn coalesce(c: &mut Coalescer, segs: &[Vec<u8>], csum_partial: bool) -> Vec<(Offload, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut emit = |o: &Offload, b: &[u8]| got.push((*o, b.to_vec()));
+    for s in segs {
+        if csum_partial {
+            c.push_csum_partial(s, &mut emit);
+        } else {
+            c.push(s, &mut emit);
+        }
+    }
+    c.flush(&mut emit);
+    got
 }
 
 /// Pushes `inputs` through a fresh coalescer, flushes it, and returns what came out: each
@@ -602,12 +610,7 @@ proptest! {
         }
         prop_assert_eq!(&joined, &data);
         if len > 0 {
-            let mut c = Coalescer::new();
-            let mut got: Vec<(Offload, Vec<u8>)> = Vec::new();
-            for s in &segs {
-                c.push(s, &mut |o, b| got.push((*o, b.to_vec())));
-            }
-            c.flush(&mut |o, b| got.push((*o, b.to_vec())));
+            let mut got = coalesce(&mut Coalescer::new(), &segs, false);
             prop_assert_eq!(got.len(), 1);
             let (o, mut sf) = got.pop().unwrap();
             if let Some(p) = o.csum {

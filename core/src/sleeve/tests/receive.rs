@@ -6,12 +6,7 @@ use super::*;
 #[test]
 fn plain_datagrams_from_elsewhere_than_the_peer_are_dropped() {
     let mut l = Line::new(false);
-    let f = frame([0xff; 6], MAC_A, 4);
-    let mut outs = Vec::new();
-    l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
-    let Owned::Datagram(_, good, _) = &outs[0] else {
-        panic!()
-    };
+    let good = datagram_to_b(&mut l, Instant::ZERO, 4);
     let mut sink = |_: Output<'_>| {};
     // The same bytes from an address that is not peer 0's: refused.
     l.s[1].handle_datagram(Instant::ZERO, addr(7), &mut good.clone(), &mut sink);
@@ -21,8 +16,8 @@ fn plain_datagrams_from_elsewhere_than_the_peer_are_dropped() {
     assert_eq!(l.s[1].stats().frames_to_bridge, 1);
 }
 
-/// A plain datagram A sends B carrying a broadcast frame, at `now`.
-fn plain_datagram(l: &mut Line, now: Instant, marker: u8) -> Vec<u8> {
+/// The datagram A sends B carrying a broadcast frame, at `now`.
+fn datagram_to_b(l: &mut Line, now: Instant, marker: u8) -> Vec<u8> {
     let f = frame([0xff; 6], MAC_A, marker);
     let mut outs = Vec::new();
     l.s[0].handle_bridge_frame(now, &f, &mut |o| outs.push(own(o)));
@@ -39,7 +34,7 @@ fn plain_datagrams_are_replay_checked_across_reconnects_and_restarts() {
     let mut l = Line::new(false);
     let mut sink = |_: Output<'_>| {};
     let t0 = Instant::from_millis(1000);
-    let good = plain_datagram(&mut l, t0, 1);
+    let good = datagram_to_b(&mut l, t0, 1);
     for _ in 0..3 {
         l.s[1].handle_datagram(t0, addr(0), &mut good.clone(), &mut sink);
     }
@@ -50,7 +45,7 @@ fn plain_datagrams_are_replay_checked_across_reconnects_and_restarts() {
     l.s[0].remove_peer(name(1));
     let t1 = Instant::from_millis(2000);
     l.s[0].set_peer(t1, name(1), addr(1), None);
-    let mut d = plain_datagram(&mut l, t1, 2);
+    let mut d = datagram_to_b(&mut l, t1, 2);
     l.s[1].handle_datagram(t1, addr(0), &mut d, &mut sink);
     assert_eq!(l.s[1].stats().frames_to_bridge, 2, "after a reconnect");
     // A restarts: a new engine whose clock starts at zero again, with the epoch the host
@@ -65,7 +60,7 @@ fn plain_datagrams_are_replay_checked_across_reconnects_and_restarts() {
         [(name(0), alloc::vec![name(1)])].into(),
     );
     l.s[0] = a;
-    let mut d = plain_datagram(&mut l, Instant::ZERO, 3);
+    let mut d = datagram_to_b(&mut l, Instant::ZERO, 3);
     l.s[1].handle_datagram(t1, addr(0), &mut d, &mut sink);
     assert_eq!(l.s[1].stats().frames_to_bridge, 3, "after a restart");
     assert_eq!(l.s[1].stats().drops_replayed, 2);
@@ -74,12 +69,7 @@ fn plain_datagrams_are_replay_checked_across_reconnects_and_restarts() {
 #[test]
 fn tampered_replayed_and_garbage_datagrams_are_dropped() {
     let mut l = Line::new(true);
-    let f = frame([0xff; 6], MAC_A, 9);
-    let mut outs = Vec::new();
-    l.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
-    let Owned::Datagram(_, good, _) = &outs[0] else {
-        panic!()
-    };
+    let good = datagram_to_b(&mut l, Instant::ZERO, 9);
     let mut sink = |_: Output<'_>| {};
     // Tampered.
     let mut bad = good.clone();
@@ -109,12 +99,7 @@ fn tampered_replayed_and_garbage_datagrams_are_dropped() {
     }
     assert_eq!(l.s[1].stats().frames_to_bridge, 1);
     // A plain datagram to an encrypted router is refused.
-    let mut plain = Line::new(false);
-    let mut outs = Vec::new();
-    plain.s[0].handle_bridge_frame(Instant::ZERO, &f, &mut |o| outs.push(own(o)));
-    let Owned::Datagram(_, p, _) = &outs[0] else {
-        panic!()
-    };
-    l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut p.clone(), &mut sink);
+    let mut plain = datagram_to_b(&mut Line::new(false), Instant::ZERO, 9);
+    l.s[1].handle_datagram(Instant::ZERO, addr(0), &mut plain, &mut sink);
     assert_eq!(l.s[1].stats().drops_encryption_mismatch, 1);
 }
