@@ -357,6 +357,14 @@ mod tests {
         SocketAddr::from(([10, 0, 0, i], 6783))
     }
 
+    /// A maker whose retries back off from 1 s up to `max_secs`.
+    fn maker(max_secs: u64) -> Maker {
+        Maker::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(max_secs),
+        })
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let b = Backoff {
@@ -374,10 +382,7 @@ mod tests {
 
     #[test]
     fn due_dials_explicit_targets_before_discovered_ones() {
-        let mut m = Maker::new(Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        });
+        let mut m = maker(60);
         let t0 = Instant::from_millis(0);
         for i in 1..=5 {
             assert!(m.add(addr(i), TargetKind::Discovered, t0));
@@ -406,10 +411,7 @@ mod tests {
 
     #[test]
     fn discovered_flood_leaves_room_for_explicit_and_expires() {
-        let mut m = Maker::new(Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        });
+        let mut m = maker(60);
         let mut rng = Rng::from_seed(5);
         let t0 = Instant::from_millis(0);
         let flood = |i: usize| SocketAddr::from(([172, 16, (i >> 8) as u8, i as u8], 6783));
@@ -461,10 +463,7 @@ mod tests {
 
     #[test]
     fn explicit_targets_have_their_own_cap() {
-        let mut m = Maker::new(Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        });
+        let mut m = maker(60);
         let t0 = Instant::from_millis(0);
         let a = |i: usize| SocketAddr::from(([172, 17, (i >> 8) as u8, i as u8], 6783));
         for i in 0..EXPLICIT_TARGETS_LEN_MAX {
@@ -479,10 +478,7 @@ mod tests {
 
     #[test]
     fn due_failed_established_cycle() {
-        let mut m = Maker::new(Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-        });
+        let mut m = maker(8);
         let mut rng = Rng::from_seed(1);
         let t0 = Instant::from_millis(0);
         assert!(m.add(addr(1), TargetKind::Explicit, t0));

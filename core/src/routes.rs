@@ -365,6 +365,18 @@ mod tests {
     }
 
     /// Reference reachability from `s` over symmetric established edges, by fixpoint.
+    /// Announcements among `2 + rng.below(n_below)` peers, each one's view of the topology
+    /// and the routes it computes from that view.
+    fn random_world(rng: &mut Rng, n_below: u64) -> World {
+        let n = 2 + rng.below(n_below);
+        let a = random_announcements(rng, n);
+        let views: Vec<Topology> = (0..n).map(|me| topo(me, n, &a)).collect();
+        let routes = views.iter().map(Routes::compute).collect();
+        (n, a, views, routes)
+    }
+
+    type World = (u64, Vec<(u64, u64, bool)>, Vec<Topology>, Vec<Routes>);
+
     fn reference_reach(n: u64, a: &[(u64, u64, bool)], s: u64) -> BTreeSet<u64> {
         let edges: BTreeSet<(u64, u64)> = a.iter().filter(|e| e.2).map(|e| (e.0, e.1)).collect();
         let mut reach = BTreeSet::from([s]);
@@ -387,10 +399,7 @@ mod tests {
     fn broadcast_reaches_every_reachable_peer_exactly_once() {
         let mut rng = Rng::from_seed(0x5eed);
         for round in 0..12 {
-            let n = 2 + rng.below(40);
-            let a = random_announcements(&mut rng, n);
-            let views: Vec<Topology> = (0..n).map(|me| topo(me, n, &a)).collect();
-            let mut routes: Vec<Routes> = views.iter().map(Routes::compute).collect();
+            let (n, a, views, mut routes) = random_world(&mut rng, 40);
             for s in 0..n {
                 let mut received = vec![0u32; n as usize];
                 let mut queue: VecDeque<u64> = VecDeque::from([s]);
@@ -426,9 +435,7 @@ mod tests {
     fn unicast_paths_are_loop_free_and_shortest() {
         let mut rng = Rng::from_seed(99);
         for _ in 0..8 {
-            let n = 2 + rng.below(30);
-            let a = random_announcements(&mut rng, n);
-            let routes: Vec<Routes> = (0..n).map(|me| Routes::compute(&topo(me, n, &a))).collect();
+            let (n, _, _, routes) = random_world(&mut rng, 30);
             for s in 0..n {
                 for d in routes[s as usize].reachable() {
                     let mut at = s;

@@ -138,6 +138,11 @@ impl Ipam {
                 return Err(e);
             }
         };
+        // A unicast message for another peer is passed on as it came.
+        if let Some(route) = msg.route().filter(|r| r.dst != self.me) {
+            self.forward(route, payload);
+            return Ok(());
+        }
         match msg {
             IpamMsg::Ring {
                 id,
@@ -156,26 +161,14 @@ impl Ipam {
                 ask,
                 subnet,
                 addr,
-            } => {
-                if route.dst != self.me {
-                    self.forward(route, payload);
-                } else {
-                    self.on_donate_request(route.src, ask, subnet, addr);
-                }
-            }
+            } => self.on_donate_request(route.src, ask, subnet, addr),
             IpamMsg::DonateReply {
                 route,
                 ask,
                 outcome,
                 id,
                 entries,
-            } => {
-                if route.dst != self.me {
-                    self.forward(route, payload);
-                } else {
-                    self.on_donate_reply(now, route.src, ask, outcome, id, &entries);
-                }
-            }
+            } => self.on_donate_reply(now, route.src, ask, outcome, id, &entries),
         }
         Ok(())
     }

@@ -672,19 +672,7 @@ fn merge_refuses_entries_that_take_our_space_but_takes_a_donation_to_us() {
     // name(1) donates 10.32.2.188-10.32.3.31 to us: its remainders and our piece in one batch,
     // in any order, are taken.
     let mut donor = base_ring();
-    let changed = donor
-        .transfer(
-            name(1),
-            base + 700,
-            u64::from(base) + 800,
-            name(0),
-            |lo, hi| (hi - lo) as u32,
-        )
-        .unwrap();
-    let mut batch: Vec<(u32, Entry)> = changed
-        .iter()
-        .map(|t| (*t, donor.get(*t).unwrap()))
-        .collect();
+    let mut batch = hand_over(&mut donor, name(1), base + 700, base + 800, name(0));
     let mut forward = ours.clone();
     assert_eq!(forward.merge(name(0), id, &batch).map(|m| m.refused), Ok(0));
     assert_eq!(forward, donor);
@@ -697,17 +685,8 @@ fn merge_refuses_entries_that_take_our_space_but_takes_a_donation_to_us() {
     assert_eq!(ours.owner_of(base + 800), Some(name(1)));
     assert_eq!(ours.owner_of(base + 699), Some(name(1)));
     // Our own transfer, echoed back by the peer that took it, changes nothing more.
-    let given = ours
-        .transfer(
-            name(0),
-            base + 128,
-            u64::from(base) + 256,
-            name(1),
-            |lo, hi| (hi - lo) as u32,
-        )
-        .unwrap();
+    let echo = hand_over(&mut ours, name(0), base + 128, base + 256, name(1));
     let mut theirs = donor.clone();
-    let echo: Vec<(u32, Entry)> = given.iter().map(|t| (*t, ours.get(*t).unwrap())).collect();
     assert_eq!(theirs.merge(name(1), id, &echo).map(|m| m.refused), Ok(0));
     assert_eq!(theirs, ours);
     let back: Vec<(u32, Entry)> = theirs.entries().collect();
@@ -805,6 +784,24 @@ fn arb_entries() -> impl Strategy<Value = Vec<(u32, Entry)>> {
             })
             .collect()
     })
+}
+
+/// `from` hands `[start, end)` to `to` in `ring` (every address counted free); returns
+/// the entries that changed, as gossip carries them.
+fn hand_over(
+    ring: &mut Ring,
+    from: PeerName,
+    start: u32,
+    end: u32,
+    to: PeerName,
+) -> Vec<(u32, Entry)> {
+    let changed = ring
+        .transfer(from, start, u64::from(end), to, |lo, hi| (hi - lo) as u32)
+        .unwrap();
+    changed
+        .iter()
+        .map(|t| (*t, ring.get(*t).unwrap()))
+        .collect()
 }
 
 fn base_ring() -> Ring {

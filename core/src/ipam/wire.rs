@@ -187,6 +187,18 @@ fn read_cidr(r: &mut Reader<'_>) -> Result<Cidr, WireError> {
     Ok(c)
 }
 
+fn read_ring_id(r: &mut Reader<'_>) -> Result<RingId, WireError> {
+    Ok(RingId {
+        seeder: r.peer_name()?,
+        nonce: r.u64()?,
+    })
+}
+
+fn write_ring_id(w: &mut Writer<'_>, id: &RingId) -> Result<(), WireError> {
+    w.peer_name(id.seeder)?;
+    w.u64(id.nonce)
+}
+
 fn read_route(r: &mut Reader<'_>) -> Result<Route, WireError> {
     let src = r.peer_name()?;
     let dst = r.peer_name()?;
@@ -210,10 +222,7 @@ impl IpamMsg {
         }
         let msg = match r.u8()? {
             KIND_RING => {
-                let id = RingId {
-                    seeder: r.peer_name()?,
-                    nonce: r.u64()?,
-                };
+                let id = read_ring_id(&mut r)?;
                 let range = read_cidr(&mut r)?;
                 let flags = r.u8()?;
                 if flags & !FLAG_FULL != 0 {
@@ -246,44 +255,38 @@ impl IpamMsg {
                 }
                 Self::Proposal { quorum, names }
             }
-            KIND_DONATE_REQUEST => {
-                let route = read_route(&mut r)?;
-                let ask = r.u64()?;
-                let subnet = read_cidr(&mut r)?;
-                let addr = match r.u8()? {
+            // Fields are evaluated in the order written: the wire order.
+            KIND_DONATE_REQUEST => Self::DonateRequest {
+                route: read_route(&mut r)?,
+                ask: r.u64()?,
+                subnet: read_cidr(&mut r)?,
+                addr: match r.u8()? {
                     0 => None,
                     1 => Some(r.u32()?),
                     _ => return Err(WireError::Inconsistent),
-                };
-                Self::DonateRequest {
-                    route,
-                    ask,
-                    subnet,
-                    addr,
-                }
-            }
-            KIND_DONATE_REPLY => {
-                let route = read_route(&mut r)?;
-                let ask = r.u64()?;
-                let outcome = Outcome::from_u8(r.u8()?)?;
-                let id = RingId {
-                    seeder: r.peer_name()?,
-                    nonce: r.u64()?,
-                };
-                let entries = read_entries(&mut r)?;
-                Self::DonateReply {
-                    route,
-                    ask,
-                    outcome,
-                    id,
-                    entries,
-                }
-            }
+                },
+            },
+            KIND_DONATE_REPLY => Self::DonateReply {
+                route: read_route(&mut r)?,
+                ask: r.u64()?,
+                outcome: Outcome::from_u8(r.u8()?)?,
+                id: read_ring_id(&mut r)?,
+                entries: read_entries(&mut r)?,
+            },
             KIND_RING_PULL => Self::RingPull,
             _ => return Err(WireError::UnknownType),
         };
         r.finish()?;
         Ok(msg)
+    }
+
+    /// Where a unicast message (a donation request or reply) goes; `None` for the others,
+    /// which go to neighbours only.
+    pub fn route(&self) -> Option<Route> {
+        match self {
+            Self::DonateRequest { route, .. } | Self::DonateReply { route, .. } => Some(*route),
+            Self::Ring { .. } | Self::Proposal { .. } | Self::RingPull => None,
+        }
     }
 
     /// Bytes [`IpamMsg::emit`] needs.
@@ -303,10 +306,13 @@ impl IpamMsg {
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let mut w = Writer::new(buf);
         w.u8(IPAM_WIRE_VERSION)?;
-        let write_route = |w: &mut Writer<'_>, r: &Route| -> Result<(), WireError> {
+        // A unicast message's kind, route and ask id.
+        let write_unicast = |w: &mut Writer<'_>, kind, r: &Route, ask| -> Result<(), WireError> {
+            w.u8(kind)?;
             w.peer_name(r.src)?;
             w.peer_name(r.dst)?;
-            w.u8(r.ttl.min(IPAM_TTL_MAX))
+            w.u8(r.ttl.min(IPAM_TTL_MAX))?;
+            w.u64(ask)
         };
         let write_cidr = |w: &mut Writer<'_>, c: &Cidr| -> Result<(), WireError> {
             let n = c.network();
@@ -321,8 +327,7 @@ impl IpamMsg {
                 entries,
             } => {
                 w.u8(KIND_RING)?;
-                w.peer_name(id.seeder)?;
-                w.u64(id.nonce)?;
+                write_ring_id(&mut w, id)?;
                 write_cidr(&mut w, range)?;
                 w.u8(if *full { FLAG_FULL } else { 0 })?;
                 write_entries(&mut w, entries)?;
@@ -347,9 +352,7 @@ impl IpamMsg {
                 subnet,
                 addr,
             } => {
-                w.u8(KIND_DONATE_REQUEST)?;
-                write_route(&mut w, route)?;
-                w.u64(*ask)?;
+                write_unicast(&mut w, KIND_DONATE_REQUEST, route, *ask)?;
                 write_cidr(&mut w, subnet)?;
                 match addr {
                     None => w.u8(0)?,
@@ -366,12 +369,9 @@ impl IpamMsg {
                 id,
                 entries,
             } => {
-                w.u8(KIND_DONATE_REPLY)?;
-                write_route(&mut w, route)?;
-                w.u64(*ask)?;
+                write_unicast(&mut w, KIND_DONATE_REPLY, route, *ask)?;
                 w.u8(*outcome as u8)?;
-                w.peer_name(id.seeder)?;
-                w.u64(id.nonce)?;
+                write_ring_id(&mut w, id)?;
                 write_entries(&mut w, entries)?;
             }
             Self::RingPull => w.u8(KIND_RING_PULL)?,
