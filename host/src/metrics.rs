@@ -54,28 +54,17 @@ impl Metrics {
         self.family::<0, &str>(name, help, Kind::Gauge, [], [([], value)]);
     }
 
-    /// A counter family with one label: one sample per `(label value, value)`.
-    pub(crate) fn counter_family<V: AsRef<str>>(
+    /// A family of `kind` with one label: one sample per `(label value, value)`.
+    pub(crate) fn labelled<V: AsRef<str>>(
         &mut self,
         name: &str,
         help: &str,
+        kind: Kind,
         label: &str,
         samples: impl IntoIterator<Item = (V, u64)>,
     ) {
         let samples = samples.into_iter().map(|(v, n)| ([v], n));
-        self.family(name, help, Kind::Counter, [label], samples);
-    }
-
-    /// A gauge family with one label: one sample per `(label value, value)`.
-    pub(crate) fn gauge_family<V: AsRef<str>>(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: &str,
-        samples: impl IntoIterator<Item = (V, u64)>,
-    ) {
-        let samples = samples.into_iter().map(|(v, n)| ([v], n));
-        self.family(name, help, Kind::Gauge, [label], samples);
+        self.family(name, help, kind, [label], samples);
     }
 
     /// A family with `N` labels: HELP and TYPE, then one sample per `(label values,
@@ -187,13 +176,20 @@ mod tests {
     #[test]
     fn a_family_writes_help_and_type_once() {
         let mut m = Metrics::new();
-        m.counter_family(
+        m.labelled(
             "weft_x_total",
             "By reason.",
+            Kind::Counter,
             "reason",
             [("a", 1), ("b", u64::MAX)],
         );
-        m.gauge_family("weft_y", "By mode.", "mode", Vec::<(String, u64)>::new());
+        m.labelled(
+            "weft_y",
+            "By mode.",
+            Kind::Gauge,
+            "mode",
+            Vec::<(String, u64)>::new(),
+        );
         assert_eq!(
             m.finish(),
             "# HELP weft_x_total By reason.\n# TYPE weft_x_total counter\n\
@@ -229,9 +225,10 @@ mod tests {
     #[test]
     fn label_values_and_help_are_escaped() {
         let mut m = Metrics::new();
-        m.gauge_family(
+        m.labelled(
             "weft_e",
             "A \\ and a\nnewline, \"quotes\" kept.",
+            Kind::Gauge,
             "v",
             [("back\\slash \"quoted\"\nnext", 1)],
         );
@@ -246,7 +243,7 @@ mod tests {
     fn every_line_ends_with_a_newline() {
         let mut m = Metrics::new();
         m.counter("weft_a_total", "A.", 1);
-        m.counter_family("weft_b_total", "B.", "l", [("x\ny", 2)]);
+        m.labelled("weft_b_total", "B.", Kind::Counter, "l", [("x\ny", 2)]);
         let text = m.finish();
         assert!(text.ends_with('\n'), "{text:?}");
         // An escaped newline leaves the sample on one line.
@@ -280,7 +277,13 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "bad label name")]
     fn a_bad_label_name_panics_in_debug_builds() {
-        Metrics::new().counter_family("weft_x_total", "X.", "__reserved", [("a", 1)]);
+        Metrics::new().labelled(
+            "weft_x_total",
+            "X.",
+            Kind::Counter,
+            "__reserved",
+            [("a", 1)],
+        );
     }
 
     #[test]

@@ -192,8 +192,7 @@ pub(crate) fn peers(v: &[PeerStatus]) -> String {
 
 /// `weft status connections`.
 pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
-    let mut o = String::new();
-    for c in v {
+    line_each(v, |c| {
         let enc = if c.encrypted {
             "encrypted"
         } else {
@@ -213,15 +212,13 @@ pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
         if let Some(e) = &c.error {
             let _ = write!(line, " {e}");
         }
-        let _ = writeln!(o, "{line}");
-    }
-    o
+        line
+    })
 }
 
 /// `weft status targets`.
 pub(crate) fn targets(v: &[TargetStatus]) -> String {
-    let mut o = String::new();
-    for t in v {
+    line_each(v, |t| {
         let mut line = format!(
             "{:<24} {:<10} {:<10}",
             s(&t.address),
@@ -237,19 +234,21 @@ pub(crate) fn targets(v: &[TargetStatus]) -> String {
         if let Some(e) = &t.last_error {
             let _ = write!(line, " last error: {e}");
         }
-        let _ = writeln!(o, "{line}");
-    }
-    o
+        line
+    })
 }
 
 /// `weft ps`: one line per attachment: id, MAC, addresses.
 pub(crate) fn ps(v: &[Attachment]) -> String {
-    let mut o = String::new();
-    for a in v {
+    line_each(v, |a| {
         let addrs: Vec<String> = a.addresses.iter().map(ToString::to_string).collect();
-        let _ = writeln!(o, "{} {} {}", a.id, s(&a.mac), addrs.join(" "));
-    }
-    o
+        format!("{} {} {}", a.id, s(&a.mac), addrs.join(" "))
+    })
+}
+
+/// One line per item of `v`, as `line` writes it.
+fn line_each<T>(v: &[T], line: impl Fn(&T) -> String) -> String {
+    v.iter().map(|x| line(x) + "\n").collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use super::Driver;
 use crate::messages::{DnsStatus, IpamStatus};
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 use std::collections::BTreeMap;
 use weft_core::conn::ConnState;
 use weft_core::maker::TargetState;
@@ -85,18 +85,20 @@ impl Driver {
 impl DriverCounters {
     fn render(&self, m: &mut Metrics) {
         let failed = ("failed", self.conns_failed);
-        m.gauge_family(
+        m.labelled(
             "weft_connections",
             "Connections by state.",
+            Kind::Gauge,
             "state",
             self.conns_by_state
                 .iter()
                 .map(|(state, n)| (*state, *n))
                 .chain([failed]),
         );
-        m.gauge_family(
+        m.labelled(
             "weft_connections_by_mode",
             "Established connections by datapath mode.",
+            Kind::Gauge,
             "mode",
             ["fastdp", "sleeve"]
                 .map(|mode| (mode, self.conns_by_mode.get(mode).copied().unwrap_or(0))),
@@ -149,9 +151,10 @@ impl DriverCounters {
             "Inbound TCP connections accepted.",
             self.connections_accepted,
         );
-        m.counter_family(
+        m.labelled(
             "weft_drops_total",
             "Things dropped, by reason.",
+            Kind::Counter,
             "reason",
             [
                 ("gossip_malformed", s.gossip_malformed),
@@ -180,15 +183,17 @@ impl DriverCounters {
 /// weftDNS: the server's queries and drops (when it runs), the records and their gossip.
 fn dns_metrics(d: &DnsStatus, m: &mut Metrics) {
     if let Some(s) = &d.server {
-        m.counter_family(
+        m.labelled(
             "weft_dns_queries_total",
             "DNS queries received, by transport.",
+            Kind::Counter,
             "transport",
             [("udp", s.queries_udp), ("tcp", s.queries_tcp)],
         );
-        m.counter_family(
+        m.labelled(
             "weft_dns_replies_total",
             "DNS queries answered, by who answered.",
+            Kind::Counter,
             "by",
             [
                 ("weft", s.answered),
@@ -196,9 +201,10 @@ fn dns_metrics(d: &DnsStatus, m: &mut Metrics) {
                 ("upstream_failed", s.forward_failed),
             ],
         );
-        m.counter_family(
+        m.labelled(
             "weft_dns_drops_total",
             "DNS queries dropped, by reason.",
+            Kind::Counter,
             "reason",
             [
                 ("malformed", s.malformed),
@@ -213,9 +219,10 @@ fn dns_metrics(d: &DnsStatus, m: &mut Metrics) {
         d.records.len() as u64,
     );
     let g = &d.gossip;
-    m.counter_family(
+    m.labelled(
         "weft_dns_gossip_total",
         "DNS record gossip, by event.",
+        Kind::Counter,
         "event",
         [
             ("malformed", g.malformed),
@@ -251,9 +258,10 @@ fn ipam_metrics(i: &IpamStatus, m: &mut Metrics) {
         i.pending,
     );
     let s = &i.stats;
-    m.counter_family(
+    m.labelled(
         "weft_ipam_events_total",
         "IPAM ring events, by kind.",
+        Kind::Counter,
         "event",
         [
             ("malformed", s.malformed),

@@ -2,7 +2,7 @@
 //! direction, GSO fallbacks, batches, drops by reason and the crypto crew.
 
 use super::{Datapath, drops};
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 use std::sync::atomic::Ordering;
 use weft_core::sleeve::SleeveStats;
 use weft_uring_dp::CounterSnapshot;
@@ -41,9 +41,10 @@ impl SleeveCounters {
     fn render(&self, m: &mut Metrics) {
         let c = self.io;
         let s = self.engine;
-        m.counter_family(
+        m.labelled(
             "weft_datapath_frames_total",
             "Ethernet frames moved by the sleeve.",
+            Kind::Counter,
             "direction",
             [
                 ("from_bridge", s.frames_from_bridge),
@@ -51,21 +52,24 @@ impl SleeveCounters {
                 ("relayed", s.frames_relayed),
             ],
         );
-        m.counter_family(
+        m.labelled(
             "weft_datapath_datagrams_total",
             "UDP datagrams on the sleeve port.",
+            Kind::Counter,
             "direction",
             [("in", c.udp_datagrams_in), ("out", c.udp_datagrams_out)],
         );
-        m.counter_family(
+        m.labelled(
             "weft_datapath_bytes_total",
             "UDP payload bytes on the sleeve port.",
+            Kind::Counter,
             "direction",
             [("in", c.udp_bytes_in), ("out", c.udp_bytes_out)],
         );
-        m.counter_family(
+        m.labelled(
             "weft_datapath_tap_io_total",
             "Reads and writes on the TAP (a TSO or coalesced super-frame is one).",
+            Kind::Counter,
             "op",
             [("read", c.tap_frames_in), ("write", c.tap_frames_out)],
         );
@@ -79,9 +83,10 @@ impl SleeveCounters {
             "Wake-ups of the datapath thread that found work (frames and datagrams are handled in batches).",
             c.batches,
         );
-        m.counter_family(
+        m.labelled(
             "weft_datapath_drops_total",
             "Frames or datagrams the datapath dropped, by reason.",
+            Kind::Counter,
             "reason",
             drops(&c, &s),
         );
