@@ -9,6 +9,7 @@ use common::{
     underlay_hosts,
 };
 use serde_json::Value;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
@@ -245,20 +246,9 @@ fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
         }
     }
     // A broadcast ping from a's container is answered by both others (fast + sleeve).
-    let out = cs[0]
-        .exec(&[
-            "ping",
-            "-b",
-            "-c",
-            "3",
-            "-i",
-            "0.3",
-            "-W",
-            "2",
-            "10.47.255.255",
-        ])
+    let text = cs[0]
+        .ping_broadcast(Ipv4Addr::new(10, 47, 255, 255), 3)
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
     for other in ["10.32.0.11", "10.32.0.12"] {
         assert!(
             text.contains(other),

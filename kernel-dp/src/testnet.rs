@@ -177,6 +177,16 @@ impl Ns {
         .is_ok_and(|o| o.status.success())
     }
 
+    /// Pings the broadcast address `broadcast` `count` times; what ping printed, to see
+    /// who answered (`from ADDR`).
+    pub fn ping_broadcast(&self, broadcast: Ipv4Addr, count: u32) -> io::Result<String> {
+        let (ip, count) = (broadcast.to_string(), count.max(1).to_string());
+        let out = self.exec(&[
+            "ping", "-n", "-b", "-c", &count, "-i", "0.3", "-W", "2", &ip,
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Pings `ip` until it answers or `timeout` passes; true if it answered.
     /// For paths that take a moment to come up (bridge ports, ARP).
     pub fn ping_until(&self, ip: impl Into<IpAddr>, timeout: Duration) -> bool {

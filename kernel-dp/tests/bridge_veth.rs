@@ -6,26 +6,57 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BRIDGE, MTU_BYTES, TestResult, cidr, ip, plug, weft_bridge};
+use common::{BRIDGE, MTU_BYTES, TestResult, cidr, ip, plug, root_net, weft_bridge};
 use weft_kernel_dp::{
-    Error, Netlink,
-    testnet::{TestNet, require_root},
+    Error, MacAddr, Netlink,
+    testnet::{Ns, TestNet},
 };
+
+/// A host with the bridge and containers c1 (10.32.0.1/24) and c2 (10.32.0.2/24) plugged
+/// into it.
+struct TwoPlugged {
+    host: Ns,
+    c1: Ns,
+    c2: Ns,
+    nl: Netlink,
+    macs: [MacAddr; 2],
+}
+
+/// [`TwoPlugged`] in a new test network (which tears it all down when dropped), or
+/// `None` where root tests cannot run.
+async fn two_plugged() -> Result<Option<(TestNet, TwoPlugged)>, Box<dyn std::error::Error>> {
+    let Some(mut net) = root_net()? else {
+        return Ok(None);
+    };
+    let host = net.add_host("h")?;
+    let c1 = net.add_ns("c1")?;
+    let c2 = net.add_ns("c2")?;
+    let nl = weft_bridge(&host).await?;
+    let mac1 = plug(&nl, &c1, "1", cidr("10.32.0.1/24")).await?;
+    let mac2 = plug(&nl, &c2, "2", cidr("10.32.0.2/24")).await?;
+    let plugged = TwoPlugged {
+        host,
+        c1,
+        c2,
+        nl,
+        macs: [mac1, mac2],
+    };
+    Ok(Some((net, plugged)))
+}
 
 #[tokio::test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn bridge_and_veth_into_netns_carry_a_ping() -> TestResult {
-    if require_root().is_some() {
+    let Some((_net, p)) = two_plugged().await? else {
         return Ok(());
-    }
-    let mut net = TestNet::new()?;
-    let host = net.add_host("h")?;
-    let c1 = net.add_ns("c1")?;
-    let c2 = net.add_ns("c2")?;
-
-    let nl = weft_bridge(&host).await?;
-    let mac1 = plug(&nl, &c1, "1", cidr("10.32.0.1/24")).await?;
-    let mac2 = plug(&nl, &c2, "2", cidr("10.32.0.2/24")).await?;
+    };
+    let TwoPlugged {
+        host,
+        c1,
+        c2,
+        nl,
+        macs: [mac1, mac2],
+    } = p;
     assert_ne!(mac1, mac2);
 
     // What the kernel now has, seen by an independent tool.
@@ -70,10 +101,9 @@ async fn bridge_and_veth_into_netns_carry_a_ping() -> TestResult {
 #[tokio::test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn link_ops_report_errors_with_context() -> TestResult {
-    if require_root().is_some() {
+    let Some(mut net) = root_net()? else {
         return Ok(());
-    }
-    let mut net = TestNet::new()?;
+    };
     let host = net.add_host("h")?;
     let nl = weft_bridge(&host).await?;
 
@@ -133,16 +163,9 @@ async fn link_ops_report_errors_with_context() -> TestResult {
 #[tokio::test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn addresses_and_routes() -> TestResult {
-    if require_root().is_some() {
+    let Some((_net, TwoPlugged { c1, c2, .. })) = two_plugged().await? else {
         return Ok(());
-    }
-    let mut net = TestNet::new()?;
-    let host = net.add_host("h")?;
-    let c1 = net.add_ns("c1")?;
-    let c2 = net.add_ns("c2")?;
-    let nl = weft_bridge(&host).await?;
-    plug(&nl, &c1, "1", cidr("10.32.0.1/24")).await?;
-    plug(&nl, &c2, "2", cidr("10.32.0.2/24")).await?;
+    };
     let n1 = Netlink::in_netns(c1.path())?;
     let n2 = Netlink::in_netns(c2.path())?;
 

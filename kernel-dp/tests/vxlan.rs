@@ -7,10 +7,10 @@ mod common;
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use common::{BRIDGE, TestResult, VNI, VXLAN, cidr, ip, plug, vxlan_port, weft_bridge};
+use common::{BRIDGE, TestResult, VNI, VXLAN, cidr, ip, plug, root_net, vxlan_port, weft_bridge};
 use weft_kernel_dp::{
     FdbEntry, MacAddr, Netlink,
-    testnet::{Ns, TestNet, require_root},
+    testnet::{Ns, TestNet},
 };
 
 /// One test host with one container.
@@ -44,8 +44,31 @@ async fn site(net: &mut TestNet, n: u8) -> Result<Site, Box<dyn std::error::Erro
     })
 }
 
+/// Sites 1 to `N` in a new test network (which tears them down when dropped), or `None`
+/// where root tests cannot run.
+async fn sites<const N: usize>() -> Result<Option<(TestNet, [Site; N])>, Box<dyn std::error::Error>>
+{
+    let Some(mut net) = root_net()? else {
+        return Ok(None);
+    };
+    let mut sites = Vec::with_capacity(N);
+    for n in 1..=N {
+        sites.push(site(&mut net, n as u8).await?);
+    }
+    let Ok(sites) = sites.try_into() else {
+        unreachable!("N sites made")
+    };
+    Ok(Some((net, sites)))
+}
+
 fn overlay(n: u8) -> std::net::IpAddr {
     ip(&format!("10.40.0.{n}"))
+}
+
+/// The all-zero (flood) entries of the VXLAN device.
+async fn flood_entries(nl: &Netlink) -> Result<Vec<FdbEntry>, weft_kernel_dp::Error> {
+    let all = nl.fdb_entries(VXLAN).await?;
+    Ok(all.into_iter().filter(|e| e.mac.is_zero()).collect())
 }
 
 fn fdb_show(host: &Ns) -> String {
@@ -72,12 +95,9 @@ fn static_neigh(container: &Ns, n: u8, mac: MacAddr) {
 #[tokio::test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn unicast_fdb_entries_carry_a_ping_and_removal_stops_it() -> TestResult {
-    if require_root().is_some() {
+    let Some((_net, [s1, s2])) = sites().await? else {
         return Ok(());
-    }
-    let mut net = TestNet::new()?;
-    let s1 = site(&mut net, 1).await?;
-    let s2 = site(&mut net, 2).await?;
+    };
 
     // The device is what weft asked for.
     let dev = s1.host.run(&["ip", "-d", "link", "show", VXLAN])?;
@@ -160,13 +180,9 @@ async fn unicast_fdb_entries_carry_a_ping_and_removal_stops_it() -> TestResult {
 #[tokio::test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 async fn flood_entries_carry_broadcast_to_every_peer() -> TestResult {
-    if require_root().is_some() {
+    let Some((_net, [s1, s2, s3])) = sites().await? else {
         return Ok(());
-    }
-    let mut net = TestNet::new()?;
-    let s1 = site(&mut net, 1).await?;
-    let s2 = site(&mut net, 2).await?;
-    let s3 = site(&mut net, 3).await?;
+    };
 
     // Unicast entries alone: ARP (broadcast) has nowhere to go.
     s1.nl.fdb_add(VXLAN, s2.mac, s2.underlay.into()).await?;
@@ -193,13 +209,7 @@ async fn flood_entries_carry_broadcast_to_every_peer() -> TestResult {
             "want one {want:?} in:\n{shown}"
         );
     }
-    let floods: Vec<FdbEntry> = s1
-        .nl
-        .fdb_entries(VXLAN)
-        .await?
-        .into_iter()
-        .filter(|e| e.mac.is_zero())
-        .collect();
+    let floods = flood_entries(&s1.nl).await?;
     assert_eq!(floods.len(), 2, "{floods:?}");
 
     // ARP now resolves across, so unicast pings work to both remote containers
@@ -224,19 +234,9 @@ async fn flood_entries_carry_broadcast_to_every_peer() -> TestResult {
     for c in [&s2.container, &s3.container] {
         c.set_sysctl("net/ipv4/icmp_echo_ignore_broadcasts", "0")?;
     }
-    let out = s1.container.exec(&[
-        "ping",
-        "-n",
-        "-b",
-        "-c",
-        "3",
-        "-i",
-        "0.3",
-        "-W",
-        "1",
-        "10.40.0.255",
-    ])?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = s1
+        .container
+        .ping_broadcast(Ipv4Addr::new(10, 40, 0, 255), 3)?;
     for n in [2, 3] {
         assert!(
             text.contains(&format!("from {}", overlay(n))),
@@ -248,13 +248,7 @@ async fn flood_entries_carry_broadcast_to_every_peer() -> TestResult {
     s1.nl
         .fdb_del(VXLAN, MacAddr::ZERO, Some(s3.underlay.into()))
         .await?;
-    let floods: Vec<FdbEntry> = s1
-        .nl
-        .fdb_entries(VXLAN)
-        .await?
-        .into_iter()
-        .filter(|e| e.mac.is_zero())
-        .collect();
+    let floods = flood_entries(&s1.nl).await?;
     assert_eq!(
         floods.iter().map(|e| e.dst).collect::<Vec<_>>(),
         vec![Some(s2.underlay.into())],

@@ -5,9 +5,20 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use weft_kernel_dp::{IpCidr, MacAddr, Netlink, VxlanConfig, testnet::Ns};
+use weft_kernel_dp::{
+    IpCidr, MacAddr, Netlink, VxlanConfig,
+    testnet::{Ns, TestNet, require_root},
+};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A fresh test network, or `None` (the reason printed) where root tests cannot run.
+pub fn root_net() -> std::io::Result<Option<TestNet>> {
+    if require_root().is_some() {
+        return Ok(None);
+    }
+    TestNet::new().map(Some)
+}
 
 pub const BRIDGE: &str = "weft";
 pub const VXLAN: &str = "vxlan-6784";
