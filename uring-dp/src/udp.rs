@@ -403,9 +403,21 @@ impl Default for MsgSlot {
 // dereferenced by Rust code, so moving the slot to another thread is harmless.
 unsafe impl Send for MsgSlot {}
 
-fn zeroed_msghdr() -> libc::msghdr {
+pub(crate) fn zeroed_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is plain old data (pointers and ints); all-zero is valid.
     unsafe { mem::zeroed() }
+}
+
+/// `n` empty message slots and the `mmsghdr`s a batch points into them before each call.
+fn empty_msgs(n: usize) -> (Box<[MsgSlot]>, Box<[libc::mmsghdr]>) {
+    let slots = (0..n).map(|_| MsgSlot::default()).collect();
+    let hdrs = (0..n)
+        .map(|_| libc::mmsghdr {
+            msg_hdr: zeroed_msghdr(),
+            msg_len: 0,
+        })
+        .collect();
+    (slots, hdrs)
 }
 
 impl MsgSlot {
@@ -476,14 +488,10 @@ impl SendBatch {
     /// Room for `capacity` (at least 1) messages per `sendmmsg`.
     pub fn new(capacity: usize) -> Self {
         let n = capacity.max(1);
+        let (slots, hdrs) = empty_msgs(n);
         Self {
-            slots: (0..n).map(|_| MsgSlot::default()).collect(),
-            hdrs: (0..n)
-                .map(|_| libc::mmsghdr {
-                    msg_hdr: zeroed_msghdr(),
-                    msg_len: 0,
-                })
-                .collect(),
+            slots,
+            hdrs,
             sizes: vec![(0, 0); n].into_boxed_slice(),
         }
     }
@@ -559,14 +567,10 @@ impl RecvBatch {
             segment_size: None,
             truncated: false,
         };
+        let (slots, hdrs) = empty_msgs(n);
         Self {
-            slots: (0..n).map(|_| MsgSlot::default()).collect(),
-            hdrs: (0..n)
-                .map(|_| libc::mmsghdr {
-                    msg_hdr: zeroed_msghdr(),
-                    msg_len: 0,
-                })
-                .collect(),
+            slots,
+            hdrs,
             bufs: (0..n)
                 .map(|_| vec![0u8; buf_len].into_boxed_slice())
                 .collect(),

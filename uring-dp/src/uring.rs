@@ -25,7 +25,7 @@ use crate::plain::{deliver_datagrams, deliver_tap_frame};
 use crate::pump::{Handler, Pump, PumpConfig};
 use crate::sys::errno_name;
 use crate::tap::TAP_FRAME_LEN_MAX;
-use crate::udp::{MsgSlot, SendReport, UDP_PAYLOAD_LEN_MAX};
+use crate::udp::{MsgSlot, SendReport, UDP_PAYLOAD_LEN_MAX, zeroed_msghdr};
 
 const TAG_TAP_READ: u64 = 1;
 const TAG_UDP_RECV: u64 = 2;
@@ -147,11 +147,6 @@ struct Loop<'p> {
     wake_buf: Box<u64>,
     /// SQEs submitted whose CQE has not been seen.
     inflight: usize,
-}
-
-fn zeroed_msghdr() -> libc::msghdr {
-    // SAFETY: msghdr is plain old data; all-zero is valid.
-    unsafe { std::mem::zeroed() }
 }
 
 /// Queues an SQE, submitting first if the queue is full.
