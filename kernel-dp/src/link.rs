@@ -113,54 +113,31 @@ impl Netlink {
             builder = builder.name(new_name);
         }
         let target = format!("{name} -> {}", ns.path().display());
-        self.handle
-            .link()
-            .set(builder.build())
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(OP, target, e))
+        self.set_link(OP, &target, builder.build()).await
     }
 
     /// Sets the MTU of link `name`.
     pub async fn set_mtu(&self, name: &str, mtu_bytes: u32) -> Result<()> {
-        const OP: Op = "set mtu";
-        let index = self.index_of(OP, name).await?;
-        self.set_link(
-            OP,
-            name,
-            LinkUnspec::new_with_index(index).mtu(mtu_bytes).build(),
-        )
-        .await
+        self.change_link("set mtu", name, |l| l.mtu(mtu_bytes))
+            .await
     }
 
     /// Brings link `name` administratively up.
     pub async fn set_up(&self, name: &str) -> Result<()> {
-        const OP: Op = "set link up";
-        let index = self.index_of(OP, name).await?;
-        self.set_link(OP, name, LinkUnspec::new_with_index(index).up().build())
+        self.change_link("set link up", name, LinkMessageBuilder::up)
             .await
     }
 
     /// Brings link `name` administratively down.
     pub async fn set_down(&self, name: &str) -> Result<()> {
-        const OP: Op = "set link down";
-        let index = self.index_of(OP, name).await?;
-        self.set_link(OP, name, LinkUnspec::new_with_index(index).down().build())
+        self.change_link("set link down", name, LinkMessageBuilder::down)
             .await
     }
 
     /// Sets the hardware address of link `name` (weft gives its bridge a stable MAC).
     pub async fn set_mac(&self, name: &str, mac: MacAddr) -> Result<()> {
-        const OP: Op = "set mac";
-        let index = self.index_of(OP, name).await?;
-        self.set_link(
-            OP,
-            name,
-            LinkUnspec::new_with_index(index)
-                .address(mac.0.to_vec())
-                .build(),
-        )
-        .await
+        self.change_link("set mac", name, |l| l.address(mac.0.to_vec()))
+            .await
     }
 
     /// Enslaves link `name` to bridge `bridge` (`ip link set NAME master BRIDGE`).
@@ -179,14 +156,8 @@ impl Netlink {
 
     /// Releases link `name` from its bridge (`ip link set NAME nomaster`).
     pub async fn set_nomaster(&self, name: &str) -> Result<()> {
-        const OP: Op = "release link";
-        let index = self.index_of(OP, name).await?;
-        self.set_link(
-            OP,
-            name,
-            LinkUnspec::new_with_index(index).nocontroller().build(),
-        )
-        .await
+        self.change_link("release link", name, LinkMessageBuilder::nocontroller)
+            .await
     }
 
     /// Deletes link `name` (for a veth, both ends go). Errors with
@@ -194,21 +165,11 @@ impl Netlink {
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         const OP: Op = "delete link";
         let index = self.index_of(OP, name).await?;
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(OP, name, e))
+        acked(OP, name, self.handle.link().del(index).execute()).await
     }
 
     pub(crate) async fn add_link(&self, op: Op, name: &str, msg: LinkMessage) -> Result<()> {
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(op, name, e))
+        acked(op, name, self.handle.link().add(msg).execute()).await
     }
 
     /// Marks bridge port `name` isolated (or not): isolated ports exchange frames only
@@ -236,22 +197,36 @@ impl Netlink {
     ) -> Result<()> {
         let index = self.index_of(op, name).await?;
         let msg = build(LinkBridgePort::new(index)).build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(op, name, e))
+        acked(op, name, self.handle.link().set_port(msg).execute()).await
+    }
+
+    /// Looks link `name` up and applies `change` to it; errors say `op`.
+    async fn change_link(
+        &self,
+        op: Op,
+        name: &str,
+        change: impl FnOnce(Unspec) -> Unspec,
+    ) -> Result<()> {
+        let index = self.index_of(op, name).await?;
+        let msg = change(LinkUnspec::new_with_index(index)).build();
+        self.set_link(op, name, msg).await
     }
 
     async fn set_link(&self, op: Op, target: &str, msg: LinkMessage) -> Result<()> {
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::from_rtnl(op, target, e))
+        acked(op, target, self.handle.link().set(msg).execute()).await
     }
+}
+
+/// A change to an existing link, by index.
+type Unspec = LinkMessageBuilder<LinkUnspec>;
+
+/// Waits for the kernel's answer to one request; an error names `op` and `target`.
+async fn acked(
+    op: Op,
+    target: &str,
+    request: impl Future<Output = std::result::Result<(), rtnetlink::Error>>,
+) -> Result<()> {
+    request.await.map_err(|e| Error::from_rtnl(op, target, e))
 }
 
 fn link_from_message(msg: &LinkMessage) -> Link {
