@@ -71,6 +71,14 @@ fn ips(v: &[&str]) -> BTreeSet<Ipv4Addr> {
     v.iter().map(|s| s.parse().unwrap()).collect()
 }
 
+/// Whether `ns`, asking `server`, gets exactly `want` as the A records of
+/// `web.weave.local.` within `limit`.
+fn answers_become(ns: &Ns, server: &str, want: &[&str], limit: Duration) -> bool {
+    eventually(limit, || {
+        a_records(ns, server, "web.weave.local.").is_some_and(|v| set(&v) == ips(want))
+    })
+}
+
 fn attach_named(r: &Router, c: &Ns, cidr: &str, name: &str) {
     let p = c.path().display().to_string();
     let out = r.weft(&["attach", cidr, "--netns", &p, "--name", name]);
@@ -123,23 +131,22 @@ fn three_hosts_one_name_balanced_detach_hot_swap_and_dead_router() {
     // Any container, asking its own router, gets all three.
     for i in 0..3 {
         assert!(
-            eventually(SETTLE, || a_records(&cs[i], servers[i], "web.weave.local.")
-                .is_some_and(|v| set(&v) == ips(&addrs))),
+            answers_become(&cs[i], servers[i], &addrs, SETTLE),
             "container {i} never saw all three; got {:?}; status dns:\n{}",
             a_records(&cs[i], servers[i], "web.weave.local."),
             routers[i].json(&["status", "dns"])
         );
     }
+    // What a's container hears for the name, and whether that becomes `want` in time.
+    let a_heard = || a_records(&cs[0], servers[0], "web.weave.local.");
+    let a_hears = |want: &[&str], limit| answers_become(&cs[0], servers[0], want, limit);
     // In varying order over repeated queries, with TTL 1 s, authoritative.
     let mut orders = BTreeSet::new();
     for _ in 0..20 {
         let r = query(&cs[0], servers[0], "WEB.weave.local.", RecordType::A).unwrap();
         assert!(r.metadata.authoritative);
         assert!(r.answers.iter().all(|a| a.ttl == 1), "{r:?}");
-        orders.insert(format!(
-            "{:?}",
-            a_records(&cs[0], servers[0], "web.weave.local.")
-        ));
+        orders.insert(format!("{:?}", a_heard()));
     }
     assert!(orders.len() > 1, "always the same order: {orders:?}");
     // A name that does not exist: NXDOMAIN; PTR of a container: its name.
@@ -161,52 +168,32 @@ fn three_hosts_one_name_balanced_detach_hot_swap_and_dead_router() {
     let p = cs[1].path().display().to_string();
     b.weft(&["detach", "--netns", &p]).unwrap();
     assert!(
-        eventually(Duration::from_secs(2), || a_records(
-            &cs[0],
-            servers[0],
-            "web.weave.local."
-        )
-        .is_some_and(|v| set(&v) == ips(&[addrs[0], addrs[2]]))),
+        a_hears(&[addrs[0], addrs[2]], Duration::from_secs(2)),
         "detached container still answered: {:?}",
-        a_records(&cs[0], servers[0], "web.weave.local.")
+        a_heard()
     );
     // Hot swap: a new container under the same name on b is answered at once.
     let cd = net.add_ns("cd").unwrap();
     attach_named(&b, &cd, "10.32.1.4/12", "web");
     assert!(
-        eventually(Duration::from_secs(2), || a_records(
-            &cs[0],
-            servers[0],
-            "web.weave.local."
-        )
-        .is_some_and(|v| set(&v) == ips(&[addrs[0], addrs[2], "10.32.1.4"]))),
+        a_hears(&[addrs[0], addrs[2], "10.32.1.4"], Duration::from_secs(2)),
         "replacement not answered at once: {:?}",
-        a_records(&cs[0], servers[0], "web.weave.local.")
+        a_heard()
     );
     // kill -9 c's router: its container disappears from the others' answers within 60 s.
     assert!(net.kill(c.pid));
     assert!(
-        eventually(Duration::from_secs(60), || a_records(
-            &cs[0],
-            servers[0],
-            "web.weave.local."
-        )
-        .is_some_and(|v| set(&v) == ips(&[addrs[0], "10.32.1.4"]))),
+        a_hears(&[addrs[0], "10.32.1.4"], Duration::from_secs(60)),
         "dead router's record still answered: {:?}; status dns:\n{}",
-        a_records(&cs[0], servers[0], "web.weave.local."),
+        a_heard(),
         a.json(&["status", "dns"])
     );
     // Restart c's router on the same state dir: it registers its container's name again.
     let c = Router::restart(&mut net, &hosts[2], &opts(vec![ip_a.to_string()]));
     assert!(
-        eventually(Duration::from_secs(30), || a_records(
-            &cs[0],
-            servers[0],
-            "web.weave.local."
-        )
-        .is_some_and(|v| set(&v) == ips(&[addrs[0], addrs[2], "10.32.1.4"]))),
+        a_hears(&[addrs[0], addrs[2], "10.32.1.4"], Duration::from_secs(30)),
         "restarted router's container not answered again: {:?}; c:\n{}",
-        a_records(&cs[0], servers[0], "web.weave.local."),
+        a_heard(),
         c.log_text()
     );
     let st = a.json(&["status", "dns"]);

@@ -34,29 +34,31 @@ fn datapath(r: &Router) -> Value {
     r.json(&["status"])["datapath"].clone()
 }
 
-/// Two hosts on one underlay, a container on each, both routers started.
-fn pair(net: &mut TestNet, extra_b: &[&'static str]) -> (Ns, Ns, Router, Router, Ns, Ns) {
-    let b_opts = Opts {
-        extra: extra_b.to_vec(),
-        ..Opts::default()
-    };
-    two_hosts_with_containers(net, &Opts::default(), &b_opts)
+/// Host a, host b, their routers and their containers.
+type Pair = (Ns, Ns, Router, Router, Ns, Ns);
+
+/// Two hosts on one underlay in a new test network, a container on each, both routers
+/// started and on the fast path; `None` where root tests cannot run.
+fn fast_pair() -> Option<(TestNet, Pair)> {
+    let mut net = test_net()?;
+    let p = two_hosts_with_containers(&mut net, &Opts::default(), &Opts::default());
+    let (a, b) = (&p.2, &p.3);
+    assert!(
+        eventually(SETTLE, || all_fast(a, 1) && all_fast(b, 1)),
+        "never fast: modes a={:?} b={:?}\n{}",
+        modes(a),
+        modes(b),
+        a.log_text()
+    );
+    Some((net, p))
 }
 
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn fast_path_carries_traffic_without_userspace() {
-    let Some(mut net) = test_net() else {
+    let Some((_net, (ha, hb, a, b, ca, cb))) = fast_pair() else {
         return;
     };
-    let (ha, hb, a, b, ca, cb) = pair(&mut net, &[]);
-    assert!(
-        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
-        "modes a={:?} b={:?}\n{}",
-        modes(&a),
-        modes(&b),
-        a.log_text()
-    );
     assert!(
         ca.ping_until(ip("10.32.2.1"), SETTLE),
         "no ping over the fast path"
@@ -141,14 +143,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn blocked_fast_path_falls_back_to_sleeve_and_returns() {
-    let Some(mut net) = test_net() else {
+    let Some((_net, (_ha, hb, a, b, ca, _cb))) = fast_pair() else {
         return;
     };
-    let (_ha, hb, a, b, ca, _cb) = pair(&mut net, &[]);
-    assert!(
-        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
-        "never fast"
-    );
     // Drop VXLAN (UDP 6784) leaving b.
     hb.run(&["nft", "add table inet wtest"]).unwrap();
     hb.run(&[
@@ -268,14 +265,9 @@ fn mixed_mesh_with_a_no_fastdp_router_reaches_everyone_and_broadcasts_work() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn restarting_with_a_password_removes_the_fast_path_and_traffic_stays_encrypted() {
-    let Some(mut net) = test_net() else {
+    let Some((mut net, (ha, hb, a, b, ca, _cb))) = fast_pair() else {
         return;
     };
-    let (ha, hb, a, b, ca, _cb) = pair(&mut net, &[]);
-    assert!(
-        eventually(SETTLE, || all_fast(&a, 1) && all_fast(&b, 1)),
-        "never fast"
-    );
     let ip_a = ipv4_of(&ha, "eth0");
     // Restart both with a password: the kernel path (which cannot encrypt) must go.
     assert!(net.kill(a.pid) && net.kill(b.pid));

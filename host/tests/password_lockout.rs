@@ -21,21 +21,22 @@ fn start(net: &mut TestNet, ns: &Ns, password: &str) -> Router {
     )
 }
 
-/// Lines of `r`'s log about connections from `ip` going down.
-fn downs_from(r: &Router, ip: &str) -> usize {
-    let from = format!("from {ip}:");
-    r.log_text()
-        .lines()
-        .filter(|l| l.contains(&from) && l.contains("down:"))
+/// Lines of `r`'s log that contain both `a` and `b`.
+fn log_lines_with(r: &Router, a: &str, b: &str) -> usize {
+    let log = r.log_text();
+    log.lines()
+        .filter(|l| l.contains(a) && l.contains(b))
         .count()
 }
 
+/// Lines of `r`'s log about connections from `ip` going down.
+fn downs_from(r: &Router, ip: &str) -> usize {
+    log_lines_with(r, &format!("from {ip}:"), "down:")
+}
+
+/// Lines of `r`'s log saying `ip` is locked out.
 fn lockout_lines(r: &Router, ip: &str) -> usize {
-    let head = format!("{ip}: ");
-    r.log_text()
-        .lines()
-        .filter(|l| l.contains(&head) && l.contains("failed password checks"))
-        .count()
+    log_lines_with(r, &format!("{ip}: "), "failed password checks")
 }
 
 #[test]
