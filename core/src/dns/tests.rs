@@ -3,7 +3,7 @@
 use super::wire::{self, DNS_MSG_LEN_MAX, DNS_RECORDS_PER_MSG_MAX};
 use super::*;
 use crate::time::{Duration, Instant};
-use crate::wire::WireError;
+use crate::wire::{WireError, with_byte};
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -276,19 +276,13 @@ fn codec_roundtrips_splits_and_rejects_garbage() {
     let mut long = bytes.clone();
     long.push(0);
     assert_eq!(wire::parse(&long), Err(WireError::Inconsistent));
-    let mut bad = bytes.clone();
-    bad[0] = 9;
-    assert_eq!(wire::parse(&bad), Err(WireError::UnsupportedVersion));
-    let mut bad = bytes.clone();
-    bad[1] = 2;
-    assert_eq!(wire::parse(&bad), Err(WireError::UnknownType));
-    let mut bad = bytes.clone();
-    bad[4 + 14] = 2; // flags of the first record
-    assert_eq!(wire::parse(&bad), Err(WireError::Inconsistent));
-    let mut bad = bytes.clone();
+    let bad = |at, value| wire::parse(&with_byte(&bytes, at, value));
+    assert_eq!(bad(0, 9), Err(WireError::UnsupportedVersion));
+    assert_eq!(bad(1, 2), Err(WireError::UnknownType));
+    // The flags of the first record.
+    assert_eq!(bad(4 + 14, 2), Err(WireError::Inconsistent));
     let at = bytes.len() - "b.weave.local".len();
-    bad[at] = b'B';
-    assert_eq!(wire::parse(&bad), Err(WireError::Inconsistent), "uppercase");
+    assert_eq!(bad(at, b'B'), Err(WireError::Inconsistent), "uppercase");
     // Many records split into messages within the limits.
     let many: Vec<Record> = (0..3000u32)
         .map(|i| rec(&alloc::format!("n{i:05}.weave.local"), "10.32.0.1", false))

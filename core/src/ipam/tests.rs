@@ -7,7 +7,7 @@ use super::wire::{IpamMsg, Outcome, Route};
 use super::*;
 use crate::peer::PeerName;
 use crate::time::{Duration, Instant};
-use crate::wire::WireError;
+use crate::wire::{WireError, with_byte};
 use ::alloc::collections::BTreeMap;
 use ::alloc::format;
 use ::alloc::vec;
@@ -546,12 +546,9 @@ fn codec_roundtrips_and_rejects_garbage() {
         assert_eq!(IpamMsg::parse(&long), Err(WireError::Inconsistent));
     }
     let b = ring.to_vec().unwrap();
-    let mut v = b.clone();
-    v[0] = 2;
-    assert_eq!(IpamMsg::parse(&v), Err(WireError::UnsupportedVersion));
-    let mut k = b.clone();
-    k[1] = 99;
-    assert_eq!(IpamMsg::parse(&k), Err(WireError::UnknownType));
+    let bad = |at, value| IpamMsg::parse(&with_byte(&b, at, value));
+    assert_eq!(bad(0, 2), Err(WireError::UnsupportedVersion));
+    assert_eq!(bad(1, 99), Err(WireError::UnknownType));
     // Tokens out of order, a non-network range, a count over the limit.
     let unordered = IpamMsg::Ring {
         id: RingId {
@@ -585,9 +582,7 @@ fn codec_roundtrips_and_rejects_garbage() {
     let (a, rest) = swapped[e0..].split_at_mut(wire::ENTRY_LEN_BYTES);
     a.swap_with_slice(&mut rest[..wire::ENTRY_LEN_BYTES]);
     assert_eq!(IpamMsg::parse(&swapped), Err(WireError::Inconsistent));
-    let mut host_bits = b.clone();
-    host_bits[2 + 14 + 3] = 1;
-    assert_eq!(IpamMsg::parse(&host_bits), Err(WireError::Inconsistent));
+    assert_eq!(bad(2 + 14 + 3, 1), Err(WireError::Inconsistent));
     let mut many = b.clone();
     many[22..24].copy_from_slice(&u16::MAX.to_be_bytes());
     assert_eq!(IpamMsg::parse(&many), Err(WireError::Oversized));

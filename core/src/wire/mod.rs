@@ -62,3 +62,11 @@ impl fmt::Display for WireError {
 
 #[cfg(feature = "std")]
 impl std::error::Error for WireError {}
+
+/// `bytes` with the byte at `at` set to `value`: a message one field off, for decoder tests.
+#[cfg(test)]
+pub(crate) fn with_byte(bytes: &[u8], at: usize, value: u8) -> alloc::vec::Vec<u8> {
+    let mut v = bytes.to_vec();
+    v[at] = value;
+    v
+}
