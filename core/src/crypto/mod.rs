@@ -24,7 +24,9 @@ mod session;
 pub use keyrng::{BoxedKeyRng, ChaChaKeyRng, CryptoRng, KeyRng, RngCore};
 pub use opener::{DatagramOpener, Fresh, OPENED_SLOTS_MAX, Opened, OpenedSlots};
 pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
-pub use session::{DatagramSealer, Handshake, KeyPair, Opener, Sealer, SessionKeys};
+pub use session::{
+    DatagramSealer, Datagrams, Handshake, KeyPair, Opener, Sealer, SessionKeys, StreamRecords,
+};
 
 use core::fmt;
 use hkdf::Hkdf;

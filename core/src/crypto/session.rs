@@ -20,6 +20,7 @@ use super::{
     COUNTER_MAX, CryptoError, DatagramOpener, KEY_LEN_BYTES, Psk, TAG_LEN_BYTES, nonce_bytes,
 };
 use core::fmt;
+use core::marker::PhantomData;
 use hkdf::Hkdf;
 use sha2::Sha256;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -219,7 +220,7 @@ impl SessionKeys {
         Ok(Self {
             stream_sealer: Sealer::new(key(s_out)?),
             stream_opener: Opener::new(key(s_in)?),
-            datagram_sealer: DatagramSealer(Sealer::new(key(d_out)?)),
+            datagram_sealer: Sealer::new(key(d_out)?),
             datagram_opener: DatagramOpener::new(key(d_in)?),
         })
     }
@@ -264,15 +265,34 @@ pub(super) fn open(
     Ok(text_len)
 }
 
-/// Seals one direction's records with a counter nonce (0, 1, 2, ...).
-pub struct Sealer {
+/// Seals one direction's records with a counter nonce (0, 1, 2, ...): `Sealer` (that is,
+/// `Sealer<StreamRecords>`) a stream's records, [`DatagramSealer`] sleeve datagrams.
+pub struct Sealer<C = StreamRecords> {
     cipher: Cipher,
     counter: u64,
+    channel: PhantomData<C>,
 }
 
-impl Sealer {
+/// What a [`Sealer`] seals: stream records, which the peer opens strictly in order.
+#[derive(Debug)]
+pub struct StreamRecords;
+
+/// What a [`DatagramSealer`] seals: sleeve datagrams, which the peer opens in any order,
+/// each counter once (so counters can be taken ahead, for a batch).
+#[derive(Debug)]
+pub struct Datagrams;
+
+/// Seals sleeve datagrams to one peer; the counter rules of every [`Sealer`], and
+/// [`reserve`](Self::reserve) and [`seal_at`](Self::seal_at) for batches.
+pub type DatagramSealer = Sealer<Datagrams>;
+
+impl<C> Sealer<C> {
     fn new(cipher: Cipher) -> Self {
-        Self { cipher, counter: 0 }
+        Self {
+            cipher,
+            counter: 0,
+            channel: PhantomData,
+        }
     }
 
     /// The counter the next [`seal_in_place`](Self::seal_in_place) will use; write it
@@ -300,7 +320,7 @@ impl Sealer {
     }
 }
 
-impl fmt::Debug for Sealer {
+impl<C> fmt::Debug for Sealer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sealer")
             .field("counter", &self.counter)
@@ -309,6 +329,7 @@ impl fmt::Debug for Sealer {
 }
 
 /// Opens one direction's stream records, which must arrive exactly in order.
+#[derive(Debug)]
 pub struct Opener {
     cipher: Cipher,
     expected: u64,
@@ -349,43 +370,16 @@ impl Opener {
     }
 }
 
-impl fmt::Debug for Opener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Opener")
-            .field("expected", &self.expected)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Seals sleeve datagrams to one peer; same counter rules as [`Sealer`].
-#[derive(Debug)]
-pub struct DatagramSealer(Sealer);
-
-impl DatagramSealer {
-    /// The counter the next datagram will carry; put it in the header before sealing.
-    pub fn next_counter(&self) -> u64 {
-        self.0.next_counter()
-    }
-
-    /// As [`Sealer::seal_in_place`]; `aad` is the datagram header.
-    pub fn seal_in_place(
-        &mut self,
-        aad: &[u8],
-        buf: &mut [u8],
-        plaintext_len: usize,
-    ) -> Result<(u64, usize), CryptoError> {
-        self.0.seal_in_place(aad, buf, plaintext_len)
-    }
-
+impl Sealer<Datagrams> {
     /// Takes the next `n` counters at once (returns the first) for datagrams sealed with
     /// [`seal_at`](Self::seal_at), so that one batch can be sealed on several threads.
     /// Fails, taking none, if they would run past the last counter.
     pub fn reserve(&mut self, n: u64) -> Result<u64, CryptoError> {
-        let first = self.0.counter;
+        let first = self.counter;
         // The last counter taken is end - 1, at most COUNTER_MAX (= u64::MAX - 1) exactly
         // when the sum does not overflow.
         let end = first.checked_add(n).ok_or(CryptoError::CounterExhausted)?;
-        self.0.counter = end;
+        self.counter = end;
         Ok(first)
     }
 
@@ -399,11 +393,11 @@ impl DatagramSealer {
         buf: &mut [u8],
         plaintext_len: usize,
     ) -> Result<usize, CryptoError> {
-        if counter >= self.0.counter {
+        if counter >= self.counter {
             // Not reserved: sealing it could reuse a nonce later.
             return Err(CryptoError::CounterExhausted);
         }
-        seal(&self.0.cipher, counter, aad, buf, plaintext_len)
+        seal(&self.cipher, counter, aad, buf, plaintext_len)
     }
 }
 
@@ -425,11 +419,22 @@ mod tests {
         (a.finish(pb, true).unwrap(), b.finish(pa, false).unwrap())
     }
 
-    fn seal_msg(s: &mut Sealer, msg: &[u8]) -> (u64, [u8; 64], usize) {
+    /// A sealed record: its counter, the buffer, the sealed length.
+    type Record = (u64, [u8; 64], usize);
+
+    /// `msg` sealed by `s` with AAD "hdr".
+    fn seal_msg<C>(s: &mut Sealer<C>, msg: &[u8]) -> Record {
         let mut buf = [0u8; 64];
         buf[..msg.len()].copy_from_slice(msg);
         let (c, n) = s.seal_in_place(b"hdr", &mut buf, msg.len()).unwrap();
         (c, buf, n)
+    }
+
+    /// Opens a copy of `record` with `o` (AAD "hdr"): the plaintext.
+    fn open_copy(o: &mut Opener, record: Record) -> Result<alloc::vec::Vec<u8>, CryptoError> {
+        let (c, mut buf, n) = record;
+        let len = o.open_in_place(c, b"hdr", &mut buf[..n])?;
+        Ok(buf[..len].to_vec())
     }
 
     #[test]
@@ -470,10 +475,10 @@ mod tests {
             Err(CryptoError::Replayed)
         );
         // Reserving past the last counter takes nothing.
-        let mut near_end = DatagramSealer(Sealer {
-            cipher: key_for_test(),
+        let mut near_end = DatagramSealer {
             counter: COUNTER_MAX - 1,
-        });
+            ..Sealer::new(key_for_test())
+        };
         assert_eq!(near_end.reserve(3), Err(CryptoError::CounterExhausted));
         assert_eq!(near_end.reserve(2), Ok(COUNTER_MAX - 1));
         assert_eq!(near_end.reserve(1), Err(CryptoError::CounterExhausted));
@@ -486,51 +491,35 @@ mod tests {
     #[test]
     fn both_directions_roundtrip_with_equal_password() {
         let (mut a, mut b) = pair(psk(b"pw"), psk(b"pw"));
-        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hello");
-        assert_eq!((c, n), (0, 5 + TAG_LEN_BYTES));
-        assert_ne!(&buf[..5], b"hello", "sealing must encrypt");
-        let len = b
-            .stream_opener
-            .open_in_place(c, b"hdr", &mut buf[..n])
-            .unwrap();
-        assert_eq!(&buf[..len], b"hello");
-        let (c, mut buf, n) = seal_msg(&mut b.stream_sealer, b"back");
-        let len = a
-            .stream_opener
-            .open_in_place(c, b"hdr", &mut buf[..n])
-            .unwrap();
-        assert_eq!(&buf[..len], b"back");
+        let hello = seal_msg(&mut a.stream_sealer, b"hello");
+        assert_eq!((hello.0, hello.2), (0, 5 + TAG_LEN_BYTES));
+        assert_ne!(&hello.1[..5], b"hello", "sealing must encrypt");
+        assert_eq!(open_copy(&mut b.stream_opener, hello).unwrap(), b"hello");
+        let back = seal_msg(&mut b.stream_sealer, b"back");
+        assert_eq!(open_copy(&mut a.stream_opener, back).unwrap(), b"back");
     }
 
     #[test]
     fn directions_and_channels_use_different_keys() {
         let (mut a, mut b) = pair(None, None);
         // A record sealed by A for B must not open as B's own direction or as a datagram.
-        let (c, buf, n) = seal_msg(&mut a.stream_sealer, b"x");
-        let mut copy = buf;
+        let record = seal_msg(&mut a.stream_sealer, b"x");
         assert_eq!(
-            a.stream_opener.open_in_place(c, b"hdr", &mut copy[..n]),
+            open_copy(&mut a.stream_opener, record),
             Err(CryptoError::Tampered)
         );
-        let mut copy = buf;
-        assert_eq!(
-            b.datagram_opener.open_in_place(c, b"hdr", &mut copy[..n]),
-            Err(CryptoError::Tampered)
-        );
-        let mut copy = buf;
-        assert!(
-            b.stream_opener
-                .open_in_place(c, b"hdr", &mut copy[..n])
-                .is_ok()
-        );
+        let (c, mut copy, n) = record;
+        let as_datagram = b.datagram_opener.open_in_place(c, b"hdr", &mut copy[..n]);
+        assert_eq!(as_datagram, Err(CryptoError::Tampered));
+        assert!(open_copy(&mut b.stream_opener, record).is_ok());
     }
 
     #[test]
     fn different_passwords_do_not_open() {
         let (mut a, mut b) = pair(psk(b"one"), psk(b"two"));
-        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hi");
+        let record = seal_msg(&mut a.stream_sealer, b"hi");
         assert_eq!(
-            b.stream_opener.open_in_place(c, b"hdr", &mut buf[..n]),
+            open_copy(&mut b.stream_opener, record),
             Err(CryptoError::Tampered)
         );
         assert_eq!(b.stream_opener.expected_counter(), 0);
@@ -539,32 +528,19 @@ mod tests {
     #[test]
     fn stream_opener_is_strictly_in_order() {
         let (mut a, mut b) = pair(None, None);
-        let (c0, b0, n0) = seal_msg(&mut a.stream_sealer, b"zero");
-        let (c1, b1, n1) = seal_msg(&mut a.stream_sealer, b"one");
-        let mut x = b1;
-        assert_eq!(
-            b.stream_opener.open_in_place(c1, b"hdr", &mut x[..n1]),
-            Err(CryptoError::Tampered)
-        );
-        let mut x = b0;
-        b.stream_opener
-            .open_in_place(c0, b"hdr", &mut x[..n0])
-            .unwrap();
-        let mut x = b0;
-        assert_eq!(
-            b.stream_opener.open_in_place(c0, b"hdr", &mut x[..n0]),
-            Err(CryptoError::Replayed)
-        );
-        let mut x = b1;
+        let zero = seal_msg(&mut a.stream_sealer, b"zero");
+        let one = seal_msg(&mut a.stream_sealer, b"one");
+        let o = &mut b.stream_opener;
+        assert_eq!(open_copy(o, one), Err(CryptoError::Tampered));
+        assert_eq!(open_copy(o, zero).unwrap(), b"zero");
+        assert_eq!(open_copy(o, zero), Err(CryptoError::Replayed));
         // Wrong AAD fails; then the right one still opens (state untouched by failure).
+        let (c, mut x, n) = one;
         assert_eq!(
-            b.stream_opener.open_in_place(c1, b"HDR", &mut x[..n1]),
+            o.open_in_place(c, b"HDR", &mut x[..n]),
             Err(CryptoError::Tampered)
         );
-        let mut x = b1;
-        b.stream_opener
-            .open_in_place(c1, b"hdr", &mut x[..n1])
-            .unwrap();
+        assert_eq!(open_copy(o, one).unwrap(), b"one");
     }
 
     #[test]
@@ -635,37 +611,29 @@ mod tests {
                 .map(|x| alloc::format!("{x:02x}"))
                 .collect::<alloc::string::String>()
         };
-        let sealed = |s: &mut Sealer| {
-            let (_, buf, n) = seal_msg(s, b"weft");
-            hex(&buf[..n])
-        };
-        assert_eq!(
-            sealed(&mut i.stream_sealer),
-            "2609cfeb06085fcc484edc75d1ff3b68394fc5b5"
-        );
-        assert_eq!(
-            sealed(&mut i.datagram_sealer.0),
-            "cac069fd74dc8a4fb8f09c4ef7b913d65b0f40c4"
-        );
-        assert_eq!(
-            sealed(&mut r.stream_sealer),
-            "623661644f397811f4b0d3dfc5e8b119072fcedc"
-        );
-        assert_eq!(
-            sealed(&mut r.datagram_sealer.0),
-            "9c716eb1f3d356f43532db2e57cc4d93f509ca46"
-        );
+        // The initiator's stream and datagram records, then the responder's.
+        let sealed = [
+            seal_msg(&mut i.stream_sealer, b"weft"),
+            seal_msg(&mut i.datagram_sealer, b"weft"),
+            seal_msg(&mut r.stream_sealer, b"weft"),
+            seal_msg(&mut r.datagram_sealer, b"weft"),
+        ];
+        let want = [
+            "2609cfeb06085fcc484edc75d1ff3b68394fc5b5",
+            "cac069fd74dc8a4fb8f09c4ef7b913d65b0f40c4",
+            "623661644f397811f4b0d3dfc5e8b119072fcedc",
+            "9c716eb1f3d356f43532db2e57cc4d93f509ca46",
+        ];
+        for (k, ((_, buf, n), want)) in sealed.iter().zip(want).enumerate() {
+            assert_eq!(hex(&buf[..*n]), want, "record {k}");
+        }
     }
 
     #[test]
     fn spake2_pair_agrees_only_with_its_own_run() {
         let (mut a, mut b) = pair(psk(b"pw"), psk(b"pw"));
-        let (c, mut buf, n) = seal_msg(&mut a.stream_sealer, b"hi");
-        assert!(
-            b.stream_opener
-                .open_in_place(c, b"hdr", &mut buf[..n])
-                .is_ok()
-        );
+        let record = seal_msg(&mut a.stream_sealer, b"hi");
+        assert_eq!(open_copy(&mut b.stream_opener, record).unwrap(), b"hi");
         // Same password, but y finishes with an element from another run (z's): a replayed
         // or spliced element gives different keys.
         let mut rng = ChaChaKeyRng::from_seed([3; 32]);
@@ -675,9 +643,9 @@ mod tests {
         let (py, pz) = (y.public_bytes(), z.public_bytes());
         let mut kx = x.finish(py, true).unwrap();
         let mut ky = y.finish(pz, false).unwrap();
-        let (c, mut buf, n) = seal_msg(&mut kx.stream_sealer, b"hi");
+        let spliced = seal_msg(&mut kx.stream_sealer, b"hi");
         assert_eq!(
-            ky.stream_opener.open_in_place(c, b"hdr", &mut buf[..n]),
+            open_copy(&mut ky.stream_opener, spliced),
             Err(CryptoError::Tampered)
         );
     }
