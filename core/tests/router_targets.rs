@@ -109,25 +109,37 @@ fn pump_hanging(
     pump_with(r, id, fake, now, Dials::Hang)
 }
 
-#[test]
-fn a_flood_of_discovered_targets_leaves_room_for_connect_and_expires() {
+/// A router built from `config` with the hand-driven fake peer connected to it (at time
+/// zero, the dials on the way going as `dials` says).
+fn with_fake_peer(config: Config, dials: Dials) -> (Router, Connection, ConnId) {
     let now = Instant::ZERO;
     // Built by the shared harness, so there is one place that knows `Router::new`.
-    let mut r = common::Net::from_configs([Config::new(PeerName::from_u64(0x1), 6783)], 3)
-        .routers
-        .remove(0);
+    let mut r = common::Net::from_configs([config], 3).routers.remove(0);
     let fake_settings = ConnSettings::new(PeerName::from_u64(0x2), PeerUid(2));
     let mut rng = ChaChaKeyRng::for_simulation(9);
     let router_addr = SocketAddr::from(([10, 0, 0, 1], 6783));
     let mut fake = Connection::new(ConnId(1), true, router_addr, &fake_settings, &mut rng, now);
     let id = r.accept_stream(now, SocketAddr::from(([10, 0, 0, 2], 40000)));
-    pump(&mut r, id, &mut fake, now);
+    pump_with(&mut r, id, &mut fake, now, dials);
     assert_eq!(fake.state(), ConnState::Established);
+    (r, fake, id)
+}
+
+/// The topology gossip messages that announce [`fake_entries`].
+fn flood_msgs() -> Vec<Vec<u8>> {
     let entries = fake_entries();
     let refs: Vec<&PeerEntry> = entries.iter().collect();
     let mut msgs = Vec::new();
     gossip::encode_messages(&refs, |m| msgs.push(m.to_vec()));
-    for m in &msgs {
+    msgs
+}
+
+#[test]
+fn a_flood_of_discovered_targets_leaves_room_for_connect_and_expires() {
+    let now = Instant::ZERO;
+    let config = Config::new(PeerName::from_u64(0x1), 6783);
+    let (mut r, mut fake, id) = with_fake_peer(config, Dials::Fail);
+    for m in &flood_msgs() {
         fake.send_gossip(CHANNEL_TOPOLOGY, m).unwrap();
         pump(&mut r, id, &mut fake, now);
     }
@@ -176,20 +188,9 @@ fn connect_is_dialed_at_once_while_discovered_dials_fill_the_connection_limit() 
     let now = Instant::ZERO;
     let config = Config::new(PeerName::from_u64(0x1), 6783);
     let conn_limit = config.conn_limit;
-    let mut r = common::Net::from_configs([config], 3).routers.remove(0);
-    let fake_settings = ConnSettings::new(PeerName::from_u64(0x2), PeerUid(2));
-    let mut rng = ChaChaKeyRng::for_simulation(9);
-    let router_addr = SocketAddr::from(([10, 0, 0, 1], 6783));
-    let mut fake = Connection::new(ConnId(1), true, router_addr, &fake_settings, &mut rng, now);
-    let id = r.accept_stream(now, SocketAddr::from(([10, 0, 0, 2], 40000)));
-    pump_hanging(&mut r, id, &mut fake, now);
-    assert_eq!(fake.state(), ConnState::Established);
-    let entries = fake_entries();
-    let refs: Vec<&PeerEntry> = entries.iter().collect();
-    let mut msgs = Vec::new();
-    gossip::encode_messages(&refs, |m| msgs.push(m.to_vec()));
+    let (mut r, mut fake, id) = with_fake_peer(config, Dials::Hang);
     let mut dialed = Vec::new();
-    for m in &msgs {
+    for m in &flood_msgs() {
         fake.send_gossip(CHANNEL_TOPOLOGY, m).unwrap();
         dialed.extend(pump_hanging(&mut r, id, &mut fake, now));
     }
