@@ -5,6 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
+/// The parsed command line; or, when it did not parse, the error (`err_prefix` before
+/// it; `--help` has none) and `usage` on stderr and exit status 2.
+pub fn args_or_exit<T>(parsed: Result<T, String>, err_prefix: &str, usage: &str) -> T {
+    parsed.unwrap_or_else(|e| {
+        if !e.is_empty() {
+            eprintln!("{err_prefix}{e}");
+        }
+        eprintln!("{usage}");
+        std::process::exit(2)
+    })
+}
+
 /// The workspace root (this crate's parent folder).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -54,16 +54,7 @@ fn parse() -> Result<(Vec<usize>, u64, usize, bool), String> {
 }
 
 fn main() -> ExitCode {
-    let (sizes, seed, degree, wan) = match parse() {
-        Ok(v) => v,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("converge: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let (sizes, seed, degree, wan) = weft_benches::args_or_exit(parse(), "converge: ", USAGE);
     let net = if wan {
         NetConfig::random(&mut Rng::from_seed(seed))
     } else {

@@ -312,16 +312,7 @@ fn run_rows(ctx: &Ctx, only: Option<&[String]>) -> Vec<Row> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(err) => {
-            if !err.is_empty() {
-                eprintln!("{err}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = weft_benches::args_or_exit(parse(), "", USAGE);
     if let Some(why) = weft_kernel_dp::testnet::require_root() {
         eprintln!("throughput: cannot build test networks: {why}");
         return ExitCode::FAILURE;
