@@ -230,15 +230,19 @@ pub(crate) fn iperf_server(net: &mut TestNet, ns: &Ns) -> Res<u32> {
     Ok(s.pid)
 }
 
-/// Runs `plan.runs` iperf3 clients with `streams` streams of `traffic` from `client` to
-/// `server_ip`, sampling `daemons`' CPU and RSS.
-pub(crate) fn iperf_series(
-    client: &Ns,
-    server_ip: Ipv4Addr,
-    (streams, traffic): (u32, Traffic),
-    plan: Plan,
-    daemons: &[u32],
-) -> Res<Series> {
+/// iperf3 clients in `client` against the server at `server_ip` as `plan` says, sampling
+/// `daemons`' CPU and RSS.
+#[derive(Clone, Copy)]
+pub(crate) struct Iperf<'a> {
+    pub(crate) client: &'a Ns,
+    pub(crate) server_ip: Ipv4Addr,
+    pub(crate) plan: Plan,
+    pub(crate) daemons: &'a [u32],
+}
+
+/// Runs `iperf.plan.runs` iperf3 clients with `streams` streams of `traffic`.
+pub(crate) fn iperf_series(iperf: Iperf<'_>, (streams, traffic): (u32, Traffic)) -> Res<Series> {
+    let plan = iperf.plan;
     let mut series = Series {
         streams,
         traffic,
@@ -249,7 +253,7 @@ pub(crate) fn iperf_series(
         Traffic::UdpFlood => format!("-u -P {streams}"),
     };
     for i in 0..plan.runs {
-        let run = iperf_once(client, server_ip, (streams, traffic), plan, daemons)
+        let run = iperf_once(iperf, streams, traffic)
             .map_err(|err| format!("iperf3 {what} run {}: {err}", i + 1))?;
         eprintln!(
             "    {what} run {}: {:.3} Gbit/s received{}",
@@ -264,13 +268,13 @@ pub(crate) fn iperf_series(
     Ok(series)
 }
 
-fn iperf_once(
-    client: &Ns,
-    server_ip: Ipv4Addr,
-    (streams, traffic): (u32, Traffic),
-    plan: Plan,
-    daemons: &[u32],
-) -> Res<Run> {
+fn iperf_once(iperf: Iperf<'_>, streams: u32, traffic: Traffic) -> Res<Run> {
+    let Iperf {
+        client,
+        server_ip,
+        plan,
+        daemons,
+    } = iperf;
     let secs = plan.secs;
     let mut last_err = String::new();
     // A retry covers a server that is not listening yet.

@@ -14,8 +14,8 @@ use serde_json::Value;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
 use crate::measure::{
-    HOST_A, HOST_B, OVERLAY_MTU, Plan, Res, Testbed, Traffic, alive, e, eventually, iperf_series,
-    iperf_server, log_tail, ping_median_ms, rss_kib,
+    HOST_A, HOST_B, Iperf, OVERLAY_MTU, Plan, Res, Testbed, Traffic, alive, e, eventually,
+    iperf_series, iperf_server, log_tail, ping_median_ms, rss_kib,
 };
 use crate::report::Measured;
 
@@ -57,7 +57,13 @@ fn measure(
     eprintln!("    ping x{} ...", plan.pings);
     m.rtt_ms = Some(ping_median_ms(client, server_ip, plan.pings)?);
     iperf_server(net, server)?;
-    let series = |what| iperf_series(client, server_ip, what, plan, daemons).map(Some);
+    let iperf = Iperf {
+        client,
+        server_ip,
+        plan,
+        daemons,
+    };
+    let series = |what| iperf_series(iperf, what).map(Some);
     m.one = series((1, Traffic::Tcp))?;
     m.two = series((2, Traffic::Tcp))?;
     m.udp = series((1, Traffic::UdpFlood))?;
