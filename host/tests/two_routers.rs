@@ -1,8 +1,9 @@
 //! End to end: real `weft` routers in network namespaces joined by an underlay bridge.
 //! Needs root and `ip`; skipped with a printed reason otherwise.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
-use weft_kernel_dp::testnet::{Ns, TestNet, require_root};
+use weft_kernel_dp::testnet::{Ns, TestNet};
 
 mod common;
 
@@ -31,23 +32,34 @@ fn target_failed_with(r: &Router, target: &str, needle: &str) -> bool {
         })
 }
 
+/// Whether any of `r`'s connections, as `weft status connections` lists them, is `what`.
+fn any_connection(r: &Router, what: impl Fn(&serde_json::Value) -> bool) -> bool {
+    let conns = r.json(&["status", "connections"]);
+    conns.as_array().unwrap().iter().any(what)
+}
+
 fn established_to(r: &Router, peer: &str) -> bool {
-    r.json(&["status", "connections"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["state"] == "established" && c["peer"] == peer && c["encrypted"] == true)
+    any_connection(r, |c| {
+        c["state"] == "established" && c["peer"] == peer && c["encrypted"] == true
+    })
+}
+
+/// Hosts a and b on one underlay in a new test network, a's router (`pw_a`) and b's
+/// (`pw_b`) dialling a; `None` where root tests cannot run.
+fn two_routers(pw_a: &str, pw_b: &str) -> Option<(TestNet, [Ns; 2], Ipv4Addr, Router, Router)> {
+    let mut net = test_net()?;
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
+    let a = start(&mut net, &ha, pw_a, &[]);
+    let b = start(&mut net, &hb, pw_b, &[ip_a.to_string()]);
+    Some((net, [ha, hb], ip_a, a, b))
 }
 
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn two_routers_connect_and_show_each_other() {
-    let Some(mut net) = test_net() else {
+    let Some((_net, [ha, _hb], _, a, b)) = two_routers("secret", "secret") else {
         return;
     };
-    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
-    let a = start(&mut net, &ha, "secret", &[]);
-    let b = start(&mut net, &hb, "secret", &[ip_a.to_string()]);
     let (name_a, name_b) = (a.name(), b.name());
     assert_ne!(name_a, name_b);
     b.wait_until(Duration::from_secs(15), "b established to a", |b| {
@@ -75,12 +87,9 @@ fn two_routers_connect_and_show_each_other() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn wrong_password_shows_no_connection_and_the_reason() {
-    let Some(mut net) = test_net() else {
+    let Some((_net, _, ip_a, a, b)) = two_routers("right", "wrong") else {
         return;
     };
-    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
-    let a = start(&mut net, &ha, "right", &[]);
-    let b = start(&mut net, &hb, "wrong", &[ip_a.to_string()]);
     let target = format!("{ip_a}:6783");
     b.wait_until(
         Duration::from_secs(15),
@@ -88,14 +97,10 @@ fn wrong_password_shows_no_connection_and_the_reason() {
         |b| target_failed_with(b, &target, "password"),
     );
     for r in [&a, &b] {
-        let conns = r.json(&["status", "connections"]);
         assert!(
-            !conns
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["state"] == "established"),
-            "{conns}"
+            !any_connection(r, |c| c["state"] == "established"),
+            "{}",
+            r.json(&["status", "connections"])
         );
     }
     // The accepting side says why too.
@@ -202,15 +207,11 @@ fn connect_and_forget_at_run_time_change_connections_and_targets() {
     let target_c = format!("{ip_c}:6783");
     a.weft(&["connect", &ip_c.to_string()]).unwrap();
     a.wait_until(Duration::from_secs(15), "the refused target shows", |a| {
-        a.json(&["status", "connections"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| {
-                c["address"] == target_c.as_str()
-                    && c["state"] == "failed"
-                    && c["error"].as_str().is_some_and(|e| e.contains("refused"))
-            })
+        any_connection(a, |c| {
+            c["address"] == target_c.as_str()
+                && c["state"] == "failed"
+                && c["error"].as_str().is_some_and(|e| e.contains("refused"))
+        })
     });
     assert_eq!(a.targets().len(), 2);
     // forget: the target goes, the connection goes, on both sides, and stays gone.
@@ -231,14 +232,10 @@ fn connect_and_forget_at_run_time_change_connections_and_targets() {
             r.json(&["status", "connections"])
         );
     }
-    let conns = a.json(&["status", "connections"]);
     assert!(
-        !conns
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["address"] == target_c.as_str()),
-        "forgotten target still listed: {conns}"
+        !any_connection(&a, |c| c["address"] == target_c.as_str()),
+        "forgotten target still listed: {}",
+        a.json(&["status", "connections"])
     );
     // And connect brings it back.
     a.weft(&["connect", &ip_b.to_string()]).unwrap();
@@ -249,9 +246,10 @@ fn connect_and_forget_at_run_time_change_connections_and_targets() {
 
 /// Two hosts with `password` (or none); a container on each; 200 kB of a marker string
 /// sent over TCP between the containers while the underlay bridge is captured.
-/// Returns whether the marker appears anywhere in the capture.
-fn marker_on_underlay(password: Option<&str>) -> bool {
-    let mut net = TestNet::new().unwrap();
+/// Returns whether the marker appears anywhere in the capture; `None` where root tests
+/// cannot run.
+fn marker_on_underlay(password: Option<&str>) -> Option<bool> {
+    let mut net = test_net()?;
     let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
     let (ca, cb) = (net.add_ns("ca").unwrap(), net.add_ns("cb").unwrap());
     // Whatever datapath the routers pick by default: the user's configuration.
@@ -283,12 +281,9 @@ fn marker_on_underlay(password: Option<&str>) -> bool {
         a.log_text(),
         b.log_text()
     );
-    let encrypted = b
-        .json(&["status", "connections"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["state"] == "established" && c["encrypted"] == true);
+    let encrypted = any_connection(&b, |c| {
+        c["state"] == "established" && c["encrypted"] == true
+    });
     assert_eq!(encrypted, password.is_some());
     let ul = net.underlay_ns().unwrap().clone();
     let cap = Capture::start(&mut net, &ul, "br0", "");
@@ -330,17 +325,17 @@ fn marker_on_underlay(password: Option<&str>) -> bool {
         pcap.len(),
         std::fs::read_to_string(&tcpdump_log).unwrap_or_default()
     );
-    common::contains(&pcap, marker.as_bytes())
+    Some(common::contains(&pcap, marker.as_bytes()))
 }
 
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn with_a_password_container_bytes_never_appear_on_the_underlay() {
-    if require_root().is_some() {
+    let Some(seen) = marker_on_underlay(Some("s3cret")) else {
         return;
-    }
+    };
     assert!(
-        !marker_on_underlay(Some("s3cret")),
+        !seen,
         "plaintext container bytes on the underlay with a password set"
     );
 }
@@ -349,13 +344,10 @@ fn with_a_password_container_bytes_never_appear_on_the_underlay() {
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn without_a_password_container_bytes_do_appear_on_the_underlay() {
     // The control for the test above: the capture does see plaintext when there is some.
-    if require_root().is_some() {
+    let Some(seen) = marker_on_underlay(None) else {
         return;
-    }
-    assert!(
-        marker_on_underlay(None),
-        "the capture cannot see plaintext at all"
-    );
+    };
+    assert!(seen, "the capture cannot see plaintext at all");
 }
 
 #[test]
