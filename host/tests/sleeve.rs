@@ -13,6 +13,17 @@ use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// Host a, host b, their routers and their containers.
+type Pair = (Ns, Ns, Router, Router, Ns, Ns);
+
+/// Two hosts on one underlay in a new test network, a container on each, both routers
+/// started sleeve only; `None` where root tests cannot run.
+fn sleeve_pair() -> Option<(TestNet, Pair)> {
+    let mut net = test_net()?;
+    let pair = two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
+    Some((net, pair))
+}
+
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn two_hosts_containers_ping_and_move_50_mb_intact() {
@@ -59,11 +70,9 @@ fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn udp_datagrams_merged_on_the_way_arrive_whole_and_in_order() {
-    let Some(mut net) = test_net() else {
+    let Some((_net, (_ha, _hb, a, b, ca, cb))) = sleeve_pair() else {
         return;
     };
-    let (_ha, _hb, a, b, ca, cb) =
-        two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
     assert!(
         ca.ping_until(ip("10.32.2.1"), SETTLE),
         "a:\n{}",
@@ -240,15 +249,17 @@ fn tcp_arrives_intact(host: &Ns, from: &Ns, to: &Ns, to_ip: &str, bytes: usize) 
     let _ = std::fs::remove_file(&dst);
 }
 
-/// Three hosts on the shared underlay, all sleeve only: `a` listens, `b` and `c` dial it.
-/// Returns the routers once each reaches the other two.
-fn star(net: &mut TestNet) -> [Router; 3] {
-    let ([ha, hb, hc], [ip_a, ..]) = underlay_hosts(net, ["a", "b", "c"]);
-    let a = Router::start(net, &ha, &Opts::sleeve());
-    let b = Router::start(net, &hb, &Opts::sleeve_to(&[ip_a]));
-    let c = Router::start(net, &hc, &Opts::sleeve_to(&[ip_a]));
+/// Three hosts on the shared underlay of a new test network, all sleeve only: `a`
+/// listens, `b` and `c` dial it. Returns the routers once each reaches the other two;
+/// `None` where root tests cannot run.
+fn star() -> Option<(TestNet, [Router; 3])> {
+    let mut net = test_net()?;
+    let ([ha, hb, hc], [ip_a, ..]) = underlay_hosts(&mut net, ["a", "b", "c"]);
+    let a = Router::start(&mut net, &ha, &Opts::sleeve());
+    let b = Router::start(&mut net, &hb, &Opts::sleeve_to(&[ip_a]));
+    let c = Router::start(&mut net, &hc, &Opts::sleeve_to(&[ip_a]));
     wait_reachable(&[&a, &b, &c], 2, SETTLE);
-    [a, b, c]
+    Some((net, [a, b, c]))
 }
 
 #[test]
@@ -380,10 +391,9 @@ fn tcp_crosses_an_underlay_with_a_small_mtu_cut_to_fit_not_fragmented() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn broadcast_and_multicast_reach_containers_on_every_other_host() {
-    let Some(mut net) = test_net() else {
+    let Some((mut net, [a, b, c])) = star() else {
         return;
     };
-    let [a, b, c] = star(&mut net);
     let cs: Vec<Ns> = ["ca", "cb", "cc"]
         .iter()
         .map(|n| net.add_ns(n).unwrap())
@@ -431,11 +441,9 @@ fn broadcast_and_multicast_reach_containers_on_every_other_host() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn restarted_router_keeps_its_containers_and_traffic_resumes() {
-    let Some(mut net) = test_net() else {
+    let Some((mut net, (ha, _hb, a, b, ca, cb))) = sleeve_pair() else {
         return;
     };
-    let (ha, _hb, a, b, ca, cb) =
-        two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
     assert!(cb.ping_until(ip("10.32.1.1"), SETTLE));
     let name = a.name();
     let iface = |c: &Ns| {
@@ -478,10 +486,9 @@ fn restarted_router_keeps_its_containers_and_traffic_resumes() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn an_address_moved_to_another_host_is_reached_there() {
-    let Some(mut net) = test_net() else {
+    let Some((mut net, [a, b, c])) = star() else {
         return;
     };
-    let [a, b, c] = star(&mut net);
     let (ca, cc) = (net.add_ns("ca").unwrap(), net.add_ns("cc").unwrap());
     let moved = net.add_ns("cm").unwrap();
     a.attach(&ca, "10.32.1.1/12");
