@@ -17,10 +17,16 @@ const SETTLE: Duration = Duration::from_secs(20);
 type Pair = (Ns, Ns, Router, Router, Ns, Ns);
 
 /// Two hosts on one underlay in a new test network, a container on each, both routers
-/// started sleeve only; `None` where root tests cannot run.
+/// started sleeve only, once a's container reaches b's; `None` where root tests cannot run.
 fn sleeve_pair() -> Option<(TestNet, Pair)> {
     let mut net = test_net()?;
     let pair = two_hosts_with_containers(&mut net, &Opts::sleeve(), &Opts::sleeve());
+    let (_, _, a, _, ca, _) = &pair;
+    assert!(
+        ca.ping_until(ip("10.32.2.1"), SETTLE),
+        "a's container never reached b's; a:\n{}",
+        a.log_text()
+    );
     Some((net, pair))
 }
 
@@ -70,14 +76,9 @@ fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn udp_datagrams_merged_on_the_way_arrive_whole_and_in_order() {
-    let Some((_net, (_ha, _hb, a, b, ca, cb))) = sleeve_pair() else {
+    let Some((_net, (_ha, _hb, _a, b, ca, cb))) = sleeve_pair() else {
         return;
     };
-    assert!(
-        ca.ping_until(ip("10.32.2.1"), SETTLE),
-        "a:\n{}",
-        a.log_text()
-    );
     let before = (b.counter("frames_to_bridge"), b.counter("tap_writes"));
     // Bursts of datagrams back to back, so that a reads several per batch, sends them as
     // one GSO send, and b merges them into USO super-frames for its TAP, which the kernel
