@@ -17,22 +17,41 @@ use tokio::sync::watch;
 pub(crate) fn allow_bridge(bridge: &str) {
     let nf =
         std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").unwrap_or_default();
-    if nf.trim() != "1" {
+    if nf.trim() != "1" || !forward_policy_is_drop() {
         return;
     }
+    match insert_unless_present(&["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]) {
+        None => {}
+        Some(Ok(s)) if s.success() => tracing::info!(
+            "iptables: accepting forwarding within bridge {bridge} (FORWARD policy is DROP)"
+        ),
+        Some(Ok(s)) => tracing::warn!(
+            "iptables could not add the FORWARD rule for bridge {bridge} ({s}); traffic between containers may be dropped"
+        ),
+        Some(Err(e)) => {
+            tracing::warn!("iptables: {e}; traffic between containers may be dropped")
+        }
+    }
+}
+
+/// Whether iptables' FORWARD policy is DROP (not where there is no iptables: then nothing
+/// can drop forwarded packets through it).
+fn forward_policy_is_drop() -> bool {
     let Ok(out) = Command::new("iptables")
         .args(["-w", "-S", "FORWARD"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
     else {
-        return; // No iptables: nothing can drop bridged frames through it.
+        return false;
     };
     let rules = String::from_utf8_lossy(&out.stdout);
-    if !rules.lines().any(|l| l.trim() == "-P FORWARD DROP") {
-        return;
-    }
-    let rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"];
+    rules.lines().any(|l| l.trim() == "-P FORWARD DROP")
+}
+
+/// Inserts iptables rule `rule` (chain, then match and target) unless it is there:
+/// `None` if it was, else how `iptables -I` ended.
+fn insert_unless_present(rule: &[&str]) -> Option<std::io::Result<std::process::ExitStatus>> {
     let present = Command::new("iptables")
         .args(["-w", "-C"])
         .args(rule)
@@ -41,22 +60,14 @@ pub(crate) fn allow_bridge(bridge: &str) {
         .status()
         .is_ok_and(|s| s.success());
     if present {
-        return;
+        return None;
     }
-    match Command::new("iptables")
+    let inserted = Command::new("iptables")
         .args(["-w", "-I"])
         .args(rule)
         .stdin(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => tracing::info!(
-            "iptables: accepting forwarding within bridge {bridge} (FORWARD policy is DROP)"
-        ),
-        Ok(s) => tracing::warn!(
-            "iptables could not add the FORWARD rule for bridge {bridge} ({s}); traffic between containers may be dropped"
-        ),
-        Err(e) => tracing::warn!("iptables: {e}; traffic between containers may be dropped"),
-    }
+        .status();
+    Some(inserted)
 }
 
 /// Drops UDP to the sleeve and fast-path ports from every address that is not a connected
@@ -380,18 +391,7 @@ pub(crate) fn remove_docker_outbound(bridge: &str) {
 /// With iptables' FORWARD policy DROP: accepts what containers on `bridge` send out
 /// and what comes back (once each).
 fn allow_routed(bridge: &str) {
-    let Ok(out) = Command::new("iptables")
-        .args(["-w", "-S", "FORWARD"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return;
-    };
-    if !String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == "-P FORWARD DROP")
-    {
+    if !forward_policy_is_drop() {
         return;
     }
     let rules: [&[&str]; 2] = [
@@ -409,24 +409,11 @@ fn allow_routed(bridge: &str) {
         ],
     ];
     for rule in rules {
-        let present = Command::new("iptables")
-            .args(["-w", "-C"])
-            .args(rule)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            let added = Command::new("iptables")
-                .args(["-w", "-I"])
-                .args(rule)
-                .stdin(Stdio::null())
-                .status();
-            if !added.is_ok_and(|s| s.success()) {
-                tracing::warn!(
-                    "iptables could not accept routed traffic of bridge {bridge}; Docker containers may not reach outside"
-                );
-            }
+        let added = insert_unless_present(rule);
+        if added.is_some_and(|r| !r.is_ok_and(|s| s.success())) {
+            tracing::warn!(
+                "iptables could not accept routed traffic of bridge {bridge}; Docker containers may not reach outside"
+            );
         }
     }
 }
