@@ -224,11 +224,15 @@ async fn run_async(
     );
     let serving = plugin.serving();
     let plugin = Arc::new(plugin);
+    // Before Docker can call: what may have been deleted while the router was down.
+    let known = plugin.endpoints_by_network().await;
     // Only fails if already set, which nothing else does.
     let _ = plugin_slot.set(Arc::clone(&plugin));
     if serving {
         plugin.apply_outbound_now().await;
         plugin.restore_names().await;
+        let (gone, docker) = (Arc::clone(&plugin), args.docker_socket.clone());
+        tokio::spawn(async move { gone.forget_endpoints_docker_deleted(&docker, known).await });
         let docker = args.docker_socket.clone();
         tokio::spawn(crate::docker::engine::follow_connects(
             docker.clone(),
@@ -327,17 +331,24 @@ fn start_plugin(
     } else {
         match crate::docker::server::bind(&args.plugin_socket) {
             Ok((listener, file)) => {
-                tokio::spawn(crate::docker::server::serve(
-                    listener,
-                    Arc::clone(&slot),
-                    own_uid,
-                ));
-                tracing::info!(
-                    "Docker plugin: network and IPAM driver {} on {socket}",
-                    status.driver.as_deref().unwrap_or("-")
-                );
-                status.serving = true;
-                Some(file)
+                match crate::docker::server::serve_on_thread(listener, Arc::clone(&slot), own_uid) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "Docker plugin: network and IPAM driver {} on {socket}",
+                            status.driver.as_deref().unwrap_or("-")
+                        );
+                        status.serving = true;
+                        Some(file)
+                    }
+                    Err(e) => {
+                        let reason = format!(
+                            "cannot serve {socket} ({e}); this router runs without the Docker plugin"
+                        );
+                        tracing::warn!("Docker plugin: {reason}");
+                        status.off_reason = Some(reason);
+                        None
+                    }
+                }
             }
             Err(reason) => {
                 tracing::warn!("Docker plugin: {reason}");

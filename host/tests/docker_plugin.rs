@@ -12,6 +12,7 @@ use common::docker::{Container, Network, TestImage, require_docker, unique_name}
 use common::{Opts, Router, eventually, test_net};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,7 +40,17 @@ impl PluginRouter {
     }
 
     fn start_with(net: &mut TestNet, host: &Ns, docker_socket: &str, extra: &[&str]) -> Self {
-        let driver = unique_name();
+        Self::start_as(unique_name(), net, host, docker_socket, extra)
+    }
+
+    /// [`Self::start_with`] under the driver name `driver`.
+    fn start_as(
+        driver: String,
+        net: &mut TestNet,
+        host: &Ns,
+        docker_socket: &str,
+        extra: &[&str],
+    ) -> Self {
         let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
         let mut flags: Vec<String> = extra.iter().map(|f| (*f).to_owned()).collect();
         flags.extend([
@@ -399,14 +410,9 @@ fn dns_lookup(r: &PluginRouter, name: &str) -> String {
         .to_owned()
 }
 
-#[test]
-#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
-fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers() {
-    let Some(mut net) = setup() else {
-        return;
-    };
-    let host = net.add_host("h").unwrap();
-    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
+/// The network the router made named after its driver (waits for it), under a guard that
+/// removes it before the router goes.
+fn driver_network(p: &PluginRouter) -> Network {
     let found = || {
         common::docker::docker(&[
             "network",
@@ -426,7 +432,6 @@ fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers(
     let text = found().unwrap();
     let mut parts = text.split_whitespace();
     let id = parts.next().unwrap().to_owned();
-    // Removed by its guard, before the router goes.
     let n = Network {
         id,
         name: p.driver.clone(),
@@ -435,6 +440,18 @@ fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers(
         (parts.next(), parts.next()),
         (Some(p.driver.as_str()), Some(p.driver.as_str()))
     );
+    n
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
+    let n = driver_network(&p);
     assert!(
         p.router
             .log_text()
@@ -611,4 +628,229 @@ fn a_container_reaches_a_namespace_on_another_host_over_the_fast_datapath() {
 fn a_container_reaches_a_namespace_on_another_host_over_the_encrypted_sleeve() {
     let pw = ["--password", "docker-plugin-test"];
     across_hosts(&pw, &pw, "sleeve");
+}
+
+/// A container started with `--dns` on the gateway and weftDNS's domain to search.
+fn asking_weftdns(image: &TestImage, n: &Network) -> Container {
+    Container::run(
+        image,
+        &[
+            "--network",
+            &n.name,
+            "--dns",
+            "10.32.0.1",
+            "--dns-search",
+            "weave.local",
+        ],
+        &SLEEP,
+    )
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn docker_restart_keeps_a_container_reachable_by_address_and_by_name() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
+    let n = driver_network(&p);
+    let image = TestImage::build().unwrap();
+    let a = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let b = asking_weftdns(&image, &n);
+    let ip_b = b.ip_of(&n).unwrap();
+    let named = |ip: Ipv4Addr| {
+        eventually(Duration::from_secs(10), || {
+            dns_lookup(&p, &a.name) == ip.to_string()
+        })
+    };
+    assert!(named(a.ip_of(&n).unwrap()), "{}", p.router.log_text());
+
+    common::docker::docker(&["restart", "-t", "1", &a.id]).unwrap();
+    assert!(a.running(), "{}", a.logs());
+    let ip_a = a.ip_of(&n).unwrap();
+    assert!(in_subnet(ip_a, "10.32.0.0/12"));
+    // Within seconds: its new (or same) address in weftDNS, and pings both ways.
+    let back = std::time::Instant::now();
+    assert!(
+        named(ip_a),
+        "weft dns-lookup {}: {:?}, not {ip_a}; router log:\n{}",
+        a.name,
+        dns_lookup(&p, &a.name),
+        p.router.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings(&b, ip_a, "1", "2").0),
+        "b cannot ping a at {ip_a} after docker restart: {}\nrouter log:\n{}",
+        pings(&b, ip_a, "1", "2").1,
+        p.router.log_text()
+    );
+    assert_pings(&a, ip_b, &p);
+    let fqdn = format!("{}.weave.local", a.name);
+    let by_name = || b.exec(&["ping", "-c", "1", "-w", "2", &fqdn]);
+    assert!(
+        eventually(Duration::from_secs(10), || by_name().status.success()),
+        "ping {fqdn}: {}",
+        String::from_utf8_lossy(&by_name().stdout)
+    );
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        back.elapsed()
+    );
+    // The restart left nothing behind: the gateway, a and b; one veth each.
+    assert_eq!(allocations(&p), 3, "{}", p.router.json(&["status", "ipam"]));
+    assert_eq!(p.status()["plugin"]["endpoints"], 2);
+    assert_eq!(p.links().matches("vwd").count(), 2, "{}", p.links());
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn a_container_removed_while_the_router_is_down_frees_its_address() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let mut p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
+    let _made = driver_network(&p);
+    let image = TestImage::build().unwrap();
+    let n = p.network(&["--subnet", "10.40.7.0/24"]);
+    let asked = ["--network", n.name.as_str(), "--ip", "10.40.7.50"];
+    let a = Container::run(&image, &asked, &SLEEP).unwrap();
+    let b = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    assert_eq!(allocations(&p), 3, "gateway, a and b");
+
+    let pid = p.router.pid.to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !p.socket.exists()),
+        "plugin socket still there after SIGTERM"
+    );
+    // Docker's Leave, DeleteEndpoint and ReleaseAddress find no plugin now.
+    common::docker::docker(&["rm", "--force", &a.id]).unwrap();
+    std::mem::forget(a);
+    let restarted = Router::restart(&mut net, &host, &opts(&p.flags));
+    std::mem::forget(std::mem::replace(&mut p.router, restarted));
+    assert!(
+        eventually(Duration::from_secs(10), || allocations(&p) == 2),
+        "a's address still held: {}; router log:\n{}",
+        p.router.json(&["status", "ipam"]),
+        p.router.log_text()
+    );
+    assert_eq!(p.status()["plugin"]["endpoints"], 1);
+    assert!(
+        p.router
+            .log_text()
+            .contains("1 endpoints Docker deleted while the router was down forgotten"),
+        "{}",
+        p.router.log_text()
+    );
+    assert_eq!(p.links().matches("vwd").count(), 1, "{}", p.links());
+    // a's address is free again: a new container gets it, and b reaches it there.
+    let c = Container::run(&image, &asked, &SLEEP)
+        .unwrap_or_else(|e| panic!("{e}; router log:\n{}", p.router.log_text()));
+    assert_eq!(c.ip_of(&n).unwrap(), Ipv4Addr::new(10, 40, 7, 50));
+    assert_pings(&b, Ipv4Addr::new(10, 40, 7, 50), &p);
+    drop((b, c));
+    assert_eq!(allocations(&p), 1, "only the gateway is left");
+}
+
+/// One raw call on the plugin socket, as Docker makes it: the time the reply took, its
+/// status and body; `None` while nothing listens there yet.
+fn raw_call(socket: &std::path::Path, method: &str, body: &str) -> Option<(Duration, u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let read = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    assert!(read.is_ok(), "no reply within 5 s ({read:?}), got {text:?}");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((started.elapsed(), status, body))
+}
+
+/// Sets its flag when dropped.
+struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn docker_calling_while_the_router_starts_gets_a_quick_err_never_a_hang() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    let driver = unique_name();
+    let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let replies = std::thread::scope(|s| {
+        // Calls from before the socket exists until after the router answers.
+        let caller = s.spawn(|| {
+            let mut replies = Vec::new();
+            let ep = r#"{"NetworkID":"n","EndpointID":"e"}"#;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(r) = raw_call(&socket, "NetworkDriver.EndpointOperInfo", ep) {
+                    replies.push(r);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            replies
+        });
+        // The caller stops also when starting the router panics.
+        let stop = Stop(&done);
+        let p =
+            PluginRouter::start_as(driver.clone(), &mut net, &host, NO_DOCKER, &["--no-fastdp"]);
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stop);
+        let replies = caller.join().unwrap();
+        drop(p);
+        replies
+    });
+    assert!(!replies.is_empty(), "no call was answered");
+    let starting = replies.iter().filter(|r| r.1 == 503).count();
+    for (took, status, body) in &replies {
+        assert!(
+            *took < Duration::from_secs(2),
+            "answered after {took:?}: {body}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        let err = v["Err"].as_str().unwrap_or_default();
+        assert!(!err.is_empty() && !err.contains('\n'), "{body}");
+        match status {
+            503 => assert!(err.contains("starting"), "{err}"),
+            404 => assert!(err.contains("no such endpoint"), "{err}"),
+            s => panic!("status {s}: {body}"),
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} calls answered while starting or up, {starting} of them \"starting\"",
+        replies.len()
+    );
 }

@@ -344,6 +344,48 @@ pub(crate) async fn container_names(
     names_on(&body, network_id)
 }
 
+/// What `GET /networks/ID` says, as far as endpoints go.
+#[derive(Debug, Default, Deserialize)]
+struct NetworkInspect {
+    #[serde(rename = "Containers", default)]
+    containers: Option<std::collections::BTreeMap<String, NetworkContainer>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NetworkContainer {
+    #[serde(rename = "EndpointID", default)]
+    endpoint_id: String,
+}
+
+/// The endpoints on network `network_id` (`docker network inspect`'s JSON).
+fn endpoints_in(inspect: &[u8]) -> Result<Vec<String>, String> {
+    let n: NetworkInspect = serde_json::from_slice(inspect)
+        .map_err(|e| format!("Docker's network inspect is not what weft reads: {e}"))?;
+    Ok(n.containers
+        .unwrap_or_default()
+        .into_values()
+        .map(|c| c.endpoint_id)
+        .filter(|id| !id.is_empty())
+        .collect())
+}
+
+/// The endpoints Docker has on network `network_id`: none when Docker has no such
+/// network; `Err` when Docker does not answer, or not as expected.
+pub(crate) async fn network_endpoints(
+    socket: &Path,
+    network_id: &str,
+) -> Result<Vec<String>, String> {
+    let (status, body) = call(socket, "GET", &format!("/networks/{network_id}"), None).await?;
+    match status {
+        200 => endpoints_in(&body),
+        404 => Ok(Vec::new()),
+        s => Err(format!(
+            "docker network inspect {network_id}: {}",
+            message(s, &body)
+        )),
+    }
+}
+
 /// A line of Docker's event stream, as far as network connects go.
 #[derive(Debug, Default, Deserialize)]
 struct Event {
@@ -559,6 +601,30 @@ mod tests {
             vec![("N1".into(), "C1".into()), ("N2".into(), "C2".into())]
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_networks_endpoints_are_read_from_its_inspect() {
+        let body = br#"{"Name":"w","Id":"n1","Containers":{
+            "c1":{"Name":"a","EndpointID":"e1","IPv4Address":"10.32.0.2/12"},
+            "c2":{"Name":"b","EndpointID":"e2"},
+            "c3":{"Name":"c","EndpointID":""}}}"#;
+        assert_eq!(endpoints_in(body).unwrap(), ["e1", "e2"]);
+        assert!(
+            endpoints_in(br#"{"Name":"w","Containers":{}}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            endpoints_in(br#"{"Name":"w","Containers":null}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            endpoints_in(b"not json")
+                .unwrap_err()
+                .contains("network inspect")
+        );
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@
 //! [`network`] (networks and endpoints), [`join`] (Join, Leave), [`ipam`] (the IPAM
 //! driver), [`names`] (containers' names in weftDNS), [`backend`] (the seam to the
 //! router: IPAM, weftDNS, plumbing, exposing), [`engine`] (the Docker Engine API: the
-//! default network, network events, container names).
+//! default network, network events, container names), [`gone`] (endpoints Docker deleted
+//! while the router was down).
 //!
 //! Owners in weft IPAM: `RequestAddress` comes before Docker names the endpoint, so an
 //! address is first held by a reservation (`dk-r-<random>`, `dk-c-<addr>` for an asked-for
@@ -26,6 +27,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod engine;
+mod gone;
 mod ipam;
 mod join;
 mod names;

@@ -3,8 +3,11 @@
 //!
 //! Until the router is up (the plugin is set in its [`Slot`]), every call but the
 //! constant ones (`Plugin.Activate`, the capabilities, the address spaces) gets a quick
-//! `503 {"Err": "... starting ..."}`. Only root and the router's uid may call (Docker is
-//! root); the caller's pid tells which namespace Docker runs in.
+//! `503 {"Err": "... starting ..."}`. The socket is served on a thread of its own
+//! ([`serve_on_thread`]): the router's start blocks its runtime at times (opening the
+//! bridge, the datapath, the state files), and Docker must be answered meanwhile; the
+//! calls themselves run on the router's runtime. Only root and the router's uid may call
+//! (Docker is root); the caller's pid tells which namespace Docker runs in.
 
 use super::backend::Backend;
 use super::types::ErrReply;
@@ -15,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::runtime::Handle;
 
 /// How long Docker may take to send a request.
 pub(crate) const REQUEST_READ_TIMEOUT_MS: u64 = 10_000;
@@ -59,8 +63,45 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), String> {
     ))
 }
 
-/// Serves the socket until the process ends.
-pub(crate) async fn serve<B: Backend>(listener: UnixListener, slot: Arc<Slot<B>>, own_uid: u32) {
+/// Serves the socket on a thread of its own until the process ends; the plugin's calls
+/// run on the runtime this is called on.
+pub(crate) fn serve_on_thread<B: Backend>(
+    listener: UnixListener,
+    slot: Arc<Slot<B>>,
+    own_uid: u32,
+) -> std::io::Result<()> {
+    let main = Handle::current();
+    let listener = listener.into_std()?;
+    std::thread::Builder::new()
+        .name("docker-plugin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!("Docker plugin: no runtime for the socket: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match UnixListener::from_std(listener) {
+                    Ok(l) => serve(l, slot, own_uid, main).await,
+                    Err(e) => tracing::warn!("Docker plugin socket: {e}"),
+                }
+            });
+        })
+        .map(drop)
+}
+
+/// Serves the socket until the process ends; the plugin's calls run on `main`.
+pub(crate) async fn serve<B: Backend>(
+    listener: UnixListener,
+    slot: Arc<Slot<B>>,
+    own_uid: u32,
+    main: Handle,
+) {
     let conns = Arc::new(tokio::sync::Semaphore::new(CONNS_MAX));
     loop {
         let Ok(permit) = Arc::clone(&conns).acquire_owned().await else {
@@ -68,9 +109,9 @@ pub(crate) async fn serve<B: Backend>(listener: UnixListener, slot: Arc<Slot<B>>
         };
         match listener.accept().await {
             Ok((stream, _)) => {
-                let slot = Arc::clone(&slot);
+                let (slot, main) = (Arc::clone(&slot), main.clone());
                 tokio::spawn(async move {
-                    handle_conn(stream, &slot, own_uid).await;
+                    handle_conn(stream, &slot, own_uid, &main).await;
                     drop(permit);
                 });
             }
@@ -82,7 +123,12 @@ pub(crate) async fn serve<B: Backend>(listener: UnixListener, slot: Arc<Slot<B>>
     }
 }
 
-async fn handle_conn<B: Backend>(mut stream: UnixStream, slot: &Slot<B>, own_uid: u32) {
+async fn handle_conn<B: Backend>(
+    mut stream: UnixStream,
+    slot: &Slot<B>,
+    own_uid: u32,
+    main: &Handle,
+) {
     let allowed = crate::control::caller_allowed(&stream, own_uid);
     let pid = stream.peer_cred().ok().and_then(|c| c.pid());
     let req = tokio::time::timeout(
@@ -103,7 +149,7 @@ async fn handle_conn<B: Backend>(mut stream: UnixStream, slot: &Slot<B>, own_uid
                 let ctx = Ctx {
                     docker_netns: netns_of(pid),
                 };
-                answer(slot, &req, &ctx).await
+                answer(slot, &req, &ctx, main).await
             }
         },
     };
@@ -124,11 +170,12 @@ async fn handle_conn<B: Backend>(mut stream: UnixStream, slot: &Slot<B>, own_uid
     let _ = stream.shutdown().await;
 }
 
-/// The reply body for `req`, or why not.
+/// The reply body for `req`, or why not; the plugin's call runs on `main`.
 pub(crate) async fn answer<B: Backend>(
     slot: &Slot<B>,
     req: &http::Request,
     ctx: &Ctx,
+    main: &Handle,
 ) -> Result<Vec<u8>, PluginError> {
     if req.method != "POST" {
         return Err(PluginError::BadRequest(format!(
@@ -150,5 +197,15 @@ pub(crate) async fn answer<B: Backend>(
         "Docker plugin: {method} {}",
         String::from_utf8_lossy(&req.body[..req.body.len().min(512)])
     );
-    plugin.call(method, &req.body, ctx).await
+    let (plugin, method, body, ctx) = (
+        Arc::clone(plugin),
+        method.to_owned(),
+        req.body.clone(),
+        ctx.clone(),
+    );
+    // Spawned, not awaited in place: a call Docker gave up on still finishes (each is
+    // idempotent, and Docker repeats it).
+    main.spawn(async move { plugin.call(&method, &body, &ctx).await })
+        .await
+        .map_err(|_| PluginError::Failed("the weft router is stopping".into()))?
 }

@@ -880,7 +880,12 @@ async fn the_socket_answers_while_starting_then_serves() {
     let (listener, file) = server::bind(&path).unwrap();
     let slot: Arc<Slot<Arc<Fake>>> = Arc::new(std::sync::OnceLock::new());
     let uid = crate::control::effective_uid().unwrap();
-    tokio::spawn(server::serve(listener, Arc::clone(&slot), uid));
+    tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&slot),
+        uid,
+        tokio::runtime::Handle::current(),
+    ));
 
     let r = post(&path, "Plugin.Activate", b"null").await;
     assert_eq!(r.status, 200);
@@ -1002,4 +1007,123 @@ async fn names_come_and_go_with_the_join_and_come_back_after_a_restart() {
         .await
         .unwrap();
     assert!(names(&s.fake).is_empty());
+}
+
+#[tokio::test]
+async fn endpoints_docker_deleted_while_down_are_forgotten_unless_docker_is_silent() {
+    let mut s = Setup::new("gone");
+    let (pool_id, gateway) = s.network(NET, "", false).await;
+    let (addr, _) = s.endpoint(NET, &pool_id, EP).await;
+    let ep2 = "ffff".repeat(16);
+    let (addr2, _) = s.endpoint(NET, &pool_id, &ep2).await;
+    let ip = |a: &str| a.split('/').next().unwrap().to_owned();
+    let (ip1, ip2) = (ip(&addr), ip(&addr2));
+    s.restart();
+    let known = s.plugin.endpoints_by_network().await;
+    assert_eq!(
+        known,
+        BTreeMap::from([(NET.to_owned(), vec![EP.to_owned(), ep2.clone()])])
+    );
+    // Docker does not answer: everything kept.
+    let nobody = Path::new("/nonexistent/docker.sock");
+    assert_eq!(
+        s.plugin
+            .forget_endpoints_docker_deleted(nobody, known.clone())
+            .await,
+        0
+    );
+    assert_eq!(s.state().endpoints.len(), 2);
+    assert_eq!(s.fake.owner(&ip1), Some(endpoint_owner(EP)));
+
+    // Docker has only the second: the first goes, its veth, names and address with it.
+    let forgotten = s
+        .plugin
+        .forget_gone(known, Ok(BTreeSet::from([ep2.clone()])))
+        .await;
+    assert_eq!(forgotten, 1);
+    let st = s.state();
+    assert!(!st.endpoints.contains_key(EP) && st.endpoints.contains_key(&ep2));
+    assert!(!st.addresses.contains_key(&ip1.parse::<Ipv4Addr>().unwrap()));
+    assert_eq!(s.fake.owner(&ip1), None, "freed in IPAM");
+    assert_eq!(s.fake.owner(&ip2), Some(endpoint_owner(&ep2)));
+    assert!(s.fake.owner(&ip(&gateway)).is_some(), "the gateway stays");
+    let veths = s.fake.veths.lock().unwrap().clone();
+    assert!(!veths.contains_key(&ifnames(EP).0) && veths.contains_key(&ifnames(&ep2).0));
+    assert_eq!(s.plugin.status.lock().unwrap().endpoints, 1);
+    // Docker's calls for it, should they come late, change nothing.
+    let ep = json!({"NetworkID": NET, "EndpointID": EP});
+    assert_eq!(s.ok("NetworkDriver.DeleteEndpoint", ep).await, json!({}));
+    s.ok(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": ip1}),
+    )
+    .await;
+    assert_eq!(s.fake.owner(&ip2), Some(endpoint_owner(&ep2)));
+    // The address is free for the next container.
+    let (addr3, _) = s.endpoint(NET, &pool_id, &"eeee".repeat(16)).await;
+    assert_eq!(addr3, addr);
+}
+
+/// [`post`] from a thread of its own, with a time limit on the reply.
+fn post_blocking(path: &Path, method: &str, body: &[u8]) -> crate::http::Response {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut req = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("no reply within 5 s");
+    crate::http::parse_response(&buf, true).unwrap().unwrap()
+}
+
+#[test]
+fn docker_is_answered_while_the_routers_start_blocks_its_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tmpdir("blocked");
+    let path = dir.join("wefttest.sock");
+    rt.block_on(async {
+        let (listener, _file) = server::bind(&path).unwrap();
+        let slot: Arc<Slot<Arc<Fake>>> = Arc::new(std::sync::OnceLock::new());
+        let uid = crate::control::effective_uid().unwrap();
+        server::serve_on_thread(listener, Arc::clone(&slot), uid).unwrap();
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let join = br#"{"NetworkID":"n","EndpointID":"e"}"#;
+            let r = post_blocking(&p, "NetworkDriver.Join", join);
+            (started.elapsed(), r)
+        });
+        // The start blocking the router's runtime, as opening the datapath does.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let (took, r) = client.join().unwrap();
+        assert_eq!(r.status, 503);
+        assert!(err_of(&r).contains("starting"), "{}", err_of(&r));
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "answered after {took:?}"
+        );
+
+        // Once up, the calls run on the router's runtime.
+        let fake = Arc::new(Fake::default());
+        let _ = slot.set(Arc::new(plugin_on(&dir, &fake)));
+        let r = post(
+            &path,
+            "IpamDriver.RequestPool",
+            br#"{"AddressSpace":"weft-local","Pool":""}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let plugin = slot.get().unwrap();
+        assert_eq!(plugin.store.lock().await.get().pools.len(), 1);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
