@@ -11,6 +11,7 @@
 
 use super::backend::Backend;
 use super::network::unknown_endpoint;
+use super::state::PluginState;
 use super::types::{
     DST_PREFIX, Empty, EndpointRequest, InterfaceName, JoinReply, JoinRequest, check_id,
 };
@@ -64,22 +65,37 @@ impl<B: Backend> Plugin<B> {
     }
 
     pub(super) async fn leave(&self, r: EndpointRequest, ctx: &Ctx) -> Result<Empty, PluginError> {
-        check_id("EndpointID", &r.endpoint_id).map_err(bad)?;
+        self.unplug(&r.endpoint_id, ctx, |next, id| {
+            if let Some(e) = next.endpoints.get_mut(id) {
+                e.joined = false;
+            }
+        })
+        .await
+    }
+
+    /// What Leave and DeleteEndpoint share: an endpoint Docker already deleted is done
+    /// (Docker retries), an unknown one is a 404; else its names and veth go, `finish`
+    /// edits the state, and the state is on disk before Docker hears back.
+    pub(super) async fn unplug(
+        &self,
+        id: &str,
+        ctx: &Ctx,
+        finish: impl FnOnce(&mut PluginState, &str),
+    ) -> Result<Empty, PluginError> {
+        check_id("EndpointID", id).map_err(bad)?;
         let mut store = self.store.lock().await;
-        let Some(ep) = store.get().endpoints.get(&r.endpoint_id).cloned() else {
-            if store.get().was_deleted(&r.endpoint_id) {
+        let Some(ep) = store.get().endpoints.get(id).cloned() else {
+            if store.get().was_deleted(id) {
                 return Ok(Empty {});
             }
-            return Err(unknown_endpoint(&r.endpoint_id));
+            return Err(unknown_endpoint(id));
         };
         let mut next = store.get().clone();
-        self.unname(&r.endpoint_id, &mut next).await?;
+        self.unname(id, &mut next).await?;
         self.backend
             .veth_remove(&ep.host_ifname, &ep.src_ifname, &ctx.docker_netns)
             .await?;
-        if let Some(e) = next.endpoints.get_mut(&r.endpoint_id) {
-            e.joined = false;
-        }
+        finish(&mut next, id);
         self.commit(&mut store, next)?;
         Ok(Empty {})
     }

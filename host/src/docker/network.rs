@@ -214,24 +214,12 @@ impl<B: Backend> Plugin<B> {
         r: EndpointRequest,
         ctx: &Ctx,
     ) -> Result<Empty, PluginError> {
-        check_id("EndpointID", &r.endpoint_id).map_err(bad)?;
-        let mut store = self.store.lock().await;
-        let Some(ep) = store.get().endpoints.get(&r.endpoint_id).cloned() else {
-            if store.get().was_deleted(&r.endpoint_id) {
-                return Ok(Empty {});
-            }
-            return Err(unknown_endpoint(&r.endpoint_id));
-        };
-        let mut next = store.get().clone();
-        self.unname(&r.endpoint_id, &mut next).await?;
-        self.backend
-            .veth_remove(&ep.host_ifname, &ep.src_ifname, &ctx.docker_netns)
-            .await?;
-        next.endpoints.remove(&r.endpoint_id);
-        next.remember_deleted(&r.endpoint_id);
         // Its address stays until Docker's ReleaseAddress, which comes next.
-        self.commit(&mut store, next)?;
-        Ok(Empty {})
+        self.unplug(&r.endpoint_id, ctx, |next, id| {
+            next.endpoints.remove(id);
+            next.remember_deleted(id);
+        })
+        .await
     }
 
     pub(super) async fn oper_info(&self, r: EndpointRequest) -> Result<OperInfoReply, PluginError> {
