@@ -232,7 +232,7 @@ async fn run_async(
         plugin.apply_outbound_now().await;
         plugin.restore_names().await;
         let (gone, docker) = (Arc::clone(&plugin), args.docker_socket.clone());
-        tokio::spawn(async move { gone.forget_endpoints_docker_deleted(&docker, known).await });
+        tokio::spawn(async move { gone.forget_what_docker_deleted(&docker, known).await });
         let docker = args.docker_socket.clone();
         tokio::spawn(crate::docker::engine::follow_connects(
             docker.clone(),
@@ -247,9 +247,11 @@ async fn run_async(
         let docker = args.docker_socket.clone();
         tokio::spawn(async move {
             use crate::docker::engine::{Ensured, ensure_network};
-            match ensure_network(&docker, &name).await {
+            match ensure_network(&docker, &name, ipam_default_subnet).await {
                 Ok(Ensured::Created) => {
-                    tracing::info!("Docker network {name} created: docker run --network {name} ...")
+                    tracing::info!(
+                        "Docker network {name} created on {ipam_default_subnet}: docker run --network {name} ..."
+                    )
                 }
                 Ok(Ensured::Exists) => tracing::info!("Docker network {name} is there"),
                 Err(e) => tracing::info!("no Docker network {name} made: {e}"),

@@ -52,6 +52,9 @@ pub(crate) enum ApiError {
     /// IPAM could not give or take what was asked (range full, no ring yet, unknown peer).
     #[error("{0}")]
     Ipam(String),
+    /// The address asked for is held by another container (anywhere in the network).
+    #[error("{0}")]
+    AddressInUse(String),
     /// IPAM did not answer (the router stops, or the request could not be sent).
     #[error("{0}")]
     IpamUnavailable(String),
@@ -77,7 +80,7 @@ impl ApiError {
             Self::WrongMethod { .. } => 405,
             Self::Http(e) => e.status(),
             Self::RequestTimeout | Self::BadBody(_) | Self::BadRequest(_) => 400,
-            Self::Ipam(_) => 409,
+            Self::Ipam(_) | Self::AddressInUse(_) => 409,
             Self::IpamUnavailable(_) | Self::Stopping => 503,
             Self::Forbidden(_) => 403,
             Self::Host(e) => match e {

@@ -170,7 +170,7 @@ fn allocations(r: &PluginRouter) -> u64 {
 
 #[test]
 #[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
-fn two_containers_ping_by_address_and_nothing_is_left() {
+fn containers_ping_within_a_network_not_across_and_nothing_is_left() {
     let Some(mut net) = setup() else {
         return;
     };
@@ -192,18 +192,37 @@ fn two_containers_ping_by_address_and_nothing_is_left() {
 
     let image = TestImage::build().unwrap();
     let n = p.network(&[]);
-    // No --subnet: weft's default subnet, the host's address on it as gateway.
-    assert_eq!(ipam_config(&n), ("10.32.0.0/12".into(), "10.32.0.1".into()));
+    // No --subnet: a /24 carved from the top of weft's range, the host's address on it
+    // as gateway; a second network gets the next block down.
+    assert_eq!(
+        ipam_config(&n),
+        ("10.47.255.0/24".into(), "10.47.255.1".into())
+    );
+    let n2 = p.network(&[]);
+    assert_eq!(
+        ipam_config(&n2),
+        ("10.47.254.0/24".into(), "10.47.254.1".into())
+    );
     let on_net = ["--network", n.name.as_str()];
     let a = Container::run(&image, &on_net, &SLEEP).unwrap();
     let b = Container::run(&image, &on_net, &SLEEP).unwrap();
-    let (ip_a, ip_b) = (a.ip_of(&n).unwrap(), b.ip_of(&n).unwrap());
+    let c = Container::run(&image, &["--network", n2.name.as_str()], &SLEEP).unwrap();
+    let (ip_a, ip_b, ip_c) = (
+        a.ip_of(&n).unwrap(),
+        b.ip_of(&n).unwrap(),
+        c.ip_of(&n2).unwrap(),
+    );
     assert_ne!(ip_a, ip_b);
-    assert!(in_subnet(ip_a, "10.32.0.0/12") && in_subnet(ip_b, "10.32.0.0/12"));
+    assert!(in_subnet(ip_a, "10.47.255.0/24") && in_subnet(ip_b, "10.47.255.0/24"));
+    assert!(in_subnet(ip_c, "10.47.254.0/24"), "{ip_c}");
     assert_pings(&a, ip_b, &p);
     assert_pings(&b, ip_a, &p);
-    assert_pings(&a, "10.32.0.1".parse().unwrap(), &p);
-    assert_no_ping(&a, "10.32.0.250".parse().unwrap());
+    assert_pings(&a, "10.47.255.1".parse().unwrap(), &p);
+    assert_pings(&c, "10.47.254.1".parse().unwrap(), &p);
+    assert_no_ping(&a, "10.47.255.250".parse().unwrap());
+    // Across the two networks: nothing, either way (through the gateway neither).
+    assert_no_ping(&a, ip_c);
+    assert_no_ping(&c, ip_b);
     // The interface is ethwe0 with the bridge's MTU, the default route via the gateway.
     let link = a.exec(&["ip", "link", "show", "ethwe0"]);
     let link = String::from_utf8_lossy(&link.stdout);
@@ -211,13 +230,13 @@ fn two_containers_ping_by_address_and_nothing_is_left() {
     let route = a.exec(&["ip", "route"]);
     let route = String::from_utf8_lossy(&route.stdout);
     assert!(
-        route.contains("default via 10.32.0.1 dev ethwe0"),
+        route.contains("default via 10.47.255.1 dev ethwe0"),
         "{route}"
     );
     let st = p.status();
     assert_eq!(
         (&st["plugin"]["networks"], &st["plugin"]["endpoints"]),
-        (&Value::from(1), &Value::from(2)),
+        (&Value::from(2), &Value::from(3)),
         "{st}"
     );
     assert!(
@@ -225,15 +244,15 @@ fn two_containers_ping_by_address_and_nothing_is_left() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e == "10.32.0.1/12"),
+            .any(|e| e == "10.47.255.1/24"),
         "{st}"
     );
-    assert_eq!(allocations(&p), 3, "gateway and two containers");
+    assert_eq!(allocations(&p), 5, "two gateways and three containers");
 
-    drop((a, b));
+    drop((a, b, c));
     assert!(!p.links().contains("vwd"), "veths left:\n{}", p.links());
-    assert_eq!(allocations(&p), 1, "only the gateway is left");
-    drop(n);
+    assert_eq!(allocations(&p), 2, "only the gateways are left");
+    drop((n, n2));
     assert_eq!(allocations(&p), 0);
     let st = p.status();
     assert_eq!(st["plugin"]["networks"], 0, "{st}");
@@ -457,6 +476,8 @@ fn the_router_makes_the_network_named_after_its_driver_and_names_its_containers(
             .log_text()
             .contains(&format!("Docker network {} created", p.driver))
     );
+    // On IPAM's default subnet, the same on every host: the network spans them.
+    assert_eq!(ipam_config(&n), ("10.32.0.0/12".into(), String::new()));
     let image = TestImage::build().unwrap();
     let a = Container::run(
         &image,
@@ -719,7 +740,10 @@ fn a_container_removed_while_the_router_is_down_frees_its_address() {
     let asked = ["--network", n.name.as_str(), "--ip", "10.40.7.50"];
     let a = Container::run(&image, &asked, &SLEEP).unwrap();
     let b = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
-    assert_eq!(allocations(&p), 4, "two networks' gateways, a and b");
+    // And a network (its block carved) that Docker deletes while the router is down.
+    let g = p.network(&[]);
+    assert_eq!(ipam_config(&g).0, "10.47.255.0/24");
+    assert_eq!(allocations(&p), 5, "three networks' gateways, a and b");
 
     let pid = p.router.pid.to_string();
     assert!(
@@ -745,22 +769,37 @@ fn a_container_removed_while_the_router_is_down_frees_its_address() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::mem::forget(a);
+    let out = Command::new("timeout")
+        .args(["300", "docker", "network", "rm", &g.id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::mem::forget(g);
     let restarted = Router::restart(&mut net, &host, &opts(&p.flags));
     std::mem::forget(std::mem::replace(&mut p.router, restarted));
     assert!(
         eventually(Duration::from_secs(10), || allocations(&p) == 3),
-        "a's address still held: {}; router log:\n{}",
+        "a's address or g's gateway still held: {}; router log:\n{}",
         p.router.json(&["status", "ipam"]),
         p.router.log_text()
     );
     assert_eq!(p.status()["plugin"]["endpoints"], 1);
+    assert_eq!(p.status()["plugin"]["networks"], 2);
     assert!(
-        p.router
-            .log_text()
-            .contains("1 endpoints Docker deleted while the router was down forgotten"),
+        p.router.log_text().contains(
+            "1 endpoints and 1 networks Docker deleted while the router was down forgotten"
+        ),
         "{}",
         p.router.log_text()
     );
+    // g's block is free again: the next network without --subnet gets it.
+    let g2 = p.network(&[]);
+    assert_eq!(ipam_config(&g2).0, "10.47.255.0/24");
+    drop(g2);
     assert_eq!(p.links().matches("vwd").count(), 1, "{}", p.links());
     // a's address is free again: a new container gets it, and b reaches it there.
     let c = Container::run(&image, &asked, &SLEEP)

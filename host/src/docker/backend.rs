@@ -96,7 +96,10 @@ impl ApiBackend {
 }
 
 fn failed(e: ApiError) -> PluginError {
-    PluginError::Failed(e.line())
+    match e {
+        ApiError::AddressInUse(_) => PluginError::InUse(e.line()),
+        e => PluginError::Failed(e.line()),
+    }
 }
 
 fn cidr(c: V4Cidr) -> Cidr {

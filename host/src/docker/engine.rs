@@ -214,9 +214,14 @@ fn message(status: u16, body: &[u8]) -> String {
         .unwrap_or_else(|| format!("HTTP {status}"))
 }
 
-/// Makes the network `name` with driver and IPAM driver `name`, unless Docker has a
-/// network of that name.
-pub(crate) async fn ensure_network(socket: &Path, name: &str) -> Result<Ensured, String> {
+/// Makes the network `name` with driver and IPAM driver `name` on `subnet` (IPAM's
+/// default subnet, the same on every host, so the network spans them), unless Docker has
+/// a network of that name.
+pub(crate) async fn ensure_network(
+    socket: &Path,
+    name: &str,
+    subnet: weft_core::ipam::Cidr,
+) -> Result<Ensured, String> {
     let (status, body) = call(socket, "GET", &format!("/networks/{name}"), None).await?;
     match status {
         200 => return Ok(Ensured::Exists),
@@ -231,7 +236,7 @@ pub(crate) async fn ensure_network(socket: &Path, name: &str) -> Result<Ensured,
     let create = serde_json::json!({
         "Name": name,
         "Driver": name,
-        "IPAM": {"Driver": name},
+        "IPAM": {"Driver": name, "Config": [{"Subnet": subnet.to_string()}]},
         "CheckDuplicate": true,
     });
     let bytes = serde_json::to_vec(&create).map_err(|e| e.to_string())?;
@@ -369,16 +374,16 @@ fn endpoints_in(inspect: &[u8]) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// The endpoints Docker has on network `network_id`: none when Docker has no such
+/// The endpoints Docker has on network `network_id`: `None` when Docker has no such
 /// network; `Err` when Docker does not answer, or not as expected.
 pub(crate) async fn network_endpoints(
     socket: &Path,
     network_id: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Option<Vec<String>>, String> {
     let (status, body) = call(socket, "GET", &format!("/networks/{network_id}"), None).await?;
     match status {
-        200 => endpoints_in(&body),
-        404 => Ok(Vec::new()),
+        200 => endpoints_in(&body).map(Some),
+        404 => Ok(None),
         s => Err(format!(
             "docker network inspect {network_id}: {}",
             message(s, &body)
@@ -629,9 +634,13 @@ mod tests {
 
     #[tokio::test]
     async fn nobody_on_the_socket_is_one_line() {
-        let e = ensure_network(Path::new("/nonexistent/docker.sock"), "weft")
-            .await
-            .unwrap_err();
+        let e = ensure_network(
+            Path::new("/nonexistent/docker.sock"),
+            "weft",
+            "10.32.0.0/12".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             e.starts_with("Docker does not answer on /nonexistent/docker.sock"),
             "{e}"

@@ -1,11 +1,19 @@
 //! The IPAM driver's calls: pools and addresses from weft IPAM.
 //!
-//! A pool is `--subnet` when given (inside weft's range), else the IPAM default subnet:
-//! every host picks the same without talking to the others, and Docker does not tell an
-//! IPAM driver the network's name, so there is nothing else to derive a subnet from.
-//! Networks without `--subnet` therefore share the default subnet (and reach each
-//! other); give each its own `--subnet` to keep them apart. `PoolID` is the pool's text
-//! (and the `--ip-range`'s), so the same request gives the same pool on every host.
+//! A pool is `--subnet` when given (inside weft's range): `PoolID` is then the pool's text
+//! (and the `--ip-range`'s), so the same request gives the same pool on every host and
+//! networks created with the same `--subnet` on several hosts are one network.
+//!
+//! Without `--subnet` a /24 is carved from weft's range ([`CARVE_PREFIX_LEN`]), from its
+//! top down, outside the IPAM default subnet where the range leaves room: the block is
+//! taken by claiming its first address in weft IPAM as the network's gateway, so two
+//! hosts (or two networks on one host) never carve the same block, with no store beyond
+//! the IPAM ring. Such a network is this host's alone: a network that spans hosts needs
+//! the same `--subnet` on each (the `weft` network the router creates does that with the
+//! default subnet). Carved blocks keep clear of every other pool but the default
+//! subnet's, which is IPAM's own and, by default, the whole range: IPAM never gives an
+//! address twice, and the firewall drops what a carved network's containers send into
+//! another subnet, so replies from them to the default subnet's containers never arrive.
 
 use super::backend::Backend;
 use super::state::{Address, Pool};
@@ -16,7 +24,57 @@ use super::types::{
 };
 use super::{Plugin, PluginError, Want, bad, random_hex, state};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use weft_core::ipam::Cidr as V4Cidr;
+
+/// The size of a pool carved for a network created without `--subnet`.
+pub(crate) const CARVE_PREFIX_LEN: u8 = 24;
+/// Blocks tried before carving gives up (each try is one IPAM claim).
+const CARVE_TRIES_MAX: usize = 64;
+
+/// Whether blocks `a` and `b` share an address.
+fn overlap(a: &V4Cidr, b: &V4Cidr) -> bool {
+    a.contains_block(b) || b.contains_block(a)
+}
+
+/// The blocks a network without `--subnet` may be carved from, best first: /24s of
+/// `range` from its top down, those outside `default_subnet` first (unless it is the
+/// whole range), none overlapping `taken`. A range of /24 or smaller is one block.
+pub(crate) fn carve_candidates(
+    range: V4Cidr,
+    default_subnet: V4Cidr,
+    taken: &[V4Cidr],
+) -> Vec<V4Cidr> {
+    let len = CARVE_PREFIX_LEN.max(range.prefix_len);
+    let step = 1u64 << (32 - u32::from(len));
+    let count = range.size() / step;
+    let free = |b: &V4Cidr| !taken.iter().any(|t| overlap(t, b));
+    let mut outside = Vec::new();
+    let mut inside = Vec::new();
+    for i in (0..count).rev() {
+        let Ok(start) = u32::try_from(u64::from(range.start()) + i * step) else {
+            continue;
+        };
+        let b = V4Cidr {
+            addr: Ipv4Addr::from_bits(start),
+            prefix_len: len,
+        };
+        if !free(&b) {
+            continue;
+        }
+        if default_subnet != range && overlap(&default_subnet, &b) {
+            inside.push(b);
+        } else {
+            outside.push(b);
+        }
+        if outside.len() >= CARVE_TRIES_MAX {
+            break;
+        }
+    }
+    outside.extend(inside);
+    outside.truncate(CARVE_TRIES_MAX);
+    outside
+}
 
 impl<B: Backend> Plugin<B> {
     pub(super) async fn request_pool(
@@ -31,11 +89,10 @@ impl<B: Backend> Plugin<B> {
         if r.pool.is_empty() && !r.sub_pool.is_empty() {
             return Err(bad("SubPool: --ip-range needs --subnet".into()));
         }
-        let pool = if r.pool.is_empty() {
-            self.default_subnet
-        } else {
-            parse_v4_block("Pool", &r.pool).map_err(bad)?
-        };
+        if r.pool.is_empty() {
+            return self.carve_pool().await;
+        }
+        let pool = parse_v4_block("Pool", &r.pool).map_err(bad)?;
         if !self.range.contains_block(&pool) {
             return Err(bad(format!(
                 "Pool: {pool} is not inside weft's allocation range {} (see --ipalloc-range); pick a --subnet inside it",
@@ -58,28 +115,101 @@ impl<B: Backend> Plugin<B> {
         let mut store = self.store.lock().await;
         let mut next = store.get().clone();
         if !next.pools.contains_key(&pool_id) && next.pools.len() >= state::OBJECTS_MAX {
-            return Err(PluginError::Failed(format!(
-                "{} pools already; remove some networks",
-                state::OBJECTS_MAX
+            return Err(too_many_pools());
+        }
+        // The default subnet is IPAM's own (blocks are carved inside it when it is the
+        // whole range): it may overlap carved blocks, which IPAM never gives twice.
+        let carved_over = next
+            .pools
+            .values()
+            .find(|p| p.carved && pool != self.default_subnet && overlap(&p.pool, &pool));
+        if let Some(c) = carved_over {
+            return Err(bad(format!(
+                "Pool: {pool} overlaps {}, carved for a network created without --subnet; pick another --subnet",
+                c.pool
             )));
         }
         let p = next.pools.entry(pool_id.clone()).or_insert(Pool {
             pool,
             sub_pool,
             refs: 0,
+            carved: false,
         });
         p.refs = p.refs.saturating_add(1);
-        if p.refs > 1 && r.pool.is_empty() {
-            tracing::info!(
-                "Docker plugin: another network without --subnet shares the default subnet {pool}; give --subnet to keep networks apart"
-            );
-        }
         self.commit(&mut store, next)?;
         Ok(RequestPoolReply {
             pool_id,
             pool: pool.to_string(),
             data: BTreeMap::new(),
         })
+    }
+
+    /// `RequestPool` without `--subnet`: the first of [`carve_candidates`] whose gateway
+    /// IPAM lets this host claim.
+    async fn carve_pool(&self) -> Result<RequestPoolReply, PluginError> {
+        let mut store = self.store.lock().await;
+        if store.get().pools.len() >= state::OBJECTS_MAX {
+            return Err(too_many_pools());
+        }
+        let taken: Vec<V4Cidr> = store
+            .get()
+            .pools
+            .values()
+            .map(|p| p.pool)
+            .filter(|p| *p != self.default_subnet)
+            .collect();
+        let candidates = carve_candidates(self.range, self.default_subnet, &taken);
+        let tried = candidates.len();
+        for block in candidates {
+            let (lo, _) = block.usable();
+            let gateway = V4Cidr {
+                addr: Ipv4Addr::from_bits(lo),
+                prefix_len: block.prefix_len,
+            };
+            let owner = format!("dk-g-{}", random_hex()?);
+            match self.backend.ipam_take(&owner, Want::Addr(gateway)).await {
+                Ok(_) => {}
+                Err(PluginError::InUse(_)) => continue, // Another host's, or a container's.
+                Err(e) => return Err(e),
+            }
+            let pool_id = format!("weft-auto-{block}");
+            let mut next = store.get().clone();
+            next.pools.insert(
+                pool_id.clone(),
+                Pool {
+                    pool: block,
+                    sub_pool: None,
+                    refs: 1,
+                    carved: true,
+                },
+            );
+            next.addresses.insert(
+                gateway.addr,
+                Address {
+                    pool_id: pool_id.clone(),
+                    prefix_len: block.prefix_len,
+                    owner: owner.clone(),
+                    gateway: true,
+                    endpoint: None,
+                },
+            );
+            if let Err(e) = self.commit(&mut store, next) {
+                let _ = self.backend.ipam_free(&owner, gateway.addr).await;
+                return Err(e);
+            }
+            tracing::info!(
+                "Docker plugin: carved {block} from weft's range for a network created without --subnet"
+            );
+            return Ok(RequestPoolReply {
+                pool_id,
+                pool: block.to_string(),
+                data: BTreeMap::new(),
+            });
+        }
+        Err(PluginError::Failed(format!(
+            "no free /{CARVE_PREFIX_LEN} left in weft's range {} for a network without --subnet ({tried} tried); remove networks or give --subnet",
+            self.range
+        )))
     }
 
     pub(super) async fn release_pool(&self, r: ReleasePoolRequest) -> Result<Empty, PluginError> {
@@ -135,6 +265,21 @@ impl<B: Backend> Plugin<B> {
             .to_string(),
             data: BTreeMap::new(),
         };
+        if gateway && pool.carved {
+            // Reserved when the pool was carved: hand that one out (also again).
+            let held = store.get().addresses.iter().find(|(ip, a)| {
+                a.pool_id == r.pool_id
+                    && a.gateway
+                    && a.endpoint.is_none()
+                    && (r.address.is_empty() || r.address == ip.to_string())
+            });
+            if let Some((ip, a)) = held {
+                return Ok(reply(V4Cidr {
+                    addr: *ip,
+                    prefix_len: a.prefix_len,
+                }));
+            }
+        }
         let (owner, want) = if r.address.is_empty() {
             let kind = if gateway { "g" } else { "r" };
             (
@@ -212,4 +357,11 @@ impl<B: Backend> Plugin<B> {
         self.commit(&mut store, next)?;
         Ok(Empty {})
     }
+}
+
+fn too_many_pools() -> PluginError {
+    PluginError::Failed(format!(
+        "{} pools already; remove some networks",
+        state::OBJECTS_MAX
+    ))
 }

@@ -80,6 +80,10 @@ pub(crate) enum PluginError {
     /// The call is understood but could not be done (IPAM, netlink, the state file).
     #[error("{0}")]
     Failed(String),
+    /// The address asked for is held by another container (kept apart from
+    /// [`Self::Failed`] so that carving a pool can try the next block).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl PluginError {
@@ -92,7 +96,7 @@ impl PluginError {
             Self::TooLarge => 413,
             Self::Starting => 503,
             Self::Forbidden(_) => 403,
-            Self::Failed(_) => 500,
+            Self::Failed(_) | Self::InUse(_) => 500,
         }
     }
 

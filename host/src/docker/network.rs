@@ -64,6 +64,7 @@ impl<B: Backend> Plugin<B> {
                 state::OBJECTS_MAX
             )));
         }
+        let ipam_gateway = gateway.map(|g| g.addr);
         let gateway = gateway.filter(|_| !internal);
         if let Some(g) = gateway {
             self.backend.expose(g).await?;
@@ -75,6 +76,7 @@ impl<B: Backend> Plugin<B> {
                 subnet,
                 gateway,
                 internal,
+                ipam_gateway,
             },
         );
         if let Err(e) = self.commit(&mut store, next) {
@@ -127,7 +129,7 @@ impl<B: Backend> Plugin<B> {
         let mut next = store.get().clone();
         next.networks.remove(&r.network_id);
         if let Some(g) = net.gateway {
-            // Networks without --subnet share the default subnet, each with its own gateway.
+            // Another network of the same --subnet and --gateway keeps it.
             if !next.networks.values().any(|n| n.gateway == Some(g)) {
                 self.backend.unexpose(g).await?;
             }

@@ -37,8 +37,12 @@ pub(crate) struct Pool {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) sub_pool: Option<V4Cidr>,
-    /// `RequestPool` calls not yet released (networks without `--subnet` share one).
+    /// `RequestPool` calls not yet released (networks with the same `--subnet` share one).
     pub(crate) refs: u32,
+    /// Carved from weft's range for a network without `--subnet`; its first address is
+    /// reserved (as the gateway) from the start.
+    #[serde(default)]
+    pub(crate) carved: bool,
 }
 
 impl Pool {
@@ -82,6 +86,10 @@ pub(crate) struct Network {
     /// `docker network create --internal`.
     #[serde(default)]
     pub(crate) internal: bool,
+    /// The gateway address IPAM gave Docker for it (also on an `--internal` network,
+    /// which does not use it), by which its pool is found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ipam_gateway: Option<Ipv4Addr>,
 }
 
 /// An endpoint: one container's interface on one network.
@@ -271,6 +279,7 @@ mod tests {
                 pool: "10.40.0.0/16".parse().unwrap(),
                 sub_pool: Some("10.40.1.0/24".parse().unwrap()),
                 refs: 1,
+                carved: false,
             },
         );
         next.addresses.insert(

@@ -49,7 +49,7 @@ impl Backend for Arc<Fake> {
         let mut ipam = self.ipam.lock().unwrap();
         match want {
             Want::Addr(c) => match ipam.get(&c.addr) {
-                Some(o) if o != owner => Err(PluginError::Failed(format!("{} in use", c.addr))),
+                Some(o) if o != owner => Err(PluginError::InUse(format!("{} in use", c.addr))),
                 _ => {
                     ipam.insert(c.addr, owner.to_owned());
                     Ok(c)
@@ -351,10 +351,141 @@ fn names_fit_the_kernel_and_ipam() {
 }
 
 #[tokio::test]
+async fn networks_without_subnet_get_blocks_of_their_own() {
+    let s = Setup::new("carve");
+    // Another host (or a container) holds the top block's first address: skipped.
+    s.fake
+        .ipam
+        .lock()
+        .unwrap()
+        .insert("10.47.255.1".parse().unwrap(), "peer-b".into());
+    // The default subnet (here the whole range, as the router's own network has it)
+    // does not keep blocks from being carved inside it.
+    s.network("w", "10.32.0.0/12", false).await;
+    let (p1, g1) = s.network("n1", "", false).await;
+    let (p2, g2) = s.network("n2", "", false).await;
+    assert_eq!(
+        (p1.as_str(), g1.as_str()),
+        ("weft-auto-10.47.254.0/24", "10.47.254.1/24")
+    );
+    assert_eq!(
+        (p2.as_str(), g2.as_str()),
+        ("weft-auto-10.47.253.0/24", "10.47.253.1/24")
+    );
+    // The gateway was claimed with the block; asking again gives the same one.
+    let owner = s.fake.owner("10.47.254.1").unwrap();
+    assert!(owner.starts_with("dk-g-"), "{owner}");
+    let again = s
+        .ok(
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": p1, "Address": "", "Options": {OPT_GW_KEY: OPT_GW_VALUE}}),
+        )
+        .await;
+    assert_eq!(again["Address"], "10.47.254.1/24");
+    assert_eq!(s.fake.owner("10.47.254.1"), Some(owner));
+    // Containers get the next addresses of their own network's block.
+    let (a1, _) = s.endpoint("n1", &p1, "e1").await;
+    let (a2, _) = s.endpoint("n2", &p2, "e2").await;
+    assert_eq!(
+        (a1.as_str(), a2.as_str()),
+        ("10.47.254.2/24", "10.47.253.2/24")
+    );
+    // Kept apart: the firewall knows both subnets.
+    let subnets: Vec<String> = s
+        .fake
+        .outbound
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.subnet.to_string())
+        .collect();
+    assert!(
+        subnets.contains(&"10.47.254.0/24".into()) && subnets.contains(&"10.47.253.0/24".into()),
+        "{subnets:?}"
+    );
+    // A --subnet over a carved block is refused with the reason; one elsewhere is fine.
+    let e = s
+        .call("IpamDriver.RequestPool", json!({"Pool": "10.47.254.0/23"}))
+        .await
+        .unwrap_err();
+    assert!(
+        e.line().contains("carved") && e.status() == 400,
+        "{}",
+        e.line()
+    );
+    s.network("w2", "10.32.0.0/12", false).await;
+    // Survives a restart; deleting the network frees its block for the next one.
+    let mut s = s;
+    s.restart();
+    s.ok(
+        "NetworkDriver.Leave",
+        json!({"NetworkID": "n1", "EndpointID": "e1"}),
+    )
+    .await;
+    s.ok(
+        "NetworkDriver.DeleteEndpoint",
+        json!({"NetworkID": "n1", "EndpointID": "e1"}),
+    )
+    .await;
+    s.ok(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": p1, "Address": "10.47.254.2"}),
+    )
+    .await;
+    s.ok("NetworkDriver.DeleteNetwork", json!({"NetworkID": "n1"}))
+        .await;
+    s.ok(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": p1, "Address": "10.47.254.1"}),
+    )
+    .await;
+    s.ok("IpamDriver.ReleasePool", json!({"PoolID": p1})).await;
+    assert_eq!(s.fake.owner("10.47.254.1"), None);
+    let (p3, _) = s.network("n3", "", false).await;
+    assert_eq!(p3, "weft-auto-10.47.254.0/24");
+}
+
+#[test]
+fn carving_prefers_blocks_outside_the_default_subnet() {
+    let c = |r: &str, d: &str, taken: &[&str]| -> Vec<String> {
+        let taken: Vec<V4Cidr> = taken.iter().map(|t| t.parse().unwrap()).collect();
+        ipam::carve_candidates(r.parse().unwrap(), d.parse().unwrap(), &taken)
+            .iter()
+            .map(|b| b.to_string())
+            .collect()
+    };
+    let all = c(
+        "10.32.0.0/12",
+        "10.32.0.0/12",
+        &["10.47.255.0/24", "10.47.192.0/18"],
+    );
+    assert_eq!(all.len(), 64);
+    assert_eq!(all[0], "10.47.191.0/24", "the /18 at the top is taken");
+    assert_eq!(
+        (all[1].as_str(), all[63].as_str()),
+        ("10.47.190.0/24", "10.47.128.0/24")
+    );
+    // Default subnet at the top of the range: the blocks below it come first.
+    let below = c("10.40.0.0/22", "10.40.2.0/23", &[]);
+    assert_eq!(
+        below,
+        [
+            "10.40.1.0/24",
+            "10.40.0.0/24",
+            "10.40.3.0/24",
+            "10.40.2.0/24"
+        ]
+    );
+    // A range of a /24 or smaller is one block.
+    assert_eq!(c("10.40.0.0/26", "10.40.0.0/26", &[]), ["10.40.0.0/26"]);
+    assert!(c("10.40.0.0/24", "10.40.0.0/24", &["10.40.0.0/25"]).is_empty());
+}
+
+#[tokio::test]
 async fn a_container_on_a_network_from_start_to_end() {
     let s = Setup::new("life");
-    let (pool_id, gateway) = s.network(NET, "", false).await;
-    // No --subnet: the IPAM default subnet; its first address is the host's, the gateway.
+    let (pool_id, gateway) = s.network(NET, "10.32.0.0/12", false).await;
+    // --subnet of the whole range: its first address is the host's, the gateway.
     assert_eq!(pool_id, "weft-10.32.0.0/12");
     assert_eq!(gateway, "10.32.0.1/12");
     assert!(s.fake.exposed.lock().unwrap().contains("10.32.0.1/12"));
@@ -564,7 +695,7 @@ async fn sub_pools_and_internal_networks() {
 #[tokio::test]
 async fn bad_requests_get_one_line_naming_the_field() {
     let s = Setup::new("bad");
-    let (pool_id, _) = s.network(NET, "", false).await;
+    let (pool_id, _) = s.network(NET, "10.32.0.0/12", false).await;
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "NetworkDriver.Join",
@@ -720,7 +851,7 @@ async fn unknown_ids_get_404_and_known_calls_still_work() {
 #[tokio::test]
 async fn a_restarted_plugin_knows_everything_and_gives_nothing_twice() {
     let mut s = Setup::new("restart");
-    let (pool_id, gateway) = s.network(NET, "", false).await;
+    let (pool_id, gateway) = s.network(NET, "10.32.0.0/12", false).await;
     let (addr, join) = s.endpoint(NET, &pool_id, EP).await;
     s.restart();
     // Docker replays nothing: the next container gets the next address.
@@ -745,7 +876,7 @@ async fn a_restarted_plugin_knows_everything_and_gives_nothing_twice() {
 #[tokio::test]
 async fn a_failure_half_way_leaves_nothing_behind() {
     let s = Setup::new("fail");
-    let (pool_id, _) = s.network(NET, "", false).await;
+    let (pool_id, _) = s.network(NET, "10.32.0.0/12", false).await;
     let a = s
         .ok(
             "IpamDriver.RequestAddress",
@@ -960,7 +1091,7 @@ async fn a_stale_socket_is_replaced_and_a_file_is_left_alone() {
 #[tokio::test]
 async fn names_come_and_go_with_the_join_and_come_back_after_a_restart() {
     let mut s = Setup::new("names");
-    let (pool_id, _) = s.network(NET, "", false).await;
+    let (pool_id, _) = s.network(NET, "10.32.0.0/12", false).await;
     let (addr, _) = s.endpoint(NET, &pool_id, EP).await;
     let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
     let names = |f: &Fake| -> Vec<String> {
@@ -1012,7 +1143,7 @@ async fn names_come_and_go_with_the_join_and_come_back_after_a_restart() {
 #[tokio::test]
 async fn endpoints_docker_deleted_while_down_are_forgotten_unless_docker_is_silent() {
     let mut s = Setup::new("gone");
-    let (pool_id, gateway) = s.network(NET, "", false).await;
+    let (pool_id, gateway) = s.network(NET, "10.32.0.0/12", false).await;
     let (addr, _) = s.endpoint(NET, &pool_id, EP).await;
     let ep2 = "ffff".repeat(16);
     let (addr2, _) = s.endpoint(NET, &pool_id, &ep2).await;
@@ -1028,19 +1159,20 @@ async fn endpoints_docker_deleted_while_down_are_forgotten_unless_docker_is_sile
     let nobody = Path::new("/nonexistent/docker.sock");
     assert_eq!(
         s.plugin
-            .forget_endpoints_docker_deleted(nobody, known.clone())
+            .forget_what_docker_deleted(nobody, known.clone())
             .await,
-        0
+        gone::Forgotten::default()
     );
     assert_eq!(s.state().endpoints.len(), 2);
     assert_eq!(s.fake.owner(&ip1), Some(endpoint_owner(EP)));
 
     // Docker has only the second: the first goes, its veth, names and address with it.
-    let forgotten = s
-        .plugin
-        .forget_gone(known, Ok(BTreeSet::from([ep2.clone()])))
-        .await;
-    assert_eq!(forgotten, 1);
+    let live = gone::Live {
+        endpoints: BTreeSet::from([ep2.clone()]),
+        networks_gone: BTreeSet::new(),
+    };
+    let forgotten = s.plugin.forget_gone(known, Ok(live)).await;
+    assert_eq!(forgotten.endpoints, 1);
     let st = s.state();
     assert!(!st.endpoints.contains_key(EP) && st.endpoints.contains_key(&ep2));
     assert!(!st.addresses.contains_key(&ip1.parse::<Ipv4Addr>().unwrap()));
@@ -1126,4 +1258,62 @@ fn docker_is_answered_while_the_routers_start_blocks_its_runtime() {
         assert_eq!(plugin.store.lock().await.get().pools.len(), 1);
     });
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn networks_docker_deleted_while_down_give_back_gateway_and_pool() {
+    let mut s = Setup::new("gone-net");
+    let (p1, g1) = s.network("n1", "", false).await;
+    let (addr, _) = s.endpoint("n1", &p1, EP).await;
+    let (p2, _) = s.network("n2", "", true).await;
+    let (p3, g3) = s.network("n3", "10.40.0.0/16", false).await;
+    let (p4, g4) = s.network("n4", "10.40.0.0/16", false).await;
+    assert_eq!(p3, p4, "the same --subnet, one pool");
+    s.restart();
+    let known = s.plugin.endpoints_by_network().await;
+    assert_eq!(
+        known,
+        BTreeMap::from([
+            ("n1".to_owned(), vec![EP.to_owned()]),
+            ("n2".to_owned(), vec![]),
+            ("n3".to_owned(), vec![]),
+            ("n4".to_owned(), vec![]),
+        ])
+    );
+    // Docker still has n4 only: n1 (with its container), n2 (internal) and n3 go.
+    let live = gone::Live {
+        endpoints: BTreeSet::new(),
+        networks_gone: BTreeSet::from(["n1".into(), "n2".into(), "n3".into()]),
+    };
+    let forgotten = s.plugin.forget_gone(known, Ok(live)).await;
+    assert_eq!(
+        forgotten,
+        gone::Forgotten {
+            endpoints: 1,
+            networks: 3
+        }
+    );
+    let st = s.state();
+    assert_eq!(st.networks.keys().collect::<Vec<_>>(), ["n4"]);
+    assert!(st.endpoints.is_empty());
+    assert!(!st.pools.contains_key(&p1) && !st.pools.contains_key(&p2));
+    assert_eq!(st.pools[&p3].refs, 1, "n4 keeps the shared pool");
+    let ip = |a: &str| a.split('/').next().unwrap().to_owned();
+    for a in [&addr, &g1, &g3] {
+        assert_eq!(s.fake.owner(&ip(a)), None, "{a} freed in IPAM");
+    }
+    assert!(!s.fake.exposed.lock().unwrap().contains(&g1));
+    assert!(s.fake.owner(&ip(&g4)).is_some(), "n4's gateway stays");
+    let subnets: Vec<String> = s
+        .fake
+        .outbound
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.subnet.to_string())
+        .collect();
+    assert_eq!(subnets, ["10.40.0.0/16"]);
+    // The blocks are free again: the next networks get them.
+    let (again, _) = s.network("n5", "", false).await;
+    assert_eq!(again, p1);
 }

@@ -77,7 +77,7 @@ struct Group {
     prior: Vec<Ipv4Addr>,
     pending: Vec<RequestId>,
     allocated: Vec<Cidr>,
-    error: Option<String>,
+    error: Option<ApiError>,
     answer: Option<Answer<Allocated>>,
 }
 
@@ -171,7 +171,7 @@ impl Driver {
             IpamRequest::Abandon { group, answer } => {
                 let error = self.ipam_no_answer_text();
                 if self.ipam.groups.contains_key(&group) {
-                    self.ipam_fail_group(group, error.clone());
+                    self.ipam_fail_group(group, ApiError::Ipam(error.clone()));
                     self.ipam_maybe_finish(group);
                 }
                 answer.send(ApiError::Ipam(error)).map_err(drop)
@@ -234,7 +234,7 @@ impl Driver {
             match self.router.ipam_claim(now, &id, c) {
                 Ok(r) => self.ipam_track(group, r, c.to_string()),
                 Err(e) => {
-                    error = Some(self.ipam_error_text(&c.to_string(), e));
+                    error = Some(self.ipam_error(&c.to_string(), e));
                     break;
                 }
             }
@@ -251,7 +251,7 @@ impl Driver {
             };
             match self.router.ipam_allocate(now, &id, s) {
                 Ok(r) => self.ipam_track(group, r, what),
-                Err(e) => error = Some(self.ipam_error_text(&what, e)),
+                Err(e) => error = Some(self.ipam_error(&what, e)),
             }
         }
         if let Some(e) = error {
@@ -343,7 +343,7 @@ impl Driver {
     }
 
     /// Marks `group` failed (first error wins) and cancels what it still waits for.
-    fn ipam_fail_group(&mut self, group: u64, error: String) {
+    fn ipam_fail_group(&mut self, group: u64, error: ApiError) {
         let now = self.now();
         let Some(g) = self.ipam.groups.get_mut(&group) else {
             return;
@@ -380,7 +380,7 @@ impl Driver {
                 for a in &fresh {
                     self.router.ipam_free(now, &g.container, Some(*a));
                 }
-                Err(ApiError::Ipam(e))
+                Err(e)
             }
             None => Ok(Allocated {
                 allocated: g.allocated.clone(),
@@ -415,8 +415,8 @@ impl Driver {
                     g.pending.retain(|r| *r != request);
                 }
                 if error != IpamError::Cancelled {
-                    let text = self.ipam_error_text(&what, error);
-                    self.ipam_fail_group(group, text);
+                    let e = self.ipam_error(&what, error);
+                    self.ipam_fail_group(group, e);
                 }
                 self.ipam_maybe_finish(group);
             }
@@ -433,6 +433,17 @@ impl Driver {
                     "refused {entries} IPAM ring entries relayed by {from} that claim address space this router owns (a hostile peer, or `weft rmpeer` of this live router elsewhere); our allocations are kept"
                 );
             }
+        }
+    }
+
+    /// The error of a failed request for `what`: [`ApiError::AddressInUse`] when another
+    /// container holds the address, else [`ApiError::Ipam`].
+    fn ipam_error(&mut self, what: &str, e: IpamError) -> ApiError {
+        let text = self.ipam_error_text(what, e);
+        if e == IpamError::InUse {
+            ApiError::AddressInUse(text)
+        } else {
+            ApiError::Ipam(text)
         }
     }
 
