@@ -581,6 +581,48 @@ fn containers_reach_outside_masqueraded_unless_the_network_is_internal() {
     assert!(!tables.contains("weft_docker"), "table left: {tables}");
 }
 
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn on_a_host_whose_forward_policy_is_drop_weft_accepts_its_own_traffic() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let ([h, _o], [_, ip_o]) = common::underlay_hosts(&mut net, ["h", "o"]);
+    // As Docker leaves the root namespace: FORWARD policy DROP, bridged frames through
+    // iptables (bridge-nf-call-iptables is 1 in every namespace here).
+    h.run(&["iptables", "-w", "-P", "FORWARD", "DROP"]).unwrap();
+    let nf = h
+        .run(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
+        .unwrap();
+    assert_eq!(nf.trim(), "1", "bridged frames would not meet iptables");
+    let p = PluginRouter::start(&mut net, &h);
+    assert!(
+        p.router
+            .log_text()
+            .contains("accepting forwarding within bridge weft"),
+        "{}",
+        p.router.log_text()
+    );
+    let image = TestImage::build().unwrap();
+    let n = p.network(&["--subnet", "10.40.10.0/24"]);
+    let a = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let b = Container::run(&image, &["--network", &n.name], &SLEEP).unwrap();
+    let ip_b = b.ip_of(&n).unwrap();
+    // Bridged (container to container) and routed (out, masqueraded) both pass.
+    assert_pings(&a, ip_b, &p);
+    assert_pings(&a, ip_o, &p);
+    // Without weft's accept rule the policy drops them: the rule is what lets them by.
+    let rule = ["FORWARD", "-i", "weft", "-o", "weft", "-j", "ACCEPT"];
+    let mut delete = vec!["iptables", "-w", "-D"];
+    delete.extend(rule);
+    h.run(&delete).unwrap();
+    assert_no_ping(&a, ip_b);
+    let mut insert = vec!["iptables", "-w", "-I"];
+    insert.extend(rule);
+    h.run(&insert).unwrap();
+    assert_pings(&a, ip_b, &p);
+}
+
 /// A Docker container on host `a` (its router in a namespace, the plugin socket on the
 /// filesystem) and a namespace attached on host `b` reach each other over the overlay.
 fn across_hosts(a_flags: &[&str], b_flags: &[&str], mode: &str) {
