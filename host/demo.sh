@@ -118,12 +118,14 @@ if [ -n "$DOCKER" ]; then
   tar -C "$DIR/rootfs" -cf "$DIR/rootfs.tar" .
   docker import "$DIR/rootfs.tar" "$DOCKER_IMAGE" >/dev/null
   for h in a b; do
-    for _ in $(seq 100); do docker network inspect "$P$h" >/dev/null 2>&1 && break; sleep 0.1; done
+    # Made once the router's IPAM has the gateway's address (the ring may still be forming).
+    for _ in $(seq 300); do docker network inspect "$P$h" >/dev/null 2>&1 && break; sleep 0.1; done
   done
   echo "\$ docker run -d --name $P-web --network $P""a $DOCKER_IMAGE sleep 600"
   docker run -d --name "$P-web" --network "$P"a "$DOCKER_IMAGE" sleep 600 >/dev/null
   DOCKER_CS+=("$P-web")
-  DNS_ARGS=$(weft dns-args --socket "$DIR/b.sock")
+  for _ in $(seq 100); do weft dns-args --socket "$DIR/b.sock" >/dev/null 2>&1 && break; sleep 0.1; done
+  DNS_ARGS=$(weft dns-args --socket "$DIR/b.sock") || { tail -n 30 "$DIR"/*.log; exit 1; }
   echo "\$ weft dns-args   # on host b"
   echo "$DNS_ARGS"
   sleep 1
