@@ -41,8 +41,8 @@ use crate::driver::{DnsRequest, Input, Query, ask};
 use crate::http::{self, BODY_LEN_MAX, HttpError};
 use crate::messages::{
     ApiError, AttachReply, DetachReply, DnsArgs, DnsNamingRequest, ErrorBody, ExposeReply,
-    ExposeRequest, HideReply, NetnsRequest, PeersReply, PeersRequest, PluginStatus, Removed,
-    RmpeerRequest, StopReply, StopRequest, Summary,
+    ExposeRequest, HideReply, NetnsRequest, PeersReply, PeersRequest, PluginStatus, ProxyStatus,
+    Removed, RmpeerRequest, StopReply, StopRequest, Summary,
 };
 use crate::plumbing::{Detached, Plumbing};
 use crate::sleeve::Datapath;
@@ -81,6 +81,8 @@ pub(crate) struct Api {
     pub(crate) peer_filter: Arc<crate::firewall::PeerFilter>,
     /// The Docker plugin, as `weft status` shows it.
     pub(crate) plugin: Arc<std::sync::Mutex<PluginStatus>>,
+    /// The Docker API proxy, as `weft status` shows it.
+    pub(crate) proxy: Arc<std::sync::Mutex<ProxyStatus>>,
 }
 
 /// A reply: status, content type, body.
@@ -268,6 +270,7 @@ async fn status(api: &Api) -> Handled {
         datapath: api.datapath.status(),
         peer_filter_dropped: None,
         plugin: api.plugin.lock().map(|p| p.clone()).unwrap_or_default(),
+        proxy: api.proxy.lock().map(|p| p.clone()).unwrap_or_default(),
     };
     drop(p);
     // Read from nft (a process): off the runtime's thread.
@@ -338,9 +341,19 @@ async fn peers(api: &Api, path: &str, bytes: &[u8]) -> Handled {
 }
 
 async fn attach(api: &Api, b: NetnsRequest) -> Handled {
-    // IPAM first (claims, allocations; waits for the answers), then the veth.
     let container = crate::ipam::container_id(&b.netns)?;
-    let given = crate::ipam::resolve(api, &container, &b.addresses, &b.allocate).await?;
+    json(attach_as(api, &container, b).await?)
+}
+
+/// `weft attach`, with `container` as the addresses' owner in IPAM (the namespace's for
+/// `weft attach`, the container's for the Docker API proxy).
+pub(crate) async fn attach_as(
+    api: &Api,
+    container: &str,
+    b: NetnsRequest,
+) -> Result<AttachReply, ApiError> {
+    // IPAM first (claims, allocations; waits for the answers), then the veth.
+    let given = crate::ipam::resolve(api, container, &b.addresses, &b.allocate).await?;
     let made = api
         .plumbing
         .lock()
@@ -351,7 +364,7 @@ async fn attach(api: &Api, b: NetnsRequest) -> Handled {
         Ok(a) => a,
         Err(e) => {
             if !given.fresh.is_empty() {
-                let _ = crate::ipam::free(api, &container, Some(given.fresh)).await;
+                let _ = crate::ipam::free(api, container, Some(given.fresh)).await;
             }
             return Err(e.into());
         }
@@ -380,7 +393,7 @@ async fn attach(api: &Api, b: NetnsRequest) -> Handled {
             .set_dns_name(&a.id, Some(added.name.clone()))?;
         a.dns_name = Some(added.name);
     }
-    json(AttachReply {
+    Ok(AttachReply {
         attachment: a,
         dns: dns_args(api),
         given: Some(given.addrs),
@@ -546,7 +559,7 @@ pub(crate) async fn restore_names(api: &Api) {
 }
 
 /// Where containers should send their queries: `weft dns-args`, and part of `/attach`.
-fn dns_args(api: &Api) -> DnsArgs {
+pub(crate) fn dns_args(api: &Api) -> DnsArgs {
     match &api.dns {
         Some(s) => DnsArgs {
             server: s.server_ip().map(|ip| ip.to_string()),

@@ -153,6 +153,13 @@ pub(crate) enum Command {
     },
     /// Print `--dns=IP --dns-search=DOMAIN` for a container engine's run command.
     DnsArgs,
+    /// Print the line that points the Docker CLI at the router's Docker API proxy:
+    /// `eval $(weft env)`, then every `docker run` lands on weft.
+    Env {
+        /// Print the line that undoes it (DOCKER_HOST as it was before).
+        #[arg(long)]
+        restore: bool,
+    },
     /// Remove the addresses `expose` gave this host.
     Hide,
     /// Take over the address space of a peer that is gone for good (run on one peer only).
@@ -259,6 +266,15 @@ pub(crate) struct RouterArgs {
     /// Do not serve the Docker plugin.
     #[arg(long)]
     pub(crate) no_plugin: bool,
+    /// Serve the Docker API proxy on this socket, in front of --docker-socket: with
+    /// `eval $(weft env)`, `docker run` plugs every container into weft before its first
+    /// process runs (its addresses from `-e WEFT_CIDR=...`, one from IPAM by default).
+    /// On when Docker answers at start; a path another live process serves is left to it.
+    #[arg(long, value_name = "PATH", default_value = crate::docker::proxy::SOCKET_DEFAULT)]
+    pub(crate) proxy_socket: PathBuf,
+    /// Do not serve the Docker API proxy.
+    #[arg(long)]
+    pub(crate) no_proxy: bool,
     /// The Docker Engine's API socket. When Docker answers there at start, the router makes
     /// the network named after the driver if Docker has none of that name.
     #[arg(long, value_name = "PATH", default_value = crate::docker::DOCKER_SOCKET_DEFAULT)]

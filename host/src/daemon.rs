@@ -97,6 +97,10 @@ async fn run_async(
     let own_uid = crate::control::effective_uid()?;
     // First: Docker may call while the rest starts, and is told so at once.
     let (plugin_status, plugin_slot, plugin_socket) = start_plugin(args, own_uid);
+    let proxy_status = Arc::new(std::sync::Mutex::new(crate::messages::ProxyStatus {
+        socket: Some(args.proxy_socket.display().to_string()),
+        ..Default::default()
+    }));
     let listener = bind_tcp(args.port).await?;
     let mut plumbing = Plumbing::open(&args.bridge, args.mtu, state_dir.clone())?;
     plumbing.ensure_bridge().await?;
@@ -191,6 +195,9 @@ async fn run_async(
     let plugin_owners = crate::docker::reconcile(&mut plugin_state, &driver.ipam_allocations());
     plugin_store.commit(plugin_state)?;
     driver.ipam_forget_gone(crate::docker::OWNER_PREFIX, &plugin_owners);
+    let proxy_state_path = state_dir.file(crate::docker::proxy::STATE_FILE);
+    let proxy_state = crate::docker::proxy::ProxyState::load(&proxy_state_path)?;
+    driver.ipam_forget_gone(crate::docker::proxy::OWNER_PREFIX, &proxy_state.owners());
     let dns = start_dns(args, plumbing.exposed()).await?;
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));
@@ -212,6 +219,7 @@ async fn run_async(
         dns,
         peer_filter: Arc::clone(&peer_filter),
         plugin: Arc::clone(&plugin_status),
+        proxy: Arc::clone(&proxy_status),
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
@@ -258,6 +266,15 @@ async fn run_async(
             }
         });
     }
+    let proxy_socket = start_proxy(
+        args,
+        &api,
+        state_dir.file(crate::docker::proxy::WAIT_FILE),
+        proxy_state_path,
+        proxy_state,
+        Arc::clone(&proxy_status),
+    )
+    .await;
     tracing::info!(
         "weft router {name} listening on port {} (socket {}, bridge {}, {adopted} attachments adopted{})",
         args.port,
@@ -284,6 +301,7 @@ async fn run_async(
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
         _ = term.recv() => tracing::info!("terminated"),
     }
+    drop(proxy_socket);
     // Docker finds no plugin from here on (the file goes with its guard).
     if plugin_socket.is_some() {
         drop(plugin_socket);
@@ -360,6 +378,64 @@ fn start_plugin(
         }
     };
     (Arc::new(std::sync::Mutex::new(status)), slot, file)
+}
+
+/// Serves the Docker API proxy on `--proxy-socket` unless `--no-proxy`, Docker does not
+/// answer on `--docker-socket`, or another process serves the path (then `weft status`
+/// says why); plugs the proxy's running containers in again and follows Docker's events.
+async fn start_proxy(
+    args: &RouterArgs,
+    api: &Arc<Api>,
+    wait_path: std::path::PathBuf,
+    state_path: std::path::PathBuf,
+    state: crate::docker::proxy::ProxyState,
+    status: Arc<std::sync::Mutex<crate::messages::ProxyStatus>>,
+) -> Option<crate::docker::server::SocketFile> {
+    let off = |reason: String| {
+        if let Ok(mut s) = status.lock() {
+            s.off_reason = Some(reason);
+        }
+        None
+    };
+    if args.no_proxy {
+        return off("--no-proxy".to_owned());
+    }
+    let socket = &args.proxy_socket;
+    if let Err(e) = crate::docker::engine::call(&args.docker_socket, "GET", "/_ping", None).await {
+        tracing::info!("Docker proxy off: {e}");
+        return off(e);
+    }
+    let (listener, file) =
+        match crate::docker::server::bind_as(socket, "--proxy-socket", "the Docker API proxy") {
+            Ok(l) => l,
+            Err(reason) => {
+                tracing::warn!("Docker proxy: {reason}");
+                return off(reason);
+            }
+        };
+    if let Ok(mut s) = status.lock() {
+        s.serving = true;
+    }
+    let proxy = Arc::new(crate::docker::proxy::Proxy::new(
+        Arc::clone(api),
+        args.docker_socket.clone(),
+        &wait_path,
+        state_path,
+        state,
+        status,
+    ));
+    tracing::info!(
+        "Docker proxy on {} in front of {}: eval $(weft env) points the Docker CLI at it",
+        socket.display(),
+        args.docker_socket.display()
+    );
+    tokio::spawn(Arc::clone(&proxy).serve(listener));
+    let p = Arc::clone(&proxy);
+    tokio::spawn(async move {
+        p.readopt().await;
+        p.follow_events().await;
+    });
+    Some(file)
 }
 
 /// Starts weftDNS (unless `--no-dns`) on the exposed IPv4 addresses and

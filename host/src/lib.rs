@@ -206,6 +206,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::DnsAdd { args, container } => dns::cmd::add(&client, &args, container),
         Command::DnsRemove { args, container } => dns::cmd::remove(&client, &args, container),
         Command::DnsLookup { name } => dns::cmd::lookup(&client, &name),
+        Command::Env { restore } => {
+            println!("{}", env_line(&client.get("/status")?, restore)?);
+            Ok(())
+        }
         Command::DnsArgs => {
             println!("{}", dns::cmd::args_line(&client.get("/dns/args")?)?);
             Ok(())
@@ -435,4 +439,52 @@ fn reset(client: &Client, g: &GlobalArgs) -> Result<()> {
         let mut p = plumbing::Plumbing::open("weft", cli::MTU_DEFAULT, state)?;
         p.reset().await
     })
+}
+
+/// `weft env`: the shell line pointing the Docker CLI at the router's proxy (keeping
+/// DOCKER_HOST as it was in ORIG_DOCKER_HOST), or with `restore` the line that undoes it.
+fn env_line(status: &Summary, restore: bool) -> Result<String> {
+    let quote = |v: &str| {
+        if !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/:._-=".contains(&b))
+        {
+            v.to_owned()
+        } else {
+            format!("'{}'", v.replace('\'', "'\\''"))
+        }
+    };
+    if restore {
+        return Ok(match std::env::var("ORIG_DOCKER_HOST") {
+            Ok(orig) if !orig.is_empty() => format!(
+                "export DOCKER_HOST={}; unset ORIG_DOCKER_HOST",
+                quote(&orig)
+            ),
+            _ => "unset DOCKER_HOST ORIG_DOCKER_HOST".to_owned(),
+        });
+    }
+    let p = &status.proxy;
+    let (true, Some(socket)) = (p.serving, p.socket.as_deref()) else {
+        return Err(Error::Other(format!(
+            "the router serves no Docker API proxy: {}",
+            p.off_reason.as_deref().unwrap_or("not started")
+        )));
+    };
+    let host = format!("unix://{socket}");
+    let orig = std::env::var("DOCKER_HOST").unwrap_or_default();
+    // Already pointed at the proxy: keep what it was pointed away from.
+    let orig = if orig == host {
+        std::env::var("ORIG_DOCKER_HOST").unwrap_or_default()
+    } else {
+        orig
+    };
+    Ok(format!(
+        "export DOCKER_HOST={} ORIG_DOCKER_HOST={}",
+        quote(&host),
+        if orig.is_empty() {
+            "''".to_owned()
+        } else {
+            quote(&orig)
+        }
+    ))
 }

@@ -204,6 +204,24 @@ pub(crate) struct Summary {
     pub(crate) peer_filter_dropped: Option<u64>,
     /// The Docker network and IPAM plugin.
     pub(crate) plugin: PluginStatus,
+    /// The Docker API proxy.
+    #[serde(default)]
+    pub(crate) proxy: ProxyStatus,
+}
+
+/// The Docker API proxy in `GET /status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ProxyStatus {
+    /// Whether this router serves the proxy socket.
+    pub(crate) serving: bool,
+    /// The socket's path (`DOCKER_HOST=unix://PATH`).
+    pub(crate) socket: Option<String>,
+    /// Why it is not served (`--no-proxy`, Docker does not answer, another process
+    /// serves the path, ...).
+    pub(crate) off_reason: Option<String>,
+    /// Containers the proxy has plugged in now.
+    pub(crate) containers: u64,
 }
 
 /// The Docker plugin in `GET /status`.

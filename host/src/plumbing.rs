@@ -323,6 +323,26 @@ impl Plumbing {
         Ok(Detached::Addresses(self.state.attachments[i].clone()))
     }
 
+    /// Drops attachment `id` whatever became of its namespace (a container that died
+    /// takes its namespace, and the veth, with it): the host end is deleted if still
+    /// there. `None` if there is no such attachment.
+    pub(crate) async fn forget(&mut self, id: &str) -> Result<Option<Attachment>> {
+        let Some(i) = self.state.attachments.iter().position(|a| a.id == id) else {
+            return Ok(None);
+        };
+        let a = self.state.attachments.remove(i);
+        match self.nl.delete_link(&a.host_ifname).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                self.state.attachments.insert(i, a);
+                return Err(nl_err(e));
+            }
+        }
+        self.save()?;
+        Ok(Some(a))
+    }
+
     /// Puts `address` on the bridge.
     pub(crate) async fn expose(&mut self, address: Cidr) -> Result<()> {
         match self.nl.add_address(&self.bridge, to_ipcidr(address)).await {

@@ -117,6 +117,20 @@ pub(crate) fn summary(v: &Summary) -> String {
             format!("off: {}", s(&pl.off_reason))
         },
     );
+    let px = &v.proxy;
+    row(
+        &mut o,
+        "Docker proxy",
+        if px.serving {
+            format!(
+                "on {} ({} containers; eval $(weft env))",
+                s(&px.socket),
+                px.containers
+            )
+        } else {
+            format!("off: {}", s(&px.off_reason))
+        },
+    );
     let dp = &v.datapath;
     row(&mut o, "Datapath", s(&dp.mode));
     if let Some(b) = &dp.backend {

@@ -172,7 +172,7 @@ impl Reply {
 }
 
 /// One call: the status and the body.
-async fn call(
+pub(crate) async fn call(
     socket: &Path,
     method: &str,
     path: &str,
@@ -450,6 +450,50 @@ where
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         wait_ms = (wait_ms * 2).min(EVENTS_RETRY_MAX_MS);
     }
+}
+
+/// Follows the event stream at `path` (`/events?filters=...`) for as long as the router
+/// runs, and awaits `on_line(line)` for each event; followed again after a wait that
+/// grows to [`EVENTS_RETRY_MAX_MS`] when it ends.
+pub(crate) async fn follow_lines<F, Fut>(socket: std::path::PathBuf, path: &str, on_line: F)
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut wait_ms = 500;
+    loop {
+        match follow_lines_once(&socket, path, &on_line).await {
+            Ok(()) => wait_ms = 500,
+            Err(e) => tracing::debug!("Docker events: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        wait_ms = (wait_ms * 2).min(EVENTS_RETRY_MAX_MS);
+    }
+}
+
+async fn follow_lines_once<F, Fut>(socket: &Path, path: &str, on_line: &F) -> Result<(), String>
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut r = Reply::start(socket, "GET", path, None).await?;
+    if r.status != 200 {
+        let body = r.body().await.unwrap_or_default();
+        return Err(format!("docker events: {}", message(r.status, &body)));
+    }
+    let mut line = Vec::new();
+    while let Some(piece) = r.next().await? {
+        for b in piece {
+            if b != b'\n' {
+                if line.len() < LINE_LEN_MAX {
+                    line.push(b);
+                }
+                continue;
+            }
+            on_line(std::mem::take(&mut line)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn follow_once<F, Fut>(socket: &Path, on_connect: &F) -> Result<(), String>

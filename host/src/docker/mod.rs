@@ -32,6 +32,7 @@ mod ipam;
 mod join;
 mod names;
 mod network;
+pub(crate) mod proxy;
 pub(crate) mod server;
 pub(crate) mod state;
 pub(crate) mod types;

@@ -44,15 +44,24 @@ impl Drop for SocketFile {
 /// Claims and binds the plugin socket at `path`. `Err` is the one line saying why the
 /// router runs without the plugin (another process serves the path, or it is no socket).
 pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), String> {
-    match crate::control::claim(path, "--plugin-socket") {
+    bind_as(path, "--plugin-socket", "the Docker plugin")
+}
+
+/// [`bind`] for the socket of `flag`, serving `what`.
+pub(crate) fn bind_as(
+    path: &Path,
+    flag: &str,
+    what: &str,
+) -> Result<(UnixListener, SocketFile), String> {
+    match crate::control::claim(path, flag) {
         Ok(()) => {}
         Err(crate::error::Error::AlreadyRunning(_)) => {
             return Err(format!(
-                "another process serves {} (another weft router?); this router runs without the Docker plugin",
+                "another process serves {} (another weft router?); this router runs without {what}",
                 path.display()
             ));
         }
-        Err(e) => return Err(format!("{e}; this router runs without the Docker plugin")),
+        Err(e) => return Err(format!("{e}; this router runs without {what}")),
     }
     let listener = crate::control::bind(path).map_err(|e| e.to_string())?;
     Ok((
