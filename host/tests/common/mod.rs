@@ -61,6 +61,10 @@ impl Router {
         if !opts.extra.contains(&"--plugin-socket") {
             args.push("--no-plugin");
         }
+        // Likewise the Docker API proxy.
+        if !opts.extra.contains(&"--proxy-socket") && !opts.extra.contains(&"--no-proxy") {
+            args.push("--no-proxy");
+        }
         args.extend(opts.peers.iter().map(String::as_str));
         let spawned = net.spawn(ns, &args).unwrap();
         let r = Self {
