@@ -152,6 +152,16 @@ fn docker_run_through_the_proxy_lands_on_weft_before_its_first_command() {
     let st = a.json(&["status"]);
     assert_eq!(st["proxy"]["serving"], true, "{st}");
     assert_eq!(b.json(&["status"])["proxy"]["off_reason"], "--no-proxy");
+    // A second router asked for the same path leaves it to the first, and says so.
+    let hc = net.add_host("c").unwrap();
+    let c = start_router(&mut net, &hc, &flags, vec![]);
+    let why = c.json(&["status"])["proxy"]["off_reason"].clone();
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.contains("another process serves")),
+        "{why}"
+    );
+    drop(c);
 
     // weft env: the line to eval, and the one that undoes it.
     let env = a.weft(&["env"]).unwrap();

@@ -47,6 +47,10 @@ impl ImageConfig {
 }
 
 /// A list of strings as Docker's API gives one: an array, or a single string.
+pub(crate) fn strings_of(v: &Value) -> Option<Vec<String>> {
+    strings(v)
+}
+
 fn strings(v: &Value) -> Option<Vec<String>> {
     match v {
         Value::String(s) => Some(vec![s.clone()]),

@@ -126,6 +126,7 @@ pub(crate) fn owner_of(id: &str) -> String {
 enum Route {
     Create { name: Option<String> },
     Start { id: String },
+    Exec { id: String },
     Other,
 }
 
@@ -147,6 +148,9 @@ fn route(method: &str, target: &str) -> Route {
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
         ["", "containers", id, "start" | "restart"] if !id.is_empty() => Route::Start {
+            id: percent_decode(id),
+        },
+        ["", "containers", id, "exec"] if !id.is_empty() => Route::Exec {
             id: percent_decode(id),
         },
         _ => Route::Other,
@@ -371,6 +375,9 @@ impl Proxy {
                         .await?
                 }
                 Route::Start { id } => self.start(&mut c, u, &head, framing, &id).await?,
+                Route::Exec { id } if self.wait_host_path.is_some() => {
+                    self.exec(&mut c, u, &head, framing, &id).await?
+                }
                 _ => {
                     u.stream.write_all(&head.raw).await?;
                     c.relay_body(framing, &mut u.stream).await?;
@@ -453,6 +460,56 @@ impl Proxy {
         c.stream.write_all(&out).await?;
         c.stream.write_all(&rbody).await?;
         Ok(!closing(head) && !closing(&reply) && rf != Framing::UntilClose)
+    }
+
+    /// `POST /containers/ID/exec` on one of the proxy's containers: the process waits for
+    /// the network too (at once when it is up), as the container's first one did.
+    async fn exec(
+        &self,
+        c: &mut Conn<UnixStream>,
+        u: &mut Conn<UnixStream>,
+        head: &Head,
+        framing: Framing,
+        id: &str,
+    ) -> std::io::Result<bool> {
+        let Some(body) = c.read_body(framing, CREATE_BODY_MAX).await? else {
+            answer(
+                c,
+                413,
+                &format!("weft proxy: an exec body over {CREATE_BODY_MAX} bytes"),
+            )
+            .await?;
+            return Ok(false);
+        };
+        let mine = {
+            let st = self.state.lock().await;
+            st.containers
+                .keys()
+                .any(|k| k == id || (id.len() >= 12 && k.starts_with(id)))
+                || self
+                    .inspect(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| st.containers.contains_key(&i.id))
+        };
+        let out = match serde_json::from_slice::<Value>(&body) {
+            Ok(mut v) if mine => match create::strings_of(&v["Cmd"]) {
+                Some(cmd)
+                    if cmd.first().map(String::as_str) != Some(WAIT_PATH) && !cmd.is_empty() =>
+                {
+                    let mut with = vec![WAIT_PATH.to_owned()];
+                    with.extend(cmd);
+                    v["Cmd"] = serde_json::json!(with);
+                    serde_json::to_vec(&v).unwrap_or(body)
+                }
+                _ => body,
+            },
+            _ => body,
+        };
+        u.stream.write_all(&head.with_length(out.len())).await?;
+        u.stream.write_all(&out).await?;
+        relay_reply(c, u, false, head).await
     }
 
     /// The create body as weft changes it, or why it stays as it is.
@@ -913,6 +970,10 @@ mod tests {
             Route::Start {
                 id: "my-web".into()
             }
+        );
+        assert_eq!(
+            route("POST", "/v1.41/containers/abc/exec"),
+            Route::Exec { id: "abc".into() }
         );
         for (m, t) in [
             ("GET", "/containers/create"),
