@@ -25,6 +25,7 @@
 //! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
 //! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
 //! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
+//! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
 //!
 //! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
 //! `"addresses"` (claimed in IPAM when inside the range); with neither it allocates one
@@ -204,6 +205,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("/dns/args", "GET"),
     ("/status/ipam", "GET"),
     ("/ipam/rmpeer", "POST"),
+    ("/cni/add", "POST"),
+    ("/cni/del", "POST"),
+    ("/cni/check", "POST"),
+    ("/cni/gc", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -239,6 +244,10 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
             let b: RmpeerRequest = body(&req.body)?;
             json(crate::ipam::rmpeer(api, &b.peer).await?)
         }
+        "/cni/add" => json(crate::cni::server::add(api, body(&req.body)?).await?),
+        "/cni/del" => json(crate::cni::server::del(api, body(&req.body)?).await?),
+        "/cni/check" => json(crate::cni::server::check(api, body(&req.body)?).await?),
+        "/cni/gc" => json(crate::cni::server::gc(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }
@@ -363,28 +372,39 @@ async fn attach(api: &Api, b: NetnsRequest) -> Handled {
         a.addresses
     );
     if let Some(name) = b.name {
-        let addrs = ipv4s(&a.addresses);
-        let container = Some(a.id.clone());
-        let added = ask(&api.inbox, |answer| {
-            Input::Dns(DnsRequest::Add {
-                name,
-                addrs,
-                container,
-                answer,
-            })
-        })
-        .await??;
-        api.plumbing
-            .lock()
-            .await
-            .set_dns_name(&a.id, Some(added.name.clone()))?;
-        a.dns_name = Some(added.name);
+        name_attachment(api, &mut a, name).await?;
     }
     json(AttachReply {
         attachment: a,
         dns: dns_args(api),
         given: Some(given.addrs),
     })
+}
+
+/// Registers `name` for attachment `a`'s IPv4 addresses and records it (so a restarted
+/// router registers it again): `attach --name`, and a pod's name through CNI.
+pub(crate) async fn name_attachment(
+    api: &Api,
+    a: &mut crate::state::Attachment,
+    name: String,
+) -> Result<(), ApiError> {
+    let addrs = ipv4s(&a.addresses);
+    let container = Some(a.id.clone());
+    let added = ask(&api.inbox, |answer| {
+        Input::Dns(DnsRequest::Add {
+            name,
+            addrs,
+            container,
+            answer,
+        })
+    })
+    .await??;
+    api.plumbing
+        .lock()
+        .await
+        .set_dns_name(&a.id, Some(added.name.clone()))?;
+    a.dns_name = Some(added.name);
+    Ok(())
 }
 
 async fn detach(api: &Api, b: NetnsRequest) -> Handled {
@@ -546,7 +566,7 @@ pub(crate) async fn restore_names(api: &Api) {
 }
 
 /// Where containers should send their queries: `weft dns-args`, and part of `/attach`.
-fn dns_args(api: &Api) -> DnsArgs {
+pub(crate) fn dns_args(api: &Api) -> DnsArgs {
     match &api.dns {
         Some(s) => DnsArgs {
             server: s.server_ip().map(|ip| ip.to_string()),

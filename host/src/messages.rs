@@ -67,6 +67,9 @@ pub(crate) enum ApiError {
     /// The DNS server could not start listening where asked.
     #[error("{0}")]
     DnsListen(String),
+    /// The request conflicts with what is there (a second CNI ADD of one attachment).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -85,6 +88,7 @@ impl ApiError {
                 _ => 500,
             },
             Self::DnsListen(_) => 500,
+            Self::Conflict(_) => 409,
         }
     }
 
@@ -630,6 +634,115 @@ pub(crate) struct RmpeerReply {
     pub(crate) peer: String,
     /// Addresses taken over.
     pub(crate) addresses: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// The CNI plugin's requests and replies (`/cni/*`; the plugin is `crate::cni`)
+
+/// `POST /cni/add`: plug `netns` in as the attachment of (`container_id`, `ifname`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniAddRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`: the interface made inside.
+    pub(crate) ifname: String,
+    /// `CNI_NETNS`.
+    pub(crate) netns: PathBuf,
+    /// The subnet to allocate in (`None`: IPAM's default subnet).
+    #[serde(default)]
+    pub(crate) subnet: Option<NetSpec>,
+    /// A DNS name to register for the address (`NAME.NAMESPACE` of a pod).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+}
+
+/// `POST /cni/add`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CniAddReply {
+    /// The attachment as made.
+    pub(crate) attachment: Attachment,
+    /// The host's address on the subnet: the default route's gateway.
+    #[serde(default)]
+    pub(crate) gateway: Option<Cidr>,
+    /// The interface's MTU.
+    #[serde(default)]
+    pub(crate) mtu_bytes: u32,
+    /// Where its queries should go.
+    #[serde(default)]
+    pub(crate) dns: DnsArgs,
+}
+
+/// `POST /cni/del`: unplug (`container_id`, `ifname`) and free its addresses.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniDelRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+}
+
+/// `POST /cni/del`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniDelReply {
+    /// Whether there was an attachment to remove (false: a repeated DEL).
+    pub(crate) removed: bool,
+    /// Addresses given back to IPAM.
+    pub(crate) freed: u64,
+}
+
+/// `POST /cni/check`: does the namespace still hold what ADD gave?
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniCheckRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+    /// `CNI_NETNS`.
+    pub(crate) netns: PathBuf,
+    /// The addresses `prevResult` lists for the interface.
+    #[serde(default)]
+    pub(crate) addresses: Vec<Cidr>,
+    /// The MAC `prevResult` lists for it.
+    #[serde(default)]
+    pub(crate) mac: Option<String>,
+}
+
+/// `POST /cni/check`: every difference found, in words (empty: all as expected).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniCheckReply {
+    pub(crate) problems: Vec<String>,
+}
+
+/// One (container, interface) pair of `cni.dev/valid-attachments`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniAttachmentKey {
+    /// The container id.
+    pub(crate) container_id: String,
+    /// The interface name.
+    pub(crate) ifname: String,
+}
+
+/// `POST /cni/gc`: remove every CNI attachment not in `valid`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniGcRequest {
+    pub(crate) valid: Vec<CniAttachmentKey>,
+}
+
+/// `POST /cni/gc`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniGcReply {
+    /// The attachment ids removed.
+    pub(crate) removed: Vec<String>,
+    /// Addresses given back to IPAM.
+    pub(crate) freed: u64,
 }
 
 #[cfg(test)]
