@@ -54,8 +54,8 @@ const STOP_TIMEOUT_MS: u64 = 10_000;
 
 /// The whole program: parse the command line, run it, and say how it went.
 pub fn main_entry() -> ExitCode {
-    // A runtime runs the plugin with CNI_COMMAND set and no arguments (see `cni`).
-    if std::env::var_os("CNI_COMMAND").is_some() && std::env::args_os().len() == 1 {
+    // A runtime runs the plugin with CNI_* set and no arguments (see `cni`).
+    if std::env::args_os().len() == 1 && cni::plugin::called_as_plugin() {
         return cni::plugin::main();
     }
     let cli = match Cli::try_parse() {

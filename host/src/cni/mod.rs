@@ -3,8 +3,9 @@
 //! result types (`spec`), the router's side (`server`: `/cni/*` on the control socket)
 //! and `weft cni install` (`install`).
 //!
-//! The `weft` binary is the plugin when it is started with `CNI_COMMAND` in its
-//! environment and no arguments, which is how runtimes run `/opt/cni/bin/weft` (the file
+//! The `weft` binary is the plugin when it is started with no arguments and a `CNI_*`
+//! variable (`CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME` or `CNI_PATH`) in
+//! its environment, which is how runtimes run `/opt/cni/bin/weft` (the file
 //! `weft cni install` copies there); `weft CMD ...` with arguments is always the CLI.
 //! The plugin only translates: the router makes the veth, takes the address from weft
 //! IPAM (owned by (container id, ifname)), sets the gateway and the DNS name.

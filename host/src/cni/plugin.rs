@@ -23,6 +23,21 @@ use std::process::ExitCode;
 /// Longest `CNI_ARGS` read, in bytes.
 pub(crate) const CNI_ARGS_LEN_MAX: usize = 64 * 1024;
 
+/// The variables that make `weft` without arguments the plugin: any of them set (so a
+/// runtime that forgot `CNI_COMMAND` still gets the spec's error object, code 4).
+pub(crate) const PLUGIN_ENV: [&str; 5] = [
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_PATH",
+];
+
+/// Whether this process was started as the CNI plugin (see [`PLUGIN_ENV`]).
+pub(crate) fn called_as_plugin() -> bool {
+    PLUGIN_ENV.iter().any(|v| std::env::var_os(v).is_some())
+}
+
 /// Runs the plugin for the `CNI_COMMAND` in the environment.
 pub(crate) fn main() -> ExitCode {
     let mut version = spec::VERSION_NEWEST.to_owned();

@@ -1,0 +1,474 @@
+//! The CNI plugin end to end: a runtime-side driver of our own (the spec's environment
+//! variables, the configuration piped to `weft` on stdin, the result parsed) against a
+//! router in a test-host namespace, with test namespaces as the containers. Needs root;
+//! skips with a printed reason otherwise. Each test builds and tears down its own
+//! namespaces; the routers are killed by their recorded pids (the `TestNet` does it also
+//! when a test fails).
+
+mod common;
+
+use common::{Opts, Router, WEFT, eventually, test_net};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use weft_kernel_dp::testnet::{Ns, TestNet};
+
+const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// What one plugin run gave.
+#[derive(Debug)]
+struct Out {
+    ok: bool,
+    stdout: String,
+    /// stdout as JSON (`Null` when empty or not JSON).
+    json: Value,
+}
+
+impl Out {
+    /// The spec's error code, when the run failed with an error object.
+    fn code(&self) -> Option<u64> {
+        self.json["code"].as_u64()
+    }
+}
+
+/// The runtime's side: how a runtime runs the plugin `weft` on a host.
+struct Runtime<'a> {
+    host: &'a Ns,
+    socket: PathBuf,
+}
+
+impl Runtime<'_> {
+    fn conf(&self, version: &str) -> Value {
+        json!({"cniVersion": version, "name": "weft", "type": "weft", "socket": self.socket})
+    }
+
+    /// Runs `weft` in the host's namespace with exactly `env` (and PATH) and `stdin`.
+    fn run_raw(&self, env: &[(&str, &str)], stdin: &[u8]) -> Out {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.host.name(), WEFT])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The plugin may refuse before reading it all.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        Out {
+            ok: out.status.success(),
+            stdout,
+            json,
+        }
+    }
+
+    /// `cmd` for (`id`, `ifname`) in `netns` (`None`: no CNI_NETNS) with `conf`.
+    fn run(&self, cmd: &str, id: &str, netns: Option<&Path>, conf: &Value) -> Out {
+        let ns = netns.map(|p| p.display().to_string());
+        let mut env = vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ];
+        if let Some(ns) = &ns {
+            env.push(("CNI_NETNS", ns));
+        }
+        self.run_raw(&env, conf.to_string().as_bytes())
+    }
+
+    fn add(&self, version: &str, id: &str, c: &Ns) -> Value {
+        let out = self.run("ADD", id, Some(&c.path()), &self.conf(version));
+        assert!(out.ok, "ADD {id} ({version}): {out:?}");
+        out.json
+    }
+
+    fn del(&self, version: &str, id: &str, netns: Option<&Path>) {
+        let out = self.run("DEL", id, netns, &self.conf(version));
+        assert!(out.ok, "DEL {id} ({version}): {out:?}");
+        assert!(out.stdout.trim().is_empty(), "DEL prints nothing: {out:?}");
+    }
+
+    fn check(&self, version: &str, id: &str, c: &Ns, prev: &Value) -> Out {
+        let mut conf = self.conf(version);
+        conf["prevResult"] = prev.clone();
+        self.run("CHECK", id, Some(&c.path()), &conf)
+    }
+}
+
+fn start(net: &mut TestNet) -> (Ns, Router) {
+    let host = net.add_host("h").unwrap();
+    let r = Router::start(net, &host, &Opts::default());
+    (host, r)
+}
+
+/// CNI attachments the router lists (`weft ps`).
+fn cni_attachments(r: &Router) -> Vec<Value> {
+    r.json(&["ps"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["id"].as_str().is_some_and(|i| i.starts_with("cni-")))
+        .cloned()
+        .collect()
+}
+
+/// Addresses IPAM holds on this router.
+fn allocations(r: &Router) -> u64 {
+    r.json(&["status", "ipam"])["allocations"].as_u64().unwrap()
+}
+
+fn links_in(c: &Ns) -> String {
+    c.run(&["ip", "-o", "link", "show"]).unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn add_check_del_and_version_in_every_spec_version() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    for (i, v) in VERSIONS.iter().enumerate() {
+        let c = net.add_ns(&format!("c{i}")).unwrap();
+        let id = format!("ctr{i}");
+        // VERSION: every supported version, in the version asked for.
+        let out = rt.run_raw(
+            &[("CNI_COMMAND", "VERSION")],
+            json!({"cniVersion": v}).to_string().as_bytes(),
+        );
+        assert!(out.ok, "{out:?}");
+        assert_eq!(out.json["cniVersion"], *v);
+        let supported: Vec<&str> = out.json["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(supported, VERSIONS);
+
+        let res = rt.add(v, &id, &c);
+        assert_eq!(res["cniVersion"], *v, "{res}");
+        let iface = &res["interfaces"][0];
+        assert_eq!(iface["name"], "eth0", "{res}");
+        assert_eq!(iface["sandbox"], c.path().display().to_string(), "{res}");
+        let mac = iface["mac"].as_str().unwrap();
+        assert_eq!(common::mac_of(&c, "eth0"), mac);
+        let ip = &res["ips"][0];
+        assert_eq!(ip["interface"], 0, "{res}");
+        // `version` per address only before 1.0.0; the interface's MTU from 1.1.0.
+        assert_eq!(ip.get("version").is_some(), v.starts_with('0'), "{res}");
+        assert_eq!(iface.get("mtu").is_some(), *v == "1.1.0", "{res}");
+        let addr = ip["address"].as_str().unwrap();
+        assert!(addr.starts_with("10.3") && addr.ends_with("/12"), "{res}");
+        let gw = ip["gateway"].as_str().unwrap();
+        assert_eq!(res["routes"][0]["dst"], "0.0.0.0/0", "{res}");
+        assert_eq!(res["routes"][0]["gw"], gw, "{res}");
+        assert_eq!(res["dns"]["search"][0], "weave.local", "{res}");
+        // What the result says is in the namespace: the address, the default route, and
+        // the gateway (the host's address on the bridge) answers.
+        let inside = c.run(&["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+        assert!(inside.contains(addr), "{inside} lacks {addr}");
+        let routes = c.run(&["ip", "-4", "route", "show", "default"]).unwrap();
+        assert!(routes.contains(&format!("via {gw} dev eth0")), "{routes}");
+        assert!(c.ping_until(
+            gw.parse::<std::net::IpAddr>().unwrap(),
+            Duration::from_secs(5)
+        ));
+
+        let check = rt.check(v, &id, &c, &res);
+        if *v == "0.3.1" {
+            // CHECK came with 0.4.0.
+            assert!(!check.ok && check.code() == Some(1), "{check:?}");
+        } else {
+            assert!(check.ok && check.stdout.trim().is_empty(), "{check:?}");
+        }
+        if *v == "1.0.0" {
+            // CHECK sees what changed behind the plugin's back, and says what.
+            c.run(&["ip", "addr", "del", addr, "dev", "eth0"]).unwrap();
+            let check = rt.check(v, &id, &c, &res);
+            assert!(!check.ok, "{check:?}");
+            let details = check.json["details"].as_str().unwrap();
+            assert!(details.contains(addr), "{check:?}");
+        }
+        rt.del(v, &id, Some(&c.path()));
+        assert!(!links_in(&c).contains("eth0"), "{}", links_in(&c));
+    }
+    assert!(cni_attachments(&r).is_empty());
+    // Only the gateway (the host's address on the subnet) is left allocated.
+    assert_eq!(allocations(&r), 1, "{}", r.json(&["status", "ipam"]));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn bad_input_gets_the_spec_error_codes_and_leaves_nothing_half_made() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    let c = net.add_ns("c").unwrap();
+    let ns = c.path().display().to_string();
+    let conf = rt.conf("1.0.0").to_string();
+    let add_env = |id: &'static str| {
+        vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let mut with_ns = add_env("a1");
+    with_ns.push(("CNI_NETNS", &ns));
+    // (what, environment, stdin, the code expected)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u64);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "garbage on stdin",
+            with_ns.clone(),
+            b"{\x01not json".to_vec(),
+            6,
+        ),
+        ("stdin not an object", with_ns.clone(), b"[1,2]".to_vec(), 6),
+        (
+            "no CNI_COMMAND",
+            vec![("CNI_CONTAINERID", "a1")],
+            conf.clone().into_bytes(),
+            4,
+        ),
+        (
+            "unknown command",
+            vec![("CNI_COMMAND", "PLUG"), ("CNI_NETNS", &ns)],
+            conf.clone().into_bytes(),
+            4,
+        ),
+        ("no CNI_NETNS", add_env("a1"), conf.clone().into_bytes(), 4),
+        (
+            "no CNI_CONTAINERID",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", &ns),
+            ],
+            conf.clone().into_bytes(),
+            4,
+        ),
+        (
+            "bad CNI_IFNAME",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "a1"),
+                ("CNI_IFNAME", "eth/0"),
+                ("CNI_NETNS", &ns),
+            ],
+            conf.clone().into_bytes(),
+            4,
+        ),
+        (
+            "a version weft does not speak",
+            with_ns.clone(),
+            rt.conf("0.2.0").to_string().into_bytes(),
+            1,
+        ),
+        (
+            "no name",
+            with_ns.clone(),
+            json!({"cniVersion": "1.0.0", "type": "weft", "socket": rt.socket})
+                .to_string()
+                .into_bytes(),
+            7,
+        ),
+        (
+            "a namespace that does not exist",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "a1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/var/run/netns/weft-no-such-ns"),
+            ],
+            conf.clone().into_bytes(),
+            3,
+        ),
+    ];
+    for (what, env, stdin, code) in cases {
+        let out = rt.run_raw(&env, &stdin);
+        assert!(!out.ok, "{what}: exit 0: {out:?}");
+        assert_eq!(out.code(), Some(code), "{what}: {out:?}");
+        assert!(out.json["msg"].is_string(), "{what}: {out:?}");
+        assert!(out.json["cniVersion"].is_string(), "{what}: {out:?}");
+    }
+    // The field named in a refusal.
+    let mut bad = rt.conf("1.0.0");
+    bad["ipam"] = json!({"subnet": "not-a-cidr"});
+    let out = rt.run("ADD", "a1", Some(&c.path()), &bad);
+    assert_eq!(out.code(), Some(7), "{out:?}");
+    assert!(
+        out.json["details"]
+            .as_str()
+            .unwrap()
+            .contains("ipam.subnet")
+    );
+    // Nothing was made by any of them.
+    assert!(cni_attachments(&r).is_empty());
+    assert!(!links_in(&c).contains("eth0"));
+    assert_eq!(allocations(&r), 0, "{}", r.json(&["status", "ipam"]));
+    // A second ADD of one (container, ifname) without DEL is refused and changes nothing.
+    let first = rt.add("1.0.0", "a1", &c);
+    let again = rt.run("ADD", "a1", Some(&c.path()), &rt.conf("1.0.0"));
+    assert!(!again.ok && again.code() == Some(100), "{again:?}");
+    assert_eq!(cni_attachments(&r).len(), 1);
+    let inside = c.run(&["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+    assert!(inside.contains(first["ips"][0]["address"].as_str().unwrap()));
+    rt.del("1.0.0", "a1", Some(&c.path()));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn fifty_add_del_cycles_leave_no_address_and_del_is_idempotent_even_without_the_netns() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    let c = net.add_ns("c").unwrap();
+    for i in 0..50 {
+        let id = format!("cycle{i}");
+        let res = rt.add("1.1.0", &id, &c);
+        assert!(res["ips"][0]["address"].is_string(), "{res}");
+        rt.del("1.1.0", &id, Some(&c.path()));
+    }
+    assert!(cni_attachments(&r).is_empty());
+    assert!(!links_in(&c).contains("eth0"));
+    assert_eq!(
+        allocations(&r),
+        1,
+        "only the gateway: {}",
+        r.json(&["status", "ipam"])
+    );
+    // DEL twice: both succeed.
+    rt.add("1.0.0", "twice", &c);
+    rt.del("1.0.0", "twice", Some(&c.path()));
+    rt.del("1.0.0", "twice", Some(&c.path()));
+    // DEL without CNI_NETNS, and of something never added: success.
+    rt.del("1.0.0", "never-added", None);
+    // DEL after the namespace is gone (its veth went with it).
+    let gone = net.add_ns("gone").unwrap();
+    rt.add("1.0.0", "gone", &gone);
+    assert_eq!(allocations(&r), 2);
+    let out = Command::new("ip")
+        .args(["netns", "del", gone.name()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    rt.del("1.0.0", "gone", Some(&gone.path()));
+    assert!(cni_attachments(&r).is_empty());
+    assert_eq!(allocations(&r), 1, "{}", r.json(&["status", "ipam"]));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn del_while_the_router_is_down_is_done_when_it_is_back_and_status_says_50() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    let status = |rt: &Runtime<'_>| {
+        rt.run_raw(
+            &[("CNI_COMMAND", "STATUS")],
+            rt.conf("1.1.0").to_string().as_bytes(),
+        )
+    };
+    let up = status(&rt);
+    assert!(up.ok && up.stdout.trim().is_empty(), "{up:?}");
+    let c = net.add_ns("c").unwrap();
+    rt.add("1.1.0", "down", &c);
+    assert_eq!(allocations(&r), 2);
+    assert!(net.kill(r.pid));
+    let down = status(&rt);
+    assert!(!down.ok && down.code() == Some(50), "{down:?}");
+    // ADD now: try again later.
+    let c2 = net.add_ns("c2").unwrap();
+    let add = rt.run("ADD", "later", Some(&c2.path()), &rt.conf("1.1.0"));
+    assert!(!add.ok && add.code() == Some(11), "{add:?}");
+    // DEL succeeds at once and is kept on disk beside the socket.
+    rt.del("1.1.0", "down", Some(&c.path()));
+    let spool = r.socket.parent().unwrap().join("cni-del");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, Iterator::count);
+    assert_eq!(spooled(), 1);
+    // The router comes back (same state dir) and carries it out: the address is free.
+    let r2 = Router::restart(&mut net, &host, &Opts::default());
+    let _old = r;
+    assert!(
+        eventually(Duration::from_secs(15), || spooled() == 0),
+        "spooled DEL not done; log:\n{}",
+        r2.log_text()
+    );
+    assert!(cni_attachments(&r2).is_empty());
+    assert!(!links_in(&c).contains("eth0"), "{}", links_in(&c));
+    assert_eq!(allocations(&r2), 1, "{}", r2.json(&["status", "ipam"]));
+    assert!(status(&rt).ok);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn gc_frees_what_is_not_valid_and_a_simulated_reboot_frees_the_stale() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    let cs: Vec<Ns> = (0..3)
+        .map(|i| net.add_ns(&format!("c{i}")).unwrap())
+        .collect();
+    for (i, c) in cs.iter().enumerate() {
+        rt.add("1.1.0", &format!("g{i}"), c);
+    }
+    assert_eq!(allocations(&r), 4);
+    let mut gc = rt.conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g0", "ifname": "eth0"}]);
+    let out = rt.run_raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    assert_eq!(cni_attachments(&r).len(), 1);
+    assert!(links_in(&cs[0]).contains("eth0"));
+    assert!(!links_in(&cs[1]).contains("eth0") && !links_in(&cs[2]).contains("eth0"));
+    assert_eq!(allocations(&r), 2);
+    // GC in a version before 1.1.0: refused with code 1.
+    let mut old = gc.clone();
+    old["cniVersion"] = json!("1.0.0");
+    let out = rt.run_raw(&[("CNI_COMMAND", "GC")], old.to_string().as_bytes());
+    assert!(!out.ok && out.code() == Some(1), "{out:?}");
+    // A simulated reboot: the router dies, the containers' namespaces go, the router
+    // starts again on its state dir. Their addresses are freed, the gateway kept.
+    assert!(net.kill(r.pid));
+    let out = Command::new("ip")
+        .args(["netns", "del", cs[0].name()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r2 = Router::restart(&mut net, &host, &Opts::default());
+    let _old = r;
+    assert!(cni_attachments(&r2).is_empty());
+    assert_eq!(allocations(&r2), 1, "{}", r2.json(&["status", "ipam"]));
+}
