@@ -472,3 +472,60 @@ fn gc_frees_what_is_not_valid_and_a_simulated_reboot_frees_the_stale() {
     assert!(cni_attachments(&r2).is_empty());
     assert_eq!(allocations(&r2), 1, "{}", r2.json(&["status", "ipam"]));
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn a_pod_gets_its_name_a_subnet_of_its_own_the_bridges_mtu_and_hairpin() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    let c = net.add_ns("pod").unwrap();
+    let mut conf = rt.conf("1.1.0");
+    conf["ipam"] = json!({"subnet": "10.40.0.0/16"});
+    let ns = c.path().display().to_string();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "pod1"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", ns.as_str()),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0",
+        ),
+    ];
+    let out = rt.run_raw(&env, conf.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    let res = out.json;
+    let addr = res["ips"][0]["address"].as_str().unwrap();
+    let gw = res["ips"][0]["gateway"].as_str().unwrap();
+    assert!(addr.starts_with("10.40.") && addr.ends_with("/16"), "{res}");
+    assert!(gw.starts_with("10.40."), "{res}");
+    // weftDNS answers on the gateway, and knows the pod as NAME.NAMESPACE.
+    assert_eq!(res["dns"]["nameservers"][0], gw, "{res}");
+    let ip = addr.split('/').next().unwrap();
+    let found = r.weft(&["dns-lookup", "web-0.prod"]).unwrap();
+    assert!(found.contains(ip), "{found}");
+    // The interface has the bridge's MTU, and its bridge port hairpin on.
+    let mtu = res["interfaces"][0]["mtu"].as_u64().unwrap();
+    let bridge_mtu = host.run(&["cat", "/sys/class/net/weft/mtu"]).unwrap();
+    assert_eq!(mtu.to_string(), bridge_mtu.trim());
+    let inner_mtu = c.run(&["cat", "/sys/class/net/eth0/mtu"]).unwrap();
+    assert_eq!(inner_mtu.trim(), bridge_mtu.trim());
+    let ports = host.run(&["ls", "/sys/class/net/weft/brif"]).unwrap();
+    let port = ports
+        .split_whitespace()
+        .find(|p| p.starts_with("vwc"))
+        .unwrap_or_else(|| panic!("no CNI port on the bridge: {ports}"));
+    let hairpin = host
+        .run(&["cat", &format!("/sys/class/net/{port}/brport/hairpin_mode")])
+        .unwrap();
+    assert_eq!(hairpin.trim(), "1");
+    // DEL takes the name away too.
+    rt.del("1.1.0", "pod1", Some(&c.path()));
+    assert!(r.weft(&["dns-lookup", "web-0.prod"]).is_err());
+}
