@@ -25,7 +25,7 @@
 //! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
 //! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
 //! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
-//! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
+//! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc`, `/cni/ipam/add`, `/cni/ipam/del` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
 //!
 //! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
 //! `"addresses"` (claimed in IPAM when inside the range); with neither it allocates one
@@ -209,6 +209,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/cni/del", "POST"),
     ("/cni/check", "POST"),
     ("/cni/gc", "POST"),
+    ("/cni/ipam/add", "POST"),
+    ("/cni/ipam/del", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -248,6 +250,8 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
         "/cni/del" => json(crate::cni::server::del(api, body(&req.body)?).await?),
         "/cni/check" => json(crate::cni::server::check(api, body(&req.body)?).await?),
         "/cni/gc" => json(crate::cni::server::gc(api, body(&req.body)?).await?),
+        "/cni/ipam/add" => json(crate::cni::server::ipam_add(api, body(&req.body)?).await?),
+        "/cni/ipam/del" => json(crate::cni::server::ipam_del(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }

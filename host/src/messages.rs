@@ -745,6 +745,35 @@ pub(crate) struct CniGcReply {
     pub(crate) freed: u64,
 }
 
+/// `POST /cni/ipam/add` and `/cni/ipam/del`: weft as the IPAM plugin of another plugin
+/// (addresses only, owned by (`container_id`, `ifname`); no plumbing).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniIpamRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+    /// The subnet to allocate in (`None`: IPAM's default subnet; add only).
+    #[serde(default)]
+    pub(crate) subnet: Option<NetSpec>,
+    /// Also give the subnet's gateway address (for a plugin with `isGateway`; add only).
+    #[serde(default)]
+    pub(crate) gateway: bool,
+}
+
+/// `POST /cni/ipam/add` (`/cni/ipam/del` answers a [`CniDelReply`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniIpamReply {
+    /// The addresses given.
+    pub(crate) addresses: Vec<Cidr>,
+    /// The gateway, when asked for.
+    pub(crate) gateway: Option<Cidr>,
+    /// weftDNS, for the result's `dns`.
+    pub(crate) dns: DnsArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

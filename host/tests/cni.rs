@@ -634,3 +634,113 @@ fn a_chained_portmap_reads_wefts_result_and_publishes_the_port() {
     assert!(cni_attachments(&r).is_empty());
     assert_eq!(allocations(&r), 1);
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn weft_is_the_ipam_of_the_bundled_bridge_plugin() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let Some(bridge) = bundled("weft_is_the_ipam_of_the_bundled_bridge_plugin", "bridge") else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    // `bridge` finds its IPAM plugin `weft` on CNI_PATH: the directory of the test's weft.
+    let weft_dir = Path::new(WEFT).parent().unwrap().display().to_string();
+    let cni_path = format!("{PLUGINS_DIR}:{weft_dir}");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "br", "type": "bridge", "bridge": "cni0",
+        "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "weft", "socket": r.socket, "subnet": "10.44.0.0/16"},
+    });
+    let cs: Vec<Ns> = (0..2)
+        .map(|i| net.add_ns(&format!("b{i}")).unwrap())
+        .collect();
+    let mut results = Vec::new();
+    for (i, c) in cs.iter().enumerate() {
+        let ns = c.path().display().to_string();
+        let id = format!("br{i}");
+        let env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", ns.as_str()),
+            ("CNI_PATH", cni_path.as_str()),
+        ];
+        let out = rt.run_plugin(&bridge, &env, conf.to_string().as_bytes());
+        assert!(out.ok, "bridge ADD: {out:?}");
+        results.push(out.json);
+    }
+    // Addresses from weft's IPAM in the subnet asked for, and the gateway on cni0.
+    let addr = |res: &Value| res["ips"][0]["address"].as_str().unwrap().to_owned();
+    let (a0, a1) = (addr(&results[0]), addr(&results[1]));
+    assert!(
+        a0.starts_with("10.44.") && a1.starts_with("10.44."),
+        "{results:?}"
+    );
+    assert_ne!(a0, a1);
+    let gw = results[0]["ips"][0]["gateway"].as_str().unwrap().to_owned();
+    let on_bridge = host
+        .run(&["ip", "-o", "-4", "addr", "show", "cni0"])
+        .unwrap();
+    assert!(on_bridge.contains(&gw), "{on_bridge} lacks {gw}");
+    // weft holds them: two containers' addresses and the gateway; nothing is weft's
+    // attachment (the plumbing is bridge's).
+    assert_eq!(allocations(&r), 3, "{}", r.json(&["status", "ipam"]));
+    assert!(cni_attachments(&r).is_empty());
+    // The containers talk over bridge's cni0.
+    let ip1: std::net::IpAddr = a1.split('/').next().unwrap().parse().unwrap();
+    assert!(cs[0].ping_until(ip1, Duration::from_secs(5)));
+    // A second interface of one container is a second owner: another address.
+    let ns0 = cs[0].path().display().to_string();
+    let mut env = vec![
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "br0"),
+        ("CNI_IFNAME", "eth1"),
+        ("CNI_NETNS", ns0.as_str()),
+        ("CNI_PATH", cni_path.as_str()),
+    ];
+    let out = rt.run_plugin(&bridge, &env, conf.to_string().as_bytes());
+    assert!(out.ok, "a second interface is a second owner: {out:?}");
+    assert_eq!(allocations(&r), 4);
+    env[0] = ("CNI_COMMAND", "DEL");
+    let out = rt.run_plugin(&bridge, &env, conf.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    // DEL through bridge gives the addresses back; twice is fine.
+    for (i, c) in cs.iter().enumerate() {
+        let ns = c.path().display().to_string();
+        let id = format!("br{i}");
+        for _ in 0..2 {
+            let env = [
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", id.as_str()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", ns.as_str()),
+                ("CNI_PATH", cni_path.as_str()),
+            ];
+            let out = rt.run_plugin(&bridge, &env, conf.to_string().as_bytes());
+            assert!(out.ok, "bridge DEL: {out:?}");
+        }
+    }
+    assert_eq!(
+        allocations(&r),
+        1,
+        "only the gateway: {}",
+        r.json(&["status", "ipam"])
+    );
+    // weft's IPAM refuses a second ADD of one (container, ifname), as the spec says.
+    let ipam_conf = json!({
+        "cniVersion": "1.0.0", "name": "br", "type": "bridge",
+        "ipam": {"type": "weft", "socket": r.socket},
+    });
+    let once = rt.run("ADD", "direct", Some(&cs[0].path()), &ipam_conf);
+    assert!(once.ok && once.json.get("interfaces").is_none(), "{once:?}");
+    let twice = rt.run("ADD", "direct", Some(&cs[0].path()), &ipam_conf);
+    assert!(!twice.ok && twice.code() == Some(100), "{twice:?}");
+    let del = rt.run("DEL", "direct", Some(&cs[0].path()), &ipam_conf);
+    assert!(del.ok, "{del:?}");
+}

@@ -9,8 +9,9 @@
 //! `weft cni install` copies there); `weft CMD ...` with arguments is always the CLI.
 //! The plugin only translates: the router makes the veth, takes the address from weft
 //! IPAM (owned by (container id, ifname)), sets the gateway and the DNS name.
-//! What it does not do yet: delegate to another IPAM plugin, or act as IPAM for another
-//! plugin (`"ipam": {"type": "weft"}` under `bridge`).
+//! Under another plugin (`"ipam": {"type": "weft"}` in, e.g., a `bridge` conf) it is an
+//! IPAM plugin only: addresses from weft IPAM, the plumbing that plugin's.
+//! What it does not do yet: delegate to another IPAM plugin.
 
 pub(crate) mod install;
 pub(crate) mod plugin;
@@ -31,6 +32,8 @@ pub(crate) const SPOOL_FILES_MAX: usize = 4096;
 pub(crate) const CONTAINER_ID_LEN_MAX: usize = 256;
 /// Longest interface name, in bytes (IFNAMSIZ less the NUL).
 pub(crate) const IFNAME_LEN_MAX: usize = 15;
+/// First characters of an IPAM-only owner (weft as another plugin's IPAM).
+pub(crate) const IPAM_OWNER_PREFIX: &str = "cnip-";
 /// Hex digits of the (container id, ifname) hash in an attachment id.
 pub(crate) const OWNER_HASH_HEX_LEN: usize = 32;
 
@@ -46,13 +49,24 @@ pub(crate) fn spool_dir(socket: &Path) -> PathBuf {
 /// `cni-<first 32 hex digits of SHA-256(container_id NUL ifname)>`, short enough for an
 /// IPAM owner and for the host end's name (`vwc` and 12 of the digits).
 pub(crate) fn owner_id(container_id: &str, ifname: &str) -> String {
+    hashed_id(CNI_ID_PREFIX, container_id, ifname)
+}
+
+/// The IPAM owner of (`container_id`, `ifname`) when weft is another plugin's IPAM:
+/// `cnip-<hash>`, which no attachment has (so the start-up sweep of attachments that are
+/// gone leaves it).
+pub(crate) fn ipam_owner_id(container_id: &str, ifname: &str) -> String {
+    hashed_id(IPAM_OWNER_PREFIX, container_id, ifname)
+}
+
+fn hashed_id(prefix: &str, container_id: &str, ifname: &str) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(container_id.as_bytes());
     h.update([0]);
     h.update(ifname.as_bytes());
     let digest = h.finalize();
-    let mut id = String::from(CNI_ID_PREFIX);
+    let mut id = String::from(prefix);
     for b in digest.iter().take(OWNER_HASH_HEX_LEN / 2) {
         id.push_str(&format!("{b:02x}"));
     }
@@ -109,6 +123,9 @@ mod tests {
         assert_ne!(owner_id("ab", "c"), owner_id("a", "bc"));
         assert_eq!(a, owner_id("c1", "eth0"));
         assert!(a.starts_with(CNI_ID_PREFIX));
+        // The IPAM-only owner is another, and not swept as an attachment's.
+        let p = ipam_owner_id("c1", "eth0");
+        assert!(!p.starts_with(CNI_ID_PREFIX) && p.len() <= weft_core::ipam::CONTAINER_ID_LEN_MAX);
         assert!(a.len() <= weft_core::ipam::CONTAINER_ID_LEN_MAX);
         assert!(format!("vwc{}", &a[4..16]).len() <= IFNAME_LEN_MAX);
     }

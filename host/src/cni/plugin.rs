@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ipam::NetSpec;
 use crate::messages::{
     CniAddReply, CniAddRequest, CniAttachmentKey, CniCheckReply, CniCheckRequest, CniDelReply,
-    CniDelRequest, CniGcReply, CniGcRequest, IpamStatus,
+    CniDelRequest, CniGcReply, CniGcRequest, CniIpamReply, CniIpamRequest, IpamStatus,
 };
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -121,10 +121,20 @@ fn run(version: &mut String) -> Result<Option<Value>, CniError> {
         version.clone_from(&conf.version);
     }
     let socket = conf
-        .socket
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(SOCKET_DEFAULT));
+        .socket()
+        .map_or_else(|| PathBuf::from(SOCKET_DEFAULT), Path::to_path_buf);
     let client = Client::new(&socket);
+    if conf.ipam_only() {
+        return match cmd {
+            Command::Add => ipam_add(&client, &conf).map(Some),
+            Command::Del => ipam_del(&client).map(|()| None),
+            // The reservation is the router's: CHECK asks that it answers and can allocate.
+            Command::Check => key().and_then(|_| status(&client)).map(|()| None),
+            Command::Version => Ok(Some(spec::version_reply(&conf.version))),
+            Command::Status => status(&client).map(|()| None),
+            Command::Gc => gc(&client, &conf).map(|()| None),
+        };
+    }
     match cmd {
         Command::Version => Ok(Some(spec::version_reply(&conf.version))),
         Command::Add => add(&client, &conf).map(Some),
@@ -232,6 +242,36 @@ fn add(client: &Client, conf: &NetConf) -> Result<Value, CniError> {
         domain: r.dns.domain.map(|d| d.trim_end_matches('.').to_owned()),
     };
     Ok(spec::add_result(&added, &conf.version))
+}
+
+fn ipam_add(client: &Client, conf: &NetConf) -> Result<Value, CniError> {
+    let (container_id, ifname) = key()?;
+    let body = CniIpamRequest {
+        container_id,
+        ifname,
+        subnet: conf.ipam.subnet.map(|s| NetSpec(Some(s))),
+        gateway: conf.is_gateway || conf.ipam.gateway,
+    };
+    let r: CniIpamReply = post(client, "IPAM ADD", "/cni/ipam/add", &body)?;
+    let a = spec::Allocated {
+        addresses: r.addresses.iter().map(ToString::to_string).collect(),
+        gateway: r.gateway.map(|g| g.addr.to_string()),
+        nameservers: r.dns.server.into_iter().collect(),
+        domain: r.dns.domain.map(|d| d.trim_end_matches('.').to_owned()),
+    };
+    Ok(spec::ipam_result(&a, &conf.version))
+}
+
+fn ipam_del(client: &Client) -> Result<(), CniError> {
+    let (container_id, ifname) = key()?;
+    let body = CniIpamRequest {
+        container_id,
+        ifname,
+        subnet: None,
+        gateway: false,
+    };
+    let _: CniDelReply = post(client, "IPAM DEL", "/cni/ipam/del", &body)?;
+    Ok(())
 }
 
 fn del(client: &Client) -> Result<(), CniError> {

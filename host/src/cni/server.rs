@@ -6,14 +6,16 @@
 //! on the subnet, allocated and exposed when there is none) and the pod's DNS name.
 //! What it does not do: read CNI's stdin or environment (the plugin, `super::plugin`).
 
-use super::{SPOOL_FILE_LEN_MAX, SPOOL_FILES_MAX, check_container_id, check_ifname, owner_id};
+use super::{
+    SPOOL_FILE_LEN_MAX, SPOOL_FILES_MAX, check_container_id, check_ifname, ipam_owner_id, owner_id,
+};
 use crate::api::Api;
 use crate::cli::Cidr;
 use crate::driver::{DnsRequest, Input, ask};
 use crate::ipam::NetSpec;
 use crate::messages::{
     ApiError, CniAddReply, CniAddRequest, CniCheckReply, CniCheckRequest, CniDelReply,
-    CniDelRequest, CniGcReply, CniGcRequest,
+    CniDelRequest, CniGcReply, CniGcRequest, CniIpamReply, CniIpamRequest,
 };
 use crate::plumbing::CNI_ID_PREFIX;
 use std::net::IpAddr;
@@ -27,6 +29,10 @@ pub(crate) const SPOOL_POLL_MS: u64 = 5_000;
 /// First characters of a CNI gateway's IPAM owner (`cnigw-<subnet>`); not `cni-`, so the
 /// start-up sweep of attachments that are gone leaves it.
 pub(crate) const GATEWAY_OWNER_PREFIX: &str = "cnigw-";
+
+/// First characters of the gateway's IPAM owner when weft is another plugin's IPAM
+/// (`cnibr-<subnet>`): that plugin puts it on its own bridge, so it is not weft's.
+pub(crate) const IPAM_GATEWAY_OWNER_PREFIX: &str = "cnibr-";
 
 /// One gateway is chosen at a time: two first ADDs on a subnet share one.
 static GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -88,18 +94,23 @@ pub(crate) async fn add(api: &Api, r: CniAddRequest) -> Result<CniAddReply, ApiE
     })
 }
 
+/// The block `subnet` names (the default subnet's, asked of IPAM).
+async fn block_of(api: &Api, subnet: NetSpec) -> Result<V4Cidr, ApiError> {
+    match subnet.0 {
+        Some(b) => Ok(b),
+        None => {
+            let st = crate::ipam::status(api).await?;
+            let text = st.default_subnet.unwrap_or_default();
+            crate::ipam::parse_block(&text).map_err(ApiError::Ipam)
+        }
+    }
+}
+
 /// The host's address on `subnet`: one already on the bridge, else one allocated (owner
 /// `cnigw-<subnet>`) and exposed.
 async fn gateway(api: &Api, subnet: NetSpec) -> Result<Cidr, ApiError> {
     let _one = GATEWAY.lock().await;
-    let block = match subnet.0 {
-        Some(b) => b,
-        None => {
-            let st = crate::ipam::status(api).await?;
-            let text = st.default_subnet.unwrap_or_default();
-            crate::ipam::parse_block(&text).map_err(ApiError::Ipam)?
-        }
-    };
+    let block = block_of(api, subnet).await?;
     let inside = |c: &Cidr| match c.addr {
         IpAddr::V4(a) => block.contains(a.to_bits()),
         IpAddr::V6(_) => false,
@@ -159,6 +170,63 @@ async fn del_id(api: &Api, id: &str) -> Result<CniDelReply, ApiError> {
     }
     Ok(CniDelReply {
         removed: removed.is_some(),
+        freed,
+    })
+}
+
+/// `POST /cni/ipam/add`: addresses (and the gateway) for another plugin's interface. A
+/// second ADD of one (container, ifname) without DEL is refused, its address kept.
+pub(crate) async fn ipam_add(api: &Api, r: CniIpamRequest) -> Result<CniIpamReply, ApiError> {
+    check_container_id(&r.container_id).map_err(bad)?;
+    check_ifname(&r.ifname).map_err(bad)?;
+    let id = ipam_owner_id(&r.container_id, &r.ifname);
+    let subnet = r.subnet.unwrap_or(NetSpec(None));
+    let gateway = if r.gateway {
+        let _one = GATEWAY.lock().await;
+        let block = block_of(api, subnet).await?;
+        let owner = format!("{IPAM_GATEWAY_OWNER_PREFIX}{}", block_tag(block));
+        let g = crate::ipam::resolve(api, &owner, &[], &[NetSpec(Some(block))]).await?;
+        g.addrs.first().copied()
+    } else {
+        None
+    };
+    let given = crate::ipam::resolve(api, &id, &[], &[subnet]).await?;
+    if given.fresh.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "container {} already has addresses for interface {} ({}) (ADD without DEL); DEL it first",
+            r.container_id,
+            r.ifname,
+            given
+                .addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    tracing::info!(
+        "CNI IPAM: {:?} for container {} ({})",
+        given.addrs,
+        r.container_id,
+        r.ifname
+    );
+    Ok(CniIpamReply {
+        addresses: given.addrs,
+        gateway,
+        dns: crate::api::dns_args(api),
+    })
+}
+
+/// `POST /cni/ipam/del`: idempotent.
+pub(crate) async fn ipam_del(api: &Api, r: CniIpamRequest) -> Result<CniDelReply, ApiError> {
+    check_container_id(&r.container_id).map_err(bad)?;
+    check_ifname(&r.ifname).map_err(bad)?;
+    let id = ipam_owner_id(&r.container_id, &r.ifname);
+    let freed = crate::ipam::free(api, &id, None)
+        .await
+        .map_err(|e| ApiError::IpamUnavailable(e.line()))?;
+    Ok(CniDelReply {
+        removed: freed > 0,
         freed,
     })
 }

@@ -136,8 +136,14 @@ pub(crate) fn version_rank(v: &str) -> Option<usize> {
 /// `ipam` in the configuration: weft's own IPAM, in its default subnet or `subnet`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct IpamConf {
+    /// `"type"`: absent, or `weft`.
+    pub(crate) kind: Option<String>,
     /// `"subnet": "10.40.0.0/16"` (inside the router's `--ipalloc-range`).
     pub(crate) subnet: Option<weft_core::ipam::Cidr>,
+    /// `"socket"`: the router's control socket (weft as another plugin's IPAM).
+    pub(crate) socket: Option<PathBuf>,
+    /// `"gateway": true`: give the subnet's gateway address too.
+    pub(crate) gateway: bool,
 }
 
 /// One entry of `cni.dev/valid-attachments` (GC).
@@ -166,6 +172,22 @@ pub(crate) struct NetConf {
     pub(crate) prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC).
     pub(crate) valid_attachments: Vec<ValidAttachment>,
+    /// `isGateway` of the plugin weft is the IPAM of (`bridge`'s).
+    pub(crate) is_gateway: bool,
+}
+
+impl NetConf {
+    /// Whether weft runs as another plugin's IPAM (`type` is that plugin's, `ipam.type`
+    /// is `weft`).
+    pub(crate) fn ipam_only(&self) -> bool {
+        self.kind != "weft"
+    }
+
+    /// The router's control socket: `ipam.socket` (as another plugin's IPAM), `socket`.
+    pub(crate) fn socket(&self) -> Option<&std::path::Path> {
+        let ipam = self.ipam.socket.as_deref().filter(|_| self.ipam_only());
+        ipam.or(self.socket.as_deref())
+    }
 }
 
 fn decode(details: String) -> CniError {
@@ -259,6 +281,17 @@ impl NetConf {
         if let Some(ipam) = field::<Map<String, Value>>(&obj, "ipam")? {
             conf.ipam = parse_ipam(&ipam)?;
         }
+        if cmd != Command::Status && conf.ipam_only() && conf.ipam.kind.as_deref() != Some("weft") {
+            return Err(CniError::new(
+                Code::InvalidConf,
+                "invalid network configuration",
+                format!(
+                    "field type {:?}: weft is the plugin `weft`, or the IPAM of another (ipam.type \"weft\")",
+                    super::truncate(&conf.kind, 40)
+                ),
+            ));
+        }
+        conf.is_gateway = field(&obj, "isGateway")?.unwrap_or(false);
         if cmd == Command::Gc {
             let valid: Vec<ValidAttachment> =
                 field(&obj, "cni.dev/valid-attachments")?.unwrap_or_default();
@@ -276,14 +309,15 @@ impl NetConf {
 }
 
 fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
-    if let Some(kind) = field::<String>(ipam, "type")? {
+    let kind = field::<String>(ipam, "type")?;
+    if let Some(kind) = &kind {
         if kind != "weft" {
             return Err(CniError::new(
                 Code::UnsupportedField,
                 "unsupported field in the network configuration",
                 format!(
                     "field ipam.type {:?}: weft allocates with its own IPAM only (leave ipam.type out, or \"weft\")",
-                    super::truncate(&kind, 40)
+                    super::truncate(kind, 40)
                 ),
             ));
         }
@@ -298,7 +332,47 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
             )
         })?),
     };
-    Ok(IpamConf { subnet })
+    Ok(IpamConf {
+        kind,
+        subnet,
+        socket: field(ipam, "socket")?,
+        gateway: field(ipam, "gateway")?.unwrap_or(false),
+    })
+}
+
+/// What weft as another plugin's IPAM gave, to be written as `version`'s IPAM result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Allocated {
+    pub(crate) addresses: Vec<String>,
+    pub(crate) gateway: Option<String>,
+    pub(crate) nameservers: Vec<String>,
+    pub(crate) domain: Option<String>,
+}
+
+/// The IPAM result (no `interfaces`, no `interface` index: the calling plugin's).
+pub(crate) fn ipam_result(a: &Allocated, version: &str) -> Value {
+    let added = Added {
+        ifname: String::new(),
+        mac: None,
+        sandbox: String::new(),
+        mtu_bytes: 0,
+        addresses: a.addresses.clone(),
+        gateway: a.gateway.clone(),
+        nameservers: a.nameservers.clone(),
+        domain: a.domain.clone(),
+    };
+    let mut v = add_result(&added, version);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("interfaces");
+    }
+    if let Some(ips) = v.get_mut("ips").and_then(Value::as_array_mut) {
+        for ip in ips {
+            if let Some(o) = ip.as_object_mut() {
+                o.remove("interface");
+            }
+        }
+    }
+    v
 }
 
 /// The VERSION answer.
@@ -524,6 +598,21 @@ mod tests {
         );
         assert_eq!(c.ipam.subnet.unwrap().to_string(), "10.40.0.0/16");
         assert_eq!(c.valid_attachments[0].container_id, "c1");
+        // Under another plugin: its type, ipam.type weft, the socket from ipam.
+        let c = conf(
+            Command::Add,
+            r#"{"cniVersion":"1.0.0","name":"b","type":"bridge","isGateway":true,
+                "ipam":{"type":"weft","socket":"/tmp/i.sock"}}"#,
+        )
+        .unwrap();
+        assert!(c.ipam_only() && c.is_gateway);
+        assert_eq!(c.socket(), Some(std::path::Path::new("/tmp/i.sock")));
+        let e = conf(
+            Command::Add,
+            r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#,
+        )
+        .unwrap_err();
+        assert!(e.details.contains("field type"), "{e}");
         // VERSION takes an empty stdin.
         assert_eq!(conf(Command::Version, "").unwrap().version, "");
     }
@@ -549,6 +638,18 @@ mod tests {
         assert_eq!(new["ips"][0]["interface"], 0);
         assert_eq!(new["routes"][0]["gw"], "10.32.0.1");
         assert_eq!(new["dns"]["search"][0], "weave.local");
+        let ipam = ipam_result(
+            &Allocated {
+                addresses: a.addresses.clone(),
+                gateway: a.gateway.clone(),
+                nameservers: vec![],
+                domain: None,
+            },
+            "0.3.1",
+        );
+        assert!(ipam.get("interfaces").is_none() && ipam["ips"][0].get("interface").is_none());
+        assert_eq!(ipam["ips"][0]["version"], "4");
+        assert_eq!(ipam["ips"][0]["gateway"], "10.32.0.1");
         let (mac, addrs) = prev_result_of(&new, "eth0").unwrap();
         assert_eq!(mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
         assert_eq!(addrs, ["10.32.0.2/12"]);
