@@ -655,6 +655,13 @@ pub(crate) struct CniAddRequest {
     /// A DNS name to register for the address (`NAME.NAMESPACE` of a pod).
     #[serde(default)]
     pub(crate) name: Option<String>,
+    /// Addresses a delegated IPAM plugin gave (then nothing is allocated; those inside the
+    /// range are claimed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) addresses: Vec<Cidr>,
+    /// The gateway that plugin gave (put on the bridge if not there yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gateway: Option<Cidr>,
 }
 
 /// `POST /cni/add`.

@@ -744,3 +744,79 @@ fn weft_is_the_ipam_of_the_bundled_bridge_plugin() {
     let del = rt.run("DEL", "direct", Some(&cs[0].path()), &ipam_conf);
     assert!(del.ok, "{del:?}");
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn weft_delegates_to_the_ipam_plugin_its_conf_names() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    if bundled(
+        "weft_delegates_to_the_ipam_plugin_its_conf_names",
+        "host-local",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    // host-local keeps its leases in a directory of the test's own.
+    let data = std::env::temp_dir().join(format!("weft-cni-hostlocal-{}", host.name()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut conf = rt.conf("1.0.0");
+    conf["ipam"] = json!({
+        "type": "host-local", "dataDir": data,
+        "ranges": [[{"subnet": "10.50.0.0/24", "gateway": "10.50.0.1"}]],
+    });
+    let c = net.add_ns("c").unwrap();
+    let ns = c.path().display().to_string();
+    let env = |cmd: &'static str| {
+        [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "hl1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", ns.as_str()),
+            ("CNI_PATH", PLUGINS_DIR),
+        ]
+    };
+    let out = rt.run_raw(&env("ADD"), conf.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    let addr = out.json["ips"][0]["address"].as_str().unwrap().to_owned();
+    assert!(
+        addr.starts_with("10.50.0.") && addr.ends_with("/24"),
+        "{out:?}"
+    );
+    assert_eq!(out.json["ips"][0]["gateway"], "10.50.0.1", "{out:?}");
+    assert_eq!(out.json["interfaces"][0]["name"], "eth0", "{out:?}");
+    // weft plumbed it: its veth, the gateway on its bridge, the route via it.
+    assert_eq!(cni_attachments(&r).len(), 1);
+    let bridge = host
+        .run(&["ip", "-o", "-4", "addr", "show", "weft"])
+        .unwrap();
+    assert!(bridge.contains("10.50.0.1/24"), "{bridge}");
+    assert!(c.ping_until(
+        "10.50.0.1".parse::<std::net::IpAddr>().unwrap(),
+        Duration::from_secs(5)
+    ));
+    // host-local holds the lease; weft's IPAM holds nothing for it (outside its range).
+    let ip = addr.split('/').next().unwrap();
+    let lease = data.join("weft").join(ip);
+    assert!(lease.exists(), "no lease {}", lease.display());
+    assert_eq!(allocations(&r), 0);
+    // DEL: both let go.
+    let out = rt.run_raw(&env("DEL"), conf.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    assert!(!lease.exists(), "lease {} kept", lease.display());
+    assert!(cni_attachments(&r).is_empty());
+    // A plugin that is not on CNI_PATH: the field named, nothing made.
+    conf["ipam"]["type"] = json!("no-such-ipam");
+    let out = rt.run_raw(&env("ADD"), conf.to_string().as_bytes());
+    assert!(!out.ok && out.code() == Some(7), "{out:?}");
+    assert!(out.json["details"].as_str().unwrap().contains("ipam.type"));
+    assert!(cni_attachments(&r).is_empty());
+    let _ = std::fs::remove_dir_all(&data);
+}

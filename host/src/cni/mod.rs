@@ -11,7 +11,8 @@
 //! IPAM (owned by (container id, ifname)), sets the gateway and the DNS name.
 //! Under another plugin (`"ipam": {"type": "weft"}` in, e.g., a `bridge` conf) it is an
 //! IPAM plugin only: addresses from weft IPAM, the plumbing that plugin's.
-//! What it does not do yet: delegate to another IPAM plugin.
+//! With `"ipam": {"type": PLUGIN}` it runs that IPAM plugin for the addresses and plumbs
+//! them (`plugin::delegate`).
 
 pub(crate) mod install;
 pub(crate) mod plugin;

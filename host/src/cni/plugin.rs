@@ -137,8 +137,15 @@ fn run(version: &mut String) -> Result<Option<Value>, CniError> {
     }
     match cmd {
         Command::Version => Ok(Some(spec::version_reply(&conf.version))),
-        Command::Add => add(&client, &conf).map(Some),
-        Command::Del => del(&client).map(|()| None),
+        Command::Add => add(&client, &conf, &stdin).map(Some),
+        Command::Del => {
+            // The delegated plugin's DEL first: it needs no router, so a router that is
+            // down still gets its spooled DEL and the address in that plugin is free.
+            if let Some(kind) = conf.delegated_ipam() {
+                delegate(kind, "DEL", &stdin)?;
+            }
+            del(&client).map(|()| None)
+        }
         Command::Check => check(&client, &conf).map(|()| None),
         Command::Status => status(&client).map(|()| None),
         Command::Gc => gc(&client, &conf).map(|()| None),
@@ -214,18 +221,128 @@ fn pod_name(args: &str) -> Result<Option<String>, CniError> {
     })
 }
 
-fn add(client: &Client, conf: &NetConf) -> Result<Value, CniError> {
+/// Longest output read from a delegated plugin, in bytes.
+pub(crate) const DELEGATE_OUTPUT_LEN_MAX: u64 = 1024 * 1024;
+
+/// Runs the IPAM plugin `kind` (found on `CNI_PATH`) for `cmd` with this process's
+/// environment and `stdin`; its result on success.
+fn delegate(kind: &str, cmd: &str, stdin: &[u8]) -> Result<Value, CniError> {
+    use std::process::{Command as Process, Stdio};
+    let paths = need_env("CNI_PATH")?;
+    let Some(bin) = paths
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(kind))
+        .find(|p| p.is_file())
+    else {
+        return Err(CniError::new(
+            Code::InvalidConf,
+            "invalid network configuration",
+            format!("field ipam.type {kind:?}: no such plugin in CNI_PATH {paths}"),
+        ));
+    };
+    let failed = |d: String| {
+        CniError::new(
+            Code::DelegateFailed,
+            format!("IPAM plugin {kind} failed"),
+            d,
+        )
+    };
+    let mut child = Process::new(&bin)
+        .env("CNI_COMMAND", cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| failed(format!("start {}: {e}", bin.display())))?;
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin);
+    }
+    let mut out = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = stdout.take(DELEGATE_OUTPUT_LEN_MAX).read_to_end(&mut out);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| failed(format!("wait for {}: {e}", bin.display())))?;
+    let v: Value = if out.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out).map_err(|e| failed(format!("its output is not JSON: {e}")))?
+    };
+    if !status.success() {
+        let msg = v.get("msg").and_then(Value::as_str).unwrap_or("no message");
+        let details = v.get("details").and_then(Value::as_str).unwrap_or("");
+        let code = v.get("code").and_then(Value::as_u64).unwrap_or(0);
+        return Err(failed(format!("{msg} (its code {code}) {details}")));
+    }
+    Ok(v)
+}
+
+/// The addresses and gateway in a delegated IPAM plugin's result.
+fn delegated_addresses(res: &Value) -> Result<(Vec<Cidr>, Option<Cidr>), CniError> {
+    let bad = |d: String| {
+        CniError::new(
+            Code::DelegateFailed,
+            "the IPAM plugin's result is unusable",
+            d,
+        )
+    };
+    let mut addrs = Vec::new();
+    let mut gateway = None;
+    for ip in res
+        .get("ips")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = ip
+            .get("address")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let c: Cidr = text.parse().map_err(|e| bad(format!("ips: {e}")))?;
+        if let Some(g) = ip.get("gateway").and_then(Value::as_str) {
+            let g: std::net::IpAddr = g.parse().map_err(|e| bad(format!("ips.gateway: {e}")))?;
+            gateway.get_or_insert(Cidr {
+                addr: g,
+                prefix_len: c.prefix_len,
+            });
+        }
+        addrs.push(c);
+    }
+    if addrs.is_empty() {
+        return Err(bad("it gave no address".into()));
+    }
+    Ok((addrs, gateway))
+}
+
+fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let (container_id, ifname) = key()?;
     let netns = netns()?;
     let name = pod_name(&env("CNI_ARGS").unwrap_or_default())?;
+    let (addresses, gateway) = match conf.delegated_ipam() {
+        Some(kind) => delegated_addresses(&delegate(kind, "ADD", stdin)?)?,
+        None => (Vec::new(), None),
+    };
     let body = CniAddRequest {
         container_id,
         ifname,
         netns: netns.clone(),
         subnet: conf.ipam.subnet.map(|s| NetSpec(Some(s))),
         name,
+        addresses,
+        gateway,
     };
-    let r: CniAddReply = post(client, "ADD", "/cni/add", &body)?;
+    let r: CniAddReply = match post(client, "ADD", "/cni/add", &body) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing half-made: the delegated plugin's address goes back.
+            if let Some(kind) = conf.delegated_ipam() {
+                let _ = delegate(kind, "DEL", stdin);
+            }
+            return Err(e);
+        }
+    };
     let added = spec::Added {
         ifname: r.attachment.ifname,
         mac: r.attachment.mac,

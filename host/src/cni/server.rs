@@ -56,14 +56,38 @@ pub(crate) async fn add(api: &Api, r: CniAddRequest) -> Result<CniAddReply, ApiE
             r.container_id, r.ifname
         )));
     }
-    let subnet = r.subnet.unwrap_or(NetSpec(None));
-    let gateway = gateway(api, subnet).await?;
-    let given = crate::ipam::resolve(api, &id, &[], &[subnet]).await?;
+    let (gateway, given) = if r.addresses.is_empty() {
+        let subnet = r.subnet.unwrap_or(NetSpec(None));
+        let gateway = gateway(api, subnet).await?;
+        (
+            Some(gateway),
+            crate::ipam::resolve(api, &id, &[], &[subnet]).await?,
+        )
+    } else {
+        // A delegated IPAM plugin's addresses and gateway.
+        if let Some(g) = r.gateway {
+            let _one = GATEWAY.lock().await;
+            let there = api.plumbing.lock().await.exposed().contains(&g);
+            if !there {
+                crate::api::expose_address(api, g, None).await?;
+            }
+        }
+        (
+            r.gateway,
+            crate::ipam::resolve(api, &id, &r.addresses, &[]).await?,
+        )
+    };
     let made = api
         .plumbing
         .lock()
         .await
-        .attach_cni(&r.netns, &id, &r.ifname, &given.addrs, Some(gateway.addr))
+        .attach_cni(
+            &r.netns,
+            &id,
+            &r.ifname,
+            &given.addrs,
+            gateway.map(|g| g.addr),
+        )
         .await;
     let mut a = match made {
         Ok(a) => a,
@@ -88,7 +112,7 @@ pub(crate) async fn add(api: &Api, r: CniAddRequest) -> Result<CniAddReply, ApiE
     let mtu_bytes = api.datapath.status().mtu.unwrap_or(0);
     Ok(CniAddReply {
         attachment: a,
-        gateway: Some(gateway),
+        gateway,
         mtu_bytes: u32::try_from(mtu_bytes).unwrap_or(0),
         dns: crate::api::dns_args(api),
     })

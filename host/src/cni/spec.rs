@@ -17,6 +17,10 @@ pub(crate) const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 pub(crate) const VERSION_NEWEST: &str = "1.1.0";
 /// Largest configuration read from stdin, in bytes.
 pub(crate) const CONF_LEN_MAX: u64 = 1024 * 1024;
+/// The fields of `ipam` weft's own IPAM takes.
+pub(crate) const IPAM_FIELDS: [&str; 4] = ["type", "subnet", "socket", "gateway"];
+/// Longest plugin name (`ipam.type`) taken, in bytes.
+pub(crate) const PLUGIN_NAME_LEN_MAX: usize = 64;
 /// Most entries in `cni.dev/valid-attachments` taken.
 pub(crate) const VALID_ATTACHMENTS_MAX: usize = 65_536;
 
@@ -45,6 +49,8 @@ pub(crate) enum Code {
     RouterRefused = 100,
     /// 101: the router failed carrying the request out.
     RouterFailed = 101,
+    /// 102: the delegated IPAM plugin failed (its own error in `details`).
+    DelegateFailed = 102,
 }
 
 /// A failure, as the spec's error object: `{"cniVersion", "code", "msg", "details"}`.
@@ -183,6 +189,12 @@ impl NetConf {
         self.kind != "weft"
     }
 
+    /// The IPAM plugin weft delegates to (`ipam.type` other than `weft` in a `weft` conf).
+    pub(crate) fn delegated_ipam(&self) -> Option<&str> {
+        let kind = self.ipam.kind.as_deref()?;
+        (!self.ipam_only() && kind != "weft").then_some(kind)
+    }
+
     /// The router's control socket: `ipam.socket` (as another plugin's IPAM), `socket`.
     pub(crate) fn socket(&self) -> Option<&std::path::Path> {
         let ipam = self.ipam.socket.as_deref().filter(|_| self.ipam_only());
@@ -311,13 +323,34 @@ impl NetConf {
 fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
     let kind = field::<String>(ipam, "type")?;
     if let Some(kind) = &kind {
-        if kind != "weft" {
+        // A plugin's name: the file it is run from, in a CNI_PATH directory.
+        let plain = !kind.is_empty()
+            && kind.len() <= PLUGIN_NAME_LEN_MAX
+            && kind
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !kind.starts_with('.');
+        if !plain {
+            return Err(CniError::new(
+                Code::InvalidConf,
+                "invalid network configuration",
+                format!(
+                    "field ipam.type {:?}: not a plugin name",
+                    super::truncate(kind, 40)
+                ),
+            ));
+        }
+    }
+    if kind.as_deref().is_none_or(|k| k == "weft") {
+        // weft's own IPAM: a field it does not know would be silently ignored otherwise.
+        if let Some(k) = ipam.keys().find(|k| !IPAM_FIELDS.contains(&k.as_str())) {
             return Err(CniError::new(
                 Code::UnsupportedField,
                 "unsupported field in the network configuration",
                 format!(
-                    "field ipam.type {:?}: weft allocates with its own IPAM only (leave ipam.type out, or \"weft\")",
-                    super::truncate(kind, 40)
+                    "field ipam.{}: weft's IPAM takes {}",
+                    super::truncate(k, 40),
+                    IPAM_FIELDS.join(", ")
                 ),
             ));
         }
@@ -565,12 +598,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.details.contains("field ipam.subnet"), "{e}");
-        let e = conf(
+        let c = conf(
             Command::Add,
             r#"{"cniVersion":"1.0.0","name":"n","type":"weft","ipam":{"type":"host-local"}}"#,
         )
+        .unwrap();
+        assert_eq!(c.delegated_ipam(), Some("host-local"));
+        let e = conf(
+            Command::Add,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"weft","ipam":{"type":"../../bin/sh"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.details.contains("field ipam.type"), "{e}");
+        let e = conf(
+            Command::Add,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"weft","ipam":{"ranges":[]}}"#,
+        )
         .unwrap_err();
         assert_eq!(e.code, Code::UnsupportedField);
+        assert!(e.details.contains("field ipam.ranges"), "{e}");
         // Commands newer than the version asked for.
         let e = conf(Command::Status, r#"{"cniVersion":"1.0.0"}"#).unwrap_err();
         assert_eq!(e.code, Code::IncompatibleVersion);
