@@ -716,6 +716,9 @@ pub(crate) struct CniCheckRequest {
     /// The MAC `prevResult` lists for it.
     #[serde(default)]
     pub(crate) mac: Option<String>,
+    /// The gateway of the default route `prevResult` lists (the route ADD made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) default_via: Option<std::net::IpAddr>,
 }
 
 /// `POST /cni/check`: every difference found, in words (empty: all as expected).

@@ -434,6 +434,7 @@ impl Plumbing {
         netns: &Path,
         addresses: &[Cidr],
         mac: Option<&str>,
+        default_via: Option<std::net::IpAddr>,
     ) -> Result<Vec<String>> {
         let Some(a) = self.state.attachments.iter().find(|a| a.id == id) else {
             return Ok(vec![format!(
@@ -475,6 +476,15 @@ impl Plumbing {
         for want in addresses {
             if !have.contains(&to_ipcidr(*want)) {
                 problems.push(format!("{} lacks address {want}", a.ifname));
+            }
+        }
+        if let Some(gw @ std::net::IpAddr::V4(_)) = default_via {
+            let routes = inner.routes_v4(&a.ifname).await.map_err(nl_err)?;
+            let there = routes
+                .iter()
+                .any(|(dest, via)| dest.prefix_len == 0 && *via == Some(gw));
+            if !there {
+                problems.push(format!("no default route via {gw} on {}", a.ifname));
             }
         }
         Ok(problems)

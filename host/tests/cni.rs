@@ -226,6 +226,14 @@ fn add_check_del_and_version_in_every_spec_version() {
         } else {
             assert!(check.ok && check.stdout.trim().is_empty(), "{check:?}");
         }
+        if *v == "0.4.0" {
+            // CHECK sees a route ADD made gone.
+            c.run(&["ip", "route", "del", "default"]).unwrap();
+            let check = rt.check(v, &id, &c, &res);
+            assert!(!check.ok, "{check:?}");
+            let details = check.json["details"].as_str().unwrap();
+            assert!(details.contains("default route"), "{check:?}");
+        }
         if *v == "1.0.0" {
             // CHECK sees what changed behind the plugin's back, and says what.
             c.run(&["ip", "addr", "del", addr, "dev", "eth0"]).unwrap();

@@ -433,9 +433,9 @@ fn check(client: &Client, conf: &NetConf) -> Result<(), CniError> {
             "field prevResult is missing (CHECK needs the ADD's result)",
         ));
     };
-    let (mac, addrs) = spec::prev_result_of(prev, &ifname)?;
-    let mut addresses = Vec::with_capacity(addrs.len());
-    for a in &addrs {
+    let want = spec::prev_result_of(prev, &ifname)?;
+    let mut addresses = Vec::with_capacity(want.addresses.len());
+    for a in &want.addresses {
         addresses.push(a.parse::<Cidr>().map_err(|e| {
             CniError::new(
                 Code::InvalidConf,
@@ -444,12 +444,23 @@ fn check(client: &Client, conf: &NetConf) -> Result<(), CniError> {
             )
         })?);
     }
+    let default_via = match &want.default_via {
+        None => None,
+        Some(g) => Some(g.parse().map_err(|e| {
+            CniError::new(
+                Code::InvalidConf,
+                "invalid network configuration",
+                format!("field prevResult.routes: gw {g:?}: {e}"),
+            )
+        })?),
+    };
     let body = CniCheckRequest {
         container_id,
         ifname,
         netns,
         addresses,
-        mac,
+        mac: want.mac,
+        default_via,
     };
     let r: CniCheckReply = post(client, "CHECK", "/cni/check", &body)?;
     if r.problems.is_empty() {

@@ -264,7 +264,7 @@ pub(crate) async fn check(api: &Api, r: CniCheckRequest) -> Result<CniCheckReply
         .plumbing
         .lock()
         .await
-        .check(&id, &r.netns, &r.addresses, r.mac.as_deref())
+        .check(&id, &r.netns, &r.addresses, r.mac.as_deref(), r.default_via)
         .await?;
     Ok(CniCheckReply { problems })
 }

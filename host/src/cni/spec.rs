@@ -522,11 +522,17 @@ pub(crate) fn add_result(a: &Added, version: &str) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
-/// The interface `ifname`'s MAC and addresses in a `prevResult` (CHECK), as given there.
-pub(crate) fn prev_result_of(
-    prev: &Value,
-    ifname: &str,
-) -> Result<(Option<String>, Vec<String>), CniError> {
+/// What CHECK compares: the interface's MAC, its addresses, and the gateway of the
+/// default route via its addresses' gateway (the route ADD made), as `prevResult` says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Expected {
+    pub(crate) mac: Option<String>,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) default_via: Option<String>,
+}
+
+/// The interface `ifname`'s part of a `prevResult` (CHECK), as given there.
+pub(crate) fn prev_result_of(prev: &Value, ifname: &str) -> Result<Expected, CniError> {
     let bad = |d: String| CniError::new(Code::InvalidConf, "invalid network configuration", d);
     let ifaces = prev.get("interfaces").and_then(Value::as_array);
     let index = ifaces.and_then(|l| {
@@ -547,12 +553,9 @@ pub(crate) fn prev_result_of(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let mut addrs = Vec::new();
-    for ip in prev
-        .get("ips")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let mut gateways = Vec::new();
+    let ips = prev.get("ips").and_then(Value::as_array);
+    for ip in ips.into_iter().flatten() {
         let on = ip.get("interface").and_then(Value::as_u64);
         if on.is_some_and(|i| i as usize != index) {
             continue;
@@ -561,8 +564,23 @@ pub(crate) fn prev_result_of(
             return Err(bad("field prevResult.ips: an entry without address".into()));
         };
         addrs.push(a.to_owned());
+        if let Some(g) = ip.get("gateway").and_then(Value::as_str) {
+            gateways.push(g.to_owned());
+        }
     }
-    Ok((mac, addrs))
+    let routes = prev.get("routes").and_then(Value::as_array);
+    let default_via = routes
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("dst").and_then(Value::as_str) == Some("0.0.0.0/0"))
+        .filter_map(|r| r.get("gw").and_then(Value::as_str))
+        .find(|gw| gateways.iter().any(|g| g == gw))
+        .map(str::to_owned);
+    Ok(Expected {
+        mac,
+        addresses: addrs,
+        default_via,
+    })
 }
 
 #[cfg(test)]
@@ -696,9 +714,10 @@ mod tests {
         assert!(ipam.get("interfaces").is_none() && ipam["ips"][0].get("interface").is_none());
         assert_eq!(ipam["ips"][0]["version"], "4");
         assert_eq!(ipam["ips"][0]["gateway"], "10.32.0.1");
-        let (mac, addrs) = prev_result_of(&new, "eth0").unwrap();
-        assert_eq!(mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
-        assert_eq!(addrs, ["10.32.0.2/12"]);
+        let want = prev_result_of(&new, "eth0").unwrap();
+        assert_eq!(want.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+        assert_eq!(want.addresses, ["10.32.0.2/12"]);
+        assert_eq!(want.default_via.as_deref(), Some("10.32.0.1"));
         assert!(prev_result_of(&new, "eth1").is_err());
     }
 }
