@@ -751,6 +751,32 @@ fn weft_is_the_ipam_of_the_bundled_bridge_plugin() {
     assert!(!twice.ok && twice.code() == Some(100), "{twice:?}");
     let del = rt.run("DEL", "direct", Some(&cs[0].path()), &ipam_conf);
     assert!(del.ok, "{del:?}");
+    // GC frees the addresses of IPAM-only owners not listed, keeps those listed.
+    for id in ["kept", "stale"] {
+        let out = rt.run("ADD", id, Some(&cs[0].path()), &ipam_conf);
+        assert!(out.ok, "{out:?}");
+    }
+    assert_eq!(allocations(&r), 3);
+    let mut gc = rt.conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "kept", "ifname": "eth0"}]);
+    let out = rt.run_raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
+    assert!(out.ok, "{out:?}");
+    assert_eq!(allocations(&r), 2, "{}", r.json(&["status", "ipam"]));
+    // DEL while the router is down: spooled, done when it is back.
+    assert!(net.kill(r.pid));
+    let del = rt.run("DEL", "kept", Some(&cs[0].path()), &ipam_conf);
+    assert!(del.ok, "{del:?}");
+    let spool = r.socket.parent().unwrap().join("cni-del");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, Iterator::count);
+    assert_eq!(spooled(), 1);
+    let r2 = Router::restart(&mut net, &host, &Opts::default());
+    let _old = r;
+    assert!(
+        eventually(Duration::from_secs(15), || spooled() == 0),
+        "spooled IPAM DEL not done; log:\n{}",
+        r2.log_text()
+    );
+    assert_eq!(allocations(&r2), 1, "{}", r2.json(&["status", "ipam"]));
 }
 
 #[test]

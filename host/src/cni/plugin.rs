@@ -387,8 +387,19 @@ fn ipam_del(client: &Client) -> Result<(), CniError> {
         subnet: None,
         gateway: false,
     };
-    let _: CniDelReply = post(client, "IPAM DEL", "/cni/ipam/del", &body)?;
-    Ok(())
+    match client.post_status::<_, CniDelReply>("/cni/ipam/del", &body) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((status, line))) => Err(refused("IPAM DEL", status, &line)),
+        Err(Error::NotRunning(_) | Error::Refused(_)) => {
+            let id = super::ipam_owner_id(&body.container_id, &body.ifname);
+            let del = CniDelRequest {
+                container_id: body.container_id,
+                ifname: body.ifname,
+            };
+            spool(client.socket(), &id, &del)
+        }
+        Err(e) => Err(router_error(client.socket(), "IPAM DEL", &e)),
+    }
 }
 
 fn del(client: &Client) -> Result<(), CniError> {
@@ -400,13 +411,17 @@ fn del(client: &Client) -> Result<(), CniError> {
     match client.post_status::<_, CniDelReply>("/cni/del", &body) {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((status, line))) => Err(refused("DEL", status, &line)),
-        Err(Error::NotRunning(_) | Error::Refused(_)) => spool(client.socket(), &body),
+        Err(Error::NotRunning(_) | Error::Refused(_)) => {
+            let id = super::owner_id(&body.container_id, &body.ifname);
+            spool(client.socket(), &id, &body)
+        }
         Err(e) => Err(router_error(client.socket(), "DEL", &e)),
     }
 }
 
-/// Records `del` for the router at `socket` to carry out when it is back.
-fn spool(socket: &Path, del: &CniDelRequest) -> Result<(), CniError> {
+/// Records `del` of owner `id` for the router at `socket` to carry out when it is back
+/// (the file's name, `<id>.json`, says whether it is an attachment or an IPAM owner).
+fn spool(socket: &Path, id: &str, del: &CniDelRequest) -> Result<(), CniError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = super::spool_dir(socket);
     let io = |e: String| CniError::new(Code::Io, "cannot record the DEL for later", e);
@@ -415,10 +430,7 @@ fn spool(socket: &Path, del: &CniDelRequest) -> Result<(), CniError> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| io(format!("create {}: {e}", dir.display())))?;
-    let path = dir.join(format!(
-        "{}.json",
-        super::owner_id(&del.container_id, &del.ifname)
-    ));
+    let path = dir.join(format!("{id}.json"));
     let bytes = serde_json::to_vec(del).map_err(|e| io(e.to_string()))?;
     crate::state::write_atomic(&path, &bytes).map_err(|e| io(e.to_string()))
 }

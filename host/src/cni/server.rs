@@ -204,6 +204,17 @@ pub(crate) async fn ipam_add(api: &Api, r: CniIpamRequest) -> Result<CniIpamRepl
     check_container_id(&r.container_id).map_err(bad)?;
     check_ifname(&r.ifname).map_err(bad)?;
     let id = ipam_owner_id(&r.container_id, &r.ifname);
+    // A DEL spooled while the router was down comes before this ADD.
+    if spooled_del(api, &id).is_some() {
+        let key = CniIpamRequest {
+            container_id: r.container_id.clone(),
+            ifname: r.ifname.clone(),
+            subnet: None,
+            gateway: false,
+        };
+        ipam_del(api, key).await?;
+        forget_spooled(api, &id);
+    }
     let subnet = r.subnet.unwrap_or(NetSpec(None));
     let gateway = if r.gateway {
         let _one = GATEWAY.lock().await;
@@ -269,27 +280,45 @@ pub(crate) async fn check(api: &Api, r: CniCheckRequest) -> Result<CniCheckReply
     Ok(CniCheckReply { problems })
 }
 
-/// `POST /cni/gc`: every CNI attachment not in `valid` goes, with its addresses.
+/// `POST /cni/gc`: every CNI attachment not in `valid` goes, with its addresses, and so
+/// do the addresses of CNI owners not in `valid` that have no attachment (an ADD cut
+/// short, weft as another plugin's IPAM).
 pub(crate) async fn gc(api: &Api, r: CniGcRequest) -> Result<CniGcReply, ApiError> {
-    let mut valid = Vec::with_capacity(r.valid.len());
+    let mut valid = Vec::with_capacity(2 * r.valid.len());
     for k in &r.valid {
         check_container_id(&k.container_id).map_err(bad)?;
         check_ifname(&k.ifname).map_err(bad)?;
         valid.push(owner_id(&k.container_id, &k.ifname));
+        valid.push(ipam_owner_id(&k.container_id, &k.ifname));
     }
+    valid.sort();
     let stale: Vec<String> = api
         .plumbing
         .lock()
         .await
         .attachments()
         .iter()
-        .filter(|a| a.id.starts_with(CNI_ID_PREFIX) && !valid.contains(&a.id))
+        .filter(|a| a.id.starts_with(CNI_ID_PREFIX) && valid.binary_search(&a.id).is_err())
         .map(|a| a.id.clone())
         .collect();
     let mut reply = CniGcReply::default();
     for id in stale {
         reply.freed += del_id(api, &id).await?.freed;
         reply.removed.push(id);
+    }
+    let owners = ask(&api.inbox, |tx| {
+        Input::Query(crate::driver::Query::IpamOwners(tx))
+    })
+    .await?;
+    for owner in owners {
+        let ours = owner.starts_with(CNI_ID_PREFIX) || owner.starts_with(super::IPAM_OWNER_PREFIX);
+        if ours && valid.binary_search(&owner).is_err() {
+            let freed = crate::ipam::free(api, &owner, None)
+                .await
+                .map_err(|e| ApiError::IpamUnavailable(e.line()))?;
+            tracing::info!("CNI GC: freed {freed} addresses of {owner}");
+            reply.freed += freed;
+        }
     }
     Ok(reply)
 }
@@ -352,7 +381,27 @@ async fn drain_once(api: &Api, dir: &Path) {
             continue;
         };
         let what = format!("{} ({})", r.container_id, r.ifname);
-        match del(api, r).await {
+        let ipam_only = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(super::IPAM_OWNER_PREFIX));
+        let done = if ipam_only {
+            let id = ipam_owner_id(&r.container_id, &r.ifname);
+            let del = CniIpamRequest {
+                container_id: r.container_id,
+                ifname: r.ifname,
+                subnet: None,
+                gateway: false,
+            };
+            let done = ipam_del(api, del).await;
+            if done.is_ok() {
+                forget_spooled(api, &id);
+            }
+            done
+        } else {
+            del(api, r).await
+        };
+        match done {
             Ok(d) => tracing::info!(
                 "CNI: DEL of {what} recorded while the router was down done ({} addresses freed)",
                 d.freed
