@@ -1,6 +1,6 @@
 //! weft as a CNI plugin (spec 0.3.1, 0.4.0, 1.0.0 and 1.1.0): the plugin process
-//! (`plugin`: stdin and environment in, the spec's result or error out), its conf and
-//! result types (`spec`), the router's side (`server`: `/cni/*` on the control socket)
+//! (`plugin`: stdin and environment in, the spec's result or error out), its conf
+//! (`spec`) and result (`result`) types, the router's side (`server`: `/cni/*` on the control socket)
 //! and `weft cni install` (`install`).
 //!
 //! The `weft` binary is the plugin when it is started with no arguments and a `CNI_*`
@@ -12,10 +12,12 @@
 //! Under another plugin (`"ipam": {"type": "weft"}` in, e.g., a `bridge` conf) it is an
 //! IPAM plugin only: addresses from weft IPAM, the plumbing that plugin's.
 //! With `"ipam": {"type": PLUGIN}` it runs that IPAM plugin for the addresses and plumbs
-//! them (`plugin::delegate`).
+//! them (`delegate`).
 
+pub(crate) mod delegate;
 pub(crate) mod install;
 pub(crate) mod plugin;
+pub(crate) mod result;
 pub(crate) mod server;
 pub(crate) mod spec;
 

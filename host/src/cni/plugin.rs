@@ -6,6 +6,7 @@
 //! beside the socket and answered with success: the router carries it out when it is back,
 //! so nothing leaks and the runtime does not loop on an error.
 
+use super::result;
 use super::spec::{self, CniError, Code, Command, NetConf};
 use crate::cli::{Cidr, SOCKET_DEFAULT};
 use crate::client::Client;
@@ -60,7 +61,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn need_env(name: &str) -> Result<String, CniError> {
+pub(super) fn need_env(name: &str) -> Result<String, CniError> {
     env(name).ok_or_else(|| {
         CniError::new(
             Code::InvalidEnv,
@@ -130,19 +131,19 @@ fn run(version: &mut String) -> Result<Option<Value>, CniError> {
             Command::Del => ipam_del(&client).map(|()| None),
             // The reservation is the router's: CHECK asks that it answers and can allocate.
             Command::Check => key().and_then(|_| status(&client)).map(|()| None),
-            Command::Version => Ok(Some(spec::version_reply(&conf.version))),
+            Command::Version => Ok(Some(result::version_reply(&conf.version))),
             Command::Status => status(&client).map(|()| None),
             Command::Gc => gc(&client, &conf).map(|()| None),
         };
     }
     match cmd {
-        Command::Version => Ok(Some(spec::version_reply(&conf.version))),
+        Command::Version => Ok(Some(result::version_reply(&conf.version))),
         Command::Add => add(&client, &conf, &stdin).map(Some),
         Command::Del => {
             // The delegated plugin's DEL first: it needs no router, so a router that is
             // down still gets its spooled DEL and the address in that plugin is free.
             if let Some(kind) = conf.delegated_ipam() {
-                delegate(kind, "DEL", &stdin)?;
+                super::delegate::run(kind, "DEL", &stdin)?;
             }
             del(&client).map(|()| None)
         }
@@ -221,107 +222,12 @@ fn pod_name(args: &str) -> Result<Option<String>, CniError> {
     })
 }
 
-/// Longest output read from a delegated plugin, in bytes.
-pub(crate) const DELEGATE_OUTPUT_LEN_MAX: u64 = 1024 * 1024;
-
-/// Runs the IPAM plugin `kind` (found on `CNI_PATH`) for `cmd` with this process's
-/// environment and `stdin`; its result on success.
-fn delegate(kind: &str, cmd: &str, stdin: &[u8]) -> Result<Value, CniError> {
-    use std::process::{Command as Process, Stdio};
-    let paths = need_env("CNI_PATH")?;
-    let Some(bin) = paths
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(kind))
-        .find(|p| p.is_file())
-    else {
-        return Err(CniError::new(
-            Code::InvalidConf,
-            "invalid network configuration",
-            format!("field ipam.type {kind:?}: no such plugin in CNI_PATH {paths}"),
-        ));
-    };
-    let failed = |d: String| {
-        CniError::new(
-            Code::DelegateFailed,
-            format!("IPAM plugin {kind} failed"),
-            d,
-        )
-    };
-    let mut child = Process::new(&bin)
-        .env("CNI_COMMAND", cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| failed(format!("start {}: {e}", bin.display())))?;
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin);
-    }
-    let mut out = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        let _ = stdout.take(DELEGATE_OUTPUT_LEN_MAX).read_to_end(&mut out);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| failed(format!("wait for {}: {e}", bin.display())))?;
-    let v: Value = if out.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out).map_err(|e| failed(format!("its output is not JSON: {e}")))?
-    };
-    if !status.success() {
-        let msg = v.get("msg").and_then(Value::as_str).unwrap_or("no message");
-        let details = v.get("details").and_then(Value::as_str).unwrap_or("");
-        let code = v.get("code").and_then(Value::as_u64).unwrap_or(0);
-        return Err(failed(format!("{msg} (its code {code}) {details}")));
-    }
-    Ok(v)
-}
-
-/// The addresses and gateway in a delegated IPAM plugin's result.
-fn delegated_addresses(res: &Value) -> Result<(Vec<Cidr>, Option<Cidr>), CniError> {
-    let bad = |d: String| {
-        CniError::new(
-            Code::DelegateFailed,
-            "the IPAM plugin's result is unusable",
-            d,
-        )
-    };
-    let mut addrs = Vec::new();
-    let mut gateway = None;
-    for ip in res
-        .get("ips")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let text = ip
-            .get("address")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let c: Cidr = text.parse().map_err(|e| bad(format!("ips: {e}")))?;
-        if let Some(g) = ip.get("gateway").and_then(Value::as_str) {
-            let g: std::net::IpAddr = g.parse().map_err(|e| bad(format!("ips.gateway: {e}")))?;
-            gateway.get_or_insert(Cidr {
-                addr: g,
-                prefix_len: c.prefix_len,
-            });
-        }
-        addrs.push(c);
-    }
-    if addrs.is_empty() {
-        return Err(bad("it gave no address".into()));
-    }
-    Ok((addrs, gateway))
-}
-
 fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let (container_id, ifname) = key()?;
     let netns = netns()?;
     let name = pod_name(&env("CNI_ARGS").unwrap_or_default())?;
     let (addresses, gateway) = match conf.delegated_ipam() {
-        Some(kind) => delegated_addresses(&delegate(kind, "ADD", stdin)?)?,
+        Some(kind) => super::delegate::addresses(&super::delegate::run(kind, "ADD", stdin)?)?,
         None => (Vec::new(), None),
     };
     let body = CniAddRequest {
@@ -338,12 +244,12 @@ fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError>
         Err(e) => {
             // Nothing half-made: the delegated plugin's address goes back.
             if let Some(kind) = conf.delegated_ipam() {
-                let _ = delegate(kind, "DEL", stdin);
+                let _ = super::delegate::run(kind, "DEL", stdin);
             }
             return Err(e);
         }
     };
-    let added = spec::Added {
+    let added = result::Added {
         ifname: r.attachment.ifname,
         mac: r.attachment.mac,
         sandbox: netns.display().to_string(),
@@ -358,7 +264,7 @@ fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError>
         nameservers: r.dns.server.into_iter().collect(),
         domain: r.dns.domain.map(|d| d.trim_end_matches('.').to_owned()),
     };
-    Ok(spec::add_result(&added, &conf.version))
+    Ok(result::add_result(&added, &conf.version))
 }
 
 fn ipam_add(client: &Client, conf: &NetConf) -> Result<Value, CniError> {
@@ -370,13 +276,13 @@ fn ipam_add(client: &Client, conf: &NetConf) -> Result<Value, CniError> {
         gateway: conf.is_gateway || conf.ipam.gateway,
     };
     let r: CniIpamReply = post(client, "IPAM ADD", "/cni/ipam/add", &body)?;
-    let a = spec::Allocated {
+    let a = result::Allocated {
         addresses: r.addresses.iter().map(ToString::to_string).collect(),
         gateway: r.gateway.map(|g| g.addr.to_string()),
         nameservers: r.dns.server.into_iter().collect(),
         domain: r.dns.domain.map(|d| d.trim_end_matches('.').to_owned()),
     };
-    Ok(spec::ipam_result(&a, &conf.version))
+    Ok(result::ipam_result(&a, &conf.version))
 }
 
 fn ipam_del(client: &Client) -> Result<(), CniError> {
@@ -445,7 +351,7 @@ fn check(client: &Client, conf: &NetConf) -> Result<(), CniError> {
             "field prevResult is missing (CHECK needs the ADD's result)",
         ));
     };
-    let want = spec::prev_result_of(prev, &ifname)?;
+    let want = result::prev_result_of(prev, &ifname)?;
     let mut addresses = Vec::with_capacity(want.addresses.len());
     for a in &want.addresses {
         addresses.push(a.parse::<Cidr>().map_err(|e| {
