@@ -1,6 +1,7 @@
 //! podman 4.3 (its CNI backend) on the `weft` network that `weft cni install` writes: two
-//! containers on host A talk by address, one talks to a namespace attached on host B over
-//! the overlay, and `-p 8080:80` (the chained `portmap`) reaches a container from host A.
+//! containers on host A talk by address, a container's name is in weftDNS on both hosts,
+//! one talks to a namespace attached on host B over the overlay, and `-p 8080:80` (the
+//! chained `portmap`) reaches a container from host A.
 //!
 //! podman runs with the test host's network namespace but the machine's mount namespace
 //! (`nsenter --net`, not `ip netns exec`, whose private mounts would hide the container
@@ -83,7 +84,7 @@ impl Podman {
         let root = self.dir.join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for tool in ["sh", "nc", "echo", "cat", "ip", "sleep", "ping"] {
+        for tool in ["sh", "nc", "echo", "cat", "ip", "sleep", "ping", "nslookup"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
         }
         let tar = self.dir.join("rootfs.tar");
@@ -202,6 +203,27 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
     ]);
     let srv_ip = srv_ip.trim().to_owned();
     assert!(srv_ip.starts_with("10.3"), "{srv_ip}");
+    // Its name (podman passes it as an alias) is in weftDNS, across hosts too.
+    let named = |r: &Router| {
+        r.weft(&["dns-lookup", "srv"])
+            .is_ok_and(|o| o.contains(&srv_ip))
+    };
+    assert!(named(&a), "srv is not in weftDNS on A");
+    assert!(
+        eventually(Duration::from_secs(10), || named(&b)),
+        "srv is not in weftDNS on B"
+    );
+    // ... and another container finds it by name through weftDNS, its nameserver.
+    let (_, looked_up) = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "weft",
+        IMAGE,
+        "nslookup",
+        "srv.weave.local",
+    ]);
+    assert!(looked_up.contains(&srv_ip), "{looked_up}");
     let by_address = eventually(Duration::from_secs(10), || {
         let (_, out) = podman.run(&[
             "run",
@@ -255,6 +277,7 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
         .filter(|x| x["id"].as_str().is_some_and(|i| i.starts_with("cni-")))
         .count();
     assert_eq!(cni, 0, "{ps}");
+    assert!(a.weft(&["dns-lookup", "srv"]).is_err(), "srv's name kept");
     let ipam = a.json(&["status", "ipam"]);
     assert_eq!(ipam["allocations"], 1, "{ipam}");
     drop(podman);

@@ -192,7 +192,8 @@ fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     }
 }
 
-/// `K8S_POD_NAME.K8S_POD_NAMESPACE` from `CNI_ARGS` (`K=V;K=V`), when both are there.
+/// The DNS name `CNI_ARGS` (`K=V;K=V`) gives: `K8S_POD_NAME.K8S_POD_NAMESPACE`, or
+/// `K8S_POD_NAME` alone without a namespace (podman passes the container's name so).
 fn pod_name(args: &str) -> Result<Option<String>, CniError> {
     if args.len() > CNI_ARGS_LEN_MAX {
         return Err(CniError::new(
@@ -216,9 +217,10 @@ fn pod_name(args: &str) -> Result<Option<String>, CniError> {
             _ => {}
         }
     }
-    Ok(match (name, namespace) {
-        (Some(n), Some(ns)) if !n.is_empty() && !ns.is_empty() => Some(format!("{n}.{ns}")),
-        _ => None,
+    Ok(match (name.filter(|n| !n.is_empty()), namespace) {
+        (Some(n), Some(ns)) if !ns.is_empty() => Some(format!("{n}.{ns}")),
+        (Some(n), _) => Some(n.to_owned()),
+        (None, _) => None,
     })
 }
 
@@ -427,7 +429,13 @@ mod tests {
     fn pod_names_come_from_cni_args() {
         let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc";
         assert_eq!(pod_name(args).unwrap().as_deref(), Some("web-0.prod"));
-        assert_eq!(pod_name("K8S_POD_NAME=web").unwrap(), None);
+        assert_eq!(
+            pod_name("IgnoreUnknown=1;K8S_POD_NAME=srv")
+                .unwrap()
+                .as_deref(),
+            Some("srv")
+        );
+        assert_eq!(pod_name("K8S_POD_NAMESPACE=prod").unwrap(), None);
         assert_eq!(pod_name("").unwrap(), None);
         assert_eq!(pod_name("garbage").unwrap_err().code, Code::Decode);
     }

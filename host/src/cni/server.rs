@@ -135,8 +135,10 @@ async fn block_of(api: &Api, subnet: NetSpec) -> Result<V4Cidr, ApiError> {
 async fn gateway(api: &Api, subnet: NetSpec) -> Result<Cidr, ApiError> {
     let _one = GATEWAY.lock().await;
     let block = block_of(api, subnet).await?;
+    // An address on the bridge for this very block (not one of a smaller network inside
+    // it, e.g. a Docker network's /24, which goes when that network does).
     let inside = |c: &Cidr| match c.addr {
-        IpAddr::V4(a) => block.contains(a.to_bits()),
+        IpAddr::V4(a) => c.prefix_len == block.prefix_len && block.contains(a.to_bits()),
         IpAddr::V6(_) => false,
     };
     if let Some(c) = api
