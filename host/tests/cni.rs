@@ -854,3 +854,61 @@ fn weft_delegates_to_the_ipam_plugin_its_conf_names() {
     assert!(cni_attachments(&r).is_empty());
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn parallel_adds_get_distinct_addresses_one_gateway_and_survive_a_router_restart() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let (host, r) = start(&mut net);
+    let rt = Runtime {
+        host: &host,
+        socket: r.socket.clone(),
+    };
+    const N: usize = 10;
+    let cs: Vec<Ns> = (0..N)
+        .map(|i| net.add_ns(&format!("p{i}")).unwrap())
+        .collect();
+    // The runtime may run different containers at once: all first ADDs on a fresh host.
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = cs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let rt = &rt;
+                s.spawn(move || rt.add("1.1.0", &format!("par{i}"), c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let addrs: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), N, "{results:?}");
+    let gateways: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["ips"][0]["gateway"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        gateways.len(),
+        1,
+        "one gateway for the subnet: {gateways:?}"
+    );
+    assert_eq!(allocations(&r), N as u64 + 1);
+    // The router dies and comes back: it adopts the attachments, CHECK still passes, and
+    // DEL still frees.
+    assert!(net.kill(r.pid));
+    let r2 = Router::restart(&mut net, &host, &Opts::default());
+    let _old = r;
+    assert_eq!(cni_attachments(&r2).len(), N);
+    assert_eq!(allocations(&r2), N as u64 + 1);
+    for (i, (c, res)) in cs.iter().zip(&results).enumerate() {
+        let check = rt.check("1.1.0", &format!("par{i}"), c, res);
+        assert!(check.ok, "{check:?}");
+        rt.del("1.1.0", &format!("par{i}"), Some(&c.path()));
+    }
+    assert!(cni_attachments(&r2).is_empty());
+    assert_eq!(allocations(&r2), 1);
+}
