@@ -170,7 +170,8 @@ pub(crate) enum Command {
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
-    /// The CNI plugin `weft` (the runtime runs `/opt/cni/bin/weft` with `CNI_COMMAND` set).
+    /// The CNI plugin `weft` (a runtime runs `/opt/cni/bin/weft` with no arguments and
+    /// `CNI_*` set: then this binary is the plugin).
     #[command(subcommand)]
     Cni(CniCommand),
     /// Print a shell completion script to stdout.
