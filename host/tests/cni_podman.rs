@@ -22,8 +22,8 @@ use weft_kernel_dp::testnet::Ns;
 const IMAGE: &str = "localhost/weft-test-busybox";
 const BUSYBOX: &str = "/bin/busybox";
 
-/// One isolated podman: its config, storage and run dirs, removed (with every container
-/// it made) on drop.
+/// One isolated podman: its config, plugin, storage and run dirs, removed (with every
+/// container it made) on drop, also when the test fails.
 struct Podman {
     dir: PathBuf,
     /// The namespace podman and the plugins it runs live in (the test host's).
@@ -31,10 +31,11 @@ struct Podman {
 }
 
 impl Podman {
-    fn new(host: &Ns, plugin_dir: &Path) -> Self {
+    fn new(host: &Ns) -> Self {
         let dir = std::env::temp_dir().join(format!("weft-podman-{}", host.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let plugin_dir = dir.join("bin");
         // root has no CAP_SYS_RESOURCE here: ulimits podman may set; CNI, not netavark.
         let conf = format!(
             "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
@@ -52,6 +53,11 @@ impl Podman {
 
     fn conf_dir(&self) -> PathBuf {
         self.dir.join("net.d")
+    }
+
+    /// Where podman looks for plugins (besides Debian's).
+    fn plugin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
     }
 
     /// `podman ARGS` in the host's network namespace: (success, stdout + stderr).
@@ -168,9 +174,8 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
     .unwrap();
 
     // On host A: the plugin and the conflist, as a user installs them.
-    let plugin_dir = std::env::temp_dir().join(format!("weft-podman-bin-{}", ha.name()));
-    let podman = Podman::new(&ha, &plugin_dir);
-    let bin = plugin_dir.display().to_string();
+    let podman = Podman::new(&ha);
+    let bin = podman.plugin_dir().display().to_string();
     let conf = podman.conf_dir().display().to_string();
     let installed = a
         .weft(&["cni", "install", "--bin-dir", &bin, "--conf-dir", &conf])
@@ -280,6 +285,4 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
     assert!(a.weft(&["dns-lookup", "srv"]).is_err(), "srv's name kept");
     let ipam = a.json(&["status", "ipam"]);
     assert_eq!(ipam["allocations"], 1, "{ipam}");
-    drop(podman);
-    let _ = std::fs::remove_dir_all(&plugin_dir);
 }
