@@ -25,6 +25,7 @@
 //! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
 //! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
 //! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
+//! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc`, `/cni/ipam/add`, `/cni/ipam/del` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
 //!
 //! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
 //! `"addresses"` (claimed in IPAM when inside the range); with neither it allocates one
@@ -206,6 +207,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("/dns/args", "GET"),
     ("/status/ipam", "GET"),
     ("/ipam/rmpeer", "POST"),
+    ("/cni/add", "POST"),
+    ("/cni/del", "POST"),
+    ("/cni/check", "POST"),
+    ("/cni/gc", "POST"),
+    ("/cni/ipam/add", "POST"),
+    ("/cni/ipam/del", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -241,6 +248,12 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
             let b: RmpeerRequest = body(&req.body)?;
             json(crate::ipam::rmpeer(api, &b.peer).await?)
         }
+        "/cni/add" => json(crate::cni::server::add(api, body(&req.body)?).await?),
+        "/cni/del" => json(crate::cni::server::del(api, body(&req.body)?).await?),
+        "/cni/check" => json(crate::cni::server::check(api, body(&req.body)?).await?),
+        "/cni/gc" => json(crate::cni::server::gc(api, body(&req.body)?).await?),
+        "/cni/ipam/add" => json(crate::cni::server::ipam_add(api, body(&req.body)?).await?),
+        "/cni/ipam/del" => json(crate::cni::server::ipam_del(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }
@@ -376,28 +389,39 @@ pub(crate) async fn attach_as(
         a.addresses
     );
     if let Some(name) = b.name {
-        let addrs = ipv4s(&a.addresses);
-        let container = Some(a.id.clone());
-        let added = ask(&api.inbox, |answer| {
-            Input::Dns(DnsRequest::Add {
-                name,
-                addrs,
-                container,
-                answer,
-            })
-        })
-        .await??;
-        api.plumbing
-            .lock()
-            .await
-            .set_dns_name(&a.id, Some(added.name.clone()))?;
-        a.dns_name = Some(added.name);
+        name_attachment(api, &mut a, name).await?;
     }
     Ok(AttachReply {
         attachment: a,
         dns: dns_args(api),
         given: Some(given.addrs),
     })
+}
+
+/// Registers `name` for attachment `a`'s IPv4 addresses and records it (so a restarted
+/// router registers it again): `attach --name`, and a pod's name through CNI.
+pub(crate) async fn name_attachment(
+    api: &Api,
+    a: &mut crate::state::Attachment,
+    name: String,
+) -> Result<(), ApiError> {
+    let addrs = ipv4s(&a.addresses);
+    let container = Some(a.id.clone());
+    let added = ask(&api.inbox, |answer| {
+        Input::Dns(DnsRequest::Add {
+            name,
+            addrs,
+            container,
+            answer,
+        })
+    })
+    .await??;
+    api.plumbing
+        .lock()
+        .await
+        .set_dns_name(&a.id, Some(added.name.clone()))?;
+    a.dns_name = Some(added.name);
+    Ok(())
 }
 
 async fn detach(api: &Api, b: NetnsRequest) -> Handled {

@@ -177,11 +177,30 @@ pub(crate) enum Command {
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
+    /// The CNI plugin `weft` (a runtime runs `/opt/cni/bin/weft` with no arguments and
+    /// `CNI_*` set: then this binary is the plugin).
+    #[command(subcommand)]
+    Cni(CniCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `weft cni ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CniCommand {
+    /// Copy this weft to the CNI bin dir as the plugin `weft` and write `10-weft.conflist`
+    /// (network `weft`: plugin `weft` asking the router on --socket, then `portmap`).
+    Install {
+        /// Where runtimes look for plugins.
+        #[arg(long, default_value = crate::cni::install::BIN_DIR_DEFAULT, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// Where runtimes look for network configurations.
+        #[arg(long, default_value = crate::cni::install::CONF_DIR_DEFAULT, value_name = "DIR")]
+        conf_dir: PathBuf,
     },
 }
 

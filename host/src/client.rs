@@ -56,6 +56,23 @@ impl Client {
         self.decode(path, &reply)
     }
 
+    /// POST `body` as JSON to `path`: `Ok(Ok(reply))` on 200, `Ok(Err((status, line)))`
+    /// when the router answered with an error (for callers that map statuses, as the CNI
+    /// plugin does to the spec's codes), `Err` when it could not be asked.
+    pub(crate) fn post_status<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<std::result::Result<T, (u16, String)>> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| Error::Other(format!("encode request: {e}")))?;
+        let (status, reply) = self.exchange("POST", path, Some(&body))?;
+        if status == 200 {
+            return self.decode(path, &reply).map(Ok);
+        }
+        Ok(Err((status, error_line(status, &reply))))
+    }
+
     fn decode<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| {
             self.protocol(format!(
@@ -72,6 +89,15 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
+        let (status, body) = self.exchange(method, path, body)?;
+        if status == 200 {
+            return Ok(body);
+        }
+        Err(Error::Api(error_line(status, &body)))
+    }
+
+    /// One request and its reply's status and body.
+    fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             ErrorKind::NotFound => Error::NotRunning(self.socket.clone()),
             ErrorKind::ConnectionRefused => Error::Refused(self.socket.clone()),
@@ -114,14 +140,15 @@ impl Client {
                 Err(e) => return Err(self.protocol(e.to_string())),
             }
         };
-        if response.status == 200 {
-            return Ok(response.body);
-        }
-        let message = serde_json::from_slice::<ErrorBody>(&response.body)
-            .ok()
-            .map(|b| b.error)
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| format!("HTTP {} from the router", response.status));
-        Err(Error::Api(message))
+        Ok((response.status, response.body))
     }
+}
+
+/// The router's one-line error in an error reply's `body`.
+fn error_line(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error)
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| format!("HTTP {status} from the router"))
 }

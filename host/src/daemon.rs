@@ -189,6 +189,7 @@ async fn run_async(
         .map(|a| a.id.clone())
         .collect();
     driver.ipam_forget_gone("ns-", &live);
+    driver.ipam_forget_gone(crate::plumbing::CNI_ID_PREFIX, &live);
     let mut plugin_store =
         crate::docker::state::Store::load(&state_dir.file(crate::docker::state::STATE_FILE))?;
     let mut plugin_state = plugin_store.get().clone();
@@ -223,6 +224,10 @@ async fn run_async(
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
+    tokio::spawn(crate::cni::server::drain_spool(
+        Arc::clone(&api),
+        crate::cni::spool_dir(&global.socket),
+    ));
     let plugin = crate::docker::Plugin::new(
         ApiBackend::new(Arc::clone(&api)),
         plugin_store,

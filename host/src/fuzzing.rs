@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http", http),
     ("dns_answer", dns_answer),
     ("vnet_hdr", vnet_hdr),
+    ("cni_conf", cni_conf),
 ];
 
 /// The control API's HTTP parser, as a request and as a response. At EOF the verdict is
@@ -254,4 +255,36 @@ pub fn vnet_hdr(data: &[u8]) -> bool {
         );
     }
     true
+}
+
+/// The CNI plugin's stdin (`cni::spec::NetConf`) for every command, and what is read out
+/// of it: a conf that parses has a version weft speaks (VERSION aside), and its
+/// `prevResult` is read by CHECK without a panic. "Decodes" means it parses for ADD.
+pub fn cni_conf(data: &[u8]) -> bool {
+    use crate::cni::spec::{Command, NetConf, VERSIONS, version_rank};
+    let cmds = [
+        Command::Add,
+        Command::Del,
+        Command::Check,
+        Command::Status,
+        Command::Gc,
+        Command::Version,
+    ];
+    let mut add = false;
+    for cmd in cmds {
+        let Ok(conf) = NetConf::parse(data, cmd) else {
+            continue;
+        };
+        if cmd != Command::Version {
+            assert!(version_rank(&conf.version).is_some(), "{:?}", conf.version);
+        }
+        let _ = crate::cni::result::version_reply(&conf.version);
+        if let Some(prev) = &conf.prev_result {
+            let _ = crate::cni::result::prev_result_of(prev, "eth0");
+        }
+        assert!(conf.valid_attachments.len() <= crate::cni::spec::VALID_ATTACHMENTS_MAX);
+        add |= cmd == Command::Add;
+    }
+    assert!(VERSIONS.len() == 4);
+    add
 }

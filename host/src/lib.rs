@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod client;
 mod clock;
+mod cni;
 mod control;
 mod daemon;
 mod dns;
@@ -53,6 +54,10 @@ const STOP_TIMEOUT_MS: u64 = 10_000;
 
 /// The whole program: parse the command line, run it, and say how it went.
 pub fn main_entry() -> ExitCode {
+    // A runtime runs the plugin with CNI_* set and no arguments (see `cni`).
+    if std::env::args_os().len() == 1 && cni::plugin::called_as_plugin() {
+        return cni::plugin::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -232,6 +237,11 @@ fn run(cli: Cli) -> Result<()> {
                 path.display(),
                 path.display()
             );
+            Ok(())
+        }
+        Command::Cni(cli::CniCommand::Install { bin_dir, conf_dir }) => {
+            let (bin, conf) = cni::install::install(&bin_dir, &conf_dir, &g.socket)?;
+            println!("{}\n{}", bin.display(), conf.display());
             Ok(())
         }
         Command::Completions { shell } => {

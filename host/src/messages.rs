@@ -70,6 +70,9 @@ pub(crate) enum ApiError {
     /// The DNS server could not start listening where asked.
     #[error("{0}")]
     DnsListen(String),
+    /// The request conflicts with what is there (a second CNI ADD of one attachment).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -88,6 +91,7 @@ impl ApiError {
                 _ => 500,
             },
             Self::DnsListen(_) => 500,
+            Self::Conflict(_) => 409,
         }
     }
 
@@ -651,6 +655,154 @@ pub(crate) struct RmpeerReply {
     pub(crate) peer: String,
     /// Addresses taken over.
     pub(crate) addresses: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// The CNI plugin's requests and replies (`/cni/*`; the plugin is `crate::cni`)
+
+/// `POST /cni/add`: plug `netns` in as the attachment of (`container_id`, `ifname`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniAddRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`: the interface made inside.
+    pub(crate) ifname: String,
+    /// `CNI_NETNS`.
+    pub(crate) netns: PathBuf,
+    /// The subnet to allocate in (`None`: IPAM's default subnet).
+    #[serde(default)]
+    pub(crate) subnet: Option<NetSpec>,
+    /// A DNS name to register for the address (`NAME.NAMESPACE` of a pod).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// Addresses a delegated IPAM plugin gave (then nothing is allocated; those inside the
+    /// range are claimed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) addresses: Vec<Cidr>,
+    /// The gateway that plugin gave (put on the bridge if not there yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gateway: Option<Cidr>,
+}
+
+/// `POST /cni/add`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CniAddReply {
+    /// The attachment as made.
+    pub(crate) attachment: Attachment,
+    /// The host's address on the subnet: the default route's gateway.
+    #[serde(default)]
+    pub(crate) gateway: Option<Cidr>,
+    /// The interface's MTU.
+    #[serde(default)]
+    pub(crate) mtu_bytes: u32,
+    /// Where its queries should go.
+    #[serde(default)]
+    pub(crate) dns: DnsArgs,
+}
+
+/// `POST /cni/del`: unplug (`container_id`, `ifname`) and free its addresses.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniDelRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+}
+
+/// `POST /cni/del`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniDelReply {
+    /// Whether there was an attachment to remove (false: a repeated DEL).
+    pub(crate) removed: bool,
+    /// Addresses given back to IPAM.
+    pub(crate) freed: u64,
+}
+
+/// `POST /cni/check`: does the namespace still hold what ADD gave?
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniCheckRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+    /// `CNI_NETNS`.
+    pub(crate) netns: PathBuf,
+    /// The addresses `prevResult` lists for the interface.
+    #[serde(default)]
+    pub(crate) addresses: Vec<Cidr>,
+    /// The MAC `prevResult` lists for it.
+    #[serde(default)]
+    pub(crate) mac: Option<String>,
+    /// The gateway of the default route `prevResult` lists (the route ADD made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) default_via: Option<std::net::IpAddr>,
+}
+
+/// `POST /cni/check`: every difference found, in words (empty: all as expected).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniCheckReply {
+    pub(crate) problems: Vec<String>,
+}
+
+/// One (container, interface) pair of `cni.dev/valid-attachments`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniAttachmentKey {
+    /// The container id.
+    pub(crate) container_id: String,
+    /// The interface name.
+    pub(crate) ifname: String,
+}
+
+/// `POST /cni/gc`: remove every CNI attachment not in `valid`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniGcRequest {
+    pub(crate) valid: Vec<CniAttachmentKey>,
+}
+
+/// `POST /cni/gc`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniGcReply {
+    /// The attachment ids removed.
+    pub(crate) removed: Vec<String>,
+    /// Addresses given back to IPAM.
+    pub(crate) freed: u64,
+}
+
+/// `POST /cni/ipam/add` and `/cni/ipam/del`: weft as the IPAM plugin of another plugin
+/// (addresses only, owned by (`container_id`, `ifname`); no plumbing).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CniIpamRequest {
+    /// `CNI_CONTAINERID`.
+    pub(crate) container_id: String,
+    /// `CNI_IFNAME`.
+    pub(crate) ifname: String,
+    /// The subnet to allocate in (`None`: IPAM's default subnet; add only).
+    #[serde(default)]
+    pub(crate) subnet: Option<NetSpec>,
+    /// Also give the subnet's gateway address (for a plugin with `isGateway`; add only).
+    #[serde(default)]
+    pub(crate) gateway: bool,
+}
+
+/// `POST /cni/ipam/add` (`/cni/ipam/del` answers a [`CniDelReply`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct CniIpamReply {
+    /// The addresses given.
+    pub(crate) addresses: Vec<Cidr>,
+    /// The gateway, when asked for.
+    pub(crate) gateway: Option<Cidr>,
+    /// weftDNS, for the result's `dns`.
+    pub(crate) dns: DnsArgs,
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use weft_kernel_dp::{IpCidr, Netlink};
 
 /// Name of the interface inside an attached namespace.
 pub(crate) const CONTAINER_IFNAME: &str = "ethwe";
+/// First characters of a CNI attachment's id (`cni-<hash of container id and ifname>`).
+pub(crate) const CNI_ID_PREFIX: &str = "cni-";
 /// Most attachments one router keeps.
 pub(crate) const ATTACHMENTS_LEN_MAX: usize = 4096;
 /// Most addresses on one attachment.
@@ -26,6 +28,22 @@ pub(crate) enum Detached {
     All(Attachment),
     /// These addresses were removed; the attachment stays.
     Addresses(Attachment),
+}
+
+/// The names and settings of one veth pair to make.
+struct Plug<'a> {
+    /// The attachment id (and IPAM owner).
+    id: String,
+    /// The interface inside the namespace.
+    ifname: &'a str,
+    /// The host end, on the bridge.
+    host_ifname: String,
+    /// The other end's name until it is moved into the namespace.
+    peer_tmp: String,
+    /// A default route via this address, when given.
+    gateway: Option<std::net::IpAddr>,
+    /// Hairpin mode on the bridge port (a container reaching itself through a NAT).
+    hairpin: bool,
 }
 
 /// The bridge, attachments and exposed addresses of one router.
@@ -170,61 +188,120 @@ impl Plumbing {
             }
             self.state.attachments.remove(i);
         }
+        let plug = Plug {
+            id: format!("ns-{inode}"),
+            ifname: CONTAINER_IFNAME,
+            host_ifname: format!("vwe{inode:x}"),
+            peer_tmp: format!("vwp{inode:x}"),
+            gateway: None,
+            hairpin: false,
+        };
+        self.plug(netns, inode, &plug, addresses).await
+    }
+
+    /// Plugs the namespace at `netns` in as the CNI attachment `id` (its interface
+    /// `ifname`, host end `vwc<tag>`), with `addresses` and a default route via `gateway`,
+    /// hairpin on. Refuses an attachment `id` whose veth is still there (a second ADD).
+    pub(crate) async fn attach_cni(
+        &mut self,
+        netns: &Path,
+        id: &str,
+        ifname: &str,
+        addresses: &[Cidr],
+        gateway: Option<std::net::IpAddr>,
+    ) -> Result<Attachment> {
+        let inode = netns_inode(netns)?;
+        if let Some(i) = self.state.attachments.iter().position(|a| a.id == id) {
+            let host = &self.state.attachments[i].host_ifname;
+            if self.nl.link(host).await.map_err(nl_err)?.is_some() {
+                return Err(Error::Other(format!(
+                    "{id} is attached already (interface {ifname}); DEL it first"
+                )));
+            }
+            self.state.attachments.remove(i);
+        }
+        let tag = id.strip_prefix(CNI_ID_PREFIX).unwrap_or(id);
+        let tag = &tag[..tag.len().min(12)];
+        let plug = Plug {
+            id: id.to_owned(),
+            ifname,
+            host_ifname: format!("vwc{tag}"),
+            peer_tmp: format!("vwq{tag}"),
+            gateway,
+            hairpin: true,
+        };
+        self.plug(netns, inode, &plug, addresses).await
+    }
+
+    /// Makes the veth pair `plug` names: host end on the bridge, the other moved into
+    /// `netns` as `plug.ifname`, up, with `addresses`; recorded before it returns.
+    async fn plug(
+        &mut self,
+        netns: &Path,
+        inode: u64,
+        plug: &Plug<'_>,
+        addresses: &[Cidr],
+    ) -> Result<Attachment> {
+        let (host_ifname, peer_tmp, ifname) = (&plug.host_ifname, &plug.peer_tmp, plug.ifname);
         if self.state.attachments.len() >= ATTACHMENTS_LEN_MAX {
             return Err(Error::Other(format!(
                 "{ATTACHMENTS_LEN_MAX} attachments already; detach some first"
             )));
         }
-        let host_ifname = format!("vwe{inode:x}");
-        let peer_tmp = format!("vwp{inode:x}");
         // A leftover pair from a crash before the state was saved: remove it.
-        for name in [&host_ifname, &peer_tmp] {
+        for name in [host_ifname, peer_tmp] {
             if self.nl.link(name).await.map_err(nl_err)?.is_some() {
                 let _ = self.nl.delete_link(name).await;
             }
         }
         let inner = Netlink::in_netns(netns).map_err(|e| unknown_netns(netns, e))?;
-        if inner
-            .link(CONTAINER_IFNAME)
-            .await
-            .map_err(nl_err)?
-            .is_some()
-        {
+        if inner.link(ifname).await.map_err(nl_err)?.is_some() {
             return Err(Error::Other(format!(
-                "namespace {} already has an interface {CONTAINER_IFNAME} that this router did not make; remove it first",
+                "namespace {} already has an interface {ifname} that this router did not make; remove it first",
                 netns.display()
             )));
         }
         self.nl
-            .create_veth(&host_ifname, &peer_tmp, self.mtu_bytes)
+            .create_veth(host_ifname, peer_tmp, self.mtu_bytes)
             .await
             .map_err(nl_err)?;
         let made = async {
-            self.nl.set_master(&host_ifname, &self.bridge).await?;
-            self.nl.set_up(&host_ifname).await?;
-            self.nl
-                .move_to_netns(&peer_tmp, netns, Some(CONTAINER_IFNAME))
-                .await?;
-            inner.set_up(CONTAINER_IFNAME).await?;
-            configure_arp_cache(netns);
+            self.nl.set_master(host_ifname, &self.bridge).await?;
+            if plug.hairpin {
+                self.nl.set_port_hairpin(host_ifname, true).await?;
+            }
+            self.nl.set_up(host_ifname).await?;
+            self.nl.move_to_netns(peer_tmp, netns, Some(ifname)).await?;
+            inner.set_up(ifname).await?;
+            configure_arp_cache(netns, ifname);
             if inner.link("lo").await?.is_some_and(|l| !l.up) {
                 inner.set_up("lo").await?;
             }
             for a in addresses {
-                match inner.add_address(CONTAINER_IFNAME, to_ipcidr(*a)).await {
+                match inner.add_address(ifname, to_ipcidr(*a)).await {
                     Ok(()) => {}
                     Err(e) if e.is_exists() => {}
                     Err(e) => return Err(e),
                 }
             }
-            inner.link(CONTAINER_IFNAME).await
+            if let Some(gw) = plug.gateway {
+                let default = IpCidr {
+                    addr: match gw {
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    },
+                    prefix_len: 0,
+                };
+                inner.add_route(default, Some(gw), Some(ifname)).await?;
+            }
+            inner.link(ifname).await
         }
         .await;
         let link = match made {
             Ok(link) => link,
             Err(e) => {
                 // Deleting one end removes the pair, wherever the other end is.
-                let _ = self.nl.delete_link(&host_ifname).await;
+                let _ = self.nl.delete_link(host_ifname).await;
                 return Err(nl_err(e));
             }
         };
@@ -235,11 +312,11 @@ impl Plumbing {
             }
         }
         let attachment = Attachment {
-            id: format!("ns-{inode}"),
+            id: plug.id.clone(),
             netns: netns.to_path_buf(),
             netns_inode: inode,
-            host_ifname,
-            ifname: CONTAINER_IFNAME.to_owned(),
+            host_ifname: host_ifname.clone(),
+            ifname: ifname.to_owned(),
             mac: link.and_then(|l| l.mac).map(|m| m.to_string()),
             addresses: addrs,
             dns_name: None,
@@ -290,17 +367,7 @@ impl Plumbing {
             )));
         };
         if addresses.is_empty() {
-            let a = self.state.attachments.remove(i);
-            match self.nl.delete_link(&a.host_ifname).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    self.state.attachments.insert(i, a);
-                    return Err(nl_err(e));
-                }
-            }
-            self.save()?;
-            return Ok(Detached::All(a));
+            return self.remove_at(i).await.map(Detached::All);
         }
         for a in addresses {
             if !self.state.attachments[i].addresses.contains(a) {
@@ -323,13 +390,29 @@ impl Plumbing {
         Ok(Detached::Addresses(self.state.attachments[i].clone()))
     }
 
-    /// Drops attachment `id` whatever became of its namespace (a container that died
-    /// takes its namespace, and the veth, with it): the host end is deleted if still
-    /// there. `None` if there is no such attachment.
-    pub(crate) async fn forget(&mut self, id: &str) -> Result<Option<Attachment>> {
-        let Some(i) = self.state.attachments.iter().position(|a| a.id == id) else {
-            return Ok(None);
+    /// Whether attachment `id` is recorded and its host end is there.
+    pub(crate) async fn has_live(&self, id: &str) -> Result<bool> {
+        let Some(a) = self.state.attachments.iter().find(|a| a.id == id) else {
+            return Ok(false);
         };
+        Ok(self
+            .nl
+            .link(&a.host_ifname)
+            .await
+            .map_err(nl_err)?
+            .is_some())
+    }
+
+    /// Removes attachment `id` whole (its veth, wherever the namespace is, or gone with
+    /// it); `None` when there is no such attachment.
+    pub(crate) async fn detach_id(&mut self, id: &str) -> Result<Option<Attachment>> {
+        match self.state.attachments.iter().position(|a| a.id == id) {
+            Some(i) => self.remove_at(i).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn remove_at(&mut self, i: usize) -> Result<Attachment> {
         let a = self.state.attachments.remove(i);
         match self.nl.delete_link(&a.host_ifname).await {
             Ok(()) => {}
@@ -340,7 +423,71 @@ impl Plumbing {
             }
         }
         self.save()?;
-        Ok(Some(a))
+        Ok(a)
+    }
+
+    /// What differs between attachment `id` as recorded and expected (`addresses`, `mac`)
+    /// and what is in `netns` now: one line per difference (none: all as expected).
+    pub(crate) async fn check(
+        &self,
+        id: &str,
+        netns: &Path,
+        addresses: &[Cidr],
+        mac: Option<&str>,
+        default_via: Option<std::net::IpAddr>,
+    ) -> Result<Vec<String>> {
+        let Some(a) = self.state.attachments.iter().find(|a| a.id == id) else {
+            return Ok(vec![format!(
+                "no attachment {id} here (never added, or deleted)"
+            )]);
+        };
+        let mut problems = Vec::new();
+        if self
+            .nl
+            .link(&a.host_ifname)
+            .await
+            .map_err(nl_err)?
+            .is_none()
+        {
+            problems.push(format!("the host end {} is gone", a.host_ifname));
+        }
+        if netns_inode(netns)? != a.netns_inode {
+            problems.push(format!(
+                "{} is not the namespace the attachment was made in",
+                netns.display()
+            ));
+            return Ok(problems);
+        }
+        let inner = Netlink::in_netns(netns).map_err(|e| unknown_netns(netns, e))?;
+        let Some(link) = inner.link(&a.ifname).await.map_err(nl_err)? else {
+            problems.push(format!("no interface {} in {}", a.ifname, netns.display()));
+            return Ok(problems);
+        };
+        if !link.up {
+            problems.push(format!("interface {} is down", a.ifname));
+        }
+        let have_mac = link.mac.map(|m| m.to_string());
+        if let (Some(want), Some(have)) = (mac, &have_mac) {
+            if !want.eq_ignore_ascii_case(have) {
+                problems.push(format!("{} has MAC {have}, not {want}", a.ifname));
+            }
+        }
+        let have = inner.addresses(&a.ifname).await.map_err(nl_err)?;
+        for want in addresses {
+            if !have.contains(&to_ipcidr(*want)) {
+                problems.push(format!("{} lacks address {want}", a.ifname));
+            }
+        }
+        if let Some(gw @ std::net::IpAddr::V4(_)) = default_via {
+            let routes = inner.routes_v4(&a.ifname).await.map_err(nl_err)?;
+            let there = routes
+                .iter()
+                .any(|(dest, via)| dest.prefix_len == 0 && *via == Some(gw));
+            if !there {
+                problems.push(format!("no default route via {gw} on {}", a.ifname));
+            }
+        }
+        Ok(problems)
     }
 
     /// Puts `address` on the bridge.
@@ -471,7 +618,7 @@ impl Plumbing {
         self.state
             .attachments
             .iter()
-            .position(|a| a.netns_inode == inode)
+            .position(|a| a.netns_inode == inode && !a.id.starts_with(CNI_ID_PREFIX))
     }
 }
 
@@ -485,17 +632,17 @@ const ARP_CACHE_SYSCTLS: [(&str, &str); 3] = [
     ("ucast_solicit", "1"),
 ];
 
-fn configure_arp_cache(netns: &Path) {
+fn configure_arp_cache(netns: &Path, ifname: &str) {
     let done = weft_kernel_dp::run_in_netns(netns, || {
         for (key, value) in ARP_CACHE_SYSCTLS {
-            let path = format!("/proc/sys/net/ipv4/neigh/{CONTAINER_IFNAME}/{key}");
+            let path = format!("/proc/sys/net/ipv4/neigh/{ifname}/{key}");
             std::fs::write(path, value)?;
         }
         Ok::<(), std::io::Error>(())
     });
     if !matches!(done, Ok(Ok(()))) {
         tracing::debug!(
-            "ARP cache timers on {CONTAINER_IFNAME} in {}: {done:?}",
+            "ARP cache timers on {ifname} in {}: {done:?}",
             netns.display()
         );
     }

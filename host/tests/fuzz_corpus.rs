@@ -102,6 +102,59 @@ mod seeds {
             ("http", http()),
             ("dns_answer", dns_answer()),
             ("vnet_hdr", vnet_hdr()),
+            ("cni_conf", cni_conf()),
+        ]
+    }
+
+    fn cni_conf() -> Seeds {
+        let b = |s: &str| s.as_bytes().to_vec();
+        vec![
+            (
+                "valid-add-1.0.0",
+                b(
+                    r#"{"cniVersion":"1.0.0","name":"weft","type":"weft","socket":"/run/weft/weft.sock"}"#,
+                ),
+            ),
+            (
+                "valid-check-with-prev-result",
+                b(
+                    r#"{"cniVersion":"0.4.0","name":"weft","type":"weft","prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","mac":"aa:bb:cc:dd:ee:ff","sandbox":"/var/run/netns/x"}],"ips":[{"version":"4","address":"10.32.0.2/12","gateway":"10.32.0.1","interface":0}],"routes":[{"dst":"0.0.0.0/0","gw":"10.32.0.1"}]}}"#,
+                ),
+            ),
+            (
+                "valid-gc-1.1.0",
+                b(
+                    r#"{"cniVersion":"1.1.0","name":"weft","type":"weft","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+                ),
+            ),
+            (
+                "valid-ipam-of-bridge",
+                b(
+                    r#"{"cniVersion":"1.0.0","name":"br","type":"bridge","isGateway":true,"ipam":{"type":"weft","subnet":"10.44.0.0/16"}}"#,
+                ),
+            ),
+            (
+                "valid-delegated-host-local",
+                b(
+                    r#"{"cniVersion":"1.0.0","name":"weft","type":"weft","ipam":{"type":"host-local","ranges":[[{"subnet":"10.50.0.0/24"}]]}}"#,
+                ),
+            ),
+            ("garbage-not-json", b("{\"cniVersion\": ")),
+            ("garbage-array", b("[1,2,3]")),
+            (
+                "garbage-unknown-version",
+                b(r#"{"cniVersion":"0.2.0","name":"weft","type":"weft"}"#),
+            ),
+            (
+                "garbage-name-not-a-string",
+                b(r#"{"cniVersion":"1.0.0","name":7,"type":"weft"}"#),
+            ),
+            (
+                "garbage-ipam-field-weft-lacks",
+                b(r#"{"cniVersion":"1.0.0","name":"weft","type":"weft","ipam":{"ranges":[]}}"#),
+            ),
+            ("garbage-not-utf8", vec![0xff, 0xfe, b'{', b'}']),
+            ("garbage-empty", Vec::new()),
         ]
     }
 

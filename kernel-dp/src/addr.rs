@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
-    route::{RouteScope, RouteType},
+    route::{RouteAddress, RouteAttribute, RouteScope, RouteType},
 };
 use rtnetlink::RouteMessageBuilder;
 
@@ -91,6 +91,50 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(|e| Error::from_rtnl(op, target, e))
+    }
+
+    /// The IPv4 routes of the main table out of link `dev`: destination and gateway
+    /// (`None`: on link).
+    pub async fn routes_v4(&self, dev: &str) -> Result<Vec<(IpCidr, Option<IpAddr>)>> {
+        const OP: Op = "list routes";
+        let index = self.index_of(OP, dev).await?;
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::from_rtnl(OP, dev.to_owned(), e))?;
+        let inet = |a: &RouteAddress| match a {
+            RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+            _ => None,
+        };
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.table == libc::RT_TABLE_MAIN)
+            .filter(|m| {
+                m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index))
+            })
+            .map(|m| {
+                let mut dest = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+                let mut gw = None;
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => dest = inet(d).unwrap_or(dest),
+                        RouteAttribute::Gateway(g) => gw = inet(g),
+                        _ => {}
+                    }
+                }
+                let cidr = IpCidr {
+                    addr: dest,
+                    prefix_len: m.header.destination_prefix_length,
+                };
+                (cidr, gw)
+            })
+            .collect())
     }
 
     /// Adds a route to `dest` in the main table: via gateway `via`, out of link

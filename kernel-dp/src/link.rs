@@ -181,6 +181,16 @@ impl Netlink {
         .await
     }
 
+    /// Sets hairpin mode on bridge port `name`: frames may leave by the port they came
+    /// in (`ip link set NAME type bridge_slave hairpin on`), so a container reaches itself
+    /// through a host NAT (a chained portmap).
+    pub async fn set_port_hairpin(&self, name: &str, on: bool) -> Result<()> {
+        self.set_bridge_port("set bridge port hairpin", name, |p| {
+            p.append_info_data(InfoBridgePort::HairpinMode(on))
+        })
+        .await
+    }
+
     /// Forgets the MAC addresses the bridge learned on port `name`
     /// (`ip link set NAME type bridge_slave fdb_flush`).
     pub async fn flush_port_fdb(&self, name: &str) -> Result<()> {

@@ -103,6 +103,8 @@ pub(crate) enum Query {
     Metrics(oneshot::Sender<String>),
     /// `GET /status/dns`.
     Dns(oneshot::Sender<DnsStatus>),
+    /// The owners of the addresses IPAM holds here, each once (CNI's GC).
+    IpamOwners(oneshot::Sender<Vec<String>>),
 }
 
 /// Sends the router task the input `make` builds around a fresh answer channel, and

@@ -14,6 +14,16 @@ impl Driver {
             Query::Targets(tx) => tx.send(self.targets()).map_err(drop),
             Query::Metrics(tx) => tx.send(self.metrics()).map_err(drop),
             Query::Dns(tx) => tx.send(self.dns_status()).map_err(drop),
+            Query::IpamOwners(tx) => {
+                let mut owners: Vec<String> = self
+                    .ipam_allocations()
+                    .into_iter()
+                    .map(|(_, o)| o)
+                    .collect();
+                owners.sort();
+                owners.dedup();
+                tx.send(owners).map_err(drop)
+            }
         };
     }
 

@@ -713,7 +713,7 @@ impl Proxy {
             }
         }
         if let Some(att) = &held.attachment {
-            if let Err(e) = self.api.plumbing.lock().await.forget(att).await {
+            if let Err(e) = self.api.plumbing.lock().await.detach_id(att).await {
                 tracing::warn!("Docker proxy: container {}: {e}", short(id));
             }
             let container = Some(att.clone());
