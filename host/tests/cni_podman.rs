@@ -1,7 +1,7 @@
 //! podman 4.3 (its CNI backend) on the `weft` network that `weft cni install` writes: two
 //! containers on host A talk by address, a container's name is in weftDNS on both hosts,
 //! one talks to a namespace attached on host B over the overlay, and `-p 8080:80` (the
-//! chained `portmap`) reaches a container from host A.
+//! chained `portmap`) reaches a container from host A and from a namespace outside it.
 //!
 //! podman runs with the test host's network namespace but the machine's mount namespace
 //! (`nsenter --net`, not `ip netns exec`, whose private mounts would hide the container
@@ -150,7 +150,7 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
     if skip(test) {
         return;
     }
-    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
+    let ([ha, hb, ho], [ip_a, _, _]) = underlay_hosts(&mut net, ["a", "b", "o"]);
     let a = Router::start(&mut net, &ha, &Opts::default());
     let b_opts = Opts {
         peers: vec![ip_a.to_string()],
@@ -264,14 +264,23 @@ fn podman_containers_on_weft_talk_across_hosts_and_publish_a_port() {
             .is_ok_and(|o| o.contains("from-srv"))
     });
     assert!(back, "B's namespace did not reach srv at {srv_ip}");
-    // -p 8080:80, from host A to its own underlay address (its test host does not
-    // forward, so nothing from outside it is routed in).
+    // -p 8080:80, from host A to its own underlay address.
     let fetch = format!("socat -T 3 - TCP:{ip_a}:8080,connect-timeout=3 </dev/null");
     let published = eventually(Duration::from_secs(10), || {
         ha.run(&["sh", "-c", &fetch])
             .is_ok_and(|o| o.contains("from-srv"))
     });
     assert!(published, "{ip_a}:8080 did not reach srv");
+    // And from `o`, a namespace on the underlay playing the outside world. A published
+    // port is the kernel's DNAT and forwarding on host A (portmap's rules), not weft's
+    // relaying: host A forwards for this part only.
+    ha.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    let outside = eventually(Duration::from_secs(10), || {
+        ho.run(&["sh", "-c", &fetch])
+            .is_ok_and(|o| o.contains("from-srv"))
+    });
+    assert!(outside, "{ip_a}:8080 did not reach srv from outside host A");
+    ha.run(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]).unwrap();
     // Removing the containers gives their addresses back (the gateway stays).
     podman.ok(&["rm", "--force", "--time", "0", "srv"]);
     let ps = a.json(&["ps"]);
