@@ -1,4 +1,5 @@
-//! weft benchmarks. `src/bin/converge.rs`: simulator convergence time and gossip cost per
+//! weft benchmarks. `src/bin/routers.rs`: many real routers on one machine (agreement time,
+//! gossip at rest, RSS, recovery after kills). `src/bin/converge.rs`: simulator convergence time and gossip cost per
 //! peer for 10, 100 and 1000 routers (10,000 with `--huge`); `throughput` (iperf3 through
 //! weft's datapaths and other overlays) and `dnsqps` (weftDNS against dnsmasq) beside it.
 //! This library holds what the binaries share.
