@@ -159,13 +159,14 @@ fn run(a: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let _cleanup = Cleanup(dir.clone());
     let n = a.routers;
-    let mut hosts = Vec::new();
+    let mut hosts: Vec<Ns> = Vec::new();
     let mut ips = Vec::new();
     for i in 0..n {
         let h = net.add_host(&format!("r{i}")).map_err(|e| e.to_string())?;
         ips.push(net.underlay_attach(&h).map_err(|e| e.to_string())?);
         hosts.push(h);
     }
+    pin_neighbours(&hosts, &ips)?;
     let first = ips[0].to_string();
     let start = Instant::now();
     let mut rs = Vec::new();
@@ -260,6 +261,56 @@ fn run(a: &Args) -> Result<(), String> {
         a.kill,
         healed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Gives every host a permanent neighbour entry for every other one. The kernel's
+/// neighbour table is one for all namespaces (`gc_thresh3`, 1024 by default): N routers in
+/// a full mesh need about N² entries, and past the limit every namespace on the machine
+/// sees `No buffer space available` and unanswered connects. Permanent entries are
+/// exempt; ARP is not what this measures.
+fn pin_neighbours(hosts: &[Ns], ips: &[std::net::Ipv4Addr]) -> Result<(), String> {
+    use std::io::Write;
+    let mut macs = Vec::new();
+    for h in hosts {
+        let link = h
+            .run(&["ip", "-o", "link", "show", "eth0"])
+            .map_err(|e| e.to_string())?;
+        let mac = link
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .ok_or_else(|| format!("no MAC on {}'s eth0", h.name()))?
+            .to_owned();
+        macs.push(mac);
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let mut batch = String::new();
+        for (j, (ip, mac)) in ips.iter().zip(&macs).enumerate() {
+            if i != j {
+                batch.push_str(&format!(
+                    "neigh replace {ip} lladdr {mac} dev eth0 nud permanent\n"
+                ));
+            }
+        }
+        let mut child = std::process::Command::new("ip")
+            .args(["-n", h.name(), "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(batch.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let st = child.wait().map_err(|e| e.to_string())?;
+        if !st.success() {
+            return Err(format!(
+                "ip -batch (neighbours) in {} failed: {st}",
+                h.name()
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -404,13 +404,7 @@ impl Proxy {
             c.relay_body(framing, &mut u.stream).await?;
             return relay_reply(c, u, false, head).await;
         }
-        let Some(body) = c.read_body(framing, CREATE_BODY_MAX).await? else {
-            answer(
-                c,
-                413,
-                &format!("weft proxy: a create body over {CREATE_BODY_MAX} bytes"),
-            )
-            .await?;
+        let Some(body) = read_request_body(c, framing, "create").await? else {
             return Ok(false);
         };
         let out = match self.rewrite(&body, name).await {
@@ -428,12 +422,7 @@ impl Proxy {
         u.stream.write_all(&head.with_length(out.len())).await?;
         u.stream.write_all(&out).await?;
         // Docker's answer names the container: from now on it is this proxy's.
-        let Some(reply) = u.read_head().await? else {
-            return Ok(false);
-        };
-        let rf = reply.framing(false, false).map_err(std::io::Error::other)?;
-        let Some(rbody) = u.read_body(rf, START_REPLY_MAX).await? else {
-            c.stream.write_all(&reply.raw).await?;
+        let Some((reply, rf, rbody)) = read_reply(c, u).await? else {
             return Ok(false);
         };
         if reply.status() == Some(201) {
@@ -453,13 +442,7 @@ impl Proxy {
                 }
             }
         }
-        let out = match rf {
-            Framing::Empty => reply.raw.clone(),
-            _ => reply.with_length(rbody.len()),
-        };
-        c.stream.write_all(&out).await?;
-        c.stream.write_all(&rbody).await?;
-        Ok(!closing(head) && !closing(&reply) && rf != Framing::UntilClose)
+        send_reply(c, head, &reply, rf, &rbody).await
     }
 
     /// `POST /containers/ID/exec` on one of the proxy's containers: the process waits for
@@ -472,13 +455,7 @@ impl Proxy {
         framing: Framing,
         id: &str,
     ) -> std::io::Result<bool> {
-        let Some(body) = c.read_body(framing, CREATE_BODY_MAX).await? else {
-            answer(
-                c,
-                413,
-                &format!("weft proxy: an exec body over {CREATE_BODY_MAX} bytes"),
-            )
-            .await?;
+        let Some(body) = read_request_body(c, framing, "exec").await? else {
             return Ok(false);
         };
         let mine = {
@@ -554,12 +531,7 @@ impl Proxy {
     ) -> std::io::Result<bool> {
         u.stream.write_all(&head.raw).await?;
         c.relay_body(framing, &mut u.stream).await?;
-        let Some(reply) = u.read_head().await? else {
-            return Ok(false);
-        };
-        let rf = reply.framing(false, false).map_err(std::io::Error::other)?;
-        let Some(body) = u.read_body(rf, START_REPLY_MAX).await? else {
-            c.stream.write_all(&reply.raw).await?;
+        let Some((reply, rf, body)) = read_reply(c, u).await? else {
             return Ok(false);
         };
         let status = reply.status().unwrap_or(0);
@@ -572,13 +544,7 @@ impl Proxy {
                 return Ok(true);
             }
         }
-        let out = match rf {
-            Framing::Empty => reply.raw.clone(),
-            _ => reply.with_length(body.len()),
-        };
-        c.stream.write_all(&out).await?;
-        c.stream.write_all(&body).await?;
-        Ok(!closing(head) && !closing(&reply) && rf != Framing::UntilClose)
+        send_reply(c, head, &reply, rf, &body).await
     }
 
     async fn stop_container(&self, id: &str) {
@@ -901,6 +867,56 @@ async fn relay_reply(
         u.relay_body(framing, &mut c.stream).await?;
         return Ok(!closing(request) && !closing(&reply));
     }
+}
+
+/// A request body the proxy reads whole (`what` names the call); `None` (and a 413 to
+/// the client) when it is over [`CREATE_BODY_MAX`] bytes.
+async fn read_request_body(
+    c: &mut Conn<UnixStream>,
+    framing: Framing,
+    what: &str,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let body = c.read_body(framing, CREATE_BODY_MAX).await?;
+    if body.is_none() {
+        let line = format!("weft proxy: a {what} body over {CREATE_BODY_MAX} bytes");
+        answer(c, 413, &line).await?;
+    }
+    Ok(body)
+}
+
+/// Docker's reply read whole (it is small: an id, or an error), to act on before the
+/// client sees it; `None` when Docker closed, or sent more than [`START_REPLY_MAX`]
+/// bytes (the head is passed on then, and the connection ends).
+async fn read_reply(
+    c: &mut Conn<UnixStream>,
+    u: &mut Conn<UnixStream>,
+) -> std::io::Result<Option<(Head, Framing, Vec<u8>)>> {
+    let Some(reply) = u.read_head().await? else {
+        return Ok(None);
+    };
+    let rf = reply.framing(false, false).map_err(std::io::Error::other)?;
+    let Some(body) = u.read_body(rf, START_REPLY_MAX).await? else {
+        c.stream.write_all(&reply.raw).await?;
+        return Ok(None);
+    };
+    Ok(Some((reply, rf, body)))
+}
+
+/// Sends a reply [`read_reply`] read to the client: `Ok(true)` if the connection goes on.
+async fn send_reply(
+    c: &mut Conn<UnixStream>,
+    request: &Head,
+    reply: &Head,
+    rf: Framing,
+    body: &[u8],
+) -> std::io::Result<bool> {
+    let head = match rf {
+        Framing::Empty => reply.raw.clone(),
+        _ => reply.with_length(body.len()),
+    };
+    c.stream.write_all(&head).await?;
+    c.stream.write_all(body).await?;
+    Ok(!closing(request) && !closing(reply) && rf != Framing::UntilClose)
 }
 
 /// Whether a message says `Connection: close` (or is HTTP/1.0 without keep-alive).
