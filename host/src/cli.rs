@@ -113,13 +113,15 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Give this host an address on the overlay (on the `weft` bridge); weftDNS listens on
-    /// it (port 53).
+    /// Give this host addresses on the overlay (on the `weft` bridge) and prints them;
+    /// weftDNS listens on them (port 53). Without an address, one of the default subnet
+    /// from IPAM; `weft hide` gives it back.
     #[command(disable_help_flag = true)]
     Expose {
-        /// Address with prefix, e.g. 10.32.0.1/12.
-        #[arg(value_name = "ADDR/CIDR")]
-        address: Cidr,
+        /// Addresses with prefix (10.32.0.1/12, used as given), `net:default` or
+        /// `net:CIDR` (allocate one there). None: one from the default subnet.
+        #[arg(value_name = "ADDR/CIDR | net:default | net:CIDR")]
+        addresses: Vec<crate::ipam::AttachAddr>,
         /// Register the host in weftDNS under this name.
         #[arg(short = 'h', long = "fqdn", value_name = "FQDN")]
         fqdn: Option<String>,

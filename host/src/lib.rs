@@ -196,9 +196,19 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Expose { address, fqdn, .. } => {
-            client.post::<_, ExposeReply>("/expose", &ExposeRequest { address, fqdn })?;
-            println!("{address}");
+        Command::Expose {
+            addresses, fqdn, ..
+        } => {
+            let (addresses, allocate) = ipam::split(&addresses);
+            let body = ExposeRequest {
+                address: None,
+                addresses,
+                allocate,
+                fqdn,
+            };
+            let reply: ExposeReply = client.post("/expose", &body)?;
+            let addrs: Vec<String> = reply.given.iter().map(ToString::to_string).collect();
+            println!("{}", addrs.join(" "));
             Ok(())
         }
         Command::Hide => {
