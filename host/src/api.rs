@@ -25,6 +25,10 @@
 //! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
 //! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
 //! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
+//! | GET | `/service` | | array of services |
+//! | POST | `/service/export` | `{"port", "proto", "on"?, "target", "target_port"}` | the service |
+//! | POST | `/service/import` | `{"addr"?, "port", "proto", "target", "target_port"}` | the service |
+//! | POST | `/service/rm` | `{"id"}` | the service removed |
 //! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc`, `/cni/ipam/add`, `/cni/ipam/del` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
 //!
 //! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
@@ -84,6 +88,8 @@ pub(crate) struct Api {
     pub(crate) plugin: Arc<std::sync::Mutex<PluginStatus>>,
     /// The Docker API proxy, as `weft status` shows it.
     pub(crate) proxy: Arc<std::sync::Mutex<ProxyStatus>>,
+    /// `weft service` exports and imports.
+    pub(crate) services: crate::services::serve::Services,
 }
 
 /// A reply: status, content type, body.
@@ -213,6 +219,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("/cni/gc", "POST"),
     ("/cni/ipam/add", "POST"),
     ("/cni/ipam/del", "POST"),
+    ("/service", "GET"),
+    ("/service/export", "POST"),
+    ("/service/import", "POST"),
+    ("/service/rm", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -254,6 +264,10 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
         "/cni/gc" => json(crate::cni::server::gc(api, body(&req.body)?).await?),
         "/cni/ipam/add" => json(crate::cni::server::ipam_add(api, body(&req.body)?).await?),
         "/cni/ipam/del" => json(crate::cni::server::ipam_del(api, body(&req.body)?).await?),
+        "/service" => json(api.services.list().await),
+        "/service/export" => json(crate::services::serve::export(api, body(&req.body)?).await?),
+        "/service/import" => json(crate::services::serve::import(api, body(&req.body)?).await?),
+        "/service/rm" => json(crate::services::serve::rm(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }
@@ -284,8 +298,10 @@ async fn status(api: &Api) -> Handled {
         peer_filter_dropped: None,
         plugin: api.plugin.lock().map(|p| p.clone()).unwrap_or_default(),
         proxy: api.proxy.lock().map(|p| p.clone()).unwrap_or_default(),
+        imports: Vec::new(),
     };
     drop(p);
+    summary.imports = api.services.imports().await;
     // Read from nft (a process): off the runtime's thread.
     let filter = Arc::clone(&api.peer_filter);
     summary.peer_filter_dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
@@ -510,6 +526,22 @@ async fn expose(api: &Api, b: ExposeRequest) -> Handled {
         let _ = crate::ipam::free(api, EXPOSE_OWNER, Some(fresh)).await;
     }
     Err(e)
+}
+
+/// Exposes one address of the default subnet, allocated in IPAM as `weft expose` does
+/// (`weft service import` without an address on a host with none).
+pub(crate) async fn expose_allocated(api: &Api) -> Result<Cidr, ApiError> {
+    let g = crate::ipam::resolve(api, EXPOSE_OWNER, &[], &[]).await?;
+    let Some(a) = g.addrs.first().copied() else {
+        return Err(ApiError::Ipam("IPAM gave no address".into()));
+    };
+    if let Err(e) = expose_address(api, a, None).await {
+        if !g.fresh.is_empty() {
+            let _ = crate::ipam::free(api, EXPOSE_OWNER, Some(g.fresh)).await;
+        }
+        return Err(e);
+    }
+    Ok(a)
 }
 
 /// Exposes each of `given`, then names them `fqdn`.

@@ -183,11 +183,60 @@ pub(crate) enum Command {
     /// `CNI_*` set: then this binary is the plugin).
     #[command(subcommand)]
     Cni(CniCommand),
+    /// Services: export a container's port to the outside world, import an outside
+    /// service into the overlay (nftables NAT rules in weft's own table, kept across
+    /// restarts, removed by `weft reset`).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `weft service ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Connections from outside to this host's PORT reach TARGET:PORT, a container address
+    /// or a weftDNS name (resolved again when its records change). Prints the id. The
+    /// host needs an exposed address on TARGET's subnet. Not reachable from this host
+    /// itself (its own connections are not NAT'd): connect from another machine.
+    Export {
+        /// The host's port, e.g. 80 or 53/udp.
+        #[arg(value_name = "PORT[/PROTO]")]
+        spec: crate::services::PortProto,
+        /// Where connections go.
+        #[arg(long, value_name = "TARGET:PORT")]
+        to: crate::services::HostPort,
+        /// Only connections to this address of the host, or arriving on this interface.
+        #[arg(long, value_name = "ADDR|IFACE")]
+        on: Option<crate::services::On>,
+    },
+    /// Connections from any container to the overlay address ADDR:PORT (an exposed
+    /// address of this host; omitted: the first one, allocated if there is none) reach
+    /// HOST:PORT outside, which this host can reach. Prints the id and ADDR:PORT. Again
+    /// with the same ADDR:PORT re-points it.
+    Import {
+        /// The overlay address and port, e.g. 10.32.0.1:80 or 5432 or 10.32.0.1:53/udp.
+        #[arg(value_name = "[ADDR:]PORT[/PROTO]")]
+        spec: crate::services::AddrPortProto,
+        /// The outside host and port.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: crate::services::HostPort,
+    },
+    /// List the services: id, kind, what goes where.
+    Ls {
+        /// Print JSON exactly as the control API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a service.
+    Rm {
+        /// Its id (`weft service ls`).
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 

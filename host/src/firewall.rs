@@ -139,7 +139,7 @@ fn peers_batch(table: &str, peers: &BTreeSet<IpAddr>) -> String {
 }
 
 /// Runs `nft -f -` on `batch`; `Err` is nft's first line of complaint.
-fn run_nft(batch: &str) -> Result<(), String> {
+pub(crate) fn run_nft(batch: &str) -> Result<(), String> {
     use std::io::Write as _;
     let mut child = Command::new("nft")
         .args(["-f", "-"])

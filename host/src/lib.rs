@@ -30,6 +30,7 @@ mod metrics;
 mod plumbing;
 mod render;
 mod secret;
+mod services;
 mod sleeve;
 mod state;
 
@@ -254,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}\n{}", bin.display(), conf.display());
             Ok(())
         }
+        Command::Service(c) => services::serve::cmd(&client, c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())
@@ -455,6 +457,7 @@ fn reset(client: &Client, g: &GlobalArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("start the tokio runtime: {e}")))?;
+    services::serve::remove_table("weft");
     rt.block_on(async {
         let mut p = plumbing::Plumbing::open("weft", cli::MTU_DEFAULT, state)?;
         p.reset().await

@@ -219,6 +219,9 @@ pub(crate) struct Summary {
     /// The Docker API proxy.
     #[serde(default)]
     pub(crate) proxy: ProxyStatus,
+    /// The imports this router carries (`weft service import`), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) imports: Vec<String>,
 }
 
 /// The Docker API proxy in `GET /status`.
