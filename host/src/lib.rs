@@ -208,7 +208,13 @@ fn run(cli: Cli) -> Result<()> {
                 fqdn,
             };
             let reply: ExposeReply = client.post("/expose", &body)?;
-            let addrs: Vec<String> = reply.given.iter().map(ToString::to_string).collect();
+            // An older router replies no `given`: then what it has exposed.
+            let given = if reply.given.is_empty() {
+                reply.exposed
+            } else {
+                reply.given
+            };
+            let addrs: Vec<String> = given.iter().map(ToString::to_string).collect();
             println!("{}", addrs.join(" "));
             Ok(())
         }

@@ -171,7 +171,7 @@ struct World {
     out: Ns,
 }
 
-const SETTLE: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(30);
 
 fn world() -> Option<World> {
     let mut net = test_net()?;
@@ -194,6 +194,8 @@ fn world() -> Option<World> {
     );
     let r1 = Router::start(&mut net, &h1, &opts(&[]));
     let r2 = Router::start(&mut net, &h2, &opts(&[ip1.to_string()]));
+    // Connected first: r2's claims wait for the ring r1 made (the machine may be busy).
+    r2.wait_until(SETTLE, "connected to h1", |r| !r.established().is_empty());
     let (c1, c2) = (net.add_ns("c1").unwrap(), net.add_ns("c2").unwrap());
     r1.attach(&c1, "10.32.1.1/12");
     r2.attach(&c2, "10.32.2.1/12");
