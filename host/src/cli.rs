@@ -201,8 +201,8 @@ pub(crate) enum Command {
 pub(crate) enum ServiceCommand {
     /// Connections from outside to this host's PORT reach TARGET:PORT, a container address
     /// or a weftDNS name (resolved again when its records change). Prints the id. The
-    /// host needs an exposed address on TARGET's subnet. Not reachable from this host
-    /// itself (its own connections are not NAT'd): connect from another machine.
+    /// host needs an exposed address on TARGET's subnet. From this host itself it is
+    /// reached on its own addresses (not on 127.0.0.1, nor with `--on IFACE`).
     Export {
         /// The host's port, e.g. 80 or 53/udp.
         #[arg(value_name = "PORT[/PROTO]")]

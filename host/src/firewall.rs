@@ -418,6 +418,51 @@ fn allow_routed(bridge: &str) {
     }
 }
 
+/// With iptables' FORWARD policy DROP (Docker's): accepts the connections `weft service`
+/// DNATs through `bridge`, in both directions (`--ctstate DNAT` holds for every packet of
+/// such a connection), once each. Runs processes: call off the async runtime.
+pub(crate) fn allow_services(bridge: &str) {
+    if !forward_policy_is_drop() {
+        return;
+    }
+    for dir in ["-i", "-o"] {
+        let rule = services_rule(dir, bridge);
+        let added = insert_unless_present(&rule);
+        if added.is_some_and(|r| !r.is_ok_and(|s| s.success())) {
+            tracing::warn!(
+                "iptables could not accept the services' forwarded traffic on bridge {bridge}; exports and imports may not work"
+            );
+        }
+    }
+}
+
+fn services_rule<'a>(dir: &'a str, bridge: &'a str) -> [&'a str; 9] {
+    [
+        "FORWARD",
+        dir,
+        bridge,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-j",
+        "ACCEPT",
+    ]
+}
+
+/// Deletes what [`allow_services`] added (at stop and reset; gone already is no error).
+pub(crate) fn disallow_services(bridge: &str) {
+    for dir in ["-i", "-o"] {
+        let rule = services_rule(dir, bridge);
+        let _ = Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(rule)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

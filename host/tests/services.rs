@@ -298,7 +298,10 @@ fn export_tcp_and_udp_from_outside_by_hand_then_with_weft_service() {
         "no table without services"
     );
 
-    // weft service: TCP and UDP, from the outside interface.
+    // weft service: TCP and UDP, from the outside interface; on a host whose FORWARD
+    // policy is DROP (as Docker sets it), which the router then opens for its services.
+    h2.run(&["iptables", "-w", "-P", "FORWARD", "DROP"])
+        .unwrap();
     let id_tcp = service(r2, &["export", "80", "--to", "10.32.1.1:8080"]);
     let id_udp = service(
         r2,
@@ -306,6 +309,8 @@ fn export_tcp_and_udp_from_outside_by_hand_then_with_weft_service() {
     );
     fetch_until(out, "TCP:192.0.2.1:80", "from-c1", SETTLE).unwrap();
     fetch_until(out, "UDP4:192.0.2.1:53", "from-c1", SETTLE).unwrap();
+    // From the exporting host itself, on its own address (the output hook).
+    fetch_until(h2, "TCP:192.0.2.1:80", "from-c1", SETTLE).unwrap();
     let ls = service(r2, &["ls", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2, "{ls}");

@@ -10,8 +10,9 @@
 //! needs it: an exported connection enters the bridge with the host's overlay address as
 //! its source, an imported one leaves with the host's outside address, so neither the
 //! container nor the outside host needs a route back.
-//! What it does not do: make an export reachable from the exporting host itself (its own
-//! connections do not pass prerouting), or touch any other table.
+//! The exporting host's own connections to an export are DNATed in the output hook
+//! (not those to loopback, nor with `--on IFACE`: they arrive on no interface).
+//! What it does not do: touch any other table.
 
 pub(crate) mod serve;
 
@@ -304,6 +305,27 @@ pub(crate) fn batch(table: &str, bridge: &str, services: &[Service]) -> String {
         );
     }
     let _ = writeln!(out, "  }}");
+    // The host's own connections to an export (they do not pass prerouting); not to
+    // loopback, which the kernel does not route to another host.
+    let _ = writeln!(out, "  chain output {{");
+    let _ = writeln!(
+        out,
+        "    type nat hook output priority -100; policy accept;"
+    );
+    for s in live.iter().filter(|s| s.kind == Kind::Export) {
+        let Some(to) = s.resolved else { continue };
+        let matched = match &s.on {
+            Some(On::Addr(a)) => format!("ip daddr {a}"),
+            Some(On::Iface(_)) => continue,
+            None => "ip daddr != 127.0.0.0/8 fib daddr type local".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "    {matched} {} dport {} dnat to {to}:{} comment \"{}\"",
+            s.proto, s.port, s.target_port, s.id
+        );
+    }
+    let _ = writeln!(out, "  }}");
     let _ = writeln!(out, "  chain postrouting {{");
     let _ = writeln!(
         out,
@@ -406,6 +428,17 @@ mod tests {
             "oifname != \"weft\" ct status dnat ip daddr 192.0.2.9 udp dport 8080 masquerade"
         ));
         assert!(!b.contains("\"e3\""), "{b}");
+        // The host's own connections: only exports, not by interface.
+        let output = b.split("chain output").nth(1).unwrap();
+        let output = output.split("chain postrouting").next().unwrap();
+        assert!(!output.contains("dnat"), "{output}");
+        let mut any = export("e4", "10.32.1.1", Some(ip));
+        any.on = None;
+        let b = batch("t", "weft", &[any]);
+        assert!(b.contains(
+            "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 80 dnat to 10.32.1.1:8080"
+        ));
+        assert!(b.contains("iifname != \"weft\" fib daddr type local tcp dport 80 dnat"));
         assert_eq!(
             batch("t", "weft", &[]),
             "add table ip t\ndelete table ip t\n"

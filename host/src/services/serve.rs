@@ -134,9 +134,11 @@ impl Services {
     async fn apply(&self, s: &Persisted) -> std::result::Result<(), String> {
         let text = batch(&self.table, &self.bridge, &s.services);
         let forward = !s.services.is_empty();
+        let bridge = self.bridge.clone();
         tokio::task::spawn_blocking(move || {
             crate::firewall::run_nft(&text)?;
             if forward {
+                crate::firewall::allow_services(&bridge);
                 // NAT'd service paths are forwarded by the kernel.
                 let fwd = "/proc/sys/net/ipv4/ip_forward";
                 if std::fs::read_to_string(fwd).unwrap_or_default().trim() != "1" {
@@ -144,6 +146,8 @@ impl Services {
                         .map_err(|e| format!("turn on IPv4 forwarding ({fwd}): {e}"))?;
                     tracing::info!("IPv4 forwarding on, for the services");
                 }
+            } else {
+                crate::firewall::disallow_services(&bridge);
             }
             Ok(())
         })
@@ -225,6 +229,7 @@ pub(crate) fn remove_table(bridge: &str) {
     {
         tracing::debug!("could not remove nftables table ip {table}: {e}");
     }
+    crate::firewall::disallow_services(bridge);
 }
 
 /// What `name` resolves to in weftDNS (the lowest address, so every router picks the
