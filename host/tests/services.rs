@@ -383,6 +383,14 @@ fn import_binding_and_routing_with_overlapping_outside_ranges() {
     fetch_until(c2, &format!("TCP:{at}"), "from-far2", SETTLE).unwrap();
     service(r1, &["import", at, "--to", "192.0.2.9:7000"]);
     fetch_until(c2, &format!("TCP:{at}"), "from-far", SETTLE).unwrap();
+    // UDP from one source port (one conntrack flow) follows a re-point too.
+    let flow = format!("UDP4:{at},sourceport=40000,reuseaddr");
+    fetch_until(c2, &flow, "from-far", SETTLE).unwrap();
+    service(
+        r1,
+        &["import", &format!("{at}/udp"), "--to", "198.51.100.2:7000"],
+    );
+    fetch_until(c2, &flow, "from-far2", Duration::from_secs(5)).unwrap();
 
     // Routing: h2 exports what h1 imports; out (192.0.2.2) reaches far (192.0.2.9), two
     // outside networks with the same range.

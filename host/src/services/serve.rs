@@ -169,7 +169,11 @@ impl Services {
             let _ = self.apply(cur).await;
             return Err(e.into());
         }
+        let stale = stale_udp(cur, &next);
         *cur = next;
+        if !stale.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || forget_flows(&stale)).await;
+        }
         Ok(())
     }
 
@@ -217,6 +221,48 @@ impl Services {
     /// The services, in the order they were made.
     pub(crate) async fn list(&self) -> Vec<Service> {
         self.state.lock().await.services.clone()
+    }
+}
+
+/// The UDP destinations (`address`, port) that `cur` sent to and `next` no longer does
+/// for the same service: a re-pointed, moved or removed one. UDP has no end, so the
+/// kernel would keep sending a client's datagrams where its conntrack entry says.
+fn stale_udp(cur: &Persisted, next: &Persisted) -> Vec<(Ipv4Addr, u16)> {
+    cur.services
+        .iter()
+        .filter(|s| s.proto == Proto::Udp)
+        .filter_map(|old| {
+            let ip = old.resolved?;
+            let now = next.services.iter().find(|n| n.id == old.id);
+            let same =
+                now.is_some_and(|n| n.resolved == old.resolved && n.target_port == old.target_port);
+            (!same).then_some((ip, old.target_port))
+        })
+        .collect()
+}
+
+/// Deletes the conntrack entries of UDP flows answered from `stale` (best effort: where
+/// the `conntrack` tool is missing, such flows move once they idle out).
+fn forget_flows(stale: &[(Ipv4Addr, u16)]) {
+    for (ip, port) in stale {
+        let (ip, port) = (ip.to_string(), port.to_string());
+        let done = std::process::Command::new("conntrack")
+            .args([
+                "-D",
+                "-p",
+                "udp",
+                "--reply-src",
+                &ip,
+                "--reply-port-src",
+                &port,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Err(e) = done {
+            tracing::debug!("conntrack: {e}; UDP flows to {ip}:{port} move once they idle out");
+        }
     }
 }
 
