@@ -271,8 +271,20 @@ fn export_tcp_and_udp_from_outside_by_hand_then_with_weft_service() {
     fetch_until(out, "TCP:192.0.2.1:81", "from-c1", SETTLE).unwrap();
     fetch_until(out, "UDP4:192.0.2.1:81", "from-c1", SETTLE).unwrap();
     nft(h2, "delete table ip recipe");
-    h2.set_sysctl("net/ipv4/ip_forward", "0").unwrap();
     assert_eq!(fetch(out, "TCP:192.0.2.1:81"), "");
+    // The same with `iptables -t nat` (the test host's own tables, flushed after).
+    let ipt = |args: &str| {
+        let mut a = vec!["iptables", "-w", "-t", "nat"];
+        a.extend(args.split(' '));
+        h2.run(&a).unwrap();
+    };
+    ipt("-A PREROUTING -i eth1 -p tcp --dport 82 -j DNAT --to-destination 10.32.1.1:8080");
+    ipt("-A POSTROUTING -o weft -d 10.32.1.1 -j MASQUERADE");
+    fetch_until(out, "TCP:192.0.2.1:82", "from-c1", SETTLE).unwrap();
+    ipt("-F PREROUTING");
+    ipt("-F POSTROUTING");
+    h2.set_sysctl("net/ipv4/ip_forward", "0").unwrap();
+    assert_eq!(fetch(out, "TCP:192.0.2.1:82"), "");
 
     // Bad input: one line each, nothing applied.
     for bad in [
