@@ -15,7 +15,7 @@
 //! | POST | `/connect`, `/forget` | `{"peers": ["host[:port]", ...]}` | `{"peers": ["ip:port", ...]}` |
 //! | POST | `/attach` | `{"netns": PATH, "addresses": ["a/n", ...]}` | attachment |
 //! | POST | `/detach` | `{"netns": PATH, "addresses": [...]}` (empty: all) | `{"removed": "all" \| "addresses", "attachment": {...}}` |
-//! | POST | `/expose` | `{"address": "a/n"}` | `{"exposed": [...]}` |
+//! | POST | `/expose` | `{"addresses": ["a/n", ...], "allocate": ["net:default" \| "net:CIDR", ...], "fqdn": N?}` | `{"exposed": [...], "given": [...]}` |
 //! | POST | `/hide` | `{}` | `{"removed": [...]}` |
 //! | POST | `/stop` | `{"reset": bool}` (optional) | `{"stopping": true}` |
 //! | GET | `/status/dns` | | domain, listen addresses, upstreams, records, counters |
@@ -25,6 +25,10 @@
 //! | GET | `/dns/args` | | `{"server": ip \| null, "domain": "weave.local."}` |
 //! | GET | `/status/ipam` | | range, init, ring, each peer's share and free space, counters |
 //! | POST | `/ipam/rmpeer` | `{"peer": NAME-OR-NICKNAME}` | `{"peer", "addresses": n}` |
+//! | GET | `/service` | | array of services |
+//! | POST | `/service/export` | `{"port", "proto", "on"?, "target", "target_port"}` | the service |
+//! | POST | `/service/import` | `{"addr"?, "port", "proto", "target", "target_port"}` | the service |
+//! | POST | `/service/rm` | `{"id"}` | the service removed |
 //! | POST | `/cni/add`, `/cni/del`, `/cni/check`, `/cni/gc`, `/cni/ipam/add`, `/cni/ipam/del` | the `Cni*Request`s | the `Cni*Reply`s (the CNI plugin's; `crate::cni`) |
 //!
 //! `/attach` takes `"allocate": ["net:default" \| "net:CIDR", ...]` besides explicit
@@ -84,6 +88,8 @@ pub(crate) struct Api {
     pub(crate) plugin: Arc<std::sync::Mutex<PluginStatus>>,
     /// The Docker API proxy, as `weft status` shows it.
     pub(crate) proxy: Arc<std::sync::Mutex<ProxyStatus>>,
+    /// `weft service` exports and imports.
+    pub(crate) services: crate::services::serve::Services,
 }
 
 /// A reply: status, content type, body.
@@ -213,6 +219,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("/cni/gc", "POST"),
     ("/cni/ipam/add", "POST"),
     ("/cni/ipam/del", "POST"),
+    ("/service", "GET"),
+    ("/service/export", "POST"),
+    ("/service/import", "POST"),
+    ("/service/rm", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -254,6 +264,10 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
         "/cni/gc" => json(crate::cni::server::gc(api, body(&req.body)?).await?),
         "/cni/ipam/add" => json(crate::cni::server::ipam_add(api, body(&req.body)?).await?),
         "/cni/ipam/del" => json(crate::cni::server::ipam_del(api, body(&req.body)?).await?),
+        "/service" => json(api.services.list().await),
+        "/service/export" => json(crate::services::serve::export(api, body(&req.body)?).await?),
+        "/service/import" => json(crate::services::serve::import(api, body(&req.body)?).await?),
+        "/service/rm" => json(crate::services::serve::rm(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }
@@ -284,8 +298,10 @@ async fn status(api: &Api) -> Handled {
         peer_filter_dropped: None,
         plugin: api.plugin.lock().map(|p| p.clone()).unwrap_or_default(),
         proxy: api.proxy.lock().map(|p| p.clone()).unwrap_or_default(),
+        imports: Vec::new(),
     };
     drop(p);
+    summary.imports = api.services.imports().await;
     // Read from nft (a process): off the runtime's thread.
     let filter = Arc::clone(&api.peer_filter);
     summary.peer_filter_dropped = tokio::task::spawn_blocking(move || filter.strangers_dropped())
@@ -468,8 +484,94 @@ async fn detach(api: &Api, b: NetnsRequest) -> Handled {
     })
 }
 
+/// The IPAM owner of the addresses `weft expose` allocates (freed by `weft hide`).
+pub(crate) const EXPOSE_OWNER: &str = weft_core::dns::CONTAINER_HOST;
+
+/// `weft expose`: the addresses given (as given), one allocated in each subnet of
+/// `allocate` (one of the default subnet when neither is given), the name `fqdn` for
+/// all of them (recorded, so a restarted router registers it again). On failure what
+/// this call did is undone.
 async fn expose(api: &Api, b: ExposeRequest) -> Handled {
-    json(expose_address(api, b.address, b.fqdn).await?)
+    let mut explicit = b.addresses;
+    explicit.extend(b.address);
+    if explicit.len() + b.allocate.len() > crate::ipam::ADDRESSES_PER_ATTACH_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "at most {} addresses per expose",
+            crate::ipam::ADDRESSES_PER_ATTACH_MAX
+        )));
+    }
+    let mut given = explicit.clone();
+    let mut fresh = Vec::new();
+    if explicit.is_empty() || !b.allocate.is_empty() {
+        let g = crate::ipam::resolve(api, EXPOSE_OWNER, &[], &b.allocate).await?;
+        fresh = g.fresh;
+        for a in g.addrs {
+            if !given.contains(&a) {
+                given.push(a);
+            }
+        }
+    }
+    let before = api.plumbing.lock().await.exposed().to_vec();
+    let done = expose_all(api, &given, b.fqdn).await;
+    let Err(e) = done else {
+        return json(ExposeReply {
+            exposed: api.plumbing.lock().await.exposed().to_vec(),
+            given,
+        });
+    };
+    for a in given.iter().filter(|a| !before.contains(a)) {
+        let _ = unexpose_address(api, *a).await;
+    }
+    if !fresh.is_empty() {
+        let _ = crate::ipam::free(api, EXPOSE_OWNER, Some(fresh)).await;
+    }
+    Err(e)
+}
+
+/// Exposes one address of the default subnet, allocated in IPAM as `weft expose` does
+/// (`weft service import` without an address on a host with none).
+pub(crate) async fn expose_allocated(api: &Api) -> Result<Cidr, ApiError> {
+    let g = crate::ipam::resolve(api, EXPOSE_OWNER, &[], &[]).await?;
+    let Some(a) = g.addrs.first().copied() else {
+        return Err(ApiError::Ipam("IPAM gave no address".into()));
+    };
+    if let Err(e) = expose_address(api, a, None).await {
+        if !g.fresh.is_empty() {
+            let _ = crate::ipam::free(api, EXPOSE_OWNER, Some(g.fresh)).await;
+        }
+        return Err(e);
+    }
+    Ok(a)
+}
+
+/// Exposes each of `given`, then names them `fqdn`.
+async fn expose_all(api: &Api, given: &[Cidr], fqdn: Option<String>) -> Result<(), ApiError> {
+    for a in given {
+        expose_address(api, *a, None).await?;
+    }
+    let Some(name) = fqdn else {
+        return Ok(());
+    };
+    let addrs = ipv4s(given);
+    if addrs.is_empty() {
+        return Err(ApiError::BadRequest(
+            "-h FQDN names IPv4 addresses: give one (or none, to allocate one)".into(),
+        ));
+    }
+    let added = ask(&api.inbox, |answer| {
+        Input::Dns(DnsRequest::Add {
+            name,
+            addrs,
+            container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
+            answer,
+        })
+    })
+    .await??;
+    api.plumbing
+        .lock()
+        .await
+        .set_exposed_name(given, &added.name)?;
+    Ok(())
 }
 
 /// Puts `address` on the bridge, has weftDNS listen there (IPv4) and registers `fqdn`
@@ -483,6 +585,7 @@ pub(crate) async fn expose_address(
     p.expose(address).await?;
     let exposed = ExposeReply {
         exposed: p.exposed().to_vec(),
+        given: vec![address],
     };
     drop(p);
     if let (Some(server), std::net::IpAddr::V4(_)) = (&api.dns, address.addr) {
@@ -516,6 +619,8 @@ pub(crate) async fn unexpose_address(api: &Api, address: Cidr) -> Result<(), Api
 
 async fn hide(api: &Api) -> Handled {
     let removed = api.plumbing.lock().await.hide().await?;
+    // What `expose` allocated goes back to IPAM once it is off the bridge.
+    crate::ipam::free(api, EXPOSE_OWNER, None).await?;
     if let Some(server) = &api.dns {
         for a in &removed {
             server.unlisten(a.addr);
@@ -572,6 +677,30 @@ pub(crate) async fn restore_names(api: &Api) {
                 name: n,
                 addrs,
                 container: Some(id),
+                answer,
+            })
+        })
+        .await;
+        if let Err(e) | Ok(Err(e)) = r.map(|r| r.map(drop)) {
+            tracing::warn!("could not register {name} again: {e}");
+        }
+    }
+    // The host's names (`expose -h`), one request per name.
+    let mut hosts: Vec<(String, Vec<Cidr>)> = Vec::new();
+    for n in api.plumbing.lock().await.exposed_names() {
+        match hosts.iter_mut().find(|(f, _)| *f == n.fqdn) {
+            Some((_, addrs)) => addrs.push(n.address),
+            None => hosts.push((n.fqdn.clone(), vec![n.address])),
+        }
+    }
+    for (name, addrs) in hosts {
+        let addrs = ipv4s(&addrs);
+        let n = name.clone();
+        let r = ask(&api.inbox, |answer| {
+            Input::Dns(DnsRequest::Add {
+                name: n,
+                addrs,
+                container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
                 answer,
             })
         })

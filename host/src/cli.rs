@@ -113,13 +113,15 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Give this host an address on the overlay (on the `weft` bridge); weftDNS listens on
-    /// it (port 53).
+    /// Give this host addresses on the overlay (on the `weft` bridge) and prints them;
+    /// weftDNS listens on them (port 53). Without an address, one of the default subnet
+    /// from IPAM; `weft hide` gives it back.
     #[command(disable_help_flag = true)]
     Expose {
-        /// Address with prefix, e.g. 10.32.0.1/12.
-        #[arg(value_name = "ADDR/CIDR")]
-        address: Cidr,
+        /// Addresses with prefix (10.32.0.1/12, used as given), `net:default` or
+        /// `net:CIDR` (allocate one there). None: one from the default subnet.
+        #[arg(value_name = "ADDR/CIDR | net:default | net:CIDR")]
+        addresses: Vec<crate::ipam::AttachAddr>,
         /// Register the host in weftDNS under this name.
         #[arg(short = 'h', long = "fqdn", value_name = "FQDN")]
         fqdn: Option<String>,
@@ -181,11 +183,60 @@ pub(crate) enum Command {
     /// `CNI_*` set: then this binary is the plugin).
     #[command(subcommand)]
     Cni(CniCommand),
+    /// Services: export a container's port to the outside world, import an outside
+    /// service into the overlay (nftables NAT rules in weft's own table, kept across
+    /// restarts, removed by `weft reset`).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `weft service ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Connections from outside to this host's PORT reach TARGET:PORT, a container address
+    /// or a weftDNS name (resolved again when its records change). Prints the id. The
+    /// host needs an exposed address on TARGET's subnet. From this host itself it is
+    /// reached on its own addresses (not on 127.0.0.1, nor with `--on IFACE`).
+    Export {
+        /// The host's port, e.g. 80 or 53/udp.
+        #[arg(value_name = "PORT[/PROTO]")]
+        spec: crate::services::PortProto,
+        /// Where connections go.
+        #[arg(long, value_name = "TARGET:PORT")]
+        to: crate::services::HostPort,
+        /// Only connections to this address of the host, or arriving on this interface.
+        #[arg(long, value_name = "ADDR|IFACE")]
+        on: Option<crate::services::On>,
+    },
+    /// Connections from any container to the overlay address ADDR:PORT (an exposed
+    /// address of this host; omitted: the first one, allocated if there is none) reach
+    /// HOST:PORT outside, which this host can reach. Prints the id and ADDR:PORT. Again
+    /// with the same ADDR:PORT re-points it.
+    Import {
+        /// The overlay address and port, e.g. 10.32.0.1:80 or 5432 or 10.32.0.1:53/udp.
+        #[arg(value_name = "[ADDR:]PORT[/PROTO]")]
+        spec: crate::services::AddrPortProto,
+        /// The outside host and port.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: crate::services::HostPort,
+    },
+    /// List the services: id, kind, what goes where.
+    Ls {
+        /// Print JSON exactly as the control API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a service.
+    Rm {
+        /// Its id (`weft service ls`).
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 

@@ -199,6 +199,7 @@ async fn run_async(
     let proxy_state_path = state_dir.file(crate::docker::proxy::STATE_FILE);
     let proxy_state = crate::docker::proxy::ProxyState::load(&proxy_state_path)?;
     driver.ipam_forget_gone(crate::docker::proxy::OWNER_PREFIX, &proxy_state.owners());
+    let services = crate::services::serve::Services::load(&state_dir, &args.bridge)?;
     let dns = start_dns(args, plumbing.exposed()).await?;
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));
@@ -221,9 +222,12 @@ async fn run_async(
         peer_filter: Arc::clone(&peer_filter),
         plugin: Arc::clone(&plugin_status),
         proxy: Arc::clone(&proxy_status),
+        services,
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
+    api.services.start().await;
+    tokio::spawn(crate::services::serve::follow_names(Arc::clone(&api)));
     tokio::spawn(crate::cni::server::drain_spool(
         Arc::clone(&api),
         crate::cni::spool_dir(&global.socket),
@@ -321,6 +325,11 @@ async fn run_async(
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
     api.datapath.stop();
     peer_filter.remove();
+    let _ = tokio::task::spawn_blocking({
+        let api = Arc::clone(&api);
+        move || api.services.remove()
+    })
+    .await;
     if let Some(server) = &api.dns {
         server.stop();
     }

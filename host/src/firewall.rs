@@ -139,7 +139,7 @@ fn peers_batch(table: &str, peers: &BTreeSet<IpAddr>) -> String {
 }
 
 /// Runs `nft -f -` on `batch`; `Err` is nft's first line of complaint.
-fn run_nft(batch: &str) -> Result<(), String> {
+pub(crate) fn run_nft(batch: &str) -> Result<(), String> {
     use std::io::Write as _;
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -415,6 +415,51 @@ fn allow_routed(bridge: &str) {
                 "iptables could not accept routed traffic of bridge {bridge}; Docker containers may not reach outside"
             );
         }
+    }
+}
+
+/// With iptables' FORWARD policy DROP (Docker's): accepts the connections `weft service`
+/// DNATs through `bridge`, in both directions (`--ctstate DNAT` holds for every packet of
+/// such a connection), once each. Runs processes: call off the async runtime.
+pub(crate) fn allow_services(bridge: &str) {
+    if !forward_policy_is_drop() {
+        return;
+    }
+    for dir in ["-i", "-o"] {
+        let rule = services_rule(dir, bridge);
+        let added = insert_unless_present(&rule);
+        if added.is_some_and(|r| !r.is_ok_and(|s| s.success())) {
+            tracing::warn!(
+                "iptables could not accept the services' forwarded traffic on bridge {bridge}; exports and imports may not work"
+            );
+        }
+    }
+}
+
+fn services_rule<'a>(dir: &'a str, bridge: &'a str) -> [&'a str; 9] {
+    [
+        "FORWARD",
+        dir,
+        bridge,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-j",
+        "ACCEPT",
+    ]
+}
+
+/// Deletes what [`allow_services`] added (at stop and reset; gone already is no error).
+pub(crate) fn disallow_services(bridge: &str) {
+    for dir in ["-i", "-o"] {
+        let rule = services_rule(dir, bridge);
+        let _ = Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(rule)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -30,6 +30,7 @@ mod metrics;
 mod plumbing;
 mod render;
 mod secret;
+mod services;
 mod sleeve;
 mod state;
 
@@ -196,9 +197,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Expose { address, fqdn, .. } => {
-            client.post::<_, ExposeReply>("/expose", &ExposeRequest { address, fqdn })?;
-            println!("{address}");
+        Command::Expose {
+            addresses, fqdn, ..
+        } => {
+            let (addresses, allocate) = ipam::split(&addresses);
+            let body = ExposeRequest {
+                address: None,
+                addresses,
+                allocate,
+                fqdn,
+            };
+            let reply: ExposeReply = client.post("/expose", &body)?;
+            // An older router replies no `given`: then what it has exposed.
+            let given = if reply.given.is_empty() {
+                reply.exposed
+            } else {
+                reply.given
+            };
+            let addrs: Vec<String> = given.iter().map(ToString::to_string).collect();
+            println!("{}", addrs.join(" "));
             Ok(())
         }
         Command::Hide => {
@@ -244,6 +261,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}\n{}", bin.display(), conf.display());
             Ok(())
         }
+        Command::Service(c) => services::serve::cmd(&client, c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())
@@ -445,6 +463,7 @@ fn reset(client: &Client, g: &GlobalArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("start the tokio runtime: {e}")))?;
+    services::serve::remove_table("weft");
     rt.block_on(async {
         let mut p = plumbing::Plumbing::open("weft", cli::MTU_DEFAULT, state)?;
         p.reset().await

@@ -142,8 +142,16 @@ pub(crate) struct NetnsRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExposeRequest {
-    /// The host's address on the bridge.
-    pub(crate) address: Cidr,
+    /// One address for the bridge (as older clients send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<Cidr>,
+    /// Addresses for the bridge, used as given (not claimed in IPAM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) addresses: Vec<Cidr>,
+    /// `expose net:default | net:CIDR`: subnets to allocate an address in (with no
+    /// addresses either, one of the default subnet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) allocate: Vec<NetSpec>,
     /// `expose -h FQDN`: the host's DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) fqdn: Option<String>,
@@ -211,6 +219,9 @@ pub(crate) struct Summary {
     /// The Docker API proxy.
     #[serde(default)]
     pub(crate) proxy: ProxyStatus,
+    /// The imports this router carries (`weft service import`), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) imports: Vec<String>,
 }
 
 /// The Docker API proxy in `GET /status`.
@@ -483,7 +494,10 @@ pub(crate) enum Removed {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct ExposeReply {
+    /// Every exposed address.
     pub(crate) exposed: Vec<Cidr>,
+    /// The addresses this call exposed (given and allocated).
+    pub(crate) given: Vec<Cidr>,
 }
 
 /// `POST /hide`.

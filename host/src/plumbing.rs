@@ -97,6 +97,26 @@ impl Plumbing {
         &self.state.exposed
     }
 
+    /// The names `expose -h` gave exposed addresses.
+    pub(crate) fn exposed_names(&self) -> &[crate::state::ExposedName] {
+        &self.state.exposed_names
+    }
+
+    /// Records `fqdn` as the name of the exposed `addresses` (so a restarted router
+    /// registers it again).
+    pub(crate) fn set_exposed_name(&mut self, addresses: &[Cidr], fqdn: &str) -> Result<()> {
+        for a in addresses {
+            let n = crate::state::ExposedName {
+                address: *a,
+                fqdn: fqdn.to_owned(),
+            };
+            if !self.state.exposed_names.contains(&n) {
+                self.state.exposed_names.push(n);
+            }
+        }
+        self.save()
+    }
+
     /// Records the DNS name of attachment `id` (so a restarted router registers it again).
     pub(crate) fn set_dns_name(&mut self, id: &str, name: Option<String>) -> Result<()> {
         if let Some(a) = self.state.attachments.iter_mut().find(|a| a.id == id) {
@@ -513,6 +533,7 @@ impl Plumbing {
         }
         if self.state.exposed.contains(&address) {
             self.state.exposed.retain(|a| *a != address);
+            self.state.exposed_names.retain(|n| n.address != address);
             self.save()?;
         }
         Ok(())
@@ -592,6 +613,7 @@ impl Plumbing {
             self.state.exposed.remove(0);
             removed.push(a);
         }
+        self.state.exposed_names.clear();
         self.save()?;
         Ok(removed)
     }
@@ -606,6 +628,7 @@ impl Plumbing {
             }
         }
         self.state.exposed.clear();
+        self.state.exposed_names.clear();
         match self.nl.delete_link(&self.bridge).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}

@@ -132,6 +132,9 @@ pub(crate) fn summary(v: &Summary) -> String {
         },
     );
     let dp = &v.datapath;
+    for (i, line) in v.imports.iter().enumerate() {
+        row(&mut o, if i == 0 { "Imports" } else { "" }, line.clone());
+    }
     row(&mut o, "Datapath", s(&dp.mode));
     if let Some(b) = &dp.backend {
         let sealing = match dp.crypto_threads {

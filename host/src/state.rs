@@ -58,6 +58,19 @@ pub(crate) struct Persisted {
     pub(crate) attachments: Vec<Attachment>,
     /// Addresses given to the host on the bridge.
     pub(crate) exposed: Vec<Cidr>,
+    /// The names `expose -h FQDN` gave exposed addresses, registered again after a
+    /// router restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) exposed_names: Vec<ExposedName>,
+}
+
+/// One `expose -h FQDN`: an exposed address and its weftDNS name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExposedName {
+    /// The exposed address.
+    pub(crate) address: Cidr,
+    /// The name, qualified, with its trailing dot.
+    pub(crate) fqdn: String,
 }
 
 /// The state directory of one router.
@@ -281,6 +294,10 @@ mod tests {
                 dns_name: Some("web.weave.local".into()),
             }],
             exposed: vec!["10.32.0.1/12".parse().unwrap()],
+            exposed_names: vec![ExposedName {
+                address: "10.32.0.1/12".parse().unwrap(),
+                fqdn: "gw.weave.local.".into(),
+            }],
         }
     }
 
