@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Opts, Router, ip, test_net};
+use common::{Opts, Router, ip, mac_of, test_net};
 use std::time::Duration;
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
@@ -68,6 +68,35 @@ fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) ->
     (nat, public.to_string())
 }
 
+/// Pins the neighbours of one Ethernet segment, each `(namespace, interface, address)`:
+/// in every namespace a permanent entry for each other address. The kernel's neighbour
+/// table is one for the whole machine (`gc_thresh3` counts every namespace's entries),
+/// and a test with many routers running beside this one can fill it, after which ARP
+/// here fails with ENOBUFS; permanent entries are exempt. ARP is not what this file tests.
+fn pin_neighbours(segment: &[(&Ns, &str, &str)]) {
+    for (ns, dev, _) in segment {
+        for (other, other_dev, other_ip) in segment {
+            if other == ns {
+                continue;
+            }
+            let mac = mac_of(other, other_dev);
+            ns.run(&[
+                "ip",
+                "neigh",
+                "replace",
+                other_ip,
+                "lladdr",
+                &mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        }
+    }
+}
+
 fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     let mut net = test_net()?;
     let hp = net.add_host("p").unwrap();
@@ -75,6 +104,13 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     let (hx, hy) = (net.add_host("x").unwrap(), net.add_host("y").unwrap());
     let (n1, n1_ip) = nat_site(&mut net, "n1", &hx, 1, false);
     let (n2, _) = nat_site(&mut net, "n2", &hy, 2, true);
+    pin_neighbours(&[
+        (&hp, "eth0", &p_ip),
+        (&n1, "eth0", "198.18.0.2"),
+        (&n2, "eth0", "198.18.0.3"),
+    ]);
+    pin_neighbours(&[(&n1, "lan", "192.168.1.1"), (&hx, "eth0", "192.168.1.2")]);
+    pin_neighbours(&[(&n2, "lan", "192.168.2.1"), (&hy, "eth0", "192.168.2.2")]);
     // The shape holds: X reaches P through its NAT, P does not reach X's site.
     assert!(
         hx.ping(ip(&p_ip), 2),
@@ -102,6 +138,8 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     for (r, (c, a)) in [&p, &x, &y].into_iter().zip(&cs) {
         r.attach(c, &format!("{a}/12"));
     }
+    let overlay: Vec<(&Ns, &str, &str)> = cs.iter().map(|(c, a)| (c, "ethwe", *a)).collect();
+    pin_neighbours(&overlay);
     Some(World {
         net,
         p,
@@ -192,6 +230,55 @@ fn nat_world_works(password: Option<&'static str>, fastdp: bool) {
     assert_eq!(w.x.next_hop_to(&py), Some(pp.clone()), "{}", w.logs());
     assert_eq!(w.y.next_hop_to(&px), Some(pp), "{}", w.logs());
     assert!(w.p.counter("frames_relayed") > 0, "{}", w.p.datapath());
+    // P answers each at the mapping its datagrams come from: X's plain NAT kept no port
+    // of X's (P's first datagrams to X's NAT took the tuple), Y's fully random NAT
+    // picks one at random; either way not the listen port the TCP handshake announced.
+    for (r, nat_ip) in [(&w.x, "198.18.0.2"), (&w.y, "198.18.0.3")] {
+        let name = r.name();
+        let c =
+            w.p.connections_to(&name)
+                .into_iter()
+                .find(|c| c["state"] == "established");
+        let c = c.unwrap_or_default();
+        assert_eq!(c["path"], "direct", "{c}");
+        let mapped = c["mapped_address"].as_str().unwrap_or_default().to_owned();
+        assert!(mapped.starts_with(&format!("{nat_ip}:")), "{c}");
+        assert!(c["since_unix_s"].as_u64().is_some(), "{c}");
+        // The fast path (VXLAN to the NAT's address) cannot pass it: the link says so
+        // and stays on the sleeve.
+        let mode = c["mode"].as_str().unwrap_or_default();
+        if fastdp && password.is_none() {
+            assert!(
+                mode.starts_with("sleeve:") && mode.contains("fast path"),
+                "{c}"
+            );
+        }
+        eprintln!(
+            "p sees {name} at {mapped} (connection from {})",
+            c["address"]
+        );
+    }
+    // X shows Y as relayed via P, and Y shows X so.
+    for (r, other) in [(&w.x, &py), (&w.y, &px)] {
+        let rows = r.connections_to(other);
+        assert!(
+            rows.iter().any(|c| c["state"] == "relayed"
+                && c["path"] == "relayed"
+                && c["via"] == w.p.name().as_str()
+                && c["since_unix_s"].as_u64().is_some()),
+            "{rows:?}"
+        );
+        let text = r.weft(&["status", "connections"]).unwrap();
+        assert!(
+            text.contains(&format!("relayed via {}", w.p.name())),
+            "{text}"
+        );
+    }
+    eprintln!(
+        "p:\n{}x:\n{}",
+        w.p.weft(&["status", "connections"]).unwrap(),
+        w.x.weft(&["status", "connections"]).unwrap()
+    );
     let _ = (&w.net, &w.nats);
 }
 
