@@ -299,3 +299,68 @@ fn hosts_behind_nat_join_and_reach_each_other_encrypted() {
 fn hosts_behind_nat_join_and_reach_each_other_fastdp_tried() {
     nat_world_works(None, true);
 }
+
+/// The mapped address P shows for `r`'s connection.
+fn mapped_at_p(w: &World, r: &Router) -> Option<String> {
+    let name = r.name();
+    w.p.connections_to(&name)
+        .into_iter()
+        .find(|c| c["state"] == "established")?["mapped_address"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn idle_nat_mappings_stay_open_and_a_restarted_nat_box_is_followed() {
+    let Some(w) = world(Some("nat restart secret"), false) else {
+        return;
+    };
+    let [(cp, _), (cx, ip_x), (cy, ip_y)] = &w.cs;
+    for (from, to) in [(cx, "10.32.1.1"), (cy, "10.32.1.1"), (cx, *ip_y)] {
+        assert!(from.ping_until(ip(to), SETTLE), "{}", w.logs());
+    }
+    // NAT boxes that forget an idle UDP mapping after 3 s (the usual is 30 s): the
+    // routers' heartbeats (every second) keep them, so after 8 s without container
+    // traffic P can still start a conversation with X and Y at once.
+    for nat in &w.nats {
+        for key in [
+            "net/netfilter/nf_conntrack_udp_timeout",
+            "net/netfilter/nf_conntrack_udp_timeout_stream",
+        ] {
+            nat.set_sysctl(key, "3").unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    for to in [*ip_x, *ip_y] {
+        assert!(
+            cp.ping_until(ip(to), Duration::from_secs(2)),
+            "p lost {to} while idle; {}",
+            w.logs()
+        );
+    }
+    // Restart both NAT boxes' state (flush conntrack): every mapping is new, Y's at a
+    // fresh random port. Traffic resumes, and P follows Y to its new mapping.
+    let before = mapped_at_p(&w, &w.y);
+    for nat in &w.nats {
+        nat.run(&["conntrack", "-F"]).unwrap();
+    }
+    for (from, to) in [(cp, *ip_x), (cp, *ip_y), (cx, *ip_y), (cy, *ip_x)] {
+        assert!(
+            from.ping_until(ip(to), SETTLE),
+            "{} -> {to} did not resume after the NAT restart; {}",
+            from.name(),
+            w.logs()
+        );
+    }
+    assert!(
+        tcp_moves(cx, cy, ip_y, 1_000_000),
+        "x -> y over TCP after the NAT restart; {}",
+        w.logs()
+    );
+    let after = mapped_at_p(&w, &w.y);
+    assert!(
+        after.is_some() && after != before,
+        "p still answers y at {before:?} (now {after:?})"
+    );
+}
