@@ -404,7 +404,8 @@ pub(crate) struct PeerConnection {
     pub(crate) outbound: bool,
 }
 
-/// `GET /status/connections`: a live connection, or a target whose last attempt failed.
+/// `GET /status/connections`: a live connection, a target whose last attempt failed, or
+/// a reachable peer we have no connection to (`relayed`, through `via`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionStatus {
