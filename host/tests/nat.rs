@@ -17,7 +17,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// The hosts, their routers and containers of one NAT world.
 struct World {
-    net: TestNet,
+    /// Owns the namespaces and processes: everything goes when the world drops.
+    _net: TestNet,
     p: Router,
     x: Router,
     y: Router,
@@ -30,9 +31,9 @@ struct World {
 /// A NAT box: `name` on the public segment (its `eth0`), a LAN veth `lan` to `host`'s
 /// `eth0` on `192.168.SITE.0/24`, masquerading what leaves `eth0` (`fully-random` when
 /// asked) and dropping what comes in unasked.
-fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) -> (Ns, String) {
+fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) -> Ns {
     let nat = net.add_ns(name).unwrap();
-    let public = net.underlay_attach(&nat).unwrap();
+    net.underlay_attach(&nat).unwrap();
     net.veth(&nat, "lan", host, "eth0").unwrap();
     net.addr(&nat, "lan", ip(&format!("192.168.{site}.1")), 24)
         .unwrap();
@@ -65,7 +66,7 @@ fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) ->
     let loaded = nat.run(&["nft", "-f", &file.display().to_string()]);
     let _ = std::fs::remove_file(&file);
     loaded.unwrap();
-    (nat, public.to_string())
+    nat
 }
 
 /// Pins the neighbours of one Ethernet segment, each `(namespace, interface, address)`:
@@ -102,8 +103,8 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     let hp = net.add_host("p").unwrap();
     let p_ip = net.underlay_attach(&hp).unwrap().to_string();
     let (hx, hy) = (net.add_host("x").unwrap(), net.add_host("y").unwrap());
-    let (n1, n1_ip) = nat_site(&mut net, "n1", &hx, 1, false);
-    let (n2, _) = nat_site(&mut net, "n2", &hy, 2, true);
+    let n1 = nat_site(&mut net, "n1", &hx, 1, false);
+    let n2 = nat_site(&mut net, "n2", &hy, 2, true);
     pin_neighbours(&[
         (&hp, "eth0", &p_ip),
         (&n1, "eth0", "198.18.0.2"),
@@ -120,7 +121,6 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
         !hp.ping(ip("192.168.1.2"), 1),
         "p reaches x's site: the test is broken"
     );
-    let _ = n1_ip;
     let opts = |peers: &[&str]| Opts {
         password,
         peers: peers.iter().map(ToString::to_string).collect(),
@@ -141,7 +141,7 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     let overlay: Vec<(&Ns, &str, &str)> = cs.iter().map(|(c, a)| (c, "ethwe", *a)).collect();
     pin_neighbours(&overlay);
     Some(World {
-        net,
+        _net: net,
         p,
         x,
         y,
@@ -279,7 +279,6 @@ fn nat_world_works(password: Option<&'static str>, fastdp: bool) {
         w.p.weft(&["status", "connections"]).unwrap(),
         w.x.weft(&["status", "connections"]).unwrap()
     );
-    let _ = (&w.net, &w.nats);
 }
 
 #[test]
