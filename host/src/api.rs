@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | GET | `/status` | | summary object |
 //! | GET | `/status/peers` | | array of peers |
-//! | GET | `/status/connections` | | array of connections (live, and failed targets) |
+//! | GET | `/status/connections` | | array of connections (live, failed targets, and peers relayed through others) |
 //! | GET | `/status/targets` | | array of targets |
 //! | GET | `/ps` | | array of attachments |
 //! | GET | `/metrics` | | Prometheus text |

@@ -415,7 +415,8 @@ pub(crate) struct PeerConnection {
     pub(crate) outbound: bool,
 }
 
-/// `GET /status/connections`: a live connection, or a target whose last attempt failed.
+/// `GET /status/connections`: a live connection, a target whose last attempt failed, or
+/// a reachable peer we have no connection to (`relayed`, through `via`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionStatus {
@@ -428,9 +429,21 @@ pub(crate) struct ConnectionStatus {
     /// handshaking, confirming, established, closed, or failed.
     pub(crate) state: Option<String>,
     pub(crate) encrypted: bool,
-    /// sleeve, fastdp, pending, or failed.
+    /// sleeve, fastdp, pending, failed, or `relayed via PEER(NICK)`.
     pub(crate) mode: Option<String>,
     pub(crate) error: Option<String>,
+    /// How the peer's traffic goes: `direct` (over this connection) or `relayed` (no
+    /// connection of ours: through `via`).
+    pub(crate) path: Option<String>,
+    /// The next hop of a relayed peer.
+    pub(crate) via: Option<String>,
+    /// Where the peer's sleeve datagrams are seen coming from, and answered: its NAT's
+    /// mapping when it is behind one (unlike `address`, the connection's TCP address).
+    pub(crate) mapped_address: Option<String>,
+    /// Since when (unix seconds) the path is what it is: for a direct one since its
+    /// mapped address was first seen or last changed, for a relayed one since its next
+    /// hop was last chosen.
+    pub(crate) since_unix_s: Option<u64>,
 }
 
 /// `GET /status/targets`: one per connect target.

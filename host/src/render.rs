@@ -226,11 +226,30 @@ pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
         if c.peer.is_some() {
             let _ = write!(line, " {}({})", s(&c.peer), s(&c.nickname));
         }
+        if let Some(m) = &c.mapped_address {
+            let _ = write!(line, " seen at {m}");
+        }
+        if let Some(t) = c.since_unix_s {
+            let _ = write!(line, " for {}", ago(t));
+        }
         if let Some(e) = &c.error {
             let _ = write!(line, " {e}");
         }
         line
     })
+}
+
+/// How long ago unix second `t` was, as `3s`, `4m5s` or `2h3m`.
+fn ago(t: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let d = now.saturating_sub(t);
+    match d {
+        0..60 => format!("{d}s"),
+        60..3600 => format!("{}m{}s", d / 60, d % 60),
+        _ => format!("{}h{}m", d / 3600, d % 3600 / 60),
+    }
 }
 
 /// `weft status targets`.
@@ -321,5 +340,31 @@ mod tests {
         let out = summary(&decode(v));
         assert!(out.contains("on the way to 1 of 2 peers"), "{out}");
         assert!(out.contains("--mtu 1400 or less"), "{out}");
+    }
+
+    #[test]
+    fn connections_show_the_mapped_address_and_relayed_peers() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let v = json!([
+            { "peer": "aa:00:00:00:00:01", "nickname": "x", "address": "198.18.0.2:39022",
+              "state": "established", "mode": "sleeve", "path": "direct",
+              "mapped_address": "198.18.0.2:40123", "since_unix_s": now - 75 },
+            { "peer": "aa:00:00:00:00:02", "nickname": "y", "state": "relayed",
+              "mode": "relayed via aa:00:00:00:00:03(p)", "path": "relayed",
+              "via": "aa:00:00:00:00:03", "since_unix_s": now - 3 },
+        ]);
+        let out = connections(&decode::<Vec<_>>(v));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("seen at 198.18.0.2:40123 for 1m1"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("relayed via aa:00:00:00:00:03(p)") && lines[1].contains("for 3s"),
+            "{out}"
+        );
     }
 }

@@ -102,7 +102,7 @@ impl Sleeve {
             self.stats.datagrams_received += 1;
             let r = match opened {
                 Err(_) => Err(DropReason::Crypto),
-                Ok(opened) => self.accept_opened(now, d, opened, out),
+                Ok(opened) => self.accept_opened(now, from, d, opened, out),
             };
             if let Err(e) = r {
                 self.stats.count(e);
@@ -115,6 +115,7 @@ impl Sleeve {
     fn accept_opened(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         dgram: &mut [u8],
         opened: Opened,
         out: &mut impl FnMut(Output<'_>),
@@ -127,7 +128,7 @@ impl Sleeve {
             .ok_or(DropReason::UnknownPeer)?;
         let len = opener.record(opened).map_err(|_| DropReason::Crypto)?;
         let body = &dgram[DATAGRAM_HEADER_LEN..DATAGRAM_HEADER_LEN + len];
-        self.accept(now, header, body, out)
+        self.accept(now, from, header, body, out)
     }
 
     /// Cuts `frame` into segments, one sealed datagram each, and emits them to `hop` in

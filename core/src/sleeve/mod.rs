@@ -204,6 +204,9 @@ pub struct SleeveStats {
     pub drops_no_route: u64,
     /// Drops: too big.
     pub drops_too_big: u64,
+    /// Times a peer's datagrams came from a new address (a NAT's mapping seen or
+    /// changed), which its datagrams then went to.
+    pub peer_addr_changes: u64,
 }
 
 impl SleeveStats {
@@ -224,7 +227,13 @@ impl SleeveStats {
 /// A peer the engine can send to directly.
 #[derive(Debug)]
 struct Peer {
+    /// Where its datagrams go: first the connection's address, then wherever its
+    /// authenticated datagrams come from (its NAT's mapping, when behind one).
     addr: SocketAddr,
+    /// Since when `addr` is what it is.
+    addr_since: Instant,
+    /// `addr` was seen on an authenticated datagram (not only configured).
+    addr_learned: bool,
     sealer: Option<DatagramSealer>,
     opener: Option<DatagramOpener>,
     /// The last counter we sent this peer in a plain datagram.
@@ -246,6 +255,11 @@ pub struct PeerPath {
     pub name: PeerName,
     /// Where its datagrams go.
     pub addr: SocketAddr,
+    /// `addr` is where its datagrams were seen coming from (its NAT's mapping, when it
+    /// is behind one), not only the address of its connection.
+    pub addr_learned: bool,
+    /// Since when `addr` is what it is.
+    pub addr_since: Instant,
     /// Heard from within the heartbeat timeout.
     pub up: bool,
     /// Largest datagram known to reach it.
@@ -345,6 +359,8 @@ impl Sleeve {
             name,
             Peer {
                 addr,
+                addr_since: now,
+                addr_learned: false,
                 sealer,
                 opener,
                 plain_counter,
@@ -413,6 +429,8 @@ impl Sleeve {
         self.peers.iter().map(move |(name, p)| PeerPath {
             name: *name,
             addr: p.addr,
+            addr_learned: p.addr_learned,
+            addr_since: p.addr_since,
             up: self.is_up(p, now),
             pmtu_bytes: p.pmtu_bytes,
             link_mtu_bytes: p.link_mtu,

@@ -75,19 +75,38 @@ impl Sleeve {
                 .map_err(|_| DropReason::Replayed)?;
             body.len()
         };
-        self.accept(now, header, &body[..plain_len], out)
+        self.accept(now, from, header, &body[..plain_len], out)
     }
 
-    /// Acts on an authenticated datagram's plaintext `body`.
+    /// Acts on an authenticated datagram's plaintext `body`, which came from `from`.
+    ///
+    /// The sender's address follows where its authenticated datagrams come from (as
+    /// WireGuard's roaming does): a peer behind NAT is answered at the address and port
+    /// its NAT mapped, which only the datagrams show, not the connection's TCP address
+    /// nor gossip. A sealed datagram proves its sender; a plain one was already checked
+    /// to come from the peer's IP address, so only its port can move. Replays were
+    /// refused before this, so an old datagram cannot move the address back.
     pub(super) fn accept(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         header: DatagramHeader,
         body: &[u8],
         out: &mut impl FnMut(Output<'_>),
     ) -> Result<(), DropReason> {
         if let Some(peer) = self.peers.get_mut(&header.sender) {
             peer.last_heard = Some(now);
+            if peer.addr != from {
+                peer.addr = from;
+                peer.addr_since = now;
+                peer.addr_learned = true;
+                // A new path: what was probed on the old one may not hold.
+                peer.pmtu_bytes = None;
+                self.stats.peer_addr_changes += 1;
+            } else if !peer.addr_learned {
+                peer.addr_learned = true;
+                peer.addr_since = now;
+            }
         }
         match header.kind {
             DatagramKind::Heartbeat => Ok(()),

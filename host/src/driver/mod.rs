@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use weft_core::admission;
 use weft_core::conn::{ConnError, ConnId, ConnState};
 use weft_core::maker::{TargetKind, TargetState};
+use weft_core::peer::PeerName;
 use weft_core::router::{Command, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::Instant;
 
@@ -151,6 +152,9 @@ pub(crate) struct Driver {
     datapath: Arc<Datapath>,
     info: Info,
     routes_generation: Option<u64>,
+    /// Reachable peers without a connection of ours: the next hop their traffic is
+    /// relayed through, and since when (unix seconds), for status.
+    relayed: BTreeMap<PeerName, (PeerName, u64)>,
     fastdp: Arc<FastDp>,
     peer_filter: Arc<PeerFilter>,
     drops_write_queue_full: u64,
@@ -187,6 +191,7 @@ impl Driver {
             datapath,
             info,
             routes_generation: None,
+            relayed: BTreeMap::new(),
             fastdp: Arc::new(FastDp::Off("fast path not set up".to_owned())),
             peer_filter: Arc::new(PeerFilter::off("not set up")),
             drops_write_queue_full: 0,

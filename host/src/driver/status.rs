@@ -134,18 +134,58 @@ impl Driver {
         let mut out: Vec<ConnectionStatus> = self
             .router
             .connections()
-            .map(|c| ConnectionStatus {
-                id: Some(c.id.to_string()),
-                peer: c.peer.map(|p| p.to_string()),
-                nickname: c.nickname.clone(),
-                address: Some(c.addr.to_string()),
-                outbound: c.outbound,
-                state: Some(state_name(c.state).to_owned()),
-                encrypted: c.encrypted,
-                mode: Some(self.mode(c.state, c.peer).to_string()),
-                error: None,
+            .map(|c| {
+                let current = c
+                    .peer
+                    .is_some_and(|p| self.router.connection_to(p) == Some(c.id))
+                    && c.state == ConnState::Established;
+                let path = current
+                    .then(|| c.peer.and_then(|p| self.datapath.path_of(p)))
+                    .flatten();
+                let unix_s =
+                    |t: Instant| (self.clock.unix_origin_micros() + t.total_micros()) / 1_000_000;
+                ConnectionStatus {
+                    id: Some(c.id.to_string()),
+                    peer: c.peer.map(|p| p.to_string()),
+                    nickname: c.nickname.clone(),
+                    address: Some(c.addr.to_string()),
+                    outbound: c.outbound,
+                    state: Some(state_name(c.state).to_owned()),
+                    encrypted: c.encrypted,
+                    mode: Some(self.mode(c.state, c.peer).to_string()),
+                    error: None,
+                    path: current.then(|| "direct".to_owned()),
+                    via: None,
+                    mapped_address: path.filter(|p| p.addr_learned).map(|p| p.addr.to_string()),
+                    since_unix_s: path.map(|p| unix_s(p.addr_since)),
+                }
             })
             .collect();
+        // Peers we reach only through others.
+        for (peer, (hop, since)) in &self.relayed {
+            let nick = |p: &PeerName| {
+                self.router
+                    .topology()
+                    .get(*p)
+                    .map(|e| e.nickname.clone())
+                    .unwrap_or_default()
+            };
+            out.push(ConnectionStatus {
+                id: None,
+                peer: Some(peer.to_string()),
+                nickname: Some(nick(peer)),
+                address: None,
+                outbound: false,
+                state: Some("relayed".to_owned()),
+                encrypted: self.info.encrypted,
+                mode: Some(format!("relayed via {hop}({})", nick(hop))),
+                error: None,
+                path: Some("relayed".to_owned()),
+                via: Some(hop.to_string()),
+                mapped_address: None,
+                since_unix_s: Some(*since),
+            });
+        }
         // Targets we are not connected to, with why the last attempt failed.
         for (addr, t) in self.router.targets() {
             let (TargetState::Waiting { .. }, Some(err)) = (t.state, t.last_error) else {
@@ -165,6 +205,7 @@ impl Driver {
                 encrypted: self.info.encrypted,
                 mode: Some("failed".to_owned()),
                 error: Some(error),
+                ..ConnectionStatus::default()
             });
         }
         out

@@ -5,11 +5,7 @@ use super::*;
 
 impl Driver {
     /// A connection's datapath mode for status and metrics.
-    pub(super) fn mode(
-        &self,
-        state: ConnState,
-        peer: Option<weft_core::peer::PeerName>,
-    ) -> LinkMode {
+    pub(super) fn mode(&self, state: ConnState, peer: Option<PeerName>) -> LinkMode {
         let (ConnState::Established, Some(p)) = (state, peer) else {
             return LinkMode::Down;
         };
@@ -30,6 +26,28 @@ impl Driver {
     pub(crate) fn set_fastdp(&mut self, fastdp: Arc<FastDp>) {
         self.info.fastdp = fastdp.is_on();
         self.fastdp = fastdp;
+    }
+
+    /// Which reachable peers we reach only through another (no connection of ours), by
+    /// which next hop, and since when: kept from one topology change to the next.
+    fn note_relayed(&mut self) {
+        let now_s = unix_now_s();
+        let reachable: Vec<PeerName> = self.router.routes().reachable().collect();
+        let mut relayed = BTreeMap::new();
+        for p in reachable {
+            if self.router.connection_to(p).is_some() {
+                continue;
+            }
+            let Some(hop) = self.router.next_hop(p) else {
+                continue;
+            };
+            let since = match self.relayed.get(&p) {
+                Some(&(h, since)) if h == hop => since,
+                _ => now_s,
+            };
+            relayed.insert(p, (hop, since));
+        }
+        self.relayed = relayed;
     }
 
     /// Keeps the datapath's peers and routes in step with the router.
@@ -61,6 +79,7 @@ impl Driver {
         if self.routes_generation != Some(generation) {
             self.routes_generation = Some(generation);
             self.datapath.set_routes(self.router.forwarding_table());
+            self.note_relayed();
         }
     }
 }

@@ -100,6 +100,11 @@ impl SleeveCounters {
             "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
             self.helper_crypted,
         );
+        m.counter(
+            "weft_datapath_peer_address_changes_total",
+            "Times a peer's sleeve datagrams came from a new address (a NAT's mapping seen or changed), which the sleeve then answered.",
+            s.peer_addr_changes,
+        );
     }
 }
 
@@ -143,6 +148,7 @@ mod tests {
                 drops_not_for_us: 2012,
                 drops_no_route: 2013,
                 drops_too_big: 2014,
+                peer_addr_changes: 2015,
             },
             crypto_threads: 3,
             helper_crypted: 3001,
@@ -201,5 +207,8 @@ weft_datapath_crypto_threads 3
 # HELP weft_datapath_helper_crypted_total Datagrams sealed or opened by the helper threads rather than the datapath thread.
 # TYPE weft_datapath_helper_crypted_total counter
 weft_datapath_helper_crypted_total 3001
+# HELP weft_datapath_peer_address_changes_total Times a peer's sleeve datagrams came from a new address (a NAT's mapping seen or changed), which the sleeve then answered.
+# TYPE weft_datapath_peer_address_changes_total counter
+weft_datapath_peer_address_changes_total 2015
 "#;
 }

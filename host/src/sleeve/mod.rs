@@ -490,6 +490,12 @@ impl Datapath {
         p.paths.iter().find(|x| x.name == name).map(|x| x.up)
     }
 
+    /// The sleeve path to `name` as last published by the pump.
+    pub(crate) fn path_of(&self, name: PeerName) -> Option<PeerPath> {
+        let p = self.published.lock().ok()?;
+        p.paths.iter().find(|x| x.name == name).copied()
+    }
+
     /// Stops the pump thread.
     pub(crate) fn stop(&self) {
         if let Ok(mut p) = self.pump.lock()

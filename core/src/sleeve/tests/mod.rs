@@ -5,6 +5,7 @@ mod batch;
 mod forwarding;
 mod probes;
 mod receive;
+mod roaming;
 
 use super::*;
 use crate::crypto::{ChaChaKeyRng, KeyPair, SessionKeys};

@@ -17,7 +17,7 @@ fn plain_datagrams_from_elsewhere_than_the_peer_are_dropped() {
 }
 
 /// The datagram A sends B carrying a broadcast frame, at `now`.
-fn datagram_to_b(l: &mut Line, now: Instant, marker: u8) -> Vec<u8> {
+pub(super) fn datagram_to_b(l: &mut Line, now: Instant, marker: u8) -> Vec<u8> {
     let f = frame([0xff; 6], MAC_A, marker);
     let mut outs = Vec::new();
     l.s[0].handle_bridge_frame(now, &f, &mut |o| outs.push(own(o)));
