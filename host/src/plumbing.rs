@@ -292,11 +292,13 @@ impl Plumbing {
             }
             self.nl.set_up(host_ifname).await?;
             self.nl.move_to_netns(peer_tmp, netns, Some(ifname)).await?;
-            inner.set_up(ifname).await?;
             configure_arp_cache(netns, ifname);
             if inner.link("lo").await?.is_some_and(|l| !l.up) {
                 inner.set_up("lo").await?;
             }
+            // Addresses first, then up: with arp_notify the kernel announces each IPv4
+            // address when the link comes up (a gratuitous ARP), so peers that knew the
+            // address at another MAC (a restarted or moved container) learn the new one.
             for a in addresses {
                 match inner.add_address(ifname, to_ipcidr(*a)).await {
                     Ok(()) => {}
@@ -304,6 +306,7 @@ impl Plumbing {
                     Err(e) => return Err(e),
                 }
             }
+            inner.set_up(ifname).await?;
             if let Some(gw) = plug.gateway {
                 let default = IpCidr {
                     addr: match gw {
@@ -661,6 +664,9 @@ fn configure_arp_cache(netns: &Path, ifname: &str) {
             let path = format!("/proc/sys/net/ipv4/neigh/{ifname}/{key}");
             std::fs::write(path, value)?;
         }
+        // A gratuitous ARP for every address when the link comes up (DESIGN: every attach
+        // announces its addresses).
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1")?;
         Ok::<(), std::io::Error>(())
     });
     if !matches!(done, Ok(Ok(()))) {

@@ -402,3 +402,32 @@ fn routers_with_one_key_file_connect_and_another_key_is_refused() {
     drop((a, b, c));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn an_attach_announces_its_addresses_with_a_gratuitous_arp() {
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let h = net.add_host("a").unwrap();
+    let r = start(&mut net, &h, "pw", &[]);
+    // A namespace that knew 10.32.0.7 at another MAC keeps it unless told otherwise.
+    // On every interface of the host: the ports of the bridge see it.
+    let cap = Capture::start(&mut net, &h, "any", "arp");
+    for (name, addr) in [("c1", "10.32.0.7/12"), ("c2", "10.32.0.8/12")] {
+        let c = net.add_ns(name).unwrap();
+        r.attach(&c, addr);
+    }
+    let bytes = cap.stop(&mut net);
+    // A gratuitous request: sender and target address the same, target MAC zero.
+    for ip in [[10u8, 32, 0, 7], [10, 32, 0, 8]] {
+        let mut needle = ip.to_vec();
+        needle.extend([0u8; 6]);
+        needle.extend(ip);
+        assert!(
+            common::contains(&bytes, &needle),
+            "no gratuitous ARP for {ip:?} on the host ({} bytes captured)",
+            bytes.len()
+        );
+    }
+}
