@@ -57,3 +57,13 @@ pub fn locate_weft(flag: Option<PathBuf>) -> Result<PathBuf, String> {
         tried.join(", ")
     ))
 }
+
+/// A directory of a benchmark's own, removed (with what is in it) when dropped, also when
+/// the benchmark fails.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -558,6 +558,17 @@ async fn expose_all(api: &Api, given: &[Cidr], fqdn: Option<String>) -> Result<(
             "-h FQDN names IPv4 addresses: give one (or none, to allocate one)".into(),
         ));
     }
+    let added = name_host(api, name, addrs).await?;
+    api.plumbing.lock().await.set_exposed_name(given, &added)?;
+    Ok(())
+}
+
+/// Registers `name` for the host's `addrs` in weftDNS; the name as registered.
+async fn name_host(
+    api: &Api,
+    name: String,
+    addrs: Vec<std::net::Ipv4Addr>,
+) -> Result<String, ApiError> {
     let added = ask(&api.inbox, |answer| {
         Input::Dns(DnsRequest::Add {
             name,
@@ -567,11 +578,7 @@ async fn expose_all(api: &Api, given: &[Cidr], fqdn: Option<String>) -> Result<(
         })
     })
     .await??;
-    api.plumbing
-        .lock()
-        .await
-        .set_exposed_name(given, &added.name)?;
-    Ok(())
+    Ok(added.name)
 }
 
 /// Puts `address` on the bridge, has weftDNS listen there (IPv4) and registers `fqdn`
@@ -593,16 +600,7 @@ pub(crate) async fn expose_address(
         server.listen(at).await.map_err(ApiError::DnsListen)?;
     }
     if let Some(name) = fqdn {
-        let addrs = ipv4s(&[address]);
-        ask(&api.inbox, |answer| {
-            Input::Dns(DnsRequest::Add {
-                name,
-                addrs,
-                container: Some(weft_core::dns::CONTAINER_HOST.to_owned()),
-                answer,
-            })
-        })
-        .await??;
+        name_host(api, name, ipv4s(&[address])).await?;
     }
     Ok(exposed)
 }

@@ -138,7 +138,7 @@ fn run(a: &Args) -> Result<(), String> {
     let dm = net.add_ns("dm").map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("weft-dnsqps-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = weft_benches::RemoveOnDrop(dir.clone());
     // dnsmasq: the names from a hosts file.
     let hosts = dir.join("hosts");
     let mut text = String::new();
@@ -230,14 +230,6 @@ fn run(a: &Args) -> Result<(), String> {
     println!("{:<10} {:>12.0}", "dnsmasq", d);
     println!("ratio weftDNS/dnsmasq: {:.2}", w / d);
     Ok(())
-}
-
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn main() {

@@ -157,7 +157,7 @@ fn run(a: &Args) -> Result<(), String> {
     let mut net = TestNet::new().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("weft-routers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = weft_benches::RemoveOnDrop(dir.clone());
     let n = a.routers;
     let mut hosts: Vec<Ns> = Vec::new();
     let mut ips = Vec::new();
@@ -312,14 +312,6 @@ fn pin_neighbours(hosts: &[Ns], ips: &[std::net::Ipv4Addr]) -> Result<(), String
         }
     }
     Ok(())
-}
-
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn main() {

@@ -38,6 +38,12 @@ impl Fake {
         Ok(())
     }
 
+    /// The subnets the firewall was last given.
+    fn outbound_subnets(&self) -> Vec<String> {
+        let nets = self.outbound.lock().unwrap();
+        nets.iter().map(|n| n.subnet.to_string()).collect()
+    }
+
     fn owner(&self, a: &str) -> Option<String> {
         self.ipam.lock().unwrap().get(&a.parse().unwrap()).cloned()
     }
@@ -391,14 +397,7 @@ async fn networks_without_subnet_get_blocks_of_their_own() {
         ("10.47.254.2/24", "10.47.253.2/24")
     );
     // Kept apart: the firewall knows both subnets.
-    let subnets: Vec<String> = s
-        .fake
-        .outbound
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|n| n.subnet.to_string())
-        .collect();
+    let subnets = s.fake.outbound_subnets();
     assert!(
         subnets.contains(&"10.47.254.0/24".into()) && subnets.contains(&"10.47.253.0/24".into()),
         "{subnets:?}"
@@ -1304,14 +1303,7 @@ async fn networks_docker_deleted_while_down_give_back_gateway_and_pool() {
     }
     assert!(!s.fake.exposed.lock().unwrap().contains(&g1));
     assert!(s.fake.owner(&ip(&g4)).is_some(), "n4's gateway stays");
-    let subnets: Vec<String> = s
-        .fake
-        .outbound
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|n| n.subnet.to_string())
-        .collect();
+    let subnets = s.fake.outbound_subnets();
     assert_eq!(subnets, ["10.40.0.0/16"]);
     // The blocks are free again: the next networks get them.
     let (again, _) = s.network("n5", "", false).await;
