@@ -30,6 +30,7 @@ pub mod gossip;
 pub mod ipam;
 pub mod maker;
 pub mod peer;
+pub mod policy;
 pub mod rng;
 pub mod router;
 pub mod routes;
