@@ -90,6 +90,8 @@ pub(crate) struct Api {
     pub(crate) proxy: Arc<std::sync::Mutex<ProxyStatus>>,
     /// `weft service` exports and imports.
     pub(crate) services: crate::services::serve::Services,
+    /// Network policy: the table for this host's pods.
+    pub(crate) policy: Arc<crate::policy::enforce::Enforcer>,
 }
 
 /// A reply: status, content type, body.
@@ -223,6 +225,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("/service/export", "POST"),
     ("/service/import", "POST"),
     ("/service/rm", "POST"),
+    ("/policy", "GET"),
+    ("/policy/apply", "POST"),
+    ("/policy/delete", "POST"),
+    ("/policy/explain", "POST"),
+    ("/status/policy", "GET"),
+    ("/label", "POST"),
 ];
 
 async fn route(api: &Api, req: &http::Request) -> Handled {
@@ -268,6 +276,12 @@ async fn route(api: &Api, req: &http::Request) -> Handled {
         "/service/export" => json(crate::services::serve::export(api, body(&req.body)?).await?),
         "/service/import" => json(crate::services::serve::import(api, body(&req.body)?).await?),
         "/service/rm" => json(crate::services::serve::rm(api, body(&req.body)?).await?),
+        "/policy" => json(crate::policy::serve::list(api)),
+        "/policy/apply" => json(crate::policy::serve::apply(api, body(&req.body)?).await?),
+        "/policy/delete" => json(crate::policy::serve::delete(api, body(&req.body)?).await?),
+        "/policy/explain" => json(crate::policy::serve::explain(api, &body(&req.body)?)?),
+        "/status/policy" => json(api.policy.status()),
+        "/label" => json(crate::policy::serve::label(api, body(&req.body)?).await?),
         _ => Err(ApiError::NoSuchEndpoint(req.path.clone())),
     }
 }
@@ -320,6 +334,7 @@ async fn metrics(api: &Api) -> Handled {
         "Namespaces attached to the bridge.",
         n as u64,
     );
+    api.policy.metrics(&mut m);
     text.push_str(&m.finish());
     Ok(Reply {
         status: 200,
@@ -406,6 +421,12 @@ pub(crate) async fn attach_as(
     );
     if let Some(name) = b.name {
         name_attachment(api, &mut a, name).await?;
+    }
+    if b.namespace.is_some() || !b.labels.is_empty() || !b.ports.is_empty() {
+        let meta = crate::policy::pods::meta(b.namespace, &b.labels, &b.ports)
+            .map_err(ApiError::BadRequest)?;
+        api.plumbing.lock().await.set_pod_meta(&a.id, meta.clone())?;
+        a.pod = meta;
     }
     Ok(AttachReply {
         attachment: a,

@@ -97,7 +97,33 @@ pub(crate) enum Command {
         /// (for `--netns /var/run/netns/NAME`) or /proc/PID/root/etc/resolv.conf (`--pid`).
         #[arg(long)]
         dns: bool,
+        /// Network policy: the attachment's namespace (default `default`).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Network policy: a label of the attachment (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Network policy: a named port (repeatable), e.g. http=80/tcp.
+        #[arg(long = "port", value_name = "NAME=PORT/PROTO")]
+        ports: Vec<String>,
     },
+    /// Change an attachment's network policy labels: KEY=VALUE sets, KEY- removes.
+    Label {
+        /// Which namespace.
+        #[command(flatten)]
+        target: NetnsTarget,
+        /// Changes, e.g. app=web tier-.
+        #[arg(required_unless_present = "namespace", value_name = "KEY=VALUE | KEY-")]
+        changes: Vec<String>,
+        /// Also move it to this policy namespace.
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+    /// Network policy: Kubernetes NetworkPolicy (networking.k8s.io/v1) objects, held by
+    /// every router and enforced by each for its own attachments (nftables table
+    /// `inet weft-policy`).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Remove addresses from an attachment, or the whole attachment when none are given.
     Detach {
         /// Addresses to remove (all of the attachment when omitted).
@@ -193,6 +219,47 @@ pub(crate) enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `weft policy ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Apply NetworkPolicy and Namespace objects (YAML or JSON; several documents, a
+    /// `List`, or every *.yaml/*.yml/*.json file of a directory): all or nothing.
+    Apply {
+        /// A file, a directory or `-` (stdin); repeatable.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
+        files: Vec<PathBuf>,
+    },
+    /// Delete a NetworkPolicy.
+    Delete {
+        /// Its name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Its namespace.
+        #[arg(short = 'n', long, default_value = "default", value_name = "NS")]
+        namespace: String,
+    },
+    /// List the policies: what they isolate, their rules, this host's pods they select
+    /// and the packets they blocked here.
+    Ls {
+        /// Print JSON exactly as the control API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say whether a new connection from SRC to DST on PORT/PROTO is allowed, and by
+    /// which policy and rule (or which policies isolate it).
+    Explain {
+        /// Source address.
+        #[arg(value_name = "SRC")]
+        src: std::net::Ipv4Addr,
+        /// Destination address.
+        #[arg(value_name = "DST")]
+        dst: std::net::Ipv4Addr,
+        /// Port and protocol: 80/tcp, 53/udp, 80 (tcp), icmp.
+        #[arg(value_name = "PORT/PROTO")]
+        port: String,
     },
 }
 
@@ -391,6 +458,8 @@ pub(crate) enum StatusWhat {
     Dns,
     /// Address management: each peer's share of the range, free space, unreachable owners.
     Ipam,
+    /// Network policy: what is loaded, the table, packets each rule allowed and blocked.
+    Policy,
 }
 
 impl StatusWhat {
@@ -402,6 +471,7 @@ impl StatusWhat {
             Self::Targets => "/status/targets",
             Self::Dns => "/status/dns",
             Self::Ipam => "/status/ipam",
+            Self::Policy => "/status/policy",
         }
     }
 }

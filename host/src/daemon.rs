@@ -204,6 +204,11 @@ async fn run_async(
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));
     }
+    let policy = crate::policy::enforce::Enforcer::new(state_dir.file(crate::policy::STATE_FILE));
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
+    driver.set_policy(policy_tx, policy.load_shared());
+    policy.start_nflog();
+    tokio::spawn(Arc::clone(&policy).run(policy_rx));
     let driver_task = tokio::spawn(driver.run(inbox_rx));
     if !targets.is_empty() {
         let _ = inbox_tx.send(Input::Connect(targets)).await;
@@ -223,11 +228,13 @@ async fn run_async(
         plugin: Arc::clone(&plugin_status),
         proxy: Arc::clone(&proxy_status),
         services,
+        policy,
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;
     api.services.start().await;
     tokio::spawn(crate::services::serve::follow_names(Arc::clone(&api)));
+    tokio::spawn(crate::policy::pods::follow(Arc::clone(&api)));
     tokio::spawn(crate::cni::server::drain_spool(
         Arc::clone(&api),
         crate::cni::spool_dir(&global.socket),
@@ -335,6 +342,8 @@ async fn run_async(
     }
     let _ = std::fs::remove_file(&global.socket);
     if api.reset.load(Ordering::Relaxed) {
+        // The policy table outlives a stop (the pods stay, and stay isolated), not a reset.
+        api.policy.remove();
         api.plumbing.lock().await.reset().await?;
         tracing::info!("reset: attachments, bridge and state removed");
     }

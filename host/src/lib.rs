@@ -23,11 +23,20 @@ mod firewall;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+/// For `benches/` only (not an API): pieces of the host a benchmark measures alone.
+#[doc(hidden)]
+pub mod bench {
+    /// The `nft -f` batch of the policy table for `rules`, as the router applies it.
+    pub fn policy_table(rules: &weft_core::policy::compile::RuleSet) -> String {
+        crate::policy::nft::render(rules).batch
+    }
+}
 mod http;
 mod ipam;
 mod messages;
 mod metrics;
 mod plumbing;
+mod policy;
 mod render;
 mod secret;
 mod services;
@@ -148,6 +157,9 @@ fn run(cli: Cli) -> Result<()> {
                     show(&client, w.path(), json, dns::cmd::render_status)?
                 }
                 Some(w @ StatusWhat::Ipam) => show(&client, w.path(), json, ipam::render_status)?,
+                Some(w @ StatusWhat::Policy) => {
+                    show(&client, w.path(), json, policy::cmd::render_status)?
+                }
             };
             print!("{out}");
             Ok(())
@@ -164,15 +176,22 @@ fn run(cli: Cli) -> Result<()> {
             target,
             name,
             dns,
+            namespace,
+            labels,
+            ports,
         } => {
             let netns = target.path();
             plumbing::netns_inode(&netns)?;
+            policy::pods::meta(namespace.clone(), &labels, &ports).map_err(Error::Other)?;
             let (addresses, allocate) = ipam::split(&addresses);
             let body = NetnsRequest {
                 netns: netns.clone(),
                 addresses,
                 name,
                 allocate,
+                namespace,
+                labels,
+                ports,
             };
             let reply: AttachReply = client.post("/attach", &body)?;
             if dns {
@@ -190,6 +209,9 @@ fn run(cli: Cli) -> Result<()> {
                 addresses: addresses.clone(),
                 name: None,
                 allocate: Vec::new(),
+                namespace: None,
+                labels: Vec::new(),
+                ports: Vec::new(),
             };
             client.post::<_, DetachReply>("/detach", &body)?;
             if addresses.is_empty() {
@@ -262,6 +284,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Service(c) => services::serve::cmd(&client, c),
+        Command::Policy(c) => policy::cmd::cmd(&client, c),
+        Command::Label {
+            target,
+            changes,
+            namespace,
+        } => policy::cmd::label(&client, &target.path(), &changes, namespace),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())

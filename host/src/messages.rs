@@ -73,6 +73,9 @@ pub(crate) enum ApiError {
     /// The request conflicts with what is there (a second CNI ADD of one attachment).
     #[error("{0}")]
     Conflict(String),
+    /// What the request names is not there (a policy to delete).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ApiError {
@@ -92,6 +95,7 @@ impl ApiError {
             },
             Self::DnsListen(_) => 500,
             Self::Conflict(_) => 409,
+            Self::NotFound(_) => 404,
         }
     }
 
@@ -136,6 +140,15 @@ pub(crate) struct NetnsRequest {
     /// with no `addresses` either, one address of the default subnet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) allocate: Vec<NetSpec>,
+    /// `attach --namespace`: the policy namespace (attach only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) namespace: Option<String>,
+    /// `attach --label KEY=VALUE`: policy labels (attach only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) labels: Vec<String>,
+    /// `attach --port NAME=PORT/PROTO`: named ports (attach only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ports: Vec<String>,
 }
 
 /// `POST /expose`.
@@ -710,6 +723,12 @@ pub(crate) struct CniAddRequest {
     /// The gateway that plugin gave (put on the bridge if not there yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gateway: Option<Cidr>,
+    /// The pod's namespace (`K8S_POD_NAMESPACE`), for network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) namespace: Option<String>,
+    /// The pod's labels (`args.cni.labels`), `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) labels: Vec<String>,
 }
 
 /// `POST /cni/add`.

@@ -54,6 +54,7 @@ pub(crate) struct Plumbing {
     mtu_bytes: u32,
     state_dir: StateDir,
     state: Persisted,
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 fn nl_err(e: weft_kernel_dp::Error) -> Error {
@@ -79,6 +80,7 @@ impl Plumbing {
             mtu_bytes,
             state_dir,
             state,
+            changed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -126,8 +128,28 @@ impl Plumbing {
         Ok(())
     }
 
+    /// Sets attachment `id`'s policy metadata (namespace, labels, named ports); `false`
+    /// when there is no such attachment.
+    pub(crate) fn set_pod_meta(&mut self, id: &str, pod: crate::state::PodMeta) -> Result<bool> {
+        let Some(a) = self.state.attachments.iter_mut().find(|a| a.id == id) else {
+            return Ok(false);
+        };
+        if a.pod != pod {
+            a.pod = pod;
+            self.save()?;
+        }
+        Ok(true)
+    }
+
+    /// Changes whenever the recorded attachments change (policy follows it).
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     fn save(&self) -> Result<()> {
-        self.state_dir.save(&self.state)
+        let r = self.state_dir.save(&self.state);
+        self.changed.send_modify(|n| *n += 1);
+        r
     }
 
     /// Creates the bridge if missing (with the configured MTU) and sets it up. An existing
@@ -343,6 +365,7 @@ impl Plumbing {
             mac: link.and_then(|l| l.mac).map(|m| m.to_string()),
             addresses: addrs,
             dns_name: None,
+            pod: crate::state::PodMeta::default(),
         };
         self.state.attachments.push(attachment.clone());
         self.save()?;

@@ -47,6 +47,32 @@ pub(crate) struct Attachment {
     /// The DNS name given with `attach --name`, registered again after a router restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dns_name: Option<String>,
+    /// What network policy sees of it: namespace, labels, named ports.
+    #[serde(default, skip_serializing_if = "PodMeta::is_empty")]
+    pub(crate) pod: PodMeta,
+}
+
+/// An attachment's policy namespace, labels and named ports (`attach --namespace NS
+/// --label K=V --port NAME=PORT/PROTO`, `weft label`, Docker's container labels, CNI's
+/// `K8S_POD_NAMESPACE`). Checked when set; see `crate::policy::pods`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PodMeta {
+    /// The namespace (`default` when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) namespace: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// Named ports, `NAME=PORT/PROTO`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ports: Vec<String>,
+}
+
+impl PodMeta {
+    /// Nothing set.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.labels.is_empty() && self.ports.is_empty()
+    }
 }
 
 /// Everything in `state.json`.
@@ -284,6 +310,7 @@ mod tests {
         Persisted {
             version: STATE_VERSION,
             attachments: vec![Attachment {
+                pod: PodMeta::default(),
                 id: "ns-1234".into(),
                 netns: "/var/run/netns/a".into(),
                 netns_inode: 0x1234,

@@ -227,7 +227,13 @@ fn pod_name(args: &str) -> Result<Option<String>, CniError> {
 fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let (container_id, ifname) = key()?;
     let netns = netns()?;
-    let name = pod_name(&env("CNI_ARGS").unwrap_or_default())?;
+    let cni_args = env("CNI_ARGS").unwrap_or_default();
+    let name = pod_name(&cni_args)?;
+    let namespace = cni_args
+        .split(';')
+        .find_map(|p| p.strip_prefix("K8S_POD_NAMESPACE="))
+        .filter(|ns| weft_core::policy::check_name(ns).is_ok())
+        .map(str::to_owned);
     let (addresses, gateway) = match conf.delegated_ipam() {
         Some(kind) => super::delegate::addresses(&super::delegate::run(kind, "ADD", stdin)?)?,
         None => (Vec::new(), None),
@@ -240,6 +246,8 @@ fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError>
         name,
         addresses,
         gateway,
+        namespace,
+        labels: conf.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     };
     let r: CniAddReply = match post(client, "ADD", "/cni/add", &body) {
         Ok(r) => r,

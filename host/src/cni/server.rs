@@ -109,6 +109,15 @@ pub(crate) async fn add(api: &Api, r: CniAddRequest) -> Result<CniAddReply, ApiE
             tracing::warn!("CNI: {} keeps no DNS name: {e}", a.id);
         }
     }
+    if r.namespace.is_some() || !r.labels.is_empty() {
+        match crate::policy::pods::meta(r.namespace, &r.labels, &[]) {
+            Ok(meta) => {
+                api.plumbing.lock().await.set_pod_meta(&a.id, meta.clone())?;
+                a.pod = meta;
+            }
+            Err(e) => tracing::warn!("CNI: {} keeps no policy labels: {e}", a.id),
+        }
+    }
     let mtu_bytes = api.datapath.status().mtu.unwrap_or(0);
     Ok(CniAddReply {
         attachment: a,

@@ -176,6 +176,10 @@ pub(crate) struct NetConf {
     pub(crate) ipam: IpamConf,
     /// `prevResult`: the result of the ADD before (CHECK, DEL, and chained plugins).
     pub(crate) prev_result: Option<Value>,
+    /// `args.cni.labels` (the CNI conventions' `[{"key": K, "value": V}]`): the pod's
+    /// labels, for network policy. Entries that are not valid Kubernetes labels are left
+    /// out (a runtime's metadata is not the user's input).
+    pub(crate) labels: Vec<(String, String)>,
     /// `cni.dev/valid-attachments` (GC).
     pub(crate) valid_attachments: Vec<ValidAttachment>,
     /// `isGateway` of the plugin weft is the IPAM of (`bridge`'s).
@@ -231,6 +235,25 @@ fn required<T: DeserializeOwned>(obj: &Map<String, Value>, name: &str) -> Result
             format!("field {name} is missing"),
         )
     })
+}
+
+/// `args.cni.labels`, as far as they are well formed.
+fn cni_labels(obj: &Map<String, Value>) -> Vec<(String, String)> {
+    let list = obj
+        .get("args")
+        .and_then(|a| a.get("cni"))
+        .and_then(|c| c.get("labels"))
+        .and_then(Value::as_array);
+    let mut out = Vec::new();
+    for l in list.into_iter().flatten().take(weft_core::policy::LABELS_MAX) {
+        if let (Some(k), Some(v)) = (l.get("key").and_then(Value::as_str), l.get("value").and_then(Value::as_str)) {
+            let mut check = weft_core::policy::Labels::new();
+            if check.insert(k, v).is_ok() {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 impl NetConf {
@@ -290,6 +313,7 @@ impl NetConf {
         }
         conf.socket = field(&obj, "socket")?;
         conf.prev_result = field(&obj, "prevResult")?;
+        conf.labels = cni_labels(&obj);
         if let Some(ipam) = field::<Map<String, Value>>(&obj, "ipam")? {
             conf.ipam = parse_ipam(&ipam)?;
         }

@@ -35,11 +35,13 @@ use weft_core::time::Instant;
 mod dns;
 mod ipam;
 mod metrics;
+mod policy;
 mod status;
 mod streams;
 mod sync;
 pub(crate) use dns::DnsRequest;
 pub(crate) use ipam::IpamRequest;
+pub(crate) use policy::PolicyRequest;
 pub(crate) use streams::accept_loop;
 
 /// Capacity of the driver's inbox (stream bytes, accepts, API queries).
@@ -81,6 +83,10 @@ pub(crate) enum Input {
     Dns(DnsRequest),
     /// An address command (attach/detach addresses, rmpeer, status ipam).
     Ipam(IpamRequest),
+    /// A policy command (`weft policy apply`, `delete`).
+    Policy(PolicyRequest),
+    /// This host's pods, as the recorded attachments have them now.
+    PolicyPods(BTreeMap<String, weft_core::policy::Pod>),
     /// Nothing: wakes the task so it finishes work it left for later.
     Wake,
     /// Stop the router.
@@ -163,6 +169,7 @@ pub(crate) struct Driver {
     started: SystemTime,
     dns: dns::DnsState,
     ipam: ipam::IpamState,
+    policy: policy::PolicyState,
 }
 
 fn unix_now_s() -> u64 {
@@ -200,6 +207,7 @@ impl Driver {
             started: SystemTime::now(),
             dns: dns::DnsState::default(),
             ipam: ipam::IpamState::default(),
+            policy: policy::PolicyState::default(),
         }
     }
 
@@ -298,6 +306,8 @@ impl Driver {
                 self.ipam_request(req);
                 self.ipam_persist();
             }
+            Input::Policy(req) => self.policy_request(req),
+            Input::PolicyPods(pods) => self.policy_pods(pods),
             Input::Wake | Input::Stop => {}
         }
     }
@@ -307,6 +317,7 @@ impl Driver {
         self.drive_router();
         self.sync_datapath();
         self.sync_dns();
+        self.sync_policy();
     }
 
     fn drive_router(&mut self) {

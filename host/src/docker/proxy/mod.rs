@@ -224,6 +224,7 @@ struct Inspect {
     env: Vec<String>,
     hostname: String,
     domain: String,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Inspect {
@@ -257,6 +258,14 @@ impl Inspect {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            labels: v["Config"]["Labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -595,6 +604,8 @@ impl Proxy {
             && format!("{}.", info.domain.trim_end_matches('.')) == domain)
             .then(|| info.hostname.clone());
         let netns = PathBuf::from(format!("/proc/{}/ns/net", info.pid));
+        let (pod_namespace, pod_labels, pod_ports) =
+            crate::policy::pods::from_container_labels(&info.labels);
         let mut st = self.state.lock().await;
         if plugged(&st) {
             return Ok(true);
@@ -612,6 +623,9 @@ impl Proxy {
             addresses,
             name: name.clone(),
             allocate,
+            namespace: pod_namespace.clone(),
+            labels: pod_labels.clone(),
+            ports: pod_ports.clone(),
         };
         let attach = |r: NetnsRequest| crate::api::attach_as(&self.api, &owner, r);
         let made = if remembered.is_empty() {
