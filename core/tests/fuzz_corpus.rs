@@ -78,6 +78,7 @@ mod seeds {
             ("conn_stream", conn_stream()),
             ("ipam", ipam()),
             ("dns", dns()),
+            ("policy", policy()),
             ("segment", segment()),
             ("heartbeat", heartbeat()),
         ]
@@ -463,6 +464,143 @@ mod seeds {
             ("garbage-unknown-flag", bad_flags),
             ("garbage-uppercase-name", upper),
             ("garbage-bad-version", bad_version),
+        ]
+    }
+
+    fn policy() -> Seeds {
+        use std::net::Ipv4Addr;
+        use weft_core::policy::table::{PodKey, Stamp};
+        use weft_core::policy::wire::{self, Msg, NamespaceEntry, PodEntry, PolicyEntry};
+        use weft_core::policy::{
+            Cidr, IpBlock, Labels, NamedPort, Operator, Peer, Pod, Policy, PolicyKey, Port,
+            PortMatch, Proto, Requirement, Rule, Selector,
+        };
+        let labels = |pairs: &[(&str, &str)]| {
+            let mut l = Labels::new();
+            for (k, v) in pairs {
+                l.insert(k, v).expect("seed label");
+            }
+            l
+        };
+        let stamp = |lamport, writer| Stamp {
+            lamport,
+            writer: PeerName::from_u64(writer),
+        };
+        let key = PolicyKey {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let sel = Selector {
+            match_labels: labels(&[("app", "web")]),
+            match_expressions: vec![Requirement {
+                key: "example.com/env".into(),
+                op: Operator::NotIn,
+                values: vec!["dev".into()],
+            }],
+        };
+        let block = IpBlock {
+            cidr: Cidr::new(Ipv4Addr::new(10, 32, 0, 0), 12).expect("seed cidr"),
+            except: vec![Cidr::new(Ipv4Addr::new(10, 32, 9, 0), 24).expect("seed cidr")],
+        };
+        let policy = Policy {
+            key: key.clone(),
+            pod_selector: sel.clone(),
+            ingress_isolates: true,
+            egress_isolates: true,
+            ingress: vec![Rule {
+                peers: vec![
+                    Peer::Pods {
+                        pods: Some(sel),
+                        namespaces: Some(Selector::all()),
+                    },
+                    Peer::Block(block),
+                ],
+                ports: vec![
+                    Port {
+                        proto: Proto::Tcp,
+                        port: PortMatch::Range { port: 80, end: 90 },
+                    },
+                    Port {
+                        proto: Proto::Udp,
+                        port: PortMatch::Named("dns".into()),
+                    },
+                    Port {
+                        proto: Proto::Sctp,
+                        port: PortMatch::Any,
+                    },
+                ],
+            }],
+            egress: vec![Rule::default()],
+        };
+        let policies = Msg::Policies(vec![
+            PolicyEntry {
+                key: key.clone(),
+                stamp: stamp(4, 1),
+                policy: Some(policy),
+            },
+            PolicyEntry {
+                key: PolicyKey {
+                    namespace: "prod".into(),
+                    name: "gone".into(),
+                },
+                stamp: stamp(7, 2),
+                policy: None,
+            },
+        ]);
+        let namespaces = Msg::Namespaces(vec![NamespaceEntry {
+            name: "prod".into(),
+            stamp: stamp(2, 3),
+            labels: Some(labels(&[("team", "db")])),
+        }]);
+        let pod_entry = |owner, id: &str, version, live: bool| PodEntry {
+            key: PodKey {
+                owner: PeerName::from_u64(owner),
+                id: id.into(),
+            },
+            version,
+            pod: live.then(|| Pod {
+                addrs: vec![Ipv4Addr::new(10, 32, 0, 2)],
+                namespace: "default".into(),
+                labels: labels(&[("app", "web")]),
+                ports: vec![NamedPort {
+                    name: "http".into(),
+                    proto: Proto::Tcp,
+                    port: 8080,
+                }],
+            }),
+        };
+        let pods = Msg::Pods(vec![
+            pod_entry(1, "4f1c0e2a", 3, true),
+            pod_entry(1, "5a", 4, false),
+            // Our own (the check's router is 0x0a0b0c0d0e0f): answered, not taken.
+            pod_entry(0x0a0b0c0d0e0f, "mine", 9, true),
+        ]);
+        let enc = |m: &Msg| m.to_vec().expect("seed message emits");
+        let p = enc(&policies);
+        let one_ns = enc(&namespaces);
+        let mut dup = one_ns.clone();
+        dup.extend_from_slice(&one_ns[4..]);
+        dup[3] = 2;
+        // The namespace name "prod" sits after header and its length byte.
+        let mut upper = one_ns.clone();
+        upper[5] = b'P';
+        let mut bad_version = p.clone();
+        bad_version[0] = 9;
+        let mut bad_kind = p.clone();
+        bad_kind[1] = 9;
+        let export = wire::emit_export(7, 9, &[p.clone(), one_ns.clone()]);
+        vec![
+            ("valid-policies", p.clone()),
+            ("valid-namespaces", one_ns),
+            ("valid-pods", enc(&pods)),
+            ("valid-empty", enc(&Msg::Pods(Vec::new()))),
+            ("garbage-truncated", p[..p.len() - 1].to_vec()),
+            ("garbage-duplicate-key", dup),
+            ("garbage-uppercase-namespace", upper),
+            ("garbage-bad-version", bad_version),
+            ("garbage-unknown-kind", bad_kind),
+            // A state file is not a gossip message (the check also imports it).
+            ("garbage-state-file", export),
         ]
     }
 

@@ -19,6 +19,17 @@
 //! policies add up (union). A connection needs the source's egress and the destination's
 //! ingress allowed; replies of an allowed connection are allowed (the host's conntrack).
 
+mod merge;
+pub mod table;
+pub mod wire;
+
+#[cfg(test)]
+mod crdt_tests;
+#[cfg(test)]
+mod wire_tests;
+
+pub use self::table::PolicyTable;
+
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -61,6 +72,9 @@ pub enum PolicyError {
     BadCidr,
     /// An `In`/`NotIn` expression without values or an `Exists`/`DoesNotExist` with some.
     BadExpression,
+    /// An attachment id that is empty, longer than [`table::POD_ID_LEN_MAX`] bytes or not
+    /// printable ASCII.
+    BadPodId,
 }
 
 impl fmt::Display for PolicyError {
@@ -73,6 +87,7 @@ impl fmt::Display for PolicyError {
             Self::BadPortRange => "endPort must be a number not below port, and only with a numeric port",
             Self::BadCidr => "not an IPv4 CIDR, or an except block outside its cidr",
             Self::BadExpression => "operators In and NotIn need values; Exists and DoesNotExist take none",
+            Self::BadPodId => "attachment id must be 1 to 64 printable ASCII bytes",
         })
     }
 }

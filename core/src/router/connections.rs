@@ -124,8 +124,10 @@ impl Router {
                         self.on_ipam_gossip(now, id, &payload);
                     } else if channel == CHANNEL_DNS {
                         self.on_dns_gossip(now, id, &payload);
+                    } else if channel == CHANNEL_POLICY {
+                        self.on_policy_gossip(now, id, &payload);
                     }
-                    // Other channels (IPAM, DNS) are added by their own modules.
+                    // Unknown channels (a newer peer's) are ignored.
                 }
             }
         }
@@ -150,6 +152,7 @@ impl Router {
         self.push_event(Event::ConnectionUp { conn: id, peer });
         self.ipam.on_neighbour(peer);
         self.dns_on_neighbour(peer);
+        self.policy.on_neighbour(peer);
         self.update_our_conns();
         // A new neighbour hears everything we know.
         self.news.entry(peer).or_default().add_everything();

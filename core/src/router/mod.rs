@@ -14,12 +14,13 @@ use crate::gossip::{self, News, NewsQueue};
 use crate::ipam::{Ipam, IpamConfig, IpamEvent};
 use crate::maker::{Backoff, Maker, Target, TargetKind};
 use crate::peer::{PeerName, PeerUid};
+use crate::policy::PolicyTable;
 use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
 use crate::topology::{ConnInfo, PeerEntry, Topology};
 use crate::wire::WireError;
-use crate::wire::frame::{CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_TOPOLOGY};
+use crate::wire::frame::{CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_POLICY, CHANNEL_TOPOLOGY};
 use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -27,12 +28,14 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 
 // Where things are: the inputs, outputs and queries here; connections (admission, dials,
-// their output, drops), topology gossip, peer GC, and the IPAM and DNS gossip channels
-// (the router's side of `crate::ipam` and `crate::dns`) in the files named so.
+// their output, drops), topology gossip, peer GC, and the IPAM, DNS and policy gossip
+// channels (the router's side of `crate::ipam`, `crate::dns` and `crate::policy`) in the
+// files named so.
 mod connections;
 mod dns_channel;
 mod ipam_channel;
 mod peer_gc;
+mod policy_channel;
 mod topology_gossip;
 // Topology tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
@@ -310,6 +313,7 @@ pub struct Router {
     lockouts: Lockouts,
     ipam: Ipam,
     dns: Dns,
+    policy: PolicyTable,
 }
 
 impl Router {
@@ -358,6 +362,7 @@ impl Router {
         Self {
             ipam,
             dns: Dns::new(config.name, config.gossip_interval, now),
+            policy: PolicyTable::new(config.name, config.gossip_interval, now),
             settings,
             rng,
             keys,
@@ -484,6 +489,7 @@ impl Router {
         }
         self.ipam_timeout(now);
         self.dns_timeout(now);
+        self.policy_timeout(now);
         self.dial_due(now);
         self.maybe_flush(now);
     }
@@ -553,6 +559,7 @@ impl Router {
         }
         t = t.min(self.ipam.poll_timeout());
         t = t.min(self.dns.poll_timeout());
+        t = t.min(self.policy.poll_timeout());
         Some(t)
     }
 

@@ -1,5 +1,5 @@
 //! The router's peer GC: expired lockouts and discovered targets, and peers unreachable
-//! for longer than the grace period, removed with their routes, targets and records.
+//! for longer than the grace period, removed with their routes, targets, records and pods.
 
 use super::*;
 
@@ -27,6 +27,7 @@ impl Router {
             self.routes_dirty = true;
             self.push_event(Event::PeerRemoved(p));
             self.dns_peer_removed(now, p);
+            self.policy.peer_removed(now, p);
         }
     }
 }

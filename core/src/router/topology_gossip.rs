@@ -85,6 +85,7 @@ impl Router {
     pub(super) fn maybe_flush(&mut self, now: Instant) {
         self.ipam_pump(now);
         self.dns_pump(now);
+        self.policy_pump(now);
         match self.flush_at {
             Some(t) if t <= now => {}
             _ => return,

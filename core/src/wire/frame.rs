@@ -28,6 +28,8 @@ pub const CHANNEL_TOPOLOGY: u8 = 1;
 pub const CHANNEL_IPAM: u8 = 2;
 /// Gossip channel: DNS names.
 pub const CHANNEL_DNS: u8 = 3;
+/// Gossip channel: network policies, namespace labels and pods (see [`crate::policy`]).
+pub const CHANNEL_POLICY: u8 = 4;
 
 /// Close reason: an orderly close (forget, shutdown).
 pub const CLOSE_REASON_NORMAL: u8 = 0;

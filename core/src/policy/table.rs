@@ -1,0 +1,678 @@
+//! The replicated policy state of one router: three CRDTs merged by gossip on
+//! [`crate::wire::frame::CHANNEL_POLICY`].
+//!
+//! - Policies (`PolicyKey -> Option<Policy>`) and namespace labels (`name ->
+//!   Option<Labels>`) are multi-writer last-writer-wins maps: any router applies or
+//!   deletes, each write carries a [`Stamp`] (Lamport counter, writer) above every stamp
+//!   the writer has seen, and a merge keeps per key the greatest `(stamp, value)` — a max,
+//!   so commutative, associative and idempotent (the value breaks a tie a restarted writer
+//!   could cause). A deletion is a tombstone kept [`LWW_TOMBSTONE_TTL_MS`]; a partition
+//!   longer than that may bring a deleted policy back. They survive their writer: a policy
+//!   applied on a host that dies stays in force. Hosts persist this part
+//!   ([`PolicyTable::export_shared`]) and load it at start, merged like gossip.
+//! - Pods (`(owner, attachment id) -> Option<Pod>`) are owned records as in
+//!   [`crate::dns`]: only the owner changes its own (higher version wins, a tombstone beats
+//!   a live pod of the same version); the owner answers a stale copy of its own pods
+//!   with a newer version (live if it holds the pod, a tombstone if not), which is how a
+//!   restarted router takes its attachments back; the export also carries our highest pod
+//!   version so a restart starts above it. A peer removed from the topology loses its pods
+//!   everywhere and gossip about them is ignored for [`REMOVED_PEER_TTL_MS`].
+//!
+//! Each map is bounded ([`POLICIES_MAX`], [`NAMESPACES_MAX`], [`PODS_MAX`], tombstones
+//! included): when full the oldest tombstone makes room, else a command is refused
+//! ([`PolicyError::TooMany`]) and gossip is dropped and counted.
+
+use super::wire::{self, Entry, NamespaceEntry, PodEntry, PolicyEntry};
+use super::{
+    LABELS_MAX, Labels, NAMED_PORTS_MAX, Pod, Policy, PolicyError, PolicyKey, World, check_name,
+};
+use crate::peer::PeerName;
+use crate::time::{Duration, Instant};
+use crate::wire::WireError;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Most policies kept (live and deleted).
+pub const POLICIES_MAX: usize = 1024;
+/// Most namespaces with labels kept (live and removed).
+pub const NAMESPACES_MAX: usize = 4096;
+/// Most pods kept (every router's, live and detached).
+pub const PODS_MAX: usize = 65_536;
+/// Most objects in one [`PolicyTable::apply`].
+pub const APPLY_BATCH_MAX: usize = 1024;
+/// Longest attachment id, in bytes.
+pub const POD_ID_LEN_MAX: usize = 64;
+/// Most addresses of one pod.
+pub const POD_ADDRS_MAX: usize = 16;
+/// How long a deleted policy or namespace is remembered after it was deleted or learned.
+pub const LWW_TOMBSTONE_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a detached pod is remembered (its owner re-tombstones stale copies later on).
+pub const POD_TOMBSTONE_TTL_MS: u64 = 600_000;
+/// How long gossip about the pods of a peer removed from the topology is ignored.
+pub const REMOVED_PEER_TTL_MS: u64 = 600_000;
+/// Most peers remembered as removed.
+pub const REMOVED_PEERS_MAX: usize = 4096;
+/// How often [`PolicyTable::handle_timeout`] wants to run (expiry).
+pub const POLICY_TICK_MS: u64 = 1_000;
+/// Most [`Output`]s queued; further ones are dropped and counted.
+pub const POLICY_QUEUE_LEN_MAX: usize = 1024;
+
+/// When and by whom a policy or namespace was last written; greater wins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    /// Lamport counter: above every stamp the writer had seen.
+    pub lamport: u64,
+    /// The router that wrote it.
+    pub writer: PeerName,
+}
+
+/// Identifies a pod: the router it is attached to (its only writer) and its attachment id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodKey {
+    /// The owning router.
+    pub owner: PeerName,
+    /// The attachment id (1 to [`POD_ID_LEN_MAX`] printable ASCII bytes).
+    pub id: String,
+}
+
+/// Checks an attachment id.
+pub fn check_pod_id(id: &str) -> Result<(), PolicyError> {
+    let b = id.as_bytes();
+    if b.is_empty() || b.len() > POD_ID_LEN_MAX || !b.iter().all(u8::is_ascii_graphic) {
+        return Err(PolicyError::BadPodId);
+    }
+    Ok(())
+}
+
+/// Checks a pod: namespace, named ports and the limits.
+pub fn check_pod(pod: &Pod) -> Result<(), PolicyError> {
+    if pod.addrs.len() > POD_ADDRS_MAX || pod.ports.len() > NAMED_PORTS_MAX {
+        return Err(PolicyError::TooMany);
+    }
+    check_name(&pod.namespace)?;
+    check_labels(&pod.labels)?;
+    pod.ports.iter().try_for_each(|p| check_name(&p.name))
+}
+
+/// Checks labels (those made by [`Labels::insert`] always pass).
+pub fn check_labels(labels: &Labels) -> Result<(), PolicyError> {
+    if labels.len() > LABELS_MAX {
+        return Err(PolicyError::TooMany);
+    }
+    labels.iter().try_for_each(|(k, v)| {
+        super::check_label_key(k)?;
+        super::check_label_value(v)
+    })
+}
+
+/// A message for the router to send on [`crate::wire::frame::CHANNEL_POLICY`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// To every neighbour but `except` (news, flooded on).
+    Neighbours {
+        /// The neighbour it came from, if any.
+        except: Option<PeerName>,
+        /// The encoded message.
+        msg: Vec<u8>,
+    },
+    /// To a few random neighbours (periodic anti-entropy).
+    Random(Vec<u8>),
+    /// To this neighbour only (full state for a new neighbour).
+    Neighbour(PeerName, Vec<u8>),
+}
+
+/// What one [`PolicyTable::apply`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Policies new or changed (given a new stamp).
+    pub policies_changed: usize,
+    /// Policies identical to the ones in force (left alone).
+    pub policies_unchanged: usize,
+    /// Namespaces whose labels were new or changed.
+    pub namespaces_changed: usize,
+    /// Namespaces whose labels were already these.
+    pub namespaces_unchanged: usize,
+}
+
+/// Counters, shown by `weft status policy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyStats {
+    /// Messages that did not parse.
+    pub malformed: u64,
+    /// Entries received (or imported) that changed our state.
+    pub entries_merged: u64,
+    /// Pods received of peers removed from the topology (ignored).
+    pub pods_of_removed_peers: u64,
+    /// Stale copies of our own pods a peer had, answered with a newer version.
+    pub own_pods_refreshed: u64,
+    /// Tombstones forgotten after their time to live.
+    pub tombstones_expired: u64,
+    /// Tombstones forgotten early to make room in a full map.
+    pub tombstones_evicted: u64,
+    /// Pods dropped because their owner left the topology.
+    pub pods_of_dead_peers_dropped: u64,
+    /// Entries received not taken because their map was full.
+    pub drops_full: u64,
+    /// Outputs dropped on a full queue.
+    pub drops_queue_full: u64,
+}
+
+/// `weft status policy` (the core part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// Live policies in key order, with their stamp.
+    pub policies: Vec<(PolicyKey, Stamp)>,
+    /// Deleted policies remembered.
+    pub policy_tombstones: usize,
+    /// Namespaces with labels.
+    pub namespaces: usize,
+    /// Removed namespaces remembered.
+    pub namespace_tombstones: usize,
+    /// Live pods (every owner's, reachable or not).
+    pub pods: usize,
+    /// Of which ours.
+    pub own_pods: usize,
+    /// Detached pods remembered.
+    pub pod_tombstones: usize,
+    /// Peers whose pod gossip is ignored because they left the topology.
+    pub removed_peers: usize,
+    /// Our Lamport clock.
+    pub lamport: u64,
+    /// Counters.
+    pub stats: PolicyStats,
+}
+
+/// A last-writer-wins slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Lww<V> {
+    pub(super) stamp: Stamp,
+    pub(super) value: Option<V>,
+    /// When this state was made or learned here (tombstone expiry).
+    pub(super) since: Instant,
+}
+
+/// An owned pod slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PodSlot {
+    pub(super) version: u64,
+    pub(super) pod: Option<Pod>,
+    pub(super) since: Instant,
+}
+
+impl PodSlot {
+    /// Merge order: version, then a tombstone above a live pod, then the pod itself.
+    pub(super) fn rank(&self) -> (u64, bool, Option<&Pod>) {
+        (self.version, self.pod.is_none(), self.pod.as_ref())
+    }
+}
+
+/// Pod entries rank as their slots do.
+pub fn pod_rank(e: &PodEntry) -> (u64, bool, Option<&Pod>) {
+    (e.version, e.pod.is_none(), e.pod.as_ref())
+}
+
+/// A slot that may be a tombstone (for expiry and eviction).
+pub(super) trait Tomb {
+    fn tomb_since(&self) -> Option<Instant>;
+}
+
+impl<V> Tomb for Lww<V> {
+    fn tomb_since(&self) -> Option<Instant> {
+        self.value.is_none().then_some(self.since)
+    }
+}
+
+impl Tomb for PodSlot {
+    fn tomb_since(&self) -> Option<Instant> {
+        self.pod.is_none().then_some(self.since)
+    }
+}
+
+/// Room for `new` more keys in `map` (bounded by `max`) if tombstones go.
+pub(super) fn has_room<K, S: Tomb>(map: &BTreeMap<K, S>, new: usize, max: usize) -> bool {
+    let tombs = map.values().filter(|s| s.tomb_since().is_some()).count();
+    map.len() - tombs + new <= max
+}
+
+/// Makes room for one more key: evicts the oldest tombstone if `map` is full. Whether
+/// there is room now.
+pub(super) fn make_room<K: Ord + Clone, S: Tomb>(
+    map: &mut BTreeMap<K, S>,
+    max: usize,
+    evicted: &mut u64,
+) -> bool {
+    if map.len() < max {
+        return true;
+    }
+    let oldest = map
+        .iter()
+        .filter_map(|(k, s)| s.tomb_since().map(|t| (t, k)))
+        .min_by_key(|(t, _)| *t)
+        .map(|(_, k)| k.clone());
+    match oldest {
+        Some(k) => {
+            map.remove(&k);
+            *evicted += 1;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Keys that changed, per part (to gossip).
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    pub(super) policies: Vec<PolicyKey>,
+    pub(super) namespaces: Vec<String>,
+    pub(super) pods: Vec<PodKey>,
+}
+
+impl Changes {
+    pub(super) fn len(&self) -> usize {
+        self.policies.len() + self.namespaces.len() + self.pods.len()
+    }
+}
+
+/// The replicated policies, namespace labels and pods of one router.
+#[derive(Debug)]
+pub struct PolicyTable {
+    pub(super) me: PeerName,
+    pub(super) policies: BTreeMap<PolicyKey, Lww<Policy>>,
+    pub(super) namespaces: BTreeMap<String, Lww<Labels>>,
+    pub(super) pods: BTreeMap<PodKey, PodSlot>,
+    /// Lamport clock: the greatest stamp counter seen.
+    pub(super) lamport: u64,
+    /// Our pod version counter: above every version of our own pods seen.
+    pub(super) pod_clock: u64,
+    /// Peers removed from the topology, and when.
+    pub(super) removed: BTreeMap<PeerName, Instant>,
+    pub(super) outputs: VecDeque<Output>,
+    pub(super) generation: u64,
+    pub(super) gossip_interval: Duration,
+    pub(super) next_gossip_at: Instant,
+    pub(super) next_tick_at: Instant,
+    pub(super) stats: PolicyStats,
+}
+
+impl PolicyTable {
+    /// An empty table for router `me`, gossiping its full state every `gossip_interval`.
+    pub fn new(me: PeerName, gossip_interval: Duration, now: Instant) -> Self {
+        let half = Duration::from_micros(gossip_interval.total_micros() / 2);
+        Self {
+            me,
+            policies: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            lamport: 0,
+            pod_clock: 0,
+            removed: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            generation: 0,
+            gossip_interval,
+            next_gossip_at: now + half,
+            next_tick_at: now + Duration::from_millis(POLICY_TICK_MS),
+            stats: PolicyStats::default(),
+        }
+    }
+
+    /// Applies policies and namespace labels as one batch (`weft policy apply -f`): all
+    /// are checked first and nothing is applied if one is refused; within the batch a
+    /// later object of the same key wins. Objects identical to the ones in force keep
+    /// their stamp. What changed is gossiped at once.
+    pub fn apply(
+        &mut self,
+        now: Instant,
+        policies: Vec<Policy>,
+        namespaces: Vec<(String, Labels)>,
+    ) -> Result<ApplyStats, PolicyError> {
+        if policies.len() + namespaces.len() > APPLY_BATCH_MAX {
+            return Err(PolicyError::TooMany);
+        }
+        for p in &policies {
+            p.check()?;
+            if !wire::policy_fits(p) {
+                return Err(PolicyError::TooMany);
+            }
+        }
+        for (name, labels) in &namespaces {
+            check_name(name)?;
+            check_labels(labels)?;
+        }
+        let policies: BTreeMap<PolicyKey, Policy> =
+            policies.into_iter().map(|p| (p.key.clone(), p)).collect();
+        let namespaces: BTreeMap<String, Labels> = namespaces.into_iter().collect();
+        let new_p = policies.keys().filter(|k| !self.policies.contains_key(*k));
+        let new_n = namespaces
+            .keys()
+            .filter(|k| !self.namespaces.contains_key(*k));
+        if !has_room(&self.policies, new_p.count(), POLICIES_MAX)
+            || !has_room(&self.namespaces, new_n.count(), NAMESPACES_MAX)
+        {
+            return Err(PolicyError::TooMany);
+        }
+        let mut st = ApplyStats::default();
+        let mut changes = Changes::default();
+        for (key, p) in policies {
+            if self.policies.get(&key).and_then(|s| s.value.as_ref()) == Some(&p) {
+                st.policies_unchanged += 1;
+                continue;
+            }
+            let stamp = self.next_stamp();
+            // has_room said so: eviction cannot fail here.
+            make_room(
+                &mut self.policies,
+                POLICIES_MAX,
+                &mut self.stats.tombstones_evicted,
+            );
+            let slot = Lww {
+                stamp,
+                value: Some(p),
+                since: now,
+            };
+            self.policies.insert(key.clone(), slot);
+            changes.policies.push(key);
+            st.policies_changed += 1;
+        }
+        for (name, labels) in namespaces {
+            if self.namespaces.get(&name).and_then(|s| s.value.as_ref()) == Some(&labels) {
+                st.namespaces_unchanged += 1;
+                continue;
+            }
+            let stamp = self.next_stamp();
+            make_room(
+                &mut self.namespaces,
+                NAMESPACES_MAX,
+                &mut self.stats.tombstones_evicted,
+            );
+            let slot = Lww {
+                stamp,
+                value: Some(labels),
+                since: now,
+            };
+            self.namespaces.insert(name.clone(), slot);
+            changes.namespaces.push(name);
+            st.namespaces_changed += 1;
+        }
+        self.changed(None, &changes);
+        Ok(st)
+    }
+
+    /// Deletes a policy (`weft policy delete`): `Ok(false)` if none is in force.
+    pub fn delete(&mut self, now: Instant, key: &PolicyKey) -> Result<bool, PolicyError> {
+        check_name(&key.namespace)?;
+        check_name(&key.name)?;
+        if self.policies.get(key).is_none_or(|s| s.value.is_none()) {
+            return Ok(false);
+        }
+        let stamp = self.next_stamp();
+        let slot = Lww {
+            stamp,
+            value: None,
+            since: now,
+        };
+        self.policies.insert(key.clone(), slot);
+        let changes = Changes {
+            policies: alloc::vec![key.clone()],
+            ..Changes::default()
+        };
+        self.changed(None, &changes);
+        Ok(true)
+    }
+
+    /// Removes the labels of namespace `name` (it keeps its implied name label):
+    /// `Ok(false)` if it had none.
+    pub fn delete_namespace(&mut self, now: Instant, name: &str) -> Result<bool, PolicyError> {
+        check_name(name)?;
+        if self.namespaces.get(name).is_none_or(|s| s.value.is_none()) {
+            return Ok(false);
+        }
+        let stamp = self.next_stamp();
+        let slot = Lww {
+            stamp,
+            value: None,
+            since: now,
+        };
+        self.namespaces.insert(String::from(name), slot);
+        let changes = Changes {
+            namespaces: alloc::vec![String::from(name)],
+            ..Changes::default()
+        };
+        self.changed(None, &changes);
+        Ok(true)
+    }
+
+    /// Sets (on attach or relabel) or, with `None`, removes (on detach) one of our own
+    /// pods. `Ok(false)` if it already was so. Gossiped at once.
+    pub fn set_pod(
+        &mut self,
+        now: Instant,
+        id: &str,
+        pod: Option<Pod>,
+    ) -> Result<bool, PolicyError> {
+        check_pod_id(id)?;
+        if let Some(p) = &pod {
+            check_pod(p)?;
+        }
+        let key = PodKey {
+            owner: self.me,
+            id: String::from(id),
+        };
+        let old = self.pods.get(&key);
+        if old.map_or(pod.is_none(), |s| s.pod == pod) {
+            return Ok(false);
+        }
+        let old_version = old.map_or(0, |s| s.version);
+        if old.is_none() && !make_room(&mut self.pods, PODS_MAX, &mut self.stats.tombstones_evicted)
+        {
+            return Err(PolicyError::TooMany);
+        }
+        self.pod_clock = self.pod_clock.max(old_version).saturating_add(1);
+        let slot = PodSlot {
+            version: self.pod_clock,
+            pod,
+            since: now,
+        };
+        self.pods.insert(key.clone(), slot);
+        let changes = Changes {
+            pods: alloc::vec![key],
+            ..Changes::default()
+        };
+        self.changed(None, &changes);
+        Ok(true)
+    }
+
+    /// What policy decisions depend on: live policies in key order, namespace labels, and
+    /// the live pods of us and of the owners `reachable` says yes to, in key order.
+    pub fn world(&self, reachable: impl Fn(PeerName) -> bool) -> World {
+        World {
+            policies: self
+                .policies
+                .values()
+                .filter_map(|s| s.value.clone())
+                .collect(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter_map(|(n, s)| Some((n.clone(), s.value.clone()?)))
+                .collect(),
+            pods: self
+                .pods
+                .iter()
+                .filter(|(k, _)| k.owner == self.me || reachable(k.owner))
+                .filter_map(|(_, s)| s.pod.clone())
+                .collect(),
+        }
+    }
+
+    /// Changes whenever the live state changes (reachability is the caller's).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PolicyStats {
+        self.stats
+    }
+
+    /// Counts and policies for `weft status policy`.
+    pub fn status(&self) -> PolicyStatus {
+        let live_p = self.policies.iter().filter(|(_, s)| s.value.is_some());
+        let live_n = self
+            .namespaces
+            .values()
+            .filter(|s| s.value.is_some())
+            .count();
+        let live_pods = self.pods.iter().filter(|(_, s)| s.pod.is_some());
+        PolicyStatus {
+            policies: live_p.map(|(k, s)| (k.clone(), s.stamp)).collect(),
+            policy_tombstones: self.policies.values().filter(|s| s.value.is_none()).count(),
+            namespaces: live_n,
+            namespace_tombstones: self.namespaces.len() - live_n,
+            pods: live_pods.clone().count(),
+            own_pods: live_pods.filter(|(k, _)| k.owner == self.me).count(),
+            pod_tombstones: self.pods.values().filter(|s| s.pod.is_none()).count(),
+            removed_peers: self.removed.len(),
+            lamport: self.lamport,
+            stats: self.stats,
+        }
+    }
+
+    /// Every policy entry (tombstones too), in key order: what gossip carries.
+    pub fn policy_entries(&self) -> impl Iterator<Item = PolicyEntry> + '_ {
+        self.policies.iter().map(|(k, s)| PolicyEntry {
+            key: k.clone(),
+            stamp: s.stamp,
+            policy: s.value.clone(),
+        })
+    }
+
+    /// Every namespace entry (tombstones too), in key order.
+    pub fn namespace_entries(&self) -> impl Iterator<Item = NamespaceEntry> + '_ {
+        self.namespaces.iter().map(|(k, s)| NamespaceEntry {
+            name: k.clone(),
+            stamp: s.stamp,
+            labels: s.value.clone(),
+        })
+    }
+
+    /// Every pod entry (tombstones too), in key order.
+    pub fn pod_entries(&self) -> impl Iterator<Item = PodEntry> + '_ {
+        self.pods.iter().map(|(k, s)| PodEntry {
+            key: k.clone(),
+            version: s.version,
+            pod: s.pod.clone(),
+        })
+    }
+
+    /// The shared part (policies, namespaces, tombstones, our clocks) as a state file for
+    /// the host to save (after [`PolicyTable::generation`] changed) and load at start.
+    pub fn export_shared(&self) -> Vec<u8> {
+        let mut msgs = wire::encode_all(&self.policy_entries().collect::<Vec<_>>());
+        msgs.extend(wire::encode_all(
+            &self.namespace_entries().collect::<Vec<_>>(),
+        ));
+        wire::emit_export(self.lamport, self.pod_clock, &msgs)
+    }
+
+    /// Merges a state file from [`PolicyTable::export_shared`] (ours from before a
+    /// restart, or another's) as gossip is merged; all or nothing. Returns how many
+    /// entries changed.
+    pub fn import_shared(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, WireError> {
+        let export = wire::parse_export(bytes)?;
+        self.lamport = self.lamport.max(export.lamport);
+        self.pod_clock = self.pod_clock.max(export.pod_version);
+        let mut changes = Changes::default();
+        for msg in export.msgs {
+            self.merge(now, msg, &|_| true, &mut changes, &mut Changes::default());
+        }
+        self.changed(None, &changes);
+        Ok(changes.len())
+    }
+
+    fn next_stamp(&mut self) -> Stamp {
+        self.lamport = self.lamport.saturating_add(1);
+        Stamp {
+            lamport: self.lamport,
+            writer: self.me,
+        }
+    }
+
+    /// Bumps the generation and gossips `changes` (to all but `except`) if any.
+    pub(super) fn changed(&mut self, except: Option<PeerName>, changes: &Changes) {
+        if changes.len() == 0 {
+            return;
+        }
+        self.generation += 1;
+        let pick = |v: &[PolicyKey], m: &BTreeMap<PolicyKey, Lww<Policy>>| {
+            v.iter()
+                .filter_map(|k| {
+                    let s = m.get(k)?;
+                    Some(PolicyEntry {
+                        key: k.clone(),
+                        stamp: s.stamp,
+                        policy: s.value.clone(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut p = pick(&changes.policies, &self.policies);
+        let mut n: Vec<NamespaceEntry> = changes
+            .namespaces
+            .iter()
+            .filter_map(|k| {
+                let s = self.namespaces.get(k)?;
+                Some(NamespaceEntry {
+                    name: k.clone(),
+                    stamp: s.stamp,
+                    labels: s.value.clone(),
+                })
+            })
+            .collect();
+        let mut d: Vec<PodEntry> = changes
+            .pods
+            .iter()
+            .filter_map(|k| {
+                let s = self.pods.get(k)?;
+                Some(PodEntry {
+                    key: k.clone(),
+                    version: s.version,
+                    pod: s.pod.clone(),
+                })
+            })
+            .collect();
+        let msgs = sorted_msgs(&mut p)
+            .into_iter()
+            .chain(sorted_msgs(&mut n))
+            .chain(sorted_msgs(&mut d))
+            .collect::<Vec<_>>();
+        for msg in msgs {
+            self.push_output(Output::Neighbours { except, msg });
+        }
+    }
+
+    pub(super) fn push_output(&mut self, o: Output) {
+        if self.outputs.len() >= POLICY_QUEUE_LEN_MAX {
+            self.stats.drops_queue_full += 1;
+            return;
+        }
+        self.outputs.push_back(o);
+    }
+
+    /// Our whole state as messages.
+    pub(super) fn encode_state(&self) -> Vec<Vec<u8>> {
+        let mut msgs = wire::encode_all(&self.policy_entries().collect::<Vec<_>>());
+        msgs.extend(wire::encode_all(
+            &self.namespace_entries().collect::<Vec<_>>(),
+        ));
+        msgs.extend(wire::encode_all(&self.pod_entries().collect::<Vec<_>>()));
+        msgs
+    }
+}
+
+/// `entries` sorted by key, without duplicate keys, encoded.
+fn sorted_msgs<E: Entry>(entries: &mut Vec<E>) -> Vec<Vec<u8>> {
+    entries.sort_by(|a, b| a.key().cmp(b.key()));
+    entries.dedup_by(|a, b| a.key() == b.key());
+    wire::encode_all(entries.iter())
+}
