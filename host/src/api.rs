@@ -92,6 +92,9 @@ pub(crate) struct Api {
     pub(crate) services: crate::services::serve::Services,
     /// Network policy: the table for this host's pods.
     pub(crate) policy: Arc<crate::policy::enforce::Enforcer>,
+    /// The Docker plugin's joined containers as network policy sees them, by IPAM owner.
+    pub(crate) docker_pods:
+        tokio::sync::watch::Sender<std::collections::BTreeMap<String, weft_core::policy::Pod>>,
 }
 
 /// A reply: status, content type, body.

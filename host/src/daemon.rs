@@ -229,6 +229,7 @@ async fn run_async(
         proxy: Arc::clone(&proxy_status),
         services,
         policy,
+        docker_pods: tokio::sync::watch::Sender::new(Default::default()),
     });
     tokio::spawn(api::serve(unix, Arc::clone(&api), own_uid));
     api::restore_names(&api).await;

@@ -65,6 +65,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Removes every name owned by `tag`.
     fn dns_remove(&self, tag: &str) -> impl Future<Output = Result<(), PluginError>> + Send;
 
+    /// The plugin's joined containers as network policy sees them (all of them, by IPAM
+    /// owner), replacing what it said before.
+    fn policy_pods(&self, pods: std::collections::BTreeMap<String, weft_core::policy::Pod>);
+
     /// Makes the veth of an endpoint: `host` on the bridge, `src` in `docker_netns`.
     fn veth_add(
         &self,
@@ -195,6 +199,10 @@ impl Backend for ApiBackend {
         .and_then(|r| r)
         .map(drop)
         .map_err(failed)
+    }
+
+    fn policy_pods(&self, pods: std::collections::BTreeMap<String, weft_core::policy::Pod>) {
+        self.api.docker_pods.send_replace(pods);
     }
 
     async fn veth_add(

@@ -259,6 +259,8 @@ pub(crate) struct Names {
     pub(crate) endpoint_id: String,
     /// Its name, hostname and aliases there, each once.
     pub(crate) names: Vec<String>,
+    /// Its labels (`docker run --label`), for network policy.
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What `GET /containers/ID/json` says, as far as names go.
@@ -276,6 +278,8 @@ struct Inspect {
 struct InspectConfig {
     #[serde(rename = "Hostname", default)]
     hostname: String,
+    #[serde(rename = "Labels", default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,7 +313,8 @@ fn names_on(inspect: &[u8], network_id: &str) -> Result<Option<Names>, String> {
     };
     let mut names: Vec<String> = Vec::new();
     let name = i.name.trim_start_matches('/').to_owned();
-    let hostname = i.config.map(|c| c.hostname).unwrap_or_default();
+    let config = i.config.unwrap_or_default();
+    let (hostname, labels) = (config.hostname, config.labels.unwrap_or_default());
     for n in [name, hostname]
         .into_iter()
         .chain(ep.aliases.unwrap_or_default())
@@ -321,6 +326,7 @@ fn names_on(inspect: &[u8], network_id: &str) -> Result<Option<Names>, String> {
     Ok(Some(Names {
         endpoint_id: ep.endpoint_id,
         names,
+        labels,
     }))
 }
 
@@ -593,7 +599,8 @@ mod tests {
             got,
             Names {
                 endpoint_id: "E1".into(),
-                names: vec!["web".into(), "h1".into(), "a1".into()]
+                names: vec!["web".into(), "h1".into(), "a1".into()],
+                labels: Default::default(),
             }
         );
         task.await.unwrap();

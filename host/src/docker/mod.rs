@@ -229,6 +229,18 @@ impl<B: backend::Backend> Plugin<B> {
             st.networks = s.networks.len() as u64;
             st.endpoints = s.endpoints.len() as u64;
         }
+        let pods = s
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.joined)
+            .filter_map(|(id, e)| {
+                let a = e.address?;
+                let owner = endpoint_owner(id);
+                let pod = crate::policy::pods::pod_from(&owner, vec![a.addr], &e.pod);
+                Some((owner, pod))
+            })
+            .collect();
+        self.backend.policy_pods(pods);
     }
 }
 

@@ -37,6 +37,10 @@ impl<B: Backend> Plugin<B> {
         for _ in 0..LOOKUP_TRIES {
             match engine::container_names(docker, container, network_id).await {
                 Ok(Some(n)) => {
+                    let meta = crate::policy::pods::meta_of_container(&n.labels);
+                    if let Err(e) = self.label_endpoint(&n.endpoint_id, meta).await {
+                        tracing::warn!("policy labels of container {container}: {e}");
+                    }
                     if let Err(e) = self.name_endpoint(&n.endpoint_id, n.names).await {
                         tracing::warn!("weftDNS names of container {container}: {e}");
                     }
@@ -87,6 +91,24 @@ impl<B: Backend> Plugin<B> {
         self.commit(&mut store, next)?;
         tracing::info!("weftDNS: {} is {}", named.join(", "), addr.addr);
         Ok(())
+    }
+
+    /// Records joined endpoint `id`'s policy metadata (from its container's labels); the
+    /// plugin's pods are published with the state.
+    pub(crate) async fn label_endpoint(
+        &self,
+        id: &str,
+        meta: crate::state::PodMeta,
+    ) -> Result<(), PluginError> {
+        let mut store = self.store.lock().await;
+        if store.get().endpoints.get(id).is_none_or(|e| e.pod == meta) {
+            return Ok(());
+        }
+        let mut next = store.get().clone();
+        if let Some(e) = next.endpoints.get_mut(id) {
+            e.pod = meta;
+        }
+        self.commit(&mut store, next)
     }
 
     /// Registers the names of joined endpoints again: after a router restart its records

@@ -197,6 +197,7 @@ impl<B: Backend> Plugin<B> {
                 src_ifname,
                 joined: false,
                 dns_names: Vec::new(),
+                pod: crate::state::PodMeta::default(),
             },
         );
         if let Err(e) = self.commit(&mut store, next) {

@@ -113,6 +113,9 @@ pub(crate) struct Endpoint {
     /// The container's names in weftDNS while joined (its name, hostname, aliases).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) dns_names: Vec<String>,
+    /// What network policy sees of the container: its labels, `weft.namespace`, named ports.
+    #[serde(default, skip_serializing_if = "crate::state::PodMeta::is_empty")]
+    pub(crate) pod: crate::state::PodMeta,
 }
 
 /// Everything in the file.

@@ -25,6 +25,8 @@ struct Fake {
     fail: Mutex<Option<&'static str>>,
     /// Every call, in order.
     log: Mutex<Vec<String>>,
+    /// The pods network policy was last given.
+    pods: Mutex<BTreeMap<String, weft_core::policy::Pod>>,
 }
 
 impl Fake {
@@ -50,6 +52,10 @@ impl Fake {
 }
 
 impl Backend for Arc<Fake> {
+    fn policy_pods(&self, pods: BTreeMap<String, weft_core::policy::Pod>) {
+        *self.pods.lock().unwrap() = pods;
+    }
+
     async fn ipam_take(&self, owner: &str, want: Want) -> Result<V4Cidr, PluginError> {
         self.enter("ipam_take", format!("{owner} {want:?}"))?;
         let mut ipam = self.ipam.lock().unwrap();

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use weft_core::policy::compile::{Direction, RuleSet, compile};
+use weft_core::policy::compile::{RuleSet, compile};
+use weft_core::policy::eval::Direction;
 use weft_core::policy::eval::evaluate;
 use weft_core::policy::{Pod, World};
 

@@ -8,7 +8,6 @@
 //! labels, and `status`, are read past.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
@@ -515,22 +514,6 @@ pub(crate) fn label_changes(args: &[String]) -> Result<BTreeMap<String, Option<S
         out.insert(k.to_owned(), v);
     }
     Ok(out)
-}
-
-/// One line per object, for `weft policy apply`'s answer.
-pub(crate) fn summary(objects: &[Object]) -> String {
-    let mut s = String::new();
-    for o in objects {
-        match o {
-            Object::Policy(p) => {
-                let _ = writeln!(s, "networkpolicy {}", p.key);
-            }
-            Object::Namespace(n, _) => {
-                let _ = writeln!(s, "namespace {n}");
-            }
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use weft_core::policy::compile::{Chain, Direction, RuleRef, RuleSet};
+use weft_core::policy::compile::{Chain, RuleRef, RuleSet};
+use weft_core::policy::eval::Direction;
 
 /// The table's name (family `inet`), one per network namespace.
 pub(crate) const TABLE: &str = "weft-policy";

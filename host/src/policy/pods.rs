@@ -127,40 +127,44 @@ pub(crate) fn relabel(
 /// The pod of attachment `a` (labels or ports a hand-edited state file broke are left
 /// out, with a warning).
 pub(crate) fn pod_of(a: &Attachment) -> Pod {
+    let addrs = a
+        .addresses
+        .iter()
+        .filter_map(|c| match c.addr {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    pod_from(&a.id, addrs, &a.pod)
+}
+
+/// The pod with `addrs` and `meta`; `what` names it in warnings.
+pub(crate) fn pod_from(what: &str, addrs: Vec<std::net::Ipv4Addr>, meta: &PodMeta) -> Pod {
     let mut labels = Labels::new();
-    for (k, v) in &a.pod.labels {
+    for (k, v) in &meta.labels {
         if let Err(e) = labels.insert(k, v) {
-            tracing::warn!("attachment {}: label {k}={v} left out: {e}", a.id);
+            tracing::warn!("{what}: label {k}={v} left out: {e}");
         }
     }
-    let ports = a
-        .pod
+    let ports = meta
         .ports
         .iter()
         .filter_map(|p| match parse_port(p) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!("attachment {}: {e}; left out", a.id);
+                tracing::warn!("{what}: {e}; left out");
                 None
             }
         })
         .take(weft_core::policy::NAMED_PORTS_MAX)
         .collect();
-    let namespace = a
-        .pod
+    let namespace = meta
         .namespace
         .clone()
         .filter(|n| check_name(n).is_ok())
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     Pod {
-        addrs: a
-            .addresses
-            .iter()
-            .filter_map(|c| match c.addr {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect(),
+        addrs,
         namespace,
         labels,
         ports,
@@ -168,11 +172,12 @@ pub(crate) fn pod_of(a: &Attachment) -> Pod {
 }
 
 /// Hands the router task this host's pods now and after every change of the recorded
-/// attachments, until the router stops.
+/// attachments or of the Docker plugin's containers, until the router stops.
 pub(crate) async fn follow(api: Arc<Api>) {
     let mut rx = api.plumbing.lock().await.subscribe();
+    let mut docker = api.docker_pods.subscribe();
     loop {
-        let pods: BTreeMap<String, Pod> = api
+        let mut pods: BTreeMap<String, Pod> = api
             .plumbing
             .lock()
             .await
@@ -180,12 +185,27 @@ pub(crate) async fn follow(api: Arc<Api>) {
             .iter()
             .map(|a| (a.id.clone(), pod_of(a)))
             .collect();
+        pods.extend(docker.borrow_and_update().clone());
         if api.inbox.send(Input::PolicyPods(pods)).await.is_err() {
             return;
         }
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            r = docker.changed() => if r.is_err() { return },
         }
+    }
+}
+
+/// A Docker container's policy metadata from its labels (the plugin's containers).
+pub(crate) fn meta_of_container(labels: &BTreeMap<String, String>) -> PodMeta {
+    let (namespace, labels, ports) = from_container_labels(labels);
+    PodMeta {
+        namespace,
+        labels: labels
+            .iter()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect(),
+        ports,
     }
 }
 

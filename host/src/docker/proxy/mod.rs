@@ -224,7 +224,7 @@ struct Inspect {
     env: Vec<String>,
     hostname: String,
     domain: String,
-    labels: std::collections::BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
 }
 
 impl Inspect {
