@@ -551,6 +551,12 @@ fn a_pod_gets_its_name_a_subnet_of_its_own_the_bridges_mtu_and_hairpin() {
     let ip = addr.split('/').next().unwrap();
     let found = r.weft(&["dns-lookup", "web-0.prod"]).unwrap();
     assert!(found.contains(ip), "{found}");
+    // Network policy sees it in its Kubernetes namespace.
+    let ps = r.json(&["ps"]);
+    assert!(
+        ps.as_array().unwrap().iter().any(|a| a["pod"]["namespace"] == "prod"),
+        "{ps}"
+    );
     // The interface has the bridge's MTU, and its bridge port hairpin on.
     let mtu = res["interfaces"][0]["mtu"].as_u64().unwrap();
     let bridge_mtu = host.run(&["cat", "/sys/class/net/weft/mtu"]).unwrap();

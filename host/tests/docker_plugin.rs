@@ -944,3 +944,47 @@ fn docker_calling_while_the_router_starts_gets_a_quick_err_never_a_hang() {
         replies.len()
     );
 }
+
+/// A container on the plugin's network is a pod to network policy: its labels and the
+/// namespace of its `weft.namespace` label come from Docker, and a policy selecting it
+/// isolates it (others cannot ping it; it still reaches them and gets their replies).
+#[test]
+#[ignore = "needs root, network namespaces and the Docker Engine: run with --include-ignored, as .ci/run does"]
+fn a_plugin_container_is_isolated_by_a_policy_on_its_labels() {
+    let Some(mut net) = setup() else {
+        return;
+    };
+    let host = net.add_host("h").unwrap();
+    // With the engine's socket: the plugin reads the containers' labels from Docker.
+    let p = PluginRouter::start_with(&mut net, &host, "/var/run/docker.sock", &["--no-fastdp"]);
+    let n = driver_network(&p);
+    let image = TestImage::build().unwrap();
+    let web = Container::run(
+        &image,
+        &["--network", n.name.as_str(), "--label", "app=web", "--label", "weft.namespace=prod"],
+        &SLEEP,
+    )
+    .unwrap();
+    let other = Container::run(&image, &["--network", n.name.as_str()], &SLEEP).unwrap();
+    let (ip_web, ip_other) = (web.ip_of(&n).unwrap(), other.ip_of(&n).unwrap());
+    assert_pings(&other, ip_web, &p);
+    p.router.wait_until(Duration::from_secs(10), "both containers are pods", |r| {
+        r.json(&["status", "policy"])["local_pods"].as_u64() == Some(2)
+    });
+    let f = std::env::temp_dir().join(format!("weft-plugin-policy-{}.yaml", std::process::id()));
+    std::fs::write(
+        &f,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: web}}\n",
+    )
+    .unwrap();
+    let applied = p.router.weft(&["policy", "apply", "-f", &f.display().to_string()]);
+    let _ = std::fs::remove_file(&f);
+    assert!(applied.is_ok(), "{applied:?}");
+    p.router.wait_until(Duration::from_secs(10), "the policy selects the web container", |r| {
+        r.json(&["status", "policy"])["isolated_ingress"].as_u64() == Some(1)
+    });
+    assert_no_ping(&other, ip_web);
+    assert_pings(&web, ip_other, &p);
+    p.router.weft(&["policy", "delete", "web", "-n", "prod"]).unwrap();
+    assert_pings(&other, ip_web, &p);
+}

@@ -304,10 +304,21 @@ fn docker_run_through_the_proxy_lands_on_weft_before_its_first_command() {
     let o = dk(
         &host,
         &[],
-        &["run", "-d", "--name", &web, img, "sleep", "600"],
+        &[
+            "run", "-d", "--name", &web, "--label", "app=web", "--label", "weft.namespace=prod",
+            img, "sleep", "600",
+        ],
         None,
     );
     assert!(o.status.success(), "{}", text(&o));
+    // Its labels and `weft.namespace` are what network policy sees of it.
+    let ps = a.json(&["ps"]);
+    assert!(
+        ps.as_array().unwrap().iter().any(|at| {
+            at["pod"]["namespace"] == "prod" && at["pod"]["labels"]["app"] == "web"
+        }),
+        "{ps}"
+    );
     let o = dk(
         &host,
         &[],
