@@ -1,13 +1,13 @@
 //! Gossip into a [`PolicyTable`]: merging messages, a dead peer's pods, timers and
-//! outputs (the rules are in [`crate::policy::table`]).
+//! outputs (the rules are in [`super`]).
 
-use super::table::{
+use super::{
     Changes, LWW_TOMBSTONE_TTL_MS, Lww, NAMESPACES_MAX, Output, POD_TOMBSTONE_TTL_MS, PODS_MAX,
     POLICIES_MAX, POLICY_TICK_MS, PodSlot, PolicyStats, PolicyTable, REMOVED_PEER_TTL_MS,
     REMOVED_PEERS_MAX, Stamp, make_room, pod_rank,
 };
-use super::wire::{self, Msg, PodEntry};
 use crate::peer::PeerName;
+use crate::policy::wire::{self, Msg, PodEntry};
 use crate::time::{Duration, Instant};
 use crate::wire::WireError;
 use alloc::collections::BTreeMap;

@@ -22,13 +22,14 @@
 //! included): when full the oldest tombstone makes room, else a command is refused
 //! ([`PolicyError::TooMany`]) and gossip is dropped and counted.
 
+mod commands;
+mod merge;
+mod query;
+
 use super::wire::{self, Entry, NamespaceEntry, PodEntry, PolicyEntry};
-use super::{
-    LABELS_MAX, Labels, NAMED_PORTS_MAX, Pod, Policy, PolicyError, PolicyKey, World, check_name,
-};
+use super::{LABELS_MAX, Labels, NAMED_PORTS_MAX, Pod, Policy, PolicyError, PolicyKey, check_name};
 use crate::peer::PeerName;
 use crate::time::{Duration, Instant};
-use crate::wire::WireError;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -185,24 +186,24 @@ pub struct PolicyStatus {
 
 /// A last-writer-wins slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Lww<V> {
-    pub(super) stamp: Stamp,
-    pub(super) value: Option<V>,
+struct Lww<V> {
+    stamp: Stamp,
+    value: Option<V>,
     /// When this state was made or learned here (tombstone expiry).
-    pub(super) since: Instant,
+    since: Instant,
 }
 
 /// An owned pod slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct PodSlot {
-    pub(super) version: u64,
-    pub(super) pod: Option<Pod>,
-    pub(super) since: Instant,
+struct PodSlot {
+    version: u64,
+    pod: Option<Pod>,
+    since: Instant,
 }
 
 impl PodSlot {
     /// Merge order: version, then a tombstone above a live pod, then the pod itself.
-    pub(super) fn rank(&self) -> (u64, bool, Option<&Pod>) {
+    fn rank(&self) -> (u64, bool, Option<&Pod>) {
         (self.version, self.pod.is_none(), self.pod.as_ref())
     }
 }
@@ -213,7 +214,7 @@ pub fn pod_rank(e: &PodEntry) -> (u64, bool, Option<&Pod>) {
 }
 
 /// A slot that may be a tombstone (for expiry and eviction).
-pub(super) trait Tomb {
+trait Tomb {
     fn tomb_since(&self) -> Option<Instant>;
 }
 
@@ -230,14 +231,14 @@ impl Tomb for PodSlot {
 }
 
 /// Room for `new` more keys in `map` (bounded by `max`) if tombstones go.
-pub(super) fn has_room<K, S: Tomb>(map: &BTreeMap<K, S>, new: usize, max: usize) -> bool {
+fn has_room<K, S: Tomb>(map: &BTreeMap<K, S>, new: usize, max: usize) -> bool {
     let tombs = map.values().filter(|s| s.tomb_since().is_some()).count();
     map.len() - tombs + new <= max
 }
 
 /// Makes room for one more key: evicts the oldest tombstone if `map` is full. Whether
 /// there is room now.
-pub(super) fn make_room<K: Ord + Clone, S: Tomb>(
+fn make_room<K: Ord + Clone, S: Tomb>(
     map: &mut BTreeMap<K, S>,
     max: usize,
     evicted: &mut u64,
@@ -262,14 +263,14 @@ pub(super) fn make_room<K: Ord + Clone, S: Tomb>(
 
 /// Keys that changed, per part (to gossip).
 #[derive(Debug, Default)]
-pub(super) struct Changes {
-    pub(super) policies: Vec<PolicyKey>,
-    pub(super) namespaces: Vec<String>,
-    pub(super) pods: Vec<PodKey>,
+struct Changes {
+    policies: Vec<PolicyKey>,
+    namespaces: Vec<String>,
+    pods: Vec<PodKey>,
 }
 
 impl Changes {
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.policies.len() + self.namespaces.len() + self.pods.len()
     }
 }
@@ -277,22 +278,22 @@ impl Changes {
 /// The replicated policies, namespace labels and pods of one router.
 #[derive(Debug)]
 pub struct PolicyTable {
-    pub(super) me: PeerName,
-    pub(super) policies: BTreeMap<PolicyKey, Lww<Policy>>,
-    pub(super) namespaces: BTreeMap<String, Lww<Labels>>,
-    pub(super) pods: BTreeMap<PodKey, PodSlot>,
+    me: PeerName,
+    policies: BTreeMap<PolicyKey, Lww<Policy>>,
+    namespaces: BTreeMap<String, Lww<Labels>>,
+    pods: BTreeMap<PodKey, PodSlot>,
     /// Lamport clock: the greatest stamp counter seen.
-    pub(super) lamport: u64,
+    lamport: u64,
     /// Our pod version counter: above every version of our own pods seen.
-    pub(super) pod_clock: u64,
+    pod_clock: u64,
     /// Peers removed from the topology, and when.
-    pub(super) removed: BTreeMap<PeerName, Instant>,
-    pub(super) outputs: VecDeque<Output>,
-    pub(super) generation: u64,
-    pub(super) gossip_interval: Duration,
-    pub(super) next_gossip_at: Instant,
-    pub(super) next_tick_at: Instant,
-    pub(super) stats: PolicyStats,
+    removed: BTreeMap<PeerName, Instant>,
+    outputs: VecDeque<Output>,
+    generation: u64,
+    gossip_interval: Duration,
+    next_gossip_at: Instant,
+    next_tick_at: Instant,
+    stats: PolicyStats,
 }
 
 impl PolicyTable {
@@ -316,290 +317,8 @@ impl PolicyTable {
         }
     }
 
-    /// Applies policies and namespace labels as one batch (`weft policy apply -f`): all
-    /// are checked first and nothing is applied if one is refused; within the batch a
-    /// later object of the same key wins. Objects identical to the ones in force keep
-    /// their stamp. What changed is gossiped at once.
-    pub fn apply(
-        &mut self,
-        now: Instant,
-        policies: Vec<Policy>,
-        namespaces: Vec<(String, Labels)>,
-    ) -> Result<ApplyStats, PolicyError> {
-        if policies.len() + namespaces.len() > APPLY_BATCH_MAX {
-            return Err(PolicyError::TooMany);
-        }
-        for p in &policies {
-            p.check()?;
-            if !wire::policy_fits(p) {
-                return Err(PolicyError::TooMany);
-            }
-        }
-        for (name, labels) in &namespaces {
-            check_name(name)?;
-            check_labels(labels)?;
-        }
-        let policies: BTreeMap<PolicyKey, Policy> =
-            policies.into_iter().map(|p| (p.key.clone(), p)).collect();
-        let namespaces: BTreeMap<String, Labels> = namespaces.into_iter().collect();
-        let new_p = policies.keys().filter(|k| !self.policies.contains_key(*k));
-        let new_n = namespaces
-            .keys()
-            .filter(|k| !self.namespaces.contains_key(*k));
-        if !has_room(&self.policies, new_p.count(), POLICIES_MAX)
-            || !has_room(&self.namespaces, new_n.count(), NAMESPACES_MAX)
-        {
-            return Err(PolicyError::TooMany);
-        }
-        let mut st = ApplyStats::default();
-        let mut changes = Changes::default();
-        for (key, p) in policies {
-            if self.policies.get(&key).and_then(|s| s.value.as_ref()) == Some(&p) {
-                st.policies_unchanged += 1;
-                continue;
-            }
-            let stamp = self.next_stamp();
-            // has_room said so: eviction cannot fail here.
-            make_room(
-                &mut self.policies,
-                POLICIES_MAX,
-                &mut self.stats.tombstones_evicted,
-            );
-            let slot = Lww {
-                stamp,
-                value: Some(p),
-                since: now,
-            };
-            self.policies.insert(key.clone(), slot);
-            changes.policies.push(key);
-            st.policies_changed += 1;
-        }
-        for (name, labels) in namespaces {
-            if self.namespaces.get(&name).and_then(|s| s.value.as_ref()) == Some(&labels) {
-                st.namespaces_unchanged += 1;
-                continue;
-            }
-            let stamp = self.next_stamp();
-            make_room(
-                &mut self.namespaces,
-                NAMESPACES_MAX,
-                &mut self.stats.tombstones_evicted,
-            );
-            let slot = Lww {
-                stamp,
-                value: Some(labels),
-                since: now,
-            };
-            self.namespaces.insert(name.clone(), slot);
-            changes.namespaces.push(name);
-            st.namespaces_changed += 1;
-        }
-        self.changed(None, &changes);
-        Ok(st)
-    }
-
-    /// Deletes a policy (`weft policy delete`): `Ok(false)` if none is in force.
-    pub fn delete(&mut self, now: Instant, key: &PolicyKey) -> Result<bool, PolicyError> {
-        check_name(&key.namespace)?;
-        check_name(&key.name)?;
-        if self.policies.get(key).is_none_or(|s| s.value.is_none()) {
-            return Ok(false);
-        }
-        let stamp = self.next_stamp();
-        let slot = Lww {
-            stamp,
-            value: None,
-            since: now,
-        };
-        self.policies.insert(key.clone(), slot);
-        let changes = Changes {
-            policies: alloc::vec![key.clone()],
-            ..Changes::default()
-        };
-        self.changed(None, &changes);
-        Ok(true)
-    }
-
-    /// Removes the labels of namespace `name` (it keeps its implied name label):
-    /// `Ok(false)` if it had none.
-    pub fn delete_namespace(&mut self, now: Instant, name: &str) -> Result<bool, PolicyError> {
-        check_name(name)?;
-        if self.namespaces.get(name).is_none_or(|s| s.value.is_none()) {
-            return Ok(false);
-        }
-        let stamp = self.next_stamp();
-        let slot = Lww {
-            stamp,
-            value: None,
-            since: now,
-        };
-        self.namespaces.insert(String::from(name), slot);
-        let changes = Changes {
-            namespaces: alloc::vec![String::from(name)],
-            ..Changes::default()
-        };
-        self.changed(None, &changes);
-        Ok(true)
-    }
-
-    /// Sets (on attach or relabel) or, with `None`, removes (on detach) one of our own
-    /// pods. `Ok(false)` if it already was so. Gossiped at once.
-    pub fn set_pod(
-        &mut self,
-        now: Instant,
-        id: &str,
-        pod: Option<Pod>,
-    ) -> Result<bool, PolicyError> {
-        check_pod_id(id)?;
-        if let Some(p) = &pod {
-            check_pod(p)?;
-        }
-        let key = PodKey {
-            owner: self.me,
-            id: String::from(id),
-        };
-        let old = self.pods.get(&key);
-        if old.map_or(pod.is_none(), |s| s.pod == pod) {
-            return Ok(false);
-        }
-        let old_version = old.map_or(0, |s| s.version);
-        if old.is_none() && !make_room(&mut self.pods, PODS_MAX, &mut self.stats.tombstones_evicted)
-        {
-            return Err(PolicyError::TooMany);
-        }
-        self.pod_clock = self.pod_clock.max(old_version).saturating_add(1);
-        let slot = PodSlot {
-            version: self.pod_clock,
-            pod,
-            since: now,
-        };
-        self.pods.insert(key.clone(), slot);
-        let changes = Changes {
-            pods: alloc::vec![key],
-            ..Changes::default()
-        };
-        self.changed(None, &changes);
-        Ok(true)
-    }
-
-    /// What policy decisions depend on: live policies in key order, namespace labels, and
-    /// the live pods of us and of the owners `reachable` says yes to, in key order.
-    pub fn world(&self, reachable: impl Fn(PeerName) -> bool) -> World {
-        World {
-            policies: self
-                .policies
-                .values()
-                .filter_map(|s| s.value.clone())
-                .collect(),
-            namespaces: self
-                .namespaces
-                .iter()
-                .filter_map(|(n, s)| Some((n.clone(), s.value.clone()?)))
-                .collect(),
-            pods: self
-                .pods
-                .iter()
-                .filter(|(k, _)| k.owner == self.me || reachable(k.owner))
-                .filter_map(|(_, s)| s.pod.clone())
-                .collect(),
-        }
-    }
-
-    /// Changes whenever the live state changes (reachability is the caller's).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> PolicyStats {
-        self.stats
-    }
-
-    /// Counts and policies for `weft status policy`.
-    pub fn status(&self) -> PolicyStatus {
-        let live_p = self.policies.iter().filter(|(_, s)| s.value.is_some());
-        let live_n = self
-            .namespaces
-            .values()
-            .filter(|s| s.value.is_some())
-            .count();
-        let live_pods = self.pods.iter().filter(|(_, s)| s.pod.is_some());
-        PolicyStatus {
-            policies: live_p.map(|(k, s)| (k.clone(), s.stamp)).collect(),
-            policy_tombstones: self.policies.values().filter(|s| s.value.is_none()).count(),
-            namespaces: live_n,
-            namespace_tombstones: self.namespaces.len() - live_n,
-            pods: live_pods.clone().count(),
-            own_pods: live_pods.filter(|(k, _)| k.owner == self.me).count(),
-            pod_tombstones: self.pods.values().filter(|s| s.pod.is_none()).count(),
-            removed_peers: self.removed.len(),
-            lamport: self.lamport,
-            stats: self.stats,
-        }
-    }
-
-    /// Every policy entry (tombstones too), in key order: what gossip carries.
-    pub fn policy_entries(&self) -> impl Iterator<Item = PolicyEntry> + '_ {
-        self.policies.iter().map(|(k, s)| PolicyEntry {
-            key: k.clone(),
-            stamp: s.stamp,
-            policy: s.value.clone(),
-        })
-    }
-
-    /// Every namespace entry (tombstones too), in key order.
-    pub fn namespace_entries(&self) -> impl Iterator<Item = NamespaceEntry> + '_ {
-        self.namespaces.iter().map(|(k, s)| NamespaceEntry {
-            name: k.clone(),
-            stamp: s.stamp,
-            labels: s.value.clone(),
-        })
-    }
-
-    /// Every pod entry (tombstones too), in key order.
-    pub fn pod_entries(&self) -> impl Iterator<Item = PodEntry> + '_ {
-        self.pods.iter().map(|(k, s)| PodEntry {
-            key: k.clone(),
-            version: s.version,
-            pod: s.pod.clone(),
-        })
-    }
-
-    /// The shared part (policies, namespaces, tombstones, our clocks) as a state file for
-    /// the host to save (after [`PolicyTable::generation`] changed) and load at start.
-    pub fn export_shared(&self) -> Vec<u8> {
-        let mut msgs = wire::encode_all(&self.policy_entries().collect::<Vec<_>>());
-        msgs.extend(wire::encode_all(
-            &self.namespace_entries().collect::<Vec<_>>(),
-        ));
-        wire::emit_export(self.lamport, self.pod_clock, &msgs)
-    }
-
-    /// Merges a state file from [`PolicyTable::export_shared`] (ours from before a
-    /// restart, or another's) as gossip is merged; all or nothing. Returns how many
-    /// entries changed.
-    pub fn import_shared(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, WireError> {
-        let export = wire::parse_export(bytes)?;
-        self.lamport = self.lamport.max(export.lamport);
-        self.pod_clock = self.pod_clock.max(export.pod_version);
-        let mut changes = Changes::default();
-        for msg in export.msgs {
-            self.merge(now, msg, &|_| true, &mut changes, &mut Changes::default());
-        }
-        self.changed(None, &changes);
-        Ok(changes.len())
-    }
-
-    fn next_stamp(&mut self) -> Stamp {
-        self.lamport = self.lamport.saturating_add(1);
-        Stamp {
-            lamport: self.lamport,
-            writer: self.me,
-        }
-    }
-
     /// Bumps the generation and gossips `changes` (to all but `except`) if any.
-    pub(super) fn changed(&mut self, except: Option<PeerName>, changes: &Changes) {
+    fn changed(&mut self, except: Option<PeerName>, changes: &Changes) {
         if changes.len() == 0 {
             return;
         }
@@ -651,7 +370,7 @@ impl PolicyTable {
         }
     }
 
-    pub(super) fn push_output(&mut self, o: Output) {
+    fn push_output(&mut self, o: Output) {
         if self.outputs.len() >= POLICY_QUEUE_LEN_MAX {
             self.stats.drops_queue_full += 1;
             return;
@@ -660,7 +379,7 @@ impl PolicyTable {
     }
 
     /// Our whole state as messages.
-    pub(super) fn encode_state(&self) -> Vec<Vec<u8>> {
+    fn encode_state(&self) -> Vec<Vec<u8>> {
         let mut msgs = wire::encode_all(&self.policy_entries().collect::<Vec<_>>());
         msgs.extend(wire::encode_all(
             &self.namespace_entries().collect::<Vec<_>>(),
