@@ -37,7 +37,7 @@ mod ipam_channel;
 mod peer_gc;
 mod policy_channel;
 mod topology_gossip;
-// Topology tests that inject forged gossip (need the private handlers).
+// Topology (and policy) tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
 mod topology_tests;
 
