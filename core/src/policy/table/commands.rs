@@ -57,11 +57,10 @@ impl PolicyTable {
             }
             let stamp = self.next_stamp();
             // has_room said so: eviction cannot fail here.
-            make_room(
-                &mut self.policies,
-                POLICIES_MAX,
-                &mut self.stats.tombstones_evicted,
-            );
+            if !self.policies.contains_key(&key) {
+                let evicted = &mut self.stats.tombstones_evicted;
+                make_room(&mut self.policies, POLICIES_MAX, evicted, &mut false);
+            }
             let slot = Lww {
                 stamp,
                 value: Some(p),
@@ -77,11 +76,10 @@ impl PolicyTable {
                 continue;
             }
             let stamp = self.next_stamp();
-            make_room(
-                &mut self.namespaces,
-                NAMESPACES_MAX,
-                &mut self.stats.tombstones_evicted,
-            );
+            if !self.namespaces.contains_key(&name) {
+                let evicted = &mut self.stats.tombstones_evicted;
+                make_room(&mut self.namespaces, NAMESPACES_MAX, evicted, &mut false);
+            }
             let slot = Lww {
                 stamp,
                 value: Some(labels),
@@ -160,7 +158,13 @@ impl PolicyTable {
             return Ok(false);
         }
         let old_version = old.map_or(0, |s| s.version);
-        if old.is_none() && !make_room(&mut self.pods, PODS_MAX, &mut self.stats.tombstones_evicted)
+        if old.is_none()
+            && !make_room(
+                &mut self.pods,
+                PODS_MAX,
+                &mut self.stats.tombstones_evicted,
+                &mut false,
+            )
         {
             return Err(PolicyError::TooMany);
         }

@@ -236,29 +236,42 @@ fn has_room<K, S: Tomb>(map: &BTreeMap<K, S>, new: usize, max: usize) -> bool {
     map.len() - tombs + new <= max
 }
 
-/// Makes room for one more key: evicts the oldest tombstone if `map` is full. Whether
-/// there is room now.
+/// Tombstones evicted at once when a map is full: a share of its limit, so that a run
+/// of inserts into a full map scans it once per batch, not once per insert.
+const EVICT_SHARE: usize = 64;
+
+/// Makes room for one more key: if `map` is full, evicts its oldest tombstones (up to
+/// `max / EVICT_SHARE`). Whether there is room now. `no_tombs` remembers, for a run of
+/// calls, that there was none to evict (so a full map is not scanned again).
 fn make_room<K: Ord + Clone, S: Tomb>(
     map: &mut BTreeMap<K, S>,
     max: usize,
     evicted: &mut u64,
+    no_tombs: &mut bool,
 ) -> bool {
     if map.len() < max {
         return true;
     }
-    let oldest = map
-        .iter()
-        .filter_map(|(k, s)| s.tomb_since().map(|t| (t, k)))
-        .min_by_key(|(t, _)| *t)
-        .map(|(_, k)| k.clone());
-    match oldest {
-        Some(k) => {
-            map.remove(&k);
-            *evicted += 1;
-            true
-        }
-        None => false,
+    if *no_tombs {
+        return false;
     }
+    let mut tombs: Vec<(Instant, K)> = map
+        .iter()
+        .filter_map(|(k, s)| s.tomb_since().map(|t| (t, k.clone())))
+        .collect();
+    if tombs.is_empty() {
+        *no_tombs = true;
+        return false;
+    }
+    let n = (max / EVICT_SHARE).clamp(1, tombs.len());
+    if n < tombs.len() {
+        tombs.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+    }
+    for (_, k) in &tombs[..n] {
+        map.remove(k);
+    }
+    *evicted += n as u64;
+    true
 }
 
 /// Keys that changed, per part (to gossip).
