@@ -443,3 +443,31 @@ fn a_full_map_evicts_its_oldest_tombstones_in_batches() {
     assert_eq!(t.stats().tombstones_evicted, 16);
     assert_eq!(t.status().policy_tombstones, 24);
 }
+
+#[test]
+fn a_writer_restarted_without_its_state_file_still_wins_with_a_later_write() {
+    const ORIGIN_MS: u64 = 1_764_000_000_000;
+    let clocked = |i| table(i).with_wall_clock_origin_ms(ORIGIN_MS);
+    let (mut a, mut b) = (clocked(1), clocked(2));
+    a.apply(T0, vec![deny("default", "p", "v1")], Vec::new())
+        .unwrap();
+    // Many causally later writes push the counter past the wall clock a little.
+    for i in 0..5 {
+        let p = deny("default", "p", &alloc::format!("v1-{i}"));
+        a.apply(T0, vec![p], Vec::new()).unwrap();
+    }
+    assert_eq!(a.status().lamport, ORIGIN_MS + 5);
+    deliver(&mut b, peer(1), &drain(&mut a));
+    // a restarts a minute later with nothing: its first write is stamped by the clock.
+    let later = T0 + Duration::from_secs(60);
+    let mut a2 = clocked(1);
+    let v2 = deny("default", "p", "v2");
+    a2.apply(later, vec![v2.clone()], Vec::new()).unwrap();
+    deliver(&mut b, peer(1), &drain(&mut a2));
+    assert_eq!(b.world(|_| true).policies, vec![v2.clone()]);
+    // And b's full state does not take it back from a2.
+    drain(&mut b);
+    b.on_neighbour(peer(1));
+    deliver(&mut a2, peer(2), &drain(&mut b));
+    assert_eq!(a2.world(|_| true).policies, vec![v2]);
+}

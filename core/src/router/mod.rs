@@ -362,7 +362,8 @@ impl Router {
         Self {
             ipam,
             dns: Dns::new(config.name, config.gossip_interval, now),
-            policy: PolicyTable::new(config.name, config.gossip_interval, now),
+            policy: PolicyTable::new(config.name, config.gossip_interval, now)
+                .with_wall_clock_origin_ms(config.wall_clock_origin_ms),
             settings,
             rng,
             keys,

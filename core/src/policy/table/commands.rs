@@ -55,7 +55,7 @@ impl PolicyTable {
                 st.policies_unchanged += 1;
                 continue;
             }
-            let stamp = self.next_stamp();
+            let stamp = self.next_stamp(now);
             // has_room said so: eviction cannot fail here.
             if !self.policies.contains_key(&key) {
                 let evicted = &mut self.stats.tombstones_evicted;
@@ -75,7 +75,7 @@ impl PolicyTable {
                 st.namespaces_unchanged += 1;
                 continue;
             }
-            let stamp = self.next_stamp();
+            let stamp = self.next_stamp(now);
             if !self.namespaces.contains_key(&name) {
                 let evicted = &mut self.stats.tombstones_evicted;
                 make_room(&mut self.namespaces, NAMESPACES_MAX, evicted, &mut false);
@@ -100,7 +100,7 @@ impl PolicyTable {
         if self.policies.get(key).is_none_or(|s| s.value.is_none()) {
             return Ok(false);
         }
-        let stamp = self.next_stamp();
+        let stamp = self.next_stamp(now);
         let slot = Lww {
             stamp,
             value: None,
@@ -122,7 +122,7 @@ impl PolicyTable {
         if self.namespaces.get(name).is_none_or(|s| s.value.is_none()) {
             return Ok(false);
         }
-        let stamp = self.next_stamp();
+        let stamp = self.next_stamp(now);
         let slot = Lww {
             stamp,
             value: None,
@@ -183,8 +183,10 @@ impl PolicyTable {
         Ok(true)
     }
 
-    fn next_stamp(&mut self) -> Stamp {
-        self.lamport = self.lamport.saturating_add(1);
+    /// A stamp above every one seen, and not below the wall clock at `now`.
+    fn next_stamp(&mut self, now: Instant) -> Stamp {
+        let wall_ms = self.wall_clock_origin_ms.saturating_add(now.total_millis());
+        self.lamport = self.lamport.saturating_add(1).max(wall_ms);
         Stamp {
             lamport: self.lamport,
             writer: self.me,

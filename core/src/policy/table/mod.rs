@@ -3,10 +3,12 @@
 //!
 //! - Policies (`PolicyKey -> Option<Policy>`) and namespace labels (`name ->
 //!   Option<Labels>`) are multi-writer last-writer-wins maps: any router applies or
-//!   deletes, each write carries a [`Stamp`] (Lamport counter, writer) above every stamp
-//!   the writer has seen, and a merge keeps per key the greatest `(stamp, value)` — a max,
-//!   so commutative, associative and idempotent (the value breaks a tie a restarted writer
-//!   could cause). A deletion is a tombstone kept [`LWW_TOMBSTONE_TTL_MS`]; a partition
+//!   deletes, each write carries a [`Stamp`] (counter, writer) whose counter is above
+//!   every stamp the writer has seen and not below its wall clock in ms (a hybrid logical
+//!   clock: causally later writes win, and so do writes later in real time, even from a
+//!   router that restarted without its state file), and a merge keeps per key the greatest
+//!   `(stamp, value)` — a max, so commutative, associative and idempotent (the value
+//!   breaks a tie a restarted writer could cause). A deletion is a tombstone kept [`LWW_TOMBSTONE_TTL_MS`]; a partition
 //!   longer than that may bring a deleted policy back. They survive their writer: a policy
 //!   applied on a host that dies stays in force. Hosts persist this part
 //!   ([`PolicyTable::export_shared`]) and load it at start, merged like gossip.
@@ -62,7 +64,8 @@ pub const POLICY_QUEUE_LEN_MAX: usize = 1024;
 /// When and by whom a policy or namespace was last written; greater wins.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp {
-    /// Lamport counter: above every stamp the writer had seen.
+    /// Hybrid logical clock: above every stamp the writer had seen, and not below its
+    /// wall clock in ms when it wrote.
     pub lamport: u64,
     /// The router that wrote it.
     pub writer: PeerName,
@@ -304,6 +307,8 @@ pub struct PolicyTable {
     outputs: VecDeque<Output>,
     generation: u64,
     gossip_interval: Duration,
+    /// Unix time in ms at [`Instant::ZERO`] (stamps are not below the wall clock).
+    wall_clock_origin_ms: u64,
     next_gossip_at: Instant,
     next_tick_at: Instant,
     stats: PolicyStats,
@@ -324,10 +329,18 @@ impl PolicyTable {
             outputs: VecDeque::new(),
             generation: 0,
             gossip_interval,
+            wall_clock_origin_ms: 0,
             next_gossip_at: now + half,
             next_tick_at: now + Duration::from_millis(POLICY_TICK_MS),
             stats: PolicyStats::default(),
         }
+    }
+
+    /// Sets the wall clock (Unix time in ms) at [`Instant::ZERO`], as the router's
+    /// [`crate::router::Config::wall_clock_origin_ms`]; stamps are then not below it.
+    pub fn with_wall_clock_origin_ms(mut self, origin_ms: u64) -> Self {
+        self.wall_clock_origin_ms = origin_ms;
+        self
     }
 
     /// Bumps the generation and gossips `changes` (to all but `except`) if any.
