@@ -298,7 +298,7 @@ pub struct PolicyTable {
     policies: BTreeMap<PolicyKey, Lww<Policy>>,
     namespaces: BTreeMap<String, Lww<Labels>>,
     pods: BTreeMap<PodKey, PodSlot>,
-    /// Lamport clock: the greatest stamp counter seen.
+    /// The greatest stamp counter seen or made.
     lamport: u64,
     /// Our pod version counter: above every version of our own pods seen.
     pod_clock: u64,
@@ -349,19 +349,18 @@ impl PolicyTable {
             return;
         }
         self.generation += 1;
-        let pick = |v: &[PolicyKey], m: &BTreeMap<PolicyKey, Lww<Policy>>| {
-            v.iter()
-                .filter_map(|k| {
-                    let s = m.get(k)?;
-                    Some(PolicyEntry {
-                        key: k.clone(),
-                        stamp: s.stamp,
-                        policy: s.value.clone(),
-                    })
+        let mut p: Vec<PolicyEntry> = changes
+            .policies
+            .iter()
+            .filter_map(|k| {
+                let s = self.policies.get(k)?;
+                Some(PolicyEntry {
+                    key: k.clone(),
+                    stamp: s.stamp,
+                    policy: s.value.clone(),
                 })
-                .collect::<Vec<_>>()
-        };
-        let mut p = pick(&changes.policies, &self.policies);
+            })
+            .collect();
         let mut n: Vec<NamespaceEntry> = changes
             .namespaces
             .iter()

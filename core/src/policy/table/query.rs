@@ -95,6 +95,7 @@ impl PolicyTable {
 
     /// The shared part (policies, namespaces, tombstones, our clocks) as a state file for
     /// the host to save (after [`PolicyTable::generation`] changed) and load at start.
+    /// Tombstone ages are not saved: loaded ones live their full time again.
     pub fn export_shared(&self) -> Vec<u8> {
         let mut msgs = wire::encode_all(&self.policy_entries().collect::<Vec<_>>());
         msgs.extend(wire::encode_all(
