@@ -5,7 +5,6 @@
 use super::table::{
     LWW_TOMBSTONE_TTL_MS, Output, POD_TOMBSTONE_TTL_MS, POLICIES_MAX, POLICY_TICK_MS, PolicyTable,
 };
-use super::wire::{self, Msg};
 use super::wire_tests::{deny, labels, pod, rich_policy};
 use super::*;
 use crate::peer::PeerName;
@@ -402,15 +401,73 @@ proptest! {
             prop_assert_eq!(state(r), state(&reps[0]));
             prop_assert_eq!(r.world(|_| true), reps[0].world(|_| true));
         }
-        // Merging is idempotent: every message again changes nothing.
-        let mut again = run(&ops);
-        let full: Vec<Vec<u8>> = {
-            again[0].on_neighbour(peer(0));
-            drain(&mut again[0])
-        };
-        for m in &full {
-            prop_assert_eq!(again[1].handle_message(T0, peer(1), m, |_| true), Ok(0));
-            prop_assert!(matches!(wire::parse(m), Ok(Msg::Policies(_) | Msg::Namespaces(_) | Msg::Pods(_))));
+        // Merging is idempotent: a converged replica's full state changes nothing.
+        let mut reps = reps;
+        reps[0].on_neighbour(peer(0));
+        for m in &drain(&mut reps[0]) {
+            prop_assert_eq!(reps[1].handle_message(T0, peer(1), m, |_| true), Ok(0));
         }
     }
+}
+
+#[test]
+fn a_full_map_evicts_its_oldest_tombstones_in_batches() {
+    let mut t = table(1);
+    let all: Vec<Policy> = (0..POLICIES_MAX)
+        .map(|i| deny("default", &alloc::format!("p{i:04}"), "x"))
+        .collect();
+    t.apply(T0, all, Vec::new()).unwrap();
+    // 40 deletions, the first 20 a minute before the others.
+    for i in 0..40 {
+        let at = T0 + Duration::from_secs(if i < 20 { 0 } else { 60 });
+        t.delete(at, &pkey("default", &alloc::format!("p{i:04}")))
+            .unwrap();
+    }
+    let now = T0 + Duration::from_secs(120);
+    t.apply(now, vec![deny("default", "new0", "x")], Vec::new())
+        .unwrap();
+    // One batch of POLICIES_MAX / 64 = 16, all from the older deletions.
+    assert_eq!(t.stats().tombstones_evicted, 16);
+    let kept: Vec<PolicyKey> = t
+        .policy_entries()
+        .filter(|e| e.policy.is_none())
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(kept.len(), 24);
+    assert!(kept.iter().filter(|k| k.name.as_str() < "p0020").count() == 4);
+    // The next 15 new policies take the room already made.
+    let more: Vec<Policy> = (1..16)
+        .map(|i| deny("default", &alloc::format!("new{i}"), "x"))
+        .collect();
+    t.apply(now, more, Vec::new()).unwrap();
+    assert_eq!(t.stats().tombstones_evicted, 16);
+    assert_eq!(t.status().policy_tombstones, 24);
+}
+
+#[test]
+fn a_writer_restarted_without_its_state_file_still_wins_with_a_later_write() {
+    const ORIGIN_MS: u64 = 1_764_000_000_000;
+    let clocked = |i| table(i).with_wall_clock_origin_ms(ORIGIN_MS);
+    let (mut a, mut b) = (clocked(1), clocked(2));
+    a.apply(T0, vec![deny("default", "p", "v1")], Vec::new())
+        .unwrap();
+    // Many causally later writes push the counter past the wall clock a little.
+    for i in 0..5 {
+        let p = deny("default", "p", &alloc::format!("v1-{i}"));
+        a.apply(T0, vec![p], Vec::new()).unwrap();
+    }
+    assert_eq!(a.status().lamport, ORIGIN_MS + 5);
+    deliver(&mut b, peer(1), &drain(&mut a));
+    // a restarts a minute later with nothing: its first write is stamped by the clock.
+    let later = T0 + Duration::from_secs(60);
+    let mut a2 = clocked(1);
+    let v2 = deny("default", "p", "v2");
+    a2.apply(later, vec![v2.clone()], Vec::new()).unwrap();
+    deliver(&mut b, peer(1), &drain(&mut a2));
+    assert_eq!(b.world(|_| true).policies, vec![v2.clone()]);
+    // And b's full state does not take it back from a2.
+    drain(&mut b);
+    b.on_neighbour(peer(1));
+    deliver(&mut a2, peer(2), &drain(&mut b));
+    assert_eq!(a2.world(|_| true).policies, vec![v2]);
 }

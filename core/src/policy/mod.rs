@@ -19,7 +19,6 @@
 //! policies add up (union). A connection needs the source's egress and the destination's
 //! ingress allowed; replies of an allowed connection are allowed (the host's conntrack).
 
-mod merge;
 pub mod table;
 pub mod wire;
 

@@ -37,7 +37,7 @@ mod ipam_channel;
 mod peer_gc;
 mod policy_channel;
 mod topology_gossip;
-// Topology tests that inject forged gossip (need the private handlers).
+// Topology (and policy) tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
 mod topology_tests;
 
@@ -362,7 +362,8 @@ impl Router {
         Self {
             ipam,
             dns: Dns::new(config.name, config.gossip_interval, now),
-            policy: PolicyTable::new(config.name, config.gossip_interval, now),
+            policy: PolicyTable::new(config.name, config.gossip_interval, now)
+                .with_wall_clock_origin_ms(config.wall_clock_origin_ms),
             settings,
             rng,
             keys,

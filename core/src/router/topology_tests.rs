@@ -1,6 +1,7 @@
-//! Router-level topology tests that need to inject gossip a real peer would never send:
-//! routers wired back to back in memory (as core/tests/common does), with forged gossip
-//! handed to [`Router::on_topology_gossip`] as if a neighbour had relayed it.
+//! Router-level topology (and policy) tests that need to inject gossip a real peer would
+//! never send: routers wired back to back in memory (as core/tests/common does), with
+//! forged gossip handed to [`Router::on_topology_gossip`] (or `on_policy_gossip`) as if a
+//! neighbour had relayed it.
 
 use super::*;
 use crate::peer::PeerUid;
@@ -176,4 +177,39 @@ fn a_restarted_router_outranks_its_previous_incarnation_at_once() {
     assert!(held.established_to(net.routers[0].name()));
     assert_eq!(net.routers[0].next_hop(name1), Some(name1));
     assert_eq!(net.routers[0].topology().stats(), TopologyStats::default());
+}
+
+#[test]
+fn policy_gossip_is_merged_and_malformed_policy_gossip_costs_the_connection() {
+    use crate::policy::table::Output;
+    use crate::policy::{PolicyKey, PolicyTable, Selector};
+    let mut net = Net::new(2);
+    net.routers[0].handle_command(net.now, Command::Connect(addr(1)));
+    net.run(Duration::from_secs(2));
+    let name1 = net.routers[1].name();
+    let via = net.conn(0, 1);
+    // What router 1 would send: a policy applied there.
+    let mut t = PolicyTable::new(name1, Duration::from_secs(30), net.now);
+    let p = crate::policy::Policy {
+        key: PolicyKey {
+            namespace: "default".into(),
+            name: "deny".into(),
+        },
+        pod_selector: Selector::all(),
+        ingress_isolates: true,
+        egress_isolates: false,
+        ingress: Vec::new(),
+        egress: Vec::new(),
+    };
+    t.apply(net.now, vec![p.clone()], Vec::new()).unwrap();
+    let now = net.now;
+    while let Some(Output::Neighbours { msg, .. }) = t.poll_output() {
+        net.routers[0].on_policy_gossip(now, via, &msg);
+    }
+    assert_eq!(net.routers[0].policy_world().policies, vec![p]);
+    assert_eq!(net.routers[0].connection_to(name1), Some(via));
+    net.routers[0].on_policy_gossip(now, via, &[1, 1, 0, 1, 0xff]);
+    assert_eq!(net.routers[0].stats().gossip_malformed, 1);
+    assert_eq!(net.routers[0].policy().stats().malformed, 1);
+    assert_eq!(net.routers[0].connection_to(name1), None);
 }

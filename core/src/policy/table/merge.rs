@@ -1,13 +1,13 @@
 //! Gossip into a [`PolicyTable`]: merging messages, a dead peer's pods, timers and
-//! outputs (the rules are in [`crate::policy::table`]).
+//! outputs (the rules are in [`super`]).
 
-use super::table::{
+use super::{
     Changes, LWW_TOMBSTONE_TTL_MS, Lww, NAMESPACES_MAX, Output, POD_TOMBSTONE_TTL_MS, PODS_MAX,
     POLICIES_MAX, POLICY_TICK_MS, PodSlot, PolicyStats, PolicyTable, REMOVED_PEER_TTL_MS,
     REMOVED_PEERS_MAX, Stamp, make_room, pod_rank,
 };
-use super::wire::{self, Msg, PodEntry};
 use crate::peer::PeerName;
+use crate::policy::wire::{self, Msg, PodEntry};
 use crate::time::{Duration, Instant};
 use crate::wire::WireError;
 use alloc::collections::BTreeMap;
@@ -44,20 +44,15 @@ impl PolicyTable {
         merged: &mut Changes,
         refreshed: &mut Changes,
     ) {
+        // Whether this message found its map full with no tombstone to evict.
+        let mut no_tombs = false;
         match msg {
             Msg::Policies(entries) => {
                 for e in entries {
                     self.lamport = self.lamport.max(e.stamp.lamport);
-                    let map = &mut self.policies;
-                    if merge_lww(
-                        map,
-                        POLICIES_MAX,
-                        &e.key,
-                        e.stamp,
-                        e.policy,
-                        now,
-                        &mut self.stats,
-                    ) {
+                    let (map, stats) = (&mut self.policies, &mut self.stats);
+                    let entry = (&e.key, e.stamp, e.policy);
+                    if merge_lww(map, POLICIES_MAX, entry, now, stats, &mut no_tombs) {
                         merged.policies.push(e.key);
                     }
                 }
@@ -65,16 +60,16 @@ impl PolicyTable {
             Msg::Namespaces(entries) => {
                 for e in entries {
                     self.lamport = self.lamport.max(e.stamp.lamport);
-                    let map = &mut self.namespaces;
-                    let max = NAMESPACES_MAX;
-                    if merge_lww(map, max, &e.name, e.stamp, e.labels, now, &mut self.stats) {
+                    let (map, stats) = (&mut self.namespaces, &mut self.stats);
+                    let entry = (&e.name, e.stamp, e.labels);
+                    if merge_lww(map, NAMESPACES_MAX, entry, now, stats, &mut no_tombs) {
                         merged.namespaces.push(e.name);
                     }
                 }
             }
             Msg::Pods(entries) => {
                 for e in entries {
-                    self.merge_pod(now, e, in_topology, merged, refreshed);
+                    self.merge_pod(now, e, in_topology, (merged, refreshed), &mut no_tombs);
                 }
             }
         }
@@ -85,8 +80,8 @@ impl PolicyTable {
         now: Instant,
         e: PodEntry,
         in_topology: &dyn Fn(PeerName) -> bool,
-        merged: &mut Changes,
-        refreshed: &mut Changes,
+        (merged, refreshed): (&mut Changes, &mut Changes),
+        no_tombs: &mut bool,
     ) {
         let owner = e.key.owner;
         let local = self.pods.get(&e.key);
@@ -101,7 +96,14 @@ impl PolicyTable {
             // A peer knows a newer version of our own pod than we do: we restarted, or
             // forgot a tombstone. We decide: what we hold live stays live, anything else
             // is detached, with a version above theirs.
-            if !known && !make_room(&mut self.pods, PODS_MAX, &mut self.stats.tombstones_evicted) {
+            if !known
+                && !make_room(
+                    &mut self.pods,
+                    PODS_MAX,
+                    &mut self.stats.tombstones_evicted,
+                    no_tombs,
+                )
+            {
                 self.stats.drops_full += 1;
                 return;
             }
@@ -127,7 +129,12 @@ impl PolicyTable {
         }
         if !known
             && (e.pod.is_none() && self.pods.len() >= PODS_MAX
-                || !make_room(&mut self.pods, PODS_MAX, &mut self.stats.tombstones_evicted))
+                || !make_room(
+                    &mut self.pods,
+                    PODS_MAX,
+                    &mut self.stats.tombstones_evicted,
+                    no_tombs,
+                ))
         {
             self.stats.drops_full += 1;
             return;
@@ -218,18 +225,17 @@ impl PolicyTable {
 fn merge_lww<K: Ord + Clone, V: Ord>(
     map: &mut BTreeMap<K, Lww<V>>,
     max: usize,
-    key: &K,
-    stamp: Stamp,
-    value: Option<V>,
+    (key, stamp, value): (&K, Stamp, Option<V>),
     now: Instant,
     stats: &mut PolicyStats,
+    no_tombs: &mut bool,
 ) -> bool {
     if let Some(s) = map.get(key) {
         if (s.stamp, s.value.as_ref()) >= (stamp, value.as_ref()) {
             return false;
         }
     } else if value.is_none() && map.len() >= max
-        || !make_room(map, max, &mut stats.tombstones_evicted)
+        || !make_room(map, max, &mut stats.tombstones_evicted, no_tombs)
     {
         // A deletion of a key we never had takes no tombstone's place; a live one may.
         stats.drops_full += 1;
