@@ -93,8 +93,9 @@ pub(crate) struct Api {
     /// Network policy: the table for this host's pods.
     pub(crate) policy: Arc<crate::policy::enforce::Enforcer>,
     /// The Docker plugin's joined containers as network policy sees them, by IPAM owner.
-    pub(crate) docker_pods:
-        tokio::sync::watch::Sender<std::collections::BTreeMap<String, weft_core::policy::Pod>>,
+    pub(crate) docker_pods: tokio::sync::watch::Sender<
+        std::collections::BTreeMap<String, crate::policy::pods::LocalPort>,
+    >,
 }
 
 /// A reply: status, content type, body.
@@ -428,7 +429,10 @@ pub(crate) async fn attach_as(
     if b.namespace.is_some() || !b.labels.is_empty() || !b.ports.is_empty() {
         let meta = crate::policy::pods::meta(b.namespace, &b.labels, &b.ports)
             .map_err(ApiError::BadRequest)?;
-        api.plumbing.lock().await.set_pod_meta(&a.id, meta.clone())?;
+        api.plumbing
+            .lock()
+            .await
+            .set_pod_meta(&a.id, meta.clone())?;
         a.pod = meta;
     }
     Ok(AttachReply {

@@ -229,7 +229,12 @@ pub(crate) enum PolicyCommand {
     /// `List`, or every *.yaml/*.yml/*.json file of a directory): all or nothing.
     Apply {
         /// A file, a directory or `-` (stdin); repeatable.
-        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
+        #[arg(
+            short = 'f',
+            long = "filename",
+            required = true,
+            value_name = "FILE|DIR|-"
+        )]
         files: Vec<PathBuf>,
     },
     /// Delete a NetworkPolicy.
@@ -362,6 +367,11 @@ pub(crate) struct RouterArgs {
     /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
     #[arg(long)]
     pub(crate) no_fastdp: bool,
+    /// Strict subnet isolation: a container may send only from its own addresses (IPv4
+    /// and ARP, checked on the bridge), and no connection opens between two different
+    /// subnets of this host's containers, whichever end starts it.
+    #[arg(long, env = "WEFT_ISOLATE_SUBNETS")]
+    pub(crate) isolate_subnets: bool,
     /// MTU of the `weft` bridge and of attached veths.
     #[arg(long, default_value_t = MTU_DEFAULT, value_parser = clap::value_parser!(u32).range(576..=65535))]
     pub(crate) mtu: u32,

@@ -204,7 +204,10 @@ async fn run_async(
     if let Some(server) = &dns {
         driver.set_dns(Arc::clone(server));
     }
-    let policy = crate::policy::enforce::Enforcer::new(state_dir.file(crate::policy::STATE_FILE));
+    let policy = crate::policy::enforce::Enforcer::new(
+        state_dir.file(crate::policy::STATE_FILE),
+        args.isolate_subnets,
+    );
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
     driver.set_policy(policy_tx, policy.load_shared());
     policy.start_nflog();

@@ -28,7 +28,7 @@ pub mod fuzzing;
 pub mod bench {
     /// The `nft -f` batch of the policy table for `rules`, as the router applies it.
     pub fn policy_table(rules: &weft_core::policy::compile::RuleSet) -> String {
-        crate::policy::nft::render(rules).batch
+        crate::policy::nft::render(rules, None).batch
     }
 }
 mod http;
@@ -327,6 +327,9 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     }
     if args.no_fastdp {
         v.push("--no-fastdp".into());
+    }
+    if args.isolate_subnets {
+        v.push("--isolate-subnets".into());
     }
     if let Some(k) = &args.key_file {
         // A path is not a secret; it goes on argv so `ps` shows which key a router uses.

@@ -554,7 +554,10 @@ fn a_pod_gets_its_name_a_subnet_of_its_own_the_bridges_mtu_and_hairpin() {
     // Network policy sees it in its Kubernetes namespace.
     let ps = r.json(&["ps"]);
     assert!(
-        ps.as_array().unwrap().iter().any(|a| a["pod"]["namespace"] == "prod"),
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["pod"]["namespace"] == "prod"),
         "{ps}"
     );
     // The interface has the bridge's MTU, and its bridge port hairpin on.

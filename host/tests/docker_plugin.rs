@@ -961,30 +961,44 @@ fn a_plugin_container_is_isolated_by_a_policy_on_its_labels() {
     let image = TestImage::build().unwrap();
     let web = Container::run(
         &image,
-        &["--network", n.name.as_str(), "--label", "app=web", "--label", "weft.namespace=prod"],
+        &[
+            "--network",
+            n.name.as_str(),
+            "--label",
+            "app=web",
+            "--label",
+            "weft.namespace=prod",
+        ],
         &SLEEP,
     )
     .unwrap();
     let other = Container::run(&image, &["--network", n.name.as_str()], &SLEEP).unwrap();
     let (ip_web, ip_other) = (web.ip_of(&n).unwrap(), other.ip_of(&n).unwrap());
     assert_pings(&other, ip_web, &p);
-    p.router.wait_until(Duration::from_secs(10), "both containers are pods", |r| {
-        r.json(&["status", "policy"])["local_pods"].as_u64() == Some(2)
-    });
+    p.router
+        .wait_until(Duration::from_secs(10), "both containers are pods", |r| {
+            r.json(&["status", "policy"])["local_pods"].as_u64() == Some(2)
+        });
     let f = std::env::temp_dir().join(format!("weft-plugin-policy-{}.yaml", std::process::id()));
     std::fs::write(
         &f,
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: web}}\n",
     )
     .unwrap();
-    let applied = p.router.weft(&["policy", "apply", "-f", &f.display().to_string()]);
+    let applied = p
+        .router
+        .weft(&["policy", "apply", "-f", &f.display().to_string()]);
     let _ = std::fs::remove_file(&f);
     assert!(applied.is_ok(), "{applied:?}");
-    p.router.wait_until(Duration::from_secs(10), "the policy selects the web container", |r| {
-        r.json(&["status", "policy"])["isolated_ingress"].as_u64() == Some(1)
-    });
+    p.router.wait_until(
+        Duration::from_secs(10),
+        "the policy selects the web container",
+        |r| r.json(&["status", "policy"])["isolated_ingress"].as_u64() == Some(1),
+    );
     assert_no_ping(&other, ip_web);
     assert_pings(&web, ip_other, &p);
-    p.router.weft(&["policy", "delete", "web", "-n", "prod"]).unwrap();
+    p.router
+        .weft(&["policy", "delete", "web", "-n", "prod"])
+        .unwrap();
     assert_pings(&other, ip_web, &p);
 }

@@ -305,8 +305,17 @@ fn docker_run_through_the_proxy_lands_on_weft_before_its_first_command() {
         &host,
         &[],
         &[
-            "run", "-d", "--name", &web, "--label", "app=web", "--label", "weft.namespace=prod",
-            img, "sleep", "600",
+            "run",
+            "-d",
+            "--name",
+            &web,
+            "--label",
+            "app=web",
+            "--label",
+            "weft.namespace=prod",
+            img,
+            "sleep",
+            "600",
         ],
         None,
     );
@@ -314,9 +323,10 @@ fn docker_run_through_the_proxy_lands_on_weft_before_its_first_command() {
     // Its labels and `weft.namespace` are what network policy sees of it.
     let ps = a.json(&["ps"]);
     assert!(
-        ps.as_array().unwrap().iter().any(|at| {
-            at["pod"]["namespace"] == "prod" && at["pod"]["labels"]["app"] == "web"
-        }),
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|at| { at["pod"]["namespace"] == "prod" && at["pod"]["labels"]["app"] == "web" }),
         "{ps}"
     );
     let o = dk(

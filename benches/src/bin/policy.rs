@@ -22,13 +22,12 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use weft_core::policy::compile::compile;
 use weft_core::policy::{
-    Cidr, IpBlock, Labels, NamedPort, Operator, Peer, Policy, PolicyKey, Pod, Port, PortMatch,
+    Cidr, IpBlock, Labels, NamedPort, Operator, Peer, Pod, Policy, PolicyKey, Port, PortMatch,
     Proto, Requirement, Rule, Selector, World,
 };
 use weft_kernel_dp::testnet::{TestNet, require_root};
 
-const USAGE: &str =
-    "policy [--pods N (default 1000)] [--policies N (default 500)] [--local N (default 100)] [--seconds S (default 5)]";
+const USAGE: &str = "policy [--pods N (default 1000)] [--policies N (default 500)] [--local N (default 100)] [--seconds S (default 5)]";
 
 struct Args {
     pods: usize,
@@ -116,11 +115,16 @@ fn world(a: &Args) -> World {
                             values: vec!["db".into(), "web".into()],
                         }],
                     }),
-                    namespaces: Some(sel("kubernetes.io/metadata.name", format!("ns{}", (j + 3) % NAMESPACES))),
+                    namespaces: Some(sel(
+                        "kubernetes.io/metadata.name",
+                        format!("ns{}", (j + 3) % NAMESPACES),
+                    )),
                 },
                 Peer::Block(IpBlock {
                     cidr: Cidr::new(Ipv4Addr::new(192, 168, (j % 250) as u8, 0), 24).unwrap(),
-                    except: vec![Cidr::new(Ipv4Addr::new(192, 168, (j % 250) as u8, 128), 25).unwrap()],
+                    except: vec![
+                        Cidr::new(Ipv4Addr::new(192, 168, (j % 250) as u8, 128), 25).unwrap(),
+                    ],
                 }),
             ];
             let ports = vec![
@@ -186,7 +190,7 @@ fn serve(port: u16) -> ! {
             loop {
                 match s.read(&mut buf) {
                     Ok(0) | Err(_) => return,
-                    Ok(n) if n == 1 => {
+                    Ok(1) => {
                         if s.write_all(&buf[..1]).is_err() {
                             return;
                         }
@@ -251,10 +255,18 @@ fn nft(ns: &weft_kernel_dp::testnet::Ns, batch: &str) -> Result<Duration, String
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    c.stdin.take().unwrap().write_all(batch.as_bytes()).map_err(|e| e.to_string())?;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .map_err(|e| e.to_string())?;
     let o = c.wait_with_output().map_err(|e| e.to_string())?;
     if !o.status.success() {
-        return Err(String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("").to_owned());
+        return Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned());
     }
     Ok(t.elapsed())
 }
@@ -263,7 +275,12 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("serve") => serve(argv[2].parse().unwrap()),
-        Some("client") => client(&argv[2], &argv[3], argv[4].parse().unwrap(), argv[5].parse().unwrap()),
+        Some("client") => client(
+            &argv[2],
+            &argv[3],
+            argv[4].parse().unwrap(),
+            argv[5].parse().unwrap(),
+        ),
         _ => {}
     }
     let a = weft_benches::args_or_exit(parse_args(), "policy", USAGE);
@@ -282,8 +299,15 @@ fn main() {
     let all = compile(&w, &|_| true);
     let all_ms = t.elapsed().as_secs_f64() * 1e3;
     let batch = weft::bench::policy_table(&rules);
-    let elements: usize = rules.chains.iter().map(|c| c.any.len() + c.ports.len()).sum();
-    println!("world: {} pods in {NAMESPACES} namespaces, {} policies; {} pods on this host", a.pods, a.policies, a.local);
+    let elements: usize = rules
+        .chains
+        .iter()
+        .map(|c| c.any.len() + c.ports.len())
+        .sum();
+    println!(
+        "world: {} pods in {NAMESPACES} namespaces, {} policies; {} pods on this host",
+        a.pods, a.policies, a.local
+    );
     println!(
         "compile (release): {:.1} ms median for this host's pods, {all_ms:.1} ms for all {} pods ({} pod chains)",
         median(times),
@@ -304,12 +328,23 @@ fn main() {
     let mut net = TestNet::new().expect("test net");
     let br = net.add_ns("br").unwrap();
     let (ca, cb) = (net.add_ns("pa").unwrap(), net.add_ns("pb").unwrap());
-    br.run(&["ip", "link", "add", "weft", "type", "bridge"]).unwrap();
+    br.run(&["ip", "link", "add", "weft", "type", "bridge"])
+        .unwrap();
     br.run(&["ip", "link", "set", "weft", "up"]).unwrap();
-    br.run(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]).unwrap();
+    br.run(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
+        .unwrap();
     for (i, c) in [&ca, &cb].into_iter().enumerate() {
         net.veth(&br, &format!("v{i}"), c, "eth0").unwrap();
-        br.run(&["ip", "link", "set", &format!("v{i}"), "master", "weft", "up"]).unwrap();
+        br.run(&[
+            "ip",
+            "link",
+            "set",
+            &format!("v{i}"),
+            "master",
+            "weft",
+            "up",
+        ])
+        .unwrap();
         net.addr(c, "eth0", addr(i).into(), 12).unwrap();
     }
     match nft(&br, &batch) {
@@ -325,11 +360,16 @@ fn main() {
     let secs = a.seconds.to_string();
     let b_ip = addr(1).to_string();
     let run = |mode: &str| -> f64 {
-        let out = ca.run(&[&exe, "client", mode, &b_ip, "5201", &secs]).unwrap_or_default();
+        let out = ca
+            .run(&[&exe, "client", mode, &b_ip, "5201", &secs])
+            .unwrap_or_default();
         out.trim().parse().unwrap_or(0.0)
     };
     let del = "delete table inet weft-policy\n";
-    println!("\n{:<22} {:>14} {:>14} {:>8}", "across the bridge", "without table", "with table", "ratio");
+    println!(
+        "\n{:<22} {:>14} {:>14} {:>8}",
+        "across the bridge", "without table", "with table", "ratio"
+    );
     for (mode, unit) in [("rr", "trans/s"), ("crr", "trans/s"), ("bulk", "Gbit/s")] {
         let (mut with, mut without) = (Vec::new(), Vec::new());
         for _ in 0..3 {
@@ -339,9 +379,20 @@ fn main() {
             with.push(run(mode));
         }
         let (w, wo) = (median(with), median(without));
-        println!("{:<22} {wo:>14.2} {w:>14.2} {:>8.3}", format!("{mode} ({unit})"), if wo > 0.0 { w / wo } else { 0.0 });
+        println!(
+            "{:<22} {wo:>14.2} {w:>14.2} {:>8.3}",
+            format!("{mode} ({unit})"),
+            if wo > 0.0 { w / wo } else { 0.0 }
+        );
     }
-    let counters = br.run(&["nft", "list", "table", "inet", "weft-policy"]).unwrap_or_default();
-    let allowed = counters.lines().filter(|l| l.contains("counter packets") && !l.contains("drop")).count();
-    println!("\n(the traffic ran through the table: {allowed} counting rules present; pods 0 and 1 are isolated by the policies of app0)");
+    let counters = br
+        .run(&["nft", "list", "table", "inet", "weft-policy"])
+        .unwrap_or_default();
+    let allowed = counters
+        .lines()
+        .filter(|l| l.contains("counter packets") && !l.contains("drop"))
+        .count();
+    println!(
+        "\n(the traffic ran through the table: {allowed} counting rules present; pods 0 and 1 are isolated by the policies of app0)"
+    );
 }

@@ -247,7 +247,11 @@ fn add(client: &Client, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError>
         addresses,
         gateway,
         namespace,
-        labels: conf.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        labels: conf
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
     };
     let r: CniAddReply = match post(client, "ADD", "/cni/add", &body) {
         Ok(r) => r,

@@ -112,7 +112,10 @@ pub(crate) async fn add(api: &Api, r: CniAddRequest) -> Result<CniAddReply, ApiE
     if r.namespace.is_some() || !r.labels.is_empty() {
         match crate::policy::pods::meta(r.namespace, &r.labels, &[]) {
             Ok(meta) => {
-                api.plumbing.lock().await.set_pod_meta(&a.id, meta.clone())?;
+                api.plumbing
+                    .lock()
+                    .await
+                    .set_pod_meta(&a.id, meta.clone())?;
                 a.pod = meta;
             }
             Err(e) => tracing::warn!("CNI: {} keeps no policy labels: {e}", a.id),

@@ -245,8 +245,15 @@ fn cni_labels(obj: &Map<String, Value>) -> Vec<(String, String)> {
         .and_then(|c| c.get("labels"))
         .and_then(Value::as_array);
     let mut out = Vec::new();
-    for l in list.into_iter().flatten().take(weft_core::policy::LABELS_MAX) {
-        if let (Some(k), Some(v)) = (l.get("key").and_then(Value::as_str), l.get("value").and_then(Value::as_str)) {
+    for l in list
+        .into_iter()
+        .flatten()
+        .take(weft_core::policy::LABELS_MAX)
+    {
+        if let (Some(k), Some(v)) = (
+            l.get("key").and_then(Value::as_str),
+            l.get("value").and_then(Value::as_str),
+        ) {
             let mut check = weft_core::policy::Labels::new();
             if check.insert(k, v).is_ok() {
                 out.push((k.to_owned(), v.to_owned()));

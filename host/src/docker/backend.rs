@@ -67,7 +67,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// The plugin's joined containers as network policy sees them (all of them, by IPAM
     /// owner), replacing what it said before.
-    fn policy_pods(&self, pods: std::collections::BTreeMap<String, weft_core::policy::Pod>);
+    fn policy_pods(&self, pods: std::collections::BTreeMap<String, crate::policy::pods::LocalPort>);
 
     /// Makes the veth of an endpoint: `host` on the bridge, `src` in `docker_netns`.
     fn veth_add(
@@ -201,7 +201,10 @@ impl Backend for ApiBackend {
         .map_err(failed)
     }
 
-    fn policy_pods(&self, pods: std::collections::BTreeMap<String, weft_core::policy::Pod>) {
+    fn policy_pods(
+        &self,
+        pods: std::collections::BTreeMap<String, crate::policy::pods::LocalPort>,
+    ) {
         self.api.docker_pods.send_replace(pods);
     }
 

@@ -236,8 +236,12 @@ impl<B: backend::Backend> Plugin<B> {
             .filter_map(|(id, e)| {
                 let a = e.address?;
                 let owner = endpoint_owner(id);
-                let pod = crate::policy::pods::pod_from(&owner, vec![a.addr], &e.pod);
-                Some((owner, pod))
+                let port = crate::policy::pods::LocalPort {
+                    pod: crate::policy::pods::pod_from(&owner, vec![a.addr], &e.pod),
+                    ifname: e.host_ifname.clone(),
+                    cidrs: vec![(a.addr, a.prefix_len)],
+                };
+                Some((owner, port))
             })
             .collect();
         self.backend.policy_pods(pods);

@@ -26,7 +26,7 @@ struct Fake {
     /// Every call, in order.
     log: Mutex<Vec<String>>,
     /// The pods network policy was last given.
-    pods: Mutex<BTreeMap<String, weft_core::policy::Pod>>,
+    pods: Mutex<BTreeMap<String, crate::policy::pods::LocalPort>>,
 }
 
 impl Fake {
@@ -52,7 +52,7 @@ impl Fake {
 }
 
 impl Backend for Arc<Fake> {
-    fn policy_pods(&self, pods: BTreeMap<String, weft_core::policy::Pod>) {
+    fn policy_pods(&self, pods: BTreeMap<String, crate::policy::pods::LocalPort>) {
         *self.pods.lock().unwrap() = pods;
     }
 

@@ -28,10 +28,7 @@ pub(crate) enum PolicyRequest {
         answer: Answer<Vec<String>>,
     },
     /// Delete one policy.
-    Delete {
-        key: PolicyKey,
-        answer: Answer<()>,
-    },
+    Delete { key: PolicyKey, answer: Answer<()> },
 }
 
 /// What the driver keeps for policy.
@@ -155,9 +152,10 @@ impl Driver {
         }
         let up = self.started.elapsed().unwrap_or_default();
         up >= Duration::from_millis(POLICY_SETTLE_MAX_MS)
-            || self.policy.first_established.is_some_and(|t| {
-                t.elapsed() >= Duration::from_millis(POLICY_SETTLE_CONNECTED_MS)
-            })
+            || self
+                .policy
+                .first_established
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(POLICY_SETTLE_CONNECTED_MS))
     }
 
     /// Hands the enforcer a new snapshot when anything it is made of changed.

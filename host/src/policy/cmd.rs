@@ -133,11 +133,19 @@ pub(crate) fn label(
         namespace,
     };
     let a: Attachment = client.post("/label", &body)?;
-    let labels: Vec<String> = a.pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = a
+        .pod
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!(
         "{} namespace={} {}",
         a.id,
-        a.pod.namespace.as_deref().unwrap_or(weft_core::policy::DEFAULT_NAMESPACE),
+        a.pod
+            .namespace
+            .as_deref()
+            .unwrap_or(weft_core::policy::DEFAULT_NAMESPACE),
         labels.join(" ")
     );
     Ok(())
@@ -145,7 +153,11 @@ pub(crate) fn label(
 
 fn render_list(list: &[PolicyLine]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{:<40} {:<14} {:>5} {:>5} {:>5} {:>9}", "POLICY", "ISOLATES", "IN", "OUT", "PODS", "BLOCKED");
+    let _ = writeln!(
+        o,
+        "{:<40} {:<14} {:>5} {:>5} {:>5} {:>9}",
+        "POLICY", "ISOLATES", "IN", "OUT", "PODS", "BLOCKED"
+    );
     for p in list {
         let iso = match (p.ingress, p.egress) {
             (true, true) => "ingress,egress",
@@ -175,28 +187,54 @@ pub(crate) fn render_status(s: &PolicyStatus) -> String {
         if s.applied_at_unix_s == 0 {
             "not yet".to_owned()
         } else {
-            format!("{} tables, last at unix {} ({} ms)", s.applies, s.applied_at_unix_s, s.compile_ms)
+            format!(
+                "{} tables, last at unix {} ({} ms)",
+                s.applies, s.applied_at_unix_s, s.compile_ms
+            )
         },
     );
     if let Some(e) = &s.last_error {
-        row(&mut o, "last error", format!("{e} ({} in all; the previous table stays)", s.errors));
+        row(
+            &mut o,
+            "last error",
+            format!("{e} ({} in all; the previous table stays)", s.errors),
+        );
     }
-    row(&mut o, "pods", format!("{} known, {} here", s.pods, s.local_pods));
+    row(
+        &mut o,
+        "pods",
+        format!("{} known, {} here", s.pods, s.local_pods),
+    );
     row(
         &mut o,
         "isolated here",
-        format!("{} ingress, {} egress", s.isolated_ingress, s.isolated_egress),
+        format!(
+            "{} ingress, {} egress",
+            s.isolated_ingress, s.isolated_egress
+        ),
     );
-    row(&mut o, "table size", format!("{} pod chains, {} elements", s.chains, s.elements));
+    row(
+        &mut o,
+        "table size",
+        format!("{} pod chains, {} elements", s.chains, s.elements),
+    );
     if !s.namespaces.is_empty() {
         row(&mut o, "labelled namespaces", s.namespaces.join(", "));
     }
     o.push('\n');
     o.push_str(&render_list(&s.policies));
     if !s.rules.is_empty() {
-        let _ = writeln!(o, "\n{:<40} {:<8} {:>5} {:>9}", "RULE OF", "DIR", "RULE", "PACKETS");
+        let _ = writeln!(
+            o,
+            "\n{:<40} {:<8} {:>5} {:>9}",
+            "RULE OF", "DIR", "RULE", "PACKETS"
+        );
         for r in &s.rules {
-            let _ = writeln!(o, "{:<40} {:<8} {:>5} {:>9}", r.policy, r.direction, r.rule, r.packets);
+            let _ = writeln!(
+                o,
+                "{:<40} {:<8} {:>5} {:>9}",
+                r.policy, r.direction, r.rule, r.packets
+            );
         }
     }
     o

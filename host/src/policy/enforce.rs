@@ -74,6 +74,8 @@ pub(crate) struct Enforcer {
     /// Set once the nfnetlink_log reader runs: then it logs blocked packets, one by one,
     /// and the counters are not read for the log.
     nflog: std::sync::atomic::AtomicBool,
+    /// Strict subnet isolation: `None` when off, else this host's ports and subnets.
+    isolation: Mutex<Option<nft::Isolation>>,
 }
 
 fn unix_now_s() -> u64 {
@@ -98,17 +100,39 @@ fn list_table_json() -> Option<String> {
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Enforcer {
-    /// An enforcer saving the shared state at `state_path`.
-    pub(crate) fn new(state_path: PathBuf) -> Arc<Self> {
+    /// An enforcer saving the shared state at `state_path`; `isolate`: strict subnet
+    /// isolation (`--isolate-subnets`).
+    pub(crate) fn new(state_path: PathBuf, isolate: bool) -> Arc<Self> {
         Arc::new(Self {
             state_path,
             applied: Mutex::new(Applied::default()),
             nflog: std::sync::atomic::AtomicBool::new(false),
+            isolation: Mutex::new(isolate.then(nft::Isolation::default)),
         })
+    }
+
+    /// This host's ports, for strict isolation (nothing when it is off); applied with the
+    /// next snapshot.
+    pub(crate) fn set_ports(&self, ports: &BTreeMap<String, super::pods::LocalPort>) {
+        let Ok(mut iso) = self.isolation.lock() else {
+            return;
+        };
+        let Some(iso) = iso.as_mut() else { return };
+        iso.ports = ports
+            .values()
+            .map(|p| (p.ifname.clone(), p.cidrs.iter().map(|c| c.0).collect()))
+            .collect();
+        iso.subnets = ports
+            .values()
+            .flat_map(|p| p.cidrs.iter())
+            .filter_map(|&(a, len)| weft_core::policy::Cidr::new(a, len).ok())
+            .collect();
     }
 
     /// The shared state saved by the previous run, if any (handed to the router at start).
@@ -120,7 +144,9 @@ impl Enforcer {
 
     /// Applies every snapshot `rx` carries, the latest first, until the sender is gone.
     pub(crate) async fn run(self: Arc<Self>, mut rx: watch::Receiver<Option<Arc<Snapshot>>>) {
-        let kept = tokio::task::spawn_blocking(table_exists).await.unwrap_or(false);
+        let kept = tokio::task::spawn_blocking(table_exists)
+            .await
+            .unwrap_or(false);
         if kept {
             tracing::info!(
                 "policy: the table from the previous run stays until this router has heard its peers"
@@ -154,16 +180,27 @@ impl Enforcer {
     /// Compiles, renders and applies `snap`; on failure the table in place stays.
     fn apply(&self, snap: Arc<Snapshot>) {
         let started = std::time::Instant::now();
-        let local: BTreeSet<Ipv4Addr> =
-            snap.local.values().flat_map(|p| p.addrs.iter().copied()).collect();
-        let rules = compile(&snap.world, &|p: &Pod| p.addrs.iter().any(|a| local.contains(a)));
-        let rendered = nft::render(&rules);
+        let local: BTreeSet<Ipv4Addr> = snap
+            .local
+            .values()
+            .flat_map(|p| p.addrs.iter().copied())
+            .collect();
+        let rules = compile(&snap.world, &|p: &Pod| {
+            p.addrs.iter().any(|a| local.contains(a))
+        });
+        let iso = self.isolation.lock().ok().and_then(|i| i.clone());
+        let rendered = nft::render(&rules, iso.as_ref());
         let compile_ms = started.elapsed().as_millis() as u64;
         let result = crate::firewall::run_nft(&rendered.batch);
         if let Err(e) = crate::state::write_atomic(&self.state_path, &snap.shared) {
-            tracing::warn!("policy state not saved ({}): {e}", self.state_path.display());
+            tracing::warn!(
+                "policy state not saved ({}): {e}",
+                self.state_path.display()
+            );
         }
-        let Ok(mut a) = self.applied.lock() else { return };
+        let Ok(mut a) = self.applied.lock() else {
+            return;
+        };
         a.applies += 1;
         match result {
             Ok(()) => {
@@ -195,7 +232,9 @@ impl Enforcer {
     }
 
     fn counters(&self) -> BTreeMap<String, u64> {
-        list_table_json().map(|j| nft::read_counters(&j)).unwrap_or_default()
+        list_table_json()
+            .map(|j| nft::read_counters(&j))
+            .unwrap_or_default()
     }
 
     /// Which local pod (id) has address `a`.
@@ -262,10 +301,14 @@ impl Enforcer {
             return;
         }
         let counts = self.counters();
-        let Ok(mut a) = self.applied.lock() else { return };
+        let Ok(mut a) = self.applied.lock() else {
+            return;
+        };
         let a = &mut *a;
         for (chain, what) in &a.rendered.counters {
-            let Counted::Dropped(i, dir) = *what else { continue };
+            let Counted::Dropped(i, dir) = *what else {
+                continue;
+            };
             let n = counts.get(chain).copied().unwrap_or(0);
             let before = a.logged_drops.insert(chain.clone(), n).unwrap_or(0);
             if n <= before {
@@ -301,14 +344,21 @@ impl Enforcer {
     /// `weft status policy`.
     pub(crate) fn status(&self) -> PolicyStatus {
         let counts = self.counters();
-        let Ok(a) = self.applied.lock() else { return PolicyStatus::default() };
+        let Ok(a) = self.applied.lock() else {
+            return PolicyStatus::default();
+        };
         let mut blocked: BTreeMap<String, u64> = BTreeMap::new();
         let mut rules = Vec::new();
         for (chain, what) in &a.rendered.counters {
             let n = counts.get(chain).copied().unwrap_or(0);
             match *what {
                 Counted::Rule(p, dir, rule) => rules.push(PolicyRuleCount {
-                    policy: a.rules.policies.get(p).map(ToString::to_string).unwrap_or_default(),
+                    policy: a
+                        .rules
+                        .policies
+                        .get(p)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     direction: dir_name(dir).to_owned(),
                     rule: rule as u64,
                     packets: n,
@@ -336,7 +386,9 @@ impl Enforcer {
                     .snapshot
                     .local
                     .values()
-                    .filter(|pod| pod.namespace == p.key.namespace && p.pod_selector.matches(&pod.labels))
+                    .filter(|pod| {
+                        pod.namespace == p.key.namespace && p.pod_selector.matches(&pod.labels)
+                    })
                     .count() as u64,
                 blocked_packets: blocked.get(&p.key.to_string()).copied().unwrap_or(0),
             })
@@ -367,8 +419,16 @@ impl Enforcer {
     }
 
     /// `weft policy explain`: the decision on the last snapshot, and why in one line.
-    pub(crate) fn explain(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> (bool, String) {
-        let Ok(a) = self.applied.lock() else { return (false, String::new()) };
+    pub(crate) fn explain(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> (bool, String) {
+        let Ok(a) = self.applied.lock() else {
+            return (false, String::new());
+        };
         let d = evaluate(&a.snapshot.world, src, dst, proto, port);
         (d.allowed(), d.to_string())
     }
@@ -389,13 +449,28 @@ impl Enforcer {
             "Packets (first of each connection) a policy rule allowed here.",
             Kind::Counter,
             ["policy", "direction", "rule"],
-            st.rules
-                .iter()
-                .map(|r| ([r.policy.clone(), r.direction.clone(), r.rule.to_string()], r.packets)),
+            st.rules.iter().map(|r| {
+                (
+                    [r.policy.clone(), r.direction.clone(), r.rule.to_string()],
+                    r.packets,
+                )
+            }),
         );
-        m.gauge("weft_policy_policies", "NetworkPolicies in the replicated state.", st.policies.len() as u64);
-        m.gauge("weft_policy_table_elements", "Elements in this host's policy table.", st.elements);
-        m.counter("weft_policy_apply_errors_total", "Policy tables nftables refused (the previous table stayed).", st.errors);
+        m.gauge(
+            "weft_policy_policies",
+            "NetworkPolicies in the replicated state.",
+            st.policies.len() as u64,
+        );
+        m.gauge(
+            "weft_policy_table_elements",
+            "Elements in this host's policy table.",
+            st.elements,
+        );
+        m.counter(
+            "weft_policy_apply_errors_total",
+            "Policy tables nftables refused (the previous table stayed).",
+            st.errors,
+        );
     }
 
     /// Deletes the table (`weft reset`).

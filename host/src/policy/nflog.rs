@@ -82,7 +82,10 @@ fn bind_messages(group: u16) -> [Vec<u8>; 2] {
     let mut v = COPY_RANGE_BYTES.to_be_bytes().to_vec();
     v.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
     attr(&mut mode, NFULA_CFG_MODE, &v);
-    [config_message(1, group, &cmd), config_message(2, group, &mode)]
+    [
+        config_message(1, group, &cmd),
+        config_message(2, group, &mode),
+    ]
 }
 
 /// Every attribute of one nfnetlink message body (after the nfgenmsg).
@@ -157,7 +160,8 @@ pub(crate) fn parse(mut d: &[u8]) -> Vec<Dropped> {
 /// Binds the group; `Err` says why not.
 fn open() -> Result<Socket, String> {
     let mut s = Socket::new(NETLINK_NETFILTER).map_err(|e| format!("netlink socket: {e}"))?;
-    s.bind(&SocketAddr::new(0, 0)).map_err(|e| format!("bind: {e}"))?;
+    s.bind(&SocketAddr::new(0, 0))
+        .map_err(|e| format!("bind: {e}"))?;
     let mut buf = Vec::with_capacity(4096);
     for m in bind_messages(GROUP) {
         s.send(&m, 0).map_err(|e| format!("send: {e}"))?;
@@ -223,7 +227,9 @@ mod tests {
 
     #[test]
     fn dropped_packets_are_read_from_nflog_messages() {
-        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 32, 2, 1, 10, 32, 1, 1];
+        let mut ip = vec![
+            0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 32, 2, 1, 10, 32, 1, 1,
+        ];
         ip.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0]);
         let mut d = packet_message("c3_in", &ip);
         let mut udp = ip.clone();

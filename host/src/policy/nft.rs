@@ -20,6 +20,68 @@ use weft_core::policy::eval::Direction;
 
 /// The table's name (family `inet`), one per network namespace.
 pub(crate) const TABLE: &str = "weft-policy";
+/// The anti-spoofing table of strict subnet isolation (family `bridge`).
+pub(crate) const ISOLATE_TABLE: &str = "weft-isolate";
+
+/// Strict subnet isolation (`--isolate-subnets`): this host's container ports with their
+/// own addresses (a frame from a port with any other IPv4 or ARP source is dropped on the
+/// bridge), and the subnets they are on (a connection between two different subnets is
+/// dropped, whichever end opens it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Isolation {
+    /// Bridge port → the addresses its container may send from.
+    pub(crate) ports: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// The subnets of this host's containers.
+    pub(crate) subnets: Vec<weft_core::policy::Cidr>,
+}
+
+fn isolation_batch(out: &mut String, iso: Option<&Isolation>) {
+    let t = ISOLATE_TABLE;
+    let _ = writeln!(out, "table bridge {t} {{}}\ndelete table bridge {t}");
+    let Some(iso) = iso else { return };
+    let _ = writeln!(out, "table bridge {t} {{\n\tset ports {{\n\t\ttype ifname");
+    let names: Vec<String> = iso.ports.keys().map(|p| format!("\"{p}\"")).collect();
+    elements(out, &names);
+    out.push_str("\t}\n\tset own {\n\t\ttype ifname . ipv4_addr\n");
+    let own: Vec<String> = iso
+        .ports
+        .iter()
+        .flat_map(|(p, addrs)| addrs.iter().map(move |a| format!("\"{p}\" . {a}")))
+        .collect();
+    elements(out, &own);
+    out.push_str(
+        "\t}\n\tchain prerouting {\n\t\ttype filter hook prerouting priority filter; policy accept;\n\t\tiifname @ports ether type ip iifname . ip saddr != @own counter drop\n\t\tiifname @ports ether type arp iifname . arp saddr ip != @own counter drop\n\t}\n}\n",
+    );
+}
+
+/// The forward rules of strict isolation: between two different subnets, nothing new.
+fn separation(out: &mut String, iso: Option<&Isolation>) -> String {
+    let Some(iso) = iso.filter(|i| !i.subnets.is_empty()) else {
+        return String::new();
+    };
+    let mut subnets = iso.subnets.clone();
+    subnets.sort();
+    subnets.dedup();
+    let all: Vec<String> = subnets.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "\tset subnets {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
+    );
+    elements(out, &all);
+    out.push_str("\t}\n");
+    let mut rules = String::new();
+    for s in &subnets {
+        let _ = writeln!(
+            rules,
+            "\t\tip saddr {s} ip daddr != {s} ip daddr @subnets counter drop"
+        );
+        let _ = writeln!(
+            rules,
+            "\t\tip daddr {s} ip saddr != {s} ip saddr @subnets counter drop"
+        );
+    }
+    rules
+}
 
 /// What a counter in the table stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +122,11 @@ fn range(lo: u32, hi: u32) -> String {
 }
 
 fn ports(lo: u16, hi: u16) -> String {
-    if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
 }
 
 fn elements(out: &mut String, items: &[String]) {
@@ -83,7 +149,13 @@ fn pod_chain(out: &mut String, rendered: &mut Rendered, i: usize, c: &Chain, d: 
     let any: Vec<String> = c
         .any
         .iter()
-        .map(|e| format!("{} : goto {}", range(e.addrs.0, e.addrs.1), rule_chain(&e.by)))
+        .map(|e| {
+            format!(
+                "{} : goto {}",
+                range(e.addrs.0, e.addrs.1),
+                rule_chain(&e.by)
+            )
+        })
         .collect();
     let by_port: Vec<String> = c
         .ports
@@ -120,15 +192,24 @@ fn pod_chain(out: &mut String, rendered: &mut Rendered, i: usize, c: &Chain, d: 
     rendered.counters.insert(name, Counted::Dropped(i, d));
 }
 
-/// Renders `rules` as the whole table.
-pub(crate) fn render(rules: &RuleSet) -> Rendered {
+/// Renders `rules` (and strict isolation, when on) as the whole table.
+pub(crate) fn render(rules: &RuleSet, iso: Option<&Isolation>) -> Rendered {
     let mut r = Rendered::default();
     let mut out = String::new();
-    let _ = writeln!(out, "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+    isolation_batch(&mut out, iso);
+    let _ = writeln!(
+        out,
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{"
+    );
     // Every rule chain any element points at.
     let mut refs: BTreeMap<String, Counted> = BTreeMap::new();
     for c in &rules.chains {
-        for by in c.any.iter().map(|e| &e.by).chain(c.ports.iter().map(|e| &e.by)) {
+        for by in c
+            .any
+            .iter()
+            .map(|e| &e.by)
+            .chain(c.ports.iter().map(|e| &e.by))
+        {
             refs.insert(rule_chain(by), Counted::Rule(by.policy, by.dir, by.rule));
         }
     }
@@ -160,16 +241,20 @@ pub(crate) fn render(rules: &RuleSet) -> Rendered {
         elements(&mut out, &items);
         out.push_str("\t}\n");
     }
-    out.push_str(
-        "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n\t\tip saddr vmap @egress\n\t\tip daddr vmap @ingress\n\t}\n}\n",
+    let separate = separation(&mut out, iso);
+    let _ = write!(
+        out,
+        "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n{separate}\t\tip saddr vmap @egress\n\t\tip daddr vmap @ingress\n\t}}\n}}\n"
     );
     r.batch = out;
     r
 }
 
-/// The batch that removes the table (at `weft reset`); fails if there is none.
+/// The batch that removes the tables (at `weft reset`).
 pub(crate) fn delete_batch() -> String {
-    format!("delete table inet {TABLE}\n")
+    format!(
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable bridge {ISOLATE_TABLE} {{}}\ndelete table bridge {ISOLATE_TABLE}\n"
+    )
 }
 
 /// Packet counts of the table's chains, by chain name, from `nft -j list table`.
@@ -182,11 +267,21 @@ pub(crate) fn read_counters(json: &str) -> BTreeMap<String, u64> {
         return out;
     };
     for item in items {
-        let Some(rule) = item.get("rule") else { continue };
-        let Some(chain) = rule.get("chain").and_then(|c| c.as_str()) else { continue };
-        let Some(expr) = rule.get("expr").and_then(|e| e.as_array()) else { continue };
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        let Some(chain) = rule.get("chain").and_then(|c| c.as_str()) else {
+            continue;
+        };
+        let Some(expr) = rule.get("expr").and_then(|e| e.as_array()) else {
+            continue;
+        };
         for e in expr {
-            if let Some(p) = e.get("counter").and_then(|c| c.get("packets")).and_then(|p| p.as_u64()) {
+            if let Some(p) = e
+                .get("counter")
+                .and_then(|c| c.get("packets"))
+                .and_then(|p| p.as_u64())
+            {
                 *out.entry(chain.to_owned()).or_insert(0) += p;
             }
         }

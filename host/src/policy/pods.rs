@@ -10,6 +10,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_core::policy::{DEFAULT_NAMESPACE, Labels, NamedPort, Pod, Proto, check_name};
 
+/// One of this host's pods with what strict subnet isolation needs: its bridge port and
+/// its addresses with their prefixes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LocalPort {
+    /// The pod as policy sees it.
+    pub(crate) pod: Pod,
+    /// The veth end on the bridge.
+    pub(crate) ifname: String,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub(crate) cidrs: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
 /// Parses a named port, `NAME=PORT[/PROTO]` (PROTO tcp, udp or sctp; tcp when omitted).
 pub(crate) fn parse_port(s: &str) -> Result<NamedPort, String> {
     let bad = |why: &str| format!("port {s:?}: {why} (NAME=PORT/PROTO, e.g. http=80/tcp)");
@@ -18,7 +30,9 @@ pub(crate) fn parse_port(s: &str) -> Result<NamedPort, String> {
         && check_name(name).is_ok()
         && name.bytes().any(|c| c.is_ascii_lowercase());
     if !ok {
-        return Err(bad("a name is 1-15 lowercase letters, digits or '-', with a letter"));
+        return Err(bad(
+            "a name is 1-15 lowercase letters, digits or '-', with a letter",
+        ));
     }
     let (port, proto) = rest.split_once('/').unwrap_or((rest, "tcp"));
     let port: u16 = port
@@ -57,12 +71,15 @@ pub(crate) fn meta(
         let (k, v) = l
             .split_once('=')
             .ok_or_else(|| format!("label {l:?}: give KEY=VALUE"))?;
-        checked.insert(k, v).map_err(|e| format!("label {l:?}: {e}"))?;
+        checked
+            .insert(k, v)
+            .map_err(|e| format!("label {l:?}: {e}"))?;
         out.labels.insert(k.to_owned(), v.to_owned());
     }
     for p in ports {
         let np = parse_port(p)?;
-        out.ports.push(format!("{}={}/{}", np.name, np.port, np.proto));
+        out.ports
+            .push(format!("{}={}/{}", np.name, np.port, np.proto));
     }
     Ok(out)
 }
@@ -110,7 +127,9 @@ pub(crate) fn relabel(
     for (k, v) in changes {
         match v {
             Some(v) => {
-                checked.insert(k, v).map_err(|e| format!("label {k}={v}: {e}"))?;
+                checked
+                    .insert(k, v)
+                    .map_err(|e| format!("label {k}={v}: {e}"))?;
                 meta.labels.insert(k.clone(), v.clone());
             }
             None => {
@@ -119,7 +138,10 @@ pub(crate) fn relabel(
         }
     }
     if meta.labels.len() > weft_core::policy::LABELS_MAX {
-        return Err(format!("more than {} labels", weft_core::policy::LABELS_MAX));
+        return Err(format!(
+            "more than {} labels",
+            weft_core::policy::LABELS_MAX
+        ));
     }
     Ok(meta)
 }
@@ -177,15 +199,33 @@ pub(crate) async fn follow(api: Arc<Api>) {
     let mut rx = api.plumbing.lock().await.subscribe();
     let mut docker = api.docker_pods.subscribe();
     loop {
-        let mut pods: BTreeMap<String, Pod> = api
+        let mut ports: BTreeMap<String, LocalPort> = api
             .plumbing
             .lock()
             .await
             .attachments()
             .iter()
-            .map(|a| (a.id.clone(), pod_of(a)))
+            .map(|a| {
+                let cidrs = a
+                    .addresses
+                    .iter()
+                    .filter_map(|c| match c.addr {
+                        std::net::IpAddr::V4(v4) => Some((v4, c.prefix_len)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                let port = LocalPort {
+                    pod: pod_of(a),
+                    ifname: a.host_ifname.clone(),
+                    cidrs,
+                };
+                (a.id.clone(), port)
+            })
             .collect();
-        pods.extend(docker.borrow_and_update().clone());
+        ports.extend(docker.borrow_and_update().clone());
+        // The enforcer learns the ports before the router task hands it the snapshot.
+        api.policy.set_ports(&ports);
+        let pods = ports.into_iter().map(|(id, p)| (id, p.pod)).collect();
         if api.inbox.send(Input::PolicyPods(pods)).await.is_err() {
             return;
         }
@@ -216,7 +256,10 @@ mod tests {
     #[test]
     fn named_ports_parse_and_refuse_with_the_reason() {
         let p = parse_port("http=8080/tcp").unwrap();
-        assert_eq!((p.name.as_str(), p.port, p.proto), ("http", 8080, Proto::Tcp));
+        assert_eq!(
+            (p.name.as_str(), p.port, p.proto),
+            ("http", 8080, Proto::Tcp)
+        );
         assert_eq!(parse_port("dns=53/UDP").unwrap().proto, Proto::Udp);
         assert_eq!(parse_port("web=80").unwrap().proto, Proto::Tcp);
         for (bad, why) in [
@@ -233,7 +276,12 @@ mod tests {
 
     #[test]
     fn labels_change_and_bad_ones_are_refused() {
-        let m = meta(Some("prod".into()), &["app=web".into()], &["http=80/tcp".into()]).unwrap();
+        let m = meta(
+            Some("prod".into()),
+            &["app=web".into()],
+            &["http=80/tcp".into()],
+        )
+        .unwrap();
         assert_eq!(m.labels["app"], "web");
         assert!(meta(Some("Prod".into()), &[], &[]).is_err());
         assert!(meta(None, &["app".into()], &[]).is_err());

@@ -18,7 +18,9 @@ pub(crate) const DOCUMENTS_MAX: usize = 1024;
 /// `POST /policy/apply`: everything parsed and checked first; nothing applied on error.
 pub(crate) async fn apply(api: &Api, b: PolicyApplyRequest) -> Result<PolicyApplyReply, ApiError> {
     if b.documents.len() > DOCUMENTS_MAX {
-        return Err(ApiError::BadRequest(format!("more than {DOCUMENTS_MAX} documents")));
+        return Err(ApiError::BadRequest(format!(
+            "more than {DOCUMENTS_MAX} documents"
+        )));
     }
     let mut objects = Vec::new();
     for d in &b.documents {
@@ -37,7 +39,10 @@ pub(crate) async fn apply(api: &Api, b: PolicyApplyRequest) -> Result<PolicyAppl
 }
 
 /// `POST /policy/delete`.
-pub(crate) async fn delete(api: &Api, b: PolicyDeleteRequest) -> Result<PolicyDeleteReply, ApiError> {
+pub(crate) async fn delete(
+    api: &Api,
+    b: PolicyDeleteRequest,
+) -> Result<PolicyDeleteReply, ApiError> {
     for (what, v) in [("namespace", &b.namespace), ("name", &b.name)] {
         check_name(v).map_err(|e| ApiError::BadRequest(format!("{what} {v:?}: {e}")))?;
     }
@@ -46,7 +51,10 @@ pub(crate) async fn delete(api: &Api, b: PolicyDeleteRequest) -> Result<PolicyDe
         name: b.name,
     };
     let deleted = key.to_string();
-    ask(&api.inbox, |answer| Input::Policy(PolicyRequest::Delete { key, answer })).await??;
+    ask(&api.inbox, |answer| {
+        Input::Policy(PolicyRequest::Delete { key, answer })
+    })
+    .await??;
     Ok(PolicyDeleteReply { deleted })
 }
 
@@ -85,10 +93,19 @@ pub(crate) async fn label(api: &Api, b: LabelRequest) -> Result<Attachment, ApiE
         .find(|a| a.netns_inode == inode)
         .cloned()
         .ok_or_else(|| {
-            ApiError::NotFound(format!("{} is not attached; `weft attach` it first", b.netns.display()))
+            ApiError::NotFound(format!(
+                "{} is not attached; `weft attach` it first",
+                b.netns.display()
+            ))
         })?;
-    let meta = super::pods::relabel(a.pod.clone(), &b.labels, b.namespace).map_err(ApiError::BadRequest)?;
+    let meta = super::pods::relabel(a.pod.clone(), &b.labels, b.namespace)
+        .map_err(ApiError::BadRequest)?;
     p.set_pod_meta(&a.id, meta.clone())?;
-    tracing::info!("attachment {}: namespace {}, labels {:?}", a.id, meta.namespace.as_deref().unwrap_or("default"), meta.labels);
+    tracing::info!(
+        "attachment {}: namespace {}, labels {:?}",
+        a.id,
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.labels
+    );
     Ok(Attachment { pod: meta, ..a })
 }
