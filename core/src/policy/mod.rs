@@ -19,6 +19,11 @@
 //! policies add up (union). A connection needs the source's egress and the destination's
 //! ingress allowed; replies of an allowed connection are allowed (the host's conntrack).
 
+pub mod compile;
+pub mod eval;
+#[cfg(test)]
+mod tests;
+
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
