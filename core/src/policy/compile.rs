@@ -171,11 +171,16 @@ pub fn compile(world: &World, local: &dyn Fn(&Pod) -> bool) -> RuleSet {
     for (k, p) in ctx.pols.iter().enumerate() {
         by_ns.entry(p.key.namespace.as_str()).or_default().push(k);
     }
-    // Which policies isolate each group, per direction; which rules are needed.
+    // Which policies isolate each group with local pods, per direction; which policies'
+    // rules are needed.
     let mut needed = [vec![false; ctx.pols.len()], vec![false; ctx.pols.len()]];
     let mut isolating: Vec<[Vec<usize>; 2]> = Vec::with_capacity(ctx.groups.len());
     for g in &ctx.groups {
         let mut sets = [Vec::new(), Vec::new()];
+        if g.local.is_empty() {
+            isolating.push(sets);
+            continue;
+        }
         let cands = by_ns
             .get(g.pod.namespace.as_str())
             .map_or(&[][..], Vec::as_slice);
@@ -196,13 +201,13 @@ pub fn compile(world: &World, local: &dyn Fn(&Pod) -> bool) -> RuleSet {
     let mut peers: [Vec<Vec<RulePeers>>; 2] = [Vec::new(), Vec::new()];
     for (d, dir) in dirs.iter().enumerate() {
         peers[d] = (0..ctx.pols.len())
-            .map(|k| match needed[d][k] {
-                true => dir
-                    .rules(ctx.pols[k])
-                    .iter()
-                    .map(|r| ctx.rule_peers(k, *dir, r))
-                    .collect(),
-                false => Vec::new(),
+            .map(|k| {
+                let rules = if needed[d][k] {
+                    dir.rules(ctx.pols[k])
+                } else {
+                    &[]
+                };
+                rules.iter().map(|r| ctx.rule_peers(k, *dir, r)).collect()
             })
             .collect();
     }
@@ -216,7 +221,7 @@ pub fn compile(world: &World, local: &dyn Fn(&Pod) -> bool) -> RuleSet {
     for (g, sets) in ctx.groups.iter().zip(&isolating) {
         for (d, dir) in dirs.iter().enumerate() {
             let set = sets[d].as_slice();
-            if set.is_empty() || g.local.is_empty() {
+            if set.is_empty() {
                 continue;
             }
             let named_matter = *dir == Direction::Ingress

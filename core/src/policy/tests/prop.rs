@@ -5,7 +5,7 @@
 use super::super::compile::{RuleSet, compile};
 use super::super::eval::{Direction, Side, evaluate};
 use super::super::*;
-use super::check_chains;
+use super::chains::check as check_chains;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 use proptest::collection::vec as pvec;
