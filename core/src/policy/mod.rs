@@ -19,11 +19,18 @@
 //! policies add up (union). A connection needs the source's egress and the destination's
 //! ingress allowed; replies of an allowed connection are allowed (the host's conntrack).
 
+// The compiler's interval bookkeeping uses tuples of spans and rule references; naming
+// each one would not make it clearer.
+#[allow(clippy::type_complexity)]
+pub mod compile;
+pub mod eval;
 pub mod table;
 pub mod wire;
 
 #[cfg(test)]
 mod crdt_tests;
+#[cfg(test)]
+mod tests;
 #[cfg(test)]
 mod wire_tests;
 
