@@ -9,15 +9,19 @@
 //!   recorded run tells a passive one nothing, so the password cannot be tested offline.
 //!
 //! Either way the 32-byte result goes through HKDF-SHA256, one expand per direction and
-//! channel. The hellos' other fields (names, versions, nickname) are not in the key
-//! schedule: each side's sealed confirm carries the transcript hash of both hellos and is
-//! checked against its own ([`crate::conn`]), so an altered hello is told apart from a
-//! wrong password.
+//! channel. The stream keys (always ChaCha20-Poly1305) do not depend on the hellos' other
+//! fields (names, versions, nickname, cipher offers): each side's sealed confirm carries
+//! the transcript hash of both hellos and is checked against its own ([`crate::conn`]), so
+//! an altered hello is told apart from a wrong password. From protocol v3 the datagram
+//! keys are also bound to the hellos ([`DatagramBinding`]: the chosen cipher and the
+//! transcript hash go into their HKDF info), so sleeve keys from a run whose hellos were
+//! altered never match, whatever the confirm said.
 
 use super::aead::Cipher;
 use super::keyrng::KeyRng;
 use super::{
-    COUNTER_MAX, CryptoError, DatagramOpener, KEY_LEN_BYTES, Psk, TAG_LEN_BYTES, nonce_bytes,
+    COUNTER_MAX, CipherSuite, CryptoError, DatagramOpener, HASH_LEN_BYTES, KEY_LEN_BYTES, Psk,
+    TAG_LEN_BYTES, nonce_bytes,
 };
 use core::fmt;
 use core::marker::PhantomData;
@@ -40,6 +44,20 @@ const INFO_STREAM_I2R: &[u8] = b"weft v2 stream initiator->responder";
 const INFO_STREAM_R2I: &[u8] = b"weft v2 stream responder->initiator";
 const INFO_DGRAM_I2R: &[u8] = b"weft v2 datagram initiator->responder";
 const INFO_DGRAM_R2I: &[u8] = b"weft v2 datagram responder->initiator";
+/// Protocol v3's datagram labels; the info is the label, the cipher's bit, the transcript.
+const INFO_DGRAM_V3_I2R: &[u8] = b"weft v3 datagram initiator->responder";
+const INFO_DGRAM_V3_R2I: &[u8] = b"weft v3 datagram responder->initiator";
+
+/// What protocol v3 binds a connection's datagram keys to: the cipher both ends chose
+/// ([`super::CipherSuites::choose`]) and the transcript hash of both hellos, which carry
+/// both cipher offers. Both ends compute the same from the same hellos.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatagramBinding {
+    /// The AEAD the sleeve datagrams are sealed with.
+    pub suite: CipherSuite,
+    /// [`super::transcript_hash`] of the initiator's hello then the responder's.
+    pub transcript: [u8; HASH_LEN_BYTES],
+}
 
 /// One side's ephemeral X25519 key pair, fresh for every connection.
 pub struct KeyPair {
@@ -130,19 +148,44 @@ impl Handshake {
     /// sides get keys, different ones): the first sealed record will not open.
     /// [`CryptoError::BadPublicKey`] for a low-order X25519 key or a SPAKE2 element that is
     /// not a curve point.
+    /// This is protocol v2's schedule: ChaCha20-Poly1305 everywhere, datagram keys not
+    /// bound to the hellos.
     pub fn finish(
         self,
         their_public: [u8; KEY_LEN_BYTES],
         we_initiated: bool,
     ) -> Result<SessionKeys, CryptoError> {
+        self.finish_with(their_public, we_initiated, None)
+    }
+
+    /// As [`finish`](Self::finish) with protocol v3's datagram keys: sealed with
+    /// `binding.suite` and derived with the suite and the transcript in their HKDF info.
+    /// The stream keys are the same as `finish`'s.
+    pub fn finish_bound(
+        self,
+        their_public: [u8; KEY_LEN_BYTES],
+        we_initiated: bool,
+        binding: &DatagramBinding,
+    ) -> Result<SessionKeys, CryptoError> {
+        self.finish_with(their_public, we_initiated, Some(binding))
+    }
+
+    fn finish_with(
+        self,
+        their_public: [u8; KEY_LEN_BYTES],
+        we_initiated: bool,
+        binding: Option<&DatagramBinding>,
+    ) -> Result<SessionKeys, CryptoError> {
         match self.kind {
-            HandshakeKind::Dh(pair) => SessionKeys::derive(&pair, their_public, we_initiated),
+            HandshakeKind::Dh(pair) => {
+                SessionKeys::derive_with(&pair, their_public, we_initiated, binding)
+            }
             HandshakeKind::Pake(state) => {
                 let mut msg = [0u8; 1 + KEY_LEN_BYTES];
                 msg[0] = PAKE_SIDE_SYMMETRIC;
                 msg[1..].copy_from_slice(&their_public);
                 let mut key = state.finish(&msg).map_err(|_| CryptoError::BadPublicKey)?;
-                let keys = SessionKeys::from_secret(PAKE_SALT, &key, we_initiated);
+                let keys = SessionKeys::from_secret(PAKE_SALT, &key, we_initiated, binding);
                 key.zeroize();
                 keys
             }
@@ -182,25 +225,46 @@ impl SessionKeys {
         their_public: [u8; KEY_LEN_BYTES],
         we_initiated: bool,
     ) -> Result<Self, CryptoError> {
+        Self::derive_with(ours, their_public, we_initiated, None)
+    }
+
+    fn derive_with(
+        ours: &KeyPair,
+        their_public: [u8; KEY_LEN_BYTES],
+        we_initiated: bool,
+        binding: Option<&DatagramBinding>,
+    ) -> Result<Self, CryptoError> {
         let shared = ours.secret.diffie_hellman(&PublicKey::from(their_public));
         if !shared.was_contributory() {
             return Err(CryptoError::BadPublicKey);
         }
-        Self::from_secret(NO_PASSWORD_SALT, shared.as_bytes(), we_initiated)
+        Self::from_secret(NO_PASSWORD_SALT, shared.as_bytes(), we_initiated, binding)
     }
 
     /// The key schedule: HKDF-SHA256 extract with `salt` over `secret`, then one expand per
-    /// direction and channel with its label as info.
-    fn from_secret(salt: &[u8], secret: &[u8], we_initiated: bool) -> Result<Self, CryptoError> {
+    /// direction and channel with its label as info; with a `binding` (protocol v3) the
+    /// datagram keys take v3 labels followed by the suite's bit and the transcript, and
+    /// are keys for that suite.
+    fn from_secret(
+        salt: &[u8],
+        secret: &[u8],
+        we_initiated: bool,
+        binding: Option<&DatagramBinding>,
+    ) -> Result<Self, CryptoError> {
         let hk = Hkdf::<Sha256>::new(Some(salt), secret);
-        let key = |label: &[u8]| -> Result<Cipher, CryptoError> {
+        let key_for = |suite: CipherSuite, info: &[&[u8]]| -> Result<Cipher, CryptoError> {
             let mut okm = [0u8; KEY_LEN_BYTES];
-            hk.expand(label, &mut okm)
+            hk.expand_multi_info(info, &mut okm)
                 // 32 bytes is far below HKDF's 255*32 limit; map rather than unwrap anyway.
                 .map_err(|_| CryptoError::BufferTooSmall)?;
-            let cipher = Cipher::new(&okm);
+            let cipher = Cipher::with_suite(suite, &okm);
             okm.zeroize();
-            Ok(cipher)
+            cipher
+        };
+        let key = |label: &[u8]| key_for(CipherSuite::ChaCha20Poly1305, &[label]);
+        let datagram_key = |v2_label: &[u8], v3_label: &[u8]| match binding {
+            None => key(v2_label),
+            Some(b) => key_for(b.suite, &[v3_label, &[b.suite.bit()], &b.transcript]),
         };
         let (s_out, s_in, d_out, d_in) = if we_initiated {
             (
@@ -217,11 +281,16 @@ impl SessionKeys {
                 INFO_DGRAM_I2R,
             )
         };
+        let (d_out_v3, d_in_v3) = if we_initiated {
+            (INFO_DGRAM_V3_I2R, INFO_DGRAM_V3_R2I)
+        } else {
+            (INFO_DGRAM_V3_R2I, INFO_DGRAM_V3_I2R)
+        };
         Ok(Self {
             stream_sealer: Sealer::new(key(s_out)?),
             stream_opener: Opener::new(key(s_in)?),
-            datagram_sealer: Sealer::new(key(d_out)?),
-            datagram_opener: DatagramOpener::new(key(d_in)?),
+            datagram_sealer: Sealer::new(datagram_key(d_out, d_out_v3)?),
+            datagram_opener: DatagramOpener::new(datagram_key(d_in, d_in_v3)?),
         })
     }
 }
@@ -293,6 +362,11 @@ impl<C> Sealer<C> {
             counter: 0,
             channel: PhantomData,
         }
+    }
+
+    /// The AEAD this sealer uses.
+    pub fn suite(&self) -> CipherSuite {
+        self.cipher.suite()
     }
 
     /// The counter the next [`seal_in_place`](Self::seal_in_place) will use; write it
@@ -604,8 +678,8 @@ mod tests {
     /// secret 0x11 x 32, "weft" sealed with AAD "hdr" at counter 0.
     #[test]
     fn key_schedule_known_answers() {
-        let mut i = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], true).unwrap();
-        let mut r = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], false).unwrap();
+        let mut i = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], true, None).unwrap();
+        let mut r = SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], false, None).unwrap();
         let hex = |b: &[u8]| {
             b.iter()
                 .map(|x| alloc::format!("{x:02x}"))
@@ -626,6 +700,121 @@ mod tests {
         ];
         for (k, ((_, buf, n), want)) in sealed.iter().zip(want).enumerate() {
             assert_eq!(hex(&buf[..*n]), want, "record {k}");
+        }
+    }
+
+    fn hex(b: &[u8]) -> alloc::string::String {
+        b.iter().map(|x| alloc::format!("{x:02x}")).collect()
+    }
+
+    /// Protocol v3's datagram keys against vectors computed outside weft (Python, as
+    /// above; info = v3 label, the suite's bit, the transcript 0x22 x 32): "weft" sealed
+    /// with AAD "hdr" at counter 0, initiator then responder. The stream keys stay v2's.
+    #[test]
+    fn bound_datagram_keys_known_answers() {
+        let mut cases = alloc::vec![(
+            CipherSuite::ChaCha20Poly1305,
+            [
+                "4c2f6a6253b4919b955548d96c7203da8fdf6a10",
+                "33a57dd9a735748fa7b0090ccfcaca2934c5182f",
+            ],
+        )];
+        if cfg!(feature = "fast-aead") {
+            cases.push((
+                CipherSuite::Aes256Gcm,
+                [
+                    "7eefaa7ff204746bcee4e68236d63299d2f8f920",
+                    "2d2af680e83ceaabec6bb7434403bce0ca508135",
+                ],
+            ));
+        }
+        for (suite, want) in cases {
+            let binding = DatagramBinding {
+                suite,
+                transcript: [0x22; 32],
+            };
+            let keys = |init| {
+                SessionKeys::from_secret(NO_PASSWORD_SALT, &[0x11; 32], init, Some(&binding))
+                    .unwrap()
+            };
+            let (mut i, mut r) = (keys(true), keys(false));
+            assert_eq!(i.datagram_sealer.suite(), suite);
+            assert_eq!(i.stream_sealer.suite(), CipherSuite::ChaCha20Poly1305);
+            let (_, buf, n) = seal_msg(&mut i.datagram_sealer, b"weft");
+            assert_eq!(hex(&buf[..n]), want[0], "{suite} initiator");
+            let (_, buf, n) = seal_msg(&mut r.datagram_sealer, b"weft");
+            assert_eq!(hex(&buf[..n]), want[1], "{suite} responder");
+            let (_, buf, n) = seal_msg(&mut i.stream_sealer, b"weft");
+            assert_eq!(hex(&buf[..n]), "2609cfeb06085fcc484edc75d1ff3b68394fc5b5");
+        }
+    }
+
+    /// Both ends of a bound exchange with `binding_a` and `binding_b` (equal, unless a
+    /// hello was altered).
+    fn bound_pair(
+        psk: Option<Psk>,
+        binding_a: DatagramBinding,
+        binding_b: DatagramBinding,
+    ) -> (SessionKeys, SessionKeys) {
+        let mut rng = ChaChaKeyRng::from_seed([5; 32]);
+        let a = Handshake::start(&mut rng, psk.as_ref());
+        let b = Handshake::start(&mut rng, psk.as_ref());
+        let (pa, pb) = (a.public_bytes(), b.public_bytes());
+        (
+            a.finish_bound(pb, true, &binding_a).unwrap(),
+            b.finish_bound(pa, false, &binding_b).unwrap(),
+        )
+    }
+
+    /// A datagram from `a` to `b` opens.
+    fn datagram_opens(a: &mut SessionKeys, b: &mut SessionKeys) -> bool {
+        let mut buf = [0u8; 64];
+        buf[..5].copy_from_slice(b"hello");
+        let (c, n) = a.datagram_sealer.seal_in_place(b"h", &mut buf, 5).unwrap();
+        b.datagram_opener
+            .open_in_place(c, b"h", &mut buf[..n])
+            .is_ok_and(|len| &buf[..len] == b"hello")
+    }
+
+    #[test]
+    fn bound_datagram_keys_match_only_for_the_same_hellos() {
+        let suites = if cfg!(feature = "fast-aead") {
+            &[CipherSuite::ChaCha20Poly1305, CipherSuite::Aes256Gcm][..]
+        } else {
+            &[CipherSuite::ChaCha20Poly1305][..]
+        };
+        for &suite in suites {
+            for pw in [None, psk(b"pw")] {
+                let binding = DatagramBinding {
+                    suite,
+                    transcript: [7; 32],
+                };
+                let (mut a, mut b) = bound_pair(pw.clone(), binding, binding);
+                assert!(datagram_opens(&mut a, &mut b), "{suite}");
+                assert!(datagram_opens(&mut b, &mut a), "{suite}");
+                assert_eq!(b.datagram_opener.suite(), suite);
+                // One side saw other hellos: the stream keys still agree (so the confirm
+                // opens and reports the downgrade), the datagram keys do not.
+                let mut other = binding;
+                other.transcript[0] ^= 1;
+                let (mut a, mut b) = bound_pair(pw.clone(), binding, other);
+                assert!(!datagram_opens(&mut a, &mut b), "{suite}");
+                let record = seal_msg(&mut a.stream_sealer, b"confirm");
+                assert!(open_copy(&mut b.stream_opener, record).is_ok());
+            }
+        }
+        if cfg!(feature = "fast-aead") {
+            // The same transcript under another suite: different keys and algorithm.
+            let aes = DatagramBinding {
+                suite: CipherSuite::Aes256Gcm,
+                transcript: [7; 32],
+            };
+            let chacha = DatagramBinding {
+                suite: CipherSuite::ChaCha20Poly1305,
+                ..aes
+            };
+            let (mut a, mut b) = bound_pair(None, aes, chacha);
+            assert!(!datagram_opens(&mut a, &mut b));
         }
     }
 
