@@ -206,6 +206,9 @@ pub(crate) enum WeftMode {
     SleeveEncryptedPlainBackend,
     /// Encrypted with `--crypto-threads 2`: one helper thread.
     SleeveEncryptedTwoThreads,
+    /// Encrypted with the cipher forced (`--cipher`): ChaCha20-Poly1305, AES-256-GCM.
+    SleeveEncryptedChaCha,
+    SleeveEncryptedAes,
 }
 
 impl WeftMode {
@@ -215,7 +218,18 @@ impl WeftMode {
             Self::SleeveEncrypted
                 | Self::SleeveEncryptedPlainBackend
                 | Self::SleeveEncryptedTwoThreads
+                | Self::SleeveEncryptedChaCha
+                | Self::SleeveEncryptedAes
         )
+    }
+
+    /// The cipher the row forces, which its links must then use.
+    fn forced_cipher(self) -> Option<&'static str> {
+        match self {
+            Self::SleeveEncryptedChaCha => Some("chacha20-poly1305"),
+            Self::SleeveEncryptedAes => Some("aes-256-gcm"),
+            _ => None,
+        }
     }
 
     /// Environment and flags for both routers beyond the password and `--no-fastdp`.
@@ -225,6 +239,8 @@ impl WeftMode {
                 &["WEFT_DATAPATH_BACKEND=plain"]
             }
             Self::SleeveEncryptedTwoThreads => &["--crypto-threads", "2"],
+            Self::SleeveEncryptedChaCha => &["--cipher", "chacha20-poly1305"],
+            Self::SleeveEncryptedAes => &["--cipher", "aes-256-gcm"],
             Self::Sleeve | Self::SleeveEncrypted | Self::Fastdp => &[],
         }
     }
@@ -329,6 +345,8 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         WeftMode::SleevePlainBackend => "sleeve-plain",
         WeftMode::SleeveEncryptedPlainBackend => "sleeve-enc-plain",
         WeftMode::SleeveEncryptedTwoThreads => "sleeve-enc-2t",
+        WeftMode::SleeveEncryptedChaCha => "sleeve-enc-chacha",
+        WeftMode::SleeveEncryptedAes => "sleeve-enc-aes",
     };
     let mut tb = Testbed::new(tag)?;
     let mut opts: Vec<&str> = mode.extra().to_vec();
@@ -376,14 +394,26 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         .run(&["cat", "/sys/class/net/ethwe/mtu"])
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
+    let ciphers: Vec<String> = connections(&weft, &a)
+        .iter()
+        .filter(|c| c["state"] == "established")
+        .map(|c| c["cipher"].as_str().unwrap_or("none").to_owned())
+        .collect();
     m.notes.push(format!(
-        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, fastdp={}, backend {}, crypto threads {}",
+        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, ciphers {ciphers:?}, fastdp={}, backend {}, crypto threads {}",
         modes(&weft, &a),
         st["encrypted"],
         st["fastdp"],
         st["datapath"]["backend"],
         st["datapath"]["crypto_threads"]
     ));
+    if let Some(want) = mode.forced_cipher()
+        && !(ciphers.iter().any(|c| c == want) && ciphers.iter().all(|c| c == want))
+    {
+        return Err(Stop::Failed(format!(
+            "router a's links use {ciphers:?}, not the forced {want}"
+        )));
+    }
     let backend = st["datapath"]["backend"].as_str().unwrap_or("?").to_owned();
     if mode.extra().contains(&"WEFT_DATAPATH_BACKEND=plain") && !backend.starts_with("plain") {
         return Err(Stop::Failed(format!(
