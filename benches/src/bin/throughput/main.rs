@@ -33,6 +33,9 @@
 //!   nebula per host namespace (tun there), tun MTU = weft's overlay MTU.
 //! - `boringtun`: userspace WireGuard, only when `BORINGTUN_BIN` names the `boringtun-cli`
 //!   binary (keys and peers are set over its UAPI socket; no `wg` tool needed).
+//! - `wireguard-go`: Debian's userspace WireGuard (`apt-get install --no-install-recommends
+//!   wireguard-go`; skipped when missing), one per host namespace, configured over its UAPI
+//!   socket as boringtun is, MTU 1420 (WireGuard's default), host to host.
 //! - `tapfwd`: the ceiling of the sleeve's design, not a product path. Per host a bridge
 //!   with the container's veth and a TAP served by the `tapfwd` binary (built beside this
 //!   one), which only moves whole TAP super-frames into single UDP GSO sends and writes
@@ -77,12 +80,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd, sleeve-enc-chacha, sleeve-enc-aes";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd, sleeve-enc-chacha, sleeve-enc-aes, wireguard-go";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 13] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 14] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -144,6 +147,12 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 13] = [
         "13 weft sleeve encrypted, AES-256-GCM forced",
         Some("sleeve"),
         |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedAes),
+    ),
+    (
+        "wireguard-go",
+        "14 wireguard-go (userspace WireGuard)",
+        None,
+        scenarios::wireguard_go,
     ),
 ];
 

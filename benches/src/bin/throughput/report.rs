@@ -105,8 +105,13 @@ fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
 }
 
 /// The comparisons the brief asks for: (row, comparator, label).
-const PAIRS: [(&str, &str, &str); 13] = [
+const PAIRS: [(&str, &str, &str); 14] = [
     ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
+    (
+        "sleeve-enc",
+        "wireguard-go",
+        "weft sleeve encrypted / wireguard-go",
+    ),
     (
         "sleeve-enc",
         "sleeve",
