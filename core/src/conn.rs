@@ -9,17 +9,18 @@
 //! [`Connection::poll_transmit`] / [`Connection::poll_output`].
 //!
 //! Flow: both sides send their hello at once; it carries an X25519 public key, or with a
-//! password a SPAKE2 element ([`crate::crypto::Handshake`]). On the peer's hello we check
-//! it (name, versions, encryption flag), derive keys bound to
-//! SHA-256(initiator hello || responder hello) and send a sealed `Confirm` carrying that
-//! hash. On the peer's confirm: does not open -> wrong password; hash differs -> a hello was
+//! password a SPAKE2 element ([`crate::crypto::Handshake`]), and (v3) the ciphers we offer
+//! for sleeve datagrams. On the peer's hello we check it (name, versions, encryption flag),
+//! choose the datagram cipher (AES-256-GCM if both offer it, else ChaCha20-Poly1305), derive
+//! keys (the datagram ones bound to the cipher and to SHA-256(initiator hello || responder
+//! hello)) and send a sealed `Confirm` carrying that hash. On the peer's confirm: does not open -> wrong password; hash differs -> a hello was
 //! altered (downgrade); else established. Sending our confirm first is safe with SPAKE2: it
 //! only opens under a key that a peer can compute for the one password it committed to.
 //! Any error closes the connection for good; the router drops it and may redial.
 
 use crate::crypto::{
-    CryptoError, DatagramOpener, DatagramSealer, Handshake, KeyRng, Opener, Psk, Sealer,
-    TAG_LEN_BYTES, transcript_hash,
+    CipherSuite, CipherSuites, CryptoError, DatagramBinding, DatagramOpener, DatagramSealer,
+    Handshake, KeyRng, Opener, Psk, Sealer, TAG_LEN_BYTES, transcript_hash,
 };
 use crate::peer::{PeerName, PeerUid};
 use crate::time::{Duration, Instant};
@@ -28,7 +29,8 @@ use crate::wire::frame::{
     FRAME_HEADER_LEN, FRAME_LEN_MAX, FrameHeader, GOSSIP_PAYLOAD_LEN_MAX, MESSAGE_LEN_MAX, Message,
 };
 use crate::wire::handshake::{
-    HELLO_HEADER_LEN, HELLO_LEN_MAX, Hello, NICKNAME_LEN_MAX, hello_len, negotiate_version,
+    HELLO_CIPHERS_VERSION_MIN, HELLO_HEADER_LEN, HELLO_LEN_MAX, Hello, NICKNAME_LEN_MAX, hello_len,
+    negotiate_version,
 };
 use crate::wire::{PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, WireError};
 use alloc::collections::VecDeque;
@@ -83,6 +85,9 @@ pub struct ConnSettings {
     pub listen_port: u16,
     /// The network's secret ([`Psk`]), if a password or key file is set.
     pub psk: Option<Psk>,
+    /// The ciphers we offer for sleeve datagrams (the host decides, from the CPU and
+    /// `--cipher`); those this build cannot run ([`CipherSuites::supported`]) are left out.
+    pub ciphers: CipherSuites,
     /// Time between heartbeats once established.
     pub heartbeat_interval: Duration,
     /// Silence after which an established connection fails.
@@ -95,7 +100,8 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
-    /// Settings with no password, no nickname, port 6783 and the default timers.
+    /// Settings with no password, no nickname, port 6783, ChaCha20-Poly1305 alone and the
+    /// default timers.
     pub fn new(name: PeerName, uid: PeerUid) -> Self {
         Self {
             name,
@@ -103,6 +109,7 @@ impl ConnSettings {
             nickname: String::new(),
             listen_port: 6783,
             psk: None,
+            ciphers: CipherSuites::CHACHA20_POLY1305,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -148,6 +155,9 @@ pub struct RemoteHello {
     pub listen_port: u16,
     /// The protocol version both sides speak on this connection.
     pub version: u8,
+    /// The AEAD of this connection's sleeve datagrams (the stream is always
+    /// ChaCha20-Poly1305).
+    pub cipher: CipherSuite,
 }
 
 /// Something the router must act on.
@@ -315,6 +325,10 @@ pub struct Connection {
     /// The peer's hello must have arrived by then (inbound: the pre-hello timeout).
     hello_deadline: Instant,
     our_hello: Vec<u8>,
+    /// The ciphers our hello offers.
+    ciphers: CipherSuites,
+    /// The protocol versions our hello claims (ours, except in tests).
+    speaks: (u8, u8),
     /// Set once the peer's hello was accepted; hashed for the transcript.
     their_hello: Vec<u8>,
     transcript: [u8; 32],
@@ -348,19 +362,38 @@ impl Connection {
         keys: &mut dyn KeyRng,
         now: Instant,
     ) -> Self {
+        let speaks = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
+        Self::speaking(id, outbound, remote_addr, settings, keys, now, speaks)
+    }
+
+    /// [`new`](Self::new) speaking only the versions `speaks` (a subrange of ours): how
+    /// tests stand in for an older router.
+    fn speaking(
+        id: ConnId,
+        outbound: bool,
+        remote_addr: SocketAddr,
+        settings: &ConnSettings,
+        keys: &mut dyn KeyRng,
+        now: Instant,
+        speaks: (u8, u8),
+    ) -> Self {
         let handshake = Handshake::start(keys, settings.psk.as_ref());
+        let ciphers = settings.ciphers.intersect(CipherSuites::supported());
         let hello = Hello {
-            version_min: PROTOCOL_VERSION_MIN,
-            version_max: PROTOCOL_VERSION_MAX,
+            version_min: speaks.0,
+            version_max: speaks.1,
             name: settings.name,
             uid: settings.uid,
             nickname: truncate_str(&settings.nickname, NICKNAME_LEN_MAX),
             listen_port: settings.listen_port,
             encrypted: settings.psk.is_some(),
             public_key: handshake.public_bytes(),
+            ciphers,
         };
         let mut buf = [0u8; HELLO_LEN_MAX];
         let (our_hello, error) = match hello.emit(&mut buf) {
+            // Nothing to offer (the host pinned a cipher this build lacks): fail closed.
+            Ok(_) if ciphers.is_empty() => (Vec::new(), Some(CryptoError::NoCommonCipher.into())),
             Ok(n) => (buf[..n].to_vec(), None),
             // Unreachable with a truncated nickname and our own version range; fail closed.
             Err(e) => (Vec::new(), Some(ConnError::Wire(e))),
@@ -383,6 +416,8 @@ impl Connection {
             handshake: Some(handshake),
             send_buf: our_hello.clone(),
             our_hello,
+            ciphers,
+            speaks,
             their_hello: Vec::new(),
             transcript: [0; 32],
             remote: None,
@@ -473,11 +508,8 @@ impl Connection {
         if hello.version_min > PROTOCOL_VERSION_MAX {
             return Err(ConnError::PeerTooNew(hello.version_min));
         }
-        let version = negotiate_version(
-            (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX),
-            (hello.version_min, hello.version_max),
-        )
-        .ok_or(CryptoError::VersionMismatch)?;
+        let version = negotiate_version(self.speaks, (hello.version_min, hello.version_max))
+            .ok_or(CryptoError::VersionMismatch)?;
         if hello.encrypted != self.encrypted {
             return Err(CryptoError::EncryptionMismatch.into());
         }
@@ -487,7 +519,25 @@ impl Connection {
         } else {
             transcript_hash(bytes, &self.our_hello)
         };
-        let keys = handshake.finish(hello.public_key, self.outbound)?;
+        // v3 on: the best cipher both offer, with the datagram keys bound to it and to
+        // both hellos. v2 (an older peer): ChaCha20-Poly1305, v2's schedule. The hellos,
+        // offers included, are in the transcript the confirms compare: an offer changed
+        // in flight is a downgrade.
+        let (cipher, keys) = if version >= HELLO_CIPHERS_VERSION_MIN {
+            let suite = self
+                .ciphers
+                .choose(hello.ciphers)
+                .ok_or(CryptoError::NoCommonCipher)?;
+            let binding = DatagramBinding { suite, transcript };
+            let keys = handshake.finish_bound(hello.public_key, self.outbound, &binding)?;
+            (suite, keys)
+        } else {
+            if !self.ciphers.contains(CipherSuite::ChaCha20Poly1305) {
+                return Err(CryptoError::NoCommonCipher.into());
+            }
+            let keys = handshake.finish(hello.public_key, self.outbound)?;
+            (CipherSuite::ChaCha20Poly1305, keys)
+        };
         self.transcript = transcript;
         self.remote = Some(RemoteHello {
             name: hello.name,
@@ -495,6 +545,7 @@ impl Connection {
             nickname: String::from(hello.nickname),
             listen_port: hello.listen_port,
             version,
+            cipher,
         });
         self.their_hello = bytes.to_vec();
         self.sealer = Some(keys.stream_sealer);
@@ -780,5 +831,7 @@ fn truncate_str(s: &str, len_max: usize) -> &str {
     &s[..end]
 }
 
+#[cfg(test)]
+mod cipher_tests;
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,7 @@ mod seeds {
             listen_port: 6783,
             encrypted,
             public_key: [7; 32],
+            ciphers: weft_core::crypto::CipherSuites::from_bits_known(0xff),
         };
         let mut buf = [0u8; 512];
         let n = h.emit(&mut buf).expect("seed hello emits");
@@ -115,6 +116,7 @@ mod seeds {
             ("valid-plain", a_hello("", false, 1)),
             ("valid-encrypted-nickname", full.clone()),
             ("valid-newer-version-extension", ext),
+            ("valid-v3-cipher-offer", a_hello("v3", true, 3)),
             (
                 "garbage-http",
                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
@@ -219,7 +221,7 @@ mod seeds {
 
     fn dgram(kind: DatagramKind, sealed: bool, payload: &[u8]) -> Vec<u8> {
         let h = DatagramHeader {
-            version: weft_core::wire::PROTOCOL_VERSION_MAX,
+            version: weft_core::wire::DATAGRAM_VERSION,
             kind,
             sealed,
             sender: PeerName::from_u64(1),

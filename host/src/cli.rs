@@ -359,6 +359,12 @@ pub(crate) struct RouterArgs {
     /// A human name shown in status. Default: the host name.
     #[arg(long, value_name = "NICKNAME")]
     pub(crate) nickname: Option<String>,
+    /// AEAD for sealed sleeve datagrams: `auto` offers AES-256-GCM where this CPU has
+    /// AES-NI and PCLMULQDQ (used with peers that offer it too) and ChaCha20-Poly1305
+    /// always; the others pin one (peers must offer it). `weft status connections` shows
+    /// each link's.
+    #[arg(long, env = "WEFT_CIPHER", value_enum, default_value_t = crate::cipher::CipherChoice::Auto)]
+    pub(crate) cipher: crate::cipher::CipherChoice,
     /// Threads that seal and open sleeve datagrams when a password is set: the datapath
     /// thread plus helpers that share each batch with it (1: no helpers).
     /// Default: half the CPUs this process may run on, at least 1, at most 4.
@@ -678,6 +684,26 @@ mod tests {
         assert_eq!(r.peers[0].with_default_port(r.port), "10.0.0.2:7001");
         assert_eq!(r.peers[1].with_default_port(r.port), "node-b:7000");
         assert_eq!(r.mtu, MTU_DEFAULT);
+        assert_eq!(r.cipher, crate::cipher::CipherChoice::Auto);
+    }
+
+    #[test]
+    fn cipher_takes_its_three_names_only() {
+        for (arg, want) in [
+            ("auto", crate::cipher::CipherChoice::Auto),
+            (
+                "chacha20-poly1305",
+                crate::cipher::CipherChoice::ChaCha20Poly1305,
+            ),
+            ("aes-256-gcm", crate::cipher::CipherChoice::Aes256Gcm),
+        ] {
+            let cli = parse(&["router", "--cipher", arg]).unwrap();
+            let Command::Router(r) = cli.command else {
+                panic!("not router");
+            };
+            assert_eq!(r.cipher, want);
+        }
+        assert!(parse(&["router", "--cipher", "aes-128-gcm"]).is_err());
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
     // Before anything else: a bad key file is the user's first error to see, and the raw
     // password is wiped once it is a key.
     let psk = crate::secret::psk(args.password.take(), args.key_file.as_deref())?;
+    let ciphers = crate::cipher::offer(args.cipher, crate::cipher::cpu_has_fast_aes())?;
     if !is_root() {
         return Err(Error::NotRoot);
     }
@@ -80,7 +81,7 @@ pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("start the tokio runtime: {e}")))?;
-    let result = rt.block_on(run_async(&args, psk, global, state_dir, name));
+    let result = rt.block_on(run_async(&args, psk, ciphers, global, state_dir, name));
     let _ = std::fs::remove_file(&global.socket);
     // Dial and reader tasks may still be parked in the kernel; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -90,6 +91,7 @@ pub(crate) fn run(mut args: RouterArgs, global: &GlobalArgs) -> Result<()> {
 async fn run_async(
     args: &RouterArgs,
     psk: Option<Psk>,
+    ciphers: weft_core::crypto::CipherSuites,
     global: &GlobalArgs,
     state_dir: StateDir,
     name: weft_core::peer::PeerName,
@@ -131,6 +133,7 @@ async fn run_async(
         .unwrap_or_else(default_nickname);
     let encrypted = psk.is_some();
     config.psk = psk;
+    config.ciphers = ciphers;
     config.ipam = crate::ipam::config(
         args.ipalloc_range,
         args.ipalloc_default_subnet,
@@ -305,7 +308,8 @@ async fn run_async(
     if encrypted {
         tracing::info!(
             "encryption on: peers must prove the same password or key (SPAKE2, never sent; \
-             a recorded handshake cannot be used to guess it); control and sleeve traffic sealed"
+             a recorded handshake cannot be used to guess it); control and sleeve traffic sealed; \
+             sleeve ciphers offered: {ciphers}"
         );
     } else {
         tracing::warn!("{}", crate::secret::UNENCRYPTED_WARNING);

@@ -19,6 +19,11 @@ pub(crate) enum Error {
     /// The control socket (or its directory) is closed to this user.
     #[error("permission denied on the weft control socket {}: it serves only root and the router's user; run weft with sudo", .0.display())]
     SocketDenied(PathBuf),
+    /// `--cipher aes-256-gcm` on a CPU without AES and carry-less multiply instructions.
+    #[error(
+        "--cipher aes-256-gcm: this CPU has no AES and carry-less multiply instructions (AES-NI and PCLMULQDQ, or ARMv8 AES and PMULL), so AES-GCM would be slow; use --cipher auto or chacha20-poly1305"
+    )]
+    CipherUnavailable,
     /// Creating interfaces needs root.
     #[error("the weft router needs root (it creates network interfaces); run it with sudo")]
     NotRoot,

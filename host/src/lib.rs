@@ -8,6 +8,7 @@
 //! (`weft-kernel-dp`) or packet I/O (`weft-uring-dp`).
 
 mod api;
+mod cipher;
 mod cli;
 mod client;
 mod clock;
@@ -330,6 +331,10 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     }
     if args.isolate_subnets {
         v.push("--isolate-subnets".into());
+    }
+    v.extend(["--cipher".into(), args.cipher.arg().into()]);
+    if let Some(n) = args.crypto_threads {
+        v.extend(["--crypto-threads".into(), n.to_string()]);
     }
     if let Some(k) = &args.key_file {
         // A path is not a secret; it goes on argv so `ps` shows which key a router uses.

@@ -442,6 +442,10 @@ pub(crate) struct ConnectionStatus {
     /// handshaking, confirming, established, closed, or failed.
     pub(crate) state: Option<String>,
     pub(crate) encrypted: bool,
+    /// The AEAD sealing this link's sleeve datagrams (`aes-256-gcm` or
+    /// `chacha20-poly1305`), once the hellos are exchanged; `None` without a password
+    /// (the sleeve is then not sealed).
+    pub(crate) cipher: Option<String>,
     /// sleeve, fastdp, pending, failed, or `relayed via PEER(NICK)`.
     pub(crate) mode: Option<String>,
     pub(crate) error: Option<String>,

@@ -210,13 +210,14 @@ pub(crate) fn peers(v: &[PeerStatus]) -> String {
 /// `weft status connections`.
 pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
     line_each(v, |c| {
-        let enc = if c.encrypted {
-            "encrypted"
-        } else {
-            "unencrypted"
+        // The cipher once chosen; before the hellos only whether there will be one.
+        let enc = match (&c.cipher, c.encrypted) {
+            (Some(cipher), true) => cipher.as_str(),
+            (None, true) => "encrypted",
+            (_, false) => "unencrypted",
         };
         let mut line = format!(
-            "{} {:<24} {:<12} {:<11} {}",
+            "{} {:<24} {:<12} {:<17} {}",
             dir(c.outbound),
             s(&c.address),
             s(&c.state),
@@ -340,6 +341,24 @@ mod tests {
         let out = summary(&decode(v));
         assert!(out.contains("on the way to 1 of 2 peers"), "{out}");
         assert!(out.contains("--mtu 1400 or less"), "{out}");
+    }
+
+    #[test]
+    fn connections_show_each_links_cipher() {
+        let v = json!([
+            { "peer": "aa:00:00:00:00:01", "state": "established", "encrypted": true,
+              "cipher": "aes-256-gcm", "mode": "sleeve" },
+            { "peer": "aa:00:00:00:00:02", "state": "established", "encrypted": true,
+              "cipher": "chacha20-poly1305", "mode": "sleeve" },
+            { "peer": "aa:00:00:00:00:03", "state": "handshaking", "encrypted": true },
+            { "peer": "aa:00:00:00:00:04", "state": "established", "mode": "fastdp" },
+        ]);
+        let out = connections(&decode::<Vec<_>>(v));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains(" aes-256-gcm "), "{out}");
+        assert!(lines[1].contains(" chacha20-poly1305 "), "{out}");
+        assert!(lines[2].contains(" encrypted "), "{out}");
+        assert!(lines[3].contains(" unencrypted "), "{out}");
     }
 
     #[test]

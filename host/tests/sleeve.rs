@@ -37,26 +37,119 @@ fn two_hosts_containers_ping_and_move_50_mb_intact() {
     move_50_mb(&Opts::sleeve(), "io_uring", |_, _| {});
 }
 
+/// Every `--cipher`, and the cipher its links use (both ends given the same).
+fn ciphers() -> [(&'static str, &'static str); 3] {
+    let cpu_aes = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    let auto = if cpu_aes {
+        "aes-256-gcm"
+    } else {
+        "chacha20-poly1305"
+    };
+    [
+        ("auto", auto),
+        ("chacha20-poly1305", "chacha20-poly1305"),
+        ("aes-256-gcm", "aes-256-gcm"),
+    ]
+}
+
+/// Router `r`'s established connection seals with `cipher`, in `status connections`
+/// both as JSON and as text.
+#[track_caller]
+fn link_uses(r: &Router, cipher: &str) {
+    let conns = r.json(&["status", "connections"]);
+    let established: Vec<_> = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "established")
+        .collect();
+    assert!(
+        !established.is_empty() && established.iter().all(|c| c["cipher"] == cipher),
+        "want {cipher}: {conns}"
+    );
+    let text = r.weft(&["status", "connections"]).unwrap();
+    assert!(text.contains(&format!(" {cipher} ")), "{text}");
+}
+
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn the_plain_syscall_backend_moves_50_mb_intact_too_encrypted() {
-    let opts = Opts {
-        password: Some("plain backend secret"),
-        env: vec!["WEFT_DATAPATH_BACKEND=plain"],
+    for (choice, cipher) in ciphers() {
+        if choice == "aes-256-gcm" && cipher != "aes-256-gcm" {
+            continue; // pinning AES where the CPU lacks it is refused at start
+        }
+        let opts = Opts {
+            password: Some("plain backend secret"),
+            env: vec!["WEFT_DATAPATH_BACKEND=plain"],
+            extra: vec!["--no-fastdp", "--cipher", choice],
+            ..Opts::sleeve()
+        };
+        move_50_mb(&opts, "plain", |a, b| {
+            link_uses(a, cipher);
+            link_uses(b, cipher);
+        });
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn routers_pinned_to_different_ciphers_do_not_connect_and_say_why() {
+    if !std::arch::is_x86_feature_detected!("aes") {
+        eprintln!(
+            "skipped: this CPU has no AES-NI, so a router pinned to aes-256-gcm does not start"
+        );
+        return;
+    }
+    let Some(mut net) = test_net() else {
+        return;
+    };
+    let opts = |cipher| Opts {
+        password: Some("pinned"),
+        extra: vec!["--no-fastdp", "--cipher", cipher],
         ..Opts::sleeve()
     };
-    move_50_mb(&opts, "plain", |_, _| {});
+    let ([ha, hb], [ip_a, _]) = underlay_hosts(&mut net, ["a", "b"]);
+    let a = Router::start(&mut net, &ha, &opts("aes-256-gcm"));
+    let mut b_opts = opts("chacha20-poly1305");
+    b_opts.peers.push(ip_a.to_string());
+    let b = Router::start(&mut net, &hb, &b_opts);
+    b.wait_until(SETTLE, "a failed dial that names the cipher", |b| {
+        b.json(&["status", "connections"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["state"] == "failed"
+                    && c["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("no cipher in common"))
+            })
+    });
+    assert_eq!(b.reachable_peers(), 0);
+    assert_eq!(a.reachable_peers(), 0);
 }
 
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
+    for (choice, cipher) in ciphers() {
+        if choice == "aes-256-gcm" && cipher != "aes-256-gcm" {
+            continue; // pinning AES where the CPU lacks it is refused at start
+        }
+        helper_threads_with(choice, cipher);
+    }
+}
+
+fn helper_threads_with(choice: &str, cipher: &str) {
     let opts = Opts {
         password: Some("helper threads secret"),
-        extra: vec!["--crypto-threads", "3"],
+        extra: vec!["--no-fastdp", "--crypto-threads", "3", "--cipher", choice],
         ..Opts::sleeve()
     };
     move_50_mb(&opts, "io_uring", |a, b| {
+        link_uses(a, cipher);
+        link_uses(b, cipher);
         let (sa, sb) = (a.json(&["status"]), b.json(&["status"]));
         assert_eq!(sa["datapath"]["crypto_threads"], 3, "{sa}");
         let helped = |s: &serde_json::Value| s["datapath"]["datagrams_crypted_by_helpers"].as_u64();

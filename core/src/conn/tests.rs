@@ -7,35 +7,35 @@ use crate::wire::frame::{CHANNEL_TOPOLOGY, CLOSE_REASON_NORMAL, Frame};
 use alloc::vec;
 use proptest::prelude::{ProptestConfig, any, prop_assert, prop_assert_eq, proptest};
 
-const NAME_A: u64 = 0xa;
-const NAME_B: u64 = 0xb;
+pub(super) const NAME_A: u64 = 0xa;
+pub(super) const NAME_B: u64 = 0xb;
 
-fn settings(name: u64, password: Option<&[u8]>) -> ConnSettings {
+pub(super) fn settings(name: u64, password: Option<&[u8]>) -> ConnSettings {
     let mut s = ConnSettings::new(PeerName::from_u64(name), PeerUid(name * 100));
     s.nickname = alloc::format!("host-{name}");
     s.psk = password.map(Psk::from_password);
     s
 }
 
-struct Pair {
-    a: Connection,
-    b: Connection,
-    now: Instant,
-    a_err: Option<ConnError>,
-    b_err: Option<ConnError>,
+pub(super) struct Pair {
+    pub(super) a: Connection,
+    pub(super) b: Connection,
+    pub(super) now: Instant,
+    pub(super) a_err: Option<ConnError>,
+    pub(super) b_err: Option<ConnError>,
 }
 
 impl Pair {
     /// Both ends failed, with `e`.
     #[track_caller]
-    fn assert_both_failed(&self, e: ConnError) {
+    pub(super) fn assert_both_failed(&self, e: ConnError) {
         assert_eq!(self.a_err, Some(e), "a's error");
         assert_eq!(self.b_err, Some(e), "b's error");
     }
 
     /// Takes A's hello (B's if `from_b`), lets `edit` change it in flight and delivers
     /// it whole to the other end.
-    fn deliver_edited_hello(&mut self, from_b: bool, edit: impl FnOnce(&mut [u8])) {
+    pub(super) fn deliver_edited_hello(&mut self, from_b: bool, edit: impl FnOnce(&mut Vec<u8>)) {
         let (from, to, to_err) = if from_b {
             (&mut self.b, &mut self.a, &mut self.a_err)
         } else {
@@ -52,11 +52,11 @@ impl Pair {
         drain(&mut self.a)
     }
 
-    fn new(pw_a: Option<&[u8]>, pw_b: Option<&[u8]>) -> Self {
+    pub(super) fn new(pw_a: Option<&[u8]>, pw_b: Option<&[u8]>) -> Self {
         Self::with(settings(NAME_A, pw_a), settings(NAME_B, pw_b))
     }
 
-    fn with(sa: ConnSettings, sb: ConnSettings) -> Self {
+    pub(super) fn with(sa: ConnSettings, sb: ConnSettings) -> Self {
         let mut rng = ChaChaKeyRng::for_simulation(7);
         let now = Instant::from_secs_for_test(1);
         let addr_b: SocketAddr = "10.0.0.2:6783".parse().unwrap();
@@ -85,11 +85,11 @@ impl Pair {
         panic!("pair did not quiesce");
     }
 
-    fn run(&mut self) {
+    pub(super) fn run(&mut self) {
         self.run_chunked(&[usize::MAX], &[usize::MAX]);
     }
 
-    fn established(&mut self) -> (RemoteHello, RemoteHello) {
+    pub(super) fn established(&mut self) -> (RemoteHello, RemoteHello) {
         self.run();
         assert_eq!(self.a_err, None);
         assert_eq!(self.b_err, None);
@@ -377,7 +377,8 @@ fn downgraded_hello_is_detected_on_both_sides() {
 fn edited_nickname_is_a_downgrade_too() {
     let mut p = Pair::new(None, None);
     p.deliver_edited_hello(true, |hello| {
-        let last = hello.len() - 1;
+        // The nickname's last byte (the cipher offer follows it).
+        let last = hello.len() - 2;
         hello[last] = b'X';
     });
     p.run();
@@ -406,6 +407,12 @@ fn version_range_without_overlap_says_which_side_to_upgrade() {
         let mut p = Pair::new(pw, pw);
         p.deliver_edited_hello(false, |hello| {
             hello[HELLO_HEADER_LEN..][..2].copy_from_slice(&range);
+            if range[1] < HELLO_CIPHERS_VERSION_MIN {
+                // As an old router sends it: without the cipher offer.
+                hello.pop();
+                let body_len = (hello.len() - HELLO_HEADER_LEN) as u16;
+                hello[4..6].copy_from_slice(&body_len.to_be_bytes());
+            }
         });
         assert_eq!(p.b_err, Some(want), "{range:?}");
         assert!(alloc::format!("{want}").contains(fix), "{want}");

@@ -1,6 +1,7 @@
 //! Connection crypto: the key exchanges (X25519, or SPAKE2 with a password), HKDF-SHA256
-//! session keys, ChaCha20-Poly1305 sealing into the caller's buffer, and the sliding replay
-//! window for sleeve datagrams.
+//! session keys, AEAD sealing into the caller's buffer (ChaCha20-Poly1305, or AES-256-GCM
+//! for sleeve datagrams where both ends offer it, see [`CipherSuites`]), and the sliding
+//! replay window for sleeve datagrams.
 //!
 //! What it does: turns a [`Handshake`] (started from a [`KeyRng`] and an optional [`Psk`])
 //! and the peer's hello into four directional keys (stream and datagram, each way), and
@@ -20,13 +21,16 @@ mod keyrng;
 mod opener;
 mod replay;
 mod session;
+mod suite;
 
 pub use keyrng::{BoxedKeyRng, ChaChaKeyRng, CryptoRng, KeyRng, RngCore};
 pub use opener::{DatagramOpener, Fresh, OPENED_SLOTS_MAX, Opened, OpenedSlots};
 pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
 pub use session::{
-    DatagramSealer, Datagrams, Handshake, KeyPair, Opener, Sealer, SessionKeys, StreamRecords,
+    DatagramBinding, DatagramSealer, Datagrams, Handshake, KeyPair, Opener, Sealer, SessionKeys,
+    StreamRecords,
 };
+pub use suite::{CipherSuite, CipherSuites, UnknownCipher};
 
 use core::fmt;
 use hkdf::Hkdf;
@@ -35,7 +39,7 @@ use zeroize::Zeroizing;
 
 /// Length of a symmetric key, an X25519 key and a pre-shared key.
 pub const KEY_LEN_BYTES: usize = 32;
-/// Length of the Poly1305 tag appended to every sealed record.
+/// Length of the tag (Poly1305 or GHASH) appended to every sealed record.
 pub const TAG_LEN_BYTES: usize = 16;
 /// Length of a SHA-256 transcript hash.
 pub const HASH_LEN_BYTES: usize = 32;
@@ -68,6 +72,8 @@ pub enum CryptoError {
     CounterExhausted,
     /// The caller's buffer cannot hold the plaintext plus the tag.
     BufferTooSmall,
+    /// The two hellos offer no cipher in common (one side pins one the other lacks).
+    NoCommonCipher,
 }
 
 impl fmt::Display for CryptoError {
@@ -88,6 +94,9 @@ impl fmt::Display for CryptoError {
             Self::BadPublicKey => "the peer sent an invalid (low-order) public key",
             Self::CounterExhausted => "message counter exhausted; reconnect to rekey",
             Self::BufferTooSmall => "buffer too small for the sealed message",
+            Self::NoCommonCipher => {
+                "no cipher in common with the peer: one side pins --cipher to one the other does not offer; use --cipher auto"
+            }
         })
     }
 }
@@ -138,7 +147,7 @@ pub fn transcript_hash(initiator_hello: &[u8], responder_hello: &[u8]) -> [u8; H
     h.finalize().into()
 }
 
-/// The 96-bit ChaCha20-Poly1305 nonce for `counter`: 4 zero bytes then the counter
+/// The 96-bit AEAD nonce for `counter`: 4 zero bytes then the counter
 /// big-endian. Keys are per direction, so a nonce never repeats under one key.
 fn nonce_bytes(counter: u64) -> [u8; 12] {
     let mut n = [0u8; 12];

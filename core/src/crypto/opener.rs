@@ -10,7 +10,7 @@
 
 use super::aead::Cipher;
 use super::session::open;
-use super::{CryptoError, ReplayWindow};
+use super::{CipherSuite, CryptoError, ReplayWindow};
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -98,6 +98,11 @@ impl DatagramOpener {
             cipher,
             window: ReplayWindow::new(),
         }
+    }
+
+    /// The AEAD this opener expects.
+    pub fn suite(&self) -> CipherSuite {
+        self.cipher.suite()
     }
 
     /// [`check`](Self::check), [`open`](Self::open) and [`record`](Self::record) in one:

@@ -8,7 +8,7 @@
 
 use crate::admission::{self, Admit, Lockouts, Pending, Refusal};
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
-use crate::crypto::{BoxedKeyRng, DatagramOpener, DatagramSealer, Psk};
+use crate::crypto::{BoxedKeyRng, CipherSuite, CipherSuites, DatagramOpener, DatagramSealer, Psk};
 use crate::dns::Dns;
 use crate::gossip::{self, News, NewsQueue};
 use crate::ipam::{Ipam, IpamConfig, IpamEvent};
@@ -66,6 +66,9 @@ pub struct Config {
     /// Shared secret (from a password or a key file); peers must have the same one (or none
     /// on both sides). With it every connection runs SPAKE2 and is sealed.
     pub psk: Option<Psk>,
+    /// The ciphers offered for sleeve datagrams ([`ConnSettings::ciphers`]); the host
+    /// adds AES-256-GCM where the CPU runs it fast. Default: ChaCha20-Poly1305 alone.
+    pub ciphers: CipherSuites,
     /// Full-state gossip to a few random neighbours this often.
     pub gossip_interval: Duration,
     /// News is held this long to batch it before it is sent to neighbours.
@@ -105,6 +108,7 @@ impl Config {
             nickname: String::new(),
             listen_port,
             psk: None,
+            ciphers: CipherSuites::CHACHA20_POLY1305,
             gossip_interval: Duration::from_secs(30),
             gossip_flush_delay: Duration::from_millis(20),
             heartbeat_interval: Duration::from_secs(5),
@@ -275,6 +279,9 @@ pub struct ConnStatus {
     pub nickname: Option<String>,
     /// Whether a password protects it.
     pub encrypted: bool,
+    /// The AEAD chosen for its sleeve datagrams, once the peer's hello was accepted (used
+    /// only when `encrypted`: without a password the sleeve is not sealed).
+    pub cipher: Option<CipherSuite>,
 }
 
 struct Slot {
@@ -331,6 +338,7 @@ impl Router {
             nickname: config.nickname.clone(),
             listen_port: config.listen_port,
             psk: config.psk.clone(),
+            ciphers: config.ciphers,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
@@ -599,6 +607,7 @@ impl Router {
             peer: s.conn.remote().map(|r| r.name),
             nickname: s.conn.remote().map(|r| r.nickname.clone()),
             encrypted: s.conn.encrypted(),
+            cipher: s.conn.remote().map(|r| r.cipher),
         })
     }
 

@@ -5,7 +5,7 @@ use super::{DropReason, Peer, ROUTING_PREFIX_LEN};
 use crate::crypto::TAG_LEN_BYTES;
 use crate::peer::PeerName;
 use crate::switch::Mac;
-use crate::wire::PROTOCOL_VERSION_MAX;
+use crate::wire::DATAGRAM_VERSION;
 use crate::wire::datagram::{DATAGRAM_HEADER_LEN, DatagramHeader, DatagramKind};
 
 /// Writes the header into `buf[..DATAGRAM_HEADER_LEN]` and seals (or not) the `len`
@@ -54,7 +54,7 @@ pub(super) fn frame_datagram(
         }
     };
     let header = DatagramHeader {
-        version: PROTOCOL_VERSION_MAX,
+        version: DATAGRAM_VERSION,
         kind,
         sealed: encrypt,
         sender: me,

@@ -1,20 +1,24 @@
 //! The hello each side sends first on a TCP connection: version range, identity,
-//! encryption flag and ephemeral X25519 public key.
+//! encryption flag, ephemeral X25519 public key and (from v3) the ciphers offered.
 //!
 //! Layout (big-endian):
 //!
 //! ```text
 //! magic "weft" (4) | body_len u16 | version_min u8 | version_max u8 | flags u8
 //! | name (6) | uid u64 | listen_port u16 | public_key (32) | nickname_len u8 | nickname
+//! | ciphers u8   (only when version_max >= 3)
 //! ```
 //!
 //! `body_len` counts the bytes after itself, so a stream reader knows from the first six
 //! bytes how much to wait for ([`hello_len`]). A peer that speaks a newer version than
-//! ours may append extension bytes after the nickname; they are ignored but still hashed
-//! into the handshake transcript. A peer that claims no newer version may not.
+//! ours may append extension bytes after the ones we know; they are ignored but still
+//! hashed into the handshake transcript. A peer that claims no newer version may not.
+//! This is how v3 added `ciphers`: a v2 router reads a v3 hello as a v2 one with an
+//! extension byte it skips.
 
 use super::buf::{Reader, Writer};
 use super::{PROTOCOL_VERSION_MAX, WireError};
+use crate::crypto::CipherSuites;
 use crate::peer::{PeerName, PeerUid};
 
 /// The four bytes every hello starts with.
@@ -25,6 +29,8 @@ pub const HELLO_HEADER_LEN: usize = 6;
 pub const NICKNAME_LEN_MAX: usize = 32;
 /// Body bytes before the nickname text (versions, flags, name, uid, port, key, nick length).
 const HELLO_FIXED_BODY_LEN: usize = 1 + 1 + 1 + 6 + 8 + 2 + 32 + 1;
+/// The first protocol version whose hello carries the `ciphers` byte.
+pub const HELLO_CIPHERS_VERSION_MIN: u8 = 3;
 /// Longest body we accept, extensions included.
 pub const HELLO_BODY_LEN_MAX: usize = 256;
 /// Longest hello on the wire.
@@ -52,6 +58,11 @@ pub struct Hello<'a> {
     pub encrypted: bool,
     /// The sender's ephemeral X25519 public key for this connection.
     pub public_key: [u8; 32],
+    /// The ciphers the sender offers for sleeve datagrams. On the wire only when
+    /// `version_max` is at least [`HELLO_CIPHERS_VERSION_MIN`]; an older hello parses as
+    /// [`CipherSuites::CHACHA20_POLY1305`] (all v2 speaks). Bits of ciphers we do not know
+    /// are dropped (a newer sender may offer more).
+    pub ciphers: CipherSuites,
 }
 
 /// Total length of the hello at the start of `prefix` once its header is there.
@@ -111,6 +122,19 @@ impl<'a> Hello<'a> {
         let public_key = r.array::<32>()?;
         let nick = r.short_bytes(NICKNAME_LEN_MAX)?;
         let nickname = core::str::from_utf8(nick).map_err(|_| WireError::Inconsistent)?;
+        let ciphers = if version_max >= HELLO_CIPHERS_VERSION_MIN {
+            let bits = r.u8()?;
+            let known = CipherSuites::from_bits_known(bits);
+            // From a sender no newer than us every bit must mean something, and an
+            // empty offer is no offer; a newer one may offer only ciphers we lack (then
+            // the connection fails for want of a common one, not as malformed).
+            if version_max <= PROTOCOL_VERSION_MAX && (known.bits() != bits || known.is_empty()) {
+                return Err(WireError::Inconsistent);
+            }
+            known
+        } else {
+            CipherSuites::CHACHA20_POLY1305
+        };
         if version_max <= PROTOCOL_VERSION_MAX {
             r.finish()?;
         }
@@ -123,17 +147,27 @@ impl<'a> Hello<'a> {
             listen_port,
             encrypted: flags & HELLO_FLAG_ENCRYPTED != 0,
             public_key,
+            ciphers,
         })
+    }
+
+    /// Whether this hello carries the `ciphers` byte.
+    fn has_ciphers(&self) -> bool {
+        self.version_max >= HELLO_CIPHERS_VERSION_MIN
     }
 
     /// Bytes [`emit`](Self::emit) will write.
     pub fn buffer_len(&self) -> usize {
-        HELLO_HEADER_LEN + HELLO_FIXED_BODY_LEN + self.nickname.len()
+        HELLO_HEADER_LEN
+            + HELLO_FIXED_BODY_LEN
+            + self.nickname.len()
+            + usize::from(self.has_ciphers())
     }
 
     /// Writes the hello into `buf` and returns its length. [`WireError::Oversized`] for a
     /// nickname over [`NICKNAME_LEN_MAX`], [`WireError::Inconsistent`] for an empty or
-    /// inverted version range, [`WireError::BufferTooSmall`] if `buf` is short.
+    /// inverted version range, [`WireError::BufferTooSmall`] if `buf` is short. An empty
+    /// cipher offer is written as it is (a peer of our version refuses it).
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         if self.nickname.len() > NICKNAME_LEN_MAX {
             return Err(WireError::Oversized);
@@ -141,10 +175,10 @@ impl<'a> Hello<'a> {
         if self.version_min == 0 || self.version_min > self.version_max {
             return Err(WireError::Inconsistent);
         }
-        let body_len = HELLO_FIXED_BODY_LEN + self.nickname.len();
+        let body_len = self.buffer_len() - HELLO_HEADER_LEN;
         let mut w = Writer::new(buf);
         w.bytes(&HELLO_MAGIC)?;
-        // body_len <= 56 + 32, fits a u16.
+        // body_len <= 56 + 32 + 1, fits a u16.
         w.u16(body_len as u16)?;
         w.u8(self.version_min)?;
         w.u8(self.version_max)?;
@@ -158,6 +192,9 @@ impl<'a> Hello<'a> {
         w.u16(self.listen_port)?;
         w.bytes(&self.public_key)?;
         w.short_bytes(self.nickname.as_bytes(), NICKNAME_LEN_MAX)?;
+        if self.has_ciphers() {
+            w.u8(self.ciphers.bits())?;
+        }
         Ok(w.len())
     }
 }
@@ -184,6 +221,7 @@ mod tests {
             listen_port: 6783,
             encrypted: true,
             public_key: [9; 32],
+            ciphers: CipherSuites::CHACHA20_POLY1305,
         }
     }
 
@@ -271,6 +309,7 @@ mod tests {
         h.version_max = PROTOCOL_VERSION_MAX + 1;
         let mut b = emitted(&h);
         b.push(0xee);
+        let body_len = (b.len() - HELLO_HEADER_LEN) as u16;
         b[4..6].copy_from_slice(&body_len.to_be_bytes());
         let (parsed, n) = Hello::parse(&b).unwrap();
         assert_eq!((parsed, n), (h, b.len()));
@@ -286,6 +325,47 @@ mod tests {
         h.nickname = "";
         h.version_min = 3;
         assert_eq!(h.emit(&mut buf), Err(WireError::Inconsistent));
+    }
+
+    #[test]
+    fn v3_hellos_carry_the_cipher_offer_and_v2_ones_mean_chacha() {
+        use crate::crypto::CipherSuite;
+        let both = CipherSuites::from_bits_known(0xff);
+        let mut h = sample();
+        h.version_min = 2;
+        h.version_max = HELLO_CIPHERS_VERSION_MIN;
+        h.ciphers = both;
+        let b = emitted(&h);
+        assert_eq!(b.len(), sample().buffer_len() + 1);
+        assert_eq!(*b.last().unwrap(), 0x03);
+        assert_eq!(Hello::parse(&b), Ok((h, b.len())));
+        // Dropping the byte (and fixing body_len) is malformed for a v3 sender.
+        let mut short = b[..b.len() - 1].to_vec();
+        let body_len = (short.len() - HELLO_HEADER_LEN) as u16;
+        short[4..6].copy_from_slice(&body_len.to_be_bytes());
+        assert_eq!(Hello::parse(&short).err(), Some(WireError::Inconsistent));
+        // An empty offer or an unknown bit from a sender no newer than us: malformed.
+        for bad in [0x00, 0x04, 0x81] {
+            let mut x = b.clone();
+            *x.last_mut().unwrap() = bad;
+            assert_eq!(
+                Hello::parse(&x).err(),
+                Some(WireError::Inconsistent),
+                "{bad:#x}"
+            );
+        }
+        // A newer sender may offer ciphers we do not know: they are dropped.
+        h.version_max = PROTOCOL_VERSION_MAX + 1;
+        let mut x = emitted(&h);
+        *x.last_mut().unwrap() = 0x80 | CipherSuite::Aes256Gcm.bit();
+        let (parsed, _) = Hello::parse(&x).unwrap();
+        assert_eq!(parsed.ciphers, CipherSuites::only(CipherSuite::Aes256Gcm));
+        // A v2 hello has no byte, and its offer is ChaCha20-Poly1305.
+        h.version_max = 2;
+        let v2 = emitted(&h);
+        assert_eq!(v2.len(), sample().buffer_len());
+        let (parsed, _) = Hello::parse(&v2).unwrap();
+        assert_eq!(parsed.ciphers, CipherSuites::CHACHA20_POLY1305);
     }
 
     #[test]

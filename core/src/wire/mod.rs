@@ -16,8 +16,13 @@ use core::fmt;
 /// Version 2 brought the SPAKE2 password handshake and transcript-bound keys; version 1
 /// peers are refused with "upgrade it".
 pub const PROTOCOL_VERSION_MIN: u8 = 2;
-/// The highest protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u8 = 2;
+/// The highest protocol version this build speaks. Version 3 added the cipher offer to
+/// the hello (AES-256-GCM sleeve datagrams where both ends offer it) and binds the datagram
+/// keys to the hellos; a v2 peer still connects, at v2, with ChaCha20-Poly1305.
+pub const PROTOCOL_VERSION_MAX: u8 = 3;
+/// The version byte sleeve datagrams carry: their format is v2's (v3 changed only the
+/// hello and the key schedule), so v2 peers keep reading them.
+pub const DATAGRAM_VERSION: u8 = 2;
 
 /// Largest UDP payload (65,535 minus the 8-byte UDP header); over IPv4, 20 bytes less
 /// ([`UDP_V4_PAYLOAD_LEN_MAX`]). The one definition the sleeve engine and the datapaths use.

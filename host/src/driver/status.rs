@@ -152,6 +152,10 @@ impl Driver {
                     outbound: c.outbound,
                     state: Some(state_name(c.state).to_owned()),
                     encrypted: c.encrypted,
+                    cipher: c
+                        .cipher
+                        .filter(|_| c.encrypted)
+                        .map(|suite| suite.name().to_owned()),
                     mode: Some(self.mode(c.state, c.peer).to_string()),
                     error: None,
                     path: current.then(|| "direct".to_owned()),
@@ -178,6 +182,7 @@ impl Driver {
                 outbound: false,
                 state: Some("relayed".to_owned()),
                 encrypted: self.info.encrypted,
+                cipher: None,
                 mode: Some(format!("relayed via {hop}({})", nick(hop))),
                 error: None,
                 path: Some("relayed".to_owned()),

@@ -23,12 +23,19 @@
 //! - `sleeve-enc-2t`: `sleeve-enc` with `--crypto-threads 2` (one helper thread shares
 //!   each batch's sealing and opening with the datapath thread; the default is half the
 //!   CPUs, so 1 on a 2-core box), compared with it.
+//! - `sleeve-enc-chacha`, `sleeve-enc-aes`: `sleeve-enc` with `--cipher chacha20-poly1305`
+//!   and `--cipher aes-256-gcm` on both routers (the row fails unless router a's links
+//!   show that cipher), compared with the plain sleeve. `sleeve-enc` itself runs `auto`:
+//!   AES-256-GCM where the CPU has AES-NI and PCLMULQDQ.
 //! - `fastdp`: `weft router` (fast datapath allowed); reported as "fastdp not available:
 //!   <mode>" when `weft status connections --json` shows no fastdp connection after 20 s.
 //! - `nebula`: the Debian package, lighthouse-less static host map, default cipher, one
 //!   nebula per host namespace (tun there), tun MTU = weft's overlay MTU.
 //! - `boringtun`: userspace WireGuard, only when `BORINGTUN_BIN` names the `boringtun-cli`
 //!   binary (keys and peers are set over its UAPI socket; no `wg` tool needed).
+//! - `wireguard-go`: Debian's userspace WireGuard (`apt-get install --no-install-recommends
+//!   wireguard-go`; skipped when missing), one per host namespace, configured over its UAPI
+//!   socket as boringtun is, MTU 1420 (WireGuard's default), host to host.
 //! - `tapfwd`: the ceiling of the sleeve's design, not a product path. Per host a bridge
 //!   with the container's veth and a TAP served by the `tapfwd` binary (built beside this
 //!   one), which only moves whole TAP super-frames into single UDP GSO sends and writes
@@ -73,12 +80,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd, sleeve-enc-chacha, sleeve-enc-aes, wireguard-go";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 11] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 14] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -128,6 +135,24 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 11] = [
         "11 ceiling: bare TAP<->UDP forwarder",
         Some("vxlan"),
         scenarios::tapfwd,
+    ),
+    (
+        "sleeve-enc-chacha",
+        "12 weft sleeve encrypted, ChaCha20-Poly1305 forced",
+        Some("sleeve"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedChaCha),
+    ),
+    (
+        "sleeve-enc-aes",
+        "13 weft sleeve encrypted, AES-256-GCM forced",
+        Some("sleeve"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedAes),
+    ),
+    (
+        "wireguard-go",
+        "14 wireguard-go (userspace WireGuard)",
+        None,
+        scenarios::wireguard_go,
     ),
 ];
 

@@ -105,8 +105,33 @@ fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
 }
 
 /// The comparisons the brief asks for: (row, comparator, label).
-const PAIRS: [(&str, &str, &str); 9] = [
+const PAIRS: [(&str, &str, &str); 14] = [
     ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
+    (
+        "sleeve-enc",
+        "wireguard-go",
+        "weft sleeve encrypted / wireguard-go",
+    ),
+    (
+        "sleeve-enc",
+        "sleeve",
+        "weft sleeve encrypted (auto cipher) / plain",
+    ),
+    (
+        "sleeve-enc-chacha",
+        "sleeve",
+        "weft sleeve encrypted, ChaCha20-Poly1305 / plain",
+    ),
+    (
+        "sleeve-enc-aes",
+        "sleeve",
+        "weft sleeve encrypted, AES-256-GCM / plain",
+    ),
+    (
+        "sleeve-enc-aes",
+        "sleeve-enc-chacha",
+        "weft sleeve encrypted, AES-256-GCM / ChaCha20-Poly1305",
+    ),
     ("sleeve", "vxlan", "weft sleeve plain / kernel VXLAN"),
     ("fastdp", "vxlan", "weft fastdp / hand-built bridge+VXLAN"),
     ("sleeve", "nebula", "weft sleeve plain / Nebula"),

@@ -206,6 +206,9 @@ pub(crate) enum WeftMode {
     SleeveEncryptedPlainBackend,
     /// Encrypted with `--crypto-threads 2`: one helper thread.
     SleeveEncryptedTwoThreads,
+    /// Encrypted with the cipher forced (`--cipher`): ChaCha20-Poly1305, AES-256-GCM.
+    SleeveEncryptedChaCha,
+    SleeveEncryptedAes,
 }
 
 impl WeftMode {
@@ -215,7 +218,18 @@ impl WeftMode {
             Self::SleeveEncrypted
                 | Self::SleeveEncryptedPlainBackend
                 | Self::SleeveEncryptedTwoThreads
+                | Self::SleeveEncryptedChaCha
+                | Self::SleeveEncryptedAes
         )
+    }
+
+    /// The cipher the row forces, which its links must then use.
+    fn forced_cipher(self) -> Option<&'static str> {
+        match self {
+            Self::SleeveEncryptedChaCha => Some("chacha20-poly1305"),
+            Self::SleeveEncryptedAes => Some("aes-256-gcm"),
+            _ => None,
+        }
     }
 
     /// Environment and flags for both routers beyond the password and `--no-fastdp`.
@@ -225,6 +239,8 @@ impl WeftMode {
                 &["WEFT_DATAPATH_BACKEND=plain"]
             }
             Self::SleeveEncryptedTwoThreads => &["--crypto-threads", "2"],
+            Self::SleeveEncryptedChaCha => &["--cipher", "chacha20-poly1305"],
+            Self::SleeveEncryptedAes => &["--cipher", "aes-256-gcm"],
             Self::Sleeve | Self::SleeveEncrypted | Self::Fastdp => &[],
         }
     }
@@ -329,6 +345,8 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         WeftMode::SleevePlainBackend => "sleeve-plain",
         WeftMode::SleeveEncryptedPlainBackend => "sleeve-enc-plain",
         WeftMode::SleeveEncryptedTwoThreads => "sleeve-enc-2t",
+        WeftMode::SleeveEncryptedChaCha => "sleeve-enc-chacha",
+        WeftMode::SleeveEncryptedAes => "sleeve-enc-aes",
     };
     let mut tb = Testbed::new(tag)?;
     let mut opts: Vec<&str> = mode.extra().to_vec();
@@ -376,14 +394,26 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         .run(&["cat", "/sys/class/net/ethwe/mtu"])
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
+    let ciphers: Vec<String> = connections(&weft, &a)
+        .iter()
+        .filter(|c| c["state"] == "established")
+        .map(|c| c["cipher"].as_str().unwrap_or("none").to_owned())
+        .collect();
     m.notes.push(format!(
-        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, fastdp={}, backend {}, crypto threads {}",
+        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, ciphers {ciphers:?}, fastdp={}, backend {}, crypto threads {}",
         modes(&weft, &a),
         st["encrypted"],
         st["fastdp"],
         st["datapath"]["backend"],
         st["datapath"]["crypto_threads"]
     ));
+    if let Some(want) = mode.forced_cipher()
+        && !(ciphers.iter().any(|c| c == want) && ciphers.iter().all(|c| c == want))
+    {
+        return Err(Stop::Failed(format!(
+            "router a's links use {ciphers:?}, not the forced {want}"
+        )));
+    }
     let backend = st["datapath"]["backend"].as_str().unwrap_or("?").to_owned();
     if mode.extra().contains(&"WEFT_DATAPATH_BACKEND=plain") && !backend.starts_with("plain") {
         return Err(Stop::Failed(format!(
@@ -589,16 +619,55 @@ fn uapi_set(sock: &Path, body: &str) -> Res<()> {
     }
 }
 
-/// Row 7, boringtun (userspace WireGuard), when `BORINGTUN_BIN` names its CLI binary.
+/// Row 7, boringtun: userspace WireGuard, only when `BORINGTUN_BIN` names `boringtun-cli`.
 pub(crate) fn boringtun(ctx: &Ctx, m: &mut Measured) -> Outcome {
     let Some(bin) = std::env::var_os("BORINGTUN_BIN") else {
         return Err(Stop::Skipped("skipped: BORINGTUN_BIN not set".into()));
     };
     let bin = bin.to_string_lossy().into_owned();
-    let mut tb = Testbed::new("boringtun")?;
+    let argv = move |ifname: &str| {
+        vec![
+            bin.clone(),
+            "--foreground".into(),
+            "--disable-drop-privileges".into(),
+            ifname.to_owned(),
+        ]
+    };
+    userspace_wireguard(ctx, m, "boringtun", "wgb", OVERLAY_MTU, &argv)
+}
+
+/// Row 14, wireguard-go (Debian's `wireguard-go`, which this kernel without a WireGuard
+/// module leaves as the WireGuard a user gets): MTU 1420, WireGuard's default.
+pub(crate) fn wireguard_go(ctx: &Ctx, m: &mut Measured) -> Outcome {
+    let bin = "wireguard-go";
+    if Command::new(bin).arg("--version").output().is_err() {
+        return Err(Stop::Skipped(
+            "skipped: no wireguard-go (apt-get install --no-install-recommends wireguard-go)"
+                .into(),
+        ));
+    }
+    let argv = |ifname: &str| vec![bin.to_owned(), "-f".into(), ifname.to_owned()];
+    userspace_wireguard(ctx, m, "wireguard-go", "wgg", WG_GO_MTU, &argv)
+}
+
+/// WireGuard's default tunnel MTU (1500 minus its 80 bytes of IPv6 + UDP + headers).
+const WG_GO_MTU: u32 = 1420;
+
+/// A userspace WireGuard per host namespace, run by `argv(ifname)` and configured over
+/// its UAPI socket (keys, peer, endpoint; no `wg` tool needed), tun MTU `mtu`; measured
+/// host to host.
+fn userspace_wireguard(
+    ctx: &Ctx,
+    m: &mut Measured,
+    name: &str,
+    if_prefix: &str,
+    mtu: u32,
+    argv: &dyn Fn(&str) -> Vec<String>,
+) -> Outcome {
+    let mut tb = Testbed::new(name)?;
     let keys = [keypair()?, keypair()?];
     // UAPI sockets live in /var/run/wireguard/<if>.sock for every namespace: unique names.
-    let ifs = [0, 1].map(|i| format!("wgb{}{}", std::process::id() % 100_000, i));
+    let ifs = [0, 1].map(|i| format!("{if_prefix}{}{}", std::process::id() % 100_000, i));
     let socks: Vec<PathBuf> = ifs
         .iter()
         .map(|n| Path::new("/var/run/wireguard").join(format!("{n}.sock")))
@@ -608,18 +677,14 @@ pub(crate) fn boringtun(ctx: &Ctx, m: &mut Measured) -> Outcome {
     let mut pids = Vec::new();
     let mut logs = Vec::new();
     for (i, (ns, remote)) in hosts.iter().enumerate() {
-        let sp = tb
-            .net
-            .spawn(
-                ns,
-                &[&bin, "--foreground", "--disable-drop-privileges", &ifs[i]],
-            )
-            .map_err(e)?;
+        let args = argv(&ifs[i]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let sp = tb.net.spawn(ns, &args).map_err(e)?;
         pids.push(sp.pid);
         logs.push(sp.log.clone());
         if !eventually(Duration::from_secs(5), || socks[i].exists()) {
             return Err(Stop::Failed(format!(
-                "boringtun {} made no UAPI socket; log:\n{}",
+                "{name} {} made no UAPI socket; log:\n{}",
                 ifs[i],
                 log_tail(&sp.log, 10)
             )));
@@ -642,24 +707,17 @@ pub(crate) fn boringtun(ctx: &Ctx, m: &mut Measured) -> Outcome {
             "dev",
             &ifs[i],
         ])?;
-        run(&[
-            "ip",
-            "link",
-            "set",
-            &ifs[i],
-            "mtu",
-            &OVERLAY_MTU.to_string(),
-            "up",
-        ])?;
+        run(&["ip", "link", "set", &ifs[i], "mtu", &mtu.to_string(), "up"])?;
     }
     if !tb.ha.ping_until(WG_IPS[1], Duration::from_secs(15)) {
         return Err(Stop::Failed(format!(
-            "boringtun a cannot ping b; log a:\n{}",
+            "{name} a cannot ping b; log a:\n{}",
             log_tail(&logs[0], 10)
         )));
     }
+    let shown = argv("IF").join(" ");
     m.notes.push(format!(
-        "host ns to host ns over boringtun ({bin}), MTU {OVERLAY_MTU}"
+        "host ns to host ns over {name} ({shown}), MTU {mtu}"
     ));
     let (ha, hb) = (tb.ha.clone(), tb.hb.clone());
     measure(&mut tb.net, &ha, &hb, WG_IPS[1], ctx.plan, &pids, m)?;

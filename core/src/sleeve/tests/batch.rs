@@ -202,8 +202,8 @@ impl Spread for Backwards {
 #[test]
 fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
     // (frames delivered by 1, its stats, pieces the spreads ran) per setting.
-    let run = |spread: bool, encrypt: bool| {
-        let mut l = Line::new(encrypt);
+    let run = |spread: bool, encrypt: bool, suite: CipherSuite| {
+        let mut l = Line::with_cipher(encrypt, suite);
         let pieces = alloc::sync::Arc::new(AtomicUsize::new(0));
         if spread {
             for s in &mut l.s {
@@ -223,7 +223,7 @@ fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
         });
         (got, l.s[1].stats(), pieces.load(Ordering::Relaxed))
     };
-    let (plain_one, plain_stats, _) = run(false, false);
+    let (plain_one, plain_stats, _) = run(false, false, CipherSuite::ChaCha20Poly1305);
     assert_eq!(
         plain_one.len(),
         19,
@@ -231,19 +231,24 @@ fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
     );
     assert_eq!(plain_stats.drops_crypto, 0);
     assert_eq!(plain_stats.drops_replayed, 1);
-    let (one, one_stats, none) = run(false, true);
-    let (spread, spread_stats, pieces) = run(true, true);
-    assert_eq!(none, 0);
-    assert_eq!(pieces, 20 + 20, "sealed and opened through the spread");
-    assert_eq!(
-        one.len(),
-        18,
-        "the tampered segment and the replay are dropped"
-    );
-    assert_eq!(spread, one, "same frames, same order");
-    assert_eq!(spread_stats, one_stats);
-    assert_eq!(spread_stats.drops_crypto, 2);
-    assert_eq!(spread_stats.datagrams_received, 20);
+    // Each cipher the build has: the sleeve seals and opens batches with the one the
+    // connection chose.
+    for suite in suites() {
+        let (one, one_stats, none) = run(false, true, suite);
+        let (spread, spread_stats, pieces) = run(true, true, suite);
+        assert_eq!(none, 0);
+        assert_eq!(pieces, 20 + 20, "sealed and opened through the spread");
+        assert_eq!(
+            one.len(),
+            18,
+            "{suite}: the tampered segment and the replay are dropped"
+        );
+        assert_eq!(one[..3], plain_one[..3], "{suite}: the frames themselves");
+        assert_eq!(spread, one, "same frames, same order");
+        assert_eq!(spread_stats, one_stats);
+        assert_eq!(spread_stats.drops_crypto, 2);
+        assert_eq!(spread_stats.datagrams_received, 20);
+    }
 }
 
 proptest::proptest! {

@@ -5,8 +5,11 @@ use crate::fastdp::HEARTBEAT_ETHERTYPE;
 
 #[test]
 fn broadcast_reaches_everyone_once_and_unicast_is_relayed() {
-    for encrypt in [false, true] {
-        let mut l = Line::new(encrypt);
+    let mut runs = alloc::vec![(false, CipherSuite::ChaCha20Poly1305)];
+    runs.extend(suites().into_iter().map(|c| (true, c)));
+    assert_eq!(runs.len(), 1 + 1 + usize::from(cfg!(feature = "fast-aead")));
+    for (encrypt, suite) in runs {
+        let mut l = Line::with_cipher(encrypt, suite);
         // A broadcasts (ARP-like): B and C get it once each, A never gets its own back.
         let bc = frame([0xff; 6], MAC_A, 1);
         l.bridge_in(0, &bc);
@@ -30,7 +33,24 @@ fn broadcast_reaches_everyone_once_and_unicast_is_relayed() {
             .iter()
             .any(|d| d.windows(20).any(|w| w.iter().all(|b| *b == 3)));
         assert_eq!(leaked, !encrypt, "encrypt={encrypt}");
+        assert_eq!(l.s[1].stats().drops_crypto, 0, "{suite}");
     }
+}
+
+#[test]
+fn a_datagram_sealed_with_one_cipher_does_not_open_under_the_other() {
+    if suites().len() < 2 {
+        return; // One cipher in this build: nothing to mix up.
+    }
+    // Same key material, same everything, but A-B chose AES and the receiver's keys are
+    // ChaCha's (as if the two ends had disagreed): B drops it as a crypto failure.
+    let mut aes = Line::with_cipher(true, CipherSuite::Aes256Gcm);
+    let mut chacha = Line::with_cipher(true, CipherSuite::ChaCha20Poly1305);
+    let mut d = receive::datagram_to_b(&mut aes, Instant::ZERO, 9);
+    let mut sink = |_: Output<'_>| {};
+    chacha.s[1].handle_datagram(Instant::ZERO, addr(0), &mut d, &mut sink);
+    assert_eq!(chacha.s[1].stats().frames_to_bridge, 0);
+    assert_eq!(chacha.s[1].stats().drops_crypto, 1);
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod receive;
 mod roaming;
 
 use super::*;
-use crate::crypto::{ChaChaKeyRng, KeyPair, SessionKeys};
+use crate::crypto::{ChaChaKeyRng, CipherSuite, DatagramBinding, Handshake};
 use crate::switch::Mac;
 use alloc::collections::VecDeque;
 
@@ -20,15 +20,30 @@ fn addr(i: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
 }
 
+/// Every cipher this build can seal with.
+fn suites() -> Vec<CipherSuite> {
+    CipherSuite::ALL
+        .into_iter()
+        .filter(|c| crate::crypto::CipherSuites::supported().contains(*c))
+        .collect()
+}
+
+/// Both ends' datagram keys of one (v3) connection that chose `suite`.
 fn keys(
     rng: &mut ChaChaKeyRng,
+    suite: CipherSuite,
 ) -> (
     (DatagramSealer, DatagramOpener),
     (DatagramSealer, DatagramOpener),
 ) {
-    let (a, b) = (KeyPair::generate(rng), KeyPair::generate(rng));
-    let ka = SessionKeys::derive(&a, b.public_bytes(), true).unwrap();
-    let kb = SessionKeys::derive(&b, a.public_bytes(), false).unwrap();
+    let (a, b) = (Handshake::start(rng, None), Handshake::start(rng, None));
+    let (pa, pb) = (a.public_bytes(), b.public_bytes());
+    let binding = DatagramBinding {
+        suite,
+        transcript: [1; 32],
+    };
+    let ka = a.finish_bound(pb, true, &binding).unwrap();
+    let kb = b.finish_bound(pa, false, &binding).unwrap();
     (
         (ka.datagram_sealer, ka.datagram_opener),
         (kb.datagram_sealer, kb.datagram_opener),
@@ -60,11 +75,16 @@ struct Line {
 
 impl Line {
     fn new(encrypt: bool) -> Self {
+        Self::with_cipher(encrypt, CipherSuite::ChaCha20Poly1305)
+    }
+
+    /// A line whose two links chose `suite` (used when `encrypt`).
+    fn with_cipher(encrypt: bool, suite: CipherSuite) -> Self {
         let mut rng = ChaChaKeyRng::for_simulation(5);
         let mut s: Vec<Sleeve> = (0..3).map(|i| Sleeve::new(name(i), encrypt)).collect();
         let now = Instant::ZERO;
         for (a, b) in [(0u64, 1u64), (1, 2)] {
-            let (ka, kb) = keys(&mut rng);
+            let (ka, kb) = keys(&mut rng, suite);
             let (ka, kb) = if encrypt {
                 (Some(ka), Some(kb))
             } else {

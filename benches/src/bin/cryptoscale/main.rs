@@ -1,13 +1,19 @@
-//! Crypto scaling benchmark: does encryption spread over the cores a router is given?
+//! Crypto benchmark: which AEAD implementation is fastest per core, and does encryption
+//! spread over the cores a router is given?
 //!
 //! ```text
-//! cargo run -p weft-benches --release --bin cryptoscale -- [--secs S] [--rounds N] [--threads T]
+//! cargo run -p weft-benches --release --bin cryptoscale -- [--secs S] [--rounds N] [--threads T] [--cipher NAME] [--aead-only]
 //! ```
 //!
-//! In one process, without kernel I/O: router A's sleeve engine cuts 64 KB TCP
+//! First ([`aead`]): seal and open of 64, 1400 and 9000 bytes by the `chacha20poly1305`
+//! crate (RustCrypto), ring's ChaCha20-Poly1305 and ring's AES-256-GCM, one core, Gbit/s
+//! of plaintext. `--aead-only` stops there.
+//!
+//! Then, in one process, without kernel I/O: router A's sleeve engine cuts 64 KB TCP
 //! super-frames (as a TAP with TSO hands them over) into sealed GSO batches, and router
-//! B's engine opens each batch as one GRO receive, both with ring's ChaCha20-Poly1305
-//! as the daemon builds it. Once with `--crypto-threads 1` (the datapath thread alone),
+//! B's engine opens each batch as one GRO receive, both with the keys a v3 connection
+//! that chose `--cipher` (default chacha20-poly1305; or aes-256-gcm) gets, as the daemon
+//! builds them. Once with `--crypto-threads 1` (the datapath thread alone),
 //! once with T (default 2) — the same `Crew` of helper threads the daemon lends its
 //! engine — alternating per round. Prints Gbit/s of TCP payload for each and the
 //! median ratio, with the cores each setting kept busy (process CPU time per second)
@@ -23,14 +29,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
-use weft_core::crypto::{ChaChaKeyRng, KeyPair, SessionKeys};
+use weft_core::crypto::{ChaChaKeyRng, CipherSuite, DatagramBinding, Handshake};
 use weft_core::peer::PeerName;
 use weft_core::segment::{Gso, Offload, PartialCsum, csum_fold, csum_partial};
 use weft_core::sleeve::{Output, Sleeve};
 use weft_core::time::Instant;
 use weft_uring_dp::Crew;
 
-const USAGE: &str = "usage: cryptoscale [--secs S] [--rounds N] [--threads T]";
+mod aead;
+
+const USAGE: &str = "usage: cryptoscale [--secs S] [--rounds N] [--threads T] [--cipher chacha20-poly1305|aes-256-gcm] [--aead-only]";
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
 /// TCP payload per super-frame, and per segment (MSS for weft's default MTU 1376).
@@ -41,6 +49,8 @@ struct Args {
     secs: f64,
     rounds: usize,
     threads: usize,
+    cipher: CipherSuite,
+    aead_only: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -48,6 +58,8 @@ fn parse() -> Result<Args, String> {
         secs: 2.0,
         rounds: 5,
         threads: 2,
+        cipher: CipherSuite::ChaCha20Poly1305,
+        aead_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,6 +78,14 @@ fn parse() -> Result<Args, String> {
             "--secs" => a.secs = num("--secs", 0.2, 60.0)?,
             "--rounds" => a.rounds = num("--rounds", 1.0, 50.0)? as usize,
             "--threads" => a.threads = num("--threads", 2.0, 16.0)? as usize,
+            "--aead-only" => a.aead_only = true,
+            "--cipher" => {
+                a.cipher = it
+                    .next()
+                    .ok_or("--cipher needs a name")?
+                    .parse()
+                    .map_err(|e| format!("--cipher: {e}"))?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -82,21 +102,25 @@ fn main() -> ExitCode {
         }
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    print_aead_table(args.secs);
+    if args.aead_only {
+        return ExitCode::SUCCESS;
+    }
     println!(
-        "weft crypto scaling: sealed GSO batches A -> B in one process, {} round(s) x {} s per setting, {cpus} CPU(s)",
-        args.rounds, args.secs
+        "weft crypto scaling: sealed GSO batches A -> B in one process, {}, {} round(s) x {} s per setting, {cpus} CPU(s)",
+        args.cipher, args.rounds, args.secs
     );
     let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut cores = Vec::new();
     for round in 1..=args.rounds {
-        let r1 = match run(1, args.secs) {
+        let r1 = match run(1, args.secs, args.cipher) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("cryptoscale: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let rn = match run(args.threads, args.secs) {
+        let rn = match run(args.threads, args.secs, args.cipher) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("cryptoscale: {e}");
@@ -132,6 +156,26 @@ fn main() -> ExitCode {
         ratios.iter().copied().fold(0.0, f64::max)
     );
     ExitCode::SUCCESS
+}
+
+/// The per-implementation table: seal and open Gbit/s on one core at each size.
+fn print_aead_table(secs: f64) {
+    println!("AEAD seal / open on one core, Gbit/s of plaintext ({secs} s per size):");
+    let mut head = format!("  {:<38}", "implementation");
+    for size in aead::SIZES_BYTES {
+        head.push_str(&format!(" {:>17}", format!("{size} B seal/open")));
+    }
+    println!("{head}");
+    for (name, rates) in aead::run(secs) {
+        let mut line = format!("  {name:<38}");
+        for r in rates {
+            line.push_str(&format!(
+                " {:>17}",
+                format!("{:.2} / {:.2}", r.seal_gbps, r.open_gbps)
+            ));
+        }
+        println!("{line}");
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -186,14 +230,28 @@ fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([198, 18, 0, i], 6783))
 }
 
-/// Routers A (0) and B (1), peered and keyed; with `threads` > 1 each gets a crew.
-fn pair(threads: usize) -> Result<(Sleeve, Sleeve, Vec<Arc<AtomicU64>>), String> {
+/// Routers A (0) and B (1), peered and keyed for `cipher`; with `threads` > 1 each gets
+/// a crew.
+fn pair(
+    threads: usize,
+    cipher: CipherSuite,
+) -> Result<(Sleeve, Sleeve, Vec<Arc<AtomicU64>>), String> {
     let mut rng = ChaChaKeyRng::for_simulation(7);
-    let (ka, kb) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
-    let sa =
-        SessionKeys::derive(&ka, kb.public_bytes(), true).map_err(|e| format!("keys: {e:?}"))?;
-    let sb =
-        SessionKeys::derive(&kb, ka.public_bytes(), false).map_err(|e| format!("keys: {e:?}"))?;
+    let (ka, kb) = (
+        Handshake::start(&mut rng, None),
+        Handshake::start(&mut rng, None),
+    );
+    let (pa, pb) = (ka.public_bytes(), kb.public_bytes());
+    let binding = DatagramBinding {
+        suite: cipher,
+        transcript: [0; 32],
+    };
+    let sa = ka
+        .finish_bound(pb, true, &binding)
+        .map_err(|e| format!("keys: {e}"))?;
+    let sb = kb
+        .finish_bound(pa, false, &binding)
+        .map_err(|e| format!("keys: {e}"))?;
     let (mut a, mut b) = (Sleeve::new(name(0), true), Sleeve::new(name(1), true));
     let now = Instant::ZERO;
     a.set_peer(
@@ -280,8 +338,8 @@ fn super_frame() -> (Vec<u8>, Offload) {
     (f, off)
 }
 
-fn run(threads: usize, secs: f64) -> Result<Result1, String> {
-    let (mut a, mut b, helped) = pair(threads)?;
+fn run(threads: usize, secs: f64, cipher: CipherSuite) -> Result<Result1, String> {
+    let (mut a, mut b, helped) = pair(threads, cipher)?;
     let (frame, off) = super_frame();
     let mut buf = vec![0u8; 1 << 17];
     let (mut frames_out, mut batches) = (0u64, 0u64);
