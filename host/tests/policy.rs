@@ -120,7 +120,9 @@ impl Cluster {
         if !sctp {
             eprintln!("SCTP: this kernel has no SCTP sockets; SCTP cases are not probed here");
         }
-        let files = std::env::temp_dir().join(format!("weft-policy-e2e-{}", std::process::id()));
+        // One directory per test: tests of this file run in parallel in one process.
+        let files =
+            std::env::temp_dir().join(format!("weft-policy-e2e-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&files).unwrap();
         let mut c = Self {
             net,
