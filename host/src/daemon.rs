@@ -506,7 +506,25 @@ async fn start_dns(
     Ok(Some(server))
 }
 
+/// How long a router waits for its port to come free: one that starts right after a
+/// killed one may find the dead one's sockets not closed yet (its processes still exit).
+pub(crate) const PORT_WAIT_MS: u64 = 3_000;
+
 async fn bind_tcp(port: u16) -> Result<TcpListener> {
+    let started = std::time::Instant::now();
+    loop {
+        match bind_tcp_once(port).await {
+            Err(Error::PortInUse { .. })
+                if started.elapsed() < Duration::from_millis(PORT_WAIT_MS) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn bind_tcp_once(port: u16) -> Result<TcpListener> {
     let in_use = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
     match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
         Ok(l) => Ok(l),
