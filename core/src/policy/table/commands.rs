@@ -56,17 +56,16 @@ impl PolicyTable {
                 continue;
             }
             let stamp = self.next_stamp(now);
-            // has_room said so: eviction cannot fail here.
-            if !self.policies.contains_key(&key) {
-                let evicted = &mut self.stats.tombstones_evicted;
-                make_room(&mut self.policies, POLICIES_MAX, evicted, &mut false);
-            }
-            let slot = Lww {
+            let evicted = &mut self.stats.tombstones_evicted;
+            put(
+                &mut self.policies,
+                POLICIES_MAX,
+                evicted,
+                key.clone(),
+                p,
                 stamp,
-                value: Some(p),
-                since: now,
-            };
-            self.policies.insert(key.clone(), slot);
+                now,
+            );
             changes.policies.push(key);
             st.policies_changed += 1;
         }
@@ -76,16 +75,16 @@ impl PolicyTable {
                 continue;
             }
             let stamp = self.next_stamp(now);
-            if !self.namespaces.contains_key(&name) {
-                let evicted = &mut self.stats.tombstones_evicted;
-                make_room(&mut self.namespaces, NAMESPACES_MAX, evicted, &mut false);
-            }
-            let slot = Lww {
+            let evicted = &mut self.stats.tombstones_evicted;
+            put(
+                &mut self.namespaces,
+                NAMESPACES_MAX,
+                evicted,
+                name.clone(),
+                labels,
                 stamp,
-                value: Some(labels),
-                since: now,
-            };
-            self.namespaces.insert(name.clone(), slot);
+                now,
+            );
             changes.namespaces.push(name);
             st.namespaces_changed += 1;
         }
@@ -192,4 +191,26 @@ impl PolicyTable {
             writer: self.me,
         }
     }
+}
+
+/// Writes `value` under `key` with `stamp`, evicting tombstones first when `key` is new
+/// (the caller checked with `has_room` that eviction cannot fail).
+fn put<K: Ord + Clone, V>(
+    map: &mut BTreeMap<K, Lww<V>>,
+    max: usize,
+    evicted: &mut u64,
+    key: K,
+    value: V,
+    stamp: Stamp,
+    now: Instant,
+) {
+    if !map.contains_key(&key) {
+        make_room(map, max, evicted, &mut false);
+    }
+    let slot = Lww {
+        stamp,
+        value: Some(value),
+        since: now,
+    };
+    map.insert(key, slot);
 }
