@@ -25,6 +25,10 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("dns_answer", dns_answer),
     ("vnet_hdr", vnet_hdr),
     ("cni_conf", cni_conf),
+    ("docker_plugin", docker_plugin),
+    ("docker_proxy", docker_proxy),
+    ("state_file", state_file),
+    ("policy_yaml", policy_yaml),
 ];
 
 /// The control API's HTTP parser, as a request and as a response. At EOF the verdict is
@@ -287,4 +291,238 @@ pub fn cni_conf(data: &[u8]) -> bool {
     }
     assert!(VERSIONS.len() == 4);
     add
+}
+
+/// The Docker plugin's methods the `docker_plugin` target calls, by op byte (mod one more
+/// than their number: the last value restarts the plugin from its state file).
+pub const DOCKER_METHODS: &[&str] = &[
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.EndpointOperInfo",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "NetworkDriver.DiscoverNew",
+    "NetworkDriver.DiscoverDelete",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+    "Plugin.Activate",
+];
+
+/// The `docker_plugin` target's input for calls (`DOCKER_METHODS` index, or its length for
+/// a restart; JSON body): per call the op byte, the body's length (u16, big-endian), the body.
+pub fn docker_plugin_ops(calls: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (m, body) in calls {
+        out.push(u8::try_from(*m).unwrap_or(u8::MAX));
+        let n = u16::try_from(body.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&body[..usize::from(n)]);
+    }
+    out
+}
+
+/// The Docker plugin (libnetwork's remote network and IPAM driver API) driven by a
+/// sequence of calls with arbitrary JSON bodies, against an in-memory router, with
+/// restarts from its state file in between. Never a panic; every answer is JSON; what
+/// the plugin answers is on disk first; a restart reads back exactly the state it wrote;
+/// every address the plugin holds is held in the router's IPAM by the same owner, once.
+/// "Decodes" means some call that is not a constant answer succeeded.
+pub fn docker_plugin(data: &[u8]) -> bool {
+    use crate::docker::fake::Fake;
+    use crate::docker::state::{STATE_FILE, Store};
+    use crate::docker::{Ctx, Plugin};
+    use std::sync::{Arc, Mutex};
+
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    });
+    // One state directory per process, emptied for each input; on tmpfs where there is one
+    // (the store fsyncs every change).
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let base = std::path::Path::new("/dev/shm");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let d = base.join(format!("weft-fuzz-docker-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("a state directory");
+        d
+    });
+    let path = dir.join(STATE_FILE);
+    let _ = std::fs::remove_file(&path);
+    let range: weft_core::ipam::Cidr = "10.32.0.0/12".parse().expect("a range");
+    let fake = Arc::new(Fake::default());
+    let open = || {
+        let store = Store::load(&path).expect("the plugin reads the state file it wrote");
+        Plugin::new(
+            Arc::clone(&fake),
+            store,
+            range,
+            range,
+            Arc::new(Mutex::new(crate::messages::PluginStatus::default())),
+        )
+    };
+    let mut plugin = open();
+    let ctx = Ctx {
+        docker_netns: "/proc/self/ns/net".into(),
+    };
+    let mut rest = data;
+    let mut answered = false;
+    for _ in 0..64 {
+        let Some((&op, r)) = rest.split_first() else {
+            break;
+        };
+        let Some((len, r)) = r.split_first_chunk::<2>() else {
+            break;
+        };
+        let n = usize::from(u16::from_be_bytes(*len)).min(r.len());
+        let (body, r) = r.split_at(n);
+        rest = r;
+        let m = usize::from(op) % (DOCKER_METHODS.len() + 1);
+        let Some(method) = DOCKER_METHODS.get(m) else {
+            let before = rt.block_on(plugin.store.lock()).get().clone();
+            plugin = open();
+            assert_eq!(rt.block_on(plugin.store.lock()).get(), &before);
+            continue;
+        };
+        if let Ok(reply) = rt.block_on(plugin.call(method, body, &ctx)) {
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&reply).is_ok(),
+                "{method}: the reply is JSON"
+            );
+            answered |= !method.starts_with("Plugin.");
+        }
+        let held = rt.block_on(plugin.store.lock()).get().clone();
+        let on_disk = Store::load(&path).expect("the state file reads back");
+        assert_eq!(
+            on_disk.get(),
+            &held,
+            "{method}: answered before it was on disk"
+        );
+        let ipam = fake.ipam.lock().expect("the fake's lock");
+        for (addr, a) in &held.addresses {
+            assert_eq!(
+                ipam.get(addr),
+                Some(&a.owner),
+                "{method}: {addr} held by the plugin and the router alike"
+            );
+        }
+    }
+    answered
+}
+
+/// Every state file weft writes (`state.json`, the Docker plugin's, the proxy's, the
+/// services'), by the first byte: what decodes encodes back to bytes that decode to the
+/// same state, so a state survives any number of restarts. "Decodes" means it parsed.
+pub fn state_file(data: &[u8]) -> bool {
+    fn again<T>(data: &[u8]) -> bool
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug,
+    {
+        let Ok(s) = serde_json::from_slice::<T>(data) else {
+            return false;
+        };
+        let bytes = serde_json::to_vec_pretty(&s).expect("a state encodes");
+        let back: T = serde_json::from_slice(&bytes).expect("an encoded state decodes");
+        assert_eq!(back, s, "a state reads back as written");
+        true
+    }
+    let Some((&which, rest)) = data.split_first() else {
+        return false;
+    };
+    match which % 4 {
+        0 => again::<crate::state::Persisted>(rest),
+        1 => again::<crate::docker::state::PluginState>(rest),
+        2 => again::<crate::docker::proxy::ProxyState>(rest),
+        _ => again::<crate::services::Persisted>(rest),
+    }
+}
+
+/// The Kubernetes objects `weft policy apply` reads (YAML or JSON): what parses writes to
+/// the policy wire format and reads back as the same policy, and compiles (with a pod in
+/// each namespace it names) without a panic. "Decodes" means it parsed to some object.
+pub fn policy_yaml(data: &[u8]) -> bool {
+    use crate::policy::k8s::{self, Object};
+    use weft_core::policy::table::Stamp;
+    use weft_core::policy::wire::{self, Msg, PolicyEntry};
+    use weft_core::policy::{Labels, Pod, World, compile};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let Ok(objects) = k8s::parse("fuzz", text) else {
+        return false;
+    };
+    let mut world = World::default();
+    for o in &objects {
+        match o {
+            Object::Policy(p) => {
+                let e = PolicyEntry {
+                    key: p.key.clone(),
+                    stamp: Stamp {
+                        lamport: 1,
+                        writer: weft_core::peer::PeerName::from_u64(1),
+                    },
+                    policy: Some(p.clone()),
+                };
+                for m in wire::encode_all([&e]) {
+                    match wire::parse(&m).expect("an encoded policy parses") {
+                        Msg::Policies(es) => {
+                            assert_eq!(es, std::slice::from_ref(&e), "the policy reads back")
+                        }
+                        other => panic!("policies read back as {other:?}"),
+                    }
+                }
+                world.pods.push(Pod {
+                    addrs: vec![Ipv4Addr::new(10, 32, 0, 1)],
+                    namespace: p.key.namespace.clone(),
+                    labels: Labels::default(),
+                    ports: Vec::new(),
+                });
+                world.policies.push(p.clone());
+            }
+            Object::Namespace(name, labels) => {
+                world.namespaces.insert(name.clone(), labels.clone());
+            }
+        }
+    }
+    let _ = compile::compile(&world, &|_| true);
+    !objects.is_empty()
+}
+
+/// The API proxy's view of `POST /containers/create` bodies: a body weft takes is
+/// rewritten to start the wait program first, and a rewritten body is never taken again
+/// (so a retried create does not wrap twice). "Decodes" means it was JSON weft takes.
+pub fn docker_proxy(data: &[u8]) -> bool {
+    use crate::docker::proxy::create::{Context, ImageConfig, rewrite, taken};
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let Ok(image) = taken(&body) else {
+        return false;
+    };
+    let ctx = Context {
+        wait_host_path: "/usr/lib/weft/weft-wait".into(),
+        dns_server: Some("172.17.0.1".into()),
+        domain: "weave.local".into(),
+    };
+    let config = image.map(|_| ImageConfig {
+        entrypoint: vec!["/bin/sh".into()],
+        cmd: vec!["-c".into(), "true".into()],
+    });
+    if let Ok(out) = rewrite(body, Some("/fuzzed"), config.as_ref(), &ctx) {
+        assert!(taken(&out).is_err(), "a rewritten body is not taken again");
+    }
+    true
 }

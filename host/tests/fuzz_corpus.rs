@@ -103,6 +103,162 @@ mod seeds {
             ("dns_answer", dns_answer()),
             ("vnet_hdr", vnet_hdr()),
             ("cni_conf", cni_conf()),
+            ("docker_plugin", docker_plugin()),
+            ("docker_proxy", docker_proxy()),
+            ("state_file", state_file()),
+            ("policy_yaml", policy_yaml()),
+        ]
+    }
+
+    /// Call sequences as `docker network create` / `run` / `rm` make them.
+    fn docker_plugin() -> Seeds {
+        use weft::fuzzing::{DOCKER_METHODS, docker_plugin_ops};
+        let m = |name: &str| DOCKER_METHODS.iter().position(|x| *x == name).unwrap();
+        let restart = DOCKER_METHODS.len();
+        let gw = r#"{"PoolID":"10.40.0.0/24","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}"#;
+        let net = r#"{"NetworkID":"n1","Options":{"com.docker.network.generic":{}},"IPv4Data":[{"AddressSpace":"weft-local","Pool":"10.40.0.0/24","Gateway":"10.40.0.1/24","AuxAddresses":null}],"IPv6Data":[]}"#;
+        let addr = r#"{"PoolID":"10.40.0.0/24","Address":"","Options":null}"#;
+        let ep = r#"{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"10.40.0.2/24","AddressIPv6":"","MacAddress":""},"Options":{}}"#;
+        let join = r#"{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"/var/run/docker/netns/x","Options":{}}"#;
+        let ne = r#"{"NetworkID":"n1","EndpointID":"e1"}"#;
+        let lifecycle: Vec<(usize, &[u8])> = vec![
+            (m("IpamDriver.RequestPool"), br#"{"AddressSpace":"weft-local","Pool":"10.40.0.0/24","SubPool":"","Options":null,"V6":false}"#),
+            (m("IpamDriver.RequestAddress"), gw.as_bytes()),
+            (m("NetworkDriver.CreateNetwork"), net.as_bytes()),
+            (m("IpamDriver.RequestAddress"), addr.as_bytes()),
+            (m("NetworkDriver.CreateEndpoint"), ep.as_bytes()),
+            (m("NetworkDriver.Join"), join.as_bytes()),
+            (restart, b""),
+            (m("NetworkDriver.EndpointOperInfo"), ne.as_bytes()),
+            (m("NetworkDriver.Leave"), ne.as_bytes()),
+            (m("NetworkDriver.DeleteEndpoint"), ne.as_bytes()),
+            (m("IpamDriver.ReleaseAddress"), br#"{"PoolID":"10.40.0.0/24","Address":"10.40.0.2"}"#),
+            (m("NetworkDriver.DeleteNetwork"), br#"{"NetworkID":"n1"}"#),
+            (m("IpamDriver.ReleaseAddress"), br#"{"PoolID":"10.40.0.0/24","Address":"10.40.0.1"}"#),
+            (m("IpamDriver.ReleasePool"), br#"{"PoolID":"10.40.0.0/24"}"#),
+        ];
+        vec![
+            ("valid-network-lifecycle", docker_plugin_ops(&lifecycle)),
+            (
+                "valid-auto-pool",
+                docker_plugin_ops(&[
+                    (m("IpamDriver.RequestPool"), br#"{"AddressSpace":"weft-local","Pool":"","SubPool":"","Options":null,"V6":false}"#),
+                    (restart, b""),
+                    (m("IpamDriver.RequestPool"), br#"{"AddressSpace":"weft-local","Pool":"","SubPool":"","Options":null,"V6":false}"#),
+                ]),
+            ),
+            ("garbage-empty", Vec::new()),
+            (
+                "garbage-bad-json",
+                docker_plugin_ops(&[
+                    (m("IpamDriver.RequestPool"), b"{\"Pool\":"),
+                    (m("NetworkDriver.Join"), b"[]"),
+                ]),
+            ),
+            (
+                "garbage-outside-the-range",
+                docker_plugin_ops(&[(m("IpamDriver.RequestPool"), br#"{"Pool":"192.168.0.0/16"}"#)]),
+            ),
+        ]
+    }
+
+    fn docker_proxy() -> Seeds {
+        let b = |s: &str| s.as_bytes().to_vec();
+        vec![
+            (
+                "valid-plain",
+                b(
+                    r#"{"Image":"busybox","Cmd":["sleep","60"],"HostConfig":{"NetworkMode":"default"}}"#,
+                ),
+            ),
+            (
+                "valid-image-command",
+                b(
+                    r#"{"Image":"busybox","Env":["WEFT_CIDR=10.32.1.0/24"],"HostConfig":{"Binds":["/a:/b"],"Dns":[]}}"#,
+                ),
+            ),
+            (
+                "garbage-host-network",
+                b(r#"{"Image":"busybox","HostConfig":{"NetworkMode":"host"}}"#),
+            ),
+            (
+                "garbage-cidr-none",
+                b(r#"{"Image":"busybox","Env":["WEFT_CIDR=none"]}"#),
+            ),
+            ("garbage-not-json", b("{\"Image\"")),
+        ]
+    }
+
+    fn state_file() -> Seeds {
+        let f = |which: u8, s: &str| {
+            let mut v = vec![which];
+            v.extend_from_slice(s.as_bytes());
+            v
+        };
+        vec![
+            (
+                "valid-state-json",
+                f(
+                    0,
+                    r#"{"version":1,"attachments":[{"id":"ns-4026532281","netns":"/var/run/netns/a","netns_inode":4026532281,"host_ifname":"vethwepl1","ifname":"ethwe","mac":"aa:bb:cc:dd:ee:01","addresses":["10.32.0.2/12"],"dns_name":"a.weave.local.","pod":{"namespace":"prod","labels":{"app":"web"},"ports":["http=80/tcp"]}}],"exposed":["10.32.0.1/12"],"exposed_names":[{"address":"10.32.0.1/12","fqdn":"host.weave.local."}]}"#,
+                ),
+            ),
+            (
+                "valid-plugin-state",
+                f(
+                    1,
+                    r#"{"version":1,"pools":{"10.40.0.0/24":{"pool":"10.40.0.0/24","refs":1,"auto":false}},"addresses":{"10.40.0.1":{"pool_id":"10.40.0.0/24","prefix_len":24,"owner":"dk-g-0123456789abcdef","gateway":true}},"networks":{},"endpoints":{},"deleted_endpoints":["e0"]}"#,
+                ),
+            ),
+            (
+                "valid-proxy-state",
+                f(
+                    2,
+                    r#"{"version":1,"containers":{"c0ffee":{"addresses":["10.32.0.9/12"],"attachment":"ns-1","pid":42}}}"#,
+                ),
+            ),
+            (
+                "valid-services",
+                f(
+                    3,
+                    r#"{"version":1,"next_id":2,"services":[{"id":"s1","kind":"export","proto":"tcp","port":8080,"on":{"addr":"127.0.0.1"},"target":"10.32.0.2","target_port":80,"resolved":"10.32.0.2"}]}"#,
+                ),
+            ),
+            ("garbage-empty", Vec::new()),
+            ("garbage-truncated", f(0, r#"{"version":1,"attachments":["#)),
+            ("garbage-wrong-type", f(3, r#"{"version":"one"}"#)),
+        ]
+    }
+
+    fn policy_yaml() -> Seeds {
+        let b = |s: &str| s.as_bytes().to_vec();
+        vec![
+            (
+                "valid-deny-all",
+                b(
+                    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: prod\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+                ),
+            ),
+            (
+                "valid-allow-from-frontend",
+                b(
+                    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\nspec:\n  podSelector:\n    matchLabels: {app: web}\n  ingress:\n  - from:\n    - podSelector:\n        matchExpressions:\n        - {key: role, operator: In, values: [frontend]}\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports:\n    - {protocol: TCP, port: 80, endPort: 90}\n    - {port: http}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  labels: {team: a}\n",
+                ),
+            ),
+            (
+                "valid-json-list",
+                b(
+                    r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"e"},"spec":{"podSelector":{},"egress":[{"to":[{"namespaceSelector":{}}]}]}}]}"#,
+                ),
+            ),
+            (
+                "garbage-unknown-field",
+                b(
+                    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {podSelector: {}, bogus: 1}\n",
+                ),
+            ),
+            ("garbage-not-yaml", b("kind: [\n")),
+            ("garbage-not-utf8", vec![0xff, 0xfe]),
         ]
     }
 

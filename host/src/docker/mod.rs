@@ -27,6 +27,8 @@
 
 pub(crate) mod backend;
 pub(crate) mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fake;
 mod gone;
 mod ipam;
 mod join;
@@ -133,7 +135,7 @@ pub(crate) enum Want {
 /// The plugin: its state and the router behind it.
 pub(crate) struct Plugin<B> {
     backend: B,
-    store: tokio::sync::Mutex<Store>,
+    pub(crate) store: tokio::sync::Mutex<Store>,
     /// weft's allocation range; pools must lie inside.
     range: V4Cidr,
     /// The pool of a network created without `--subnet`.

@@ -20,7 +20,7 @@
 //! entrypoint is the wait program) is plugged in again with the same addresses.
 //! What the proxy holds is in `docker-proxy.json` in the state dir.
 
-mod create;
+pub(crate) mod create;
 mod relay;
 
 use crate::api::Api;
