@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("policy", policy),
     ("segment", segment),
     ("heartbeat", heartbeat),
+    ("conn_pair", conn_pair),
 ];
 
 /// Judges one target's corpus (file name, bytes): `valid-*` seeds must decode, `garbage-*`
@@ -414,3 +415,160 @@ pub fn heartbeat(data: &[u8]) -> bool {
     assert!(!tracker(hb.receiver, stranger).handle_frame(Instant::ZERO, data));
     true
 }
+
+/// Two connections (A dialled B) driven through an arbitrary interleaving of partial
+/// deliveries each way, time passing, gossip sent on either side, bytes corrupted or
+/// injected in flight and closes. The first byte picks passwords (none, the same or
+/// different) and cipher offers. Never a panic; a send queue never grows past its bound;
+/// an end that fails is closed with that error; different passwords never both
+/// establish; with nothing tampered, each end receives the other's gossip exactly and
+/// in order. "Decodes" means both ends established.
+pub fn conn_pair(data: &[u8]) -> bool {
+    use crate::conn::{SEND_QUEUE_BYTES_MAX, SEND_QUEUE_CONTROL_HEADROOM_BYTES};
+    use crate::crypto::{CipherSuites, Psk};
+    use crate::time::Duration;
+    use alloc::collections::VecDeque;
+
+    let Some((&cfg, mut ops)) = data.split_first() else {
+        return false;
+    };
+    let mut rng = ChaChaKeyRng::for_simulation(u64::from(cfg));
+    let mut sa = ConnSettings::new(PeerName::from_u64(1), PeerUid(1));
+    let mut sb = ConnSettings::new(PeerName::from_u64(2), PeerUid(2));
+    if cfg & 1 != 0 {
+        sa.psk = Some(Psk::from_password(b"fuzz"));
+    }
+    if cfg & 2 != 0 {
+        let pw: &[u8] = if cfg & 4 != 0 { b"other" } else { b"fuzz" };
+        sb.psk = Some(Psk::from_password(pw));
+    }
+    let same_secret = sa.psk == sb.psk;
+    if cfg & 8 != 0 {
+        sa.ciphers = CipherSuites::supported();
+    }
+    if cfg & 16 != 0 {
+        sb.ciphers = CipherSuites::supported();
+    }
+    let addr = core::net::SocketAddr::from(([10, 0, 0, 2], 6783));
+    let mut now = Instant::ZERO;
+    let mut ends = [
+        Connection::new(ConnId(1), true, addr, &sa, &mut rng, now),
+        Connection::new(ConnId(2), false, addr, &sb, &mut rng, now),
+    ];
+    // Bytes in flight from end i to the other; gossip end i sent that the other has yet
+    // to receive (kept only while nothing was tampered with).
+    let mut wire: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut sent: [VecDeque<(u8, Vec<u8>)>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut tampered = false;
+    let mut established = [false; 2];
+    let queue_max = SEND_QUEUE_BYTES_MAX + SEND_QUEUE_CONTROL_HEADROOM_BYTES;
+    let next = |ops: &mut &[u8]| -> u8 {
+        let (&b, rest) = ops.split_first().unwrap_or((&0, &[]));
+        *ops = rest;
+        b
+    };
+    for _ in 0..512 {
+        if ops.is_empty() {
+            break;
+        }
+        let op = next(&mut ops);
+        let i = usize::from(op >> 7);
+        let j = 1 - i;
+        match op & 7 {
+            0 => {
+                let mut buf = [0u8; 1500];
+                while let Some(n) = ends[i].poll_transmit(&mut buf) {
+                    wire[i].extend_from_slice(&buf[..n]);
+                    if wire[i].len() > 4 * FRAME_LEN_MAX_CHECK {
+                        break;
+                    }
+                }
+            }
+            1 => {
+                let n = match usize::from(next(&mut ops)) * 16 {
+                    0 => wire[i].len(),
+                    n => n.min(wire[i].len()),
+                };
+                let bytes: Vec<u8> = wire[i].drain(..n).collect();
+                if let Err(e) = ends[j].handle_bytes(now, &bytes) {
+                    assert_eq!(ends[j].state(), ConnState::Closed, "{e:?}");
+                    assert_eq!(ends[j].error(), Some(e));
+                }
+            }
+            2 => {
+                now += Duration::from_millis(u64::from(next(&mut ops)) * 250);
+                for c in &mut ends {
+                    if let Err(e) = c.handle_timeout(now) {
+                        assert_eq!(c.state(), ConnState::Closed, "{e:?}");
+                        assert_eq!(c.error(), Some(e));
+                    }
+                    if let Some(t) = c.poll_timeout() {
+                        assert!(
+                            c.state() == ConnState::Closed || t > now,
+                            "a timer in the past"
+                        );
+                    }
+                }
+            }
+            3 => {
+                let channel = next(&mut ops) % 6;
+                let len = usize::from(next(&mut ops)).min(ops.len());
+                let (payload, rest) = ops.split_at(len);
+                ops = rest;
+                let both = established.iter().all(|e| *e);
+                if ends[i].send_gossip(channel, payload).is_ok() {
+                    if both && !tampered {
+                        sent[i].push_back((channel, payload.to_vec()));
+                    } else {
+                        // Sent before this check saw both ends up: it cannot say where
+                        // in the order it belongs.
+                        tampered = true;
+                    }
+                }
+            }
+            4 => {
+                let at = usize::from(next(&mut ops)) * 7;
+                if let Some(b) = wire[i].get_mut(at) {
+                    *b ^= 1 << (at % 8);
+                    tampered = true;
+                }
+            }
+            5 => {
+                let len = usize::from(next(&mut ops)).min(ops.len());
+                let (junk, rest) = ops.split_at(len);
+                ops = rest;
+                wire[i].extend_from_slice(junk);
+                tampered |= len > 0;
+            }
+            6 => {
+                ends[i].close(next(&mut ops));
+                tampered = true;
+            }
+            _ => {}
+        }
+        for (k, c) in ends.iter_mut().enumerate() {
+            assert!(
+                c.send_queue_len() <= queue_max,
+                "a send queue past its bound"
+            );
+            while let Some(out) = c.poll_output() {
+                match out {
+                    crate::conn::ConnOutput::Established(_) => established[k] = true,
+                    crate::conn::ConnOutput::Gossip { channel, payload } => {
+                        if !tampered {
+                            let want = sent[1 - k].pop_front();
+                            assert_eq!(want, Some((channel, payload)), "gossip in order");
+                        }
+                    }
+                }
+            }
+        }
+        if established == [true, true] {
+            assert!(same_secret, "different secrets established a session");
+        }
+    }
+    established == [true, true]
+}
+
+/// Caps the bytes one end keeps in flight in [`conn_pair`].
+const FRAME_LEN_MAX_CHECK: usize = crate::wire::frame::FRAME_LEN_MAX;

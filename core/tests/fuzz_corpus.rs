@@ -76,6 +76,7 @@ mod seeds {
             ("datagram", datagram()),
             ("topology", topology()),
             ("conn_stream", conn_stream()),
+            ("conn_pair", conn_pair()),
             ("ipam", ipam()),
             ("dns", dns()),
             ("policy", policy()),
@@ -334,6 +335,39 @@ mod seeds {
             ("valid-two-entries", buf.clone()),
             ("garbage-truncated", buf[..buf.len() - 1].to_vec()),
             ("garbage-count-lies", vec![0xff, 0xff, 0, 0]),
+        ]
+    }
+
+    /// `conn_pair` inputs: a config byte (bit 0: A has the password, bit 1: B has one,
+    /// bit 2: B's differs, bits 3 and 4: AES offered) and ops (`fuzz_checks::conn_pair`).
+    fn conn_pair() -> Seeds {
+        // Each end flushes to the other, whole, a few times over: the handshake.
+        let handshake: Vec<u8> = [0x00, 0x01, 0x00, 0x80, 0x81, 0x00].repeat(4);
+        let with = |cfg: u8, tail: &[u8]| {
+            let mut v = vec![cfg];
+            v.extend_from_slice(&handshake);
+            v.extend_from_slice(tail);
+            v
+        };
+        // A sends "abc" on channel 1, B sends "" on channel 3; both flushed and delivered.
+        let gossip = [
+            0x03, 1, 3, b'a', b'b', b'c', 0x83, 3, 0, 0x00, 0x01, 0x00, 0x80, 0x81, 0x00,
+        ];
+        vec![
+            ("valid-plain", with(0x00, &gossip)),
+            ("valid-password", with(0x03, &gossip)),
+            ("valid-password-aes", with(0x1b, &gossip)),
+            (
+                "valid-heartbeats",
+                with(0x03, &[0x02, 8, 0x00, 0x01, 0x00, 0x80, 0x81, 0x00]),
+            ),
+            ("garbage-wrong-password", with(0x07, &gossip)),
+            ("garbage-one-side-password", with(0x01, &gossip)),
+            (
+                "garbage-nothing-delivered",
+                vec![0x00, 0x00, 0x80, 0x02, 200],
+            ),
+            ("garbage-empty", Vec::new()),
         ]
     }
 
