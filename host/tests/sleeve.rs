@@ -8,7 +8,7 @@ use common::{
     Opts, Router, eventually, ip, link, mac_of, multicast_reaches, test_net,
     two_hosts_with_containers, underlay_hosts, wait_reachable,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weft_kernel_dp::testnet::{Ns, TestNet};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -600,7 +600,7 @@ fn an_address_moved_to_another_host_is_reached_there() {
     assert_ne!(old_mac, new_mac);
     // The pinging container still maps the address to the old MAC; weft sets its ARP
     // timers so it re-resolves in seconds (the kernel's defaults take 23-53 s).
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     assert!(
         cc.ping_until(ip("10.32.1.1"), Duration::from_secs(20)),
         "the moved address is not reached on b; neigh: {:?}",
@@ -630,4 +630,75 @@ fn an_address_moved_to_another_host_is_reached_there() {
     assert!(cc.ping(ip("10.32.1.1"), 3));
     let neigh = cc.run(&["ip", "neigh", "show", "10.32.1.1"]).unwrap();
     assert!(neigh.contains(&new_mac), "{neigh}");
+}
+
+/// How long a router's containers are cut off by its SIGKILL and immediate restart,
+/// against how long the restart itself takes (kill to the new router answering): traffic
+/// between its container and a remote one must be back within the restart time and a
+/// little more (the reconnect), not after a peer's re-dial backoff. Both the router that
+/// was dialled and the one that dialled, sleeve and fast datapath.
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn a_killed_and_restarted_router_cuts_traffic_off_no_longer_than_its_restart() {
+    for opts in [Opts::sleeve(), Opts::default()] {
+        let Some(mut net) = test_net() else {
+            return;
+        };
+        let (ha, hb, a, b, ca, cb) = two_hosts_with_containers(&mut net, &opts, &opts);
+        let ip_a = ha.run(&["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+        let ip_a = ip_a
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let b_opts = Opts {
+            peers: vec![ip_a],
+            ..opts.clone()
+        };
+        let mut routers = [(ha, a, opts.clone(), cb), (hb, b, b_opts, ca)];
+        let mut worst = (Duration::ZERO, Duration::ZERO, String::new());
+        for round in 0..4 {
+            let (h, r, o, remote) = &mut routers[round % 2];
+            let to = if round % 2 == 0 {
+                "10.32.1.1"
+            } else {
+                "10.32.2.1"
+            };
+            assert!(
+                remote.ping_until(ip(to), SETTLE),
+                "round {round}: no traffic before"
+            );
+            let t0 = Instant::now();
+            assert!(net.kill(r.pid));
+            let r2 = Router::restart(&mut net, h, o);
+            let restart = t0.elapsed();
+            let back = remote.ping_until(ip(to), Duration::from_secs(40));
+            let outage = t0.elapsed();
+            assert!(
+                back,
+                "round {round}: traffic never came back; log:\n{}",
+                r2.log_text()
+            );
+            let what = format!("{:?} round {round}", o.extra);
+            println!("{what}: restart {restart:?}, outage {outage:?}");
+            if outage.saturating_sub(restart) > worst.1.saturating_sub(worst.0) {
+                worst = (restart, outage, what);
+            }
+            std::mem::forget(std::mem::replace(r, r2));
+        }
+        let (restart, outage, what) = worst;
+        // The reconnect after the restart: a dial (the first re-dial waits about a
+        // second), a handshake, a heartbeat round; generous for a loaded machine, and far
+        // below a backoff of many seconds.
+        let slack = Duration::from_secs(5);
+        assert!(
+            outage <= restart + slack,
+            "{what}: the outage {outage:?} is longer than the restart {restart:?} + {slack:?}; logs:\n{}\n{}",
+            routers[0].1.log_text(),
+            routers[1].1.log_text()
+        );
+    }
 }
