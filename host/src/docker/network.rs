@@ -12,7 +12,7 @@ use super::backend::Backend;
 use super::state::{self, Endpoint, Network, PluginState};
 use super::types::{
     CreateEndpointReply, CreateEndpointRequest, CreateNetworkRequest, Empty, EndpointRequest,
-    NetworkRequest, OPT_INTERNAL, OperInfoReply, check_id, parse_v4_block, parse_v4_cidr, truncate,
+    NetworkRequest, OPT_INTERNAL, OperInfoReply, check_id, parse_v4_block, parse_v4_in, truncate,
 };
 use super::{Ctx, Plugin, PluginError, bad, endpoint_owner, ifnames};
 use crate::firewall::DockerNet;
@@ -46,7 +46,7 @@ impl<B: Backend> Plugin<B> {
         let subnet = parse_v4_block("IPv4Data.Pool", &data.pool).map_err(bad)?;
         let gateway = match data.gateway.as_str() {
             "" => None,
-            g => Some(parse_v4_cidr("IPv4Data.Gateway", g, subnet.prefix_len).map_err(bad)?),
+            g => Some(parse_v4_in("IPv4Data.Gateway", g, subnet).map_err(bad)?),
         };
         let internal = match r.options.get(OPT_INTERNAL) {
             None => false,
@@ -168,8 +168,7 @@ impl<B: Backend> Plugin<B> {
                 "Interface.Address: Docker gave no IPv4 address; create the network with this plugin as IPAM driver too (--ipam-driver)".into(),
             ));
         }
-        let address = parse_v4_cidr("Interface.Address", &iface.address, net.subnet.prefix_len)
-            .map_err(bad)?;
+        let address = parse_v4_in("Interface.Address", &iface.address, net.subnet).map_err(bad)?;
         let owner = endpoint_owner(&r.endpoint_id);
         let mut next = store.get().clone();
         let mut moved_from = None;

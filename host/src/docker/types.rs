@@ -351,6 +351,21 @@ pub(crate) fn parse_v4_cidr(
     })
 }
 
+/// An address of the network `subnet` (a network's `Gateway`, an endpoint's
+/// `Interface.Address`): with the subnet's prefix length, or bare (it then gets it). What
+/// is taken is written to the state file and must read back (a /4 would not).
+pub(crate) fn parse_v4_in(field: &str, s: &str, subnet: V4Cidr) -> Result<V4Cidr, String> {
+    let c = parse_v4_cidr(field, s, subnet.prefix_len)?;
+    if c.prefix_len != subnet.prefix_len || !subnet.contains(c.addr.to_bits()) {
+        return Err(format!(
+            "{field}: {} is not an address of the network's subnet {}",
+            truncate(s, 40),
+            subnet.network()
+        ));
+    }
+    Ok(c)
+}
+
 /// A bare IPv4 address (`Address` of `RequestAddress` and `ReleaseAddress`); a prefix
 /// length, if Docker sends one, is dropped.
 pub(crate) fn parse_v4(field: &str, s: &str) -> Result<Ipv4Addr, String> {
@@ -425,6 +440,25 @@ mod tests {
         assert_eq!(serde_json::to_string(&c).unwrap(), "{}");
         let e = ErrReply { err: "no".into() };
         assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"Err":"no"}"#);
+    }
+
+    #[test]
+    fn a_network_address_is_in_its_subnet_with_its_prefix() {
+        let net: V4Cidr = "10.40.0.0/24".parse().unwrap();
+        let ok = |s| parse_v4_in("IPv4Data.Gateway", s, net).map(|c| c.to_string());
+        assert_eq!(ok("10.40.0.1/24").unwrap(), "10.40.0.1/24");
+        assert_eq!(ok("10.40.0.9").unwrap(), "10.40.0.9/24");
+        // Fuzzing found a /4 gateway taken and written to the state file, which then
+        // refused to load (a state file reads CIDRs of /8 to /32 only).
+        for bad in ["10.40.0.12/4", "10.40.0.1/16", "10.41.0.1/24", "10.41.0.1"] {
+            let e = ok(bad).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "IPv4Data.Gateway: {bad} is not an address of the network's subnet 10.40.0.0/24"
+                )
+            );
+        }
     }
 
     #[test]
