@@ -245,6 +245,11 @@ pub struct TestNet {
 }
 
 impl TestNet {
+    /// The directory holding the logs of the processes [`TestNet::spawn`] started.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
     /// Starts an empty test network with a fresh name prefix. Call
     /// [`require_root`] first. Also sweeps namespaces that dead test
     /// processes left behind.
