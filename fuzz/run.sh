@@ -5,8 +5,9 @@
 # SECONDS is CPU time of the fuzzer process (user + system, read from /proc), not wall time,
 # so a campaign on a busy machine is as long as one on an idle one. The fuzzer (libFuzzer via
 # cargo-fuzz, nightly, release with debug assertions) works on a scratch copy of the committed
-# corpus; at the end the inputs that add coverage are merged into fuzz/corpus/TARGET (the
-# named valid-*/garbage-* seeds stay), crashes, hangs (> 10 s) and out-of-memory (> 2 GiB)
+# corpus; at the end the corpus is minimised into fuzz/corpus/TARGET (the named
+# valid-*/garbage-* seeds and findings stay, plus a smallest set of inputs covering every
+# edge any committed or new input covers), crashes, hangs (> 10 s) and out-of-memory (> 2 GiB)
 # inputs land in fuzz/artifacts/TARGET/, and one line of figures is printed and appended to
 # fuzz/campaigns.tsv: target, CPU seconds, runs, coverage (edges), features, corpus files
 # before and after, artifacts.
@@ -70,8 +71,20 @@ runs=$(sed -n 's/^#\([0-9]*\).*/\1/p' <<<"$last")
 cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
 
-# Keep what adds coverage over the committed corpus (libFuzzer's merge adds to the first dir).
-"$bin" -merge=1 "$corpus" "$work/corpus" >"$work/merge.log" 2>&1 || true
+# Minimise: the named seeds (valid-*, garbage-*, findings) stay; of the rest, committed and
+# new, a smallest set covering the same edges replaces the committed files (edges, not hit
+# counts: counts keep thousands of files for a JSON parser).
+named() { ls "$1" | grep -vxE '[0-9a-f]{40}' || true; }
+merged=$work/merged
+mkdir -p "$merged"
+for f in $(named "$corpus"); do cp "$corpus/$f" "$merged/"; done
+if "$bin" -use_counters=0 -set_cover_merge=1 "$merged" "$corpus" "$work/corpus" >"$work/merge.log" 2>&1; then
+  find "$corpus" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -delete
+  cp -n "$merged"/* "$corpus/"
+else
+  echo "fuzz/run.sh: the merge failed (the committed corpus is left as it was):" >&2
+  tail -3 "$work/merge.log" >&2
+fi
 after=$(ls "$corpus" | wc -l)
 found=$(($(ls "$arts" | wc -l) - arts_before))
 
