@@ -78,7 +78,7 @@ named() { ls "$1" | grep -vxE '[0-9a-f]{40}' || true; }
 merged=$work/merged
 mkdir -p "$merged"
 for f in $(named "$corpus"); do cp "$corpus/$f" "$merged/"; done
-if "$bin" -use_counters=0 -set_cover_merge=1 "$merged" "$corpus" "$work/corpus" >"$work/merge.log" 2>&1; then
+if "$bin" -artifact_prefix="$work/" -use_counters=0 -set_cover_merge=1 "$merged" "$corpus" "$work/corpus" >"$work/merge.log" 2>&1; then
   find "$corpus" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -delete
   cp -n "$merged"/* "$corpus/"
 else
