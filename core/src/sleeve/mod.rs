@@ -42,9 +42,11 @@ use crate::wire::WireError;
 use crate::wire::datagram::{DATAGRAM_HEADER_LEN, DATAGRAM_LEN_MAX};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use framing::{frame_overhead, segment_room};
 
 /// The destination name meaning "every peer down the broadcast tree".
@@ -236,8 +238,6 @@ struct Peer {
     addr_learned: bool,
     sealer: Option<DatagramSealer>,
     opener: Option<DatagramOpener>,
-    /// The last counter we sent this peer in a plain datagram.
-    plain_counter: u64,
     /// Which plain counters from this peer were accepted (sealed ones: the opener's).
     plain_window: ReplayWindow,
     last_heard: Option<Instant>,
@@ -290,6 +290,10 @@ pub struct Sleeve {
     spread: Option<Box<dyn Spread>>,
     /// See [`Sleeve::set_plain_epoch`].
     plain_epoch: u64,
+    /// The last counter used in a plain datagram, to any peer: shared with the engines
+    /// of the other queues ([`Sleeve::new_queue`]), so no two plain datagrams to a peer
+    /// carry one counter.
+    plain_counter: Arc<AtomicU64>,
 }
 
 impl Sleeve {
@@ -310,7 +314,22 @@ impl Sleeve {
             stats: SleeveStats::default(),
             spread: None,
             plain_epoch: 0,
+            plain_counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// An engine for another queue of the same router (a multi-queue sleeve: one engine
+    /// per queue thread, each fed the frames and datagrams its queue reads). It shares
+    /// this engine's plain counter; give it the same peers, with clones of the same keys
+    /// (which share their counters and replay windows), routes and fast-path peers. MAC
+    /// learning, heartbeats, probes and counters are its own.
+    pub fn new_queue(&self) -> Self {
+        let mut q = Self::new(self.me, self.encrypt);
+        q.plain_epoch = self.plain_epoch;
+        q.plain_counter = Arc::clone(&self.plain_counter);
+        q.heartbeat_interval = self.heartbeat_interval;
+        q.heartbeat_timeout = self.heartbeat_timeout;
+        q
     }
 
     /// Where plain datagram counters start, as `unix_micros << PLAIN_COUNTER_SHIFT` at
@@ -318,6 +337,7 @@ impl Sleeve {
     /// begin above those of its previous run, which peers' replay windows still hold.
     pub fn set_plain_epoch(&mut self, epoch: u64) {
         self.plain_epoch = epoch;
+        self.plain_counter.fetch_max(epoch, Ordering::Relaxed);
     }
 
     /// Lets `spread` share out the sealing of each GSO batch sent and the opening of each
@@ -344,16 +364,16 @@ impl Sleeve {
             None => (None, None),
         };
         // Plain counters must only grow, also over a reconnection or a restart of this
-        // router (the peer's window outlives both): start from the clock, PLAIN_COUNTER_SHIFT
-        // bits up, so a new start is above anything sent before. A peer we knew keeps its
-        // counter and window.
-        let (plain_counter, plain_window) = match self.peers.remove(&name) {
-            Some(old) => (old.plain_counter, old.plain_window),
-            None => (
-                self.plain_epoch
-                    .saturating_add(now.total_micros() << PLAIN_COUNTER_SHIFT),
-                ReplayWindow::new(),
-            ),
+        // router (the peer's window outlives both): they are at least the clock,
+        // PLAIN_COUNTER_SHIFT bits up, so a new start is above anything sent before. A
+        // peer we knew keeps its window.
+        let start = self
+            .plain_epoch
+            .saturating_add(now.total_micros() << PLAIN_COUNTER_SHIFT);
+        self.plain_counter.fetch_max(start, Ordering::Relaxed);
+        let plain_window = match self.peers.remove(&name) {
+            Some(old) => old.plain_window,
+            None => ReplayWindow::new(),
         };
         self.peers.insert(
             name,
@@ -363,7 +383,6 @@ impl Sleeve {
                 addr_learned: false,
                 sealer,
                 opener,
-                plain_counter,
                 plain_window,
                 last_heard: None,
                 next_heartbeat: now,
