@@ -370,6 +370,11 @@ pub(crate) struct RouterArgs {
     /// Default: half the CPUs this process may run on, at least 1, at most 4.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     pub(crate) crypto_threads: Option<u16>,
+    /// Sleeve queues: a multi-queue TAP and one SO_REUSEPORT UDP socket per queue, each
+    /// pumped by its own thread in both directions (flows spread over the queues, each
+    /// packet stays on one core). Default: one per CPU this process may run on, at most 8.
+    #[arg(long, env = "WEFT_QUEUES", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub(crate) queues: Option<u16>,
     /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
     #[arg(long)]
     pub(crate) no_fastdp: bool,

@@ -212,6 +212,25 @@ pub struct SleeveStats {
 }
 
 impl SleeveStats {
+    /// Adds `other`'s counts to these (the engines of a multi-queue sleeve, summed).
+    pub fn merge(&mut self, other: &Self) {
+        self.frames_from_bridge += other.frames_from_bridge;
+        self.frames_to_bridge += other.frames_to_bridge;
+        self.datagrams_sent += other.datagrams_sent;
+        self.datagrams_received += other.datagrams_received;
+        self.frames_relayed += other.frames_relayed;
+        self.frames_left_to_kernel += other.frames_left_to_kernel;
+        self.drops_malformed += other.drops_malformed;
+        self.drops_unknown_peer += other.drops_unknown_peer;
+        self.drops_crypto += other.drops_crypto;
+        self.drops_replayed += other.drops_replayed;
+        self.drops_encryption_mismatch += other.drops_encryption_mismatch;
+        self.drops_not_for_us += other.drops_not_for_us;
+        self.drops_no_route += other.drops_no_route;
+        self.drops_too_big += other.drops_too_big;
+        self.peer_addr_changes += other.peer_addr_changes;
+    }
+
     fn count(&mut self, d: DropReason) {
         match d {
             DropReason::Malformed(_) => self.drops_malformed += 1,
