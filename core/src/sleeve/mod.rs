@@ -422,6 +422,22 @@ impl Sleeve {
         }
     }
 
+    /// Another queue's engine of this router saw `name`'s authenticated datagrams come
+    /// from `addr` since `since` (see [`PeerPath::addr_learned`]): send there too, unless
+    /// this engine learned a later address itself. A multi-queue sleeve receives a peer's
+    /// datagrams on whichever queue its CPU steers them to; every queue sends.
+    pub fn set_peer_addr_learned(&mut self, name: PeerName, addr: SocketAddr, since: Instant) {
+        if let Some(p) = self.peers.get_mut(&name)
+            && p.addr != addr
+            && (!p.addr_learned || since > p.addr_since)
+        {
+            p.addr = addr;
+            p.addr_since = since;
+            p.addr_learned = true;
+            p.pmtu_bytes = None;
+        }
+    }
+
     /// Call when the connection to `name` is gone.
     pub fn remove_peer(&mut self, name: PeerName) {
         self.peers.remove(&name);

@@ -15,7 +15,7 @@
 use crate::clock::HostClock;
 use crate::error::{Error, Result};
 use crate::messages::{DatapathStatus, PathStatus, QueueStatus};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +64,9 @@ struct SleeveHandler {
     coalescer: Option<Coalescer>,
     /// When the link MTUs to the peers are next asked again (they may change under us).
     next_mtu_check: Instant,
+    /// The latest address each peer's datagrams were learned from, by any queue's engine
+    /// (shared by the queues; see [`SleeveHandler::share_roaming`]).
+    roamed: Arc<Mutex<BTreeMap<PeerName, (SocketAddr, Instant)>>>,
 }
 
 /// How often the datapath asks the kernel again for the route MTU to each peer.
@@ -92,6 +95,29 @@ impl SleeveHandler {
         }
         if let Some(f) = p.fast {
             self.sleeve.set_fast_peers(f);
+        }
+    }
+
+    /// Puts the addresses this queue's engine learned (a peer's NAT mapping, seen on its
+    /// authenticated datagrams) where the other queues see them, and takes theirs: every
+    /// queue sends to a peer, but only the queues its datagrams are steered to learn where
+    /// from. At each wake-up (the tick: every [`TICK_INTERVAL_MS`]).
+    fn share_roaming(&mut self, now: Instant) {
+        let Ok(mut roamed) = self.roamed.lock() else {
+            return;
+        };
+        for p in self.sleeve.paths(now).filter(|p| p.addr_learned) {
+            let newer = roamed
+                .get(&p.name)
+                .is_none_or(|&(a, since)| a != p.addr && p.addr_since > since);
+            if newer {
+                roamed.insert(p.name, (p.addr, p.addr_since));
+            }
+        }
+        let live: BTreeSet<PeerName> = self.sleeve.paths(now).map(|p| p.name).collect();
+        roamed.retain(|n, _| live.contains(n));
+        for (name, (addr, since)) in roamed.iter() {
+            self.sleeve.set_peer_addr_learned(*name, *addr, *since);
         }
     }
 
@@ -258,6 +284,7 @@ impl Handler for SleeveHandler {
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_timeout(now, &mut |o| emit(out, coalescer, o));
+        self.share_roaming(now);
         if let Ok(mut p) = self.published.lock() {
             p.stats = self.sleeve.stats();
             p.paths = self.sleeve.paths(now).collect();
@@ -481,6 +508,7 @@ impl Datapath {
             first.set_spread(Box::new(c));
         }
         engines.insert(0, first);
+        let roamed = Arc::new(Mutex::new(BTreeMap::new()));
         let mut threads = Vec::with_capacity(queues);
         for (((pump, sleeve), pending), published) in
             pumps.into_iter().zip(engines).zip(pending).zip(&published)
@@ -502,6 +530,7 @@ impl Datapath {
                     }
                 }),
                 next_mtu_check: Instant::ZERO,
+                roamed: Arc::clone(&roamed),
             };
             threads.push(
                 pump.spawn(handler)

@@ -117,3 +117,18 @@ fn queue_engines_share_the_plain_counter_from_the_epoch_on() {
         [(1 << 30) + 1, (1 << 30) + 2, (1 << 30) + 3, (1 << 30) + 4]
     );
 }
+
+#[test]
+fn an_address_one_queue_learned_is_taken_by_another_unless_it_knows_a_later_one() {
+    let (_, mut b) = two_routers(true, 2);
+    let nat = SocketAddr::from(([192, 0, 2, 7], 40_000));
+    let later = Instant::ZERO + Duration::from_secs(2);
+    b[1].set_peer_addr_learned(name(0), nat, later);
+    let p = b[1].paths(later).next().unwrap();
+    assert_eq!((p.addr, p.addr_learned, p.addr_since), (nat, true, later));
+    // An older word does not move it back; an unknown peer is ignored.
+    b[1].set_peer_addr_learned(name(0), addr(0), Instant::ZERO + Duration::from_secs(1));
+    assert_eq!(b[1].paths(later).next().unwrap().addr, nat);
+    b[1].set_peer_addr_learned(name(5), nat, later);
+    assert_eq!(b[1].paths(later).count(), 1);
+}
