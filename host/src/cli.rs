@@ -662,6 +662,27 @@ mod tests {
     }
 
     #[test]
+    fn queues_are_taken_from_1_to_8_and_default_to_none() {
+        let queues = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Launch(r) | Command::Router(r)) => Ok(r.queues),
+            Ok(_) => panic!("not launch or router"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(queues(&["launch", "--queues", "3"]), Ok(Some(3)));
+        assert_eq!(queues(&["router", "--queues", "8"]), Ok(Some(8)));
+        assert_eq!(
+            queues(&["router"]).map(|q| q.is_none() || std::env::var_os("WEFT_QUEUES").is_some()),
+            Ok(true)
+        );
+        for bad in ["0", "9", "two"] {
+            assert!(
+                queues(&["launch", "--queues", bad]).is_err(),
+                "--queues {bad}"
+            );
+        }
+    }
+
+    #[test]
     fn launch_takes_peers_and_options() {
         let cli = parse(&[
             "launch",

@@ -442,6 +442,17 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
             "router a seals on {threads:?} threads, not 2"
         )));
     }
+    let queues = st["datapath"]["queues"].as_array().map_or(0, Vec::len);
+    let want_queues = match mode {
+        WeftMode::SleeveQueues1 | WeftMode::SleeveEncryptedQueues1 => Some(1),
+        WeftMode::SleeveQueues2 | WeftMode::SleeveEncryptedQueues2 => Some(2),
+        _ => None,
+    };
+    if want_queues.is_some_and(|q| q != queues) {
+        return Err(Stop::Failed(format!(
+            "router a runs {queues} sleeve queue(s), not {want_queues:?}"
+        )));
+    }
     if mode.encrypted() && st["encrypted"] != true {
         return Err(Stop::Failed(format!(
             "router a does not report encrypted=true: {st}"
