@@ -370,6 +370,11 @@ pub(crate) struct RouterArgs {
     /// Default: half the CPUs this process may run on, at least 1, at most 4.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     pub(crate) crypto_threads: Option<u16>,
+    /// Sleeve queues: a multi-queue TAP and one SO_REUSEPORT UDP socket per queue, each
+    /// pumped by its own thread in both directions (flows spread over the queues, each
+    /// packet stays on one core). Default: one per CPU this process may run on, at most 8.
+    #[arg(long, env = "WEFT_QUEUES", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub(crate) queues: Option<u16>,
     /// Do not use the kernel fast datapath; carry all traffic over the sleeve.
     #[arg(long)]
     pub(crate) no_fastdp: bool,
@@ -654,6 +659,27 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn queues_are_taken_from_1_to_8_and_default_to_none() {
+        let queues = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Launch(r) | Command::Router(r)) => Ok(r.queues),
+            Ok(_) => panic!("not launch or router"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(queues(&["launch", "--queues", "3"]), Ok(Some(3)));
+        assert_eq!(queues(&["router", "--queues", "8"]), Ok(Some(8)));
+        assert_eq!(
+            queues(&["router"]).map(|q| q.is_none() || std::env::var_os("WEFT_QUEUES").is_some()),
+            Ok(true)
+        );
+        for bad in ["0", "9", "two"] {
+            assert!(
+                queues(&["launch", "--queues", bad]).is_err(),
+                "--queues {bad}"
+            );
+        }
     }
 
     #[test]

@@ -116,6 +116,8 @@ async fn run_async(
         psk.is_some(),
         args.crypto_threads
             .map_or_else(crate::cli::crypto_threads_default, usize::from),
+        args.queues
+            .map_or_else(crate::sleeve::queues_default, usize::from),
         args.mtu,
     )?);
     plumbing.add_port(crate::sleeve::TAP_NAME).await?;

@@ -336,6 +336,9 @@ fn router_argv(args: &RouterArgs, g: &GlobalArgs) -> Vec<String> {
     if let Some(n) = args.crypto_threads {
         v.extend(["--crypto-threads".into(), n.to_string()]);
     }
+    if let Some(n) = args.queues {
+        v.extend(["--queues".into(), n.to_string()]);
+    }
     if let Some(k) = &args.key_file {
         // A path is not a secret; it goes on argv so `ps` shows which key a router uses.
         v.extend(["--key-file".into(), k.display().to_string()]);

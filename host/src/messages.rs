@@ -387,6 +387,23 @@ pub(crate) struct DatapathStatus {
     pub(crate) paths: Vec<PathStatus>,
     /// Drops by reason.
     pub(crate) drops: BTreeMap<String, u64>,
+    /// Each queue's share of the traffic (one entry per queue, in order).
+    pub(crate) queues: Vec<QueueStatus>,
+    /// With several queues: datagrams go to the queue of the CPU that received them
+    /// (false: by 4-tuple hash, all of one peer's to one queue).
+    pub(crate) steered_by_cpu: bool,
+}
+
+/// One queue of the sleeve (its TAP queue, socket and thread).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct QueueStatus {
+    pub(crate) tap_reads: u64,
+    pub(crate) tap_writes: u64,
+    pub(crate) datagrams_in: u64,
+    pub(crate) datagrams_out: u64,
+    pub(crate) frames_from_bridge: u64,
+    pub(crate) frames_to_bridge: u64,
 }
 
 /// The sleeve's path to one peer.

@@ -142,7 +142,12 @@ pub(crate) fn summary(v: &Summary) -> String {
             1 => "sealing on 1 thread".to_owned(),
             n => format!("sealing on {n} threads"),
         };
-        row(&mut o, "Sleeve", format!("{b} backend, {sealing}"));
+        let queues = match dp.queues.len() {
+            0 | 1 => String::new(),
+            n if dp.steered_by_cpu => format!("{n} queues (received by CPU), "),
+            n => format!("{n} queues, "),
+        };
+        row(&mut o, "Sleeve", format!("{b} backend, {queues}{sealing}"));
     }
     let short: Vec<_> = dp
         .paths

@@ -34,7 +34,18 @@ fn sleeve_pair() -> Option<(TestNet, Pair)> {
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn two_hosts_containers_ping_and_move_50_mb_intact() {
     // The default backend: io_uring wherever the kernel allows it (this machine does).
-    move_50_mb(&Opts::sleeve(), "io_uring", |_, _| {});
+    for queues in ["1", "2"] {
+        let opts = Opts {
+            extra: vec!["--no-fastdp", "--queues", queues],
+            ..Opts::sleeve()
+        };
+        move_50_mb(&opts, "io_uring", |a, b| {
+            for r in [a, b] {
+                let q = r.datapath()["queues"].as_array().map_or(0, Vec::len);
+                assert_eq!(q.to_string(), queues, "{}", r.datapath());
+            }
+        });
+    }
 }
 
 /// Every `--cipher`, and the cipher its links use (both ends given the same).
@@ -75,20 +86,165 @@ fn link_uses(r: &Router, cipher: &str) {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn the_plain_syscall_backend_moves_50_mb_intact_too_encrypted() {
+    for queues in ["1", "2"] {
+        for (choice, cipher) in ciphers() {
+            if choice == "aes-256-gcm" && cipher != "aes-256-gcm" {
+                continue; // pinning AES where the CPU lacks it is refused at start
+            }
+            let opts = Opts {
+                password: Some("plain backend secret"),
+                env: vec!["WEFT_DATAPATH_BACKEND=plain"],
+                extra: vec!["--no-fastdp", "--cipher", choice, "--queues", queues],
+                ..Opts::sleeve()
+            };
+            move_50_mb(&opts, "plain", |a, b| {
+                link_uses(a, cipher);
+                link_uses(b, cipher);
+            });
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn the_io_uring_backend_with_two_queues_moves_50_mb_intact_with_every_cipher() {
     for (choice, cipher) in ciphers() {
         if choice == "aes-256-gcm" && cipher != "aes-256-gcm" {
             continue; // pinning AES where the CPU lacks it is refused at start
         }
         let opts = Opts {
-            password: Some("plain backend secret"),
-            env: vec!["WEFT_DATAPATH_BACKEND=plain"],
-            extra: vec!["--no-fastdp", "--cipher", choice],
+            password: Some("two queues secret"),
+            extra: vec!["--no-fastdp", "--cipher", choice, "--queues", "2"],
             ..Opts::sleeve()
         };
-        move_50_mb(&opts, "plain", |a, b| {
+        move_50_mb(&opts, "io_uring", |a, b| {
             link_uses(a, cipher);
             link_uses(b, cipher);
+            let sa = a.json(&["status"]);
+            // Each queue's thread seals what it carries.
+            assert_eq!(sa["datapath"]["crypto_threads"], 2, "{sa}");
+            let drops = &b.datapath()["drops"];
+            assert_eq!(drops["crypto"], 0, "b refused sealed datagrams: {drops}");
         });
+    }
+}
+
+/// Each queue's counter `key` in `r`'s status, in queue order.
+fn per_queue(r: &Router, key: &str) -> Vec<u64> {
+    r.datapath()["queues"]
+        .as_array()
+        .map(|q| q.iter().map(|x| x[key].as_u64().unwrap_or(0)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn every_queue_carries_traffic_and_each_flow_arrives_in_order() {
+    for (password, env, backend) in [
+        (Some("queue secret"), vec![], "io_uring"),
+        (None, vec!["WEFT_DATAPATH_BACKEND=plain"], "plain"),
+    ] {
+        let Some(mut net) = test_net() else {
+            return;
+        };
+        let opts = Opts {
+            password,
+            env,
+            extra: vec!["--no-fastdp", "--queues", "2"],
+            ..Opts::sleeve()
+        };
+        let (_ha, _hb, a, b, ca, cb) = two_hosts_with_containers(&mut net, &opts, &opts);
+        assert_eq!(a.datapath()["backend"], backend);
+        assert!(
+            ca.ping_until(ip("10.32.2.1"), SETTLE),
+            "a's container never reached b's; a:\n{}",
+            a.log_text()
+        );
+        let before = (per_queue(&a, "tap_reads"), per_queue(&b, "tap_writes"));
+        assert_eq!((before.0.len(), before.1.len()), (2, 2), "{}", a.datapath());
+        // FLOWS UDP flows (one source port each) side by side: the TAP spreads them over
+        // its queues by flow hash, so with 16 both queues get some (all on one: 1 in 2^15).
+        const FLOWS: u32 = 16;
+        const PER_FLOW: u32 = 150;
+        let recv = std::thread::spawn({
+            let cb = cb.clone();
+            move || {
+                in_netns(&cb, || {
+                    let sock = std::net::UdpSocket::bind("10.32.2.1:5301").unwrap();
+                    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        got.push((from.port(), buf[..n].to_vec()));
+                    }
+                    got
+                })
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        in_netns(&ca, || {
+            let socks: Vec<_> = (0..FLOWS)
+                .map(|_| {
+                    let s = std::net::UdpSocket::bind("10.32.1.1:0").unwrap();
+                    s.connect("10.32.2.1:5301").unwrap();
+                    s
+                })
+                .collect();
+            for i in 0..PER_FLOW {
+                for s in &socks {
+                    let _ = s.send(&datagram(i));
+                }
+                if i % 10 == 9 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        let got = recv.join().unwrap();
+        let sent = FLOWS * PER_FLOW;
+        assert!(
+            got.len() as u32 * 10 >= sent * 9,
+            "{} of {sent} datagrams arrived",
+            got.len()
+        );
+        // Within each flow, in the order sent and whole.
+        let mut last: std::collections::BTreeMap<u16, u32> = Default::default();
+        for (port, d) in &got {
+            let n = u32::from_be_bytes(d[..4].try_into().unwrap());
+            assert_eq!(
+                d,
+                &datagram(n),
+                "datagram {n} of flow {port} changed or cut"
+            );
+            if let Some(prev) = last.insert(*port, n) {
+                assert!(prev < n, "flow {port}: datagram {n} after {prev}");
+            }
+        }
+        assert_eq!(last.len() as u32, FLOWS, "some flow never arrived");
+        // Every queue of a read frames of these flows from its TAP queue, and every queue
+        // of b wrote some to its own (a's queues send from their own CPUs; b's sockets
+        // take datagrams by the CPU that received them).
+        let after = (per_queue(&a, "tap_reads"), per_queue(&b, "tap_writes"));
+        for q in 0..2 {
+            assert!(
+                after.0[q] > before.0[q] + 10,
+                "a's queue {q} read {} frames: {}",
+                after.0[q] - before.0[q],
+                a.datapath()
+            );
+            assert!(
+                after.1[q] > before.1[q] + 10,
+                "b's queue {q} wrote {} frames: {}",
+                after.1[q] - before.1[q],
+                b.datapath()
+            );
+        }
+        let text = a.weft(&["status"]).unwrap();
+        assert!(text.contains("2 queues"), "{text}");
+        let m = common::metrics(&b);
+        assert!(
+            m.contains("weft_datapath_queue_tap_writes_total{queue=\"1\"}"),
+            "{m}"
+        );
     }
 }
 
@@ -144,7 +300,16 @@ fn encrypted_batches_are_shared_with_helper_threads_and_50_mb_arrive_intact() {
 fn helper_threads_with(choice: &str, cipher: &str) {
     let opts = Opts {
         password: Some("helper threads secret"),
-        extra: vec!["--no-fastdp", "--crypto-threads", "3", "--cipher", choice],
+        // Helpers share one queue's batches; several queues spread the work without them.
+        extra: vec![
+            "--no-fastdp",
+            "--crypto-threads",
+            "3",
+            "--cipher",
+            choice,
+            "--queues",
+            "1",
+        ],
         ..Opts::sleeve()
     };
     move_50_mb(&opts, "io_uring", |a, b| {

@@ -34,6 +34,13 @@ macro_rules! counters {
                 })*
             }
         }
+
+        impl CounterSnapshot {
+            /// Adds `other`'s counts to these (the pumps of a multi-queue sleeve, summed).
+            pub fn merge(&mut self, other: &Self) {
+                $(self.$name += other.$name;)*
+            }
+        }
     };
 }
 

@@ -46,7 +46,10 @@ pub use pump::{
     BACKEND_ENV, BackendChoice, BackendKind, Handler, Pump, PumpConfig, PumpThread, StopHandle,
     WakeHandle,
 };
-pub use tap::{IFNAME_LEN_MAX, TAP_FRAME_LEN_MAX, Tap, TapFrame, TapOffloads, TapOptions};
+pub use sys::allowed_cpus;
+pub use tap::{
+    IFNAME_LEN_MAX, TAP_FRAME_LEN_MAX, Tap, TapFrame, TapOffloads, TapOptions, interface_exists,
+};
 pub use udp::{
     GSO_SEGMENTS_MAX, RecvBatch, RecvMeta, SendBatch, SendReport, SockBufSize, Transmit,
     UDP_PAYLOAD_LEN_MAX, UdpOptions, UdpSock, route_mtu,

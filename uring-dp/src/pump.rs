@@ -133,6 +133,13 @@ pub struct PumpConfig {
     pub outbox_datagrams_max: usize,
     /// Outbox TAP frames per batch.
     pub outbox_tap_frames_max: usize,
+    /// Which queue of a multi-queue TAP this pump serves (0 for a single-queue one): in
+    /// the thread's name.
+    pub queue: usize,
+    /// Pin the pump thread to this CPU (a multi-queue sleeve pins queue i to the i-th CPU
+    /// it may use, so a flow's packets, sent from one queue, are received by one socket
+    /// of a CPU-steered peer and stay in order).
+    pub pin_cpu: Option<usize>,
 }
 
 impl Default for PumpConfig {
@@ -146,6 +153,8 @@ impl Default for PumpConfig {
             outbox_bytes_max: OUTBOX_BYTES_MAX,
             outbox_datagrams_max: OUTBOX_DATAGRAMS_MAX,
             outbox_tap_frames_max: OUTBOX_TAP_FRAMES_MAX,
+            queue: 0,
+            pin_cpu: None,
         }
     }
 }
@@ -311,15 +320,24 @@ impl Pump {
         }
     }
 
-    /// Runs the pump on a new thread named `weft-dp-<tap>`.
+    /// Runs the pump on a new thread named `weft-dp-<tap>` (`weft-dp<queue>-<tap>` for a
+    /// queue other than 0), pinned to [`PumpConfig::pin_cpu`] when set (a refused pin
+    /// leaves the thread unpinned).
     pub fn spawn<H: Handler + Send + 'static>(self, handler: H) -> Result<PumpThread<H>, Error> {
         let stop = self.stop_handle();
         let counters = self.counters();
         let kind = self.kind.clone();
-        let name = format!("weft-dp-{}", self.tap.name());
+        let name = match self.config.queue {
+            0 => format!("weft-dp-{}", self.tap.name()),
+            q => format!("weft-dp{q}-{}", self.tap.name()),
+        };
+        let pin = self.config.pin_cpu;
         let join = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                if let Some(cpu) = pin {
+                    let _ = crate::sys::pin_to_cpu(cpu);
+                }
                 let (mut pump, mut handler) = (self, handler);
                 let res = pump.run(&mut handler);
                 (handler, res)

@@ -21,6 +21,7 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
@@ -41,6 +42,10 @@ pub struct TapOptions {
     /// Ask for TUN_F_CSUM|TSO4|TSO6|USO4|USO6 (needs `vnet_hdr`). USO is dropped, and
     /// [`Tap::offloads`] says so, on kernels older than 6.2 that refuse it.
     pub offload: bool,
+    /// Open with `IFF_MULTI_QUEUE`: each open of the same name attaches one more queue
+    /// (one fd each; the kernel spreads the device's transmit flows over them by flow
+    /// hash and keeps a flow on the queue that last wrote it). See [`Tap::open_queues`].
+    pub multi_queue: bool,
 }
 
 /// Offloads the kernel accepted with `TUNSETOFFLOAD`.
@@ -94,6 +99,9 @@ impl Tap {
         if opts.vnet_hdr.is_some() {
             req.flags |= IFF_VNET_HDR;
         }
+        if opts.multi_queue {
+            req.flags |= IFF_MULTI_QUEUE;
+        }
         // SAFETY: TUNSETIFF reads and writes an ifreq; IfReqFlags has ifreq's layout
         // (16-byte name, then the flags of the union, padded to 40 bytes) and outlives the call.
         cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &raw mut req) })
@@ -124,6 +132,23 @@ impl Tap {
             tap.set_offloads()?;
         }
         Ok(tap)
+    }
+
+    /// Creates the TAP `name` with `queues` queues (`IFF_MULTI_QUEUE`, one [`Tap`] per
+    /// queue, each to be pumped by its own thread); with `queues` 1 a plain single-queue
+    /// TAP as [`Tap::open`] makes. The device goes away when the last queue is closed.
+    pub fn open_queues(name: &str, opts: &TapOptions, queues: usize) -> Result<Vec<Self>, Error> {
+        let opts = TapOptions {
+            multi_queue: queues > 1,
+            ..*opts
+        };
+        let first = Self::open(name, &opts)?;
+        let actual = first.name.clone();
+        let mut taps = vec![first];
+        for _ in 1..queues {
+            taps.push(Self::open(&actual, &opts)?);
+        }
+        Ok(taps)
     }
 
     fn set_offloads(&mut self) -> Result<(), Error> {
@@ -193,6 +218,15 @@ impl AsFd for Tap {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// True when an interface named `name` exists in the calling thread's network namespace.
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads the NUL-terminated name, which outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 /// One frame read from a TAP, split into its virtio_net_hdr (when the TAP has one) and the

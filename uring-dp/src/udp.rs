@@ -32,6 +32,9 @@ pub struct UdpOptions {
     pub gso: bool,
     /// Turn on `UDP_GRO` when the kernel supports it.
     pub gro: bool,
+    /// Set `SO_REUSEPORT` before binding, so that the sockets of a multi-queue sleeve
+    /// share one port (see [`UdpSock::steer_by_cpu`]).
+    pub reuse_port: bool,
 }
 
 impl Default for UdpOptions {
@@ -41,6 +44,7 @@ impl Default for UdpOptions {
             sndbuf_bytes: 8 << 20,
             gso: true,
             gro: true,
+            reuse_port: false,
         }
     }
 }
@@ -170,6 +174,10 @@ impl UdpSock {
             opts.sndbuf_bytes,
         );
 
+        if opts.reuse_port {
+            setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+                .map_err(|e| Error::sys("SO_REUSEPORT", &what, e))?;
+        }
         let (storage, len) = sockaddr_from(&addr);
         // SAFETY: storage/len come from sockaddr_from and describe a valid sockaddr.
         cvt(unsafe { libc::bind(raw, (&raw const storage).cast(), len) })
@@ -194,6 +202,58 @@ impl UdpSock {
             gso,
             gro,
         })
+    }
+
+    /// For the `queues` sockets of one `SO_REUSEPORT` group, bound in order (this one among
+    /// them): each datagram goes to socket `cpu % queues`, `cpu` the one its receive ran
+    /// on, instead of the 4-tuple hash (which puts everything from one peer on one
+    /// socket, since all of a peer's queues send from one port). A classic BPF program
+    /// (`SO_ATTACH_REUSEPORT_CBPF`, the kernel's own example: load the CPU, modulo, return).
+    pub fn steer_by_cpu(&self, queues: usize) -> Result<(), Error> {
+        const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
+        const SKF_AD_CPU: u32 = 36;
+        // BPF_LD | BPF_W | BPF_ABS, BPF_ALU | BPF_MOD | BPF_K, BPF_RET | BPF_A.
+        const BPF_LD_W_ABS: u16 = 0x20;
+        const BPF_ALU_MOD_K: u16 = 0x94;
+        const BPF_RET_A: u16 = 0x16;
+        let n = u32::try_from(queues.max(1)).unwrap_or(u32::MAX);
+        let mut code = [
+            libc::sock_filter {
+                code: BPF_LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: SKF_AD_OFF.wrapping_add(SKF_AD_CPU),
+            },
+            libc::sock_filter {
+                code: BPF_ALU_MOD_K,
+                jt: 0,
+                jf: 0,
+                k: n,
+            },
+            libc::sock_filter {
+                code: BPF_RET_A,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: code.len() as u16,
+            filter: code.as_mut_ptr(),
+        };
+        // SAFETY: the pointer and length describe `prog`, which points at `code`; both
+        // live on our stack for the call (the kernel copies the program).
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&raw const prog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        })
+        .map(|_| ())
+        .map_err(|e| Error::sys("SO_ATTACH_REUSEPORT_CBPF", &self.local.to_string(), e))
     }
 
     /// The bound address (with the port the kernel chose when asked for 0).
@@ -624,6 +684,7 @@ pub(crate) mod tests {
             sndbuf_bytes: 1 << 20,
             gso: true,
             gro: false,
+            reuse_port: false,
         };
         let a = UdpSock::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
         let b = UdpSock::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
@@ -833,5 +894,52 @@ pub(crate) mod tests {
             ..meta
         };
         assert_eq!(plain.segments(&buf).count(), 1);
+    }
+
+    #[test]
+    fn reuse_port_sockets_steered_by_cpu_each_get_what_their_cpu_sent() {
+        let cpus = crate::sys::allowed_cpus().unwrap();
+        if cpus.len() < 2 {
+            eprintln!("skipped: needs two CPUs to send from, this process may use {cpus:?}");
+            return;
+        }
+        let opts = UdpOptions {
+            reuse_port: true,
+            ..UdpOptions::default()
+        };
+        let first = UdpSock::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let to = first.local_addr();
+        let second = UdpSock::bind(to, &opts).unwrap();
+        first.steer_by_cpu(2).unwrap();
+        // Without the reuse-port option the port is taken.
+        assert!(UdpSock::bind(to, &UdpOptions::default()).is_err());
+        for &cpu in &cpus[..2] {
+            std::thread::spawn(move || {
+                crate::sys::pin_to_cpu(cpu).unwrap();
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                // Loopback receives on the sending CPU.
+                for _ in 0..5 {
+                    s.send_to(&[cpu as u8], to).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        for (i, sock) in [&first, &second].into_iter().enumerate() {
+            let want: Vec<Vec<u8>> = cpus[..2]
+                .iter()
+                .filter(|&&c| c % 2 == i)
+                .flat_map(|&c| std::iter::repeat_n(vec![c as u8], 5))
+                .collect();
+            if !want.is_empty() {
+                wait_readable(sock);
+            }
+            let mut buf = [0u8; 16];
+            let mut got = Vec::new();
+            while let Ok(m) = sock.recv(&mut buf) {
+                got.push(buf[..m.len].to_vec());
+            }
+            assert_eq!(got, want, "socket {i}");
+        }
     }
 }

@@ -249,6 +249,7 @@ fn both_backends_bridge_with_vnet_hdr_and_offloads() {
     let opts = TapOptions {
         vnet_hdr: Some(VnetHdrLen::MrgRxbuf),
         offload: true,
+        multi_queue: false,
     };
     for backend in [BackendChoice::Plain, BackendChoice::Uring] {
         let s = setup(backend, opts, false);

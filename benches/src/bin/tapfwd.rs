@@ -33,6 +33,7 @@ fn run(args: &[String]) -> Result<std::convert::Infallible, String> {
         &TapOptions {
             vnet_hdr: Some(hdr),
             offload: true,
+            multi_queue: false,
         },
     )
     .map_err(|e| format!("tap {tap}: {e}"))?;

@@ -192,10 +192,10 @@ fn a_v2_peer_connects_at_v2_with_chacha() {
     // the version cannot be mixed up without the datagrams failing.
     let mut v3 = offering(CHACHA, CHACHA);
     v3.established();
-    let (mut s3, _) = v3.a.take_datagram_keys().unwrap();
+    let (s3, _) = v3.a.take_datagram_keys().unwrap();
     let mut q = with_v2_peer(CipherSuites::supported());
     q.established();
-    let (_, mut o2) = q.b.take_datagram_keys().unwrap();
+    let (_, o2) = q.b.take_datagram_keys().unwrap();
     let mut buf = [0u8; 1 + TAG_LEN_BYTES];
     let (c, n) = s3.seal_in_place(b"", &mut buf, 1).unwrap();
     assert!(o2.open_in_place(c, b"", &mut buf[..n]).is_err());

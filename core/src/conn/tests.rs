@@ -511,8 +511,8 @@ fn received_gossip_over_the_output_bound_is_dropped_and_counted() {
 fn datagram_keys_pair_up_across_the_connection() {
     let mut p = Pair::new(Some(b"pw"), Some(b"pw"));
     p.established();
-    let (mut a_seal, _) = p.a.take_datagram_keys().unwrap();
-    let (_, mut b_open) = p.b.take_datagram_keys().unwrap();
+    let (a_seal, _) = p.a.take_datagram_keys().unwrap();
+    let (_, b_open) = p.b.take_datagram_keys().unwrap();
     assert!(p.a.take_datagram_keys().is_none());
     let mut buf = [0u8; 5 + TAG_LEN_BYTES];
     buf[..5].copy_from_slice(b"frame");

@@ -21,15 +21,16 @@ mod keyrng;
 mod opener;
 mod replay;
 mod session;
+mod shared_window;
 mod suite;
 
 pub use keyrng::{BoxedKeyRng, ChaChaKeyRng, CryptoRng, KeyRng, RngCore};
 pub use opener::{DatagramOpener, Fresh, OPENED_SLOTS_MAX, Opened, OpenedSlots};
 pub use replay::{REPLAY_WINDOW_LEN_COUNTERS, ReplayWindow};
 pub use session::{
-    DatagramBinding, DatagramSealer, Datagrams, Handshake, KeyPair, Opener, Sealer, SessionKeys,
-    StreamRecords,
+    DatagramBinding, DatagramSealer, Handshake, KeyPair, Opener, Sealer, SessionKeys, StreamRecords,
 };
+pub use shared_window::SharedReplayWindow;
 pub use suite::{CipherSuite, CipherSuites, UnknownCipher};
 
 use core::fmt;

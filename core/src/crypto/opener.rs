@@ -10,7 +10,8 @@
 
 use super::aead::Cipher;
 use super::session::open;
-use super::{CipherSuite, CryptoError, ReplayWindow};
+use super::{CipherSuite, CryptoError, SharedReplayWindow};
+use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -69,6 +70,10 @@ impl Opened {
 
 /// Opens one peer's sleeve datagrams in any order, each counter once.
 ///
+/// Clones share the key and the replay window: the queues of a multi-queue sleeve each
+/// hold one and open the datagrams they receive, and a counter is still accepted once
+/// over all of them ([`SharedReplayWindow`]).
+///
 /// ```
 /// use weft_core::crypto::{ChaChaKeyRng, Handshake};
 /// let mut rng = ChaChaKeyRng::for_simulation(1);
@@ -87,16 +92,17 @@ impl Opened {
 /// assert_eq!(&buf[..plain_len], b"hi");
 /// assert!(o.check(counter).is_err(), "each counter once");
 /// ```
+#[derive(Clone)]
 pub struct DatagramOpener {
-    cipher: Cipher,
-    window: ReplayWindow,
+    cipher: Arc<Cipher>,
+    window: Arc<SharedReplayWindow>,
 }
 
 impl DatagramOpener {
     pub(super) fn new(cipher: Cipher) -> Self {
         Self {
-            cipher,
-            window: ReplayWindow::new(),
+            cipher: Arc::new(cipher),
+            window: Arc::new(SharedReplayWindow::new()),
         }
     }
 
@@ -108,7 +114,7 @@ impl DatagramOpener {
     /// [`check`](Self::check), [`open`](Self::open) and [`record`](Self::record) in one:
     /// decrypts `sealed` (ciphertext then tag) in place and returns the plaintext length.
     pub fn open_in_place(
-        &mut self,
+        &self,
         counter: u64,
         aad: &[u8],
         sealed: &mut [u8],
@@ -135,8 +141,9 @@ impl DatagramOpener {
 
     /// Records an opened datagram's counter and returns its plaintext length (the
     /// plaintext is `sealed[..len]`); [`CryptoError::Replayed`] if the counter was
-    /// recorded since its check (e.g. the same datagram twice in one batch).
-    pub fn record(&mut self, opened: Opened) -> Result<usize, CryptoError> {
+    /// recorded since its check (e.g. the same datagram twice in one batch, or on two
+    /// queues at once).
+    pub fn record(&self, opened: Opened) -> Result<usize, CryptoError> {
         self.window.update(opened.0).map(|()| opened.1)
     }
 

@@ -5,8 +5,8 @@ use super::CryptoError;
 /// How many counters behind the highest one seen are still accepted (once each).
 pub const REPLAY_WINDOW_LEN_COUNTERS: u64 = 8192;
 
-const WORD_BITS: u64 = 64;
-const WINDOW_WORDS: usize = (REPLAY_WINDOW_LEN_COUNTERS / WORD_BITS) as usize;
+pub(super) const WORD_BITS: u64 = 64;
+pub(super) const WINDOW_WORDS: usize = (REPLAY_WINDOW_LEN_COUNTERS / WORD_BITS) as usize;
 
 /// Remembers which of the last [`REPLAY_WINDOW_LEN_COUNTERS`] counters were accepted.
 ///

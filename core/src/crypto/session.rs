@@ -23,8 +23,10 @@ use super::{
     COUNTER_MAX, CipherSuite, CryptoError, DatagramOpener, HASH_LEN_BYTES, KEY_LEN_BYTES, Psk,
     TAG_LEN_BYTES, nonce_bytes,
 };
+use alloc::sync::Arc;
 use core::fmt;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -289,7 +291,7 @@ impl SessionKeys {
         Ok(Self {
             stream_sealer: Sealer::new(key(s_out)?),
             stream_opener: Opener::new(key(s_in)?),
-            datagram_sealer: Sealer::new(datagram_key(d_out, d_out_v3)?),
+            datagram_sealer: DatagramSealer::new(datagram_key(d_out, d_out_v3)?),
             datagram_opener: DatagramOpener::new(datagram_key(d_in, d_in_v3)?),
         })
     }
@@ -335,7 +337,7 @@ pub(super) fn open(
 }
 
 /// Seals one direction's records with a counter nonce (0, 1, 2, ...): `Sealer` (that is,
-/// `Sealer<StreamRecords>`) a stream's records, [`DatagramSealer`] sleeve datagrams.
+/// `Sealer<StreamRecords>`) a stream's records; sleeve datagrams have [`DatagramSealer`].
 pub struct Sealer<C = StreamRecords> {
     cipher: Cipher,
     counter: u64,
@@ -346,14 +348,20 @@ pub struct Sealer<C = StreamRecords> {
 #[derive(Debug)]
 pub struct StreamRecords;
 
-/// What a [`DatagramSealer`] seals: sleeve datagrams, which the peer opens in any order,
-/// each counter once (so counters can be taken ahead, for a batch).
-#[derive(Debug)]
-pub struct Datagrams;
+/// Seals sleeve datagrams to one peer, which opens them in any order, each counter once
+/// (so counters can be taken ahead, for a batch: [`reserve`](Self::reserve) and
+/// [`seal_at`](Self::seal_at)).
+///
+/// Clones share the key and the counter: the queues of a multi-queue sleeve each hold one,
+/// and every counter (so every nonce under the key) is handed out once over all of them.
+#[derive(Clone)]
+pub struct DatagramSealer(Arc<DatagramSealerShared>);
 
-/// Seals sleeve datagrams to one peer; the counter rules of every [`Sealer`], and
-/// [`reserve`](Self::reserve) and [`seal_at`](Self::seal_at) for batches.
-pub type DatagramSealer = Sealer<Datagrams>;
+struct DatagramSealerShared {
+    cipher: Cipher,
+    /// The next counter not yet handed out.
+    next: AtomicU64,
+}
 
 impl<C> Sealer<C> {
     fn new(cipher: Cipher) -> Self {
@@ -444,20 +452,42 @@ impl Opener {
     }
 }
 
-impl Sealer<Datagrams> {
-    /// Takes the next `n` counters at once (returns the first) for datagrams sealed with
-    /// [`seal_at`](Self::seal_at), so that one batch can be sealed on several threads.
-    /// Fails, taking none, if they would run past the last counter.
-    pub fn reserve(&mut self, n: u64) -> Result<u64, CryptoError> {
-        let first = self.counter;
-        // The last counter taken is end - 1, at most COUNTER_MAX (= u64::MAX - 1) exactly
-        // when the sum does not overflow.
-        let end = first.checked_add(n).ok_or(CryptoError::CounterExhausted)?;
-        self.counter = end;
-        Ok(first)
+impl DatagramSealer {
+    pub(super) fn new(cipher: Cipher) -> Self {
+        Self::starting_at(cipher, 0)
     }
 
-    /// Seals like [`seal_in_place`](Self::seal_in_place) with a counter taken by
+    fn starting_at(cipher: Cipher, next: u64) -> Self {
+        Self(Arc::new(DatagramSealerShared {
+            cipher,
+            next: AtomicU64::new(next),
+        }))
+    }
+
+    /// The AEAD this sealer uses.
+    pub fn suite(&self) -> CipherSuite {
+        self.0.cipher.suite()
+    }
+
+    /// The counter the next [`reserve`](Self::reserve) would hand out (any clone's).
+    pub fn next_counter(&self) -> u64 {
+        self.0.next.load(Ordering::Relaxed)
+    }
+
+    /// Takes the next `n` counters at once (returns the first) for datagrams sealed with
+    /// [`seal_at`](Self::seal_at), so that one batch can be sealed on several threads.
+    /// Fails, taking none, if they would run past the last counter. Clones take disjoint
+    /// ranges.
+    pub fn reserve(&self, n: u64) -> Result<u64, CryptoError> {
+        // The last counter taken is end - 1, at most COUNTER_MAX (= u64::MAX - 1) exactly
+        // when the sum does not overflow.
+        self.0
+            .next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(n))
+            .map_err(|_| CryptoError::CounterExhausted)
+    }
+
+    /// Seals like [`Sealer::seal_in_place`] with a counter taken by
     /// [`reserve`](Self::reserve) (each used once); returns the sealed length. Takes
     /// `&self`: the datagrams of one batch may be sealed in parallel.
     pub fn seal_at(
@@ -467,11 +497,41 @@ impl Sealer<Datagrams> {
         buf: &mut [u8],
         plaintext_len: usize,
     ) -> Result<usize, CryptoError> {
-        if counter >= self.counter {
+        if counter >= self.next_counter() {
             // Not reserved: sealing it could reuse a nonce later.
             return Err(CryptoError::CounterExhausted);
         }
-        seal(&self.cipher, counter, aad, buf, plaintext_len)
+        seal(&self.0.cipher, counter, aad, buf, plaintext_len)
+    }
+
+    /// Takes one counter and seals `buf[..plaintext_len]` in place with it, the tag right
+    /// after; returns the counter and the sealed length. Fails without using a counter if
+    /// `buf` is too short or the counter is exhausted.
+    pub fn seal_in_place(
+        &self,
+        aad: &[u8],
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<(u64, usize), CryptoError> {
+        if plaintext_len.saturating_add(TAG_LEN_BYTES) > buf.len() {
+            return Err(CryptoError::BufferTooSmall);
+        }
+        let counter = self.reserve(1)?;
+        let sealed_len = seal(&self.0.cipher, counter, aad, buf, plaintext_len)?;
+        Ok((counter, sealed_len))
+    }
+
+    #[cfg(test)]
+    pub(super) fn near_end_for_test(cipher: Cipher, next: u64) -> Self {
+        Self::starting_at(cipher, next)
+    }
+}
+
+impl fmt::Debug for DatagramSealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramSealer")
+            .field("counter", &self.next_counter())
+            .finish_non_exhaustive()
     }
 }
 

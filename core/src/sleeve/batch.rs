@@ -2,7 +2,7 @@
 //! sealed as one GSO batch; a GRO batch checked, opened together and then recorded in
 //! arrival order. A [`Spread`] shares out the sealing and the opening.
 
-use super::framing::{frame_datagram, frame_overhead, mss_to_fit, routing_prefix};
+use super::framing::{frame_datagram, frame_overhead, mss_to_fit, routing_prefix, take_counters};
 use super::{
     Build, DropReason, GSO_BATCH_LEN_MAX, GSO_BATCH_SEGMENTS_MAX, Output, ROUTING_PREFIX_LEN,
     SPREAD_PIECES_MIN, Sleeve, Spread,
@@ -123,8 +123,8 @@ impl Sleeve {
         let (header, _) = DatagramHeader::parse(dgram).map_err(DropReason::Malformed)?;
         let opener = self
             .peers
-            .get_mut(&header.sender)
-            .and_then(|p| p.opener.as_mut())
+            .get(&header.sender)
+            .and_then(|p| p.opener.as_ref())
             .ok_or(DropReason::UnknownPeer)?;
         let len = opener.record(opened).map_err(|_| DropReason::Crypto)?;
         let body = &dgram[DATAGRAM_HEADER_LEN..DATAGRAM_HEADER_LEN + len];
@@ -185,10 +185,11 @@ impl Sleeve {
             false => DatagramKind::Frames,
         };
         let (me, encrypt) = (self.me, self.encrypt);
-        let Some(peer) = self.peers.get_mut(&hop) else {
+        let Some(peer) = self.peers.get(&hop) else {
             self.stats.count(DropReason::NoRoute);
             return;
         };
+        let plain = &*self.plain_counter;
         let spread = &mut self.spread;
         let prefix = routing_prefix(origin, dest);
         let to = peer.addr;
@@ -200,6 +201,9 @@ impl Sleeve {
             // batch is sealed (shared out among threads when the host provides them).
             let mut build = |buf: &mut [u8]| -> usize {
                 let mut used = 0usize;
+                // The batch's counters are taken at once (other queues take from the same
+                // sealer): datagram i carries first + i; what the batch leaves unused is
+                // skipped.
                 let mut first_counter = None;
                 while sent < per_batch && used + stride <= buf.len() {
                     let d = &mut buf[used..used + stride];
@@ -211,9 +215,17 @@ impl Sleeve {
                     d[h..h + ROUTING_PREFIX_LEN].copy_from_slice(&prefix);
                     // len <= seg_max <= u16::MAX, checked above.
                     d[h + ROUTING_PREFIX_LEN..lead].copy_from_slice(&(len as u16).to_be_bytes());
-                    match frame_datagram(peer, me, encrypt, hop, kind, d, lead - h + len) {
-                        Ok((counter, total)) => {
-                            first_counter.get_or_insert(counter);
+                    let first = match first_counter {
+                        Some(f) => Ok(f),
+                        None => take_counters(peer, plain, encrypt, per_batch as u64),
+                    };
+                    let framed = first.and_then(|f| {
+                        first_counter = Some(f);
+                        let counter = f + sent as u64;
+                        frame_datagram(me, encrypt, hop, kind, counter, d, lead - h + len)
+                    });
+                    match framed {
+                        Ok(total) => {
                             used += total;
                             sent += 1;
                             if total < stride {
@@ -231,7 +243,7 @@ impl Sleeve {
                 if let (true, Some(first), Some(sealer)) =
                     (encrypt, first_counter, peer.sealer.as_ref())
                 {
-                    // Datagram i of the batch carries counter first + i (taken in turn above).
+                    // Datagram i of the batch carries counter first + i (taken above).
                     let bad = AtomicBool::new(false);
                     spread_pieces(spread, &mut buf[..used], stride, &|i, d| {
                         let (aad, body) = d.split_at_mut(DATAGRAM_HEADER_LEN);

@@ -7,11 +7,14 @@ use crate::peer::PeerName;
 use crate::switch::Mac;
 use crate::wire::DATAGRAM_VERSION;
 use crate::wire::datagram::{DATAGRAM_HEADER_LEN, DatagramHeader, DatagramKind};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes the header into `buf[..DATAGRAM_HEADER_LEN]` and seals (or not) the `len`
 /// payload bytes after it; returns the datagram's length.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn seal_datagram(
-    peer: &mut Peer,
+    peer: &Peer,
+    plain: &AtomicU64,
     me: PeerName,
     encrypt: bool,
     hop: PeerName,
@@ -19,7 +22,8 @@ pub(super) fn seal_datagram(
     buf: &mut [u8],
     len: usize,
 ) -> Result<usize, DropReason> {
-    let (counter, total) = frame_datagram(peer, me, encrypt, hop, kind, buf, len)?;
+    let counter = take_counters(peer, plain, encrypt, 1)?;
+    let total = frame_datagram(me, encrypt, hop, kind, counter, buf, len)?;
     if let (true, Some(s)) = (encrypt, peer.sealer.as_ref()) {
         let (aad, body) = buf.split_at_mut(DATAGRAM_HEADER_LEN);
         s.seal_at(counter, aad, body, len)
@@ -28,31 +32,41 @@ pub(super) fn seal_datagram(
     Ok(total)
 }
 
-/// Writes the header (taking the datagram's counter) into `buf[..DATAGRAM_HEADER_LEN]`
-/// for `len` payload bytes after it, leaving them to be sealed with that counter when
-/// `encrypt`. Returns the counter and the datagram's length once sealed.
+/// Takes `n` consecutive counters for datagrams to `peer` and returns the first: from its
+/// sealer when `encrypt` (shared by every queue's engine, so no nonce repeats), else from
+/// `plain`, the plain counter all queues and peers share (it only grows, so a peer's
+/// window sees each counter once). Unused ones are simply skipped: windows take gaps.
+pub(super) fn take_counters(
+    peer: &Peer,
+    plain: &AtomicU64,
+    encrypt: bool,
+    n: u64,
+) -> Result<u64, DropReason> {
+    match (&peer.sealer, encrypt) {
+        (Some(s), true) => s.reserve(n).map_err(|_| DropReason::Crypto),
+        (None, true) => Err(DropReason::EncryptionMismatch),
+        // `plain` holds the last counter used.
+        (_, false) => Ok(plain.fetch_add(n, Ordering::Relaxed).wrapping_add(1)),
+    }
+}
+
+/// Writes the header with `counter` into `buf[..DATAGRAM_HEADER_LEN]` for `len` payload
+/// bytes after it, leaving them to be sealed with that counter when `encrypt`. Returns the
+/// datagram's length once sealed.
 pub(super) fn frame_datagram(
-    peer: &mut Peer,
     me: PeerName,
     encrypt: bool,
     hop: PeerName,
     kind: DatagramKind,
+    counter: u64,
     buf: &mut [u8],
     len: usize,
-) -> Result<(u64, usize), DropReason> {
+) -> Result<usize, DropReason> {
     let tag = if encrypt { TAG_LEN_BYTES } else { 0 };
     let total = DATAGRAM_HEADER_LEN + len + tag;
     if buf.len() < total {
         return Err(DropReason::TooBig);
     }
-    let counter = match (&mut peer.sealer, encrypt) {
-        (Some(s), true) => s.reserve(1).map_err(|_| DropReason::Crypto)?,
-        (None, true) => return Err(DropReason::EncryptionMismatch),
-        (_, false) => {
-            peer.plain_counter += 1;
-            peer.plain_counter
-        }
-    };
     let header = DatagramHeader {
         version: DATAGRAM_VERSION,
         kind,
@@ -64,7 +78,7 @@ pub(super) fn frame_datagram(
     header
         .emit(&mut buf[..DATAGRAM_HEADER_LEN])
         .map_err(DropReason::Malformed)?;
-    Ok((counter, total))
+    Ok(total)
 }
 
 /// The L4 payload per segment that makes each datagram of `frame`'s segments fit the

@@ -42,9 +42,11 @@ use crate::wire::WireError;
 use crate::wire::datagram::{DATAGRAM_HEADER_LEN, DATAGRAM_LEN_MAX};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use framing::{frame_overhead, segment_room};
 
 /// The destination name meaning "every peer down the broadcast tree".
@@ -210,6 +212,25 @@ pub struct SleeveStats {
 }
 
 impl SleeveStats {
+    /// Adds `other`'s counts to these (the engines of a multi-queue sleeve, summed).
+    pub fn merge(&mut self, other: &Self) {
+        self.frames_from_bridge += other.frames_from_bridge;
+        self.frames_to_bridge += other.frames_to_bridge;
+        self.datagrams_sent += other.datagrams_sent;
+        self.datagrams_received += other.datagrams_received;
+        self.frames_relayed += other.frames_relayed;
+        self.frames_left_to_kernel += other.frames_left_to_kernel;
+        self.drops_malformed += other.drops_malformed;
+        self.drops_unknown_peer += other.drops_unknown_peer;
+        self.drops_crypto += other.drops_crypto;
+        self.drops_replayed += other.drops_replayed;
+        self.drops_encryption_mismatch += other.drops_encryption_mismatch;
+        self.drops_not_for_us += other.drops_not_for_us;
+        self.drops_no_route += other.drops_no_route;
+        self.drops_too_big += other.drops_too_big;
+        self.peer_addr_changes += other.peer_addr_changes;
+    }
+
     fn count(&mut self, d: DropReason) {
         match d {
             DropReason::Malformed(_) => self.drops_malformed += 1,
@@ -236,8 +257,6 @@ struct Peer {
     addr_learned: bool,
     sealer: Option<DatagramSealer>,
     opener: Option<DatagramOpener>,
-    /// The last counter we sent this peer in a plain datagram.
-    plain_counter: u64,
     /// Which plain counters from this peer were accepted (sealed ones: the opener's).
     plain_window: ReplayWindow,
     last_heard: Option<Instant>,
@@ -290,6 +309,10 @@ pub struct Sleeve {
     spread: Option<Box<dyn Spread>>,
     /// See [`Sleeve::set_plain_epoch`].
     plain_epoch: u64,
+    /// The last counter used in a plain datagram, to any peer: shared with the engines
+    /// of the other queues ([`Sleeve::new_queue`]), so no two plain datagrams to a peer
+    /// carry one counter.
+    plain_counter: Arc<AtomicU64>,
 }
 
 impl Sleeve {
@@ -310,7 +333,22 @@ impl Sleeve {
             stats: SleeveStats::default(),
             spread: None,
             plain_epoch: 0,
+            plain_counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// An engine for another queue of the same router (a multi-queue sleeve: one engine
+    /// per queue thread, each fed the frames and datagrams its queue reads). It shares
+    /// this engine's plain counter; give it the same peers, with clones of the same keys
+    /// (which share their counters and replay windows), routes and fast-path peers. MAC
+    /// learning, heartbeats, probes and counters are its own.
+    pub fn new_queue(&self) -> Self {
+        let mut q = Self::new(self.me, self.encrypt);
+        q.plain_epoch = self.plain_epoch;
+        q.plain_counter = Arc::clone(&self.plain_counter);
+        q.heartbeat_interval = self.heartbeat_interval;
+        q.heartbeat_timeout = self.heartbeat_timeout;
+        q
     }
 
     /// Where plain datagram counters start, as `unix_micros << PLAIN_COUNTER_SHIFT` at
@@ -318,6 +356,7 @@ impl Sleeve {
     /// begin above those of its previous run, which peers' replay windows still hold.
     pub fn set_plain_epoch(&mut self, epoch: u64) {
         self.plain_epoch = epoch;
+        self.plain_counter.fetch_max(epoch, Ordering::Relaxed);
     }
 
     /// Lets `spread` share out the sealing of each GSO batch sent and the opening of each
@@ -344,16 +383,16 @@ impl Sleeve {
             None => (None, None),
         };
         // Plain counters must only grow, also over a reconnection or a restart of this
-        // router (the peer's window outlives both): start from the clock, PLAIN_COUNTER_SHIFT
-        // bits up, so a new start is above anything sent before. A peer we knew keeps its
-        // counter and window.
-        let (plain_counter, plain_window) = match self.peers.remove(&name) {
-            Some(old) => (old.plain_counter, old.plain_window),
-            None => (
-                self.plain_epoch
-                    .saturating_add(now.total_micros() << PLAIN_COUNTER_SHIFT),
-                ReplayWindow::new(),
-            ),
+        // router (the peer's window outlives both): they are at least the clock,
+        // PLAIN_COUNTER_SHIFT bits up, so a new start is above anything sent before. A
+        // peer we knew keeps its window.
+        let start = self
+            .plain_epoch
+            .saturating_add(now.total_micros() << PLAIN_COUNTER_SHIFT);
+        self.plain_counter.fetch_max(start, Ordering::Relaxed);
+        let plain_window = match self.peers.remove(&name) {
+            Some(old) => old.plain_window,
+            None => ReplayWindow::new(),
         };
         self.peers.insert(
             name,
@@ -363,7 +402,6 @@ impl Sleeve {
                 addr_learned: false,
                 sealer,
                 opener,
-                plain_counter,
                 plain_window,
                 last_heard: None,
                 next_heartbeat: now,
@@ -381,6 +419,22 @@ impl Sleeve {
     pub fn set_link_mtu(&mut self, name: PeerName, mtu: Option<u16>) {
         if let Some(p) = self.peers.get_mut(&name) {
             p.link_mtu = mtu.filter(|&m| m >= LINK_MTU_MIN);
+        }
+    }
+
+    /// Another queue's engine of this router saw `name`'s authenticated datagrams come
+    /// from `addr` since `since` (see [`PeerPath::addr_learned`]): send there too, unless
+    /// this engine learned a later address itself. A multi-queue sleeve receives a peer's
+    /// datagrams on whichever queue its CPU steers them to; every queue sends.
+    pub fn set_peer_addr_learned(&mut self, name: PeerName, addr: SocketAddr, since: Instant) {
+        if let Some(p) = self.peers.get_mut(&name)
+            && p.addr != addr
+            && (!p.addr_learned || since > p.addr_since)
+        {
+            p.addr = addr;
+            p.addr_since = since;
+            p.addr_learned = true;
+            p.pmtu_bytes = None;
         }
     }
 

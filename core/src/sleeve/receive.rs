@@ -63,7 +63,7 @@ impl Sleeve {
             .ok_or(DropReason::UnknownPeer)?;
         let (aad, body) = dgram.split_at_mut(DATAGRAM_HEADER_LEN);
         let plain_len = if header.sealed {
-            let opener = peer.opener.as_mut().ok_or(DropReason::EncryptionMismatch)?;
+            let opener = peer.opener.as_ref().ok_or(DropReason::EncryptionMismatch)?;
             opener
                 .open_in_place(header.counter, aad, body)
                 .map_err(|_| DropReason::Crypto)?

@@ -148,12 +148,13 @@ impl Sleeve {
         len: usize,
         out: &mut impl FnMut(Output<'_>),
     ) {
-        let Some(peer) = self.peers.get_mut(&hop) else {
+        let Some(peer) = self.peers.get(&hop) else {
             self.stats.count(DropReason::NoRoute);
             return;
         };
         match seal_datagram(
             peer,
+            &self.plain_counter,
             self.me,
             self.encrypt,
             hop,

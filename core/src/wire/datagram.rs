@@ -558,8 +558,8 @@ mod tests {
     fn sealed_datagram_opens_once_and_header_is_authenticated() {
         let mut rng = ChaChaKeyRng::for_simulation(3);
         let (ka, kb) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
-        let mut a = SessionKeys::derive(&ka, kb.public_bytes(), true).unwrap();
-        let mut b = SessionKeys::derive(&kb, ka.public_bytes(), false).unwrap();
+        let a = SessionKeys::derive(&ka, kb.public_bytes(), true).unwrap();
+        let b = SessionKeys::derive(&kb, ka.public_bytes(), false).unwrap();
         let mut buf = [0u8; 256];
         let mut h = header(DatagramKind::PmtuReply, true);
         h.counter = a.datagram_sealer.next_counter();

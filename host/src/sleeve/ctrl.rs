@@ -7,6 +7,9 @@
 //! at its next wake-up. A peer's entry is keyed on its connection: a new connection to
 //! the same peer (a reconnect, or the other side of a duplicate-connection tie-break)
 //! replaces the address and keys the pump has.
+//!
+//! A multi-queue sleeve has one pump (and one [`Pending`]) per queue: every word goes to
+//! each, the keys as clones that share their counter and replay window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -50,22 +53,28 @@ impl Pending {
 pub(super) struct Control {
     /// Per peer, the connection (and address) whose keys the pump has or is about to get.
     told: Mutex<BTreeMap<PeerName, (ConnId, SocketAddr)>>,
-    pending: Arc<Mutex<Pending>>,
+    /// One per queue's pump.
+    pending: Vec<Arc<Mutex<Pending>>>,
 }
 
 impl Control {
-    /// A control side and the shared updates for the pump.
-    pub(super) fn new() -> (Self, Arc<Mutex<Pending>>) {
-        let pending = Arc::new(Mutex::new(Pending::default()));
+    /// A control side and the shared updates for each of `queues` pumps (at least one).
+    pub(super) fn new(queues: usize) -> (Self, Vec<Arc<Mutex<Pending>>>) {
+        let pending: Vec<_> = (0..queues.max(1))
+            .map(|_| Arc::new(Mutex::new(Pending::default())))
+            .collect();
         let control = Self {
             told: Mutex::new(BTreeMap::new()),
-            pending: Arc::clone(&pending),
+            pending: pending.iter().map(Arc::clone).collect(),
         };
         (control, pending)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Applies `f` to each queue's pending updates in turn.
+    fn each_pending(&self, mut f: impl FnMut(&mut Pending)) {
+        for p in &self.pending {
+            f(&mut p.lock().unwrap_or_else(PoisonError::into_inner));
+        }
     }
 
     fn told(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerName, (ConnId, SocketAddr)>> {
@@ -87,9 +96,10 @@ impl Control {
         keys: Option<Keys>,
     ) {
         self.told().insert(name, (conn, addr));
-        self.pending()
-            .peers
-            .insert(name, PeerUpdate::Set { conn, addr, keys });
+        self.each_pending(|p| {
+            let keys = keys.clone();
+            p.peers.insert(name, PeerUpdate::Set { conn, addr, keys });
+        });
     }
 
     /// Removes every peer not in `live`; true if there was one.
@@ -100,21 +110,22 @@ impl Control {
             told.retain(|n, _| live.contains(n));
             gone
         };
-        let mut pending = self.pending();
-        for n in &gone {
-            pending.peers.insert(*n, PeerUpdate::Remove);
-        }
+        self.each_pending(|p| {
+            for n in &gone {
+                p.peers.insert(*n, PeerUpdate::Remove);
+            }
+        });
         !gone.is_empty()
     }
 
     /// New routes (replacing any not taken yet).
     pub(super) fn set_routes(&self, table: ForwardingTable) {
-        self.pending().routes = Some(table);
+        self.each_pending(|p| p.routes = Some(table.clone()));
     }
 
     /// The fast-path peers now (replacing any set not taken yet).
     pub(super) fn set_fast(&self, fast: BTreeSet<PeerName>) {
-        self.pending().fast = Some(fast);
+        self.each_pending(|p| p.fast = Some(fast.clone()));
     }
 }
 
@@ -132,12 +143,13 @@ mod tests {
 
     #[test]
     fn a_second_connection_replaces_the_first_ones_entry() {
-        let (control, shared) = Control::new();
+        let (control, shared) = Control::new(1);
+        let shared = &shared[0];
         let p = peer(1);
         control.set_peer(p, ConnId(1), addr(2), None);
         // The pump took the first connection's entry.
         assert!(matches!(
-            Pending::take(&shared).peers.get(&p),
+            Pending::take(shared).peers.get(&p),
             Some(PeerUpdate::Set {
                 conn: ConnId(1),
                 ..
@@ -147,7 +159,7 @@ mod tests {
         // A tie-break or reconnect: the router's connection to p is now #7.
         control.set_peer(p, ConnId(7), addr(3), None);
         assert_eq!(control.conn_of(p), Some(ConnId(7)));
-        let taken = Pending::take(&shared);
+        let taken = Pending::take(shared);
         match taken.peers.get(&p) {
             Some(PeerUpdate::Set { conn, addr: a, .. }) => {
                 assert_eq!((*conn, *a), (ConnId(7), addr(3)));
@@ -158,7 +170,8 @@ mod tests {
 
     #[test]
     fn updates_are_never_dropped_however_many_wait() {
-        let (control, shared) = Control::new();
+        let (control, shared) = Control::new(1);
+        let shared = &shared[0];
         let n = 5_000;
         let live: Vec<PeerName> = (0..n).map(peer).collect();
         for (i, p) in live.iter().enumerate() {
@@ -167,7 +180,7 @@ mod tests {
         // Newer words replace older ones: the last per peer wins.
         control.set_peer(live[0], ConnId(99_999), addr(9), None);
         control.retain(&live[1..]);
-        let taken = Pending::take(&shared);
+        let taken = Pending::take(shared);
         assert_eq!(taken.peers.len(), n as usize);
         assert!(matches!(
             taken.peers.get(&live[0]),
@@ -180,6 +193,30 @@ mod tests {
                 ..
             })
         ));
-        assert!(Pending::take(&shared).peers.is_empty());
+        assert!(Pending::take(shared).peers.is_empty());
+    }
+
+    #[test]
+    fn every_queue_gets_every_word() {
+        let (control, shared) = Control::new(3);
+        control.set_peer(peer(1), ConnId(4), addr(2), None);
+        control.set_peer(peer(2), ConnId(5), addr(3), None);
+        control.retain(&[peer(2)]);
+        control.set_fast(BTreeSet::from([peer(2)]));
+        for q in &shared {
+            let taken = Pending::take(q);
+            assert!(matches!(
+                taken.peers.get(&peer(1)),
+                Some(PeerUpdate::Remove)
+            ));
+            assert!(matches!(
+                taken.peers.get(&peer(2)),
+                Some(PeerUpdate::Set {
+                    conn: ConnId(5),
+                    ..
+                })
+            ));
+            assert_eq!(taken.fast, Some(BTreeSet::from([peer(2)])));
+        }
     }
 }

@@ -18,6 +18,8 @@ struct SleeveCounters {
     crypto_threads: u64,
     /// Datagrams sealed or opened by the helper threads.
     helper_crypted: u64,
+    /// Each queue's I/O counters, in queue order.
+    queues: Vec<CounterSnapshot>,
 }
 
 impl Datapath {
@@ -32,6 +34,7 @@ impl Datapath {
                 .crypto_helped
                 .as_ref()
                 .map_or(0, |h| h.load(Ordering::Relaxed)),
+            queues: self.per_queue().into_iter().map(|(c, _)| c).collect(),
         }
         .render(m);
     }
@@ -100,6 +103,40 @@ impl SleeveCounters {
             "Datagrams sealed or opened by the helper threads rather than the datapath thread.",
             self.helper_crypted,
         );
+        let per_queue = |f: fn(&CounterSnapshot) -> u64| {
+            self.queues
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| ([i.to_string()], f(c)))
+        };
+        m.family(
+            "weft_datapath_queue_datagrams_in_total",
+            "UDP datagrams received, by sleeve queue.",
+            Kind::Counter,
+            ["queue"],
+            per_queue(|c| c.udp_datagrams_in),
+        );
+        m.family(
+            "weft_datapath_queue_datagrams_out_total",
+            "UDP datagrams sent, by sleeve queue.",
+            Kind::Counter,
+            ["queue"],
+            per_queue(|c| c.udp_datagrams_out),
+        );
+        m.family(
+            "weft_datapath_queue_tap_reads_total",
+            "Reads from the TAP, by sleeve queue.",
+            Kind::Counter,
+            ["queue"],
+            per_queue(|c| c.tap_frames_in),
+        );
+        m.family(
+            "weft_datapath_queue_tap_writes_total",
+            "Writes to the TAP, by sleeve queue.",
+            Kind::Counter,
+            ["queue"],
+            per_queue(|c| c.tap_frames_out),
+        );
         m.counter(
             "weft_datapath_peer_address_changes_total",
             "Times a peer's sleeve datagrams came from a new address (a NAT's mapping seen or changed), which the sleeve then answered.",
@@ -152,6 +189,22 @@ mod tests {
             },
             crypto_threads: 3,
             helper_crypted: 3001,
+            queues: vec![
+                CounterSnapshot {
+                    udp_datagrams_in: 4001,
+                    udp_datagrams_out: 4002,
+                    tap_frames_in: 4003,
+                    tap_frames_out: 4004,
+                    ..CounterSnapshot::default()
+                },
+                CounterSnapshot {
+                    udp_datagrams_in: 4011,
+                    udp_datagrams_out: 4012,
+                    tap_frames_in: 4013,
+                    tap_frames_out: 4014,
+                    ..CounterSnapshot::default()
+                },
+            ],
         }
     }
 
@@ -207,6 +260,22 @@ weft_datapath_crypto_threads 3
 # HELP weft_datapath_helper_crypted_total Datagrams sealed or opened by the helper threads rather than the datapath thread.
 # TYPE weft_datapath_helper_crypted_total counter
 weft_datapath_helper_crypted_total 3001
+# HELP weft_datapath_queue_datagrams_in_total UDP datagrams received, by sleeve queue.
+# TYPE weft_datapath_queue_datagrams_in_total counter
+weft_datapath_queue_datagrams_in_total{queue="0"} 4001
+weft_datapath_queue_datagrams_in_total{queue="1"} 4011
+# HELP weft_datapath_queue_datagrams_out_total UDP datagrams sent, by sleeve queue.
+# TYPE weft_datapath_queue_datagrams_out_total counter
+weft_datapath_queue_datagrams_out_total{queue="0"} 4002
+weft_datapath_queue_datagrams_out_total{queue="1"} 4012
+# HELP weft_datapath_queue_tap_reads_total Reads from the TAP, by sleeve queue.
+# TYPE weft_datapath_queue_tap_reads_total counter
+weft_datapath_queue_tap_reads_total{queue="0"} 4003
+weft_datapath_queue_tap_reads_total{queue="1"} 4013
+# HELP weft_datapath_queue_tap_writes_total Writes to the TAP, by sleeve queue.
+# TYPE weft_datapath_queue_tap_writes_total counter
+weft_datapath_queue_tap_writes_total{queue="0"} 4004
+weft_datapath_queue_tap_writes_total{queue="1"} 4014
 # HELP weft_datapath_peer_address_changes_total Times a peer's sleeve datagrams came from a new address (a NAT's mapping seen or changed), which the sleeve then answered.
 # TYPE weft_datapath_peer_address_changes_total counter
 weft_datapath_peer_address_changes_total 2015

@@ -14,8 +14,8 @@
 
 use crate::clock::HostClock;
 use crate::error::{Error, Result};
-use crate::messages::{DatapathStatus, PathStatus};
-use std::collections::BTreeSet;
+use crate::messages::{DatapathStatus, PathStatus, QueueStatus};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +64,9 @@ struct SleeveHandler {
     coalescer: Option<Coalescer>,
     /// When the link MTUs to the peers are next asked again (they may change under us).
     next_mtu_check: Instant,
+    /// The latest address each peer's datagrams were learned from, by any queue's engine
+    /// (shared by the queues; see [`SleeveHandler::share_roaming`]).
+    roamed: Arc<Mutex<BTreeMap<PeerName, (SocketAddr, Instant)>>>,
 }
 
 /// How often the datapath asks the kernel again for the route MTU to each peer.
@@ -92,6 +95,29 @@ impl SleeveHandler {
         }
         if let Some(f) = p.fast {
             self.sleeve.set_fast_peers(f);
+        }
+    }
+
+    /// Puts the addresses this queue's engine learned (a peer's NAT mapping, seen on its
+    /// authenticated datagrams) where the other queues see them, and takes theirs: every
+    /// queue sends to a peer, but only the queues its datagrams are steered to learn where
+    /// from. At each wake-up (the tick: every [`TICK_INTERVAL_MS`]).
+    fn share_roaming(&mut self, now: Instant) {
+        let Ok(mut roamed) = self.roamed.lock() else {
+            return;
+        };
+        for p in self.sleeve.paths(now).filter(|p| p.addr_learned) {
+            let newer = roamed
+                .get(&p.name)
+                .is_none_or(|&(a, since)| a != p.addr && p.addr_since > since);
+            if newer {
+                roamed.insert(p.name, (p.addr, p.addr_since));
+            }
+        }
+        let live: BTreeSet<PeerName> = self.sleeve.paths(now).map(|p| p.name).collect();
+        roamed.retain(|n, _| live.contains(n));
+        for (name, (addr, since)) in roamed.iter() {
+            self.sleeve.set_peer_addr_learned(*name, *addr, *since);
         }
     }
 
@@ -258,6 +284,7 @@ impl Handler for SleeveHandler {
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_timeout(now, &mut |o| emit(out, coalescer, o));
+        self.share_roaming(now);
         if let Ok(mut p) = self.published.lock() {
             p.stats = self.sleeve.stats();
             p.paths = self.sleeve.paths(now).collect();
@@ -265,16 +292,35 @@ impl Handler for SleeveHandler {
     }
 }
 
-/// The datapath of one router.
+/// Most queues a sleeve opens (`--queues`, and the default).
+pub(crate) const QUEUES_MAX: usize = 8;
+
+/// Queues when `--queues` is not given: one per CPU this process may run on
+/// (`sched_getaffinity`), at most [`QUEUES_MAX`].
+pub(crate) fn queues_default() -> usize {
+    weft_uring_dp::allowed_cpus()
+        .map_or(1, |c| c.len())
+        .clamp(1, QUEUES_MAX)
+}
+
+/// The datapath of one router: one pump thread per queue, each with its TAP queue, its
+/// `SO_REUSEPORT` socket on the one UDP port and its own engine; the engines share the
+/// peers' keys (counters and replay windows) and the plain counter, nothing per packet.
 pub(crate) struct Datapath {
     /// The host's one clock (the sleeve engine's time base, shared with the driver).
     clock: HostClock,
-    pump: Mutex<Option<PumpThread<SleeveHandler>>>,
+    pumps: Mutex<Vec<PumpThread<SleeveHandler>>>,
     control: Control,
-    wake: WakeHandle,
-    counters: Arc<Counters>,
-    published: Arc<Mutex<Published>>,
+    /// One per queue.
+    wakes: Vec<WakeHandle>,
+    /// One per queue.
+    counters: Vec<Arc<Counters>>,
+    /// One per queue.
+    published: Vec<Arc<Mutex<Published>>>,
     backend: String,
+    /// Datagrams go to the socket of the CPU that received them (else: by 4-tuple, so
+    /// one peer's all to one queue).
+    steered_by_cpu: bool,
     /// The overlay MTU (the bridge's and every attachment's).
     mtu: usize,
     /// Threads that seal and open (0 without a password).
@@ -288,9 +334,86 @@ impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datapath")
             .field("backend", &self.backend)
+            .field("queues", &self.wakes.len())
             .field("port", &self.port)
             .finish_non_exhaustive()
     }
+}
+
+/// Opens the sleeve TAP with `queues` queues, retrying while a router killed a moment ago
+/// still holds it. Refuses while the TAP exists at all: a multi-queue open would join a
+/// live router's TAP instead of failing.
+fn open_taps(queues: usize) -> Result<Vec<Tap>> {
+    let busy = || {
+        Error::Other(format!(
+            "open TAP {TAP_NAME}: it exists already (is another weft router running in this network namespace?)"
+        ))
+    };
+    let mut tries = 0;
+    loop {
+        if tap_exists() {
+            if tries >= TAP_BUSY_RETRIES {
+                return Err(busy());
+            }
+        } else {
+            match open_tap(queues) {
+                Ok(t) => return Ok(t),
+                Err(e) if e.errno() == Some(libc::EBUSY) && tries >= TAP_BUSY_RETRIES => {
+                    return Err(busy());
+                }
+                Err(e) if e.errno() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    return Err(Error::Other(format!(
+                        "open TAP {TAP_NAME}: {e} (is another weft router running in this network namespace?)"
+                    )));
+                }
+            }
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// True when an interface named [`TAP_NAME`] exists in this network namespace.
+fn tap_exists() -> bool {
+    weft_uring_dp::interface_exists(TAP_NAME)
+}
+
+/// Binds `queues` sockets to UDP `port` (`SO_REUSEPORT` when more than one), retrying
+/// while a router killed a moment ago still holds the port. A plain bind first: it fails
+/// while anyone holds the port, which a reuse-port bind would join instead.
+fn bind_udps(port: u16, queues: usize) -> Result<Vec<UdpSock>> {
+    let at = SocketAddr::from(([0, 0, 0, 0], port));
+    let mut tries = 0;
+    // Likewise the port: a killed router's io_uring is torn down after it exits, and holds
+    // the socket until then.
+    let first = loop {
+        match UdpSock::bind(at, &UdpOptions::default()) {
+            Ok(u) => break u,
+            Err(e) if tries < TAP_BUSY_RETRIES && e.errno() == Some(libc::EADDRINUSE) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
+                return Err(Error::PortInUse { port, proto: "udp" });
+            }
+            Err(e) => return Err(Error::Other(format!("bind UDP port {port}: {e}"))),
+        }
+    };
+    if queues <= 1 {
+        return Ok(vec![first]);
+    }
+    drop(first);
+    let opts = UdpOptions {
+        reuse_port: true,
+        ..UdpOptions::default()
+    };
+    (0..queues)
+        .map(|_| {
+            UdpSock::bind(at, &opts)
+                .map_err(|e| Error::Other(format!("bind UDP port {port} (SO_REUSEPORT): {e}")))
+        })
+        .collect()
 }
 
 impl Datapath {
@@ -299,11 +422,14 @@ impl Datapath {
         self.clock
     }
 
-    /// Opens the TAP and binds UDP `port`, then starts the pump thread. The TAP still has
-    /// to be put on the bridge ([`TAP_NAME`], see `Plumbing::add_port`).
+    /// Opens the TAP with `queues` queues and binds that many sockets to UDP `port`, then
+    /// starts one pump thread per queue. The TAP still has to be put on the bridge
+    /// ([`TAP_NAME`], see `Plumbing::add_port`).
     ///
-    /// With `encrypt`, `crypto_threads` threads seal and open datagrams: the pump thread and
-    /// `crypto_threads - 1` helpers that share each batch with it.
+    /// With `encrypt`, each queue's thread seals and opens what it carries; with one queue,
+    /// `crypto_threads` threads do: the pump thread and `crypto_threads - 1` helpers that
+    /// share each batch with it (several queues spread the work without helpers).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         clock: HostClock,
         port: u16,
@@ -311,74 +437,63 @@ impl Datapath {
         me: PeerName,
         encrypt: bool,
         crypto_threads: usize,
+        queues: usize,
         mtu: u32,
     ) -> Result<Self> {
         if !tun_path.exists() {
             return Err(Error::NoTun);
         }
-        // A router killed a moment ago may still hold the TAP (EBUSY): give it a moment.
-        let mut tries = 0;
-        let tap = loop {
-            match open_tap() {
-                Ok(t) => break t,
-                Err(e) if tries < TAP_BUSY_RETRIES && e.errno() == Some(libc::EBUSY) => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
+        let queues = queues.clamp(1, QUEUES_MAX);
+        let taps = open_taps(queues)?;
+        let udps = bind_udps(port, queues)?;
+        let steered_by_cpu = queues > 1
+            && match udps[0].steer_by_cpu(queues) {
+                Ok(()) => true,
                 Err(e) => {
-                    return Err(Error::Other(format!(
-                        "open TAP {TAP_NAME}: {e} (is another weft router running in this network namespace?)"
-                    )));
+                    tracing::warn!("sleeve: {e}; datagrams from one peer all go to one queue");
+                    false
                 }
-            }
-        };
-        // Likewise the port: a killed router's io_uring is torn down after it exits, and
-        // holds the socket until then.
-        let mut tries = 0;
-        let udp = loop {
-            match UdpSock::bind(
-                SocketAddr::from(([0, 0, 0, 0], port)),
-                &UdpOptions::default(),
-            ) {
-                Ok(u) => break u,
-                Err(e) if tries < TAP_BUSY_RETRIES && e.errno() == Some(libc::EADDRINUSE) => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
-                    return Err(Error::PortInUse { port, proto: "udp" });
-                }
-                Err(e) => return Err(Error::Other(format!("bind UDP port {port}: {e}"))),
-            }
-        };
-        let pump = Pump::new(
-            tap,
-            udp,
-            PumpConfig {
-                // io_uring (one issuer, deferred task work, multishot receive over
-                // provided buffers) where the kernel allows it, else plain; compared by
-                // `benches --bin throughput` (rows sleeve vs sleeve-uring).
-                // WEFT_DATAPATH_BACKEND=plain|uring overrides.
-                backend: BackendChoice::Auto,
-                ..PumpConfig::default()
-            },
-        )
-        .map_err(|e| Error::Other(format!("start the sleeve datapath: {e}")))?;
-        let tap_vnet = pump.tap().vnet_hdr().is_some();
+            };
+        let cpus = weft_uring_dp::allowed_cpus().unwrap_or_default();
+        let mut pumps = Vec::with_capacity(queues);
+        for (i, (tap, udp)) in taps.into_iter().zip(udps).enumerate() {
+            let pin_cpu = match queues {
+                1 => None,
+                _ => cpus.get(i % cpus.len().max(1)).copied(),
+            };
+            let pump = Pump::new(
+                tap,
+                udp,
+                PumpConfig {
+                    // io_uring (one issuer, deferred task work, multishot receive over
+                    // provided buffers) where the kernel allows it, else plain; compared by
+                    // `benches --bin throughput` (rows sleeve vs sleeve-uring).
+                    // WEFT_DATAPATH_BACKEND=plain|uring overrides.
+                    backend: BackendChoice::Auto,
+                    queue: i,
+                    pin_cpu,
+                    ..PumpConfig::default()
+                },
+            )
+            .map_err(|e| Error::Other(format!("start the sleeve datapath: {e}")))?;
+            pumps.push(pump);
+        }
+        let tap_vnet = pumps[0].tap().vnet_hdr().is_some();
         // USO super-frames only for a TAP that took USO (6.2+).
-        let tap_uso = pump.tap().offloads().uso;
-        let backend = pump.backend_name();
-        let wake = pump.wake_handle();
-        let counters = pump.counters();
-        let (control, pending) = Control::new();
-        let published = Arc::new(Mutex::new(Published::default()));
-        let mut sleeve = Sleeve::new(me, encrypt);
+        let tap_uso = pumps[0].tap().offloads().uso;
+        let backend = pumps[0].backend_name();
+        let wakes: Vec<WakeHandle> = pumps.iter().map(Pump::wake_handle).collect();
+        let counters: Vec<Arc<Counters>> = pumps.iter().map(Pump::counters).collect();
+        let (control, pending) = Control::new(queues);
+        let published: Vec<_> = (0..queues)
+            .map(|_| Arc::new(Mutex::new(Published::default())))
+            .collect();
+        let mut first = Sleeve::new(me, encrypt);
         // Plain counters continue above the previous run's, which peers' windows remember.
-        sleeve
-            .set_plain_epoch(clock.unix_origin_micros() << weft_core::sleeve::PLAIN_COUNTER_SHIFT);
-        let helpers = match encrypt {
-            true => crypto_threads.saturating_sub(1).min(CREW_HELPERS_MAX),
-            false => 0,
+        first.set_plain_epoch(clock.unix_origin_micros() << weft_core::sleeve::PLAIN_COUNTER_SHIFT);
+        let helpers = match (encrypt, queues) {
+            (true, 1) => crypto_threads.saturating_sub(1).min(CREW_HELPERS_MAX),
+            _ => 0,
         };
         let crew = match helpers {
             0 => None,
@@ -388,45 +503,67 @@ impl Datapath {
             ),
         };
         let crypto_helped = crew.as_ref().map(|c| c.helped_counter());
+        let mut engines: Vec<Sleeve> = (1..queues).map(|_| first.new_queue()).collect();
         if let Some(c) = crew {
-            sleeve.set_spread(Box::new(c));
+            first.set_spread(Box::new(c));
         }
-        let handler = SleeveHandler {
-            sleeve,
-            pending,
-            clock,
-            published: Arc::clone(&published),
-            // With a password every delivered frame was opened from a sealed datagram.
-            coalescer: tap_vnet.then(|| {
-                let c = match encrypt {
-                    true => Coalescer::for_authenticated_frames(),
-                    false => Coalescer::new(),
-                };
-                match tap_uso {
-                    true => c,
-                    false => c.without_udp(),
-                }
-            }),
-            next_mtu_check: Instant::ZERO,
+        engines.insert(0, first);
+        let roamed = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut threads = Vec::with_capacity(queues);
+        for (((pump, sleeve), pending), published) in
+            pumps.into_iter().zip(engines).zip(pending).zip(&published)
+        {
+            let handler = SleeveHandler {
+                sleeve,
+                pending,
+                clock,
+                published: Arc::clone(published),
+                // With a password every delivered frame was opened from a sealed datagram.
+                coalescer: tap_vnet.then(|| {
+                    let c = match encrypt {
+                        true => Coalescer::for_authenticated_frames(),
+                        false => Coalescer::new(),
+                    };
+                    match tap_uso {
+                        true => c,
+                        false => c.without_udp(),
+                    }
+                }),
+                next_mtu_check: Instant::ZERO,
+                roamed: Arc::clone(&roamed),
+            };
+            threads.push(
+                pump.spawn(handler)
+                    .map_err(|e| Error::Other(format!("start the sleeve datapath thread: {e}")))?,
+            );
+        }
+        let crypto_threads = match (encrypt, queues) {
+            (false, _) => 0,
+            (true, 1) => 1 + helpers,
+            (true, q) => q,
         };
-        let thread = pump
-            .spawn(handler)
-            .map_err(|e| Error::Other(format!("start the sleeve datapath thread: {e}")))?;
-        let crypto_threads = if encrypt { 1 + helpers } else { 0 };
+        let steer = match (queues, steered_by_cpu) {
+            (1, _) => "",
+            (_, true) => ", received by CPU",
+            (_, false) => ", received by 4-tuple hash",
+        };
         match crypto_threads {
-            0 => tracing::info!("sleeve datapath on UDP {port} with the {backend} backend"),
+            0 => tracing::info!(
+                "sleeve datapath on UDP {port} with the {backend} backend, {queues} queue(s){steer}"
+            ),
             n => tracing::info!(
-                "sleeve datapath on UDP {port} with the {backend} backend, sealing on {n} thread(s)"
+                "sleeve datapath on UDP {port} with the {backend} backend, {queues} queue(s){steer}, sealing on {n} thread(s)"
             ),
         }
         Ok(Self {
             clock,
-            pump: Mutex::new(Some(thread)),
+            pumps: Mutex::new(threads),
             control,
-            wake,
+            wakes,
             counters,
             published,
             backend,
+            steered_by_cpu,
             crypto_threads,
             crypto_helped,
             port,
@@ -434,14 +571,23 @@ impl Datapath {
         })
     }
 
+    /// Wakes every queue's pump.
+    fn wake(&self) {
+        for w in &self.wakes {
+            w.wake();
+        }
+    }
+
     /// Starts the timer that runs the pump's heartbeats and status. Call inside tokio.
     pub(crate) fn spawn_ticker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let wake = self.wake.clone();
+        let wakes = self.wakes.clone();
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(std::time::Duration::from_millis(TICK_INTERVAL_MS));
             loop {
                 iv.tick().await;
-                wake.wake();
+                for w in &wakes {
+                    w.wake();
+                }
             }
         })
     }
@@ -456,13 +602,13 @@ impl Datapath {
         keys: Option<(DatagramSealer, DatagramOpener)>,
     ) {
         self.control.set_peer(name, conn, addr, keys.map(Box::new));
-        self.wake.wake();
+        self.wake();
     }
 
     /// Keeps only the peers in `live` (connections that went away are removed).
     pub(crate) fn retain_peers(&self, live: &[PeerName]) {
         if self.control.retain(live) {
-            self.wake.wake();
+            self.wake();
         }
     }
 
@@ -475,39 +621,59 @@ impl Datapath {
     /// New routes from the control plane.
     pub(crate) fn set_routes(&self, table: ForwardingTable) {
         self.control.set_routes(table);
-        self.wake.wake();
+        self.wake();
     }
 
     /// The direct peers the kernel fast path carries now.
     pub(crate) fn set_fast_peers(&self, fast: BTreeSet<PeerName>) {
         self.control.set_fast(fast);
-        self.wake.wake();
+        self.wake();
     }
 
-    /// The sleeve path to `name` as last published by the pump: `Some(up)` if known.
+    /// The sleeve path to `name` as last published by the pumps: `Some(up)` if known.
     pub(crate) fn path_up(&self, name: PeerName) -> Option<bool> {
-        let p = self.published.lock().ok()?;
-        p.paths.iter().find(|x| x.name == name).map(|x| x.up)
+        self.path_of(name).map(|p| p.up)
     }
 
-    /// The sleeve path to `name` as last published by the pump.
+    /// The sleeve path to `name` as last published by the pumps (merged over the queues:
+    /// up if any queue hears it; see [`merge_paths`]).
     pub(crate) fn path_of(&self, name: PeerName) -> Option<PeerPath> {
-        let p = self.published.lock().ok()?;
-        p.paths.iter().find(|x| x.name == name).copied()
+        self.snapshot().1.paths.into_iter().find(|x| x.name == name)
     }
 
-    /// Stops the pump thread.
+    /// Stops the pump threads.
     pub(crate) fn stop(&self) {
-        if let Ok(mut p) = self.pump.lock()
-            && let Some(t) = p.take()
-        {
+        let threads = match self.pumps.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        for t in threads {
             let _ = t.stop();
         }
     }
 
+    /// Each queue's counters and published state.
+    fn per_queue(&self) -> Vec<(CounterSnapshot, Published)> {
+        self.counters
+            .iter()
+            .zip(&self.published)
+            .map(|(c, p)| {
+                let p = p.lock().map(|p| p.clone()).unwrap_or_default();
+                (c.snapshot(), p)
+            })
+            .collect()
+    }
+
+    /// The queues' counters and engines' state, summed and merged.
     fn snapshot(&self) -> (CounterSnapshot, Published) {
-        let p = self.published.lock().map(|p| p.clone()).unwrap_or_default();
-        (self.counters.snapshot(), p)
+        let mut c = CounterSnapshot::default();
+        let mut all = Published::default();
+        for (qc, qp) in self.per_queue() {
+            c.merge(&qc);
+            all.stats.merge(&qp.stats);
+            merge_paths(&mut all.paths, &qp.paths);
+        }
+        (c, all)
     }
 
     /// The largest overlay MTU whose full-size frames fit one datagram on the link to
@@ -560,6 +726,39 @@ impl Datapath {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            queues: self
+                .per_queue()
+                .iter()
+                .map(|(c, p)| QueueStatus {
+                    tap_reads: c.tap_frames_in,
+                    tap_writes: c.tap_frames_out,
+                    datagrams_in: c.udp_datagrams_in,
+                    datagrams_out: c.udp_datagrams_out,
+                    frames_from_bridge: p.stats.frames_from_bridge,
+                    frames_to_bridge: p.stats.frames_to_bridge,
+                })
+                .collect(),
+            steered_by_cpu: self.steered_by_cpu,
+        }
+    }
+}
+
+/// Adds one queue's view of the peers' paths to `into`: a peer is up when any queue hears
+/// it (a peer's datagrams arrive on whichever queue its sending CPU steers them to); the
+/// first queue's address and probe results stand unless it has none.
+fn merge_paths(into: &mut Vec<PeerPath>, queue: &[PeerPath]) {
+    for p in queue {
+        match into.iter_mut().find(|x| x.name == p.name) {
+            None => into.push(*p),
+            Some(x) => {
+                x.up |= p.up;
+                x.pmtu_bytes = x.pmtu_bytes.max(p.pmtu_bytes);
+                x.link_mtu_bytes = x.link_mtu_bytes.or(p.link_mtu_bytes);
+                x.frame_room_bytes = x.frame_room_bytes.or(p.frame_room_bytes);
+                if !x.addr_learned && p.addr_learned {
+                    (x.addr, x.addr_learned, x.addr_since) = (p.addr, true, p.addr_since);
+                }
+            }
         }
     }
 }
@@ -589,17 +788,19 @@ fn drops(c: &CounterSnapshot, s: &SleeveStats) -> Vec<(&'static str, u64)> {
 
 /// Opens the sleeve TAP with virtio_net_hdr and TSO/USO offloads (one read is then up to
 /// a 64 KiB super-frame), or without them where the kernel refuses (one MTU frame a read).
-fn open_tap() -> std::result::Result<Tap, weft_uring_dp::Error> {
+/// With more than one queue, `IFF_MULTI_QUEUE`: one TAP fd per queue.
+fn open_tap(queues: usize) -> std::result::Result<Vec<Tap>, weft_uring_dp::Error> {
     let with = TapOptions {
         vnet_hdr: Some(VnetHdrLen::Basic),
         offload: true,
+        multi_queue: false,
     };
-    match Tap::open(TAP_NAME, &with) {
+    match Tap::open_queues(TAP_NAME, &with, queues) {
         Ok(t) => Ok(t),
         Err(e) if e.errno() == Some(libc::EBUSY) => Err(e),
         Err(e) => {
             tracing::warn!("sleeve TAP without offloads ({e}): one frame per read");
-            Tap::open(TAP_NAME, &TapOptions::default())
+            Tap::open_queues(TAP_NAME, &TapOptions::default(), queues)
         }
     }
 }

@@ -27,6 +27,10 @@
 //!   and `--cipher aes-256-gcm` on both routers (the row fails unless router a's links
 //!   show that cipher), compared with the plain sleeve. `sleeve-enc` itself runs `auto`:
 //!   AES-256-GCM where the CPU has AES-NI and PCLMULQDQ.
+//! - `sleeve-q1`, `sleeve-q2`, `sleeve-enc-q1`, `sleeve-enc-q2`: the sleeve rows with
+//!   `--queues 1` and `--queues 2` (the default is one queue per CPU, at most 8), plain and
+//!   encrypted (auto cipher): what the multi-queue sleeve gains over one datapath thread.
+//!   `sleeve-enc-2t` runs `--queues 1` (helper threads only share one queue's batches).
 //! - `fastdp`: `weft router` (fast datapath allowed); reported as "fastdp not available:
 //!   <mode>" when `weft status connections --json` shows no fastdp connection after 20 s.
 //! - `nebula`: the Debian package, lighthouse-less static host map, default cipher, one
@@ -80,12 +84,12 @@ use report::{Measured, Row};
 use scenarios::{Ctx, Outcome, Stop, WeftMode};
 
 const USAGE: &str = "usage: throughput [--quick] [--rounds N] [--cc NAME] [--only NAME,...] [--weft PATH] [--json PATH]\n\
-     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd, sleeve-enc-chacha, sleeve-enc-aes, wireguard-go";
+     names: veth, vxlan, sleeve, sleeve-enc, fastdp, nebula, boringtun, sleeve-plain, sleeve-enc-plain, sleeve-enc-2t, tapfwd, sleeve-enc-chacha, sleeve-enc-aes, wireguard-go, sleeve-q1, sleeve-q2, sleeve-enc-q1, sleeve-enc-q2";
 
 type Scenario = fn(&Ctx, &mut Measured) -> Outcome;
 
 /// (name, label, comparator, function), in run order.
-const ROWS: [(&str, &str, Option<&str>, Scenario); 14] = [
+const ROWS: [(&str, &str, Option<&str>, Scenario); 18] = [
     ("veth", "1 veth (reference)", None, scenarios::veth),
     (
         "vxlan",
@@ -153,6 +157,30 @@ const ROWS: [(&str, &str, Option<&str>, Scenario); 14] = [
         "14 wireguard-go (userspace WireGuard)",
         None,
         scenarios::wireguard_go,
+    ),
+    (
+        "sleeve-q1",
+        "15 weft sleeve plain, 1 queue",
+        None,
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveQueues1),
+    ),
+    (
+        "sleeve-q2",
+        "16 weft sleeve plain, 2 queues",
+        Some("sleeve-q1"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveQueues2),
+    ),
+    (
+        "sleeve-enc-q1",
+        "17 weft sleeve encrypted, 1 queue",
+        Some("sleeve-q1"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedQueues1),
+    ),
+    (
+        "sleeve-enc-q2",
+        "18 weft sleeve encrypted, 2 queues",
+        Some("sleeve-enc-q1"),
+        |c, m| scenarios::weft(c, m, WeftMode::SleeveEncryptedQueues2),
     ),
 ];
 

@@ -105,7 +105,7 @@ fn added_rtt_us(rows: &[Row], r: &Row) -> Option<f64> {
 }
 
 /// The comparisons the brief asks for: (row, comparator, label).
-const PAIRS: [(&str, &str, &str); 14] = [
+const PAIRS: [(&str, &str, &str); 18] = [
     ("sleeve-enc", "nebula", "weft sleeve encrypted / Nebula"),
     (
         "sleeve-enc",
@@ -156,6 +156,26 @@ const PAIRS: [(&str, &str, &str); 14] = [
         "ceiling (bare TAP<->UDP forwarder) / kernel VXLAN",
     ),
     ("sleeve", "tapfwd", "weft sleeve plain / ceiling"),
+    (
+        "sleeve-q2",
+        "sleeve-q1",
+        "weft sleeve plain, 2 queues / 1 queue",
+    ),
+    (
+        "sleeve-enc-q2",
+        "sleeve-enc-q1",
+        "weft sleeve encrypted, 2 queues / 1 queue",
+    ),
+    (
+        "sleeve-enc-q2",
+        "sleeve-q2",
+        "weft sleeve encrypted / plain, both 2 queues",
+    ),
+    (
+        "sleeve-q1",
+        "tapfwd",
+        "weft sleeve plain, 1 queue / ceiling",
+    ),
 ];
 
 /// The congestion control the runs used, as the table and the JSON name it.

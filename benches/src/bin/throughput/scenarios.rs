@@ -209,6 +209,11 @@ pub(crate) enum WeftMode {
     /// Encrypted with the cipher forced (`--cipher`): ChaCha20-Poly1305, AES-256-GCM.
     SleeveEncryptedChaCha,
     SleeveEncryptedAes,
+    /// The sleeve with `--queues 1` and `--queues 2`, plain and encrypted (auto cipher).
+    SleeveQueues1,
+    SleeveQueues2,
+    SleeveEncryptedQueues1,
+    SleeveEncryptedQueues2,
 }
 
 impl WeftMode {
@@ -220,6 +225,8 @@ impl WeftMode {
                 | Self::SleeveEncryptedTwoThreads
                 | Self::SleeveEncryptedChaCha
                 | Self::SleeveEncryptedAes
+                | Self::SleeveEncryptedQueues1
+                | Self::SleeveEncryptedQueues2
         )
     }
 
@@ -238,7 +245,10 @@ impl WeftMode {
             Self::SleevePlainBackend | Self::SleeveEncryptedPlainBackend => {
                 &["WEFT_DATAPATH_BACKEND=plain"]
             }
-            Self::SleeveEncryptedTwoThreads => &["--crypto-threads", "2"],
+            // Helper threads share one queue's batches (several queues have none).
+            Self::SleeveEncryptedTwoThreads => &["--crypto-threads", "2", "--queues", "1"],
+            Self::SleeveQueues1 | Self::SleeveEncryptedQueues1 => &["--queues", "1"],
+            Self::SleeveQueues2 | Self::SleeveEncryptedQueues2 => &["--queues", "2"],
             Self::SleeveEncryptedChaCha => &["--cipher", "chacha20-poly1305"],
             Self::SleeveEncryptedAes => &["--cipher", "aes-256-gcm"],
             Self::Sleeve | Self::SleeveEncrypted | Self::Fastdp => &[],
@@ -347,6 +357,10 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         WeftMode::SleeveEncryptedTwoThreads => "sleeve-enc-2t",
         WeftMode::SleeveEncryptedChaCha => "sleeve-enc-chacha",
         WeftMode::SleeveEncryptedAes => "sleeve-enc-aes",
+        WeftMode::SleeveQueues1 => "sleeve-q1",
+        WeftMode::SleeveQueues2 => "sleeve-q2",
+        WeftMode::SleeveEncryptedQueues1 => "sleeve-enc-q1",
+        WeftMode::SleeveEncryptedQueues2 => "sleeve-enc-q2",
     };
     let mut tb = Testbed::new(tag)?;
     let mut opts: Vec<&str> = mode.extra().to_vec();
@@ -400,12 +414,14 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
         .map(|c| c["cipher"].as_str().unwrap_or("none").to_owned())
         .collect();
     m.notes.push(format!(
-        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, ciphers {ciphers:?}, fastdp={}, backend {}, crypto threads {}",
+        "container ns to container ns via weft attach (ethwe MTU {mtu}); a's connection modes {:?}, encrypted={}, ciphers {ciphers:?}, fastdp={}, backend {}, crypto threads {}, queues {} (received by CPU: {})",
         modes(&weft, &a),
         st["encrypted"],
         st["fastdp"],
         st["datapath"]["backend"],
-        st["datapath"]["crypto_threads"]
+        st["datapath"]["crypto_threads"],
+        st["datapath"]["queues"].as_array().map_or(0, Vec::len),
+        st["datapath"]["steered_by_cpu"]
     ));
     if let Some(want) = mode.forced_cipher()
         && !(ciphers.iter().any(|c| c == want) && ciphers.iter().all(|c| c == want))
@@ -424,6 +440,17 @@ pub(crate) fn weft(ctx: &Ctx, m: &mut Measured, mode: WeftMode) -> Outcome {
     if mode == WeftMode::SleeveEncryptedTwoThreads && threads != Some(2) {
         return Err(Stop::Failed(format!(
             "router a seals on {threads:?} threads, not 2"
+        )));
+    }
+    let queues = st["datapath"]["queues"].as_array().map_or(0, Vec::len);
+    let want_queues = match mode {
+        WeftMode::SleeveQueues1 | WeftMode::SleeveEncryptedQueues1 => Some(1),
+        WeftMode::SleeveQueues2 | WeftMode::SleeveEncryptedQueues2 => Some(2),
+        _ => None,
+    };
+    if want_queues.is_some_and(|q| q != queues) {
+        return Err(Stop::Failed(format!(
+            "router a runs {queues} sleeve queue(s), not {want_queues:?}"
         )));
     }
     if mode.encrypted() && st["encrypted"] != true {

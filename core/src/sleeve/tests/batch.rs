@@ -182,7 +182,7 @@ impl Line {
 
 /// A [`Spread`] that does the pieces last to first and counts them.
 #[derive(Debug)]
-struct Backwards(alloc::sync::Arc<AtomicUsize>);
+struct Backwards(Arc<AtomicUsize>);
 
 impl Spread for Backwards {
     fn spread(
@@ -204,7 +204,7 @@ fn batches_sealed_and_opened_through_a_spread_match_one_at_a_time() {
     // (frames delivered by 1, its stats, pieces the spreads ran) per setting.
     let run = |spread: bool, encrypt: bool, suite: CipherSuite| {
         let mut l = Line::with_cipher(encrypt, suite);
-        let pieces = alloc::sync::Arc::new(AtomicUsize::new(0));
+        let pieces = Arc::new(AtomicUsize::new(0));
         if spread {
             for s in &mut l.s {
                 s.set_spread(Box::new(Backwards(pieces.clone())));
@@ -266,7 +266,7 @@ proptest::proptest! {
         seg_skew in proptest::prop_oneof![3 => proptest::strategy::Just(0i32), 1 => -3i32..=3],
     ) {
         let mut lines = [Line::new(encrypt), Line::new(encrypt)];
-        lines[1].s[1].set_spread(Box::new(Backwards(alloc::sync::Arc::new(AtomicUsize::new(0)))));
+        lines[1].s[1].set_spread(Box::new(Backwards(Arc::new(AtomicUsize::new(0)))));
         let (mut batch, seg) = lines[0].batch_for_b(payload_len);
         lines[1].bridge_in(1, &frame([0xff; 6], MAC_B, 1));
         let n = batch.len().div_ceil(seg);

@@ -4,6 +4,7 @@
 mod batch;
 mod forwarding;
 mod probes;
+mod queues;
 mod receive;
 mod roaming;
 
