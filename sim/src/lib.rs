@@ -19,6 +19,8 @@
 
 pub mod check;
 pub mod ipam_check;
+pub mod nat;
+pub mod nat_scenario;
 pub mod net;
 pub mod node;
 pub mod router_node;

@@ -329,8 +329,14 @@ impl Driver {
             self.ipam_persist();
             if let Some(t) = self.router.poll_transmit(now, &mut buf) {
                 progressed = true;
-                let Destination::Stream(conn) = t.destination;
-                self.write_stream(conn, &buf[..t.len]);
+                match t.destination {
+                    Destination::Stream(conn) => self.write_stream(conn, &buf[..t.len]),
+                    // The host runs with punching off (`Config::punch`), so the router
+                    // never asks for these yet.
+                    Destination::Datagram(to) => {
+                        tracing::debug!(%to, "punch datagram not sent: this host has no punch socket yet");
+                    }
+                }
             }
             while let Some(ev) = self.router.poll_event() {
                 progressed = true;
