@@ -37,7 +37,13 @@ pub(super) struct Pending {
     pub(super) peers: BTreeMap<PeerName, PeerUpdate>,
     pub(super) routes: Option<ForwardingTable>,
     pub(super) fast: Option<BTreeSet<PeerName>>,
+    /// Punch datagrams the router wants sent from the sleeve's port, oldest first (at most
+    /// [`PUNCH_OUT_LEN_MAX`]: they are retransmitted or periodic, so a drop only delays).
+    pub(super) datagrams: Vec<(SocketAddr, Vec<u8>)>,
 }
+
+/// Most punch datagrams waiting for the pump.
+pub(super) const PUNCH_OUT_LEN_MAX: usize = 1024;
 
 impl Pending {
     /// Takes everything waiting in `shared` (the pump's side; holds the lock only to swap).
@@ -110,6 +116,16 @@ impl Control {
     /// New routes (replacing any not taken yet).
     pub(super) fn set_routes(&self, table: ForwardingTable) {
         self.pending().routes = Some(table);
+    }
+
+    /// Queues a punch datagram for the pump to send; false (dropped) if the queue is full.
+    pub(super) fn queue_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        let mut p = self.pending();
+        if p.datagrams.len() >= PUNCH_OUT_LEN_MAX {
+            return false;
+        }
+        p.datagrams.push((to, bytes.to_vec()));
+        true
     }
 
     /// The fast-path peers now (replacing any set not taken yet).

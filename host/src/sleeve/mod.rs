@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use weft_core::conn::ConnId;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
+use weft_core::punch::wire::PunchDatagram;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, ETH_HEADER_LEN, Gso, Offload, PartialCsum, complete_l4_csum};
 use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
@@ -54,8 +55,13 @@ struct Published {
     paths: Vec<PeerPath>,
 }
 
+/// Where the pump hands punch datagrams (the router's, [`weft_core::punch`]): set by the
+/// driver once its inbox exists; until then they are dropped.
+pub(crate) type PunchSink = Box<dyn Fn(SocketAddr, &[u8]) + Send>;
+
 struct SleeveHandler {
     sleeve: Sleeve,
+    punch_sink: Arc<Mutex<Option<PunchSink>>>,
     /// Updates from the control plane, taken at each wake-up.
     pending: Arc<Mutex<Pending>>,
     clock: HostClock,
@@ -72,6 +78,15 @@ const LINK_MTU_RECHECK: Duration = Duration::from_secs(10);
 impl SleeveHandler {
     fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// Hands a punch datagram to the router (through the driver's sink).
+    fn to_router(&self, from: SocketAddr, data: &[u8]) {
+        if let Ok(sink) = self.punch_sink.lock()
+            && let Some(f) = sink.as_ref()
+        {
+            f(from, data);
+        }
     }
 
     /// Applies the control plane's updates: peers (a new connection's entry replaces the
@@ -219,6 +234,10 @@ impl Handler for SleeveHandler {
     fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], out: &mut Outbox) {
         let now = self.now();
         let from = canonical(from);
+        if PunchDatagram::is_punch(data) {
+            self.to_router(from, data);
+            return;
+        }
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_datagram(now, from, data, &mut |o| emit(out, coalescer, o));
@@ -233,6 +252,13 @@ impl Handler for SleeveHandler {
     ) {
         let now = self.now();
         let from = canonical(from);
+        if segment_len > 0 && data.chunks(segment_len).any(PunchDatagram::is_punch) {
+            // A batch with punch datagrams in it (rare: they are small and few): one by one.
+            for d in data.chunks_mut(segment_len) {
+                self.on_datagram(from, d, out);
+            }
+            return;
+        }
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_datagrams(now, from, data, segment_len, &mut |o| {
@@ -246,7 +272,13 @@ impl Handler for SleeveHandler {
 
     fn on_wake(&mut self, out: &mut Outbox) {
         let now = self.now();
-        self.apply(now, Pending::take(&self.pending));
+        let mut p = Pending::take(&self.pending);
+        let datagrams = std::mem::take(&mut p.datagrams);
+        self.apply(now, p);
+        for (to, bytes) in datagrams {
+            // A full outbox drops (counted by the pump); the router resends what matters.
+            let _ = out.send_to(to, &bytes);
+        }
         if now >= self.next_mtu_check {
             self.next_mtu_check = now + LINK_MTU_RECHECK;
             let peers: Vec<(PeerName, SocketAddr)> =
@@ -269,6 +301,8 @@ impl Handler for SleeveHandler {
 pub(crate) struct Datapath {
     /// The host's one clock (the sleeve engine's time base, shared with the driver).
     clock: HostClock,
+    /// Where received punch datagrams go (the router, through the driver).
+    punch_sink: Arc<Mutex<Option<PunchSink>>>,
     pump: Mutex<Option<PumpThread<SleeveHandler>>>,
     control: Control,
     wake: WakeHandle,
@@ -391,8 +425,10 @@ impl Datapath {
         if let Some(c) = crew {
             sleeve.set_spread(Box::new(c));
         }
+        let punch_sink = Arc::new(Mutex::new(None));
         let handler = SleeveHandler {
             sleeve,
+            punch_sink: Arc::clone(&punch_sink),
             pending,
             clock,
             published: Arc::clone(&published),
@@ -421,6 +457,7 @@ impl Datapath {
         }
         Ok(Self {
             clock,
+            punch_sink,
             pump: Mutex::new(Some(thread)),
             control,
             wake,
@@ -457,6 +494,21 @@ impl Datapath {
     ) {
         self.control.set_peer(name, conn, addr, keys.map(Box::new));
         self.wake.wake();
+    }
+
+    /// Received punch datagrams go to `sink` from now on (the driver's inbox).
+    pub(crate) fn set_punch_sink(&self, sink: PunchSink) {
+        if let Ok(mut s) = self.punch_sink.lock() {
+            *s = Some(sink);
+        }
+    }
+
+    /// Sends a punch datagram from the sleeve's UDP port (the mapping its NAT shows peers);
+    /// false if it was dropped (the queue to the pump is full).
+    pub(crate) fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        let queued = self.control.queue_datagram(to, bytes);
+        self.wake.wake();
+        queued
     }
 
     /// Keeps only the peers in `live` (connections that went away are removed).
