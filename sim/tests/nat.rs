@@ -277,3 +277,28 @@ fn behind_nat_nobody_dials_in() {
         "{t:?}"
     );
 }
+
+#[test]
+fn a_stream_to_the_same_peer_wins_over_a_punched_link() {
+    use weft_sim::nat_scenario::nat_profile;
+    use weft_sim::net::NetConfig;
+    // No NAT at all: X and Y, told only of P, punch (nothing stops the probes)...
+    let mut w = World::new(7, 3, NetConfig::lan(), nat_profile(true).factory());
+    w.connect(X, P);
+    w.connect(Y, P);
+    w.run_until(secs(10)).unwrap();
+    assert!(punched(&w));
+    // ...then X is told to dial Y: both ends keep the stream, drop the punched link, and
+    // do not punch again while the stream holds.
+    w.connect(X, Y);
+    let gap = run_checking(&mut w, secs(10), secs(40)).unwrap();
+    assert_eq!(gap, None);
+    for (i, j) in [(X, Y), (Y, X)] {
+        let r = w.node(i).unwrap().router();
+        assert!(!r.is_punched(name_of(j)), "{i} -> {j} still punched");
+        assert!(r.connection_to(name_of(j)).is_some());
+    }
+    assert_eq!(next_hop(&mut w, X, Y), Some(Y));
+    let s = w.node(X).unwrap().router().punch_stats();
+    assert_eq!(s.punched_up, 1, "{s:?}");
+}

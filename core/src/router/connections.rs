@@ -140,9 +140,16 @@ impl Router {
 
     pub(super) fn on_established(&mut self, now: Instant, id: ConnId, peer: PeerName) {
         if let Some(&other) = self.by_peer.get(&peer) {
-            // Two connections to one peer: both ends keep the one dialed by the greater name.
-            let keep_new = self.dialer(id) > self.dialer(other)
-                || (self.dialer(id) == self.dialer(other) && id < other);
+            // Two connections to one peer: both ends keep a stream over a punched one (a
+            // peer we can dial needs no NAT mapping kept open), else the one dialed by the
+            // greater name.
+            let punched = |c: ConnId| self.conns.get(&c).is_some_and(|s| s.punch.is_some());
+            let keep_new = if punched(id) != punched(other) {
+                !punched(id)
+            } else {
+                self.dialer(id) > self.dialer(other)
+                    || (self.dialer(id) == self.dialer(other) && id < other)
+            };
             let loser = if keep_new { other } else { id };
             // Whatever target dialed the loser now knows its peer (and that it is connected).
             self.maker.established(loser, peer);
