@@ -7,7 +7,9 @@
 //! black-holed for good (the nodes find out by heartbeat timeout), dials into a partition
 //! fail after the connect timeout. Datagrams are lost, duplicated and reordered, dropped
 //! when bigger than the link MTU, and can be cut on a link whose streams still work (a
-//! firewall that blocks only UDP).
+//! firewall that blocks only UDP). A node can sit behind a NAT box ([`crate::nat`]): its
+//! dials go out from the box's address, nobody can dial it, and datagrams pass the box's
+//! mappings and filters both ways.
 //!
 //! What it does not do: check protocol invariants (see [`crate::check`]) or pick faults
 //! (see [`crate::scenario`]).

@@ -54,7 +54,7 @@ fn every_nat_pair_ends_punched_exactly_where_the_nats_allow_and_always_talks() {
                             ..
                         })
                     ),
-                    "{a} x {b} seed {seed}: a relayed pair should say the probes got no answer: {:?}",
+                    "{a} x {b} seed {seed}: a relayed pair should say 'no answer': {:?}",
                     o.x_phase
                 );
             }

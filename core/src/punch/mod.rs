@@ -11,16 +11,18 @@
 //!    neighbour of ours is connected to, the lower name of the two asks that neighbour
 //!    for an introduction. The introducer sends both, at once, the other's observed
 //!    address and one fresh session number.
-//! 3. **Probes are the handshake.** Both ends create a normal [`Connection`] (same hello,
-//!    same PAKE, same keys, same datagram AEAD as over TCP) whose byte stream runs over
-//!    punch datagrams through a small ARQ ([`arq`]); its hello, resent every probe
-//!    interval, is the probe. Until the handshake completes, segments of the session are
-//!    taken from any source address and the link follows it (a NAT whose mapping depends
-//!    on the destination shows a new port to the other end). Once established it is an
-//!    ordinary topology edge, announced without a dialable address: kill the introducer
-//!    and the punched link stays.
-//! 4. **Failure.** Probes that never cross end in the handshake timeout: the attempt is
-//!    recorded as failed ("no answer"), traffic stays relayed, and it is retried with
+//! 3. **Probes are the handshake.** Both ends create a normal
+//!    [`Connection`](crate::conn::Connection) (same hello, same PAKE, same keys, same
+//!    datagram AEAD as over TCP) whose byte stream runs over punch datagrams through a
+//!    small ARQ ([`arq`]); its hello, resent every probe interval, is the probe. The first
+//!    segment of the session moves the link to its source address (a NAT whose mapping
+//!    depends on the destination shows the other end a port the introducer never saw);
+//!    later sources are taken but not followed, so two such mappings do not chase each
+//!    other's new ports. Once established it is an ordinary topology edge, announced
+//!    without a dialable address: kill the introducer and the punched link stays.
+//! 4. **Failure.** Probes that never cross end at the ARQ's try limit or the handshake
+//!    timeout: the attempt is recorded as failed ("no answer"), traffic stays relayed,
+//!    and it is retried with
 //!    exponential backoff. A punched link whose heartbeats stop (a NAT that changed its
 //!    mapping) drops like any connection; routes fall back to the relay and punching
 //!    starts again.
