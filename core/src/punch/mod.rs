@@ -22,10 +22,9 @@
 //!    without a dialable address: kill the introducer and the punched link stays.
 //! 4. **Failure.** Probes that never cross end at the ARQ's try limit or the handshake
 //!    timeout: the attempt is recorded as failed ("no answer"), traffic stays relayed,
-//!    and it is retried with
-//!    exponential backoff. A punched link whose heartbeats stop (a NAT that changed its
-//!    mapping) drops like any connection; routes fall back to the relay and punching
-//!    starts again.
+//!    and it is retried with exponential backoff. A punched link whose heartbeats stop (a
+//!    NAT that changed its mapping) drops like any connection; routes fall back to the
+//!    relay and punching starts again.
 //!
 //! What it does not do: sockets (punch datagrams share the sleeve's UDP port; the driver
 //! tells them apart by their first byte, [`wire::PunchDatagram::is_punch`]), or carry
