@@ -89,6 +89,14 @@ fn killing_the_introducer_keeps_the_punched_link() {
             None,
             "seed {seed}: P is dead yet routed to"
         );
+        // Once P is gone from the topology, nothing of it is left to punch with.
+        w.run_until(secs(60)).unwrap();
+        for i in [X, Y] {
+            let r = w.node(i).unwrap().router();
+            assert!(!r.topology().contains(name_of(P)), "seed {seed}");
+            assert!(r.mapped_addr(name_of(P)).is_none(), "seed {seed}");
+        }
+        assert!(punched(&w), "seed {seed}");
     }
 }
 
@@ -198,6 +206,12 @@ fn failed_punches_say_why_stay_relayed_and_back_off() {
     assert!(a.introductions <= 8, "{a:?}");
     let s = w.node(P).unwrap().router().punch_stats();
     assert_eq!(u64::from(a.introductions), s.intros_made);
+    // Y leaves for good: once it is gone from X's topology, so is X's record of it.
+    w.crash(Y, false);
+    w.run_until(secs(150)).unwrap();
+    let r = w.node(X).unwrap().router();
+    assert!(!r.topology().contains(name_of(Y)));
+    assert!(r.punch_attempt(name_of(Y)).is_none());
 }
 
 #[test]

@@ -417,6 +417,14 @@ impl Router {
         self.punch_failed(now, link.peer, reason);
     }
 
+    /// A peer left the topology: its punch record goes (a punched link to it was dropped
+    /// like any connection before it became unreachable).
+    pub(super) fn punch_peer_removed(&mut self, peer: PeerName) {
+        if !self.punch.links.contains_key(&peer) {
+            self.punch.attempts.remove(&peer);
+        }
+    }
+
     fn punch_failed(&mut self, now: Instant, peer: PeerName, reason: PunchFailure) {
         self.punch.stats.punch_failures += 1;
         if self.punch.attempts.len() >= PUNCH_PEERS_MAX && !self.punch.attempts.contains_key(&peer)
