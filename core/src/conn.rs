@@ -23,6 +23,7 @@ use crate::crypto::{
     Handshake, KeyRng, Opener, Psk, Sealer, TAG_LEN_BYTES, transcript_hash,
 };
 use crate::peer::{PeerName, PeerUid};
+use crate::punch::arq::ArqError;
 use crate::time::{Duration, Instant};
 use crate::wire::frame::{
     CLOSE_REASON_DUPLICATE, CLOSE_REASON_NORMAL, CLOSE_REASON_PROTOCOL_ERROR, CLOSE_REASON_TIMEOUT,
@@ -217,6 +218,10 @@ pub enum ConnError {
     PeerTooOld(u8),
     /// The peer speaks only protocol versions from this one on, newer than ours.
     PeerTooNew(u8),
+    /// A punched connection's datagram stream broke ([`crate::punch::arq`]).
+    PunchedPath(ArqError),
+    /// A punch still under way, replaced by a newer introduction to the same peer.
+    PunchSuperseded,
 }
 
 impl ConnError {
@@ -226,7 +231,7 @@ impl ConnError {
             Self::HeartbeatTimeout | Self::HandshakeTimeout | Self::HelloTimeout => {
                 CLOSE_REASON_TIMEOUT
             }
-            Self::Evicted | Self::Preempted => CLOSE_REASON_NORMAL,
+            Self::Evicted | Self::Preempted | Self::PunchSuperseded => CLOSE_REASON_NORMAL,
             Self::Duplicate => CLOSE_REASON_DUPLICATE,
             Self::Forgotten | Self::StreamClosed | Self::ConnectFailed | Self::ClosedByPeer(_) => {
                 CLOSE_REASON_NORMAL
@@ -283,6 +288,8 @@ impl fmt::Display for ConnError {
                 "the peer runs an older weft (protocol v{v}; this one needs v{PROTOCOL_VERSION_MIN}, \
                  with the SPAKE2 password handshake): upgrade it"
             ),
+            Self::PunchedPath(e) => write!(f, "{e}"),
+            Self::PunchSuperseded => f.write_str("punch replaced by a newer introduction"),
             Self::PeerTooNew(v) => write!(
                 f,
                 "the peer runs a newer weft (protocol v{v} and up; this one speaks up to \
@@ -364,6 +371,23 @@ impl Connection {
     ) -> Self {
         let speaks = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
         Self::speaking(id, outbound, remote_addr, settings, keys, now, speaks)
+    }
+
+    /// A new connection over a punched UDP path ([`crate::punch`]): the same hello and
+    /// keys as over TCP, but neither end accepted a stream, so both wait the whole
+    /// handshake timeout for the other's hello (the punch probes are its retransmissions).
+    /// `outbound` must be true at exactly one end (the router picks the greater name).
+    pub fn new_punched(
+        id: ConnId,
+        outbound: bool,
+        remote_addr: SocketAddr,
+        settings: &ConnSettings,
+        keys: &mut dyn KeyRng,
+        now: Instant,
+    ) -> Self {
+        let mut c = Self::new(id, outbound, remote_addr, settings, keys, now);
+        c.hello_deadline = c.handshake_deadline;
+        c
     }
 
     /// [`new`](Self::new) speaking only the versions `speaks` (a subrange of ours): how

@@ -37,6 +37,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("segment", segment),
     ("heartbeat", heartbeat),
     ("conn_pair", conn_pair),
+    ("punch_msg", punch_msg),
+    ("punch_datagram", punch_datagram),
 ];
 
 /// Judges one target's corpus (file name, bytes): `valid-*` seeds must decode, `garbage-*`
@@ -572,3 +574,40 @@ pub fn conn_pair(data: &[u8]) -> bool {
 
 /// Caps the bytes one end keeps in flight in [`conn_pair`].
 const FRAME_LEN_MAX_CHECK: usize = crate::wire::frame::FRAME_LEN_MAX;
+/// The punch control message decoder: a parsed message re-emits to exactly the input.
+pub fn punch_msg(data: &[u8]) -> bool {
+    use crate::punch::wire::{PUNCH_MSG_LEN_MAX, PunchMsg};
+    let Ok(m) = PunchMsg::parse(data) else {
+        return false;
+    };
+    let mut buf = [0u8; PUNCH_MSG_LEN_MAX];
+    let n = m.emit(&mut buf).expect("a parsed punch message re-emits");
+    assert_eq!(&buf[..n], data);
+    true
+}
+
+/// The punch datagram decoder: a parsed datagram re-emits to exactly the input, and a
+/// router (punching on, no neighbours) that gets it drops it and counts the drop.
+pub fn punch_datagram(data: &[u8]) -> bool {
+    use crate::punch::wire::{PUNCH_DATAGRAM_LEN_MAX, PunchDatagram};
+    use crate::router::{Config, Router};
+    let parsed = PunchDatagram::parse(data);
+    let me = match &parsed {
+        Ok(d) => d.receiver,
+        Err(_) => PeerName::from_u64(1),
+    };
+    let mut c = Config::new(me, 6783);
+    c.punch.enabled = true;
+    let keys = alloc::boxed::Box::new(ChaChaKeyRng::for_simulation(1));
+    let mut r = Router::new(c, 1, keys, Instant::ZERO);
+    let from = core::net::SocketAddr::from(([192, 0, 2, 1], 6783));
+    r.handle_datagram(Instant::ZERO, from, data);
+    assert_eq!(r.punch_stats().datagrams_dropped, 1);
+    let Ok(d) = parsed else {
+        return false;
+    };
+    let mut buf = [0u8; PUNCH_DATAGRAM_LEN_MAX];
+    let n = d.emit(&mut buf).expect("a parsed punch datagram re-emits");
+    assert_eq!(&buf[..n], data);
+    true
+}

@@ -31,6 +31,7 @@ pub mod ipam;
 pub mod maker;
 pub mod peer;
 pub mod policy;
+pub mod punch;
 pub mod rng;
 pub mod router;
 pub mod routes;

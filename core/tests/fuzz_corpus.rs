@@ -82,6 +82,8 @@ mod seeds {
             ("policy", policy()),
             ("segment", segment()),
             ("heartbeat", heartbeat()),
+            ("punch_msg", punch_msg()),
+            ("punch_datagram", punch_datagram()),
         ]
     }
 
@@ -742,6 +744,109 @@ mod seeds {
             ("garbage-too-many-macs", over),
             ("garbage-truncated", truncated),
             ("garbage-runt", vec![0xff; 13]),
+        ]
+    }
+
+    fn punch_msg() -> Seeds {
+        use weft_core::punch::wire::{PunchMsg, RefuseReason};
+        let m = |m: PunchMsg| {
+            let mut buf = vec![0u8; 64];
+            let n = m.emit(&mut buf).expect("seed punch message emits");
+            buf.truncate(n);
+            buf
+        };
+        let intro = m(PunchMsg::Intro {
+            peer: PeerName::from_u64(0x0a0b0c0d0e0f),
+            addr: "198.18.0.3:40123".parse().unwrap(),
+            session: 0x1122_3344_5566_7788,
+        });
+        let mut trailing = intro.clone();
+        trailing.push(0);
+        let mut family = intro.clone();
+        family[7] = 5;
+        vec![
+            ("valid-reflect-token", m(PunchMsg::ReflectToken(99))),
+            (
+                "valid-observed-v6",
+                m(PunchMsg::Observed("[2001:db8::1]:6783".parse().unwrap())),
+            ),
+            (
+                "valid-intro-request",
+                m(PunchMsg::IntroRequest(PeerName::from_u64(7))),
+            ),
+            ("valid-intro", intro.clone()),
+            (
+                "valid-intro-refused",
+                m(PunchMsg::IntroRefused {
+                    target: PeerName::from_u64(7),
+                    reason: RefuseReason::NoAddress,
+                }),
+            ),
+            ("garbage-trailing", trailing),
+            ("garbage-bad-family", family),
+            ("garbage-truncated", intro[..intro.len() - 1].to_vec()),
+            ("garbage-unknown-kind", vec![0x42, 0, 0]),
+            ("garbage-empty", Vec::new()),
+        ]
+    }
+
+    fn punch_datagram() -> Seeds {
+        use weft_core::punch::wire::{PunchBody, PunchDatagram, SEGMENT_PAYLOAD_LEN_MAX};
+        let d = |body: PunchBody<'_>| {
+            let mut buf = vec![0u8; 2048];
+            let n = PunchDatagram {
+                sender: PeerName::from_u64(0x0a0b0c0d0e0f),
+                receiver: PeerName::from_u64(0x010203040506),
+                tag: 0xfeed,
+                body,
+            }
+            .emit(&mut buf)
+            .expect("seed punch datagram emits");
+            buf.truncate(n);
+            buf
+        };
+        let full = [0x5au8; SEGMENT_PAYLOAD_LEN_MAX];
+        let seg = d(PunchBody::Segment {
+            seq: 1,
+            ack: 2,
+            payload: b"hello",
+        });
+        let mut sleeve_magic = seg.clone();
+        sleeve_magic[0] = 0x77;
+        let mut version = seg.clone();
+        version[1] = 9;
+        let mut reflect_tail = d(PunchBody::Reflect);
+        reflect_tail.push(1);
+        let mut over = d(PunchBody::Segment {
+            seq: 0,
+            ack: 0,
+            payload: &full,
+        });
+        over.push(0);
+        vec![
+            ("valid-reflect", d(PunchBody::Reflect)),
+            ("valid-segment", seg.clone()),
+            (
+                "valid-pure-ack",
+                d(PunchBody::Segment {
+                    seq: 3,
+                    ack: 3,
+                    payload: &[],
+                }),
+            ),
+            (
+                "valid-full-segment",
+                d(PunchBody::Segment {
+                    seq: 0,
+                    ack: 0,
+                    payload: &full,
+                }),
+            ),
+            ("garbage-sleeve-magic", sleeve_magic),
+            ("garbage-version", version),
+            ("garbage-reflect-tail", reflect_tail),
+            ("garbage-oversized", over),
+            ("garbage-truncated", seg[..20].to_vec()),
         ]
     }
 }

@@ -136,6 +136,12 @@ async fn run_async(
     let encrypted = psk.is_some();
     config.psk = psk;
     config.ciphers = ciphers;
+    // Hole punching between peers behind NAT that share a neighbour (issue 24); its
+    // datagrams go from the sleeve's port.
+    config.punch = weft_core::punch::PunchConfig {
+        enabled: true,
+        ..weft_core::punch::PunchConfig::off()
+    };
     config.ipam = crate::ipam::config(
         args.ipalloc_range,
         args.ipalloc_default_subnet,

@@ -466,11 +466,15 @@ pub(crate) struct ConnectionStatus {
     /// sleeve, fastdp, pending, failed, or `relayed via PEER(NICK)`.
     pub(crate) mode: Option<String>,
     pub(crate) error: Option<String>,
-    /// How the peer's traffic goes: `direct` (over this connection) or `relayed` (no
-    /// connection of ours: through `via`).
+    /// How the peer's traffic goes: `direct` (over this connection), `punched` (over
+    /// this connection, a UDP path punched through NAT) or `relayed` (no connection of
+    /// ours: through `via`).
     pub(crate) path: Option<String>,
     /// The next hop of a relayed peer.
     pub(crate) via: Option<String>,
+    /// A relayed peer's hole punching: `requested via PEER`, `probing ADDR`, `failed:
+    /// REASON` (e.g. `failed: no answer` when the NATs do not let probes cross).
+    pub(crate) punch: Option<String>,
     /// Where the peer's sleeve datagrams are seen coming from, and answered: its NAT's
     /// mapping when it is behind one (unlike `address`, the connection's TCP address).
     pub(crate) mapped_address: Option<String>,

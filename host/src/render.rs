@@ -229,6 +229,9 @@ pub(crate) fn connections(v: &[ConnectionStatus]) -> String {
             enc,
             s(&c.mode)
         );
+        if c.path.as_deref() == Some("punched") {
+            line.push_str(", punched through NAT");
+        }
         if c.peer.is_some() {
             let _ = write!(line, " {}({})", s(&c.peer), s(&c.nickname));
         }
@@ -377,8 +380,11 @@ mod tests {
               "state": "established", "mode": "sleeve", "path": "direct",
               "mapped_address": "198.18.0.2:40123", "since_unix_s": now - 75 },
             { "peer": "aa:00:00:00:00:02", "nickname": "y", "state": "relayed",
-              "mode": "relayed via aa:00:00:00:00:03(p)", "path": "relayed",
+              "mode": "relayed via aa:00:00:00:00:03(p), punch failed: no answer",
+              "path": "relayed", "punch": "failed: no answer",
               "via": "aa:00:00:00:00:03", "since_unix_s": now - 3 },
+            { "peer": "aa:00:00:00:00:04", "nickname": "z", "address": "198.18.0.4:6783",
+              "state": "established", "mode": "sleeve", "path": "punched" },
         ]);
         let out = connections(&decode::<Vec<_>>(v));
         let lines: Vec<&str> = out.lines().collect();
@@ -387,7 +393,13 @@ mod tests {
             "{out}"
         );
         assert!(
-            lines[1].contains("relayed via aa:00:00:00:00:03(p)") && lines[1].contains("for 3s"),
+            lines[1].contains("relayed via aa:00:00:00:00:03(p), punch failed: no answer")
+                && lines[1].contains("for 3s"),
+            "{out}"
+        );
+        assert!(!lines[0].contains("punched"), "{out}");
+        assert!(
+            lines[2].contains("sleeve, punched through NAT aa:00:00:00:00:04(z)"),
             "{out}"
         );
     }

@@ -1,8 +1,11 @@
 //! End to end through real NAT (issue 24): a public segment (the harness's underlay) with
 //! host P; site 1 (host X) behind namespace n1 doing plain nftables masquerade, site 2
-//! (host Y) behind n2 doing `masquerade fully-random` (mapped ports unpredictable). X and Y
-//! are launched with only P as peer. Containers on P, X and Y reach each other (ping and
-//! TCP); X<->Y is relayed through P. Needs root; skips with a printed reason otherwise.
+//! (host Y) behind n2 doing `masquerade fully-random` (mapped ports unpredictable), or
+//! plain masquerade too. X and Y are launched with only P as peer. Containers on P, X and Y
+//! reach each other (ping and TCP); X<->Y is relayed through P when site 2 is fully random
+//! (the punch fails and status says so), and punched (a direct UDP path through both NATs)
+//! when both are plain: then it outlives P and a NAT box that forgets its mappings. Needs
+//! root; skips with a printed reason otherwise.
 //!
 //! Only the NAT boxes forward (that is their job); the test hosts do not. Everything lives
 //! in namespaces the `TestNet` made and removes on drop, processes killed by their pid.
@@ -18,7 +21,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The hosts, their routers and containers of one NAT world.
 struct World {
     /// Owns the namespaces and processes: everything goes when the world drops.
-    _net: TestNet,
+    net: TestNet,
     p: Router,
     x: Router,
     y: Router,
@@ -30,7 +33,11 @@ struct World {
 
 /// A NAT box: `name` on the public segment (its `eth0`), a LAN veth `lan` to `host`'s
 /// `eth0` on `192.168.SITE.0/24`, masquerading what leaves `eth0` (`fully-random` when
-/// asked) and dropping what comes in unasked.
+/// asked) and dropping what comes in unasked: forwarded, or UDP for the box itself (as
+/// home routers do; an unasked datagram the box took in itself would leave a conntrack
+/// entry whose tuple masquerade then avoids, moving the site's next mapping to another
+/// port). Unasked TCP to the box is still answered with a reset, so a peer whose
+/// connection lost its mapping (conntrack flushed) learns at once.
 fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) -> Ns {
     let nat = net.add_ns(name).unwrap();
     net.underlay_attach(&nat).unwrap();
@@ -59,6 +66,8 @@ fn nat_site(net: &mut TestNet, name: &str, host: &Ns, site: u8, random: bool) ->
           chain out {{ type nat hook postrouting priority 100; oifname \"eth0\" {how}; }}
           chain site {{ type filter hook forward priority 0; policy drop;
             ct state established,related accept; iifname \"lan\" oifname \"eth0\" accept; }}
+          chain box {{ type filter hook input priority 0; policy accept;
+            iifname \"eth0\" meta l4proto udp ct state new drop; }}
         }}"
     );
     let file = std::env::temp_dir().join(format!("{}.nft", nat.name()));
@@ -98,13 +107,14 @@ fn pin_neighbours(segment: &[(&Ns, &str, &str)]) {
     }
 }
 
-fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
+/// The NAT world; site 2's box is `fully-random` when `random2`, plain otherwise.
+fn world(password: Option<&'static str>, fastdp: bool, random2: bool) -> Option<World> {
     let mut net = test_net()?;
     let hp = net.add_host("p").unwrap();
     let p_ip = net.underlay_attach(&hp).unwrap().to_string();
     let (hx, hy) = (net.add_host("x").unwrap(), net.add_host("y").unwrap());
     let n1 = nat_site(&mut net, "n1", &hx, 1, false);
-    let n2 = nat_site(&mut net, "n2", &hy, 2, true);
+    let n2 = nat_site(&mut net, "n2", &hy, 2, random2);
     pin_neighbours(&[
         (&hp, "eth0", &p_ip),
         (&n1, "eth0", "198.18.0.2"),
@@ -141,7 +151,7 @@ fn world(password: Option<&'static str>, fastdp: bool) -> Option<World> {
     let overlay: Vec<(&Ns, &str, &str)> = cs.iter().map(|(c, a)| (c, "ethwe", *a)).collect();
     pin_neighbours(&overlay);
     Some(World {
-        _net: net,
+        net,
         p,
         x,
         y,
@@ -211,7 +221,7 @@ fn tcp_moves(from: &Ns, to: &Ns, to_ip: &str, bytes: usize) -> bool {
 /// Both NATed hosts join P, every container reaches every other, and X and Y talk through
 /// P (they have no direct connection: neither can dial the other).
 fn nat_world_works(password: Option<&'static str>, fastdp: bool) {
-    let Some(w) = world(password, fastdp) else {
+    let Some(w) = world(password, fastdp, true) else {
         return;
     };
     let (px, py) = (w.x.name(), w.y.name());
@@ -274,6 +284,22 @@ fn nat_world_works(password: Option<&'static str>, fastdp: bool) {
             "{text}"
         );
     }
+    // They tried to punch (the lower name of the two asks P; both probe): Y's fully
+    // random NAT shows X a port nobody announced and X's NAT lets in only what X sent to,
+    // so the probes never cross, and both say so.
+    for (r, other) in [(&w.x, &py), (&w.y, &px)] {
+        r.wait_until(SETTLE, "the punch fails with no answer", |r| {
+            r.connections_to(other).iter().any(|c| {
+                c["path"] == "relayed"
+                    && c["punch"]
+                        .as_str()
+                        .is_some_and(|p| p == "failed: no answer")
+            })
+        });
+        let text = r.weft(&["status", "connections"]).unwrap();
+        assert!(text.contains("punch failed: no answer"), "{text}");
+    }
+    assert_eq!(w.x.next_hop_to(&py), Some(w.p.name()), "{}", w.logs());
     eprintln!(
         "p:\n{}x:\n{}",
         w.p.weft(&["status", "connections"]).unwrap(),
@@ -312,7 +338,7 @@ fn mapped_at_p(w: &World, r: &Router) -> Option<String> {
 #[test]
 #[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
 fn idle_nat_mappings_stay_open_and_a_restarted_nat_box_is_followed() {
-    let Some(w) = world(Some("nat restart secret"), false) else {
+    let Some(w) = world(Some("nat restart secret"), false, true) else {
         return;
     };
     let [(cp, _), (cx, ip_x), (cy, ip_y)] = &w.cs;
@@ -362,4 +388,113 @@ fn idle_nat_mappings_stay_open_and_a_restarted_nat_box_is_followed() {
         after.is_some() && after != before,
         "p still answers y at {before:?} (now {after:?})"
     );
+}
+
+/// The row of `r`'s status for `other` says `punched`.
+fn punched_to(r: &Router, other: &str) -> bool {
+    r.connections_to(other)
+        .iter()
+        .any(|c| c["state"] == "established" && c["path"] == "punched")
+}
+
+/// Plain masquerade on both sites: X and Y punch a direct path, their containers talk
+/// over it (not through P), and it keeps working after P's router is killed.
+fn punched_world_works(password: Option<&'static str>) {
+    let Some(mut w) = world(password, false, false) else {
+        return;
+    };
+    let (px, py) = (w.x.name(), w.y.name());
+    for (r, other) in [(&w.x, &py), (&w.y, &px)] {
+        r.wait_until(SETTLE, "a punched connection", |r| punched_to(r, other));
+    }
+    w.all_reach_each_other();
+    assert_eq!(w.x.next_hop_to(&py), Some(py.clone()), "{}", w.logs());
+    assert_eq!(w.y.next_hop_to(&px), Some(px.clone()), "{}", w.logs());
+    // The punched link runs to Y's NAT, at the mapping P saw for Y.
+    let row =
+        w.x.connections_to(&py)
+            .into_iter()
+            .find(|c| c["path"] == "punched")
+            .unwrap_or_default();
+    assert!(
+        row["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("198.18.0.3:")),
+        "{row}"
+    );
+    assert_eq!(row["encrypted"], password.is_some(), "{row}");
+    let relayed_before = w.p.counter("frames_relayed");
+    let [_, (cx, _), (cy, ip_y)] = &w.cs;
+    assert!(tcp_moves(cx, cy, ip_y, 1_000_000), "{}", w.logs());
+    assert_eq!(
+        w.p.counter("frames_relayed"),
+        relayed_before,
+        "x -> y went through p: {}",
+        w.p.datapath()
+    );
+    eprintln!("x:\n{}", w.x.weft(&["status", "connections"]).unwrap());
+    // Kill P's router: past the heartbeat timeout (20 s) X and Y have lost it, and still
+    // have each other.
+    let pp = w.p.name();
+    assert!(w.net.kill(w.p.pid), "kill p's router");
+    std::thread::sleep(Duration::from_secs(25));
+    let (_, ip_x) = &w.cs[1];
+    for (from, to) in [(cx, *ip_y), (cy, *ip_x)] {
+        assert!(
+            from.ping_until(ip(to), Duration::from_secs(5)),
+            "{} -> {to} after p died; {}",
+            from.name(),
+            w.logs()
+        );
+    }
+    assert!(tcp_moves(cx, cy, ip_y, 1_000_000), "{}", w.logs());
+    assert!(
+        punched_to(&w.x, &py) && punched_to(&w.y, &px),
+        "{}",
+        w.logs()
+    );
+    assert_eq!(w.x.next_hop_to(&pp), None, "{}", w.logs());
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn hosts_behind_plain_nats_punch_and_outlive_the_introducer() {
+    punched_world_works(None);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn hosts_behind_plain_nats_punch_and_outlive_the_introducer_encrypted() {
+    punched_world_works(Some("punch secret"));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run as root with --include-ignored, as .ci/run does"]
+fn a_punched_path_resumes_after_the_nat_boxes_forget_it() {
+    let Some(w) = world(None, false, false) else {
+        return;
+    };
+    let (px, py) = (w.x.name(), w.y.name());
+    for (r, other) in [(&w.x, &py), (&w.y, &px)] {
+        r.wait_until(SETTLE, "a punched connection", |r| punched_to(r, other));
+    }
+    let [_, (cx, ip_x), (cy, ip_y)] = &w.cs;
+    assert!(cx.ping_until(ip(ip_y), SETTLE), "{}", w.logs());
+    for nat in &w.nats {
+        nat.run(&["conntrack", "-F"]).unwrap();
+    }
+    // Traffic resumes (over the punched path if the mappings came back the same, else
+    // relayed through P until the punch is redone), and the path ends punched again.
+    for (from, to) in [(cx, *ip_y), (cy, *ip_x)] {
+        assert!(
+            from.ping_until(ip(to), SETTLE),
+            "{} -> {to} after the flush; {}",
+            from.name(),
+            w.logs()
+        );
+    }
+    assert!(tcp_moves(cx, cy, ip_y, 1_000_000), "{}", w.logs());
+    for (r, other) in [(&w.x, &py), (&w.y, &px)] {
+        r.wait_until(SETTLE * 2, "punched again", |r| punched_to(r, other));
+    }
 }

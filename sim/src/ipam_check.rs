@@ -237,8 +237,10 @@ impl SimNode for IpamNode {
         // The contract: nothing leaves before the state it depends on is on "disk".
         self.persist();
         let t = self.router.poll_transmit(now, buf)?;
-        let Destination::Stream(c) = t.destination;
-        Some((Dest::Stream(c.0), t.len))
+        Some(match t.destination {
+            Destination::Stream(c) => (Dest::Stream(c.0), t.len),
+            Destination::Datagram(to) => (Dest::Datagram(to), t.len),
+        })
     }
 
     fn poll_event(&mut self) -> Option<NodeEvent> {

@@ -13,12 +13,16 @@
 //! small link-state node that tests all of the above without the real router, and
 //! [`router_node`] the adapter for `weft_core::router::Router`. The sleeve: [`sleeve_node`]
 //! runs a `weft_core::sleeve::Sleeve` beside each router as the host does,
-//! [`sleeve_check`] its invariants, [`sleeve_scenario`] its seeded scenarios.
+//! [`sleeve_check`] its invariants, [`sleeve_scenario`] its seeded scenarios. NAT:
+//! [`nat`] the NAT boxes a node can be put behind ([`world::World::set_nat`]),
+//! [`nat_scenario`] hole punching between two NATed peers per pair of NAT types.
 //!
 //! What it does not do: real I/O, threads or wall-clock time.
 
 pub mod check;
 pub mod ipam_check;
+pub mod nat;
+pub mod nat_scenario;
 pub mod net;
 pub mod node;
 pub mod router_node;

@@ -4,6 +4,7 @@
 //! weft-sim converge --peers N --seed S [--degree D] [--wan] [--discovery] [--toy]
 //! weft-sim explore --seeds K [--start S] [--toy] [--verbose]
 //! weft-sim sleeve --seeds K [--start S] [--verbose]
+//! weft-sim nat --seeds K [--start S]
 //! ```
 
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ use weft_sim::toy::{ToyBug, toy_factory};
 const USAGE: &str = "usage:
   weft-sim converge --peers N --seed S [--degree D] [--wan] [--discovery] [--toy]
   weft-sim explore --seeds K [--start S] [--toy] [--verbose]
-  weft-sim sleeve --seeds K [--start S] [--verbose]";
+  weft-sim sleeve --seeds K [--start S] [--verbose]
+  weft-sim nat --seeds K [--start S]";
 
 /// Toy-node timing (its heartbeat timeout is 1.5 s).
 const TOY_TIMING: Timing = Timing {
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         "converge" => converge(&mut args),
         "explore" => explore(&mut args),
         "sleeve" => sleeve(&mut args),
+        "nat" => nat(&mut args),
         other => Err(format!("unknown command {other:?}")),
     };
     match r {
@@ -229,4 +232,34 @@ fn sleeve(args: &mut Args) -> Result<ExitCode, String> {
         wall.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hole punching through every pair of NAT types: the share of seeds that end punched
+/// and relayed, and that X and Y reached each other at every check. Fails (exit 1) when a
+/// pair ends other than its NAT types allow or the two lost each other.
+fn nat(args: &mut Args) -> Result<ExitCode, String> {
+    let seeds = args.value("--seeds")?.ok_or("nat needs --seeds K")?;
+    let start = args.value("--start")?.unwrap_or(0);
+    args.done()?;
+    if seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    let wall = WallInstant::now();
+    let rows = weft_sim::nat_scenario::nat_table(start, seeds)?;
+    print!("{}", weft_sim::nat_scenario::render_table(&rows));
+    println!(
+        "nat: {} pairs x {seeds} seeds from {start} (odd seeds with a password) in {:.1} s",
+        rows.len(),
+        wall.elapsed().as_secs_f64()
+    );
+    let wrong = rows.iter().any(|(a, b, c)| {
+        let want = weft_sim::nat::NatType::punchable(*a, *b);
+        c.gaps > 0 || (if want { c.relayed } else { c.punched }) > 0
+    });
+    Ok(if wrong {
+        eprintln!("FAILED: a pair ended other than its NAT types allow, or lost its path");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

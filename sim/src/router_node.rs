@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use weft_core::conn::ConnId as RouterConnId;
 use weft_core::crypto::{ChaChaKeyRng, Psk};
 use weft_core::peer::PeerName;
+use weft_core::punch::PunchConfig;
+use weft_core::punch::wire::PunchDatagram;
 use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::{Duration, Instant};
 
@@ -41,6 +43,8 @@ pub struct RouterProfile {
     pub discovery: bool,
     /// Shared secret (SPAKE2 on every connection, everything sealed).
     pub psk: Option<Psk>,
+    /// Hole punching (off unless a scenario turns it on).
+    pub punch: PunchConfig,
 }
 
 impl RouterProfile {
@@ -61,6 +65,7 @@ impl RouterProfile {
             conn_limit: 64,
             discovery: false,
             psk: None,
+            punch: PunchConfig::off(),
         }
     }
 
@@ -78,6 +83,7 @@ impl RouterProfile {
         c.conn_limit = self.conn_limit;
         c.discovery = self.discovery;
         c.psk.clone_from(&self.psk);
+        c.punch = self.punch;
         c
     }
 
@@ -187,6 +193,12 @@ impl SimNode for RouterNode {
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // One UDP port, two readers, as on a host: punch datagrams go to the router.
+        if PunchDatagram::is_punch(bytes) {
+            self.router.handle_datagram(now, from, bytes);
+            self.sync(now);
+            return;
+        }
         match self.sleeve.as_mut() {
             Some(s) => s.handle_datagram(now, from, bytes),
             // The control plane alone has no UDP port: the datagram meets a closed port.
@@ -220,8 +232,10 @@ impl SimNode for RouterNode {
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Dest, usize)> {
         if let Some(t) = self.router.poll_transmit(now, buf) {
-            let Destination::Stream(c) = t.destination;
-            return Some((Dest::Stream(c.0), t.len));
+            return Some(match t.destination {
+                Destination::Stream(c) => (Dest::Stream(c.0), t.len),
+                Destination::Datagram(to) => (Dest::Datagram(to), t.len),
+            });
         }
         let s = self.sleeve.as_mut()?;
         // Sending may have dropped a connection.

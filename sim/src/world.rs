@@ -7,7 +7,9 @@
 //! black-holed for good (the nodes find out by heartbeat timeout), dials into a partition
 //! fail after the connect timeout. Datagrams are lost, duplicated and reordered, dropped
 //! when bigger than the link MTU, and can be cut on a link whose streams still work (a
-//! firewall that blocks only UDP).
+//! firewall that blocks only UDP). A node can sit behind a NAT box ([`crate::nat`]): its
+//! dials go out from the box's address, nobody can dial it, and datagrams pass the box's
+//! mappings and filters both ways.
 //!
 //! What it does not do: check protocol invariants (see [`crate::check`]) or pick faults
 //! (see [`crate::scenario`]).
@@ -15,11 +17,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use weft_core::rng::Rng;
 use weft_core::time::Instant;
 
+use crate::nat::{NatBox, NatType};
 use crate::net::{NetConfig, PPM, content_hash, datagram_fits, mix};
 use crate::node::{
     ConnId, Dest, EPHEMERAL_PORT_MIN, NodeCommand, NodeEvent, NodeSpec, SimNode, addr_of,
@@ -119,6 +122,10 @@ enum Ev {
     Datagram {
         node: usize,
         from: usize,
+        /// The source address as the receiver sees it (a NAT's mapping for a NATed sender).
+        src: SocketAddr,
+        /// Set when sent to the public port of `node`'s NAT box, which decides at arrival.
+        nat_port: Option<u16>,
         bytes: Vec<u8>,
     },
 }
@@ -185,6 +192,8 @@ pub struct World<N: SimNode> {
     datagram_cuts: BTreeSet<(usize, usize)>,
     /// Links whose MTU is not `net.link_mtu_bytes`, as `(low, high)` index pairs.
     link_mtu: BTreeMap<(usize, usize), u16>,
+    /// NAT boxes, by the node behind each.
+    nats: BTreeMap<usize, NatBox>,
     trace: u64,
     deliveries: u64,
     violation: Option<Violation>,
@@ -239,6 +248,7 @@ impl<N: SimNode> World<N> {
             cuts: BTreeSet::new(),
             datagram_cuts: BTreeSet::new(),
             link_mtu: BTreeMap::new(),
+            nats: BTreeMap::new(),
             trace: mix(seed),
             deliveries: 0,
             violation: None,
@@ -413,6 +423,28 @@ impl<N: SimNode> World<N> {
     /// Sets the IP MTU of the link between `a` and `b`.
     pub fn set_link_mtu(&mut self, a: usize, b: usize, mtu_bytes: u16) {
         self.link_mtu.insert((a.min(b), a.max(b)), mtu_bytes);
+    }
+
+    /// Puts node `i` behind its own NAT box of type `ty` (public address
+    /// [`nat_public_ip`]) whose idle mappings last `timeout_us`. From then on its dials go
+    /// out from the box's address, nobody can dial it, and its datagrams leave through the
+    /// box's mappings; datagrams reach it only through a mapping that lets them in.
+    pub fn set_nat(&mut self, i: usize, ty: NatType, timeout_us: u64) {
+        let seed = self.rng.next_u64();
+        self.nats
+            .insert(i, NatBox::new(ty, nat_public_ip(i), timeout_us, seed));
+    }
+
+    /// Node `i`'s NAT box, if it has one.
+    pub fn nat(&self, i: usize) -> Option<&NatBox> {
+        self.nats.get(&i)
+    }
+
+    /// Flushes node `i`'s NAT box: every mapping is forgotten (`conntrack -F`).
+    pub fn nat_flush(&mut self, i: usize) {
+        if let Some(b) = self.nats.get_mut(&i) {
+            b.flush();
+        }
     }
 
     /// Partition component of node `i`.
@@ -685,13 +717,28 @@ impl<N: SimNode> World<N> {
                 }
                 self.drain(e.node);
             }
-            Ev::Datagram { node, from, bytes } => {
+            Ev::Datagram {
+                node,
+                from,
+                src,
+                nat_port,
+                bytes,
+            } => {
                 if !self.reachable(from, node) || !self.datagrams_linked(from, node) {
                     return;
                 }
+                if let Some(port) = nat_port {
+                    let now_us = self.now_us;
+                    let Some(b) = self.nats.get_mut(&node) else {
+                        return;
+                    };
+                    if b.inbound(now_us, port, src).is_none() {
+                        return;
+                    }
+                }
                 self.trace_delivery(from, node, &bytes);
                 if let Some(n) = self.slots[node].node.as_mut() {
-                    n.handle_datagram(now, addr_of(from), &bytes);
+                    n.handle_datagram(now, src, &bytes);
                 }
                 self.drain(node);
             }
@@ -744,10 +791,16 @@ impl<N: SimNode> World<N> {
         } else {
             port + 1
         };
-        let SocketAddr::V4(a) = addr_of(dialer.node) else {
-            unreachable!()
+        let ip = match self.nats.get(&dialer.node) {
+            Some(b) => b.public_ip(),
+            None => {
+                let SocketAddr::V4(a) = addr_of(dialer.node) else {
+                    unreachable!()
+                };
+                *a.ip()
+            }
         };
-        let remote = SocketAddr::V4(SocketAddrV4::new(*a.ip(), port));
+        let remote = SocketAddr::V4(SocketAddrV4::new(ip, port));
         let inc = slot.inc;
         let Some(n) = slot.node.as_mut() else { return };
         let conn = n.accept_stream(now, remote);
@@ -891,9 +944,11 @@ impl<N: SimNode> World<N> {
                     return;
                 }
                 self.slots[i].stats.dials += 1;
-                let Some(j) =
-                    index_of_addr(addr, n).filter(|_| addr.port() == crate::node::LISTEN_PORT)
+                let Some(j) = index_of_addr(addr, n)
+                    .filter(|_| addr.port() == crate::node::LISTEN_PORT)
+                    .filter(|j| !self.nats.contains_key(j))
                 else {
+                    // (A node behind NAT has no address others can dial.)
                     // Nobody lives there: the dial hangs until the connect timeout.
                     let at = self.now_us + self.net.connect_timeout_us;
                     self.schedule(at, Ev::DialFailed { node: i, inc, conn });
@@ -1033,8 +1088,19 @@ impl<N: SimNode> World<N> {
                 let slot = &mut self.slots[i];
                 slot.stats.datagrams += 1;
                 slot.stats.datagram_bytes += bytes.len() as u64;
-                let Some(j) = index_of_addr(addr, self.slots.len()) else {
-                    return;
+                // Through the sender's NAT (if any) to a public node or a NAT's public port.
+                let (j, nat_port) = match index_of_addr(addr, self.slots.len()) {
+                    Some(j) if !self.nats.contains_key(&j) => (j, None),
+                    Some(_) => return,
+                    None => match index_of_nat_ip(addr, self.slots.len()) {
+                        Some(j) if self.nats.contains_key(&j) => (j, Some(addr.port())),
+                        _ => return,
+                    },
+                };
+                let now_us = self.now_us;
+                let src = match self.nats.get_mut(&i) {
+                    Some(b) => b.outbound(now_us, crate::node::LISTEN_PORT, addr),
+                    None => addr_of(i),
                 };
                 if !self.datagrams_linked(i, j) {
                     return;
@@ -1056,6 +1122,8 @@ impl<N: SimNode> World<N> {
                     Ev::Datagram {
                         node: j,
                         from: i,
+                        src,
+                        nat_port,
                         bytes: bytes.to_vec(),
                     },
                 );
@@ -1066,6 +1134,8 @@ impl<N: SimNode> World<N> {
                         Ev::Datagram {
                             node: j,
                             from: i,
+                            src,
+                            nat_port,
                             bytes: bytes.to_vec(),
                         },
                     );
@@ -1073,4 +1143,22 @@ impl<N: SimNode> World<N> {
             }
         }
     }
+}
+
+/// The public address of node `i`'s NAT box: `11.(i>>8).(i&255).1`.
+pub fn nat_public_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(11, (i >> 8) as u8, (i & 255) as u8, 1)
+}
+
+/// The node whose NAT box has the IP of `addr` (any port), if it is one of ours.
+pub fn index_of_nat_ip(addr: SocketAddr, n: usize) -> Option<usize> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    let o = v4.ip().octets();
+    if o[0] != 11 || o[3] != 1 {
+        return None;
+    }
+    let i = (usize::from(o[1]) << 8) | usize::from(o[2]);
+    (i < n).then_some(i)
 }

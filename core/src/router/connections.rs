@@ -47,7 +47,9 @@ impl Router {
     pub(super) fn pending_inbound(&self) -> impl Iterator<Item = Pending> + '_ {
         self.conns
             .iter()
-            .filter(|(_, s)| !s.conn.outbound() && s.conn.state() != ConnState::Established)
+            .filter(|(_, s)| {
+                !s.conn.outbound() && s.conn.state() != ConnState::Established && s.punch.is_none()
+            })
             .map(|(id, s)| Pending {
                 id: *id,
                 key: admission::addr_key(s.conn.remote_addr().ip()),
@@ -100,6 +102,7 @@ impl Router {
                 Slot {
                     conn,
                     opened: false,
+                    punch: None,
                 },
             );
             self.push_event(Event::OpenStream { conn: id, addr });
@@ -126,6 +129,8 @@ impl Router {
                         self.on_dns_gossip(now, id, &payload);
                     } else if channel == CHANNEL_POLICY {
                         self.on_policy_gossip(now, id, &payload);
+                    } else if channel == CHANNEL_PUNCH {
+                        self.on_punch_gossip(now, id, &payload);
                     }
                     // Unknown channels (a newer peer's) are ignored.
                 }
@@ -135,9 +140,16 @@ impl Router {
 
     pub(super) fn on_established(&mut self, now: Instant, id: ConnId, peer: PeerName) {
         if let Some(&other) = self.by_peer.get(&peer) {
-            // Two connections to one peer: both ends keep the one dialed by the greater name.
-            let keep_new = self.dialer(id) > self.dialer(other)
-                || (self.dialer(id) == self.dialer(other) && id < other);
+            // Two connections to one peer: both ends keep a stream over a punched one (a
+            // peer we can dial needs no NAT mapping kept open), else the one dialed by the
+            // greater name.
+            let punched = |c: ConnId| self.conns.get(&c).is_some_and(|s| s.punch.is_some());
+            let keep_new = if punched(id) != punched(other) {
+                !punched(id)
+            } else {
+                self.dialer(id) > self.dialer(other)
+                    || (self.dialer(id) == self.dialer(other) && id < other)
+            };
             let loser = if keep_new { other } else { id };
             // Whatever target dialed the loser now knows its peer (and that it is connected).
             self.maker.established(loser, peer);
@@ -153,6 +165,7 @@ impl Router {
         self.ipam.on_neighbour(peer);
         self.dns_on_neighbour(peer);
         self.policy.on_neighbour(peer);
+        self.punch_on_established(now, id, peer);
         self.update_our_conns();
         // A new neighbour hears everything we know.
         self.news.entry(peer).or_default().add_everything();
@@ -192,7 +205,10 @@ impl Router {
         };
         // Before `close` below: a client that left while we waited for its confirm.
         let confirming = slot.conn.state() == ConnState::Confirming;
-        if close_stream {
+        if slot.punch.is_some() {
+            // No stream to close: the last words go out once, unacknowledged.
+            self.punch_last_words(now, &mut slot, error);
+        } else if close_stream {
             if slot.opened && self.closing.len() < CONNS_LEN_MAX {
                 // Tell the peer why, then close: the last bytes go out before CloseStream.
                 slot.conn.close(error.close_reason());
@@ -215,6 +231,7 @@ impl Router {
             self.stats.pre_hello_timeouts += 1;
         }
         if !slot.conn.outbound()
+            && slot.punch.is_none()
             && slot.conn.encrypted()
             && admission::is_password_failure(error, peer.is_some(), confirming)
             && let Some(until) = self.lockouts.record_failure(addr.ip(), now)
@@ -246,6 +263,7 @@ impl Router {
             addr,
             error,
         });
+        self.punch_on_dropped(now, &slot, peer, error, was_current);
         if let (true, Some(p)) = (was_current, peer) {
             self.by_peer.remove(&p);
             self.news.remove(&p);

@@ -15,6 +15,8 @@ use crate::ipam::{Ipam, IpamConfig, IpamEvent};
 use crate::maker::{Backoff, Maker, Target, TargetKind};
 use crate::peer::{PeerName, PeerUid};
 use crate::policy::PolicyTable;
+use crate::punch::PunchConfig;
+use crate::punch::wire::CHANNEL_PUNCH;
 use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
+use punching::{PunchLink, PunchSide};
 
 // Where things are: the inputs, outputs and queries here; connections (admission, dials,
 // their output, drops), topology gossip, peer GC, and the IPAM, DNS and policy gossip
@@ -36,6 +39,7 @@ mod dns_channel;
 mod ipam_channel;
 mod peer_gc;
 mod policy_channel;
+mod punching;
 mod topology_gossip;
 // Topology (and policy) tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
@@ -97,6 +101,9 @@ pub struct Config {
     pub wall_clock_origin_ms: u64,
     /// An inbound stream that sends no hello in this long is closed.
     pub pre_hello_timeout: Duration,
+    /// UDP hole punching between peers that share a neighbour ([`crate::punch`]); off
+    /// by default.
+    pub punch: PunchConfig,
 }
 
 impl Config {
@@ -122,6 +129,7 @@ impl Config {
             ipam: IpamConfig::default(),
             wall_clock_origin_ms: 0,
             pre_hello_timeout: Duration::from_millis(crate::conn::DEFAULT_PRE_HELLO_TIMEOUT_MS),
+            punch: PunchConfig::off(),
         }
     }
 
@@ -146,13 +154,16 @@ pub enum Command {
     StreamClosed(ConnId),
 }
 
-/// Where a [`Transmit`] goes. The router speaks over streams only: sleeve datagrams are
+/// Where a [`Transmit`] goes. The router speaks over streams, and over punch datagrams
+/// ([`crate::punch`]) when punching is on, sent from the sleeve's UDP port; sleeve datagrams are
 /// the datapath's ([`crate::sleeve::Sleeve`]), which the host or simulator drives beside
 /// the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
     /// Append to this stream.
     Stream(ConnId),
+    /// Send as one UDP datagram to this address, from the sleeve's port (a punch datagram).
+    Datagram(SocketAddr),
 }
 
 /// Bytes the router wants sent: the first `len` bytes of the buffer given to `poll_transmit`.
@@ -282,12 +293,16 @@ pub struct ConnStatus {
     /// The AEAD chosen for its sleeve datagrams, once the peer's hello was accepted (used
     /// only when `encrypted`: without a password the sleeve is not sealed).
     pub cipher: Option<CipherSuite>,
+    /// For a punched connection ([`crate::punch`]): the peer's mapped UDP address it runs to.
+    pub punched: Option<SocketAddr>,
 }
 
 struct Slot {
     conn: Connection,
-    /// The driver has connected the stream (always true for inbound).
+    /// The driver has connected the stream (always true for inbound and punched ones).
     opened: bool,
+    /// Set for a punched connection: its bytes run over datagrams, not a stream.
+    punch: Option<PunchLink>,
 }
 
 /// The weft router: connections, topology, gossip, routes.
@@ -321,6 +336,7 @@ pub struct Router {
     ipam: Ipam,
     dns: Dns,
     policy: PolicyTable,
+    punch: PunchSide,
 }
 
 impl Router {
@@ -392,6 +408,7 @@ impl Router {
             transmit_cursor: 0,
             stats: RouterStats::default(),
             lockouts: Lockouts::new(),
+            punch: PunchSide::new(now),
             config,
         }
     }
@@ -419,7 +436,14 @@ impl Router {
             return id;
         }
         let conn = Connection::new(id, false, remote, &self.settings, &mut *self.keys, now);
-        self.conns.insert(id, Slot { conn, opened: true });
+        self.conns.insert(
+            id,
+            Slot {
+                conn,
+                opened: true,
+                punch: None,
+            },
+        );
         id
     }
 
@@ -499,6 +523,7 @@ impl Router {
         self.ipam_timeout(now);
         self.dns_timeout(now);
         self.policy_timeout(now);
+        self.punch_timeout(now);
         self.dial_due(now);
         self.maybe_flush(now);
     }
@@ -527,7 +552,7 @@ impl Router {
             .conns
             .range(ConnId(start + 1)..)
             .chain(self.conns.range(..=ConnId(start)))
-            .filter(|(_, s)| s.opened)
+            .filter(|(_, s)| s.opened && s.punch.is_none())
             .map(|(id, _)| *id)
             .collect::<Vec<_>>();
         for id in order {
@@ -541,7 +566,7 @@ impl Router {
                 });
             }
         }
-        None
+        self.poll_punch_transmit(now, buf)
     }
 
     /// The next event for the driver.
@@ -569,6 +594,9 @@ impl Router {
         t = t.min(self.ipam.poll_timeout());
         t = t.min(self.dns.poll_timeout());
         t = t.min(self.policy.poll_timeout());
+        if let Some(p) = self.punch_poll_timeout() {
+            t = t.min(p);
+        }
         Some(t)
     }
 
@@ -608,6 +636,7 @@ impl Router {
             nickname: s.conn.remote().map(|r| r.nickname.clone()),
             encrypted: s.conn.encrypted(),
             cipher: s.conn.remote().map(|r| r.cipher),
+            punched: s.punch.as_ref().map(|l| l.remote),
         })
     }
 
@@ -640,6 +669,10 @@ impl Router {
     /// it listens on.
     pub fn peer_udp_addr(&self, peer: PeerName) -> Option<SocketAddr> {
         let slot = self.conns.get(self.by_peer.get(&peer)?)?;
+        if let Some(link) = &slot.punch {
+            // A punched link's address is the peer's mapped UDP address itself.
+            return Some(link.remote);
+        }
         let port = slot.conn.remote()?.listen_port;
         Some(SocketAddr::new(slot.conn.remote_addr().ip(), port))
     }

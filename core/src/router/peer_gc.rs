@@ -28,6 +28,7 @@ impl Router {
             self.push_event(Event::PeerRemoved(p));
             self.dns_peer_removed(now, p);
             self.policy.peer_removed(now, p);
+            self.punch_peer_removed(p);
         }
     }
 }

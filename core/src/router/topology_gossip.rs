@@ -54,14 +54,17 @@ impl Router {
             .filter_map(|(peer, id)| {
                 let s = self.conns.get(id)?;
                 let r = s.conn.remote()?;
-                let addr = if s.conn.outbound() {
-                    s.conn.remote_addr()
+                // A punched link's address is a NAT mapping, not something to dial.
+                let addr = if s.punch.is_some() {
+                    None
+                } else if s.conn.outbound() {
+                    Some(s.conn.remote_addr())
                 } else {
-                    SocketAddr::new(s.conn.remote_addr().ip(), r.listen_port)
+                    Some(SocketAddr::new(s.conn.remote_addr().ip(), r.listen_port))
                 };
                 Some(ConnInfo {
                     peer: *peer,
-                    addr: Some(addr),
+                    addr,
                     established: s.conn.state() == ConnState::Established,
                     outbound: s.conn.outbound(),
                 })

@@ -67,7 +67,10 @@ impl Net {
             }
             while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
                 moved = true;
-                let Destination::Stream(conn) = t.destination;
+                // Punching is off in these nets: only streams.
+                let Destination::Stream(conn) = t.destination else {
+                    continue;
+                };
                 if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     let bytes = buf[..t.len].to_vec();
                     self.routers[j].handle_stream_bytes(self.now, theirs, &bytes);

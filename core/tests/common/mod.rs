@@ -105,7 +105,10 @@ impl Net {
             }
             while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
                 moved = true;
-                let Destination::Stream(conn) = t.destination;
+                // Punching is off in these nets: only streams.
+                let Destination::Stream(conn) = t.destination else {
+                    continue;
+                };
                 if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     self.inflight.push_back((j, theirs, buf[..t.len].to_vec()));
                 }

@@ -33,6 +33,8 @@ struct DriverCounters {
     connections_accepted: u64,
     drops_write_queue_full: u64,
     drops_no_stream: u64,
+    /// Punch datagrams the pump's queue had no room for.
+    drops_punch_out: u64,
 }
 
 impl Driver {
@@ -78,6 +80,7 @@ impl Driver {
             connections_accepted: self.connections_accepted,
             drops_write_queue_full: self.drops_write_queue_full,
             drops_no_stream: self.drops_no_stream,
+            drops_punch_out: self.drops_punch_out,
         }
     }
 }
@@ -175,6 +178,7 @@ impl DriverCounters {
                 ("topology_version_ahead", t.refused_version_ahead),
                 ("write_queue_full", self.drops_write_queue_full),
                 ("no_stream", self.drops_no_stream),
+                ("punch_out_full", self.drops_punch_out),
             ],
         );
     }
@@ -377,6 +381,7 @@ mod tests {
             connections_accepted: 301,
             drops_write_queue_full: 302,
             drops_no_stream: 303,
+            drops_punch_out: 304,
         }
     }
 
@@ -469,5 +474,6 @@ weft_drops_total{reason="topology_new_peers_per_msg"} 203
 weft_drops_total{reason="topology_version_ahead"} 204
 weft_drops_total{reason="write_queue_full"} 302
 weft_drops_total{reason="no_stream"} 303
+weft_drops_total{reason="punch_out_full"} 304
 "#;
 }

@@ -87,6 +87,8 @@ pub(crate) enum Input {
     Policy(PolicyRequest),
     /// This host's pods, as the recorded attachments have them now.
     PolicyPods(BTreeMap<String, weft_core::policy::Pod>),
+    /// A punch datagram the sleeve's port received ([`weft_core::punch`]).
+    PunchDatagram { from: SocketAddr, bytes: Vec<u8> },
     /// Nothing: wakes the task so it finishes work it left for later.
     Wake,
     /// Stop the router.
@@ -164,6 +166,8 @@ pub(crate) struct Driver {
     fastdp: Arc<FastDp>,
     peer_filter: Arc<PeerFilter>,
     drops_write_queue_full: u64,
+    /// Punch datagrams dropped: the queue to the datapath was full.
+    drops_punch_out: u64,
     drops_no_stream: u64,
     connections_accepted: u64,
     started: SystemTime,
@@ -187,6 +191,15 @@ impl Driver {
         datapath: Arc<Datapath>,
         info: Info,
     ) -> Self {
+        // The pump's punch datagrams come in through the inbox; a full inbox drops them
+        // (the router's probes and reflects are resent).
+        let tx = inbox_tx.clone();
+        datapath.set_punch_sink(Box::new(move |from, bytes| {
+            let _ = tx.try_send(Input::PunchDatagram {
+                from,
+                bytes: bytes.to_vec(),
+            });
+        }));
         Self {
             router,
             clock,
@@ -202,6 +215,7 @@ impl Driver {
             fastdp: Arc::new(FastDp::Off("fast path not set up".to_owned())),
             peer_filter: Arc::new(PeerFilter::off("not set up")),
             drops_write_queue_full: 0,
+            drops_punch_out: 0,
             drops_no_stream: 0,
             connections_accepted: 0,
             started: SystemTime::now(),
@@ -282,6 +296,7 @@ impl Driver {
                 }
             }
             Input::Bytes { conn, bytes } => self.router.handle_stream_bytes(now, conn, &bytes),
+            Input::PunchDatagram { from, bytes } => self.router.handle_datagram(now, from, &bytes),
             Input::Closed { conn, error } => {
                 if self.streams.remove(&conn).is_some() {
                     if let Some(e) = error {
@@ -329,8 +344,15 @@ impl Driver {
             self.ipam_persist();
             if let Some(t) = self.router.poll_transmit(now, &mut buf) {
                 progressed = true;
-                let Destination::Stream(conn) = t.destination;
-                self.write_stream(conn, &buf[..t.len]);
+                match t.destination {
+                    Destination::Stream(conn) => self.write_stream(conn, &buf[..t.len]),
+                    // From the sleeve's port: the mapping the peers' NATs were shown.
+                    Destination::Datagram(to) => {
+                        if !self.datapath.send_datagram(to, &buf[..t.len]) {
+                            self.drops_punch_out += 1;
+                        }
+                    }
+                }
             }
             while let Some(ev) = self.router.poll_event() {
                 progressed = true;
@@ -376,11 +398,15 @@ impl Driver {
                 }
             }
             Event::ConnectionUp { conn, peer } => {
-                let addr = self
-                    .streams
-                    .get(&conn)
-                    .map(|s| s.addr.to_string())
-                    .unwrap_or_default();
+                let addr = match self.streams.get(&conn) {
+                    Some(s) => s.addr.to_string(),
+                    // No stream: a punched connection, over UDP to the peer's mapping.
+                    None => self
+                        .router
+                        .peer_udp_addr(peer)
+                        .map(|a| format!("{a} (punched through NAT)"))
+                        .unwrap_or_default(),
+                };
                 tracing::info!("connection to {peer} at {addr} established ({conn})");
             }
             Event::ConnectionDown { conn, addr, error } => {

@@ -158,8 +158,15 @@ impl Driver {
                         .map(|suite| suite.name().to_owned()),
                     mode: Some(self.mode(c.state, c.peer).to_string()),
                     error: None,
-                    path: current.then(|| "direct".to_owned()),
+                    path: current.then(|| {
+                        match c.punched {
+                            Some(_) => "punched",
+                            None => "direct",
+                        }
+                        .to_owned()
+                    }),
                     via: None,
+                    punch: None,
                     mapped_address: path.filter(|p| p.addr_learned).map(|p| p.addr.to_string()),
                     since_unix_s: path.map(|p| unix_s(p.addr_since)),
                 }
@@ -174,6 +181,14 @@ impl Driver {
                     .map(|e| e.nickname.clone())
                     .unwrap_or_default()
             };
+            let punch = self
+                .router
+                .punch_attempt(*peer)
+                .map(|a| punch_word(&a.phase));
+            let mut mode = format!("relayed via {hop}({})", nick(hop));
+            if let Some(p) = &punch {
+                mode = format!("{mode}, punch {p}");
+            }
             out.push(ConnectionStatus {
                 id: None,
                 peer: Some(peer.to_string()),
@@ -183,7 +198,8 @@ impl Driver {
                 state: Some("relayed".to_owned()),
                 encrypted: self.info.encrypted,
                 cipher: None,
-                mode: Some(format!("relayed via {hop}({})", nick(hop))),
+                punch,
+                mode: Some(mode),
                 error: None,
                 path: Some("relayed".to_owned()),
                 via: Some(hop.to_string()),
@@ -261,5 +277,17 @@ pub(super) fn state_name(s: ConnState) -> &'static str {
         ConnState::Confirming => "confirming",
         ConnState::Established => "established",
         ConnState::Closed => "closed",
+    }
+}
+
+/// What a relayed peer's punch attempt is doing, for status: `requested via PEER`,
+/// `probing ADDR`, `failed: REASON` (or `up` for the moment it was just punched).
+fn punch_word(p: &weft_core::punch::PunchPhase) -> String {
+    use weft_core::punch::PunchPhase;
+    match p {
+        PunchPhase::Requested { via, .. } => format!("requested via {via}"),
+        PunchPhase::Probing { addr, .. } => format!("probing {addr}"),
+        PunchPhase::Punched { addr, .. } => format!("up at {addr}"),
+        PunchPhase::Failed { reason, .. } => format!("failed: {reason}"),
     }
 }

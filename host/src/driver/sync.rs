@@ -57,8 +57,18 @@ impl Driver {
             .iter()
             .filter_map(|p| Some((*p, sleeve::canonical(self.router.peer_udp_addr(*p)?).ip())))
             .collect();
+        // Peers we punch to are let in too: their probes come before any connection.
+        let probing = self
+            .router
+            .punch_attempts()
+            .filter_map(|(_, a)| match a.phase {
+                weft_core::punch::PunchPhase::Probing { addr, .. } => {
+                    Some(sleeve::canonical(addr).ip())
+                }
+                _ => None,
+            });
         self.peer_filter
-            .set_peers(addrs.values().copied().collect());
+            .set_peers(addrs.values().copied().chain(probing).collect());
         self.fastdp.set_peers(addrs);
         self.datapath.retain_peers(&live);
         for p in &live {

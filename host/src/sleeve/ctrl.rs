@@ -40,7 +40,13 @@ pub(super) struct Pending {
     pub(super) peers: BTreeMap<PeerName, PeerUpdate>,
     pub(super) routes: Option<ForwardingTable>,
     pub(super) fast: Option<BTreeSet<PeerName>>,
+    /// Punch datagrams the router wants sent from the sleeve's port, oldest first (at most
+    /// [`PUNCH_OUT_LEN_MAX`]: they are retransmitted or periodic, so a drop only delays).
+    pub(super) datagrams: Vec<(SocketAddr, Vec<u8>)>,
 }
+
+/// Most punch datagrams waiting for the pump.
+pub(super) const PUNCH_OUT_LEN_MAX: usize = 1024;
 
 impl Pending {
     /// Takes everything waiting in `shared` (the pump's side; holds the lock only to swap).
@@ -121,6 +127,20 @@ impl Control {
     /// New routes (replacing any not taken yet).
     pub(super) fn set_routes(&self, table: ForwardingTable) {
         self.each_pending(|p| p.routes = Some(table.clone()));
+    }
+
+    /// Queues a punch datagram for the pump to send; false (dropped) if the queue is full.
+    /// Queue 0's pump sends them all: the queues share the port, so the mapping is the same.
+    pub(super) fn queue_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        let Some(first) = self.pending.first() else {
+            return false;
+        };
+        let mut p = first.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.datagrams.len() >= PUNCH_OUT_LEN_MAX {
+            return false;
+        }
+        p.datagrams.push((to, bytes.to_vec()));
+        true
     }
 
     /// The fast-path peers now (replacing any set not taken yet).

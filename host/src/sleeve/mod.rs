@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use weft_core::conn::ConnId;
 use weft_core::crypto::{DatagramOpener, DatagramSealer};
 use weft_core::peer::PeerName;
+use weft_core::punch::wire::PunchDatagram;
 use weft_core::router::ForwardingTable;
 use weft_core::segment::{Coalescer, ETH_HEADER_LEN, Gso, Offload, PartialCsum, complete_l4_csum};
 use weft_core::sleeve::{Output, PeerPath, Sleeve, SleeveStats};
@@ -54,8 +55,13 @@ struct Published {
     paths: Vec<PeerPath>,
 }
 
+/// Where the pump hands punch datagrams (the router's, [`weft_core::punch`]): set by the
+/// driver once its inbox exists; until then they are dropped.
+pub(crate) type PunchSink = Box<dyn Fn(SocketAddr, &[u8]) + Send>;
+
 struct SleeveHandler {
     sleeve: Sleeve,
+    punch_sink: Arc<Mutex<Option<PunchSink>>>,
     /// Updates from the control plane, taken at each wake-up.
     pending: Arc<Mutex<Pending>>,
     clock: HostClock,
@@ -75,6 +81,15 @@ const LINK_MTU_RECHECK: Duration = Duration::from_secs(10);
 impl SleeveHandler {
     fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// Hands a punch datagram to the router (through the driver's sink).
+    fn to_router(&self, from: SocketAddr, data: &[u8]) {
+        if let Ok(sink) = self.punch_sink.lock()
+            && let Some(f) = sink.as_ref()
+        {
+            f(from, data);
+        }
     }
 
     /// Applies the control plane's updates: peers (a new connection's entry replaces the
@@ -245,6 +260,10 @@ impl Handler for SleeveHandler {
     fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], out: &mut Outbox) {
         let now = self.now();
         let from = canonical(from);
+        if PunchDatagram::is_punch(data) {
+            self.to_router(from, data);
+            return;
+        }
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_datagram(now, from, data, &mut |o| emit(out, coalescer, o));
@@ -259,6 +278,13 @@ impl Handler for SleeveHandler {
     ) {
         let now = self.now();
         let from = canonical(from);
+        if segment_len > 0 && data.chunks(segment_len).any(PunchDatagram::is_punch) {
+            // A batch with punch datagrams in it (rare: they are small and few): one by one.
+            for d in data.chunks_mut(segment_len) {
+                self.on_datagram(from, d, out);
+            }
+            return;
+        }
         let coalescer = &mut self.coalescer;
         self.sleeve
             .handle_datagrams(now, from, data, segment_len, &mut |o| {
@@ -272,7 +298,13 @@ impl Handler for SleeveHandler {
 
     fn on_wake(&mut self, out: &mut Outbox) {
         let now = self.now();
-        self.apply(now, Pending::take(&self.pending));
+        let mut p = Pending::take(&self.pending);
+        let datagrams = std::mem::take(&mut p.datagrams);
+        self.apply(now, p);
+        for (to, bytes) in datagrams {
+            // A full outbox drops (counted by the pump); the router resends what matters.
+            let _ = out.send_to(to, &bytes);
+        }
         if now >= self.next_mtu_check {
             self.next_mtu_check = now + LINK_MTU_RECHECK;
             let peers: Vec<(PeerName, SocketAddr)> =
@@ -310,6 +342,8 @@ pub(crate) struct Datapath {
     /// The host's one clock (the sleeve engine's time base, shared with the driver).
     clock: HostClock,
     pumps: Mutex<Vec<PumpThread<SleeveHandler>>>,
+    /// Where received punch datagrams go (the router, through the driver); every queue's.
+    punch_sink: Arc<Mutex<Option<PunchSink>>>,
     control: Control,
     /// One per queue.
     wakes: Vec<WakeHandle>,
@@ -509,12 +543,14 @@ impl Datapath {
         }
         engines.insert(0, first);
         let roamed = Arc::new(Mutex::new(BTreeMap::new()));
+        let punch_sink = Arc::new(Mutex::new(None));
         let mut threads = Vec::with_capacity(queues);
         for (((pump, sleeve), pending), published) in
             pumps.into_iter().zip(engines).zip(pending).zip(&published)
         {
             let handler = SleeveHandler {
                 sleeve,
+                punch_sink: Arc::clone(&punch_sink),
                 pending,
                 clock,
                 published: Arc::clone(published),
@@ -558,6 +594,7 @@ impl Datapath {
         Ok(Self {
             clock,
             pumps: Mutex::new(threads),
+            punch_sink,
             control,
             wakes,
             counters,
@@ -603,6 +640,23 @@ impl Datapath {
     ) {
         self.control.set_peer(name, conn, addr, keys.map(Box::new));
         self.wake();
+    }
+
+    /// Received punch datagrams go to `sink` from now on (the driver's inbox).
+    pub(crate) fn set_punch_sink(&self, sink: PunchSink) {
+        if let Ok(mut s) = self.punch_sink.lock() {
+            *s = Some(sink);
+        }
+    }
+
+    /// Sends a punch datagram from the sleeve's UDP port (the mapping its NAT shows peers);
+    /// false if it was dropped (the queue to the pump is full).
+    pub(crate) fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        let queued = self.control.queue_datagram(to, bytes);
+        if let Some(w) = self.wakes.first() {
+            w.wake();
+        }
+        queued
     }
 
     /// Keeps only the peers in `live` (connections that went away are removed).
