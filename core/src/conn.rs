@@ -46,6 +46,11 @@ pub const SEND_QUEUE_BYTES_MAX: usize = 4 * FRAME_LEN_MAX;
 /// Extra room above [`SEND_QUEUE_BYTES_MAX`] for heartbeats, confirm and close, so a
 /// gossip backlog cannot starve them (and they cannot grow the queue without bound).
 pub const SEND_QUEUE_CONTROL_HEADROOM_BYTES: usize = 4096;
+/// An emptied send or receive buffer keeps at most this much capacity: a burst (the
+/// whole topology to a new neighbour, up to [`SEND_QUEUE_BYTES_MAX`]) is not held for
+/// the connection's life. Thousands of connections in one process (the simulator) or
+/// a router with hundreds of neighbours would otherwise keep every burst's peak.
+pub const IDLE_BUF_BYTES_MAX: usize = 4096;
 /// Most outputs (established, gossip) waiting for [`Connection::poll_output`].
 pub const OUTPUT_QUEUE_LEN_MAX: usize = 256;
 /// Most gossip payload bytes waiting for [`Connection::poll_output`]; past either limit
@@ -517,6 +522,10 @@ impl Connection {
             self.on_frame(now, &mut unit)
         };
         unit.clear();
+        // A big frame's buffer is not kept for the small ones that mostly follow.
+        if unit.capacity() > IDLE_BUF_BYTES_MAX {
+            unit = Vec::new();
+        }
         self.recv_buf = unit;
         result
     }
@@ -730,6 +739,9 @@ impl Connection {
         self.send_pos += n;
         if self.send_pos == self.send_buf.len() {
             self.send_buf.clear();
+            if self.send_buf.capacity() > IDLE_BUF_BYTES_MAX {
+                self.send_buf = Vec::new();
+            }
             self.send_pos = 0;
         }
         Some(n)

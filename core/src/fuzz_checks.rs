@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("message", message),
     ("datagram", datagram),
     ("topology", topology),
+    ("topology_sync", topology_sync),
     ("conn_stream", conn_stream),
     ("ipam", ipam),
     ("dns", dns),
@@ -150,6 +151,16 @@ pub fn topology(data: &[u8]) -> bool {
     let mut buf = vec![0u8; TOPOLOGY_MSG_LEN_MAX];
     let n = emit_entries(&entries, &mut buf).expect("parsed entries re-emit");
     assert_eq!(parse_entries(&buf[..n]), Ok(entries));
+    true
+}
+
+/// The topology sync decoder: what parses re-emits to the same bytes.
+pub fn topology_sync(data: &[u8]) -> bool {
+    use crate::wire::topology_sync::SyncMsg;
+    let Ok(m) = SyncMsg::parse(data) else {
+        return false;
+    };
+    assert_eq!(m.to_vec().as_deref(), Ok(data), "re-emit differs");
     true
 }
 

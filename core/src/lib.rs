@@ -19,6 +19,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod admission;
+pub mod anti_entropy;
 pub mod conn;
 pub mod crypto;
 pub mod dns;

@@ -31,9 +31,14 @@ pub struct Routes {
     /// Every peer in the topology, in name order; a peer's index is its position.
     names: Vec<PeerName>,
     /// CSR adjacency over symmetric established edges: neighbours of `i` are
-    /// `adj[offsets[i]..offsets[i + 1]]`, sorted (that is, in name order).
+    /// `adj[offsets[i]..offsets[i + 1]]`, sorted (that is, in name order). Built by
+    /// [`Routes::compute`] for its BFS and then dropped (most of a router's routing
+    /// memory at large N); rebuilt from the topology by the first broadcast tree asked
+    /// for, and kept from then on.
     offsets: Vec<u32>,
     adj: Vec<u32>,
+    /// Our own neighbours (indices, name order), kept when the CSR is dropped.
+    our_neighbours: Vec<u32>,
     /// For each peer, the neighbour of ours on the shortest path to it, or [`NONE`].
     first_hop: Vec<u32>,
     /// The [`Topology::generation`] this was computed from.
@@ -52,8 +57,34 @@ impl Routes {
     /// visits neighbours in name order, so equal topologies give equal routes.
     pub fn compute(topology: &Topology) -> Self {
         let names: Vec<PeerName> = topology.names().collect();
+        let ourself = names
+            .binary_search(&topology.our_name())
+            .map_or(0, |i| i as u32);
+        let (offsets, adj) = Self::csr(topology, &names);
+        let mut routes = Self {
+            ourself,
+            names,
+            offsets,
+            adj,
+            our_neighbours: Vec::new(),
+            first_hop: Vec::new(),
+            generation: topology.generation(),
+            tree_slots: Vec::new(),
+            tree_arena: Vec::new(),
+        };
+        routes.first_hop = routes.unicast_first_hops();
+        if !routes.names.is_empty() {
+            routes.our_neighbours = routes.neighbours(routes.ourself).to_vec();
+        }
+        routes.offsets = Vec::new();
+        routes.adj = Vec::new();
+        routes
+    }
+
+    /// The CSR adjacency (offsets, neighbours) of `topology` over `names` (its names in
+    /// order): only edges both ends announce as established. O(N + E log N).
+    fn csr(topology: &Topology, names: &[PeerName]) -> (Vec<u32>, Vec<u32>) {
         let index = |p: PeerName| names.binary_search(&p).ok().map(|i| i as u32);
-        let ourself = index(topology.our_name()).unwrap_or(0);
 
         // Directed edges each owner announces, sorted and deduplicated per node.
         let mut dir_offsets = Vec::with_capacity(names.len() + 1);
@@ -97,19 +128,7 @@ impl Routes {
             }
             offsets.push(adj.len() as u32);
         }
-
-        let mut routes = Self {
-            ourself,
-            names,
-            offsets,
-            adj,
-            first_hop: Vec::new(),
-            generation: topology.generation(),
-            tree_slots: Vec::new(),
-            tree_arena: Vec::new(),
-        };
-        routes.first_hop = routes.unicast_first_hops();
-        routes
+        (offsets, adj)
     }
 
     fn neighbours(&self, i: u32) -> &[u32] {
@@ -170,12 +189,7 @@ impl Routes {
 
     /// Our neighbours over edges both ends announce, in name order.
     pub fn neighbour_names(&self) -> impl Iterator<Item = PeerName> + '_ {
-        let ns: &[u32] = if self.names.is_empty() {
-            &[]
-        } else {
-            self.neighbours(self.ourself)
-        };
-        ns.iter().map(|&n| self.names[n as usize])
+        self.our_neighbours.iter().map(|&n| self.names[n as usize])
     }
 
     /// The [`Topology::generation`] these routes were computed from.
@@ -196,6 +210,9 @@ impl Routes {
         };
         if self.tree_slots.len() != self.names.len() {
             self.tree_slots = alloc::vec![(NONE, 0); self.names.len()];
+        }
+        if self.offsets.is_empty() {
+            (self.offsets, self.adj) = Self::csr(topology, &self.names);
         }
         let (mut start, mut len) = self.tree_slots[s as usize];
         if start == NONE {

@@ -35,6 +35,7 @@ use crate::peer::{PeerName, PeerUid};
 use crate::time::{Duration, Instant};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 use core::net::SocketAddr;
@@ -138,17 +139,105 @@ pub struct TopologyStats {
     pub refused_version_ahead: u64,
 }
 
-/// The set of peer entries one router knows; its own entry is always present.
+/// A 64-bit fingerprint of everything in an entry (name, uid, version, nickname,
+/// connections): equal entries have equal fingerprints, and a change anywhere changes it
+/// but for a 2^-64 chance. Anti-entropy compares these instead of whole entries
+/// ([`crate::wire::topology_sync`]). Not a cryptographic hash: a peer that forges
+/// entries can do worse than collide (it can out-rank), see the module doc.
+pub fn fingerprint(e: &PeerEntry) -> u64 {
+    // One multiply-xorshift round per 64-bit word (the splitmix64 finaliser), chained.
+    fn mix(h: u64, word: u64) -> u64 {
+        let mut z = (h ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h = mix(0, e.name.as_u64());
+    h = mix(h, e.uid.0);
+    h = mix(h, e.version);
+    let nick = e.nickname.as_bytes();
+    h = mix(h, nick.len() as u64);
+    for chunk in nick.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h, u64::from_le_bytes(w));
+    }
+    h = mix(h, e.conns.len() as u64);
+    for c in &e.conns {
+        let flags = u64::from(c.established) | u64::from(c.outbound) << 1;
+        h = mix(h, c.peer.as_u64() | flags << 56);
+        match c.addr {
+            None => h = mix(h, 0),
+            Some(SocketAddr::V4(a)) => {
+                h = mix(
+                    h,
+                    4 << 56 | u64::from(a.port()) << 32 | u64::from(a.ip().to_bits()),
+                );
+            }
+            Some(SocketAddr::V6(a)) => {
+                let ip = a.ip().to_bits();
+                h = mix(h, 6 << 56 | u64::from(a.port()));
+                h = mix(h, (ip >> 64) as u64);
+                h = mix(h, ip as u64);
+            }
+        }
+    }
+    h
+}
+
+/// One entry as a topology stores it: shared (equal entries can be one allocation across
+/// topologies, see [`Topology::set_interner`]) and with its [`fingerprint`].
 #[derive(Clone, Debug)]
+struct Stored {
+    entry: Arc<PeerEntry>,
+    fingerprint: u64,
+}
+
+impl Stored {
+    fn new(entry: PeerEntry, interner: Option<&Arc<dyn EntryInterner>>) -> Self {
+        let fingerprint = fingerprint(&entry);
+        let entry = match interner {
+            Some(i) => i.intern(entry, fingerprint),
+            None => Arc::new(entry),
+        };
+        Self { entry, fingerprint }
+    }
+}
+
+/// Hands out one shared allocation for equal entries. The simulator runs thousands of
+/// routers in one process, each holding an entry of every peer: with one interner for
+/// all of them, one version of one peer's entry is stored once. Must return an entry
+/// equal to the one given (what the topology computes does not change).
+pub trait EntryInterner: Send + Sync {
+    /// A shared entry equal to `entry`, whose [`fingerprint`] is `fingerprint`.
+    fn intern(&self, entry: PeerEntry, fingerprint: u64) -> Arc<PeerEntry>;
+}
+
+/// The set of peer entries one router knows; its own entry is always present.
+#[derive(Clone)]
 pub struct Topology {
     ourself: PeerName,
-    entries: BTreeMap<PeerName, PeerEntry>,
+    entries: BTreeMap<PeerName, Stored>,
+    /// Wrapping sum of every entry's fingerprint (the sync digest, kept as entries change).
+    fingerprint_sum: u64,
+    interner: Option<Arc<dyn EntryInterner>>,
     generation: u64,
     /// Connections listed by every entry but ours (bounded by [`TOPOLOGY_CONNS_MAX`]).
     conns_total: usize,
     /// Our wall clock in ms, as last told by [`Topology::set_clock_ms`].
     clock_ms: u64,
     stats: TopologyStats,
+}
+
+impl core::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Topology")
+            .field("ourself", &self.ourself)
+            .field("entries", &self.entries)
+            .field("generation", &self.generation)
+            .field("interned", &self.interner.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Puts connections in canonical order and enforces [`PEER_CONNS_MAX`].
@@ -206,10 +295,14 @@ impl Topology {
         clamp_nickname(&mut ourself.nickname);
         let name = ourself.name;
         let mut entries = BTreeMap::new();
-        entries.insert(name, ourself);
+        let stored = Stored::new(ourself, None);
+        let fingerprint_sum = stored.fingerprint;
+        entries.insert(name, stored);
         Self {
             ourself: name,
             entries,
+            fingerprint_sum,
+            interner: None,
             generation: 0,
             conns_total: 0,
             clock_ms: 0,
@@ -241,10 +334,16 @@ impl Topology {
         self.clock_ms.saturating_add(TOPOLOGY_VERSION_AHEAD_MAX_MS)
     }
 
+    /// Shares entries through `interner` from now on (the simulator's one interner for
+    /// all its routers). Changes nothing the topology computes.
+    pub fn set_interner(&mut self, interner: Arc<dyn EntryInterner>) {
+        self.interner = Some(interner);
+    }
+
     /// Our own entry.
     pub fn ourself(&self) -> &PeerEntry {
         match self.entries.get(&self.ourself) {
-            Some(e) => e,
+            Some(e) => &e.entry,
             // `new` inserts it and nothing removes it.
             None => unreachable!("own entry missing"),
         }
@@ -255,11 +354,20 @@ impl Topology {
         self.ourself
     }
 
-    fn ourself_mut(&mut self) -> &mut PeerEntry {
-        match self.entries.get_mut(&self.ourself) {
-            Some(e) => e,
-            None => unreachable!("own entry missing"),
-        }
+    /// Changes our own entry with `f` (our entry is never shared: it changes in place),
+    /// keeping its fingerprint and the sum current. Returns what `f` returns.
+    fn edit_ours<R>(&mut self, f: impl FnOnce(&mut PeerEntry) -> R) -> R {
+        let Some(slot) = self.entries.get_mut(&self.ourself) else {
+            unreachable!("own entry missing")
+        };
+        let r = f(Arc::make_mut(&mut slot.entry));
+        let fp = fingerprint(&slot.entry);
+        self.fingerprint_sum = self
+            .fingerprint_sum
+            .wrapping_sub(slot.fingerprint)
+            .wrapping_add(fp);
+        slot.fingerprint = fp;
+        r
     }
 
     /// Replaces our connection list; call whenever a connection comes up, is established
@@ -278,15 +386,19 @@ impl Topology {
     /// Sets one field of our entry to `value`; if that changed it, bumps our version and
     /// the generation and returns true.
     fn set_ours<T: PartialEq>(&mut self, field: fn(&mut PeerEntry) -> &mut T, value: T) -> bool {
-        let me = self.ourself_mut();
-        let slot = field(me);
-        if *slot == value {
-            return false;
+        let changed = self.edit_ours(|me| {
+            let slot = field(me);
+            if *slot == value {
+                return false;
+            }
+            *slot = value;
+            me.version = me.version.saturating_add(1);
+            true
+        });
+        if changed {
+            self.generation += 1;
         }
-        *slot = value;
-        me.version = me.version.saturating_add(1);
-        self.generation += 1;
-        true
+        changed
     }
 
     /// Merges gossiped entries; call with every decoded gossip message (one call per
@@ -325,7 +437,7 @@ impl Topology {
                 // an exact copy of our content (an echo, maybe ahead of a restarted us
                 // that kept its uid), one past it for anything else. Taking a maximum
                 // is order-independent, unlike "skip echoes, bump on the rest".
-                let me = self.ourself_mut();
+                let me = self.ourself();
                 let echo =
                     entry.uid == me.uid && entry.nickname == me.nickname && entry.conns == me.conns;
                 let floor = if echo {
@@ -334,7 +446,7 @@ impl Topology {
                     entry.version.saturating_add(1)
                 };
                 if floor > me.version {
-                    me.version = floor;
+                    self.edit_ours(|me| me.version = floor);
                     news.push(entry.name);
                 }
                 continue;
@@ -342,15 +454,21 @@ impl Topology {
             let full = self.entries.len() >= TOPOLOGY_PEERS_MAX;
             match self.entries.entry(entry.name) {
                 alloc::collections::btree_map::Entry::Occupied(mut slot) => {
-                    if entry.rank_cmp(slot.get()) == Ordering::Greater {
-                        let total = self.conns_total - slot.get().conns.len() + entry.conns.len();
+                    let held = &slot.get().entry;
+                    if entry.rank_cmp(held) == Ordering::Greater {
+                        let total = self.conns_total - held.conns.len() + entry.conns.len();
                         if total > TOPOLOGY_CONNS_MAX {
                             self.stats.dropped_full += 1;
                             continue;
                         }
                         self.conns_total = total;
                         news.push(entry.name);
-                        slot.insert(entry);
+                        let stored = Stored::new(entry, self.interner.as_ref());
+                        self.fingerprint_sum = self
+                            .fingerprint_sum
+                            .wrapping_sub(slot.get().fingerprint)
+                            .wrapping_add(stored.fingerprint);
+                        slot.insert(stored);
                     }
                 }
                 alloc::collections::btree_map::Entry::Vacant(slot) => {
@@ -362,7 +480,10 @@ impl Topology {
                         new_peers += 1;
                         self.conns_total += entry.conns.len();
                         news.push(entry.name);
-                        slot.insert(entry);
+                        let stored = Stored::new(entry, self.interner.as_ref());
+                        self.fingerprint_sum =
+                            self.fingerprint_sum.wrapping_add(stored.fingerprint);
+                        slot.insert(stored);
                     }
                 }
             }
@@ -377,7 +498,12 @@ impl Topology {
 
     /// The entry for `name`, if known.
     pub fn get(&self, name: PeerName) -> Option<&PeerEntry> {
-        self.entries.get(&name)
+        self.entries.get(&name).map(|s| &*s.entry)
+    }
+
+    /// The [`fingerprint`] of `name`'s entry, if known.
+    pub fn fingerprint(&self, name: PeerName) -> Option<u64> {
+        self.entries.get(&name).map(|s| s.fingerprint)
     }
 
     /// True if `name` has an entry.
@@ -397,7 +523,28 @@ impl Topology {
 
     /// All entries in name order, ourselves included.
     pub fn iter(&self) -> impl Iterator<Item = &PeerEntry> {
-        self.entries.values()
+        self.entries.values().map(|s| &*s.entry)
+    }
+
+    /// Entries with a name in `range`, in name order, each with its [`fingerprint`].
+    pub fn range(
+        &self,
+        range: core::ops::RangeInclusive<PeerName>,
+    ) -> impl Iterator<Item = (&PeerEntry, u64)> {
+        self.entries
+            .range(range)
+            .map(|(_, s)| (&*s.entry, s.fingerprint))
+    }
+
+    /// All entries in name order with their [`fingerprint`]s.
+    pub fn iter_fingerprinted(&self) -> impl Iterator<Item = (&PeerEntry, u64)> {
+        self.entries.values().map(|s| (&*s.entry, s.fingerprint))
+    }
+
+    /// The anti-entropy digest: (entry count, wrapping sum of all [`fingerprint`]s). Equal
+    /// topologies have equal digests; O(1), kept up to date by every change.
+    pub fn sync_digest(&self) -> (usize, u64) {
+        (self.entries.len(), self.fingerprint_sum)
     }
 
     /// All names in order, ourselves included.
@@ -411,7 +558,8 @@ impl Topology {
             return;
         }
         if let Some(e) = self.entries.remove(&name) {
-            self.conns_total -= e.conns.len();
+            self.conns_total -= e.entry.conns.len();
+            self.fingerprint_sum = self.fingerprint_sum.wrapping_sub(e.fingerprint);
             self.generation += 1;
         }
     }
@@ -437,7 +585,7 @@ impl Topology {
         const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
         let mut h = FNV_OFFSET;
-        for e in self.entries.values() {
+        for e in self.iter() {
             for word in [e.name.as_u64(), e.uid.0, e.version] {
                 for b in word.to_le_bytes() {
                     h ^= u64::from(b);

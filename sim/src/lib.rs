@@ -20,6 +20,7 @@
 //! What it does not do: real I/O, threads or wall-clock time.
 
 pub mod check;
+pub mod intern;
 pub mod ipam_check;
 pub mod nat;
 pub mod nat_scenario;

@@ -156,6 +156,18 @@ fn print_report(m: &MeshReport, seed: u64, wall_s: f64) {
         t.net.stream_bytes as f64 / n
     );
     println!("wall {wall_s:.2} s, {} deliveries simulated", m.deliveries);
+    match peak_kib() {
+        Some(k) => println!("peak memory {:.0} MiB (VmHWM)", k as f64 / 1024.0),
+        None => println!("peak memory unknown (no /proc/self/status)"),
+    }
+}
+
+/// Peak resident memory of this process in KiB (VmHWM in /proc/self/status).
+fn peak_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn explore(args: &mut Args) -> Result<ExitCode, String> {

@@ -4,6 +4,7 @@
 //! it, as on a host; without, it is the control plane alone (no UDP port).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use weft_core::conn::ConnId as RouterConnId;
 use weft_core::crypto::{ChaChaKeyRng, Psk};
@@ -13,6 +14,7 @@ use weft_core::punch::wire::PunchDatagram;
 use weft_core::router::{Command, Config, Destination, Event, Router, TRANSMIT_LEN_MIN};
 use weft_core::time::{Duration, Instant};
 
+use crate::intern::Interner;
 use crate::node::{
     ConnId, Dest, GossipStats, LISTEN_PORT, NodeCommand, NodeEvent, NodeSpec, SimNode,
 };
@@ -97,9 +99,15 @@ impl RouterProfile {
         }
     }
 
-    /// A factory building routers with this profile.
+    /// A factory building routers with this profile, all sharing one [`Interner`] (one
+    /// copy of each peer entry for the whole world).
     pub fn factory(self) -> Factory<RouterNode> {
-        Box::new(move |spec| RouterNode::new(&self, spec))
+        let interner = Arc::new(Interner::new());
+        Box::new(move |spec| {
+            let mut node = RouterNode::new(&self, spec);
+            node.router.set_entry_interner(interner.clone());
+            node
+        })
     }
 }
 
@@ -264,7 +272,9 @@ impl SimNode for RouterNode {
     }
 
     fn topology_digest(&self) -> u64 {
-        self.router.topology().digest()
+        // O(1) and covers every field of every entry (the (name, uid, version) hash of
+        // `Topology::digest` is O(N): N routers checked every 10 ms was O(N²) per check).
+        self.router.topology().sync_digest().1
     }
 
     fn topology_peers(&self) -> Vec<PeerName> {

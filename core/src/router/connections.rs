@@ -97,14 +97,7 @@ impl Router {
         self.next_conn_id = next;
         for (id, addr) in due {
             let conn = Connection::new(id, true, addr, &self.settings, &mut *self.keys, now);
-            self.conns.insert(
-                id,
-                Slot {
-                    conn,
-                    opened: false,
-                    punch: None,
-                },
-            );
+            self.conns.insert(id, Slot::new(conn, false));
             self.push_event(Event::OpenStream { conn: id, addr });
         }
     }
@@ -131,6 +124,8 @@ impl Router {
                         self.on_policy_gossip(now, id, &payload);
                     } else if channel == CHANNEL_PUNCH {
                         self.on_punch_gossip(now, id, &payload);
+                    } else if channel == CHANNEL_TOPOLOGY_SYNC {
+                        self.on_topology_sync(now, id, &payload);
                     }
                     // Unknown channels (a newer peer's) are ignored.
                 }
@@ -167,9 +162,11 @@ impl Router {
         self.policy.on_neighbour(peer);
         self.punch_on_established(now, id, peer);
         self.update_our_conns();
-        // A new neighbour hears everything we know.
+        // A new neighbour hears everything we know, and that we speak topology sync.
         self.news.entry(peer).or_default().add_everything();
         self.schedule_flush(now);
+        let announce = anti_entropy::digest(&self.topology, true);
+        self.send_sync(now, id, &[announce]);
     }
 
     /// The peer at the far end of `conn`, once its hello has arrived.

@@ -7,6 +7,7 @@
 //! handshake and framed protocol over the bytes the driver moves.
 
 use crate::admission::{self, Admit, Lockouts, Pending, Refusal};
+use crate::anti_entropy;
 use crate::conn::{ConnError, ConnId, ConnOutput, ConnSettings, ConnState, Connection};
 use crate::crypto::{BoxedKeyRng, CipherSuite, CipherSuites, DatagramOpener, DatagramSealer, Psk};
 use crate::dns::Dns;
@@ -20,9 +21,11 @@ use crate::punch::wire::CHANNEL_PUNCH;
 use crate::rng::Rng;
 use crate::routes::Routes;
 use crate::time::{Duration, Instant};
-use crate::topology::{ConnInfo, PeerEntry, Topology};
+use crate::topology::{ConnInfo, EntryInterner, PeerEntry, Topology};
 use crate::wire::WireError;
-use crate::wire::frame::{CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_POLICY, CHANNEL_TOPOLOGY};
+use crate::wire::frame::{
+    CHANNEL_DNS, CHANNEL_IPAM, CHANNEL_POLICY, CHANNEL_TOPOLOGY, CHANNEL_TOPOLOGY_SYNC,
+};
 use crate::wire::topology::parse_entries;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -44,6 +47,9 @@ mod topology_gossip;
 // Topology (and policy) tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
 mod topology_tests;
+// Topology anti-entropy at the router (digests, repair, old peers).
+#[cfg(test)]
+mod sync_tests;
 
 /// Most events queued for the driver; further events are dropped and counted (never a
 /// `CloseStream`, see `push_event`).
@@ -259,6 +265,9 @@ pub struct RouterStats {
     pub drops_discovered_targets_full: u64,
     /// Discovered targets dropped after failing for too long.
     pub discovered_targets_expired: u64,
+    /// Topology sync messages not acted on: summaries nobody asked for, digests that
+    /// came again within half a gossip interval on one connection.
+    pub sync_ignored: u64,
     /// Connections under way to discovered targets stopped to make room for a due
     /// explicit target (`weft connect`) when the connection limit was reached.
     pub discovered_dials_preempted: u64,
@@ -303,6 +312,30 @@ struct Slot {
     opened: bool,
     /// Set for a punched connection: its bytes run over datagrams, not a stream.
     punch: Option<PunchLink>,
+    /// Topology anti-entropy with the peer on this connection.
+    sync: SyncState,
+}
+
+impl Slot {
+    fn new(conn: Connection, opened: bool) -> Self {
+        Self {
+            conn,
+            opened,
+            punch: None,
+            sync: SyncState::default(),
+        }
+    }
+}
+
+/// Per connection: whether the peer speaks the topology sync channel (it sent us a sync
+/// message; peers built before it never do, and get the full periodic gossip instead),
+/// until when its summaries are welcome (after we sent it a digest), and when we last
+/// answered one of its digests with our summaries (at most once per half interval).
+#[derive(Clone, Copy, Debug, Default)]
+struct SyncState {
+    speaks: bool,
+    summaries_until: Option<Instant>,
+    answered_at: Option<Instant>,
 }
 
 /// The weft router: connections, topology, gossip, routes.
@@ -436,14 +469,7 @@ impl Router {
             return id;
         }
         let conn = Connection::new(id, false, remote, &self.settings, &mut *self.keys, now);
-        self.conns.insert(
-            id,
-            Slot {
-                conn,
-                opened: true,
-                punch: None,
-            },
-        );
+        self.conns.insert(id, Slot::new(conn, true));
         id
     }
 
@@ -511,7 +537,7 @@ impl Router {
             }
         }
         if now >= self.next_gossip_at {
-            self.periodic_gossip();
+            self.periodic_gossip(now);
             let iv = self.config.gossip_interval.total_micros();
             self.next_gossip_at =
                 now + Duration::from_micros(iv - iv / 8 + self.rng.below(iv / 4 + 1));
@@ -598,6 +624,13 @@ impl Router {
             t = t.min(p);
         }
         Some(t)
+    }
+
+    /// Shares topology entries through `interner` from now on (the simulator gives all
+    /// its routers one, so one version of one peer's entry is stored once). Changes
+    /// nothing the router computes; hosts have no use for it.
+    pub fn set_entry_interner(&mut self, interner: alloc::sync::Arc<dyn EntryInterner>) {
+        self.topology.set_interner(interner);
     }
 
     /// What we know of the network.

@@ -328,6 +328,7 @@ impl Router {
                 conn,
                 opened: true,
                 punch: Some(link),
+                sync: SyncState::default(),
             },
         );
         self.punch.links.insert(peer, id);

@@ -1,8 +1,11 @@
 //! The router's topology gossip: merging what neighbours tell (within the topology's
 //! limits), announcing our own connections, batching news before it is flooded, the
-//! periodic full-state gossip to a few random neighbours, and sending on any channel.
+//! periodic anti-entropy with a few random neighbours (a digest to those that speak
+//! topology sync, see [`crate::anti_entropy`]; the full state to older peers), and
+//! sending on any channel.
 
 use super::*;
+use crate::wire::topology_sync::SyncMsg;
 
 impl Router {
     pub(super) fn on_topology_gossip(&mut self, now: Instant, from: ConnId, payload: &[u8]) {
@@ -110,18 +113,105 @@ impl Router {
         }
     }
 
-    pub(super) fn periodic_gossip(&mut self) {
+    pub(super) fn periodic_gossip(&mut self, now: Instant) {
         let neighbours: Vec<PeerName> = self.by_peer.keys().copied().collect();
         if neighbours.is_empty() {
             return;
         }
         let n = gossip::gossip_fanout(self.topology.len());
         let chosen = gossip::choose_targets(&mut self.rng, &neighbours, n);
+        let digest = anti_entropy::digest(&self.topology, false);
+        let window = self.config.gossip_interval;
+        let mut full = false;
         for peer in chosen {
-            self.news.entry(peer).or_default().add_everything();
+            let Some(&id) = self.by_peer.get(&peer) else {
+                continue;
+            };
+            let Some(slot) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if slot.sync.speaks {
+                // Its summaries (if our digests differ) are welcome for one interval.
+                slot.sync.summaries_until = Some(now + window);
+                self.send_sync(now, id, core::slice::from_ref(&digest));
+            } else {
+                self.news.entry(peer).or_default().add_everything();
+                full = true;
+            }
         }
-        // Sent at once: anti-entropy does not need batching.
-        self.flush_at = Some(Instant::ZERO);
+        if full {
+            // Sent at once: anti-entropy does not need batching.
+            self.flush_at = Some(Instant::ZERO);
+        }
+    }
+
+    /// A CHANNEL_TOPOLOGY_SYNC payload arrived on `from` (see [`crate::anti_entropy`]);
+    /// garbage costs the connection.
+    pub(super) fn on_topology_sync(&mut self, now: Instant, from: ConnId, payload: &[u8]) {
+        let msg = match anti_entropy::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.drop_malformed_gossip(now, from, e);
+                return;
+            }
+        };
+        let half = Duration::from_micros(self.config.gossip_interval.total_micros() / 2);
+        let Some(slot) = self.conns.get_mut(&from) else {
+            return;
+        };
+        slot.sync.speaks = true;
+        match msg {
+            SyncMsg::Digest(d) => {
+                if d.announce || anti_entropy::digest_matches(&self.topology, &d) {
+                    return;
+                }
+                // One answer per half interval: a digest costs the sender 14 bytes and
+                // us a summary of everything.
+                if slot
+                    .sync
+                    .answered_at
+                    .is_some_and(|t| now.saturating_since(t) < half)
+                {
+                    self.stats.sync_ignored += 1;
+                    return;
+                }
+                slot.sync.answered_at = Some(now);
+                let msgs: Vec<SyncMsg> = anti_entropy::summaries(&self.topology)
+                    .into_iter()
+                    .map(SyncMsg::Summary)
+                    .collect();
+                self.send_sync(now, from, &msgs);
+            }
+            SyncMsg::Summary(s) => {
+                if slot.sync.summaries_until.is_none_or(|t| now > t) {
+                    self.stats.sync_ignored += 1;
+                    return;
+                }
+                let diff = anti_entropy::compare(&self.topology, &s);
+                let entries: Vec<&PeerEntry> = diff
+                    .send
+                    .iter()
+                    .filter_map(|n| self.topology.get(*n))
+                    .collect();
+                let mut msgs = Vec::new();
+                gossip::encode_messages(&entries, |m| msgs.push(m.to_vec()));
+                self.send_messages(now, from, msgs);
+                self.send_sync(now, from, &anti_entropy::requests(&diff.want));
+            }
+            SyncMsg::Request(names) => {
+                let msgs = gossip::encode_names(&self.topology, &names);
+                self.send_messages(now, from, msgs);
+            }
+        }
+    }
+
+    /// Sends sync messages to connection `id`.
+    pub(super) fn send_sync(&mut self, now: Instant, id: ConnId, msgs: &[SyncMsg]) {
+        for m in anti_entropy::encode(msgs) {
+            if !self.send_gossip(now, id, CHANNEL_TOPOLOGY_SYNC, &m) {
+                return;
+            }
+        }
     }
 
     pub(super) fn send_messages(&mut self, now: Instant, id: ConnId, msgs: Vec<Vec<u8>>) {

@@ -30,6 +30,10 @@ pub const CHANNEL_IPAM: u8 = 2;
 pub const CHANNEL_DNS: u8 = 3;
 /// Gossip channel: network policies, namespace labels and pods (see [`crate::policy`]).
 pub const CHANNEL_POLICY: u8 = 4;
+/// Gossip channel: topology anti-entropy, digests and summaries (see
+/// [`crate::wire::topology_sync`]). Peers built before it ignore it (unknown channel).
+/// (Channel 5 is hole punching's, [`crate::punch::wire::CHANNEL_PUNCH`].)
+pub const CHANNEL_TOPOLOGY_SYNC: u8 = 6;
 
 /// Close reason: an orderly close (forget, shutdown).
 pub const CLOSE_REASON_NORMAL: u8 = 0;

@@ -9,6 +9,7 @@ pub mod datagram;
 pub mod frame;
 pub mod handshake;
 pub mod topology;
+pub mod topology_sync;
 
 use core::fmt;
 

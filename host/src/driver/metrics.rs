@@ -172,6 +172,7 @@ impl DriverCounters {
                 ("discovered_targets_full", s.drops_discovered_targets_full),
                 ("discovered_targets_expired", s.discovered_targets_expired),
                 ("discovered_dials_preempted", s.discovered_dials_preempted),
+                ("topology_sync_ignored", s.sync_ignored),
                 ("topology_limits", t.rejected_limits),
                 ("topology_full", t.dropped_full),
                 ("topology_new_peers_per_msg", t.dropped_per_msg),
@@ -371,6 +372,7 @@ mod tests {
                 drops_discovered_targets_full: 116,
                 discovered_targets_expired: 117,
                 discovered_dials_preempted: 118,
+                sync_ignored: 119,
             },
             topology: TopologyStats {
                 rejected_limits: 201,
@@ -468,6 +470,7 @@ weft_drops_total{reason="explicit_targets_full"} 115
 weft_drops_total{reason="discovered_targets_full"} 116
 weft_drops_total{reason="discovered_targets_expired"} 117
 weft_drops_total{reason="discovered_dials_preempted"} 118
+weft_drops_total{reason="topology_sync_ignored"} 119
 weft_drops_total{reason="topology_limits"} 201
 weft_drops_total{reason="topology_full"} 202
 weft_drops_total{reason="topology_new_peers_per_msg"} 203
