@@ -99,16 +99,6 @@ fn loss(h: &Ns, percent: u64) {
     }
 }
 
-/// `weft attach --netns C ARGS`: the addresses given, or the one-line error.
-fn attach(r: &Router, c: &Ns, args: &[&str]) -> Result<Vec<String>, String> {
-    let p = c.path().display().to_string();
-    let mut full = vec!["attach", "--netns", &p];
-    full.extend_from_slice(args);
-    r.weft(&full)
-        .map(|out| out.split_whitespace().map(str::to_owned).collect())
-        .map_err(|e| e.to_string())
-}
-
 /// Every attachment's addresses on every router: (router, attachment id) -> addresses.
 fn held(hosts: &[Host]) -> BTreeMap<(usize, String), Vec<String>> {
     let mut out = BTreeMap::new();
@@ -292,7 +282,7 @@ fn routers_killed_partitioned_and_lossy_lose_nothing() {
     let mut containers = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let c = net.add_ns(n).unwrap();
-        let addrs = attach(&hosts[i].router, &c, &["--name", n]).unwrap();
+        let addrs = hosts[i].router.try_attach(&c, &["--name", n]).unwrap();
         let addr: Ipv4Addr = addrs[0].split('/').next().unwrap().parse().unwrap();
         containers.push((c, addr));
     }
@@ -397,7 +387,7 @@ fn routers_killed_partitioned_and_lossy_lose_nothing() {
             3 => {
                 let i = rng.below(4) as usize;
                 let c = net.add_ns(&format!("x{n}")).unwrap();
-                match attach(&hosts[i].router, &c, &[]) {
+                match hosts[i].router.try_attach(&c, &[]) {
                     Ok(a) => {
                         attached += 1;
                         extras.push((i, c));

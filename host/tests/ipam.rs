@@ -22,16 +22,6 @@ fn opts(peers: &[String], extra: &[&'static str]) -> Opts<'static> {
     }
 }
 
-/// `weft attach ARGS --netns C`: the printed addresses, or the one-line error.
-fn attach(r: &Router, c: &Ns, args: &[&str]) -> Result<Vec<String>, String> {
-    let p = c.path().display().to_string();
-    let mut full = vec!["attach", "--netns", &p];
-    full.extend_from_slice(args);
-    r.weft(&full)
-        .map(|out| out.split_whitespace().map(str::to_owned).collect())
-        .map_err(|e| e.to_string())
-}
-
 fn addr_of(cidr: &str) -> Ipv4Addr {
     cidr.split('/').next().unwrap().parse().unwrap()
 }
@@ -88,7 +78,7 @@ fn three_hosts_allocate_45_distinct_pingable_addresses_and_a_restart_keeps_them(
             .zip(&containers)
             .map(|(r, cs)| {
                 cs.iter()
-                    .map(|c| s.spawn(move || attach(r, c, &[])))
+                    .map(|c| s.spawn(move || r.try_attach(c, &[])))
                     .collect()
             })
             .collect();
@@ -166,7 +156,7 @@ fn three_hosts_allocate_45_distinct_pingable_addresses_and_a_restart_keeps_them(
         assert!(ok, "{from_addr} cannot reach {a} (host {h}, container {i})");
     }
     // Attaching again without an address gives the container the same address.
-    let again = attach(&routers[1], &containers[1][3], &[]).unwrap();
+    let again = routers[1].try_attach(&containers[1][3], &[]).unwrap();
     assert_eq!(again, *given[1][3].as_ref().unwrap());
     // kill -9 b's router and start it on the same state dir: same addresses.
     let before = ps(&routers[1]);
@@ -184,7 +174,9 @@ fn three_hosts_allocate_45_distinct_pingable_addresses_and_a_restart_keeps_them(
     assert_eq!(after_status["allocations"], b_status["allocations"]);
     // A new container there gets an address nobody has.
     let extra = net.add_ns("cnew").unwrap();
-    let got = attach(b, &extra, &[]).unwrap_or_else(|e| panic!("{e}; log:\n{}", b.log_text()));
+    let got = b
+        .try_attach(&extra, &[])
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", b.log_text()));
     let a = addr_of(&got[0]);
     assert!(!all.contains_key(&a), "{a} given twice after the restart");
     // And the restarted router reaches the others again.
@@ -208,7 +200,7 @@ fn rmpeer_hands_a_dead_peers_space_to_this_router() {
     let name_c = c.name();
     // c's first address is the start of its share; a /24 a little above it is c's space.
     let cc = net.add_ns("cc").unwrap();
-    let x = addr_of(&attach(c, &cc, &[]).unwrap()[0]);
+    let x = addr_of(&c.try_attach(&cc, &[]).unwrap()[0]);
     let block = Ipv4Addr::from_bits((x.to_bits() + 512) & !0xff);
     let subnet = format!("net:{block}/24");
     let share = |r: &Router, peer: &str| -> Option<u64> {
@@ -232,7 +224,7 @@ fn rmpeer_hands_a_dead_peers_space_to_this_router() {
     let text = a.weft(&["status", "ipam"]).unwrap();
     assert!(text.contains("unreachable"), "{text}");
     let ca = net.add_ns("ca").unwrap();
-    let e = attach(a, &ca, &[&subnet]).unwrap_err();
+    let e = a.try_attach(&ca, &[&subnet]).unwrap_err();
     assert!(
         e.lines().count() == 1 && e.contains("weft: "),
         "not one line: {e}"
@@ -246,7 +238,9 @@ fn rmpeer_hands_a_dead_peers_space_to_this_router() {
     assert_eq!(share(a, &name_c), None, "c still owns space");
     assert_eq!(share(a, &name_a), Some(a_before + c_before));
     // And that space is handed out again, here.
-    let got = attach(a, &ca, &[&subnet]).unwrap_or_else(|e| panic!("{e}"));
+    let got = a
+        .try_attach(&ca, &[&subnet])
+        .unwrap_or_else(|e| panic!("{e}"));
     let g = addr_of(&got[0]);
     assert_eq!(
         g.to_bits() & !0xff,
@@ -278,7 +272,7 @@ fn no_quorum_full_range_and_bad_subnets_are_one_line_errors() {
         ),
     );
     let c = net.add_ns("c0").unwrap();
-    let e = attach(&q, &c, &[]).unwrap_err();
+    let e = q.try_attach(&c, &[]).unwrap_err();
     assert!(
         e.contains("waits for 2 peers") && e.contains("heard of 1"),
         "{e}"
@@ -310,31 +304,31 @@ fn no_quorum_full_range_and_bad_subnets_are_one_line_errors() {
         .collect();
     let mut seen = BTreeSet::new();
     for c in &cs[..6] {
-        let g = attach(&f, c, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let g = f.try_attach(c, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(seen.insert(g[0].clone()), "{g:?} twice");
         assert!(
             g[0].starts_with("10.99.0.") && g[0].ends_with("/29"),
             "{g:?}"
         );
     }
-    let e = attach(&f, &cs[6], &[]).unwrap_err();
+    let e = f.try_attach(&cs[6], &[]).unwrap_err();
     assert!(e.contains("no free address left"), "{e}");
     // A subnet outside the range, and an address inside it that is taken.
-    let e = attach(&f, &cs[6], &["net:10.50.0.0/24"]).unwrap_err();
+    let e = f.try_attach(&cs[6], &["net:10.50.0.0/24"]).unwrap_err();
     assert!(
         e.contains("not inside the allocation range 10.99.0.0/29"),
         "{e}"
     );
     let taken = seen.iter().next().unwrap().clone();
-    let e = attach(&f, &cs[6], &[&taken]).unwrap_err();
+    let e = f.try_attach(&cs[6], &[&taken]).unwrap_err();
     assert!(e.contains("in use"), "{e}");
     // Outside the range: allowed, not managed (as in Weave).
-    let got = attach(&f, &cs[6], &["192.168.77.5/24"]).unwrap();
+    let got = f.try_attach(&cs[6], &["192.168.77.5/24"]).unwrap();
     assert_eq!(got, vec!["192.168.77.5/24".to_owned()]);
     // detach frees: the address is given again.
     let p = cs[0].path().display().to_string();
     f.weft(&["detach", "--netns", &p]).unwrap();
-    let again = attach(&f, &cs[6], &["net:default"]).unwrap();
+    let again = f.try_attach(&cs[6], &["net:default"]).unwrap();
     assert_eq!(again.len(), 1);
     assert!(seen.contains(&again[0]), "{again:?} is not the freed one");
     let st: Value = f.json(&["status", "ipam"]);
@@ -384,7 +378,9 @@ fn a_corrupted_ipam_state_stops_start_up_and_an_old_one_gets_a_checksum() {
     let ([ha], _) = underlay_hosts(&mut net, ["a"]);
     let c = net.add_ns("c").unwrap();
     let r = Router::start(&mut net, &ha, &opts(&[], &[]));
-    let given = attach(&r, &c, &[]).unwrap_or_else(|e| panic!("{e}; log:\n{}", r.log_text()));
+    let given = r
+        .try_attach(&c, &[])
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", r.log_text()));
     assert!(net.kill(r.pid));
     let file = r.state.join("ipam.state");
     let good = std::fs::read(&file).unwrap();
@@ -412,7 +408,7 @@ fn a_corrupted_ipam_state_stops_start_up_and_an_old_one_gets_a_checksum() {
     assert!(good.starts_with(tag));
     std::fs::write(&file, &good[tag.len() + 32..]).unwrap();
     let r2 = Router::restart(&mut net, &ha, &opts(&[], &[]));
-    let again = attach(&r2, &c, &[]).unwrap();
+    let again = r2.try_attach(&c, &[]).unwrap();
     assert_eq!(again, given, "the address was not kept");
     let now = std::fs::read(&file).unwrap();
     assert!(now.starts_with(tag), "no checksum written");

@@ -150,6 +150,16 @@ impl Router {
         );
     }
 
+    /// `weft attach --netns C ARGS`: the addresses printed, or the one-line error.
+    pub fn try_attach(&self, c: &Ns, args: &[&str]) -> Result<Vec<String>, String> {
+        let p = c.path().display().to_string();
+        let mut full = vec!["attach", "--netns", &p];
+        full.extend_from_slice(args);
+        self.weft(&full)
+            .map(|out| out.split_whitespace().map(str::to_owned).collect())
+            .map_err(|e| e.to_string())
+    }
+
     /// Detaches `cidr` from `c`, or the whole attachment when `cidr` is empty.
     pub fn detach(&self, c: &Ns, cidr: &str) {
         let p = c.path().display().to_string();
