@@ -46,6 +46,8 @@ mod punching;
 mod topology_gossip;
 // Topology (and policy) tests that inject forged gossip (need the private handlers).
 #[cfg(test)]
+mod test_net;
+#[cfg(test)]
 mod topology_tests;
 // Topology anti-entropy at the router (digests, repair, old peers).
 #[cfg(test)]

@@ -3,93 +3,21 @@
 //! repaired by the digest exchange alone, a peer that never spoke sync still gets the
 //! full state, and bad or unasked-for sync messages are refused.
 
+use super::test_net::{Net, addr};
 use super::*;
 use crate::peer::PeerUid;
 use crate::wire::topology_sync::{DIGEST_LEN, Summary, SyncMsg};
-use alloc::collections::BTreeMap;
 use alloc::vec;
 
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6783))
-}
-
-fn router(i: usize) -> Router {
-    let mut c = Config::new(PeerName::from_u64(0x10 + i as u64), 6783);
-    c.discovery = false;
-    let keys = alloc::boxed::Box::new(crate::crypto::ChaChaKeyRng::for_simulation(i as u64));
-    Router::new(c, i as u64, keys, Instant::ZERO)
-}
-
-/// Routers wired back to back in memory; router `i` listens on `addr(i)`.
-struct Net {
-    routers: Vec<Router>,
-    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
-    now: Instant,
-}
-
 impl Net {
+    /// `n` routers in a line, each dialling the one before, settled for 3 s.
     fn line(n: usize) -> Self {
-        let mut net = Self {
-            routers: (0..n).map(router).collect(),
-            links: BTreeMap::new(),
-            now: Instant::ZERO,
-        };
+        let mut net = Self::new(n);
         for i in 1..n {
             net.routers[i].handle_command(Instant::ZERO, Command::Connect(addr(i - 1)));
         }
         net.run(Duration::from_secs(3));
         net
-    }
-
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut buf = vec![0u8; TRANSMIT_LEN_MIN];
-        for i in 0..self.routers.len() {
-            while let Some(ev) = self.routers[i].poll_event() {
-                moved = true;
-                if let Event::OpenStream { conn, addr } = ev {
-                    let j = match addr.ip() {
-                        IpAddr::V4(v4) => usize::from(v4.octets()[3]) - 1,
-                        IpAddr::V6(_) => unreachable!(),
-                    };
-                    let from = SocketAddr::from(([10, 0, 0, i as u8 + 1], 40000));
-                    let theirs = self.routers[j].accept_stream(self.now, from);
-                    self.links.insert((i, conn), (j, theirs));
-                    self.links.insert((j, theirs), (i, conn));
-                    self.routers[i].handle_command(self.now, Command::StreamOpened(conn));
-                }
-            }
-            while let Some(t) = self.routers[i].poll_transmit(self.now, &mut buf) {
-                moved = true;
-                // No NAT here: nothing is punched, so every transmit is a stream's.
-                let Destination::Stream(conn) = t.destination else {
-                    continue;
-                };
-                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
-                    let bytes = buf[..t.len].to_vec();
-                    self.routers[j].handle_stream_bytes(self.now, theirs, &bytes);
-                }
-            }
-        }
-        moved
-    }
-
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            while self.pump() {}
-            self.now += Duration::from_millis(10);
-            for r in &mut self.routers {
-                if r.poll_timeout().is_some_and(|t| t <= self.now) {
-                    r.handle_timeout(self.now);
-                }
-            }
-        }
-        while self.pump() {}
-    }
-
-    fn conn(&self, i: usize, j: usize) -> ConnId {
-        self.routers[i].by_peer[&self.routers[j].name()]
     }
 
     fn agree(&self) -> bool {
