@@ -67,3 +67,37 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Least-squares slope of ln(y) over ln(x): the exponent b of y = c·x^b (points with a
+/// coordinate not above zero are left out; `None` under two points).
+pub fn loglog_slope(points: &[(f64, f64)]) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    if pts.len() < 2 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod slope_tests {
+    #[test]
+    fn the_slope_is_the_exponent_of_a_power_law() {
+        let pts: Vec<(f64, f64)> = [100.0, 300.0, 1000.0]
+            .iter()
+            .map(|&x| (x, 3.0 * x * x))
+            .collect();
+        let b = super::loglog_slope(&pts).unwrap();
+        assert!((b - 2.0).abs() < 1e-9, "{b}");
+        assert_eq!(super::loglog_slope(&[(1.0, 1.0)]), None);
+        assert_eq!(super::loglog_slope(&[(0.0, 1.0), (2.0, 0.0)]), None);
+    }
+}

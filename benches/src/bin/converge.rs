@@ -45,24 +45,6 @@ fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// Least-squares slope of ln(y) over ln(x).
-fn loglog_slope(points: &[(f64, f64)]) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
-        .map(|(x, y)| (x.ln(), y.ln()))
-        .collect();
-    if pts.len() < 2 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
-}
-
 fn parse() -> Result<(Vec<usize>, u64, usize, bool), String> {
     let mut sizes = Vec::new();
     let mut huge = false;
@@ -166,13 +148,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Some(b) = loglog_slope(&points) {
+    if let Some(b) = weft_benches::loglog_slope(&points) {
         let (lo, hi) = (points[0].0, points[points.len() - 1].0);
         // The exponent N·log N itself fits over the same sizes, for comparison.
         let nlogn: Vec<(f64, f64)> = points.iter().map(|&(x, _)| (x, x * x.ln())).collect();
         println!(
             "fitted exponent: gossip bytes per peer ~ N^{b:.2} over {lo}..{hi} peers (N·log N alone fits N^{:.2})",
-            loglog_slope(&nlogn).unwrap_or(f64::NAN)
+            weft_benches::loglog_slope(&nlogn).unwrap_or(f64::NAN)
         );
     }
     ExitCode::SUCCESS

@@ -214,24 +214,6 @@ fn summaries(t: &Topology) -> Vec<weft_core::wire::topology_sync::SyncMsg> {
         .collect()
 }
 
-/// Least-squares slope of ln(y) over ln(x).
-fn loglog_slope(points: &[(f64, f64)]) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
-        .map(|(x, y)| (x.ln(), y.ln()))
-        .collect();
-    if pts.len() < 2 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
-}
-
 fn main() -> ExitCode {
     let (sizes, degree, seed) = weft_benches::args_or_exit(parse(), "corecost: ", USAGE);
     println!(
@@ -260,7 +242,7 @@ fn main() -> ExitCode {
         print!("{:>7}", "N^b: b");
         for i in 0..COSTS.len() {
             let pts: Vec<(f64, f64)> = rows.iter().map(|(n, r)| (*n, r[i])).collect();
-            match loglog_slope(&pts) {
+            match weft_benches::loglog_slope(&pts) {
                 Some(b) => print!(" {b:>11.2}"),
                 None => print!(" {:>11}", "-"),
             }
